@@ -1,0 +1,55 @@
+# Sophia: `make up` runs the platform on embedded engines; `make test` runs the whole suite.
+# Both install what they need first (uv, then the locked workspace) on a machine with Python 3.11+.
+
+SHELL := /bin/bash
+BOOTSTRAP := .sophia/bootstrap
+UV := $(shell command -v uv 2>/dev/null || echo $(BOOTSTRAP)/bin/uv)
+export UV_PYTHON_DOWNLOADS := never
+export UV_LINK_MODE := copy
+PYTEST := $(UV) run --frozen pytest
+FAST := -m "not chaos and not load and not e2e"
+
+.PHONY: install up test test-fast test-e2e test-chaos test-load lint format bench clean
+
+$(BOOTSTRAP)/bin/uv:
+	python3 -m venv $(BOOTSTRAP)
+	$(BOOTSTRAP)/bin/pip install --quiet "uv>=0.9"
+
+install: $(UV)
+	$(UV) sync --all-packages --frozen
+
+up: install
+	$(UV) run --frozen sophia up
+
+lint: install
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen ruff format --check .
+	$(UV) run --frozen mypy packages/core/src packages/shared/src packages/database/src apps/api/src apps/cli/src
+	$(UV) run --frozen lint-imports
+
+format: install
+	$(UV) run --frozen ruff check --fix .
+	$(UV) run --frozen ruff format .
+
+test-fast: install
+	$(PYTEST) $(FAST) -n 2 --cov --cov-branch --cov-report= -q
+
+test-e2e: install
+	$(PYTEST) -m e2e --cov --cov-branch --cov-append --cov-report= -q
+
+test-chaos: install
+	$(PYTEST) -m chaos -p no:randomly --cov --cov-branch --cov-append --cov-report= -q
+
+test-load: install
+	$(PYTEST) -m load --cov --cov-branch --cov-append --cov-report= -q
+
+test: lint test-fast test-e2e test-chaos test-load
+	$(UV) run --frozen coverage report
+
+bench: install
+	$(UV) run --frozen python bench/ingest.py
+	$(UV) run --frozen python bench/read.py
+	$(UV) run --frozen python bench/server.py
+
+clean:
+	rm -rf .sophia/postgres .sophia/valkey .sophia/nats .sophia/logs .coverage*

@@ -1,0 +1,76 @@
+"""The FastAPI application: routers, error mapping, middleware and the lifespan that owns connections."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from fastapi import FastAPI
+
+from sophia.api import problems
+from sophia.api.auth import KeyVerifier
+from sophia.api.deals.endpoints import router as deals_router
+from sophia.api.health.endpoints import router as health_router
+from sophia.api.middleware import RequestContext
+from sophia.api.records.endpoints import router as records_router
+from sophia.api.state import AppState
+from sophia.cache.connection import RedisConnection
+from sophia.database import Database
+from sophia.events.connection import NatsConnection
+from sophia.shared.logging import configure_logging, get_logger
+from sophia.shared.settings import Settings
+
+log = get_logger(__name__)
+
+DESCRIPTION = """
+Sophia's unified data catalog over REST. Every route under `/api/v1` needs an API key sent as
+`Authorization: Bearer <key>` (create one with `sophia keys create --scope read|write|admin`).
+Errors are RFC 9457 `application/problem+json`.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    configure_logging(settings.log_level, settings.log_json)
+    if not (settings.database_url and settings.redis_url and settings.nats_url):
+        raise RuntimeError(
+            "SOPHIA_DATABASE_URL, SOPHIA_REDIS_URL and SOPHIA_NATS_URL must be set (`sophia up` sets them)"
+        )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            database = Database(settings)
+            await database.open()
+            stack.push_async_callback(database.close, settings.shutdown_grace_s)
+            redis = await stack.enter_async_context(
+                RedisConnection(settings.redis_url or "", settings.engine_timeout_s)
+            )
+            nats = await stack.enter_async_context(
+                NatsConnection(settings.nats_url or "", settings.engine_timeout_s)
+            )
+            keys = KeyVerifier(database, settings.api_key_cache_ttl_s)
+            app.state.sophia = AppState(settings, database, redis, nats, keys)
+            log.info("api_started")
+            yield
+            log.info("api_draining")
+
+    app = FastAPI(
+        title="Sophia API",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url="/redoc",
+    )
+    problems.install(app)
+    app.include_router(health_router)
+    app.include_router(records_router)
+    app.include_router(deals_router)
+    app.add_middleware(RequestContext, settings=settings)
+    return app
+
+
+def factory() -> FastAPI:
+    """Entry point for ASGI servers (`--factory`): settings from the environment."""
+    return create_app()

@@ -1,0 +1,68 @@
+"""API-key authentication: Bearer keys verified against their stored digest, scopes enforced per route."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from sophia.core.errors import Forbidden, Unauthorized
+from sophia.database import Database, keys
+from sophia.database.keys import ApiKey
+
+SCOPE_RANK = {"read": 0, "write": 1, "admin": 2}
+"""admin may do what write may, write what read may."""
+
+
+class KeyVerifier:
+    """Verifies keys, trusting a verified key from memory for `ttl_s` (so a revocation lands within it)."""
+
+    def __init__(self, database: Database, ttl_s: float, max_entries: int = 10_000) -> None:
+        self.database = database
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._verified: OrderedDict[str, tuple[ApiKey, float]] = OrderedDict()
+
+    async def verify(self, secret: str) -> ApiKey:
+        now = time.monotonic()
+        cached = self._verified.get(secret)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        async with self.database.connection() as connection:
+            key = await keys.find_active(connection, secret)
+        if key is None:
+            self._verified.pop(secret, None)
+            raise Unauthorized("The API key is not valid or has been revoked.")
+        self._verified[secret] = (key, now + self.ttl_s)
+        self._verified.move_to_end(secret)
+        if len(self._verified) > self.max_entries:
+            self._verified.popitem(last=False)
+        return key
+
+
+_BEARER = HTTPBearer(auto_error=False, description="An API key from `sophia keys create`.")
+
+
+def bearer_secret(request: Request, credentials: HTTPAuthorizationCredentials | None) -> str:
+    if credentials is None:
+        if request.headers.get("authorization"):
+            raise Unauthorized("The Authorization header must be `Bearer <key>`.")
+        raise Unauthorized("Send an API key as `Authorization: Bearer <key>`.")
+    return credentials.credentials
+
+
+def require(scope: str) -> Callable[..., Awaitable[ApiKey]]:
+    """A dependency admitting keys whose scope is at least `scope`."""
+
+    async def dependency(
+        request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_BEARER)
+    ) -> ApiKey:
+        key = await request.app.state.sophia.keys.verify(bearer_secret(request, credentials))
+        if SCOPE_RANK[key.scope] < SCOPE_RANK[scope]:
+            raise Forbidden(f"This needs a key with the {scope!r} scope; this key has {key.scope!r}.")
+        return key  # type: ignore[no-any-return]
+
+    return dependency

@@ -1,0 +1,1 @@
+"""Deals served from the analytics views."""

@@ -1,0 +1,45 @@
+"""HTTP for the deals views: the plan's `active_deals_mv` and its refresh."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, Depends, Query, Response
+
+from sophia.api.auth import require
+from sophia.api.state import AppState, app_state
+from sophia.core.cursor import decode_cursor, encode_cursor, filter_fingerprint
+from sophia.database import views
+
+router = APIRouter(prefix="/api/v1", tags=["deals"])
+State = Annotated[AppState, Depends(app_state)]
+_FINGERPRINT = filter_fingerprint("active_deals")
+
+
+@router.get("/deals/active", summary="Open deals (from the active_deals_mv view), in pages")
+async def active_deals(
+    state: State,
+    _key: Annotated[object, Depends(require("read"))],
+    limit: Annotated[int | None, Query(ge=1)] = None,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> Response:
+    page_size = min(limit or state.settings.page_size_default, state.settings.page_size_max)
+    after = decode_cursor(cursor, _FINGERPRINT) if cursor else None
+    async with state.database.connection() as connection:
+        rows = await views.active_deals_page(connection, after, page_size + 1)
+    next_cursor = encode_cursor(rows[page_size - 1][0], _FINGERPRINT) if len(rows) > page_size else None
+    items = b",".join(json.encode() for _, json in rows[:page_size])
+    body = b'{"items":[' + items + b'],"next_cursor":' + orjson.dumps(next_cursor) + b"}"
+    return Response(body, media_type="application/json")
+
+
+@router.post(
+    "/admin/views/active-deals:refresh",
+    status_code=204,
+    summary="Refresh active_deals_mv now (CONCURRENTLY: readers are not blocked)",
+)
+async def refresh_active_deals(state: State, _key: Annotated[object, Depends(require("admin"))]) -> Response:
+    async with state.database.connection() as connection:
+        await views.refresh_active_deals(connection)
+    return Response(status_code=204)

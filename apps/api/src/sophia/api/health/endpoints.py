@@ -1,0 +1,63 @@
+"""`/healthz` (the process is alive), `/readyz` (its dependencies answer), `/metrics`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, Depends, Response
+
+from sophia.api.state import AppState, app_state
+from sophia.core.errors import Unavailable
+from sophia.shared.metrics import render_latest
+
+router = APIRouter(tags=["health"])
+State = Annotated[AppState, Depends(app_state)]
+
+
+@router.get("/healthz", summary="Liveness: the process answers")
+async def healthz() -> Response:
+    return Response(b'{"status":"ok"}', media_type="application/json")
+
+
+async def _check(probe: Awaitable[None], timeout_s: float) -> str:
+    try:
+        await asyncio.wait_for(probe, timeout_s)
+    except Unavailable as error:
+        return error.detail
+    except TimeoutError:
+        return f"no answer within {timeout_s}s"
+    return "ok"
+
+
+@router.get("/readyz", summary="Readiness: PostgreSQL, Redis and NATS answer")
+async def readyz(state: State) -> Response:
+    timeout_s = state.settings.engine_timeout_s
+    postgres, redis, nats = await asyncio.gather(
+        _check(state.database.ping(), timeout_s),
+        _check(state.redis.ping(), timeout_s),
+        _check(state.nats.ping(), timeout_s),
+    )
+    checks = {"postgres": postgres, "redis": redis, "nats": nats}
+    ready = all(result == "ok" for result in checks.values())
+    body = {
+        "status": "ready" if ready else "not ready",
+        "checks": checks,
+        "breakers": {"postgres": state.database.breaker.state.name.lower()},
+    }
+    headers = {} if ready else {"Retry-After": "2"}
+    return Response(
+        orjson.dumps(body),
+        status_code=200 if ready else 503,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+@router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+async def metrics(state: State) -> Response:
+    state.database.observe()
+    body, content_type = render_latest()
+    return Response(body, media_type=content_type)

@@ -1,0 +1,104 @@
+"""Pure-ASGI middleware: request id, access log, metrics per route template, body size limits."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from sophia.api.problems import problem
+from sophia.core.errors import PayloadTooLarge
+from sophia.shared.logging import get_logger
+from sophia.shared.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from sophia.shared.settings import Settings
+
+log = get_logger("sophia.api.access")
+
+BULK_SUFFIX = ":bulk"
+
+
+class RequestContext:
+    """Wraps the app: binds a request id, limits the body, logs and measures each request."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.max_body_bytes = settings.max_body_bytes
+        self.max_bulk_bytes = settings.max_bulk_bytes
+
+    def _limit_for(self, path: str) -> int:
+        return self.max_bulk_bytes if path.endswith(BULK_SUFFIX) else self.max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = _header(scope, b"x-request-id") or uuid.uuid4().hex
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        limit = self._limit_for(scope["path"])
+        status = 500
+        seen = 0
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise PayloadTooLarge(f"The request body is over {limit} bytes.", limit)
+            return message
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            declared = _header(scope, b"content-length")
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                await _too_large(scope, send_with_id, limit)
+                return
+            await self.app(scope, limited_receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            method = scope["method"]
+            HTTP_REQUESTS.labels(method, template, str(status)).inc()
+            HTTP_LATENCY.labels(method, template).observe(elapsed)
+            log.info(
+                "request",
+                method=method,
+                path=scope["path"],
+                route=template,
+                status=status,
+                duration_ms=round(elapsed * 1000, 2),
+            )
+            structlog.contextvars.clear_contextvars()
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+async def _too_large(scope: Scope, send: Send, limit: int) -> None:
+    response = problem(
+        413,
+        "Payload too large",
+        f"The request body is over {limit} bytes.",
+        scope["path"],
+        max_bytes=limit,
+    )
+
+    async def nothing() -> Message:
+        return {"type": "http.disconnect"}
+
+    await response(scope, nothing, send)

@@ -1,0 +1,135 @@
+"""The one place errors become RFC 9457 problem+json responses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from sophia.core.errors import (
+    Conflict,
+    FieldError,
+    Forbidden,
+    Invalid,
+    NotFound,
+    PayloadTooLarge,
+    PreconditionFailed,
+    SophiaError,
+    Unauthorized,
+    Unavailable,
+)
+from sophia.shared.logging import get_logger
+
+log = get_logger(__name__)
+
+PROBLEM_TYPE = "application/problem+json"
+
+STATUS_BY_ERROR: dict[type[SophiaError], int] = {
+    Invalid: 422,
+    NotFound: 404,
+    Conflict: 409,
+    PreconditionFailed: 412,
+    Unauthorized: 401,
+    Forbidden: 403,
+    PayloadTooLarge: 413,
+    Unavailable: 503,
+}
+
+
+class BadRequest(Invalid):
+    """Input that cannot even be read (malformed JSON, unknown parameters): 400, not 422."""
+
+    title = "Bad request"
+
+
+class UnsupportedMediaType(Invalid):
+    title = "Unsupported media type"
+
+
+STATUS_BY_ERROR[BadRequest] = 400
+STATUS_BY_ERROR[UnsupportedMediaType] = 415
+
+
+def problem(
+    status: int,
+    title: str,
+    detail: str,
+    instance: str,
+    errors: list[FieldError] | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> Response:
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": instance,
+        **extra,
+    }
+    if errors:
+        body["errors"] = [{"location": list(e.location), "message": e.message} for e in errors]
+    return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM_TYPE, headers=headers)
+
+
+def _status_of(error: SophiaError) -> int:
+    for kind in type(error).__mro__:
+        if kind in STATUS_BY_ERROR:
+            return STATUS_BY_ERROR[kind]
+    return 500
+
+
+async def sophia_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, SophiaError)
+    status = _status_of(error)
+    headers: dict[str, str] = {}
+    extra: dict[str, Any] = {}
+    if isinstance(error, Unavailable):
+        headers["Retry-After"] = str(error.retry_after_s)
+        log.warning("unavailable", path=request.url.path, detail=error.detail)
+    elif isinstance(error, Unauthorized):
+        headers["WWW-Authenticate"] = 'Bearer realm="sophia"'
+    elif isinstance(error, PayloadTooLarge):
+        extra["max_bytes"] = error.max_bytes
+    errors = error.errors if isinstance(error, Invalid) else None
+    return problem(status, error.title, error.detail, request.url.path, errors, headers, **extra)
+
+
+def _location(loc: tuple[Any, ...]) -> tuple[str | int, ...]:
+    return tuple(part if isinstance(part, int) else str(part) for part in loc)
+
+
+async def validation_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, RequestValidationError)
+    raw = error.errors()
+    errors = [FieldError(_location(item["loc"]), item["msg"]) for item in raw]
+    if any(item.get("type") == "json_invalid" for item in raw):
+        return problem(400, "Malformed JSON", "The request body is not valid JSON.", request.url.path, errors)
+    return problem(422, "Invalid input", "The request does not match the schema.", request.url.path, errors)
+
+
+async def http_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, StarletteHTTPException)
+    return problem(
+        error.status_code,
+        str(error.detail) if error.status_code != 404 else "Not found",
+        f"{request.method} {request.url.path}: {error.detail}",
+        request.url.path,
+        headers=dict(error.headers or {}),
+    )
+
+
+async def unexpected_error(request: Request, error: Exception) -> Response:
+    log.exception("unhandled_error", path=request.url.path)
+    return problem(500, "Internal error", "Something went wrong on our side.", request.url.path)
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(SophiaError, sophia_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected_error)

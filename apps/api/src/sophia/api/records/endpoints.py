@@ -1,0 +1,201 @@
+"""HTTP for records: parse headers and parameters, call the service, shape the response."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+from uuid import UUID
+
+import orjson
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+
+from sophia.api.auth import require
+from sophia.api.problems import BadRequest, UnsupportedMediaType
+from sophia.api.records import service
+from sophia.api.records.schemas import BulkResult, RecordOut, RecordPage, RecordWrite
+from sophia.api.state import AppState, app_state
+from sophia.core.errors import FieldError
+from sophia.core.records import EXTERNAL_ID_MAX_LENGTH, IDENTIFIER_PATTERN, RecordFilter, RecordKey
+
+router = APIRouter(prefix="/api/v1", tags=["records"])
+
+SourceSystem = Annotated[str, Path(pattern=IDENTIFIER_PATTERN, examples=["hubspot"])]
+Kind = Annotated[str, Path(pattern=IDENTIFIER_PATTERN, examples=["deal"])]
+ExternalId = Annotated[str, Path(min_length=1, max_length=EXTERNAL_ID_MAX_LENGTH, examples=["deal-1001"])]
+State = Annotated[AppState, Depends(app_state)]
+
+LIST_PARAMETERS = {"source_system", "kind", "updated_since", "limit", "cursor"}
+NDJSON_TYPES = {
+    "application/x-ndjson",
+    "application/ndjson",
+    "application/jsonl",
+    "application/json-lines",
+}
+JSON = "application/json"
+
+
+def _etag(version: int) -> str:
+    return f'"{version}"'
+
+
+def _parse_if_match(value: str | None) -> int | None:
+    if value is None:
+        return None
+    tag = value.strip().removeprefix("W/").strip('"')
+    if not tag.isdigit():
+        raise BadRequest(
+            'If-Match must be an ETag this API returned, such as "3".',
+            [FieldError(("header", "If-Match"), "not a record version ETag")],
+        )
+    return int(tag)
+
+
+def _parse_if_none_match(value: str | None) -> bool:
+    if value is None:
+        return False
+    if value.strip() != "*":
+        raise BadRequest(
+            "On writes, If-None-Match may only be `*` (create, never replace).",
+            [FieldError(("header", "If-None-Match"), "only * is supported on PUT")],
+        )
+    return True
+
+
+@router.put(
+    "/records/{source_system}/{kind}/{external_id}",
+    response_model=RecordOut,
+    status_code=200,
+    responses={
+        201: {"description": "Created"},
+        412: {"description": "Version precondition failed"},
+    },
+    summary="Create or replace one record",
+)
+async def put_record(
+    source_system: SourceSystem,
+    kind: Kind,
+    external_id: ExternalId,
+    body: RecordWrite,
+    state: State,
+    _key: Annotated[object, Depends(require("write"))],
+    if_match: Annotated[str | None, Header(description='Replace only at this version, e.g. "3".')] = None,
+    if_none_match: Annotated[str | None, Header(description="`*`: create only, never replace.")] = None,
+) -> Response:
+    stored = await service.put_record(
+        state.database,
+        RecordKey(source_system, kind, external_id),
+        body.data,
+        body.created_at,
+        if_match=_parse_if_match(if_match),
+        create_only=_parse_if_none_match(if_none_match),
+    )
+    headers = {"ETag": _etag(stored.version)}
+    if stored.created:
+        headers["Location"] = f"/api/v1/records/{stored.id}"
+    return Response(stored.json, status_code=201 if stored.created else 200, media_type=JSON, headers=headers)
+
+
+@router.delete(
+    "/records/{source_system}/{kind}/{external_id}",
+    status_code=204,
+    responses={
+        404: {"description": "No such record"},
+        412: {"description": "Version precondition failed"},
+    },
+    summary="Soft-delete one record",
+)
+async def delete_record(
+    source_system: SourceSystem,
+    kind: Kind,
+    external_id: ExternalId,
+    state: State,
+    _key: Annotated[object, Depends(require("write"))],
+    if_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    version = await service.delete_record(
+        state.database, RecordKey(source_system, kind, external_id), _parse_if_match(if_match)
+    )
+    return Response(status_code=204, headers={"ETag": _etag(version)})
+
+
+@router.post(
+    "/records:bulk",
+    response_model=BulkResult,
+    summary="Bulk upsert from streamed NDJSON: all lines or none",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/x-ndjson": {
+                    "schema": {"type": "string"},
+                    "example": (
+                        '{"source_system":"hubspot","kind":"deal","external_id":"d-1",'
+                        '"data":{"amount":"500"}}\n'
+                    ),
+                }
+            },
+        }
+    },
+)
+async def bulk_ingest(
+    request: Request, state: State, _key: Annotated[object, Depends(require("write"))]
+) -> Response:
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type not in NDJSON_TYPES:
+        raise UnsupportedMediaType(
+            "Send NDJSON (one record per line) with Content-Type: application/x-ndjson.",
+            [FieldError(("header", "Content-Type"), f"got {media_type or 'nothing'}")],
+        )
+    result = await service.bulk_ingest(state.database, request.stream(), state.settings.max_line_bytes)
+    body = {"received": result.received, "created": result.created, "updated": result.updated}
+    return Response(orjson.dumps(body), media_type=JSON)
+
+
+@router.get("/records/{record_id}", response_model=RecordOut, summary="One record by id")
+async def get_record(
+    record_id: UUID, state: State, _key: Annotated[object, Depends(require("read"))]
+) -> Response:
+    stored = await service.get_record(state.database, record_id)
+    return Response(stored.json, media_type=JSON, headers={"ETag": _etag(stored.version)})
+
+
+@router.get(
+    "/records",
+    response_model=RecordPage,
+    summary="Records, filtered, in pages",
+    description=(
+        "Filter by `source_system`, `kind`, `updated_since` and by equality on top-level `data` "
+        "keys as `data.<key>=<value>` (compared as text). Pages follow `next_cursor`."
+    ),
+)
+async def list_records(
+    request: Request,
+    state: State,
+    _key: Annotated[object, Depends(require("read"))],
+    source_system: Annotated[str | None, Query(pattern=IDENTIFIER_PATTERN)] = None,
+    kind: Annotated[str | None, Query(pattern=IDENTIFIER_PATTERN)] = None,
+    updated_since: datetime | None = None,
+    limit: Annotated[int | None, Query(ge=1)] = None,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> Response:
+    settings = state.settings
+    data_filters = _data_filters(request)
+    page_size = min(limit or settings.page_size_default, settings.page_size_max)
+    where = RecordFilter(source_system, kind, updated_since, data_filters)
+    rows, next_cursor = await service.list_records(state.database, where, cursor, page_size)
+    items = b",".join(row.json.encode() for row in rows)
+    body = b'{"items":[' + items + b'],"next_cursor":' + orjson.dumps(next_cursor) + b"}"
+    return Response(body, media_type=JSON)
+
+
+def _data_filters(request: Request) -> tuple[tuple[str, str], ...]:
+    filters = []
+    for name, value in request.query_params.multi_items():
+        if name.startswith("data.") and 0 < len(name) - 5 <= 64:
+            filters.append((name[5:], value))
+        elif name not in LIST_PARAMETERS:
+            raise BadRequest(
+                f"Unknown query parameter {name!r}.",
+                [FieldError(("query", name), "unknown parameter; filter data as data.<key>=<value>")],
+            )
+    return tuple(sorted(filters))

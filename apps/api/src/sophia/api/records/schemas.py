@@ -1,0 +1,74 @@
+"""What crosses HTTP for records: request bodies and their validation rules."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from sophia.core.records import EXTERNAL_ID_MAX_LENGTH, IDENTIFIER_PATTERN
+
+Identifier = Field(pattern=IDENTIFIER_PATTERN, examples=["hubspot"])
+
+
+class RecordWrite(BaseModel):
+    """The body of `PUT /api/v1/records/{source_system}/{kind}/{external_id}`."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "data": {
+                        "dealname": "Acme renewal",
+                        "amount": "12000",
+                        "dealstage": "qualified",
+                    },
+                    "created_at": "2026-03-01T09:30:00Z",
+                }
+            ]
+        },
+    )
+
+    data: dict[str, Any] = Field(description="The record's fields, as the source system has them.")
+    created_at: AwareDatetime | None = Field(
+        None, description="When the source created it (default: now). Kept on later updates."
+    )
+
+
+class RecordLine(BaseModel):
+    """One line of `POST /api/v1/records:bulk` (NDJSON)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source_system: str = Field(pattern=IDENTIFIER_PATTERN)
+    kind: str = Field(pattern=IDENTIFIER_PATTERN)
+    external_id: str = Field(min_length=1, max_length=EXTERNAL_ID_MAX_LENGTH)
+    data: dict[str, Any]
+    created_at: AwareDatetime | None = None
+
+
+class BulkResult(BaseModel):
+    received: int = Field(description="Lines holding a record.")
+    created: int
+    updated: int
+
+
+class RecordOut(BaseModel):
+    """A record as returned (documentation of the JSON the database builds)."""
+
+    id: str
+    source_system: str
+    kind: str
+    external_id: str
+    data: dict[str, Any]
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    deleted_at: datetime | None
+
+
+class RecordPage(BaseModel):
+    items: list[RecordOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null at the end.")

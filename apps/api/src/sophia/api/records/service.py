@@ -1,0 +1,114 @@
+"""Record use cases: single writes, streamed bulk ingest, reads and pages. No HTTP here."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator
+from datetime import datetime
+from uuid import UUID
+
+from pydantic import ValidationError
+
+from sophia.api.records.schemas import RecordLine
+from sophia.core.cursor import decode_cursor, encode_cursor, filter_fingerprint
+from sophia.core.errors import FieldError, Invalid
+from sophia.core.records import RecordFilter, RecordKey
+from sophia.database import Database, catalog, ingest
+from sophia.database.catalog import StoredRecord
+from sophia.database.ingest import BulkResult, StagedRow
+from sophia.shared.metrics import INGESTED_RECORDS
+
+
+async def put_record(
+    database: Database,
+    key: RecordKey,
+    data: dict[str, object],
+    created_at: datetime | None,
+    *,
+    if_match: int | None,
+    create_only: bool,
+) -> StoredRecord:
+    async with database.connection() as connection:
+        stored = await catalog.upsert(
+            connection, key, data, created_at, if_match=if_match, create_only=create_only
+        )
+    INGESTED_RECORDS.labels("single").inc()
+    return stored
+
+
+async def delete_record(database: Database, key: RecordKey, if_match: int | None) -> int:
+    async with database.connection() as connection:
+        return await catalog.soft_delete(connection, key, if_match)
+
+
+async def get_record(database: Database, record_id: UUID) -> StoredRecord:
+    async with database.connection() as connection:
+        return await catalog.get(connection, record_id)
+
+
+async def list_records(
+    database: Database, where: RecordFilter, cursor: str | None, limit: int
+) -> tuple[list[StoredRecord], str | None]:
+    """One page in id order (stable under concurrent inserts) and the cursor of the next."""
+    fingerprint = filter_fingerprint(where)
+    after = decode_cursor(cursor, fingerprint) if cursor else None
+    async with database.connection() as connection:
+        rows = await catalog.list_page(connection, where, after, limit + 1)
+    if len(rows) <= limit:
+        return rows, None
+    page = rows[:limit]
+    return page, encode_cursor(page[-1].id, fingerprint)
+
+
+async def split_lines(chunks: AsyncIterable[bytes], max_line_bytes: int) -> AsyncIterator[tuple[int, bytes]]:
+    """(line number, line) from a byte stream, holding at most one line in memory."""
+    pending = b""
+    number = 0
+    async for chunk in chunks:
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            number += 1
+            yield number, line
+        if len(pending) > max_line_bytes:
+            raise Invalid(
+                f"Line {number + 1} is longer than {max_line_bytes} bytes.",
+                [FieldError(("line", number + 1), f"longer than {max_line_bytes} bytes")],
+            )
+    if pending.strip():
+        yield number + 1, pending
+
+
+def parse_line(number: int, line: bytes) -> StagedRow:
+    """Validate one NDJSON line; `Invalid` names the line and the field."""
+    try:
+        record = RecordLine.model_validate_json(line)
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or "(line)"
+        errors = [
+            FieldError(("line", number, *(str(p) for p in item["loc"])), item["msg"])
+            for item in error.errors()
+        ]
+        raise Invalid(f"Line {number}, field {field}: {first['msg']}. Nothing was written.", errors) from None
+    return (
+        number,
+        record.source_system,
+        record.kind,
+        record.external_id,
+        line.decode(),
+        record.created_at,
+    )
+
+
+async def bulk_ingest(database: Database, chunks: AsyncIterable[bytes], max_line_bytes: int) -> BulkResult:
+    """All lines or none: a bad line anywhere aborts the whole batch."""
+
+    async def rows() -> AsyncIterator[StagedRow]:
+        async for number, line in split_lines(chunks, max_line_bytes):
+            if line.strip():
+                yield parse_line(number, line)
+
+    async with database.connection() as connection:
+        result = await ingest.bulk_upsert(connection, rows())
+    INGESTED_RECORDS.labels("bulk").inc(result.received)
+    return result

@@ -1,0 +1,26 @@
+"""What one API process holds for its lifetime, built in the lifespan and reached by dependencies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from sophia.api.auth import KeyVerifier
+from sophia.cache.connection import RedisConnection
+from sophia.database import Database
+from sophia.events.connection import NatsConnection
+from sophia.shared.settings import Settings
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    database: Database
+    redis: RedisConnection
+    nats: NatsConnection
+    keys: KeyVerifier
+
+
+def app_state(request: Request) -> AppState:
+    return request.app.state.sophia  # type: ignore[no-any-return]

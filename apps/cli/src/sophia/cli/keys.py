@@ -1,0 +1,69 @@
+"""`sophia keys`: create, list and revoke API keys."""
+
+from __future__ import annotations
+
+import asyncio
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sophia.cli.endpoints import resolve_settings
+from sophia.database import Database
+from sophia.database import keys as key_store
+
+app = typer.Typer(help="API keys (stored hashed; the secret is shown once).", no_args_is_help=True)
+console = Console()
+
+
+@app.command()
+def create(
+    scope: str = typer.Option(..., help="read, write or admin (each includes the ones before)."),
+    name: str = typer.Option("cli", help="A label to recognise the key by."),
+) -> None:
+    """Create a key and print its secret (once)."""
+    if scope not in key_store.SCOPES:
+        raise typer.BadParameter(f"must be one of {', '.join(key_store.SCOPES)}", param_hint="--scope")
+
+    async def run() -> str:
+        async with Database(resolve_settings()) as database, database.connection() as connection:
+            _, secret = await key_store.create(connection, name, scope)
+        return secret
+
+    print(asyncio.run(run()))
+
+
+@app.command("list")
+def list_keys() -> None:
+    """List keys (prefix, name, scope, state); secrets are never shown again."""
+
+    async def run() -> list[key_store.ApiKey]:
+        async with Database(resolve_settings()) as database, database.connection() as connection:
+            return await key_store.list_all(connection)
+
+    table = Table("prefix", "name", "scope", "created", "revoked")
+    for key in asyncio.run(run()):
+        table.add_row(
+            key.prefix,
+            key.name,
+            key.scope,
+            f"{key.created_at:%Y-%m-%d %H:%M}",
+            f"{key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "",
+        )
+    console.print(table)
+
+
+@app.command()
+def revoke(
+    prefix: str = typer.Argument(..., help="The key's prefix (from `sophia keys list`)."),
+) -> None:
+    """Revoke a key; API processes stop accepting it within a second."""
+
+    async def run() -> bool:
+        async with Database(resolve_settings()) as database, database.connection() as connection:
+            return await key_store.revoke(connection, prefix)
+
+    if not asyncio.run(run()):
+        console.print(f"[red]No active key with prefix {prefix}[/red]")
+        raise typer.Exit(1)
+    console.print(f"Revoked {prefix}")

@@ -1,0 +1,117 @@
+"""The `sophia` command."""
+
+from __future__ import annotations
+
+import asyncio
+
+import typer
+from rich.console import Console
+
+from sophia.cli import keys
+from sophia.cli.endpoints import resolve_settings
+from sophia.shared.logging import configure_logging
+from sophia.shared.settings import Settings
+
+app = typer.Typer(help="Sophia: run, migrate, seed and administer the platform.", no_args_is_help=True)
+app.add_typer(keys.app, name="keys")
+views = typer.Typer(help="Analytics views.", no_args_is_help=True)
+app.add_typer(views, name="views")
+console = Console()
+
+
+@app.callback()
+def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug detail.")) -> None:
+    configure_logging("DEBUG" if verbose else "WARNING", json=False)
+
+
+@app.command()
+def up(
+    seed_records: int = typer.Option(None, "--seed-records", help="Demo records for an empty catalog."),
+) -> None:
+    """Start engines (unless SOPHIA_*_URL name them), migrate, seed, and serve the API until Ctrl-C."""
+    from sophia.cli.up import run_up
+
+    configure_logging("INFO", json=False)
+    settings = Settings()
+    asyncio.run(run_up(settings, settings.seed_records if seed_records is None else seed_records))
+
+
+@app.command("env")
+def env_command() -> None:
+    """Print `export SOPHIA_API=... SOPHIA_KEY=...` for the running stack: eval "$(sophia env)"."""
+    from sophia.cli import endpoints
+
+    running = endpoints.read(Settings())
+    if not running:
+        raise SystemExit("The stack is not running: start it with `make up`.")
+    print(f"export SOPHIA_API={running['api']} SOPHIA_KEY={running['api_key']}")
+
+
+@app.command("migrate")
+def migrate_command() -> None:
+    """Apply pending migrations (idempotent; safe from several processes at once)."""
+    from sophia.database import Database
+    from sophia.database.migrations import migrate
+
+    async def run() -> list[str]:
+        async with Database(resolve_settings()) as database, database.connection() as connection:
+            return [f"{m.version:04d}_{m.name}" for m in await migrate(connection)]
+
+    applied = asyncio.run(run())
+    console.print(f"Applied: {', '.join(applied)}" if applied else "Up to date.")
+
+
+@app.command("seed")
+def seed_command(
+    records: int = typer.Option(5_000, "--records", min=1, help="How many records."),
+    seed: int = typer.Option(42, "--seed", help="Same seed, same data."),
+) -> None:
+    """Load deterministic demo data (HubSpot, Gong, Slack shapes) through the bulk path."""
+    from sophia.cli.seed import seed as load
+    from sophia.database import Database
+
+    settings = resolve_settings()
+
+    async def run() -> None:
+        async with Database(settings) as database:
+            result = await load(database, records, seed, settings.max_line_bytes)
+        console.print(f"{result.received} records: {result.created} created, {result.updated} updated.")
+
+    asyncio.run(run())
+
+
+@views.command("refresh")
+def refresh_views() -> None:
+    """Refresh active_deals_mv CONCURRENTLY (readers are not blocked)."""
+    from sophia.database import Database
+    from sophia.database import views as view_store
+
+    async def run() -> None:
+        async with Database(resolve_settings()) as database, database.connection() as connection:
+            await view_store.refresh_active_deals(connection)
+
+    asyncio.run(run())
+    console.print("Refreshed active_deals_mv.")
+
+
+@app.command()
+def serve() -> None:
+    """Serve the API alone against SOPHIA_*_URL (what `up` runs; for containers)."""
+    import os
+
+    from sophia.api.server import serve as run_server
+
+    settings = resolve_settings()
+    # The server's worker processes build their settings from the environment.
+    for name, value in {
+        "SOPHIA_DATABASE_URL": settings.database_url,
+        "SOPHIA_REDIS_URL": settings.redis_url,
+        "SOPHIA_NATS_URL": settings.nats_url,
+    }.items():
+        if value:
+            os.environ[name] = value
+    run_server(settings)
+
+
+if __name__ == "__main__":
+    app()

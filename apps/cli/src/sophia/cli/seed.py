@@ -1,0 +1,34 @@
+"""Load demo data through the bulk-ingest path, with a progress bar."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from sophia.api.records.service import bulk_ingest
+from sophia.cli.demo_data import generate, to_ndjson
+from sophia.database import Database
+from sophia.database.ingest import BulkResult
+
+BATCH_RECORDS = 5_000
+
+
+async def seed(database: Database, records: int, seed_value: int, max_line_bytes: int) -> BulkResult:
+    """Generate `records` deterministic demo records and bulk-upsert them in one transaction."""
+    columns = (
+        TextColumn("seeding"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, transient=False) as progress:
+        task = progress.add_task("seed", total=records)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            lines = generate(records, seed_value)
+            for chunk in to_ndjson(lines, BATCH_RECORDS):
+                yield chunk
+                progress.advance(task, chunk.count(b"\n"))
+
+        return await bulk_ingest(database, chunks(), max_line_bytes)

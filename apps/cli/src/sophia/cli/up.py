@@ -1,0 +1,148 @@
+"""`sophia up`: engines, migrations, demo data, a dev key and the API, in the foreground until Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+from rich.panel import Panel
+
+from sophia.cli import endpoints
+from sophia.cli.seed import seed
+from sophia.database import Database, keys
+from sophia.database.migrations import migrate
+from sophia.engines import Engines, EngineUrls
+from sophia.engines.process import SupervisedProcess, free_port
+from sophia.shared.resilience import retry
+from sophia.shared.settings import Settings
+
+console = Console()
+DEV_KEY_FILE = "dev-api-key"
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        return probe.connect_ex((host, port)) != 0
+
+
+async def prepare_database(settings: Settings, seed_records: int) -> str:
+    """Migrate, seed an empty catalog, and return the dev API key (reused across runs)."""
+    async with Database(settings) as database:
+        async with database.connection() as connection:
+            await migrate(connection)
+            empty = await connection.fetchval(
+                "SELECT NOT EXISTS (SELECT 1 FROM sophia_core.unified_data_catalog)"
+            )
+        if empty and seed_records:
+            result = await seed(database, seed_records, 42, settings.max_line_bytes)
+            async with database.connection() as connection:
+                await connection.execute("REFRESH MATERIALIZED VIEW sophia_core.active_deals_mv")
+            console.print(f"Loaded {result.received} demo records.")
+        key_file = Path(settings.data_dir) / DEV_KEY_FILE
+        async with database.connection() as connection:
+            if key_file.exists() and await keys.find_active(connection, key_file.read_text().strip()):
+                return key_file.read_text().strip()
+            _, secret = await keys.create(connection, "dev (sophia up)", "admin")
+        key_file.write_text(secret)
+        key_file.chmod(0o600)
+        return secret
+
+
+async def _api_ready(base_url: str) -> bool:
+    try:
+        async with httpx.AsyncClient(timeout=1.0) as http:
+            return (await http.get(f"{base_url}/readyz")).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+async def run_up(settings: Settings, seed_records: int) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    data_dir = Path(settings.data_dir).resolve()
+    console.print(f"Starting engines under {data_dir} ...")
+    async with Engines(settings) as urls:
+        settings = settings.model_copy(update=_url_update(urls))
+        dev_key = await retry(
+            lambda: prepare_database(settings, seed_records), attempts=5, base_s=0.5, name="prepare"
+        )
+        port = settings.api_port
+        if not port or not _port_free(settings.api_host, port):
+            port = free_port(settings.api_host)
+        base_url = f"http://{settings.api_host}:{port}"
+        env = {key.upper(): str(value) for key, value in _server_env(settings, urls, port).items()}
+        api = SupervisedProcess(
+            "api",
+            [sys.executable, "-m", "sophia.api.server"],
+            lambda: _api_ready(base_url),
+            data_dir / "logs" / "api.log",
+            env=env,
+        )
+        await api.start()
+        try:
+            written = endpoints.write(settings, _endpoints(base_url, urls, dev_key, data_dir))
+            _announce(base_url, dev_key, written)
+            await stop.wait()
+            console.print("Stopping ...")
+        finally:
+            await api.stop(settings.shutdown_grace_s + 5)
+            endpoints.path(settings).unlink(missing_ok=True)
+    console.print("Stopped: API and engines are down.")
+
+
+def _url_update(urls: EngineUrls) -> dict[str, str]:
+    return {
+        "database_url": urls.database_url,
+        "redis_url": urls.redis_url,
+        "nats_url": urls.nats_url,
+    }
+
+
+def _server_env(settings: Settings, urls: EngineUrls, port: int) -> dict[str, object]:
+    return {
+        **urls.as_env(),
+        "SOPHIA_API_PORT": port,
+        "SOPHIA_API_HOST": settings.api_host,
+        "SOPHIA_DATA_DIR": Path(settings.data_dir).resolve(),
+    }
+
+
+def _endpoints(base_url: str, urls: EngineUrls, dev_key: str, data_dir: Path) -> dict[str, object]:
+    return {
+        "api": base_url,
+        "docs": f"{base_url}/docs",
+        "redoc": f"{base_url}/redoc",
+        "openapi": f"{base_url}/openapi.json",
+        "metrics": f"{base_url}/metrics",
+        "healthz": f"{base_url}/healthz",
+        "readyz": f"{base_url}/readyz",
+        "database_url": urls.database_url,
+        "redis_url": urls.redis_url,
+        "nats_url": urls.nats_url,
+        "api_key": dev_key,
+        "data_dir": str(data_dir),
+    }
+
+
+def _announce(base_url: str, dev_key: str, written: Path) -> None:
+    body = "\n".join(
+        [
+            f"API      {base_url}/api/v1",
+            f"Docs     {base_url}/docs   (ReDoc: {base_url}/redoc)",
+            f"Metrics  {base_url}/metrics",
+            f"Ready    {base_url}/readyz",
+            f"Dev key  {dev_key}",
+            "",
+            f"export SOPHIA_API={base_url} SOPHIA_KEY={dev_key}",
+            f"Machine-readable: {written}",
+            "Ctrl-C stops everything.",
+        ]
+    )
+    console.print(Panel(body, title="Sophia is up", expand=False))

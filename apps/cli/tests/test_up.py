@@ -1,0 +1,86 @@
+"""`sophia up` end to end: its own embedded engines, demo data, the README's examples, Ctrl-C."""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import httpx
+import orjson
+import pytest
+
+README = Path(__file__).resolve().parents[3] / "README.md"
+
+
+def readme_try_it_blocks() -> list[str]:
+    """The bash blocks of the README's "Try it" section that call curl and should succeed."""
+    section = README.read_text().split("## Try it", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```bash\n(.*?)```", section, re.S)
+    return [block for block in blocks if "--fail-with-body" in block]
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def wait_until(condition, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        time.sleep(0.1)
+
+
+@pytest.mark.e2e
+def test_up_serves_the_readme_examples_and_ctrl_c_stops_everything(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SOPHIA_")}
+    env |= {"SOPHIA_DATA_DIR": str(tmp_path), "SOPHIA_API_PORT": "0", "SOPHIA_SEED_RECORDS": "300"}
+    log = (tmp_path / "up.log").open("wb")
+    up = subprocess.Popen([sys.executable, "-m", "sophia.cli.main", "up"], env=env, stdout=log, stderr=log)
+    endpoints_file = tmp_path / "endpoints.json"
+    try:
+        wait_until(endpoints_file.exists, 120, "endpoints.json was not written")
+        endpoints = orjson.loads(endpoints_file.read_bytes())
+        assert httpx.get(endpoints["readyz"], timeout=5).status_code == 200
+        headers = {"Authorization": f"Bearer {endpoints['api_key']}"}
+        seeded = httpx.get(f"{endpoints['api']}/api/v1/records?limit=1", headers=headers, timeout=5).json()
+        assert len(seeded["items"]) == 1
+
+        exports = subprocess.run(
+            [sys.executable, "-m", "sophia.cli.main", "env"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert f"SOPHIA_API={endpoints['api']}" in exports
+        shell_env = {**env, "SOPHIA_API": endpoints["api"], "SOPHIA_KEY": endpoints["api_key"]}
+        for block in readme_try_it_blocks():
+            result = subprocess.run(
+                ["bash", "-euo", "pipefail", "-c", block], env=shell_env, capture_output=True, text=True
+            )
+            assert result.returncode == 0, f"README block failed:\n{block}\n{result.stdout}\n{result.stderr}"
+
+        ports = [
+            urlparse(endpoints["api"]).port,
+            urlparse(endpoints["database_url"]).port,
+            urlparse(endpoints["redis_url"]).port,
+            urlparse(endpoints["nats_url"]).port,
+        ]
+        assert all(listening(port) for port in ports)
+        up.send_signal(signal.SIGINT)
+        assert up.wait(timeout=60) == 0
+        assert not any(listening(port) for port in ports)
+        assert not endpoints_file.exists()
+    finally:
+        if up.poll() is None:
+            up.kill()
+        log.close()
+        if up.returncode not in (0, None):
+            print((tmp_path / "up.log").read_text())

@@ -1,0 +1,138 @@
+"""Test-session engines: real PostgreSQL, Valkey and NATS, started once (or taken from SOPHIA_*_URL).
+
+The xdist controller starts the engines and hands their URLs to the workers through the
+environment; each worker then gets a database of its own, migrated from scratch.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from sophia.engines import EnginesThread
+from sophia.shared.settings import Settings
+
+URL_VARIABLES = ("SOPHIA_DATABASE_URL", "SOPHIA_REDIS_URL", "SOPHIA_NATS_URL")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if hasattr(config, "workerinput") or all(os.environ.get(name) for name in URL_VARIABLES):
+        return
+    data_dir = Path(tempfile.mkdtemp(prefix="sophia-test-"))
+    engines = EnginesThread(Settings(data_dir=data_dir), durable=False)
+    urls = engines.start()
+    os.environ.update(urls.as_env())
+    os.environ["SOPHIA_TEST_DATA_DIR"] = str(data_dir)
+    config._sophia_engines = engines  # type: ignore[attr-defined]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    engines = getattr(config, "_sophia_engines", None)
+    if engines is not None:
+        engines.stop()
+
+
+async def _fresh_database(base_url: str, name: str) -> str:
+    import asyncpg
+
+    from sophia.database.migrations import migrate
+
+    admin = await asyncpg.connect(base_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    url = base_url.rsplit("/", 1)[0] + f"/{name}"
+    connection = await asyncpg.connect(url)
+    try:
+        await migrate(connection)
+    finally:
+        await connection.close()
+    return url
+
+
+@pytest.fixture(scope="session")
+def worker_id() -> str:
+    """The xdist worker's name ("gw0", ...) or "main" when running in one process."""
+    return os.environ.get("PYTEST_XDIST_WORKER", "main")
+
+
+@pytest.fixture(scope="session")
+def settings(worker_id: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Settings of this worker: its own migrated database, the shared Redis and NATS."""
+    import asyncio
+
+    database_url = asyncio.run(_fresh_database(os.environ["SOPHIA_DATABASE_URL"], f"sophia_test_{worker_id}"))
+    return Settings(
+        database_url=database_url,
+        redis_url=os.environ["SOPHIA_REDIS_URL"],
+        nats_url=os.environ["SOPHIA_NATS_URL"],
+        data_dir=tmp_path_factory.mktemp("data"),
+        log_json=False,
+        log_level="WARNING",
+    )
+
+
+@pytest.fixture(scope="session")
+async def database(settings: Settings):
+    from sophia.database import Database
+
+    async with Database(settings) as db:
+        yield db
+
+
+@pytest.fixture(scope="session")
+async def api_keys(database) -> dict[str, str]:
+    """A secret per scope: {"read": ..., "write": ..., "admin": ...}."""
+    from sophia.database import keys
+
+    secrets = {}
+    async with database.connection() as connection:
+        for scope in keys.SCOPES:
+            _, secrets[scope] = await keys.create(connection, f"test-{scope}", scope)
+    return secrets
+
+
+@pytest.fixture(scope="session")
+async def app(settings: Settings):
+    from sophia.api.app import create_app
+
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture(scope="session")
+async def client(app, api_keys):
+    """An httpx client on the app in-process, authenticated with the admin key."""
+    import httpx
+
+    transport = httpx.ASGITransport(app=app)
+    headers = {"Authorization": f"Bearer {api_keys['admin']}"}
+    async with httpx.AsyncClient(transport=transport, base_url="http://sophia.test", headers=headers) as http:
+        yield http
+
+
+@pytest.fixture(scope="session")
+def blank_database(worker_id: str):
+    """A factory of empty databases (not migrated) on the test server: returns a DSN."""
+    import asyncpg
+
+    base_url = os.environ["SOPHIA_DATABASE_URL"]
+    counter = iter(range(1_000_000))
+
+    async def make() -> str:
+        name = f"sophia_blank_{worker_id}_{next(counter)}"
+        admin = await asyncpg.connect(base_url)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await admin.close()
+        return base_url.rsplit("/", 1)[0] + f"/{name}"
+
+    return make

@@ -1,0 +1,1 @@
+"""Sophia cache: the Redis connection (the tiered cache builds on it)."""

@@ -1,0 +1,37 @@
+from uuid import UUID
+
+import pytest
+
+from sophia.core.cursor import decode_cursor, encode_cursor, filter_fingerprint
+from sophia.core.errors import Invalid
+
+SOME_ID = UUID("01a211bd-bbc5-7af1-9d97-be433a21b0ea")
+
+
+def test_cursor_round_trips_the_last_id_for_the_same_filter():
+    fingerprint = filter_fingerprint("hubspot", "deal")
+    assert decode_cursor(encode_cursor(SOME_ID, fingerprint), fingerprint) == SOME_ID
+
+
+def test_cursor_is_opaque_url_safe_text():
+    cursor = encode_cursor(SOME_ID, filter_fingerprint())
+    assert SOME_ID.hex not in cursor
+    assert all(c.isalnum() or c in "-_" for c in cursor)
+
+
+def test_cursor_from_another_filter_is_rejected():
+    cursor = encode_cursor(SOME_ID, filter_fingerprint("hubspot"))
+    with pytest.raises(Invalid) as caught:
+        decode_cursor(cursor, filter_fingerprint("gong"))
+    assert caught.value.errors[0].location == ("query", "cursor")
+
+
+@pytest.mark.parametrize("damaged", ["", "!!!", "bm90LWEtY3Vyc29y", "MS56enoudw", "Mi4wMWEy"])
+def test_damaged_cursor_is_invalid_not_a_crash(damaged):
+    with pytest.raises(Invalid):
+        decode_cursor(damaged, filter_fingerprint())
+
+
+def test_fingerprint_is_stable_and_distinguishes_filters():
+    assert filter_fingerprint("a", 1) == filter_fingerprint("a", 1)
+    assert filter_fingerprint("a", 1) != filter_fingerprint("a", 2)

@@ -1,0 +1,164 @@
+"""SQL for single records of the unified data catalog; reads come back as ready JSON text."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from sophia.core.errors import NotFound, PreconditionFailed
+from sophia.core.records import RecordFilter, RecordKey
+from sophia.database.outbox import outbox_insert
+from sophia.database.pool import Connection
+
+CATALOG = "sophia_core.unified_data_catalog"
+
+RECORD_JSON = """json_build_object(
+    'id', c.id, 'source_system', c.source_system, 'kind', c.kind, 'external_id', c.external_id,
+    'data', c.data, 'version', c.version, 'created_at', c.created_at,
+    'updated_at', c.updated_at, 'deleted_at', c.deleted_at)::text"""
+"""One record as JSON, built by Postgres so the API can return it without re-serializing."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    """A record as the API returns it: its JSON text and the version for the ETag."""
+
+    id: UUID
+    json: str
+    version: int
+    created: bool = False
+
+
+_UPSERT = f"""
+WITH written AS (
+    INSERT INTO {CATALOG} AS c (source_system, kind, external_id, data, created_at)
+    VALUES ($1, $2, $3, $4, coalesce($5, now()))
+    ON CONFLICT (source_system, kind, external_id) DO UPDATE
+        SET data = EXCLUDED.data, updated_at = now(), version = c.version + 1, deleted_at = NULL
+    RETURNING c.*, (xmax = 0) AS created
+), event AS ({outbox_insert("written", "record.upserted")})
+SELECT c.id, c.version, c.created, {RECORD_JSON} AS json FROM written AS c
+"""
+
+_CREATE_ONLY = f"""
+WITH written AS (
+    INSERT INTO {CATALOG} AS c (source_system, kind, external_id, data, created_at)
+    VALUES ($1, $2, $3, $4, coalesce($5, now()))
+    ON CONFLICT (source_system, kind, external_id) DO NOTHING
+    RETURNING c.*, true AS created
+), event AS ({outbox_insert("written", "record.upserted")})
+SELECT c.id, c.version, c.created, {RECORD_JSON} AS json FROM written AS c
+"""
+
+_UPDATE_IF_VERSION = f"""
+WITH written AS (
+    UPDATE {CATALOG} AS c
+        SET data = $4, updated_at = now(), version = c.version + 1, deleted_at = NULL
+    WHERE source_system = $1 AND kind = $2 AND external_id = $3 AND version = $5
+    RETURNING c.*, false AS created
+), event AS ({outbox_insert("written", "record.upserted")})
+SELECT c.id, c.version, c.created, {RECORD_JSON} AS json FROM written AS c
+"""
+
+_DELETE = f"""
+WITH written AS (
+    UPDATE {CATALOG} AS c
+        SET deleted_at = now(), updated_at = now(), version = c.version + 1
+    WHERE source_system = $1 AND kind = $2 AND external_id = $3 AND deleted_at IS NULL
+      AND ($4::bigint IS NULL OR version = $4)
+    RETURNING c.*
+), event AS ({outbox_insert("written", "record.deleted")})
+SELECT id, version FROM written
+"""
+
+_CURRENT_VERSION = f"""
+SELECT version FROM {CATALOG}
+WHERE source_system = $1 AND kind = $2 AND external_id = $3 AND deleted_at IS NULL
+"""
+
+_GET = f"""
+SELECT c.id, c.version, {RECORD_JSON} AS json FROM {CATALOG} AS c
+WHERE c.id = $1 AND c.deleted_at IS NULL
+"""
+
+
+async def upsert(
+    connection: Connection,
+    key: RecordKey,
+    data: dict[str, Any] | str,
+    created_at: datetime | None = None,
+    *,
+    if_match: int | None = None,
+    create_only: bool = False,
+) -> StoredRecord:
+    """Insert or replace one record (and its outbox event) in one statement.
+
+    `if_match`: replace only at that version; `create_only`: insert only if absent.
+    Either failing raises `PreconditionFailed`.
+    """
+    identity = (key.source_system, key.kind, key.external_id, data)
+    if if_match is not None:
+        row = await connection.fetchrow(_UPDATE_IF_VERSION, *identity, if_match)
+    elif create_only:
+        row = await connection.fetchrow(_CREATE_ONLY, *identity, created_at)
+    else:
+        row = await connection.fetchrow(_UPSERT, *identity, created_at)
+    if row is None:
+        raise PreconditionFailed(_precondition_detail(key, if_match, create_only))
+    return StoredRecord(row["id"], row["json"], row["version"], row["created"])
+
+
+def _precondition_detail(key: RecordKey, if_match: int | None, create_only: bool) -> str:
+    where = f"{key.source_system}/{key.kind}/{key.external_id}"
+    if create_only:
+        return f"Record {where} already exists (If-None-Match: *)."
+    return f"Record {where} is not at version {if_match}; read it again and retry."
+
+
+async def soft_delete(connection: Connection, key: RecordKey, if_match: int | None = None) -> int:
+    """Mark a record deleted; returns the new version. `NotFound` / `PreconditionFailed`."""
+    row = await connection.fetchrow(_DELETE, key.source_system, key.kind, key.external_id, if_match)
+    if row is not None:
+        return int(row["version"])
+    current = await connection.fetchval(_CURRENT_VERSION, key.source_system, key.kind, key.external_id)
+    if current is None:
+        raise NotFound(f"No record {key.source_system}/{key.kind}/{key.external_id}.")
+    raise PreconditionFailed(_precondition_detail(key, if_match, False))
+
+
+async def get(connection: Connection, record_id: UUID) -> StoredRecord:
+    row = await connection.fetchrow(_GET, record_id)
+    if row is None:
+        raise NotFound(f"No record with id {record_id}.")
+    return StoredRecord(row["id"], row["json"], row["version"])
+
+
+async def list_page(
+    connection: Connection, where: RecordFilter, after: UUID | None, limit: int
+) -> list[StoredRecord]:
+    """Up to `limit` live records matching `where`, in id order, after the id `after`."""
+    clauses = ["c.deleted_at IS NULL"]
+    args: list[Any] = []
+
+    def bind(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    if where.source_system is not None:
+        clauses.append(f"c.source_system = {bind(where.source_system)}")
+    if where.kind is not None:
+        clauses.append(f"c.kind = {bind(where.kind)}")
+    if where.updated_since is not None:
+        clauses.append(f"c.updated_at >= {bind(where.updated_since)}")
+    for name, value in where.data:
+        clauses.append(f"c.data ->> {bind(name)} = {bind(value)}")
+    if after is not None:
+        clauses.append(f"c.id > {bind(after)}")
+    sql = (
+        f"SELECT c.id, c.version, {RECORD_JSON} AS json FROM {CATALOG} AS c "
+        f"WHERE {' AND '.join(clauses)} ORDER BY c.id LIMIT {bind(limit)}"
+    )
+    rows = await connection.fetch(sql, *args)
+    return [StoredRecord(row["id"], row["json"], row["version"]) for row in rows]

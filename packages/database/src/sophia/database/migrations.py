@@ -1,0 +1,83 @@
+"""Versioned plain-SQL migrations, applied once each, under an advisory lock."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from importlib import resources
+
+from sophia.database.pool import Connection
+from sophia.shared.logging import get_logger
+
+log = get_logger(__name__)
+
+LOCK_KEY = 0x50F1A  # one advisory lock for all of Sophia's migrations
+_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def available() -> list[Migration]:
+    """The migrations shipped in `sophia/database/sql`, in version order."""
+    found = []
+    for entry in resources.files("sophia.database").joinpath("sql").iterdir():
+        match = _NAME.match(entry.name)
+        if match:
+            found.append(Migration(int(match[1]), match[2], entry.read_text()))
+    return sorted(found, key=lambda migration: migration.version)
+
+
+class MigrationMismatch(RuntimeError):
+    """An applied migration's file changed after it ran."""
+
+
+async def migrate(connection: Connection) -> list[Migration]:
+    """Apply what is missing; safe to run from several processes at once. Returns what it applied."""
+    applied_now = []
+    await connection.execute("SELECT pg_advisory_lock($1)", LOCK_KEY)
+    try:
+        await connection.execute(
+            """
+            CREATE SCHEMA IF NOT EXISTS sophia_core;
+            CREATE TABLE IF NOT EXISTS sophia_core.schema_migrations (
+                version    integer     PRIMARY KEY,
+                name       text        NOT NULL,
+                checksum   text        NOT NULL,
+                applied_at timestamptz NOT NULL DEFAULT now()
+            )
+            """
+        )
+        done = {
+            row["version"]: row["checksum"]
+            for row in await connection.fetch("SELECT version, checksum FROM sophia_core.schema_migrations")
+        }
+        for migration in available():
+            if migration.version in done:
+                if done[migration.version] != migration.checksum:
+                    raise MigrationMismatch(
+                        f"migration {migration.version} ({migration.name}) changed after it was applied"
+                    )
+                continue
+            async with connection.transaction():
+                await connection.execute(migration.sql)
+                await connection.execute(
+                    "INSERT INTO sophia_core.schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                    migration.version,
+                    migration.name,
+                    migration.checksum,
+                )
+            log.info("migration_applied", version=migration.version, name=migration.name)
+            applied_now.append(migration)
+    finally:
+        await connection.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
+    return applied_now

@@ -1,0 +1,133 @@
+"""The asyncpg pool behind a circuit breaker; engine failures surface as `Unavailable`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from types import TracebackType
+
+import asyncpg
+import orjson
+
+from sophia.core.errors import Unavailable
+from sophia.shared.metrics import DB_POOL_IDLE, DB_POOL_MAX, DB_POOL_SIZE
+from sophia.shared.resilience import BreakerOpen, CircuitBreaker
+from sophia.shared.settings import Settings
+
+Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+"""What repositories take: a plain connection (migrations, tests) or one borrowed from the pool."""
+
+ENGINE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.InterfaceError,
+    asyncpg.AdminShutdownError,
+)
+"""What means "Postgres is unreachable", as opposed to "this statement was wrong"."""
+
+
+def _encode_jsonb(value: object) -> bytes:
+    """jsonb's binary format is a version byte (1) and the JSON text; str passes through as JSON."""
+    return b"\x01" + (value.encode() if isinstance(value, str) else orjson.dumps(value))
+
+
+def _decode_jsonb(data: bytes) -> object:
+    return orjson.loads(data[1:])
+
+
+async def _init_connection(connection: asyncpg.Connection) -> None:
+    await connection.set_type_codec(
+        "jsonb", encoder=_encode_jsonb, decoder=_decode_jsonb, schema="pg_catalog", format="binary"
+    )
+
+
+class Database:
+    """Owns the pool: `async with Database(settings) as db`, then `async with db.connection()`."""
+
+    def __init__(self, settings: Settings, dsn: str | None = None) -> None:
+        self.settings = settings
+        self.dsn = dsn or settings.database_url
+        if not self.dsn:
+            raise ValueError("SOPHIA_DATABASE_URL is not set and no DSN was given")
+        self.breaker = CircuitBreaker(
+            "postgres",
+            failure_rate=settings.breaker_failure_rate,
+            window=settings.breaker_window,
+            min_calls=settings.breaker_min_calls,
+            open_s=settings.breaker_open_s,
+            failure_types=ENGINE_ERRORS,
+        )
+        self._pool: asyncpg.Pool | None = None
+
+    async def open(self) -> None:
+        settings = self.settings
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.dsn,
+                min_size=settings.db_pool_min_size,
+                max_size=settings.db_pool_max_size,
+                max_queries=settings.db_max_queries,
+                max_inactive_connection_lifetime=settings.db_max_inactive_connection_lifetime_s,
+                command_timeout=settings.db_command_timeout_s,
+                timeout=settings.db_connect_timeout_s,
+                init=_init_connection,
+                server_settings={"timezone": "UTC", "application_name": "sophia"},
+            )
+        except ENGINE_ERRORS as error:
+            raise Unavailable(f"PostgreSQL is unreachable: {error}", retry_after_s=5) from error
+        DB_POOL_MAX.set(settings.db_pool_max_size)
+
+    async def close(self, timeout_s: float = 10.0) -> None:
+        if self._pool is not None:
+            try:
+                await asyncio.wait_for(self._pool.close(), timeout_s)
+            except TimeoutError:
+                self._pool.terminate()
+            self._pool = None
+
+    async def __aenter__(self) -> Database:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise Unavailable("The database pool is not open", retry_after_s=1)
+        return self._pool
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.pool.PoolConnectionProxy]:
+        """A pooled connection; unreachable Postgres or an exhausted pool raise `Unavailable`."""
+        try:
+            async with (
+                self.breaker,
+                self.pool.acquire(timeout=self.settings.db_acquire_timeout_s) as connection,
+            ):
+                yield connection
+        except BreakerOpen:
+            raise
+        except ENGINE_ERRORS as error:
+            raise Unavailable(
+                f"PostgreSQL is unavailable: {type(error).__name__}", retry_after_s=2
+            ) from error
+
+    def observe(self) -> None:
+        """Copy pool usage into the Prometheus gauges (called when /metrics is scraped)."""
+        if self._pool is not None:
+            DB_POOL_SIZE.set(self._pool.get_size())
+            DB_POOL_IDLE.set(self._pool.get_idle_size())
+
+    async def ping(self) -> None:
+        async with self.connection() as connection:
+            await connection.fetchval("SELECT 1", timeout=self.settings.engine_timeout_s)

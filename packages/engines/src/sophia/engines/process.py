@@ -1,0 +1,172 @@
+"""A child process that is started, checked for readiness, restarted when it dies, and stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import pwd
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from sophia.shared.logging import get_logger
+from sophia.shared.resilience import backoff_delays
+
+log = get_logger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGKILL when the parent dies, so nothing outlives a crashed `sophia up`."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class SupervisedProcess:
+    """One engine binary: `start` waits for `ready`, a watcher restarts it with backoff."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        ready: Callable[[], Awaitable[bool]],
+        log_path: Path,
+        *,
+        user: str | None = None,
+        stop_signal: signal.Signals = signal.SIGTERM,
+        start_timeout_s: float = 60.0,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        self.argv = argv
+        self.ready = ready
+        self.log_path = log_path
+        self.user = user
+        self.stop_signal = stop_signal
+        self.start_timeout_s = start_timeout_s
+        self.env = env
+        self.restarts = 0
+        self._process: asyncio.subprocess.Process | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    async def start(self) -> None:
+        await self._spawn()
+        self._watcher = asyncio.create_task(self._watch(), name=f"watch-{self.name}")
+
+    async def _spawn(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log_file:
+            self._process = await asyncio.create_subprocess_exec(
+                *self.argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=log_file,
+                preexec_fn=_die_with_parent,
+                user=self.user,
+                env={**os.environ, **(self.env or {})},
+            )
+        deadline = time.monotonic() + self.start_timeout_s
+        while not await self.ready():
+            if self._process.returncode is not None:
+                raise RuntimeError(f"{self.name} exited with {self._process.returncode}; see {self.log_path}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{self.name} not ready after {self.start_timeout_s:.0f}s; see {self.log_path}"
+                )
+            await asyncio.sleep(0.05)
+        log.info("engine_ready", engine=self.name, pid=self._process.pid)
+
+    async def _watch(self) -> None:
+        delays = iter(backoff_delays(64, base_s=0.5, max_s=10.0))
+        while True:
+            assert self._process is not None
+            code = await self._process.wait()
+            if self._stopping:
+                return
+            delay = next(delays, 10.0)
+            self.restarts += 1
+            log.error("engine_died", engine=self.name, code=code, restart_in_s=round(delay, 2))
+            await asyncio.sleep(delay)
+            try:
+                await self._spawn()
+            except (RuntimeError, TimeoutError, OSError) as error:
+                log.error("engine_restart_failed", engine=self.name, error=str(error))
+
+    def kill(self) -> None:
+        """SIGKILL the process (chaos tests); the watcher brings it back."""
+        if self._process and self._process.returncode is None:
+            self._process.kill()
+
+    async def stop(self, timeout_s: float = 15.0) -> None:
+        self._stopping = True
+        process = self._process
+        if process and process.returncode is None:
+            process.send_signal(self.stop_signal)
+            try:
+                await asyncio.wait_for(process.wait(), timeout_s)
+            except TimeoutError:
+                log.warning("engine_kill", engine=self.name)
+                process.kill()
+                await process.wait()
+        if self._watcher:
+            self._watcher.cancel()
+        log.info("engine_stopped", engine=self.name)
+
+
+async def tcp_answers(host: str, port: int, send: bytes, expect: bytes, timeout_s: float = 1.0) -> bool:
+    """True if a TCP peer answers `send` with something starting with `expect`."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            reader, writer = await asyncio.open_connection(host, port)
+            try:
+                if send:
+                    writer.write(send)
+                    await writer.drain()
+                return (await reader.readline()).startswith(expect)
+            finally:
+                writer.close()
+    except (OSError, TimeoutError):
+        return False
+
+
+def unprivileged_user(name: str = "sophia") -> str | None:
+    """PostgreSQL refuses to run as root: under root, run it as `name` (created if missing)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+            check=True,
+            capture_output=True,
+        )
+    return name
+
+
+def chown_tree(path: Path, user: str) -> None:
+    """Hand `path` to `user` and make its parents traversable."""
+    entry = pwd.getpwnam(user)
+    for parent in path.resolve().parents:
+        parent.chmod(parent.stat().st_mode | 0o011)
+    for root, dirs, files in os.walk(path):
+        os.chown(root, entry.pw_uid, entry.pw_gid)
+        for name in dirs + files:
+            os.chown(os.path.join(root, name), entry.pw_uid, entry.pw_gid)

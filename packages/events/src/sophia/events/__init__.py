@@ -1,0 +1,1 @@
+"""Sophia events: the NATS JetStream connection (streams and consumers build on it)."""

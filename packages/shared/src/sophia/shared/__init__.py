@@ -1,0 +1,1 @@
+"""Sophia's cross-cutting pieces: settings, logging, metrics and resilience."""

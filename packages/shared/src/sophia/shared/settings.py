@@ -1,0 +1,87 @@
+"""One typed settings object per process, built once from `SOPHIA_*` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob Sophia has; the README's settings table is generated from these descriptions."""
+
+    model_config = SettingsConfigDict(env_prefix="SOPHIA_", extra="ignore", frozen=True)
+
+    database_url: str | None = Field(
+        None, description="PostgreSQL DSN. Unset: `sophia up` starts embedded PostgreSQL."
+    )
+    redis_url: str | None = Field(
+        None, description="Redis/Valkey URL. Unset: `sophia up` starts embedded Valkey."
+    )
+    nats_url: str | None = Field(
+        None, description="NATS URL (JetStream enabled). Unset: `sophia up` starts embedded NATS."
+    )
+    data_dir: Path = Field(Path(".sophia"), description="Where embedded engines, keys and reports live.")
+
+    api_host: str = Field("127.0.0.1", description="Address the API binds.")
+    api_port: int = Field(8000, ge=0, le=65535, description="Port the API binds (0: a free one).")
+    api_workers: int = Field(2, ge=1, le=64, description="API worker processes.")
+    api_server: Literal["granian", "uvicorn"] = Field(
+        "granian", description="ASGI server (chosen by measurement, docs/benchmarks.md)."
+    )
+    shutdown_grace_s: float = Field(
+        10.0, gt=0, description="How long a draining API waits for in-flight requests."
+    )
+
+    db_pool_min_size: int = Field(2, ge=0, description="Connections each API process keeps open.")
+    db_pool_max_size: int = Field(8, ge=1, description="Most connections per API process.")
+    db_max_queries: int = Field(50_000, ge=1, description="Queries before a pooled connection is replaced.")
+    db_max_inactive_connection_lifetime_s: float = Field(
+        300.0, ge=0, description="Idle seconds before a pooled connection is closed."
+    )
+    db_command_timeout_s: float = Field(10.0, gt=0, description="Timeout of one SQL command.")
+    db_connect_timeout_s: float = Field(5.0, gt=0, description="Timeout of opening a connection.")
+    db_acquire_timeout_s: float = Field(
+        2.0, gt=0, description="Wait for a pooled connection before answering 503."
+    )
+    engine_timeout_s: float = Field(2.0, gt=0, description="Timeout of a Redis or NATS probe.")
+
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest JSON request body (bytes).")
+    max_bulk_bytes: int = Field(
+        1_073_741_824, ge=1024, description="Largest streamed NDJSON bulk body (bytes)."
+    )
+    max_line_bytes: int = Field(1_048_576, ge=256, description="Largest single NDJSON line (bytes).")
+    page_size_default: int = Field(50, ge=1, description="Records per page when none is asked.")
+    page_size_max: int = Field(500, ge=1, description="Most records per page.")
+    api_key_cache_ttl_s: float = Field(
+        1.0, ge=0, description="How long a verified API key is trusted from memory."
+    )
+
+    breaker_failure_rate: float = Field(
+        0.5, gt=0, le=1, description="Failure rate that opens a circuit breaker."
+    )
+    breaker_window: int = Field(20, ge=1, description="Calls in a breaker's sliding window.")
+    breaker_min_calls: int = Field(5, ge=1, description="Calls before a breaker may open.")
+    breaker_open_s: float = Field(5.0, gt=0, description="How long an open breaker rejects.")
+
+    log_level: str = Field("INFO", description="Log level (DEBUG, INFO, WARNING, ERROR).")
+    log_json: bool = Field(True, description="JSON logs (false: human-readable console).")
+
+    seed_records: int = Field(
+        5_000, ge=0, description="Demo records `sophia up` loads into an empty catalog."
+    )
+
+
+def settings_table() -> str:
+    """The README's table of settings, generated so the docs cannot drift from the code."""
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for name, field in Settings.model_fields.items():
+        default = "unset" if field.default is None else f"`{field.default}`"
+        rows.append(f"| `SOPHIA_{name.upper()}` | {default} | {field.description} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(settings_table())

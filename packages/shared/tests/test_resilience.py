@@ -1,0 +1,120 @@
+import random
+
+import pytest
+
+from sophia.shared.resilience import BreakerOpen, BreakerState, CircuitBreaker, backoff_delays, retry
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_breaker(clock: Clock) -> CircuitBreaker:
+    return CircuitBreaker(
+        "test", failure_rate=0.5, window=4, min_calls=4, open_s=10, failure_types=(OSError,), clock=clock
+    )
+
+
+async def fail(breaker: CircuitBreaker) -> None:
+    with pytest.raises(OSError, match="down"):
+        async with breaker:
+            raise OSError("down")
+
+
+async def succeed(breaker: CircuitBreaker) -> None:
+    async with breaker:
+        pass
+
+
+async def test_breaker_opens_when_failure_rate_reaches_the_threshold():
+    breaker = make_breaker(Clock())
+    await succeed(breaker)
+    await succeed(breaker)
+    await fail(breaker)
+    assert breaker.state is BreakerState.CLOSED  # 3 calls < min_calls
+    await fail(breaker)
+    assert breaker.state is BreakerState.OPEN
+    with pytest.raises(BreakerOpen) as caught:
+        await succeed(breaker)
+    assert caught.value.retry_after_s == 10
+
+
+async def test_errors_that_are_not_dependency_failures_do_not_count():
+    breaker = make_breaker(Clock())
+    for _ in range(6):
+        with pytest.raises(KeyError):
+            async with breaker:
+                raise KeyError("a 404 is not an outage")
+    assert breaker.state is BreakerState.CLOSED
+
+
+async def test_open_breaker_lets_one_probe_through_after_open_s_and_closes_on_success():
+    clock = Clock()
+    breaker = make_breaker(clock)
+    for _ in range(4):
+        await fail(breaker)
+    clock.now = 10.5
+    breaker.allow()  # the probe
+    assert breaker.state is BreakerState.HALF_OPEN
+    with pytest.raises(BreakerOpen):
+        breaker.allow()  # only one probe at a time
+    breaker.record(True)
+    assert breaker.state is BreakerState.CLOSED
+
+
+async def test_failed_probe_opens_the_breaker_again():
+    clock = Clock()
+    breaker = make_breaker(clock)
+    for _ in range(4):
+        await fail(breaker)
+    clock.now = 11
+    await fail(breaker)
+    assert breaker.state is BreakerState.OPEN
+    clock.now = 15
+    with pytest.raises(BreakerOpen):
+        breaker.allow()
+
+
+def test_backoff_is_exponential_with_full_jitter_and_capped():
+    delays = backoff_delays(8, base_s=0.1, max_s=1.0, rng=random.Random(1))
+    assert len(delays) == 7
+    for attempt, delay in enumerate(delays):
+        assert 0 <= delay <= min(1.0, 0.1 * 2**attempt)
+    assert len(set(delays)) == 7  # jittered, not a fixed schedule
+
+
+async def test_retry_retries_transient_failures_then_returns():
+    calls = []
+
+    async def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise ConnectionRefusedError("not yet")
+        return "ok"
+
+    assert await retry(flaky, attempts=3, base_s=0.001) == "ok"
+    assert len(calls) == 3
+
+
+async def test_retry_gives_up_after_its_attempts_and_never_retries_other_errors():
+    calls = []
+
+    async def always_down() -> None:
+        calls.append(1)
+        raise TimeoutError
+
+    with pytest.raises(TimeoutError):
+        await retry(always_down, attempts=2, base_s=0.001)
+    assert len(calls) == 2
+
+    async def wrong() -> None:
+        calls.append(1)
+        raise ValueError("a bug, not an outage")
+
+    with pytest.raises(ValueError, match="a bug"):
+        await retry(wrong, attempts=5, base_s=0.001)
+    assert len(calls) == 3
