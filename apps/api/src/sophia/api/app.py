@@ -41,7 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             database = Database(settings)
-            await database.open()
+            await database.open(require_database=False)
             stack.push_async_callback(database.close, settings.shutdown_grace_s)
             redis = await stack.enter_async_context(
                 RedisConnection(settings.redis_url or "", settings.engine_timeout_s)

@@ -11,12 +11,15 @@ import asyncpg
 import orjson
 
 from sophia.core.errors import Unavailable
+from sophia.shared.logging import get_logger
 from sophia.shared.metrics import DB_POOL_IDLE, DB_POOL_MAX, DB_POOL_SIZE
 from sophia.shared.resilience import BreakerOpen, CircuitBreaker
 from sophia.shared.settings import Settings
 
 Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 """What repositories take: a plain connection (migrations, tests) or one borrowed from the pool."""
+
+log = get_logger(__name__)
 
 ENGINE_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
@@ -62,23 +65,31 @@ class Database:
         )
         self._pool: asyncpg.Pool | None = None
 
-    async def open(self) -> None:
-        settings = self.settings
+    async def open(self, *, require_database: bool = True) -> None:
+        """Open the pool. With `require_database=False` a process starts while PostgreSQL is down
+        (its requests answer 503 until it is back) instead of failing to start."""
         try:
-            self._pool = await asyncpg.create_pool(
-                self.dsn,
-                min_size=settings.db_pool_min_size,
-                max_size=settings.db_pool_max_size,
-                max_queries=settings.db_max_queries,
-                max_inactive_connection_lifetime=settings.db_max_inactive_connection_lifetime_s,
-                command_timeout=settings.db_command_timeout_s,
-                timeout=settings.db_connect_timeout_s,
-                init=_init_connection,
-                server_settings={"timezone": "UTC", "application_name": "sophia"},
-            )
+            self._pool = await self._create_pool(self.settings.db_pool_min_size)
         except ENGINE_ERRORS as error:
-            raise Unavailable(f"PostgreSQL is unreachable: {error}", retry_after_s=5) from error
-        DB_POOL_MAX.set(settings.db_pool_max_size)
+            if require_database:
+                raise Unavailable(f"PostgreSQL is unreachable: {error}", retry_after_s=5) from error
+            log.warning("database_unreachable_at_start", error=repr(error))
+            self._pool = await self._create_pool(0)
+        DB_POOL_MAX.set(self.settings.db_pool_max_size)
+
+    async def _create_pool(self, min_size: int) -> asyncpg.Pool:
+        settings = self.settings
+        return await asyncpg.create_pool(
+            self.dsn,
+            min_size=min_size,
+            max_size=settings.db_pool_max_size,
+            max_queries=settings.db_max_queries,
+            max_inactive_connection_lifetime=settings.db_max_inactive_connection_lifetime_s,
+            command_timeout=settings.db_command_timeout_s,
+            timeout=settings.db_connect_timeout_s,
+            init=_init_connection,
+            server_settings={"timezone": "UTC", "application_name": "sophia"},
+        )
 
     async def close(self, timeout_s: float = 10.0) -> None:
         if self._pool is not None:

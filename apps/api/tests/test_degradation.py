@@ -1,0 +1,104 @@
+"""Degradation on purpose: an engine going down gives 503 + Retry-After, never a 500, and recovery."""
+
+import asyncio
+
+import asyncpg
+import httpx
+import pytest
+
+from sophia.api.app import create_app
+from sophia.database import keys
+from sophia.database.migrations import migrate
+from sophia.engines.postgres import EmbeddedPostgres
+from sophia.engines.valkey import EmbeddedValkey
+
+
+async def poll_status(call, want: int, timeout_s: float = 30.0) -> httpx.Response:
+    async with asyncio.timeout(timeout_s):
+        while (response := await call()).status_code != want:
+            await asyncio.sleep(0.1)
+    return response
+
+
+async def start_app(settings):
+    app = create_app(settings)
+    lifespan = app.router.lifespan_context(app)
+    await lifespan.__aenter__()
+    return app, lifespan
+
+
+@pytest.mark.chaos
+async def test_postgres_down_answers_503_with_retry_after_then_recovers(tmp_path, settings):
+    postgres = EmbeddedPostgres(tmp_path, durable=False)
+    url = await postgres.start()
+    connection = await asyncpg.connect(url)
+    await migrate(connection)
+    _, secret = await keys.create(connection, "chaos", "admin")
+    await connection.close()
+    app, lifespan = await start_app(
+        settings.model_copy(update={"database_url": url, "breaker_open_s": 0.2, "api_key_cache_ttl_s": 0})
+    )
+    headers = {"Authorization": f"Bearer {secret}"}
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://t", headers=headers) as client:
+            created = await client.put("/api/v1/records/chaos/deal/1", json={"data": {"a": 1}})
+            assert created.status_code == 201
+            record_url = f"/api/v1/records/{created.json()['id']}"
+
+            await postgres.stop()
+            for call in (
+                lambda: client.get(record_url),
+                lambda: client.put("/api/v1/records/chaos/deal/2", json={"data": {}}),
+            ):
+                response = await call()
+                assert response.status_code == 503
+                assert response.headers["content-type"] == "application/problem+json"
+                assert int(response.headers["retry-after"]) >= 1
+            not_ready = await client.get("/readyz")
+            assert not_ready.status_code == 503
+            assert not_ready.json()["checks"]["postgres"] != "ok"
+
+            await postgres.start()
+            recovered = await poll_status(lambda: client.get(record_url), 200)
+            assert recovered.json()["data"] == {"a": 1}
+    finally:
+        await lifespan.__aexit__(None, None, None)
+        await postgres.stop()
+
+
+@pytest.mark.chaos
+async def test_api_starts_while_postgres_is_down_and_answers_503(settings):
+    app, lifespan = await start_app(
+        settings.model_copy(update={"database_url": "postgresql://sophia:x@127.0.0.1:9/none"})
+    )
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            response = await client.get("/api/v1/records", headers={"Authorization": "Bearer sk_whatever"})
+            assert response.status_code == 503
+            assert (await client.get("/healthz")).status_code == 200
+    finally:
+        await lifespan.__aexit__(None, None, None)
+
+
+@pytest.mark.chaos
+async def test_redis_down_is_reported_by_readyz_while_records_keep_working(tmp_path, settings, api_keys):
+    valkey = EmbeddedValkey(tmp_path)
+    redis_url = await valkey.start()
+    app, lifespan = await start_app(settings.model_copy(update={"redis_url": redis_url}))
+    headers = {"Authorization": f"Bearer {api_keys['admin']}"}
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t", headers=headers) as client:
+            assert (await client.get("/readyz")).status_code == 200
+            await valkey.stop()
+            not_ready = await client.get("/readyz")
+            assert not_ready.status_code == 503
+            assert not_ready.json()["checks"]["redis"] != "ok"
+            assert not_ready.json()["checks"]["postgres"] == "ok"
+            written = await client.put("/api/v1/records/chaos-redis/deal/1", json={"data": {}})
+            assert written.status_code in (200, 201)
+    finally:
+        await lifespan.__aexit__(None, None, None)
+        await valkey.stop()

@@ -1,0 +1,106 @@
+"""The `sophia` commands against the test database (in-process through typer's runner)."""
+
+import asyncio
+import re
+
+import asyncpg
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from sophia.cli import endpoints
+from sophia.cli.main import app
+from sophia.shared.settings import Settings
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def env(settings, tmp_path):
+    return {
+        "SOPHIA_DATABASE_URL": settings.database_url,
+        "SOPHIA_REDIS_URL": settings.redis_url,
+        "SOPHIA_NATS_URL": settings.nats_url,
+        "SOPHIA_DATA_DIR": str(tmp_path),
+    }
+
+
+def invoke(env, *args):
+    result = runner.invoke(app, list(args), env=env)
+    return result
+
+
+def test_keys_create_prints_a_secret_once_and_list_shows_only_its_prefix(env):
+    created = invoke(env, "keys", "create", "--scope", "read", "--name", "cli-test")
+    assert created.exit_code == 0, created.output
+    secret = created.output.strip()
+    prefix = re.fullmatch(r"sk_([0-9a-f]{8})_[\w-]{43}", secret)[1]
+    listed = invoke(env, "keys", "list")
+    assert prefix in listed.output
+    assert secret not in listed.output
+
+
+def test_keys_revoke_marks_the_key_revoked_and_a_second_revoke_fails(env):
+    secret = invoke(env, "keys", "create", "--scope", "write").output.strip()
+    prefix = secret.split("_")[1]
+    assert invoke(env, "keys", "revoke", prefix).exit_code == 0
+    again = invoke(env, "keys", "revoke", prefix)
+    assert again.exit_code == 1
+    assert "No active key" in again.output
+
+
+def test_keys_create_refuses_an_unknown_scope(env):
+    result = invoke(env, "keys", "create", "--scope", "root")
+    assert result.exit_code == 2
+    assert "read, write, admin" in result.output
+
+
+def test_migrate_on_a_migrated_database_says_up_to_date(env):
+    result = invoke(env, "migrate")
+    assert result.exit_code == 0
+    assert "Up to date." in result.output
+
+
+def test_seed_loads_deterministic_records_through_the_bulk_path(env):
+    result = invoke(env, "seed", "--records", "200", "--seed", "7")
+    assert result.exit_code == 0, result.output
+    assert "200 records" in result.output
+    again = invoke(env, "seed", "--records", "200", "--seed", "7")
+    assert "0 created, 200 updated" in again.output  # same seed, same keys
+
+    async def count_kinds() -> int:
+        connection = await asyncpg.connect(env["SOPHIA_DATABASE_URL"])
+        try:
+            return await connection.fetchval(
+                "SELECT count(DISTINCT (source_system, kind)) FROM sophia_core.unified_data_catalog"
+            )
+        finally:
+            await connection.close()
+
+    assert asyncio.run(count_kinds()) >= 5  # deals, contacts, companies, calls, messages
+
+
+def test_views_refresh_refreshes_active_deals(env):
+    result = invoke(env, "views", "refresh")
+    assert result.exit_code == 0
+    assert "Refreshed" in result.output
+
+
+def test_commands_find_the_database_from_a_running_stack(env, tmp_path):
+    stack = {k: v for k, v in env.items() if k != "SOPHIA_DATABASE_URL"}
+    endpoints.write(
+        Settings(data_dir=tmp_path),
+        {"database_url": env["SOPHIA_DATABASE_URL"], "api": "http://127.0.0.1:1", "api_key": "sk_x"},
+    )
+    assert invoke(stack, "migrate").exit_code == 0
+    assert invoke(stack, "env").output.strip() == "export SOPHIA_API=http://127.0.0.1:1 SOPHIA_KEY=sk_x"
+    assert oct((tmp_path / "endpoints.json").stat().st_mode & 0o777) == "0o600"
+    assert orjson.loads((tmp_path / "endpoints.json").read_bytes())["api_key"] == "sk_x"
+
+
+def test_without_a_database_or_a_running_stack_commands_say_what_to_do(tmp_path):
+    result = invoke({"SOPHIA_DATA_DIR": str(tmp_path), "SOPHIA_DATABASE_URL": ""}, "migrate")
+    assert result.exit_code != 0
+    assert "make up" in str(result.exception) + result.output
+    env_result = invoke({"SOPHIA_DATA_DIR": str(tmp_path)}, "env")
+    assert "not running" in str(env_result.exception) + env_result.output
