@@ -1,4 +1,4 @@
-from sophia.core.errors import FieldError, Invalid, PayloadTooLarge, SophiaError, Unavailable
+from sophia.core.errors import FieldError, Invalid, SophiaError, Unavailable
 
 
 def test_errors_carry_their_detail_and_share_a_base():
@@ -8,7 +8,6 @@ def test_errors_carry_their_detail_and_share_a_base():
     assert error.errors[0].location == ("line", 3, "kind")
 
 
-def test_unavailable_says_when_to_retry_and_too_large_says_the_limit():
+def test_unavailable_says_when_to_retry():
     assert Unavailable("down", retry_after_s=7).retry_after_s == 7
-    assert PayloadTooLarge("big", 1024).max_bytes == 1024
     assert Invalid("no details").errors == []

@@ -8,8 +8,7 @@ import uuid
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sophia.api.problems import problem
-from sophia.core.errors import PayloadTooLarge
+from sophia.api.problems import BodyTooLarge, too_large
 from sophia.shared.logging import get_logger
 from sophia.shared.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from sophia.shared.settings import Settings
@@ -47,7 +46,7 @@ class RequestContext:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    raise PayloadTooLarge(f"The request body is over {limit} bytes.", limit)
+                    raise BodyTooLarge(limit)
             return message
 
         async def send_with_id(message: Message) -> None:
@@ -90,13 +89,7 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 async def _too_large(scope: Scope, send: Send, limit: int) -> None:
-    response = problem(
-        413,
-        "Payload too large",
-        f"The request body is over {limit} bytes.",
-        scope["path"],
-        max_bytes=limit,
-    )
+    response = too_large(scope["path"], limit)
 
     async def nothing() -> Message:
         return {"type": "http.disconnect"}

@@ -16,7 +16,6 @@ from sophia.core.errors import (
     Forbidden,
     Invalid,
     NotFound,
-    PayloadTooLarge,
     PreconditionFailed,
     SophiaError,
     Unauthorized,
@@ -35,7 +34,6 @@ STATUS_BY_ERROR: dict[type[SophiaError], int] = {
     PreconditionFailed: 412,
     Unauthorized: 401,
     Forbidden: 403,
-    PayloadTooLarge: 413,
     Unavailable: 503,
 }
 
@@ -48,6 +46,15 @@ class BadRequest(Invalid):
 
 class UnsupportedMediaType(Invalid):
     title = "Unsupported media type"
+
+
+class BodyTooLarge(StarletteHTTPException):
+    """Raised while a body streams in. An HTTPException, so FastAPI's body parsing lets it through
+    (it turns any other exception raised there into a 400)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, f"The request body is over {max_bytes} bytes.")
+        self.max_bytes = max_bytes
 
 
 STATUS_BY_ERROR[BadRequest] = 400
@@ -93,8 +100,6 @@ async def sophia_error(request: Request, error: Exception) -> Response:
         log.warning("unavailable", path=request.url.path, detail=error.detail)
     elif isinstance(error, Unauthorized):
         headers["WWW-Authenticate"] = 'Bearer realm="sophia"'
-    elif isinstance(error, PayloadTooLarge):
-        extra["max_bytes"] = error.max_bytes
     errors = error.errors if isinstance(error, Invalid) else None
     return problem(status, error.title, error.detail, request.url.path, errors, headers, **extra)
 
@@ -114,6 +119,8 @@ async def validation_error(request: Request, error: Exception) -> Response:
 
 async def http_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, StarletteHTTPException)
+    if isinstance(error, BodyTooLarge):
+        return too_large(request.url.path, error.max_bytes)
     return problem(
         error.status_code,
         str(error.detail) if error.status_code != 404 else "Not found",
@@ -121,6 +128,11 @@ async def http_error(request: Request, error: Exception) -> Response:
         request.url.path,
         headers=dict(error.headers or {}),
     )
+
+
+def too_large(instance: str, max_bytes: int) -> Response:
+    detail = f"The request body is over {max_bytes} bytes."
+    return problem(413, "Payload too large", detail, instance, max_bytes=max_bytes)
 
 
 async def unexpected_error(request: Request, error: Exception) -> Response:

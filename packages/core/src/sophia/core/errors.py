@@ -63,16 +63,6 @@ class Forbidden(SophiaError):
     title = "Forbidden"
 
 
-class PayloadTooLarge(SophiaError):
-    """The request body is over its limit."""
-
-    title = "Payload too large"
-
-    def __init__(self, detail: str, max_bytes: int) -> None:
-        super().__init__(detail)
-        self.max_bytes = max_bytes
-
-
 class Unavailable(SophiaError):
     """A dependency is down or overloaded; the caller may retry after `retry_after_s`."""
 

@@ -15,6 +15,8 @@ IDENTIFIER_PATTERN = r"^[a-z][a-z0-9_\-]{0,62}$"
 """`source_system` and `kind`: lowercase, start with a letter, at most 63 characters."""
 
 EXTERNAL_ID_MAX_LENGTH = 256
+EXTERNAL_ID_PATTERN = r"^[^\x00]+$"
+"""Any text but NUL, which PostgreSQL cannot store."""
 
 _IDENTIFIER = re.compile(IDENTIFIER_PATTERN)
 

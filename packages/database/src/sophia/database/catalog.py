@@ -46,7 +46,10 @@ _CREATE_ONLY = f"""
 WITH written AS (
     INSERT INTO {CATALOG} AS c (source_system, kind, external_id, data, created_at)
     VALUES ($1, $2, $3, $4, coalesce($5, now()))
-    ON CONFLICT (source_system, kind, external_id) DO NOTHING
+    ON CONFLICT (source_system, kind, external_id) DO UPDATE
+        SET data = EXCLUDED.data, created_at = EXCLUDED.created_at, updated_at = now(),
+            version = c.version + 1, deleted_at = NULL
+        WHERE c.deleted_at IS NOT NULL  -- a deleted record has no current representation
     RETURNING c.*, true AS created
 ), event AS ({outbox_insert("written", "record.upserted")})
 SELECT c.id, c.version, c.created, {RECORD_JSON} AS json FROM written AS c
@@ -57,6 +60,7 @@ WITH written AS (
     UPDATE {CATALOG} AS c
         SET data = $4, updated_at = now(), version = c.version + 1, deleted_at = NULL
     WHERE source_system = $1 AND kind = $2 AND external_id = $3 AND version = $5
+      AND deleted_at IS NULL
     RETURNING c.*, false AS created
 ), event AS ({outbox_insert("written", "record.upserted")})
 SELECT c.id, c.version, c.created, {RECORD_JSON} AS json FROM written AS c

@@ -10,7 +10,7 @@ from types import TracebackType
 import asyncpg
 import orjson
 
-from sophia.core.errors import Unavailable
+from sophia.core.errors import Invalid, Unavailable
 from sophia.shared.logging import get_logger
 from sophia.shared.metrics import DB_POOL_IDLE, DB_POOL_MAX, DB_POOL_SIZE
 from sophia.shared.resilience import BreakerOpen, CircuitBreaker
@@ -128,6 +128,10 @@ class Database:
                 yield connection
         except BreakerOpen:
             raise
+        except asyncpg.DataError as error:
+            # The last line of defence: the edges validate, but a value PostgreSQL refuses
+            # (NUL in text, NaN in JSON, an out-of-range number) is the caller's error, not ours.
+            raise Invalid(f"A value cannot be stored: {error}. Nothing was written.") from error
         except ENGINE_ERRORS as error:
             raise Unavailable(
                 f"PostgreSQL is unavailable: {type(error).__name__}", retry_after_s=2

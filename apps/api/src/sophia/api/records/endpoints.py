@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated
 from uuid import UUID
@@ -15,13 +16,24 @@ from sophia.api.records import service
 from sophia.api.records.schemas import BulkResult, RecordOut, RecordPage, RecordWrite
 from sophia.api.state import AppState, app_state
 from sophia.core.errors import FieldError
-from sophia.core.records import EXTERNAL_ID_MAX_LENGTH, IDENTIFIER_PATTERN, RecordFilter, RecordKey
+from sophia.core.records import (
+    EXTERNAL_ID_MAX_LENGTH,
+    EXTERNAL_ID_PATTERN,
+    IDENTIFIER_PATTERN,
+    RecordFilter,
+    RecordKey,
+)
 
 router = APIRouter(prefix="/api/v1", tags=["records"])
 
 SourceSystem = Annotated[str, Path(pattern=IDENTIFIER_PATTERN, examples=["hubspot"])]
 Kind = Annotated[str, Path(pattern=IDENTIFIER_PATTERN, examples=["deal"])]
-ExternalId = Annotated[str, Path(min_length=1, max_length=EXTERNAL_ID_MAX_LENGTH, examples=["deal-1001"])]
+ExternalId = Annotated[
+    str,
+    Path(
+        min_length=1, max_length=EXTERNAL_ID_MAX_LENGTH, pattern=EXTERNAL_ID_PATTERN, examples=["deal-1001"]
+    ),
+]
 State = Annotated[AppState, Depends(app_state)]
 
 LIST_PARAMETERS = {"source_system", "kind", "updated_since", "limit", "cursor"}
@@ -32,6 +44,7 @@ NDJSON_TYPES = {
     "application/json-lines",
 }
 JSON = "application/json"
+VERSION_TAG = re.compile(r"[0-9]{1,18}")
 
 
 def _etag(version: int) -> str:
@@ -42,7 +55,7 @@ def _parse_if_match(value: str | None) -> int | None:
     if value is None:
         return None
     tag = value.strip().removeprefix("W/").strip('"')
-    if not tag.isdigit():
+    if not VERSION_TAG.fullmatch(tag):
         raise BadRequest(
             'If-Match must be an ETag this API returned, such as "3".',
             [FieldError(("header", "If-Match"), "not a record version ETag")],
@@ -191,6 +204,11 @@ async def list_records(
 def _data_filters(request: Request) -> tuple[tuple[str, str], ...]:
     filters = []
     for name, value in request.query_params.multi_items():
+        if "\x00" in name or "\x00" in value:
+            raise BadRequest(
+                "Query parameters may not contain NUL characters.",
+                [FieldError(("query", name.replace("\x00", "")), "contains a NUL character")],
+            )
         if name.startswith("data.") and 0 < len(name) - 5 <= 64:
             filters.append((name[5:], value))
         elif name not in LIST_PARAMETERS:

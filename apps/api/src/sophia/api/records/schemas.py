@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-from sophia.core.records import EXTERNAL_ID_MAX_LENGTH, IDENTIFIER_PATTERN
+from sophia.core.records import EXTERNAL_ID_MAX_LENGTH, EXTERNAL_ID_PATTERN, IDENTIFIER_PATTERN
 
-Identifier = Field(pattern=IDENTIFIER_PATTERN, examples=["hubspot"])
+
+def _check_storable(value: Any) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("NaN and Infinity are not JSON numbers")
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("text may not contain NUL characters")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_storable(key)
+            _check_storable(item)
+    elif isinstance(value, list):
+        for item in value:
+            _check_storable(item)
 
 
 class RecordWrite(BaseModel):
@@ -36,6 +49,13 @@ class RecordWrite(BaseModel):
         None, description="When the source created it (default: now). Kept on later updates."
     )
 
+    @field_validator("data")
+    @classmethod
+    def _storable(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """Refuse what JSON cannot carry faithfully: NaN/Infinity (would become null) and NUL."""
+        _check_storable(data)
+        return data
+
 
 class RecordLine(BaseModel):
     """One line of `POST /api/v1/records:bulk` (NDJSON)."""
@@ -44,7 +64,7 @@ class RecordLine(BaseModel):
 
     source_system: str = Field(pattern=IDENTIFIER_PATTERN)
     kind: str = Field(pattern=IDENTIFIER_PATTERN)
-    external_id: str = Field(min_length=1, max_length=EXTERNAL_ID_MAX_LENGTH)
+    external_id: str = Field(min_length=1, max_length=EXTERNAL_ID_MAX_LENGTH, pattern=EXTERNAL_ID_PATTERN)
     data: dict[str, Any]
     created_at: AwareDatetime | None = None
 

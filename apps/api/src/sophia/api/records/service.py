@@ -68,14 +68,20 @@ async def split_lines(chunks: AsyncIterable[bytes], max_line_bytes: int) -> Asyn
         *lines, pending = pending.split(b"\n")
         for line in lines:
             number += 1
+            if len(line) > max_line_bytes:
+                raise _line_too_long(number, max_line_bytes)
             yield number, line
         if len(pending) > max_line_bytes:
-            raise Invalid(
-                f"Line {number + 1} is longer than {max_line_bytes} bytes.",
-                [FieldError(("line", number + 1), f"longer than {max_line_bytes} bytes")],
-            )
+            raise _line_too_long(number + 1, max_line_bytes)
     if pending.strip():
         yield number + 1, pending
+
+
+def _line_too_long(number: int, max_line_bytes: int) -> Invalid:
+    return Invalid(
+        f"Line {number} is longer than {max_line_bytes} bytes. Nothing was written.",
+        [FieldError(("line", number), f"longer than {max_line_bytes} bytes")],
+    )
 
 
 def parse_line(number: int, line: bytes) -> StagedRow:

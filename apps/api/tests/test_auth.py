@@ -1,0 +1,128 @@
+"""Contract of API-key authentication: Bearer keys, scopes per route, revocation within the cache TTL."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import httpx
+import pytest
+
+from sophia.database import keys
+
+PROBLEM_FIELDS = {"type", "title", "status", "detail", "instance"}
+REFRESH = "/api/v1/admin/views/active-deals:refresh"
+
+
+def bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
+def record_path() -> str:
+    return f"/api/v1/records/auth-{uuid.uuid4().hex[:12]}/deal/r-1"
+
+
+def assert_problem(response: httpx.Response, status: int) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body.keys() >= PROBLEM_FIELDS
+    return body
+
+
+@pytest.fixture(scope="module")
+async def anonymous(app):
+    """A client on the shared app that sends no credentials unless a test passes them."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://sophia.test") as http:
+        yield http
+
+
+async def test_a_request_without_authorization_is_401_with_www_authenticate(anonymous):
+    response = await anonymous.get("/api/v1/records")
+    assert_problem(response, 401)
+    assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+@pytest.mark.parametrize("authorization", ["Basic xyz", "Bearer", "Bearer ", "sk_abc", "bearer"])
+async def test_an_authorization_header_that_is_not_a_bearer_key_is_401(anonymous, authorization):
+    response = await anonymous.get("/api/v1/records", headers={"Authorization": authorization})
+    assert_problem(response, 401)
+    assert "www-authenticate" in response.headers
+
+
+async def test_an_unknown_bearer_key_is_401(anonymous):
+    response = await anonymous.get("/api/v1/records", headers=bearer("sk_00000000_not-a-real-key"))
+    assert_problem(response, 401)
+
+
+async def test_authentication_runs_before_input_validation(anonymous):
+    response = await anonymous.put("/api/v1/records/BAD/deal/x", json={"nonsense": True})
+    assert_problem(response, 401)
+
+
+async def test_a_read_key_may_read(anonymous, api_keys):
+    response = await anonymous.get("/api/v1/records", params={"limit": 1}, headers=bearer(api_keys["read"]))
+    assert response.status_code == 200
+
+
+async def test_a_read_key_may_not_put_403(anonymous, api_keys):
+    response = await anonymous.put(record_path(), json={"data": {}}, headers=bearer(api_keys["read"]))
+    assert "'write'" in assert_problem(response, 403)["detail"]
+
+
+@pytest.mark.parametrize("method", ["DELETE", "POST"])
+async def test_a_read_key_may_not_delete_or_bulk_write_403(anonymous, api_keys, method):
+    url = record_path() if method == "DELETE" else "/api/v1/records:bulk"
+    response = await anonymous.request(method, url, headers=bearer(api_keys["read"]))
+    assert_problem(response, 403)
+
+
+async def test_a_write_key_may_put(anonymous, api_keys):
+    response = await anonymous.put(record_path(), json={"data": {}}, headers=bearer(api_keys["write"]))
+    assert response.status_code == 201
+
+
+async def test_a_write_key_may_not_refresh_the_admin_view_403(anonymous, api_keys):
+    response = await anonymous.post(REFRESH, headers=bearer(api_keys["write"]))
+    assert "'admin'" in assert_problem(response, 403)["detail"]
+
+
+async def test_the_admin_key_may_use_every_route(anonymous, api_keys):
+    admin = bearer(api_keys["admin"])
+    path = record_path()
+    created = await anonymous.put(path, json={"data": {}}, headers=admin)
+    ndjson = {**admin, "content-type": "application/x-ndjson"}
+    statuses = [
+        created.status_code,
+        (await anonymous.get(created.headers["location"], headers=admin)).status_code,
+        (await anonymous.get("/api/v1/records", params={"limit": 1}, headers=admin)).status_code,
+        (await anonymous.post("/api/v1/records:bulk", content=b"", headers=ndjson)).status_code,
+        (await anonymous.delete(path, headers=admin)).status_code,
+        (await anonymous.post(REFRESH, headers=admin)).status_code,
+        (await anonymous.get("/api/v1/deals/active", params={"limit": 1}, headers=admin)).status_code,
+    ]
+    assert statuses == [201, 200, 200, 200, 204, 204, 200]
+
+
+async def test_a_revoked_key_is_refused_once_the_cache_ttl_has_passed(anonymous, database, settings):
+    async with database.connection() as connection:
+        key, secret = await keys.create(connection, f"revoked-{uuid.uuid4().hex}", "read")
+    url = "/api/v1/records?limit=1"
+    assert (await anonymous.get(url, headers=bearer(secret))).status_code == 200
+    async with database.connection() as connection:
+        assert await keys.revoke(connection, key.prefix)
+    revoked_at = time.monotonic()
+    deadline = revoked_at + settings.api_key_cache_ttl_s + 5.0
+    response = await anonymous.get(url, headers=bearer(secret))
+    while response.status_code == 200 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        response = await anonymous.get(url, headers=bearer(secret))
+    assert_problem(response, 401)
+    assert time.monotonic() - revoked_at <= settings.api_key_cache_ttl_s + 2.0
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics", "/openapi.json"])
+async def test_operational_routes_need_no_key(anonymous, path):
+    assert (await anonymous.get(path)).status_code == 200

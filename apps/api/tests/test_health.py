@@ -1,0 +1,54 @@
+"""Contract of the operational routes: liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+
+async def test_healthz_is_200_ok(client):
+    response = await client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+async def test_readyz_is_200_with_postgres_redis_and_nats_ok(client):
+    response = await client.get("/readyz")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ready"
+    assert body["checks"] == {"postgres": "ok", "redis": "ok", "nats": "ok"}
+    assert "retry-after" not in response.headers
+
+
+async def test_metrics_count_requests_by_route_template_not_raw_path(client):
+    record_id = uuid.uuid4()
+    await client.get(f"/api/v1/records/{record_id}")
+    text = (await client.get("/metrics")).text
+    pattern = (
+        r'sophia_http_requests_total\{method="GET",route="/api/v1/records/\{record_id\}",status="404"\} (\S+)'
+    )
+    counted = re.search(pattern, text)
+    assert counted is not None, text
+    assert float(counted.group(1)) >= 1
+    assert str(record_id) not in text
+
+
+async def test_metrics_count_unmatched_paths_under_one_label(client):
+    await client.get(f"/no-such-route-{uuid.uuid4().hex}")
+    text = (await client.get("/metrics")).text
+    assert 'route="unmatched",status="404"' in text
+    assert "no-such-route" not in text
+
+
+async def test_metrics_report_db_pool_connections(client):
+    text = (await client.get("/metrics")).text
+    gauge = re.search(r"^sophia_db_pool_connections (\S+)$", text, re.MULTILINE)
+    assert gauge is not None, text
+    assert float(gauge.group(1)) >= 1
+
+
+async def test_metrics_are_prometheus_text(client):
+    response = await client.get("/metrics")
+    assert response.headers["content-type"].startswith("text/plain")
+    assert "# TYPE sophia_http_requests_total counter" in response.text
