@@ -6,6 +6,10 @@ drain on SIGTERM: stop accepting, let in-flight requests finish, run the lifespa
 
 from __future__ import annotations
 
+import math
+import signal
+import sys
+
 from sophia.shared.settings import Settings
 
 APP = "sophia.api.app:factory"
@@ -27,11 +31,13 @@ def serve(settings: Settings) -> None:
             backlog=2048,
             log_access=False,
             respawn_failed_workers=True,
-            workers_kill_timeout=int(settings.shutdown_grace_s),
+            workers_kill_timeout=math.ceil(settings.shutdown_grace_s),
         ).serve()
     else:
         import uvicorn
 
+        # uvicorn drains, then re-raises SIGTERM by default (exit 143); a drained stop is a clean one.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         uvicorn.run(
             APP,
             factory=True,
@@ -41,7 +47,7 @@ def serve(settings: Settings) -> None:
             loop="uvloop",
             http="httptools",
             access_log=False,
-            timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+            timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
             log_level="warning",
         )
 

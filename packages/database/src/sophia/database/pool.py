@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import TracebackType
@@ -34,7 +35,13 @@ ENGINE_ERRORS: tuple[type[BaseException], ...] = (
 
 def _encode_jsonb(value: object) -> bytes:
     """jsonb's binary format is a version byte (1) and the JSON text; str passes through as JSON."""
-    return b"\x01" + (value.encode() if isinstance(value, str) else orjson.dumps(value))
+    if isinstance(value, str):
+        return b"\x01" + value.encode()
+    try:
+        return b"\x01" + orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        # orjson stops at 64-bit integers; jsonb (numeric) does not, and bulk ingest stores them.
+        return b"\x01" + json.dumps(value, allow_nan=False).encode()
 
 
 def _decode_jsonb(data: bytes) -> object:
@@ -128,10 +135,10 @@ class Database:
                 yield connection
         except BreakerOpen:
             raise
-        except asyncpg.DataError as error:
+        except (asyncpg.DataError, OverflowError) as error:
             # The last line of defence: the edges validate, but a value PostgreSQL refuses
-            # (NUL in text, NaN in JSON, an out-of-range number) is the caller's error, not ours.
-            raise Invalid(f"A value cannot be stored: {error}. Nothing was written.") from error
+            # (NUL in text, NaN in JSON, a date or number out of range) is the caller's error.
+            raise Invalid(f"PostgreSQL refused a value: {type(error).__name__}.") from error
         except ENGINE_ERRORS as error:
             raise Unavailable(
                 f"PostgreSQL is unavailable: {type(error).__name__}", retry_after_s=2

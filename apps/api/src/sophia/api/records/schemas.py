@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from sophia.core.records import EXTERNAL_ID_MAX_LENGTH, EXTERNAL_ID_PATTERN, IDENTIFIER_PATTERN
 
@@ -23,6 +23,19 @@ def _check_storable(value: Any) -> None:
     elif isinstance(value, list):
         for item in value:
             _check_storable(item)
+
+
+def _representable(value: datetime | None) -> datetime | None:
+    """A timestamp that still exists in UTC (0001-01-01T00:00+14:00 does not)."""
+    if value is not None:
+        try:
+            value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("the timestamp is out of range in UTC") from None
+    return value
+
+
+CreatedAt = Annotated[AwareDatetime | None, AfterValidator(_representable)]
 
 
 class RecordWrite(BaseModel):
@@ -45,7 +58,7 @@ class RecordWrite(BaseModel):
     )
 
     data: dict[str, Any] = Field(description="The record's fields, as the source system has them.")
-    created_at: AwareDatetime | None = Field(
+    created_at: CreatedAt = Field(
         None, description="When the source created it (default: now). Kept on later updates."
     )
 
@@ -66,7 +79,7 @@ class RecordLine(BaseModel):
     kind: str = Field(pattern=IDENTIFIER_PATTERN)
     external_id: str = Field(min_length=1, max_length=EXTERNAL_ID_MAX_LENGTH, pattern=EXTERNAL_ID_PATTERN)
     data: dict[str, Any]
-    created_at: AwareDatetime | None = None
+    created_at: CreatedAt = None
 
 
 class BulkResult(BaseModel):
