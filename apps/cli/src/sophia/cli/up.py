@@ -140,9 +140,8 @@ def _announce(base_url: str, dev_key: str, written: Path) -> None:
             f"Ready    {base_url}/readyz",
             f"Dev key  {dev_key}",
             "",
-            f"export SOPHIA_API={base_url} SOPHIA_KEY={dev_key}",
             f"Machine-readable: {written}",
-            "Ctrl-C stops everything.",
+            'Shell: eval "$(uv run sophia env)"    Ctrl-C stops everything.',
         ]
     )
     console.print(Panel(body, title="Sophia is up", expand=False))

@@ -26,7 +26,9 @@ class _Stderr:
 def configure_logging(level: str = "INFO", json: bool = True) -> None:
     """Route structlog and the standard library to stderr in one format."""
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer(serializer=_dumps) if json else structlog.dev.ConsoleRenderer()
+        structlog.processors.JSONRenderer(serializer=_dumps)
+        if json
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -44,6 +46,8 @@ def configure_logging(level: str = "INFO", json: bool = True) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    for chatty in ("httpx", "httpcore"):  # one INFO line per probe request drowns everything else
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
 
 
 def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:
