@@ -8,10 +8,10 @@ import uuid
 
 import httpx
 import pytest
+from problem_assertions import assert_problem
 
 from sophia.database import keys
 
-PROBLEM_FIELDS = {"type", "title", "status", "detail", "instance"}
 REFRESH = "/api/v1/admin/views/active-deals:refresh"
 
 
@@ -21,14 +21,6 @@ def bearer(secret: str) -> dict[str, str]:
 
 def record_path() -> str:
     return f"/api/v1/records/auth-{uuid.uuid4().hex[:12]}/deal/r-1"
-
-
-def assert_problem(response: httpx.Response, status: int) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body = response.json()
-    assert body.keys() >= PROBLEM_FIELDS
-    return body
 
 
 @pytest.fixture(scope="module")

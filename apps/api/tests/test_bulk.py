@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator
 import httpx
 import orjson
 import pytest
+from problem_assertions import assert_problem
 
 from sophia.api.app import create_app
 
 NDJSON = {"content-type": "application/x-ndjson"}
-PROBLEM_FIELDS = {"type", "title", "status", "detail", "instance"}
 
 
 def new_source() -> str:
@@ -36,14 +36,6 @@ def batch(source_system: str, count: int) -> list[bytes]:
 async def post_bulk(client: httpx.AsyncClient, lines: list[bytes] | bytes, **headers: str) -> httpx.Response:
     body = b"\n".join(lines) if isinstance(lines, list) else lines
     return await client.post("/api/v1/records:bulk", content=body, headers={**NDJSON, **headers})
-
-
-def assert_problem(response: httpx.Response, status: int) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body = response.json()
-    assert body.keys() >= PROBLEM_FIELDS
-    return body
 
 
 async def count_rows(database, source_system: str) -> int:

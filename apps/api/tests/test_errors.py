@@ -8,23 +8,13 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from problem_assertions import assert_problem
 
-PROBLEM_FIELDS = {"type", "title", "status", "detail", "instance"}
 JSON = {"content-type": "application/json"}
 
 
 def record_path(external_id: str = "r-1") -> str:
     return f"/api/v1/records/err-{uuid.uuid4().hex[:12]}/deal/{external_id}"
-
-
-def assert_problem(response: httpx.Response, status: int) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body = response.json()
-    assert body.keys() >= PROBLEM_FIELDS
-    assert body["status"] == status
-    assert body["instance"] == response.request.url.path
-    return body
 
 
 @pytest.fixture(scope="module")

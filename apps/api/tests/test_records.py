@@ -7,10 +7,10 @@ import uuid
 import httpx
 import orjson
 import pytest
+from problem_assertions import assert_problem
 
 from sophia.api.records.schemas import RecordOut
 
-PROBLEM_FIELDS = {"type", "title", "status", "detail", "instance"}
 NDJSON = {"content-type": "application/x-ndjson"}
 OUTBOX_OF_KEY = "SELECT event_type, payload FROM sophia_core.outbox WHERE key = $1 ORDER BY id"
 
@@ -21,15 +21,6 @@ def new_source() -> str:
 
 def path_of(source_system: str, kind: str = "deal", external_id: str = "r-1") -> str:
     return f"/api/v1/records/{source_system}/{kind}/{external_id}"
-
-
-def assert_problem(response: httpx.Response, status: int) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body = response.json()
-    assert body.keys() >= PROBLEM_FIELDS
-    assert body["status"] == status
-    return body
 
 
 async def outbox_events(database, key: str) -> list[tuple[str, int]]:

@@ -6,37 +6,19 @@ Runs `python -m sophia.api.server` under each ASGI server the settings allow, wi
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
 import time
 import uuid
-from pathlib import Path
 
 import httpx
 import orjson
 import pytest
+from live_server import live_server
 
 pytestmark = pytest.mark.chaos
 
 GRACE_S = 15.0
 LINES = 20_000
 LINES_PER_CHUNK = 200
-
-
-def _load_live_server():
-    """`live_server.py` beside this file (tests are not a package, and import mode is importlib)."""
-    name = "sophia_api_tests_live_server"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("live_server.py"))
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-live_server = _load_live_server().live_server
 
 
 def ndjson_chunks(source_system: str) -> list[bytes]:
