@@ -82,7 +82,24 @@ class RecordLine(BaseModel):
     created_at: CreatedAt = None
 
 
+EXAMPLE_RECORD = {
+    "id": "019ab3c2-5f10-7c1e-9b2a-4c8d2e6f7a10",
+    "source_system": "hubspot",
+    "kind": "deal",
+    "external_id": "deal-1001",
+    "data": {"dealname": "Acme renewal", "amount": "12000", "dealstage": "contractsent"},
+    "version": 2,
+    "created_at": "2026-03-01T09:30:00+00:00",
+    "updated_at": "2026-11-25T08:02:30.123456+00:00",
+    "deleted_at": None,
+}
+
+
 class BulkResult(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"received": 1000, "created": 990, "updated": 10}]}
+    )
+
     received: int = Field(description="Lines holding a record.")
     created: int
     updated: int
@@ -90,6 +107,8 @@ class BulkResult(BaseModel):
 
 class RecordOut(BaseModel):
     """A record as returned (documentation of the JSON the database builds)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_RECORD]})
 
     id: str
     source_system: str
@@ -103,5 +122,9 @@ class RecordOut(BaseModel):
 
 
 class RecordPage(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"items": [EXAMPLE_RECORD], "next_cursor": "MS4wMTlhYjNjMjVmMTA"}]}
+    )
+
     items: list[RecordOut]
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null at the end.")
