@@ -9,7 +9,7 @@ export UV_LINK_MODE := copy
 PYTEST := $(UV) run --frozen pytest
 FAST := -m "not chaos and not load and not e2e"
 
-.PHONY: install up test test-fast test-e2e test-chaos test-load lint format bench clean
+.PHONY: install tools up test test-fast test-e2e test-chaos test-load lint format bench clean
 
 $(BOOTSTRAP)/bin/uv:
 	python3 -m venv $(BOOTSTRAP)
@@ -17,6 +17,12 @@ $(BOOTSTRAP)/bin/uv:
 
 install: $(UV)
 	$(UV) sync --all-packages --frozen
+
+# wrk drives the HTTP benchmarks (and their smoke runs in the load tier); Debian packages it.
+tools:
+	@command -v wrk >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq wrk; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq wrk; fi; }
 
 up: install
 	$(UV) run --frozen sophia up
@@ -40,13 +46,13 @@ test-e2e: install
 test-chaos: install
 	$(PYTEST) -m chaos -p no:randomly --cov --cov-branch --cov-append --cov-report= -q
 
-test-load: install
+test-load: install tools
 	$(PYTEST) -m load --cov --cov-branch --cov-append --cov-report= -q
 
 test: lint test-fast test-e2e test-chaos test-load
 	$(UV) run --frozen coverage report
 
-bench: install
+bench: install tools
 	$(UV) run --frozen python bench/ingest.py
 	$(UV) run --frozen python bench/read.py
 	$(UV) run --frozen python bench/server.py

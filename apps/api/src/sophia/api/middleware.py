@@ -25,6 +25,8 @@ class RequestContext:
         self.app = app
         self.max_body_bytes = settings.max_body_bytes
         self.max_bulk_bytes = settings.max_bulk_bytes
+        self.access_log = settings.access_log
+        self.slow_request_s = settings.slow_request_s
 
     def _limit_for(self, path: str) -> int:
         return self.max_bulk_bytes if path.endswith(BULK_SUFFIX) else self.max_body_bytes
@@ -70,14 +72,15 @@ class RequestContext:
             method = scope["method"]
             HTTP_REQUESTS.labels(method, template, str(status)).inc()
             HTTP_LATENCY.labels(method, template).observe(elapsed)
-            log.info(
-                "request",
-                method=method,
-                path=scope["path"],
-                route=template,
-                status=status,
-                duration_ms=round(elapsed * 1000, 2),
-            )
+            if self.access_log or status >= 500 or elapsed >= self.slow_request_s:
+                log.info(
+                    "request",
+                    method=method,
+                    path=scope["path"],
+                    route=template,
+                    status=status,
+                    duration_ms=round(elapsed * 1000, 2),
+                )
             structlog.contextvars.clear_contextvars()
 
 

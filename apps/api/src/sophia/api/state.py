@@ -22,5 +22,6 @@ class AppState:
     keys: KeyVerifier
 
 
-def app_state(request: Request) -> AppState:
+async def app_state(request: Request) -> AppState:
+    """Async on purpose: FastAPI runs a plain `def` dependency in a thread pool (a hop per request)."""
     return request.app.state.sophia  # type: ignore[no-any-return]

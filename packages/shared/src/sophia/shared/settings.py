@@ -68,6 +68,10 @@ class Settings(BaseSettings):
 
     log_level: str = Field("INFO", description="Log level (DEBUG, INFO, WARNING, ERROR).")
     log_json: bool = Field(True, description="JSON logs (false: human-readable console).")
+    access_log: bool = Field(
+        False, description="Log every request (server errors and slow requests are always logged)."
+    )
+    slow_request_s: float = Field(1.0, gt=0, description="Requests slower than this are logged.")
 
     seed_records: int = Field(
         5_000, ge=0, description="Demo records `sophia up` loads into an empty catalog."

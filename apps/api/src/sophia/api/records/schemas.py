@@ -82,7 +82,7 @@ class RecordLine(BaseModel):
     created_at: CreatedAt = None
 
 
-EXAMPLE_RECORD = {
+EXAMPLE_RECORD: dict[str, Any] = {
     "id": "019ab3c2-5f10-7c1e-9b2a-4c8d2e6f7a10",
     "source_system": "hubspot",
     "kind": "deal",

@@ -1,0 +1,101 @@
+"""Each benchmark, run end to end at toy sizes, still measures both sides and their ratio.
+
+No timing is asserted: these runs exist so that the scripts cannot rot. They use the test session's
+engines (SOPHIA_*_URL, set by the root conftest) and a database of their own.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1]
+QUICK = ["--rounds", "1", "--settle", "0", "--json"]
+
+pytestmark = pytest.mark.load
+
+
+def load(name: str) -> ModuleType:
+    """A benchmark script as a module (they import `harness` as a sibling, as when run directly)."""
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def assert_measured(side: dict[str, Any], *, latency: bool) -> None:
+    assert side["operations"] > 0
+    assert side["seconds"] > 0
+    assert side["per_s"] > 0
+    assert side["errors"] == 0
+    assert 0 <= side["other_cpu"] <= 1
+    if latency:
+        assert 0 < side["p50_ms"] <= side["p99_ms"]
+
+
+def assert_printed(capsys: pytest.CaptureFixture[str], result: dict[str, Any]) -> None:
+    assert json.loads(capsys.readouterr().out)["benchmark"] == result["benchmark"]
+
+
+def test_ingest_writes_every_row_on_both_sides_and_reports_the_ratio(capsys):
+    result = load("ingest").main(["--records", "500", "--batch", "200", "--clients", "2", *QUICK])
+
+    assert result["records"] == 500
+    assert_measured(result["raw"], latency=False)
+    assert_measured(result["api"], latency=False)
+    assert result["ratio"] > 0
+    assert result["goal"] == 0.6
+    assert result["machine"]["cpus"] >= 1
+    assert result["machine"]["postgres"]
+    assert_printed(capsys, result)
+
+
+def test_read_measures_raw_lookups_and_api_gets_with_latencies(capsys):
+    result = load("read").main(
+        ["--records", "500", "--duration", "1", "--warmup", "0", "--connections", "4", *QUICK]
+    )
+
+    assert_measured(result["raw"], latency=True)
+    assert_measured(result["api"], latency=True)
+    assert result["ratio"] > 0
+    assert result["goal"] == 0.4
+    assert_printed(capsys, result)
+
+
+def test_server_compares_granian_and_uvicorn_on_both_endpoints(capsys):
+    result = load("server").main(
+        [
+            "--records",
+            "200",
+            "--duration",
+            "1",
+            "--warmup",
+            "0",
+            "--connections",
+            "4",
+            "--workers",
+            "1",
+            *QUICK,
+        ]
+    )
+
+    measured = {(entry["server"], entry["workers"], entry["endpoint"]) for entry in result["results"]}
+    assert measured == {
+        (server, 1, endpoint) for server in ("granian", "uvicorn") for endpoint in ("records", "healthz")
+    }
+    for entry in result["results"]:
+        assert_measured(entry, latency=True)
+    assert set(result["ratios"]) == {"granian/uvicorn records x1", "granian/uvicorn healthz x1"}
+    assert all(value > 0 for value in result["ratios"].values())
+    assert set(result["fastest"]) == {"records", "healthz"}
+    assert_printed(capsys, result)
