@@ -30,7 +30,7 @@ up: install
 lint: install
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
-	$(UV) run --frozen mypy packages/core/src packages/shared/src packages/database/src apps/api/src apps/cli/src
+	$(UV) run --frozen mypy packages/*/src apps/*/src
 	$(UV) run --frozen lint-imports
 
 format: install

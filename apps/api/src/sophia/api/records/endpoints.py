@@ -10,7 +10,7 @@ from uuid import UUID
 import orjson
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 
-from sophia.api.auth import require
+from sophia.api.auth import authorize, require
 from sophia.api.problems import BadRequest, UnsupportedMediaType
 from sophia.api.records import service
 from sophia.api.records.schemas import BulkResult, RecordOut, RecordPage, RecordWrite
@@ -164,10 +164,15 @@ async def bulk_ingest(
     return Response(orjson.dumps(body), media_type=JSON)
 
 
-@router.get("/records/{record_id}", response_model=RecordOut, summary="One record by id")
-async def get_record(
-    record_id: UUID, state: State, _key: Annotated[object, Depends(require("read"))]
-) -> Response:
+@router.get(
+    "/records/{record_id}",
+    response_model=RecordOut,
+    summary="One record by id",
+    openapi_extra={"security": [{"HTTPBearer": []}]},  # authorize() below, not a dependency
+)
+async def get_record(record_id: UUID, request: Request) -> Response:
+    state: AppState = request.app.state.sophia
+    await authorize(request, "read")
     stored = await service.get_record(state.database, record_id)
     return Response(stored.json, media_type=JSON, headers={"ETag": _etag(stored.version)})
 
