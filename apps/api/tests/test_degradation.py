@@ -102,3 +102,34 @@ async def test_redis_down_is_reported_by_readyz_while_records_keep_working(tmp_p
     finally:
         await lifespan.__aexit__(None, None, None)
         await valkey.stop()
+
+
+@pytest.mark.chaos
+async def test_nats_down_is_reported_by_readyz_while_writes_keep_landing_in_the_outbox(
+    tmp_path, settings, api_keys, database
+):
+    from sophia.engines.nats import EmbeddedNats
+
+    nats = EmbeddedNats(tmp_path)
+    nats_url = await nats.start()
+    app, lifespan = await start_app(settings.model_copy(update={"nats_url": nats_url}))
+    headers = {"Authorization": f"Bearer {api_keys['admin']}"}
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t", headers=headers) as client:
+            assert (await client.get("/readyz")).json()["checks"]["nats"] == "ok"
+            await nats.stop()
+            not_ready = await client.get("/readyz")
+            assert not_ready.status_code == 503
+            assert not_ready.json()["checks"]["nats"] != "ok"
+            written = await client.put("/api/v1/records/chaos-nats/deal/1", json={"data": {}})
+            assert written.status_code in (200, 201)
+        async with database.connection() as connection:
+            waiting = await connection.fetchval(
+                "SELECT count(*) FROM sophia_core.outbox"
+                " WHERE key = 'chaos-nats/deal/1' AND published_at IS NULL"
+            )
+        assert waiting >= 1
+    finally:
+        await lifespan.__aexit__(None, None, None)
+        await nats.stop()

@@ -159,3 +159,20 @@ async def test_list_with_a_nul_character_in_a_data_filter_is_4xx_not_500(lenient
     response = await lenient.get("/api/v1/records", params=parameter)
     assert response.headers["content-type"] == "application/problem+json"
     assert response.status_code in {400, 422}, response.text
+
+
+async def test_an_unexpected_error_is_a_500_problem_that_leaks_no_detail(settings):
+    from sophia.api.app import create_app
+
+    app = create_app(settings)
+
+    async def boom() -> None:
+        raise RuntimeError("secret internals")
+
+    app.add_api_route("/boom", boom)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://sophia.test") as http:
+        response = await http.get("/boom")
+    body = assert_problem(response, 500)
+    assert "secret" not in response.text
+    assert body["title"] == "Internal error"

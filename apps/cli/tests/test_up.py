@@ -84,3 +84,39 @@ def test_up_serves_the_readme_examples_and_ctrl_c_stops_everything(tmp_path):
         log.close()
         if up.returncode not in (0, None):
             print((tmp_path / "up.log").read_text())
+
+
+@pytest.mark.e2e
+def test_serve_runs_the_api_alone_against_configured_engines_and_stops_on_sigterm(settings, tmp_path):
+    from sophia.engines.process import free_port
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SOPHIA_")}
+    env |= {
+        "SOPHIA_DATABASE_URL": settings.database_url,
+        "SOPHIA_REDIS_URL": settings.redis_url,
+        "SOPHIA_NATS_URL": settings.nats_url,
+        "SOPHIA_API_PORT": str(port),
+        "SOPHIA_API_WORKERS": "1",
+        "SOPHIA_DATA_DIR": str(tmp_path),
+    }
+    log = (tmp_path / "serve.log").open("wb")
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "sophia.cli.main", "serve"], env=env, stdout=log, stderr=log
+    )
+    try:
+
+        def ready() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(ready, 60, "sophia serve did not become ready")
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(timeout=30) == 0
+        assert not listening(port)
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+        log.close()
