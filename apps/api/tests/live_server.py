@@ -70,8 +70,10 @@ class LiveServer:
         self.process.wait()
 
 
-def server_environment(settings: Settings, server: str, port: int, grace_s: float) -> dict[str, str]:
-    """The SOPHIA_* variables of a one-worker server on the test session's engines."""
+def server_environment(
+    settings: Settings, server: str, port: int, grace_s: float, workers: int = 1
+) -> dict[str, str]:
+    """The SOPHIA_* variables of a server on the test session's engines."""
     return {
         **os.environ,
         "SOPHIA_DATABASE_URL": settings.database_url or "",
@@ -80,7 +82,7 @@ def server_environment(settings: Settings, server: str, port: int, grace_s: floa
         "SOPHIA_DATA_DIR": str(settings.data_dir),
         "SOPHIA_API_HOST": HOST,
         "SOPHIA_API_PORT": str(port),
-        "SOPHIA_API_WORKERS": "1",
+        "SOPHIA_API_WORKERS": str(workers),
         "SOPHIA_API_SERVER": server,
         "SOPHIA_SHUTDOWN_GRACE_S": str(grace_s),
         "SOPHIA_LOG_JSON": "false",
@@ -90,7 +92,13 @@ def server_environment(settings: Settings, server: str, port: int, grace_s: floa
 
 @asynccontextmanager
 async def live_server(
-    settings: Settings, server: str, log_dir: Path, *, grace_s: float, ready_timeout_s: float = 60.0
+    settings: Settings,
+    server: str,
+    log_dir: Path,
+    *,
+    grace_s: float,
+    ready_timeout_s: float = 60.0,
+    workers: int = 1,
 ) -> AsyncIterator[LiveServer]:
     """A ready server; its log is printed if the body fails, and it is killed on the way out."""
     port = free_port(HOST)
@@ -98,7 +106,7 @@ async def live_server(
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "sophia.api.server"],
-            env=server_environment(settings, server, port, grace_s),
+            env=server_environment(settings, server, port, grace_s, workers),
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,

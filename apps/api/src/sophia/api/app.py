@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -29,6 +30,16 @@ Errors are RFC 9457 `application/problem+json`.
 """
 
 
+POOL_OBSERVE_INTERVAL_S = 5.0
+
+
+async def _observe_pool(database: Database) -> None:
+    """Keep the pool gauges current in every worker, not only in the one that answers /metrics."""
+    while True:
+        database.observe()
+        await asyncio.sleep(POOL_OBSERVE_INTERVAL_S)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     configure_logging(settings.log_level, settings.log_json)
@@ -49,6 +60,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             nats = await stack.enter_async_context(
                 NatsConnection(settings.nats_url or "", settings.engine_timeout_s)
             )
+            observer = asyncio.create_task(_observe_pool(database), name="observe-pool")
+            stack.callback(observer.cancel)
             keys = KeyVerifier(database, settings.api_key_cache_ttl_s)
             app.state.sophia = AppState(settings, database, redis, nats, keys)
             log.info("api_started")

@@ -7,15 +7,34 @@ drain on SIGTERM: stop accepting, let in-flight requests finish, run the lifespa
 from __future__ import annotations
 
 import math
+import os
+import shutil
 import signal
 import sys
+from pathlib import Path
 
 from sophia.shared.settings import Settings
 
 APP = "sophia.api.app:factory"
+MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+"""prometheus-client reads it when first imported, so this module must not import the metrics."""
 
 
 def serve(settings: Settings) -> None:
+    if settings.api_workers > 1 and MULTIPROCESS_DIR_VARIABLE not in os.environ:
+        metrics_dir = Path(settings.data_dir) / "metrics" / f"api-{os.getpid()}"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        os.environ[MULTIPROCESS_DIR_VARIABLE] = str(metrics_dir)  # inherited by the workers
+        try:
+            _run(settings)
+        finally:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+    else:
+        _run(settings)
+
+
+def _run(settings: Settings) -> None:
     if settings.api_server == "granian":
         from granian import Granian
         from granian.constants import Interfaces, Loops

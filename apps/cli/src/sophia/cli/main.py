@@ -98,8 +98,7 @@ def refresh_views() -> None:
 def serve() -> None:
     """Serve the API alone against SOPHIA_*_URL (what `up` runs; for containers)."""
     import os
-
-    from sophia.api.server import serve as run_server
+    import sys
 
     settings = resolve_settings()
     # The server's worker processes build their settings from the environment.
@@ -110,7 +109,9 @@ def serve() -> None:
     }.items():
         if value:
             os.environ[name] = value
-    run_server(settings)
+    # A fresh interpreter: this one has imported prometheus-client, which must first see the
+    # multi-worker metrics directory that the server sets up.
+    os.execv(sys.executable, [sys.executable, "-m", "sophia.api.server"])  # noqa: S606
 
 
 if __name__ == "__main__":

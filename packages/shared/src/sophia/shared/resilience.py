@@ -21,7 +21,10 @@ T = TypeVar("T")
 log = get_logger(__name__)
 
 BREAKER_STATE = Gauge(
-    "sophia_breaker_state", "Circuit breaker state (0 closed, 1 half-open, 2 open)", ["dependency"]
+    "sophia_breaker_state",
+    "Circuit breaker state (0 closed, 1 half-open, 2 open); the worst worker's",
+    ["dependency"],
+    multiprocess_mode="livemax",
 )
 
 
