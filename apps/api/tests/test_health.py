@@ -26,7 +26,8 @@ async def test_metrics_count_requests_by_route_template_not_raw_path(client):
     await client.get(f"/api/v1/records/{record_id}")
     text = (await client.get("/metrics")).text
     pattern = (
-        r'sophia_http_requests_total\{method="GET",route="/api/v1/records/\{record_id\}",status="404"\} (\S+)'
+        r"sophia_http_request_duration_seconds_count"
+        r'\{method="GET",route="/api/v1/records/\{record_id\}",status="404"\} (\S+)'
     )
     counted = re.search(pattern, text)
     assert counted is not None, text
@@ -51,4 +52,4 @@ async def test_metrics_report_db_pool_connections(client):
 async def test_metrics_are_prometheus_text(client):
     response = await client.get("/metrics")
     assert response.headers["content-type"].startswith("text/plain")
-    assert "# TYPE sophia_http_requests_total counter" in response.text
+    assert "# TYPE sophia_http_request_duration_seconds histogram" in response.text

@@ -21,7 +21,8 @@ async def test_metrics_sum_requests_over_all_workers(settings, api_keys, tmp_pat
                 async with httpx.AsyncClient(base_url=base, timeout=10) as scraper:
                     text = (await scraper.get("/metrics")).text
                 match = re.search(
-                    r'sophia_http_requests_total\{method="GET",route="/api/v1/records/\{record_id\}",'
+                    r"sophia_http_request_duration_seconds_count"
+                    r'\{method="GET",route="/api/v1/records/\{record_id\}",'
                     r'status="404"\} (\d+(?:\.\d+)?)',
                     text,
                 )

@@ -6,11 +6,12 @@ import time
 import uuid
 
 import structlog
+from prometheus_client.metrics import Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sophia.api.problems import BodyTooLarge, too_large
 from sophia.shared.logging import get_logger
-from sophia.shared.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from sophia.shared.metrics import HTTP_LATENCY
 from sophia.shared.settings import Settings
 
 log = get_logger("sophia.api.access")
@@ -27,6 +28,15 @@ class RequestContext:
         self.max_bulk_bytes = settings.max_bulk_bytes
         self.access_log = settings.access_log
         self.slow_request_s = settings.slow_request_s
+        self._latency_children: dict[tuple[str, str, int], Histogram] = {}
+
+    def _latency(self, method: str, route: str, status: int) -> Histogram:
+        """The histogram child for these labels, kept (labels() locks and hashes on every call)."""
+        key = (method, route, status)
+        child = self._latency_children.get(key)
+        if child is None:
+            child = self._latency_children[key] = HTTP_LATENCY.labels(method, route, str(status))
+        return child
 
     def _limit_for(self, path: str) -> int:
         return self.max_bulk_bytes if path.endswith(BULK_SUFFIX) else self.max_body_bytes
@@ -70,8 +80,7 @@ class RequestContext:
             route = scope.get("route")
             template = getattr(route, "path", "unmatched")
             method = scope["method"]
-            HTTP_REQUESTS.labels(method, template, str(status)).inc()
-            HTTP_LATENCY.labels(method, template).observe(elapsed)
+            self._latency(method, template, status).observe(elapsed)
             if self.access_log or status >= 500 or elapsed >= self.slow_request_s:
                 log.info(
                     "request",
