@@ -35,7 +35,7 @@ import structlog
 from sophia.database import keys
 from sophia.database.catalog import CATALOG
 from sophia.database.migrations import migrate
-from sophia.engines import EnginesThread
+from sophia.engines import EnginesThread, EngineUrls
 from sophia.engines.process import free_port
 from sophia.shared.logging import configure_logging
 from sophia.shared.settings import Settings
@@ -73,11 +73,7 @@ class Environment:
     """The machine's load when the run began: above ~0.5, something else competes for the CPUs."""
 
     def server_env(self) -> dict[str, str]:
-        return {
-            "SOPHIA_DATABASE_URL": self.database_url,
-            "SOPHIA_REDIS_URL": self.redis_url,
-            "SOPHIA_NATS_URL": self.nats_url,
-        }
+        return EngineUrls(self.database_url, self.redis_url, self.nats_url).as_env()
 
 
 async def _admin(base_url: str, sql: str) -> None:
@@ -398,6 +394,23 @@ def paired_ratio(numerators: list[Measurement], denominators: list[Measurement])
         raise ValueError("no rounds")
     middle = len(ratios) // 2
     return ratios[middle] if len(ratios) % 2 else (ratios[middle - 1] + ratios[middle]) / 2
+
+
+def comparison(
+    raw_rounds: list[Measurement], api_rounds: list[Measurement], goal: float, env: Environment
+) -> dict[str, Any]:
+    """The result fields every A/B benchmark reports: both sides, the ratios, every round, the machine."""
+    raw, api = median(raw_rounds), median(api_rounds)
+    return {
+        "raw": raw.as_dict(),
+        "api": api.as_dict(),
+        "ratio": round(paired_ratio(api_rounds, raw_rounds), 3),
+        "ratio_of_medians": round(ratio(api, raw), 3),
+        "goal": goal,
+        "raw_rounds": [measurement.as_dict() for measurement in raw_rounds],
+        "api_rounds": [measurement.as_dict() for measurement in api_rounds],
+        "machine": machine(env),
+    }
 
 
 def side_line(label: str, measurement: Measurement, unit: str) -> str:

@@ -115,14 +115,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "workers": options.workers,
             "wrk_threads": options.threads,
             "rounds": options.rounds,
-            "raw": raw.as_dict(),
-            "api": api.as_dict(),
-            "ratio": round(harness.paired_ratio(api_rounds, raw_rounds), 3),
-            "ratio_of_medians": round(harness.ratio(api, raw), 3),
-            "goal": GOAL,
-            "raw_rounds": [measurement.as_dict() for measurement in raw_rounds],
-            "api_rounds": [measurement.as_dict() for measurement in api_rounds],
-            "machine": harness.machine(env),
+            **harness.comparison(raw_rounds, api_rounds, GOAL, env),
         }
     text = "\n".join(
         (
