@@ -28,8 +28,10 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def _die_with_parent() -> None:
-    """In the child: get SIGKILL when the parent dies, so nothing outlives a crashed `sophia up`."""
+def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child, before exec
+    """In the child: get SIGKILL when the parent dies, so nothing outlives a crashed `sophia up`.
+
+    test_engines_die_with_a_parent_killed_by_sigkill shows it working."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
@@ -87,6 +89,8 @@ class SupervisedProcess:
             if self._process.returncode is not None:
                 raise RuntimeError(f"{self.name} exited with {self._process.returncode}; see {self.log_path}")
             if time.monotonic() > deadline:
+                self._process.kill()  # a hung start is not left running unsupervised
+                await self._process.wait()
                 raise TimeoutError(
                     f"{self.name} not ready after {self.start_timeout_s:.0f}s; see {self.log_path}"
                 )

@@ -1,0 +1,118 @@
+"""SupervisedProcess: readiness, stubborn children, failed restarts, and death with the parent."""
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from sophia.engines.process import SupervisedProcess
+
+IGNORES_SIGTERM = [
+    sys.executable,
+    "-c",
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)",
+]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def always_ready() -> bool:
+    return True
+
+
+async def test_a_child_that_ignores_the_stop_signal_is_killed_after_the_timeout(tmp_path):
+    process = SupervisedProcess("stubborn", IGNORES_SIGTERM, always_ready, tmp_path / "log")
+    await process.start()
+    pid = process.pid
+    await asyncio.sleep(0.2)  # let the child install its handler before it is asked to stop
+    await process.stop(timeout_s=0.5)
+    assert not alive(pid)
+
+
+async def test_a_child_that_exits_before_it_is_ready_fails_start_with_its_log_named(tmp_path):
+    async def never_ready() -> bool:
+        return False
+
+    argv = [sys.executable, "-c", "raise SystemExit(3)"]
+    process = SupervisedProcess("crasher", argv, never_ready, tmp_path / "crasher.log")
+    with pytest.raises(RuntimeError, match=r"exited with 3; see .*crasher\.log"):
+        await process.start()
+
+
+async def test_a_child_never_ready_fails_start_after_the_start_timeout(tmp_path):
+    async def never_ready() -> bool:
+        return False
+
+    process = SupervisedProcess("slow", IGNORES_SIGTERM, never_ready, tmp_path / "log", start_timeout_s=0.3)
+    try:
+        with pytest.raises(TimeoutError, match="not ready after"):
+            await process.start()
+    finally:
+        await process.stop(timeout_s=0.5)
+
+
+@pytest.mark.chaos
+async def test_a_failed_restart_is_killed_and_retried_until_the_child_is_ready_again(tmp_path):
+    process: SupervisedProcess
+
+    async def never_ready_on_the_first_restart() -> bool:
+        return process.restarts != 1
+
+    argv = [sys.executable, "-c", "import time; time.sleep(120)"]
+    process = SupervisedProcess(
+        "flaky", argv, never_ready_on_the_first_restart, tmp_path / "log", start_timeout_s=0.3
+    )
+    await process.start()
+    try:
+        process.kill()
+        async with asyncio.timeout(30):
+            while process.restarts < 2 or not alive(process.pid):
+                await asyncio.sleep(0.05)
+        assert process.restarts == 2  # the hung first restart was killed, the second one runs
+        assert await process.ready()
+    finally:
+        await process.stop(timeout_s=2)
+
+
+@pytest.mark.chaos
+def test_engines_die_with_a_parent_killed_by_sigkill(tmp_path):
+    """`kill -9` of the supervising process leaves no engine behind (PR_SET_PDEATHSIG)."""
+    script = textwrap.dedent(
+        f"""
+        import asyncio, sys
+        from pathlib import Path
+        from sophia.engines.valkey import EmbeddedValkey
+
+        async def main():
+            valkey = EmbeddedValkey(Path({str(tmp_path)!r}))
+            await valkey.start()
+            print(valkey.process.pid, flush=True)
+            await asyncio.sleep(120)
+
+        asyncio.run(main())
+        """
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        engine_pid = next(int(line) for line in parent.stdout if line.strip().isdigit())
+        assert alive(engine_pid)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while alive(engine_pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not alive(engine_pid)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
