@@ -7,7 +7,7 @@ import asyncio
 import typer
 from rich.console import Console
 
-from sophia.cli import keys
+from sophia.cli import keys, loadtest
 from sophia.cli.endpoints import resolve_settings
 from sophia.shared.logging import configure_logging
 from sophia.shared.settings import Settings
@@ -16,6 +16,7 @@ app = typer.Typer(help="Sophia: run, migrate, seed and administer the platform."
 app.add_typer(keys.app, name="keys")
 views = typer.Typer(help="Analytics views.", no_args_is_help=True)
 app.add_typer(views, name="views")
+app.command("loadtest")(loadtest.command)
 console = Console()
 
 

@@ -1,1 +1,19 @@
-"""Sophia cache: the Redis connection (the tiered cache builds on it)."""
+"""Sophia cache: the Redis connection and the tiered cache (L1 in process, L2 Redis, then the loader)."""
+
+from sophia.cache.connection import RedisConnection
+from sophia.cache.entry import Entry
+from sophia.cache.l1 import MemoryCache
+from sophia.cache.tiered import CacheResult, Loader, TieredCache
+from sophia.cache.ttl import CacheConfig, TtlClass, default_ttl_classes
+
+__all__ = [
+    "CacheConfig",
+    "CacheResult",
+    "Entry",
+    "Loader",
+    "MemoryCache",
+    "RedisConnection",
+    "TieredCache",
+    "TtlClass",
+    "default_ttl_classes",
+]

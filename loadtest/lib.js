@@ -1,0 +1,90 @@
+// Shared by every scenario: configuration from the environment, thresholds, the id set, requests.
+import http from 'k6/http';
+import { check, fail } from 'k6';
+
+// Load tests run against a local stack only: anything but 127.0.0.1 is refused before a request.
+const LOCAL_URL = /^http:\/\/127\.0\.0\.1(:\d{1,5})?$/;
+const PAGE_LIMIT = 500;
+
+export const BASE_URL = (__ENV.BASE_URL || 'http://127.0.0.1:8000').replace(/\/+$/, '');
+if (!LOCAL_URL.test(BASE_URL)) {
+  fail(`BASE_URL must be http://127.0.0.1[:port], got ${BASE_URL}`);
+}
+const API_KEY = __ENV.API_KEY || fail('API_KEY is not set');
+const HEADERS = { Authorization: `Bearer ${API_KEY}` };
+// open() only works while the script loads, so a given ids file is read here, once per VU.
+const IDS_FILE_TEXT = __ENV.IDS_FILE ? open(__ENV.IDS_FILE) : null;
+
+export function positiveInteger(name, fallback) {
+  const value = parseInt(__ENV[name] || `${fallback}`, 10);
+  if (!(value > 0)) fail(`${name} must be a positive integer, got ${__ENV[name]}`);
+  return value;
+}
+
+/** k6 options every scenario shares: VUS and DURATION from the environment, the plan's thresholds. */
+export function options() {
+  return {
+    vus: positiveInteger('VUS', 8),
+    duration: __ENV.DURATION || '20s',
+    thresholds: {
+      http_req_duration: ['p(99)<100'],
+      http_req_failed: ['rate<0.0001'],
+    },
+    summaryTrendStats: ['avg', 'min', 'med', 'max', 'p(90)', 'p(99)'],
+    setupTimeout: '60s',
+  };
+}
+
+function parseIdsFile(text) {
+  const trimmed = text.trim();
+  if (trimmed.startsWith('[')) return JSON.parse(trimmed);
+  return trimmed.split(/\s+/).filter((line) => line.length > 0);
+}
+
+/** Up to `count` record ids: from IDS_FILE if given, else paged from GET /api/v1/records. */
+export function loadIds(count) {
+  if (IDS_FILE_TEXT !== null) return parseIdsFile(IDS_FILE_TEXT).slice(0, count);
+  const ids = [];
+  let cursor = null;
+  while (ids.length < count) {
+    const query = cursor ? `&cursor=${encodeURIComponent(cursor)}` : '';
+    const response = http.get(`${BASE_URL}/api/v1/records?limit=${PAGE_LIMIT}${query}`, {
+      headers: HEADERS,
+      tags: { name: 'GET /api/v1/records (setup)' },
+    });
+    if (response.status !== 200) fail(`listing records answered ${response.status}: ${response.body}`);
+    const page = response.json();
+    for (const item of page.items) ids.push(item.id);
+    cursor = page.next_cursor;
+    if (!cursor) break;
+  }
+  if (ids.length === 0) fail('the catalog is empty: seed it first (sophia seed)');
+  return ids.slice(0, count);
+}
+
+export function pick(ids) {
+  return ids[Math.floor(Math.random() * ids.length)];
+}
+
+export function getRecord(id) {
+  const response = http.get(`${BASE_URL}/api/v1/records/${id}`, {
+    headers: HEADERS,
+    tags: { name: 'GET /api/v1/records/{id}' },
+  });
+  check(response, { 'read 200': (r) => r.status === 200 });
+  return response;
+}
+
+/** Replace one of a VU's own records (its keys never collide with another VU's, so no 412s). */
+export function putRecord(slot) {
+  const externalId = `vu${__VU}-${slot}`;
+  const body = JSON.stringify({
+    data: { amount: `${Math.floor(Math.random() * 100000)}`, stage: 'load-test', iteration: __ITER },
+  });
+  const response = http.put(`${BASE_URL}/api/v1/records/loadtest/probe/${externalId}`, body, {
+    headers: { ...HEADERS, 'Content-Type': 'application/json' },
+    tags: { name: 'PUT /api/v1/records/{source_system}/{kind}/{external_id}' },
+  });
+  check(response, { 'write 200/201': (r) => r.status === 200 || r.status === 201 });
+  return response;
+}

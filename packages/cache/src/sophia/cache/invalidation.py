@@ -1,0 +1,102 @@
+"""Invalidation messages on Redis pub/sub, and the listener that applies other processes' to L1."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis.asyncio as redis
+
+from sophia.cache.l2 import REDIS_FAILURES
+from sophia.shared.logging import get_logger
+from sophia.shared.resilience import backoff_delays
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Invalidation:
+    """Keys and tags to drop, and the cache instance that sent it."""
+
+    origin: str
+    keys: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+
+    def encode(self) -> bytes:
+        return json.dumps({"origin": self.origin, "keys": self.keys, "tags": self.tags}).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> Invalidation | None:
+        try:
+            body = json.loads(data)
+            return cls(str(body["origin"]), tuple(body["keys"]), tuple(body["tags"]))
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+class InvalidationListener:
+    """Subscribes to `channel` and hands each message to `apply`, reconnecting with backoff.
+
+    `tried` is set once the first subscription has succeeded or failed; `subscribed` while it holds.
+
+    `on_reconnect` runs after a resubscription that followed a failure: messages sent meanwhile
+    are lost, so the owner should drop what they might have invalidated.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        channel: str,
+        apply: Callable[[Invalidation], None],
+        on_reconnect: Callable[[], None],
+        *,
+        reconnect_max_s: float = 1.0,
+    ) -> None:
+        self.client = client
+        self.channel = channel
+        self.apply = apply
+        self.on_reconnect = on_reconnect
+        self.reconnect_max_s = reconnect_max_s
+        self.subscribed = asyncio.Event()
+        self.tried = asyncio.Event()
+        self.reconnects = 0
+        self._failures = 0
+
+    async def run(self) -> None:
+        delays = backoff_delays(10, 0.05, self.reconnect_max_s)
+        while True:
+            try:
+                await self._listen()
+            except REDIS_FAILURES as error:
+                self.subscribed.clear()
+                self.tried.set()
+                delay = delays[min(self._failures, len(delays) - 1)]
+                self._failures += 1
+                log.warning(
+                    "cache_listener_disconnected", error=type(error).__name__, retry_s=round(delay, 3)
+                )
+                await asyncio.sleep(delay)
+
+    async def _listen(self) -> None:
+        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(self.channel)
+            if self._failures:
+                self._failures = 0
+                self.reconnects += 1
+                self.on_reconnect()
+            self.subscribed.set()
+            self.tried.set()
+            while True:
+                message = await pubsub.get_message(timeout=1.0)
+                if message is None or message.get("type") != "message":
+                    continue
+                invalidation = Invalidation.decode(message["data"])
+                if invalidation is not None:
+                    self.apply(invalidation)
+        finally:
+            with contextlib.suppress(*REDIS_FAILURES):
+                await asyncio.shield(pubsub.aclose())  # type: ignore[no-untyped-call]

@@ -1,0 +1,246 @@
+"""The tiered cache: L1 in process, L2 in Redis, then the loader; stale on purpose, never down.
+
+Why not cashews or aiocache: neither offers a size-bounded L1 of bytes with tags whose entries
+other processes drop through pub/sub, stale-if-error, and a hit that costs one dict lookup; the
+core here is small enough to own (comparison in docs/cache.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import redis.asyncio as redis
+
+from sophia.cache.entry import Entry, decode, encode, make_entry
+from sophia.cache.invalidation import Invalidation, InvalidationListener
+from sophia.cache.l1 import MemoryCache
+from sophia.cache.l2 import RedisTier
+from sophia.cache.metrics import (
+    CACHE_EVICTIONS,
+    CACHE_HITS,
+    CACHE_INVALIDATIONS,
+    CACHE_L1_BYTES,
+    CACHE_LOAD_SECONDS,
+    CACHE_MISSES,
+    CACHE_STALE_SERVES,
+)
+from sophia.cache.ttl import CacheConfig, TtlClass
+from sophia.core.errors import NotFound, SophiaError, Unavailable
+from sophia.shared.logging import get_logger
+
+Loader = Callable[[], Awaitable[bytes]]
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class CacheResult:
+    """What a lookup returns: the bytes, their ETag, and whether they are served stale (and why)."""
+
+    value: bytes
+    etag: str
+    stale: bool = False
+    stale_reason: str | None = None
+
+
+class TieredCache:
+    """`get_or_load` through L1, L2 and the loader; `invalidate` here, in Redis and in every process.
+
+    An async context manager: entering starts the pub/sub listener task, leaving cancels it and
+    every background refresh. `redis_client` None runs with L1 and the loader only.
+    """
+
+    def __init__(
+        self,
+        redis_client: redis.Redis | None,
+        config: CacheConfig | None = None,
+        *,
+        name: str = "default",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config or CacheConfig()
+        self.name = name
+        self.origin = uuid.uuid4().hex
+        self.l1 = MemoryCache(self.config.l1_max_bytes, clock)
+        self.l2 = RedisTier(redis_client, self.config)
+        self._clock = clock
+        self._flights: dict[str, asyncio.Task[CacheResult]] = {}
+        self._generation = 0
+        self._listener: InvalidationListener | None = None
+        self._listener_task: asyncio.Task[None] | None = None
+        if redis_client is not None:
+            self._listener = InvalidationListener(
+                redis_client,
+                self.config.channel,
+                self._apply,
+                self._forget_everything,
+                reconnect_max_s=self.config.reconnect_max_s,
+            )
+
+    async def __aenter__(self) -> TieredCache:
+        if self._listener is not None:
+            listen = self._listener.run()
+            self._listener_task = asyncio.create_task(listen, name=f"cache-listener-{self.name}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._listener.tried.wait(), self.config.redis_timeout_s * 4)
+            if not self.listening:
+                log.warning("cache_listener_not_subscribed", cache=self.name)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        tasks: list[asyncio.Task[Any]] = [*self._flights.values()]
+        if self._listener_task is not None:
+            tasks.append(self._listener_task)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._flights.clear()
+
+    @property
+    def listening(self) -> bool:
+        """Whether invalidations from other processes are arriving now."""
+        return self._listener is not None and self._listener.subscribed.is_set()
+
+    async def get_or_load(
+        self,
+        key: str,
+        loader: Loader,
+        ttl_class: str = "api",
+        *,
+        tags: Iterable[str] = (),
+        ttl_s: float | None = None,
+    ) -> CacheResult:
+        """The value for `key`: from L1, else L2, else `loader()` (once per key however many ask).
+
+        Raises `NotFound` (also from a cached miss) and whatever the loader raises when there is
+        no value to fall back on; never a Redis error.
+        """
+        entry = self.l1.get(key)
+        if entry is not None:
+            now = self._clock()
+            if now < entry.fresh_until:
+                CACHE_HITS.labels("l1").inc()
+                return _result(entry)
+            if now < entry.revalidate_until:
+                CACHE_STALE_SERVES.labels("revalidate").inc()
+                self._flight(key, loader, self.config.ttl_class(ttl_class, ttl_s), tuple(tags), entry)
+                return _result(entry, "revalidate")
+        CACHE_MISSES.labels("l1").inc()
+        policy = self.config.ttl_class(ttl_class, ttl_s)
+        return await asyncio.shield(self._flight(key, loader, policy, tuple(tags), entry))
+
+    async def invalidate(self, keys: Iterable[str] = (), tags: Iterable[str] = ()) -> None:
+        """Drop `keys` and everything tagged with `tags`: here at once, then in Redis and other processes."""
+        invalidation = Invalidation(self.origin, tuple(keys), tuple(tags))
+        self._drop(invalidation)
+        await self.l2.delete(invalidation.keys, invalidation.tags)
+        await self.l2.publish(invalidation.encode())
+
+    def _flight(
+        self, key: str, loader: Loader, policy: TtlClass, tags: tuple[str, ...], fallback: Entry | None
+    ) -> asyncio.Task[CacheResult]:
+        """The one task filling `key` in this process, started if none runs."""
+        task = self._flights.get(key)
+        if task is None:
+            task = asyncio.create_task(self._fill(key, loader, policy, tags, fallback))
+            self._flights[key] = task
+            task.add_done_callback(lambda done: self._landed(key, done))
+        return task
+
+    def _landed(self, key: str, task: asyncio.Task[CacheResult]) -> None:
+        if self._flights.get(key) is task:
+            del self._flights[key]
+        if not task.cancelled():
+            task.exception()  # retrieved: background refreshes have nobody awaiting them
+
+    async def _fill(
+        self, key: str, loader: Loader, policy: TtlClass, tags: tuple[str, ...], fallback: Entry | None
+    ) -> CacheResult:
+        generation = self._generation
+        blob = await self.l2.get(key)
+        now = self._clock()
+        stored = decode(blob, now) if blob is not None else None
+        if stored is not None and now < stored.fresh_until:
+            CACHE_HITS.labels("l2").inc()
+            self._keep(key, stored, generation)
+            return _result(stored)
+        CACHE_MISSES.labels("l2").inc()
+        if stored is not None and (fallback is None or stored.stale_until > fallback.stale_until):
+            fallback = stored
+        started = time.perf_counter()
+        try:
+            value = await loader()
+        except NotFound as error:
+            CACHE_LOAD_SECONDS.labels("not_found").observe(time.perf_counter() - started)
+            negative = TtlClass(self.config.negative_ttl_s)
+            entry = make_entry(error.detail.encode(), negative, self._clock(), tags, missing=True)
+            await self._store(key, entry, generation)
+            raise
+        except Exception as error:
+            CACHE_LOAD_SECONDS.labels("error").observe(time.perf_counter() - started)
+            if isinstance(error, SophiaError) and not isinstance(error, Unavailable):
+                raise
+            if fallback is None or fallback.missing or self._clock() >= fallback.stale_until:
+                raise
+            CACHE_STALE_SERVES.labels("error").inc()
+            log.warning("cache_served_stale", cache=self.name, key=key, error=type(error).__name__)
+            return _result(fallback, "error")
+        CACHE_LOAD_SECONDS.labels("ok").observe(time.perf_counter() - started)
+        entry = make_entry(value, policy, self._clock(), tags)
+        await self._store(key, entry, generation)
+        return _result(entry)
+
+    async def _store(self, key: str, entry: Entry, generation: int) -> None:
+        if not self._keep(key, entry, generation):
+            return
+        now = self._clock()
+        await self.l2.set(key, encode(entry, now), entry.stale_until - now, entry.tags)
+
+    def _keep(self, key: str, entry: Entry, generation: int) -> bool:
+        """Put `entry` in L1 unless an invalidation arrived while it was loading."""
+        if generation != self._generation:
+            return False
+        evicted = self.l1.set(key, entry)
+        if evicted:
+            CACHE_EVICTIONS.inc(evicted)
+        CACHE_L1_BYTES.labels(self.name).set(self.l1.bytes)
+        return True
+
+    def _drop(self, invalidation: Invalidation) -> None:
+        self._generation += 1
+        for key in invalidation.keys:
+            self.l1.delete(key)
+        for tag in invalidation.tags:
+            self.l1.delete_by_tag(tag)
+        CACHE_L1_BYTES.labels(self.name).set(self.l1.bytes)
+
+    def _apply(self, invalidation: Invalidation) -> None:
+        if invalidation.origin == self.origin:
+            return
+        CACHE_INVALIDATIONS.labels("remote").inc()
+        self._drop(invalidation)
+
+    def _forget_everything(self) -> None:
+        """After a gap in the subscription: invalidations may have been missed, so drop L1."""
+        log.warning("cache_l1_dropped_after_reconnect", cache=self.name, entries=len(self.l1))
+        self._generation += 1
+        self.l1.clear()
+        CACHE_L1_BYTES.labels(self.name).set(0)
+
+
+def _result(entry: Entry, stale_reason: str | None = None) -> CacheResult:
+    if entry.missing:
+        raise NotFound(entry.value.decode())
+    return CacheResult(entry.value, entry.etag, stale_reason is not None, stale_reason)

@@ -1,0 +1,260 @@
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as redis
+from prometheus_client import REGISTRY
+
+from sophia.cache import CacheConfig, TieredCache, TtlClass
+from sophia.cache.invalidation import Invalidation
+from sophia.core.errors import Invalid, NotFound
+
+from .conftest import Clock, CountingLoader
+
+
+async def eventually(condition: object, timeout_s: float = 2.0) -> float:
+    """Poll `condition()` until true; the seconds it took (fails the test past `timeout_s`)."""
+    started = time.perf_counter()
+    while not condition():  # type: ignore[operator]
+        if time.perf_counter() - started > timeout_s:
+            pytest.fail(f"condition not met within {timeout_s} s")
+        await asyncio.sleep(0.001)
+    return time.perf_counter() - started
+
+
+@pytest.fixture
+async def cache(redis_client: redis.Redis, config: CacheConfig) -> AsyncIterator[TieredCache]:
+    async with TieredCache(redis_client, config, name="first") as tiered:
+        yield tiered
+
+
+@pytest.fixture
+async def other_process(settings: object, config: CacheConfig) -> AsyncIterator[TieredCache]:
+    """A second cache with its own connection: what another API process would hold."""
+    client = redis.Redis.from_url(settings.redis_url)  # type: ignore[attr-defined]
+    async with TieredCache(client, config, name="second") as tiered:
+        yield tiered
+    await client.aclose()
+
+
+async def test_a_miss_loads_once_and_fills_both_tiers(cache: TieredCache, redis_client: redis.Redis) -> None:
+    loader = CountingLoader(b"payload")
+    first = await cache.get_or_load("record:1", loader)
+    second = await cache.get_or_load("record:1", loader)
+    assert first.value == second.value == b"payload"
+    assert first.etag == second.etag
+    assert not first.stale
+    assert loader.calls == 1
+    assert "record:1" in cache.l1
+    assert await redis_client.exists(cache.l2.value_key("record:1")) == 1
+
+
+async def test_l2_answers_once_l1_is_cleared(cache: TieredCache) -> None:
+    loader = CountingLoader(b"payload")
+    await cache.get_or_load("record:1", loader, tags=("list",))
+    cache.l1.clear()
+    result = await cache.get_or_load("record:1", loader)
+    assert result.value == b"payload"
+    assert loader.calls == 1
+    assert "record:1" in cache.l1
+    assert cache.l1.tags() == {"list"}  # tags came back from L2 with the value
+
+
+async def test_a_thousand_concurrent_misses_call_the_loader_once(cache: TieredCache) -> None:
+    calls = 0
+
+    async def slow_loader() -> bytes:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.05)
+        return b"loaded once"
+
+    results = await asyncio.gather(*(cache.get_or_load("hot", slow_loader) for _ in range(1_000)))
+    assert calls == 1
+    assert {result.value for result in results} == {b"loaded once"}
+
+
+async def test_an_entry_expires_from_redis_after_its_ttl(
+    redis_client: redis.Redis, config: CacheConfig
+) -> None:
+    short = CacheConfig(ttl_classes={"tiny": TtlClass(fresh_s=0.2)}, key_prefix=config.key_prefix)
+    loader = CountingLoader()
+    async with TieredCache(redis_client, short) as cache:
+        await cache.get_or_load("brief", loader, "tiny")
+        value_key = cache.l2.value_key("brief")
+        assert await redis_client.exists(value_key) == 1
+        started = time.perf_counter()
+        while await redis_client.exists(value_key):
+            assert time.perf_counter() - started < 3, "Redis kept the value past its TTL"
+            await asyncio.sleep(0.02)
+        await eventually(lambda: cache.l1.get("brief") is None, timeout_s=0.5)
+        await cache.get_or_load("brief", loader, "tiny")
+    assert loader.calls == 2
+
+
+async def test_a_per_key_ttl_overrides_the_class(config: CacheConfig, clock: Clock) -> None:
+    loader = CountingLoader()
+    async with TieredCache(None, config, clock=clock) as cache:
+        await cache.get_or_load("key", loader, "api", ttl_s=1)
+        clock.now += 1.5  # past the override, inside the class's revalidate window
+        result = await cache.get_or_load("key", loader, "api", ttl_s=1)
+    assert result.stale
+    assert result.stale_reason == "revalidate"
+
+
+async def test_stale_while_revalidate_serves_the_old_value_then_refreshes_once(
+    config: CacheConfig, clock: Clock
+) -> None:
+    loader = CountingLoader(b"old")
+    async with TieredCache(None, config, clock=clock) as cache:
+        await cache.get_or_load("key", loader, "short")
+        clock.now += 11  # fresh for 10 s, revalidatable for 5 more
+        loader.value = b"new"
+        results = [await cache.get_or_load("key", loader, "short") for _ in range(10)]
+        assert {result.value for result in results} == {b"old"}
+        assert all(result.stale_reason == "revalidate" for result in results)
+        await eventually(lambda: loader.calls == 2 and not cache._flights)
+        refreshed = await cache.get_or_load("key", loader, "short")
+    assert refreshed.value == b"new"
+    assert not refreshed.stale
+    assert loader.calls == 2
+
+
+async def test_stale_if_error_serves_the_last_value_within_its_window_only(
+    config: CacheConfig, clock: Clock
+) -> None:
+    loader = CountingLoader(b"last good")
+    async with TieredCache(None, config, clock=clock) as cache:
+        await cache.get_or_load("key", loader, "short")
+        clock.now += 20  # past revalidation (15 s), inside stale-if-error (40 s)
+        loader.error = ConnectionError("postgres is down")
+        result = await cache.get_or_load("key", loader, "short")
+        assert result.value == b"last good"
+        assert result.stale
+        assert result.stale_reason == "error"
+        clock.now += 21
+        with pytest.raises(ConnectionError):
+            await cache.get_or_load("key", loader, "short")
+
+
+async def test_an_error_that_is_an_answer_is_not_papered_over(config: CacheConfig, clock: Clock) -> None:
+    loader = CountingLoader(b"last good")
+    async with TieredCache(None, config, clock=clock) as cache:
+        await cache.get_or_load("key", loader, "short")
+        clock.now += 20
+        loader.error = Invalid("bad filter")
+        with pytest.raises(Invalid):
+            await cache.get_or_load("key", loader, "short")
+
+
+async def test_not_found_is_cached_briefly_in_both_tiers(
+    cache: TieredCache, other_process: TieredCache
+) -> None:
+    loader = CountingLoader()
+    loader.error = NotFound("record 7 does not exist")
+    for tiered in (cache, cache, other_process):
+        with pytest.raises(NotFound, match="record 7"):
+            await tiered.get_or_load("record:7", loader)
+    assert loader.calls == 1
+
+
+async def test_not_found_is_asked_again_after_the_negative_ttl(config: CacheConfig, clock: Clock) -> None:
+    loader = CountingLoader(b"created since")
+    loader.error = NotFound("not yet")
+    async with TieredCache(None, config, clock=clock) as cache:
+        with pytest.raises(NotFound):
+            await cache.get_or_load("key", loader)
+        loader.error = None
+        clock.now += config.negative_ttl_s + 0.1
+        assert (await cache.get_or_load("key", loader)).value == b"created since"
+    assert loader.calls == 2
+
+
+async def test_invalidating_a_key_reaches_another_process_quickly(
+    cache: TieredCache, other_process: TieredCache, redis_client: redis.Redis
+) -> None:
+    loader = CountingLoader()
+    await cache.get_or_load("record:1", loader)
+    await other_process.get_or_load("record:1", loader)
+    assert "record:1" in other_process.l1
+    started = time.perf_counter()
+    await cache.invalidate(keys=["record:1"])
+    assert "record:1" not in cache.l1
+    assert await redis_client.exists(cache.l2.value_key("record:1")) == 0
+    await eventually(lambda: "record:1" not in other_process.l1, timeout_s=1.0)
+    latency_ms = (time.perf_counter() - started) * 1000
+    print(f"cross-process invalidation by key: {latency_ms:.1f} ms")
+    assert latency_ms < 1000
+
+
+async def test_invalidating_a_tag_drops_its_keys_everywhere(
+    cache: TieredCache, other_process: TieredCache, redis_client: redis.Redis
+) -> None:
+    loader = CountingLoader()
+    for key in ("page:1", "page:2"):
+        await cache.get_or_load(key, loader, tags=("records",))
+        await other_process.get_or_load(key, loader, tags=("records",))
+    await cache.get_or_load("unrelated", loader)
+    started = time.perf_counter()
+    await cache.invalidate(tags=["records"])
+    assert cache.l1.tags() == frozenset()
+    assert await redis_client.exists(cache.l2.value_key("page:1"), cache.l2.value_key("page:2")) == 0
+    assert await redis_client.exists(cache.l2.tag_key("records")) == 0
+    await eventually(lambda: other_process.l1.tags() == frozenset(), timeout_s=1.0)
+    latency_ms = (time.perf_counter() - started) * 1000
+    print(f"cross-process invalidation by tag: {latency_ms:.1f} ms")
+    assert latency_ms < 1000
+    assert "unrelated" in cache.l1
+    assert loader.calls == 3
+
+
+async def test_a_load_overtaken_by_an_invalidation_is_not_kept(cache: TieredCache) -> None:
+    release = asyncio.Event()
+
+    async def slow_loader() -> bytes:
+        await release.wait()
+        return b"written before the invalidation"
+
+    pending = asyncio.create_task(cache.get_or_load("key", slow_loader))
+    await asyncio.sleep(0.01)
+    await cache.invalidate(keys=["key"])
+    release.set()
+    assert (await pending).value == b"written before the invalidation"
+    assert "key" not in cache.l1
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_lookups_are_counted_per_tier_and_stale_serves_by_reason(
+    cache: TieredCache, config: CacheConfig, clock: Clock
+) -> None:
+    before = {tier: sample("sophia_cache_hits_total", tier=tier) for tier in ("l1", "l2")}
+    misses_before = sample("sophia_cache_misses_total", tier="l2")
+    loader = CountingLoader()
+    await cache.get_or_load("key", loader)  # misses both
+    await cache.get_or_load("key", loader)  # L1 hit
+    cache.l1.clear()
+    await cache.get_or_load("key", loader)  # L2 hit
+    assert sample("sophia_cache_hits_total", tier="l1") - before["l1"] == 1
+    assert sample("sophia_cache_hits_total", tier="l2") - before["l2"] == 1
+    assert sample("sophia_cache_misses_total", tier="l2") - misses_before == 1
+    assert sample("sophia_cache_l1_bytes", cache="first") == cache.l1.bytes > 0
+
+    stale_before = sample("sophia_cache_stale_serves_total", reason="error")
+    async with TieredCache(None, config, clock=clock) as local:
+        await local.get_or_load("key", loader, "short")
+        clock.now += 20
+        loader.error = TimeoutError()
+        await local.get_or_load("key", loader, "short")
+    assert sample("sophia_cache_stale_serves_total", reason="error") - stale_before == 1
+
+
+async def test_a_cache_ignores_its_own_invalidation_messages(cache: TieredCache) -> None:
+    await cache.get_or_load("key", CountingLoader())
+    cache._apply(Invalidation(cache.origin, keys=("key",)))
+    assert "key" in cache.l1
+    cache._apply(Invalidation("another process", keys=("key",)))
+    assert "key" not in cache.l1

@@ -1,0 +1,24 @@
+import pytest
+
+from sophia.cache import CacheConfig, TtlClass
+
+
+def test_the_default_classes_are_the_plans() -> None:
+    config = CacheConfig()
+    assert config.ttl_class("session").fresh_s == 300
+    assert config.ttl_class("api").fresh_s == 60
+    assert config.ttl_class("static").fresh_s == 3600
+
+
+def test_an_explicit_ttl_overrides_freshness_and_keeps_the_stale_windows() -> None:
+    config = CacheConfig(ttl_classes={"api": TtlClass(60, 10, 300)})
+    assert config.ttl_class("api", ttl_s=5) == TtlClass(5, 10, 300)
+
+
+def test_an_unknown_class_is_an_error_naming_the_known_ones() -> None:
+    with pytest.raises(ValueError, match="api"):
+        CacheConfig().ttl_class("nope")
+
+
+def test_the_channel_lives_under_the_key_prefix() -> None:
+    assert CacheConfig(key_prefix="p:").channel == "p:invalidate"
