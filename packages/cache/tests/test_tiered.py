@@ -6,7 +6,7 @@ import pytest
 import redis.asyncio as redis
 from prometheus_client import REGISTRY
 
-from sophia.cache import CacheConfig, TieredCache, TtlClass
+from sophia.cache import CacheConfig, Loaded, TieredCache, TtlClass
 from sophia.cache.invalidation import Invalidation
 from sophia.core.errors import Invalid, NotFound
 
@@ -258,3 +258,18 @@ async def test_a_cache_ignores_its_own_invalidation_messages(cache: TieredCache)
     assert "key" in cache.l1
     cache._apply(Invalidation("another process", keys=("key",)))
     assert "key" not in cache.l1
+
+
+async def test_a_loader_may_give_its_own_etag_and_every_tier_keeps_it(
+    cache: TieredCache, other_process: TieredCache
+) -> None:
+    async def versioned() -> Loaded:
+        return Loaded(b'{"version": 7}', "7")
+
+    first = await cache.get_or_load("versioned", versioned)
+    from_l1 = await cache.get_or_load("versioned", versioned)
+    loader = CountingLoader()
+    from_l2 = await other_process.get_or_load("versioned", loader)
+    assert (first.etag, from_l1.etag, from_l2.etag) == ("7", "7", "7")
+    assert from_l2.value == b'{"version": 7}'
+    assert loader.calls == 0

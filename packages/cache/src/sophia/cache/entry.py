@@ -42,13 +42,28 @@ def make_etag(value: bytes) -> str:
     return hashlib.blake2b(value, digest_size=8).hexdigest()
 
 
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """What a loader may return instead of bare bytes: the value with a validator of its own
+    (the API passes a record's version, so GET's ETag is the one `If-Match` accepts)."""
+
+    value: bytes
+    etag: str
+
+
 def make_entry(
-    value: bytes, ttl_class: TtlClass, now: float, tags: tuple[str, ...] = (), *, missing: bool = False
+    value: bytes,
+    ttl_class: TtlClass,
+    now: float,
+    tags: tuple[str, ...] = (),
+    *,
+    missing: bool = False,
+    etag: str | None = None,
 ) -> Entry:
     fresh_until = now + ttl_class.fresh_s
     return Entry(
         value=value,
-        etag=make_etag(value),
+        etag=etag if etag is not None else make_etag(value),
         fresh_until=fresh_until,
         revalidate_until=fresh_until + ttl_class.stale_while_revalidate_s,
         stale_until=fresh_until + max(ttl_class.stale_while_revalidate_s, ttl_class.stale_if_error_s),

@@ -18,7 +18,7 @@ from typing import Any
 
 import redis.asyncio as redis
 
-from sophia.cache.entry import Entry, decode, encode, make_entry
+from sophia.cache.entry import Entry, Loaded, decode, encode, make_entry
 from sophia.cache.invalidation import Invalidation, InvalidationListener
 from sophia.cache.l1 import MemoryCache
 from sophia.cache.l2 import RedisTier
@@ -35,7 +35,7 @@ from sophia.cache.ttl import CacheConfig, TtlClass
 from sophia.core.errors import NotFound, SophiaError, Unavailable
 from sophia.shared.logging import get_logger
 
-Loader = Callable[[], Awaitable[bytes]]
+Loader = Callable[[], Awaitable[bytes | Loaded]]
 
 log = get_logger(__name__)
 
@@ -181,7 +181,7 @@ class TieredCache:
             fallback = stored
         started = time.perf_counter()
         try:
-            value = await loader()
+            loaded = await loader()
         except NotFound as error:
             CACHE_LOAD_SECONDS.labels("not_found").observe(time.perf_counter() - started)
             negative = TtlClass(self.config.negative_ttl_s)
@@ -198,7 +198,8 @@ class TieredCache:
             log.warning("cache_served_stale", cache=self.name, key=key, error=type(error).__name__)
             return _result(fallback, "error")
         CACHE_LOAD_SECONDS.labels("ok").observe(time.perf_counter() - started)
-        entry = make_entry(value, policy, self._clock(), tags)
+        value, etag = (loaded.value, loaded.etag) if isinstance(loaded, Loaded) else (loaded, None)
+        entry = make_entry(value, policy, self._clock(), tags, etag=etag)
         await self._store(key, entry, generation)
         return _result(entry)
 
