@@ -15,6 +15,7 @@ from sophia.api.health.endpoints import router as health_router
 from sophia.api.middleware import RequestContext
 from sophia.api.records.endpoints import router as records_router
 from sophia.api.state import AppState
+from sophia.cache import CacheConfig, TieredCache
 from sophia.cache.connection import RedisConnection
 from sophia.database import Database
 from sophia.events.connection import NatsConnection
@@ -40,6 +41,14 @@ async def _observe_pool(database: Database) -> None:
         await asyncio.sleep(POOL_OBSERVE_INTERVAL_S)
 
 
+def cache_config(settings: Settings) -> CacheConfig:
+    return CacheConfig(
+        negative_ttl_s=settings.cache_negative_ttl_s,
+        l1_max_bytes=settings.cache_l1_max_bytes,
+        redis_timeout_s=settings.cache_redis_timeout_s,
+    )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     configure_logging(settings.log_level, settings.log_json)
@@ -63,7 +72,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             observer = asyncio.create_task(_observe_pool(database), name="observe-pool")
             stack.callback(observer.cancel)
             keys = KeyVerifier(database, settings.api_key_cache_ttl_s)
-            app.state.sophia = AppState(settings, database, redis, nats, keys)
+            config = cache_config(settings)
+            cache = await stack.enter_async_context(TieredCache(redis.client, config, name="api"))
+            cache_control = f"private, max-age={int(config.ttl_class('api').fresh_s)}"
+            app.state.sophia = AppState(settings, database, redis, nats, keys, cache, cache_control)
             log.info("api_started")
             yield
             log.info("api_draining")

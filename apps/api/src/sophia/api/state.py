@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from sophia.api.auth import KeyVerifier
+from sophia.cache import TieredCache
 from sophia.cache.connection import RedisConnection
 from sophia.database import Database
 from sophia.events.connection import NatsConnection
@@ -20,6 +21,9 @@ class AppState:
     redis: RedisConnection
     nats: NatsConnection
     keys: KeyVerifier
+    cache: TieredCache
+    cache_control: str
+    """`Cache-Control` of cached API responses (private: they need a key)."""
 
 
 async def app_state(request: Request) -> AppState:

@@ -74,8 +74,20 @@ def seed_command(
     settings = resolve_settings()
 
     async def run() -> None:
-        async with Database(settings) as database:
-            result = await load(database, records, seed, settings.max_line_bytes)
+        from contextlib import AsyncExitStack
+
+        from sophia.api.app import cache_config
+        from sophia.cache import TieredCache
+        from sophia.cache.connection import RedisConnection
+
+        async with AsyncExitStack() as stack:
+            database = await stack.enter_async_context(Database(settings))
+            cache = None
+            if settings.redis_url:  # a running stack: tell its caches what changed
+                redis = await stack.enter_async_context(RedisConnection(settings.redis_url))
+                cache = await stack.enter_async_context(TieredCache(redis.client, cache_config(settings)))
+            limit = settings.cache_invalidate_max_keys
+            result = await load(database, records, seed, settings.max_line_bytes, cache, limit)
         console.print(f"{result.received} records: {result.created} created, {result.updated} updated.")
 
     asyncio.run(run())

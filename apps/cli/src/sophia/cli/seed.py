@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from sophia.api.records.service import bulk_ingest
+from sophia.cache import TieredCache
 from sophia.cli.demo_data import generate, to_ndjson
 from sophia.database import Database
 from sophia.database.ingest import BulkResult
@@ -14,8 +15,17 @@ from sophia.database.ingest import BulkResult
 BATCH_RECORDS = 5_000
 
 
-async def seed(database: Database, records: int, seed_value: int, max_line_bytes: int) -> BulkResult:
-    """Generate `records` deterministic demo records and bulk-upsert them in one transaction."""
+async def seed(
+    database: Database,
+    records: int,
+    seed_value: int,
+    max_line_bytes: int,
+    cache: TieredCache | None = None,
+    max_invalidate_keys: int = 1_000,
+) -> BulkResult:
+    """Generate `records` deterministic demo records and bulk-upsert them in one transaction.
+
+    With `cache`, what the write changed is invalidated in a running stack's caches."""
     columns = (
         TextColumn("seeding"),
         BarColumn(),
@@ -31,4 +41,4 @@ async def seed(database: Database, records: int, seed_value: int, max_line_bytes
                 yield chunk
                 progress.advance(task, chunk.count(b"\n"))
 
-        return await bulk_ingest(database, chunks(), max_line_bytes)
+        return await bulk_ingest(database, cache, chunks(), max_line_bytes, max_invalidate_keys)

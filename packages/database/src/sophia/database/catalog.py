@@ -121,11 +121,13 @@ def _precondition_detail(key: RecordKey, if_match: int | None, create_only: bool
     return f"Record {where} is not at version {if_match}; read it again and retry."
 
 
-async def soft_delete(connection: Connection, key: RecordKey, if_match: int | None = None) -> int:
-    """Mark a record deleted; returns the new version. `NotFound` / `PreconditionFailed`."""
+async def soft_delete(
+    connection: Connection, key: RecordKey, if_match: int | None = None
+) -> tuple[UUID, int]:
+    """Mark a record deleted; returns its id and new version. `NotFound` / `PreconditionFailed`."""
     row = await connection.fetchrow(_DELETE, key.source_system, key.kind, key.external_id, if_match)
     if row is not None:
-        return int(row["version"])
+        return row["id"], int(row["version"])
     current = await connection.fetchval(_CURRENT_VERSION, key.source_system, key.kind, key.external_id)
     if current is None:
         raise NotFound(f"No record {key.source_system}/{key.kind}/{key.external_id}.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterable
 from dataclasses import dataclass
 from datetime import datetime
+from uuid import UUID
 
 from sophia.database.catalog import CATALOG
 from sophia.database.outbox import outbox_insert
@@ -35,7 +36,8 @@ WITH batch AS (
         SET data = EXCLUDED.data, updated_at = now(), version = c.version + 1, deleted_at = NULL
     RETURNING c.id, c.source_system, c.kind, c.external_id, c.version, (xmax = 0) AS created
 ), event AS ({outbox_insert("written", "record.upserted")})
-SELECT count(*) FILTER (WHERE created) AS created, count(*) FILTER (WHERE NOT created) AS updated
+SELECT count(*) FILTER (WHERE created) AS created, count(*) FILTER (WHERE NOT created) AS updated,
+       (array_agg(id) FILTER (WHERE NOT created))[1:$1] AS updated_ids
 FROM written
 """
 
@@ -45,9 +47,13 @@ class BulkResult:
     received: int
     created: int
     updated: int
+    updated_ids: list[UUID]
+    """The records that existed before (what caches may hold), at most `max_updated_ids` of them."""
 
 
-async def bulk_upsert(connection: Connection, rows: AsyncIterable[StagedRow]) -> BulkResult:
+async def bulk_upsert(
+    connection: Connection, rows: AsyncIterable[StagedRow], max_updated_ids: int = 1_000
+) -> BulkResult:
     """Write every row or none: an exception from `rows` aborts the COPY and the transaction."""
     received = 0
 
@@ -60,6 +66,7 @@ async def bulk_upsert(connection: Connection, rows: AsyncIterable[StagedRow]) ->
     async with connection.transaction():
         await connection.execute(_STAGING)
         await connection.copy_records_to_table("bulk_staging", records=counted(), columns=STAGING_COLUMNS)
-        result = await connection.fetchrow(_MERGE)
+        result = await connection.fetchrow(_MERGE, max_updated_ids + 1)
     assert result is not None
-    return BulkResult(received, int(result["created"]), int(result["updated"]))
+    updated_ids = list(result["updated_ids"] or [])
+    return BulkResult(received, int(result["created"]), int(result["updated"]), updated_ids)

@@ -59,6 +59,15 @@ class Settings(BaseSettings):
         1.0, ge=0, description="How long a verified API key is trusted from memory."
     )
 
+    cache_l1_max_bytes: int = Field(
+        64 * 1024 * 1024, ge=0, description="Bytes of responses each API process keeps in memory (L1)."
+    )
+    cache_negative_ttl_s: float = Field(5.0, ge=0, description="How long a 404 is cached.")
+    cache_redis_timeout_s: float = Field(0.5, gt=0, description="Timeout of one cache call to Redis (L2).")
+    cache_invalidate_max_keys: int = Field(
+        1_000, ge=1, description="A bulk write updating more records drops every cached record instead."
+    )
+
     breaker_failure_rate: float = Field(
         0.5, gt=0, le=1, description="Failure rate that opens a circuit breaker."
     )

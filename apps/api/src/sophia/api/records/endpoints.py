@@ -63,6 +63,13 @@ def _parse_if_match(value: str | None) -> int | None:
     return int(tag)
 
 
+def _matches(if_none_match: str | None, etag: str) -> bool:
+    """RFC 9110 weak comparison of an If-None-Match list against our ETag."""
+    if not if_none_match:
+        return False
+    return any(tag.strip().removeprefix("W/") in (etag, "*") for tag in if_none_match.split(","))
+
+
 def _parse_if_none_match(value: str | None) -> bool:
     if value is None:
         return False
@@ -96,6 +103,7 @@ async def put_record(
 ) -> Response:
     stored = await service.put_record(
         state.database,
+        state.cache,
         RecordKey(source_system, kind, external_id),
         body.data,
         body.created_at,
@@ -126,7 +134,7 @@ async def delete_record(
     if_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     version = await service.delete_record(
-        state.database, RecordKey(source_system, kind, external_id), _parse_if_match(if_match)
+        state.database, state.cache, RecordKey(source_system, kind, external_id), _parse_if_match(if_match)
     )
     return Response(status_code=204, headers={"ETag": _etag(version)})
 
@@ -159,7 +167,14 @@ async def bulk_ingest(
             "Send NDJSON (one record per line) with Content-Type: application/x-ndjson.",
             [FieldError(("header", "Content-Type"), f"got {media_type or 'nothing'}")],
         )
-    result = await service.bulk_ingest(state.database, request.stream(), state.settings.max_line_bytes)
+    settings = state.settings
+    result = await service.bulk_ingest(
+        state.database,
+        state.cache,
+        request.stream(),
+        settings.max_line_bytes,
+        settings.cache_invalidate_max_keys,
+    )
     body = {"received": result.received, "created": result.created, "updated": result.updated}
     return Response(orjson.dumps(body), media_type=JSON)
 
@@ -173,8 +188,14 @@ async def bulk_ingest(
 async def get_record(record_id: UUID, request: Request) -> Response:
     state: AppState = request.app.state.sophia
     await authorize(request, "read")
-    stored = await service.get_record(state.database, record_id)
-    return Response(stored.json, media_type=JSON, headers={"ETag": _etag(stored.version)})
+    cached = await service.get_record(state.database, state.cache, record_id)
+    etag = f'"{cached.etag}"'
+    headers = {"ETag": etag, "Cache-Control": state.cache_control}
+    if cached.stale:
+        headers["Warning"] = '110 - "Response is Stale"'
+    if _matches(request.headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers=headers)
+    return Response(cached.value, media_type=JSON, headers=headers)
 
 
 @router.get(

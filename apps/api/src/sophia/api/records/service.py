@@ -9,6 +9,7 @@ from uuid import UUID
 from pydantic import ValidationError
 
 from sophia.api.records.schemas import RecordLine
+from sophia.cache import CacheResult, Loaded, TieredCache
 from sophia.core.cursor import decode_cursor, encode_cursor, filter_fingerprint
 from sophia.core.errors import FieldError, Invalid
 from sophia.core.records import RecordFilter, RecordKey
@@ -17,9 +18,17 @@ from sophia.database.catalog import StoredRecord
 from sophia.database.ingest import BulkResult, StagedRow
 from sophia.shared.metrics import INGESTED_RECORDS
 
+RECORDS_TAG = "records"
+"""Every cached record carries it: a bulk write touching too many to name drops them all."""
+
+
+def record_key(record_id: UUID) -> str:
+    return f"record:{record_id}"
+
 
 async def put_record(
     database: Database,
+    cache: TieredCache,
     key: RecordKey,
     data: dict[str, object],
     created_at: datetime | None,
@@ -32,17 +41,26 @@ async def put_record(
             connection, key, data, created_at, if_match=if_match, create_only=create_only
         )
     INGESTED_RECORDS.labels("single").inc()
+    await cache.invalidate(keys=[record_key(stored.id)])
     return stored
 
 
-async def delete_record(database: Database, key: RecordKey, if_match: int | None) -> int:
+async def delete_record(database: Database, cache: TieredCache, key: RecordKey, if_match: int | None) -> int:
     async with database.connection() as connection:
-        return await catalog.soft_delete(connection, key, if_match)
+        record_id, version = await catalog.soft_delete(connection, key, if_match)
+    await cache.invalidate(keys=[record_key(record_id)])
+    return version
 
 
-async def get_record(database: Database, record_id: UUID) -> StoredRecord:
-    async with database.connection() as connection:
-        return await catalog.get(connection, record_id)
+async def get_record(database: Database, cache: TieredCache, record_id: UUID) -> CacheResult:
+    """The record's JSON and its version as the ETag, from the cache when it holds them."""
+
+    async def load() -> Loaded:
+        async with database.connection() as connection:
+            stored = await catalog.get(connection, record_id)
+        return Loaded(stored.json.encode(), str(stored.version))
+
+    return await cache.get_or_load(record_key(record_id), load, "api", tags=(RECORDS_TAG,))
 
 
 async def list_records(
@@ -106,7 +124,13 @@ def parse_line(number: int, line: bytes) -> StagedRow:
     )
 
 
-async def bulk_ingest(database: Database, chunks: AsyncIterable[bytes], max_line_bytes: int) -> BulkResult:
+async def bulk_ingest(
+    database: Database,
+    cache: TieredCache | None,
+    chunks: AsyncIterable[bytes],
+    max_line_bytes: int,
+    max_invalidate_keys: int,
+) -> BulkResult:
     """All lines or none: a bad line anywhere aborts the whole batch."""
 
     async def rows() -> AsyncIterator[StagedRow]:
@@ -115,6 +139,12 @@ async def bulk_ingest(database: Database, chunks: AsyncIterable[bytes], max_line
                 yield parse_line(number, line)
 
     async with database.connection() as connection:
-        result = await ingest.bulk_upsert(connection, rows())
+        result = await ingest.bulk_upsert(connection, rows(), max_invalidate_keys)
     INGESTED_RECORDS.labels("bulk").inc(result.received)
+    if cache is None:  # no stack running (`sophia up` seeding before the API starts)
+        return result
+    if result.updated > max_invalidate_keys:
+        await cache.invalidate(tags=[RECORDS_TAG])
+    elif result.updated_ids:  # created records are new ids: nothing can have cached them
+        await cache.invalidate(keys=[record_key(record_id) for record_id in result.updated_ids])
     return result
