@@ -91,7 +91,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ids = harness.run_async(harness.seed(env.database_url, options.records))
         side_a = {"connections": options.connections, "pool_size": options.pool, "ids": ids}
         side_b = {"connections": options.connections, "threads": options.threads}
-        with harness.ApiServer(env, server=options.server, workers=options.workers) as server:
+        # Uncached on purpose: this measures the API over PostgreSQL; bench/hot_read measures hits.
+        uncached = {"SOPHIA_CACHE_ENABLED": "false"}
+        with harness.ApiServer(
+            env, server=options.server, workers=options.workers, extra_env=uncached
+        ) as server:
             if options.warmup > 0:
                 harness.run_async(raw_lookups(env.database_url, **side_a, duration_s=options.warmup))
                 harness.wrk_records(server, ids, duration_s=options.warmup, **side_b)

@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ids = harness.run_async(harness.seed(env.database_url, options.records))
         for _ in range(options.rounds):
             for name, workers in configurations:
-                with harness.ApiServer(env, server=name, workers=workers) as server:
+                uncached = {"SOPHIA_CACHE_ENABLED": "false"}  # the server's cost, not the cache's
+                with harness.ApiServer(env, server=name, workers=workers, extra_env=uncached) as server:
                     if options.warmup > 0:
                         warmup = {"duration_s": options.warmup, "threads": options.threads}
                         harness.wrk_records(server, ids, connections=options.connections, **warmup)

@@ -26,8 +26,10 @@ class ApiServer:
         workers: int = DEFAULT_WORKERS,
         ready_timeout_s: float = 60.0,
         stop_timeout_s: float = 20.0,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         self.env = env
+        self.extra_env = extra_env or {}
         self.server = server
         self.workers = workers
         self.port = free_port(HOST)
@@ -45,6 +47,7 @@ class ApiServer:
             "SOPHIA_API_WORKERS": str(self.workers),
             "SOPHIA_API_HOST": HOST,
             "SOPHIA_API_PORT": str(self.port),
+            **self.extra_env,
         }
         with self.log_path.open("wb") as log_file:
             self._process = subprocess.Popen(

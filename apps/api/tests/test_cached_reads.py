@@ -130,3 +130,16 @@ async def test_a_write_on_one_api_process_invalidates_the_other_within_100_ms(se
         elapsed_ms = (time.perf_counter() - written_at) * 1000
     print(f"cross-process invalidation seen after {elapsed_ms:.1f} ms")
     assert elapsed_ms < 100
+
+
+async def test_with_the_cache_disabled_every_read_goes_to_the_database(settings, api_keys, database):
+    app = create_app(settings.model_copy(update={"cache_enabled": False}))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        headers = {"Authorization": f"Bearer {api_keys['admin']}"}
+        async with httpx.AsyncClient(transport=transport, base_url="http://t", headers=headers) as client:
+            record = await put(client, new_source(), "r-1", {"v": 1})
+            await client.get(f"/api/v1/records/{record['id']}")
+            await change_behind_the_apis_back(database, record["id"], '{"v": "changed in SQL"}')
+            reread = await client.get(f"/api/v1/records/{record['id']}")
+            assert reread.json()["data"] == {"v": "changed in SQL"}

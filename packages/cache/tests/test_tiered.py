@@ -273,3 +273,17 @@ async def test_a_loader_may_give_its_own_etag_and_every_tier_keeps_it(
     assert (first.etag, from_l1.etag, from_l2.etag) == ("7", "7", "7")
     assert from_l2.value == b'{"version": 7}'
     assert loader.calls == 0
+
+
+async def test_a_disabled_cache_calls_the_loader_every_time(
+    redis_client: redis.Redis, config: CacheConfig
+) -> None:
+    from dataclasses import replace
+
+    loader = CountingLoader(b"fresh")
+    async with TieredCache(redis_client, replace(config, enabled=False)) as cache:
+        first = await cache.get_or_load("k", loader)
+        second = await cache.get_or_load("k", loader)
+    assert (first.value, second.value) == (b"fresh", b"fresh")
+    assert first.etag == second.etag
+    assert loader.calls == 2

@@ -43,6 +43,7 @@ async def _observe_pool(database: Database) -> None:
 
 def cache_config(settings: Settings) -> CacheConfig:
     return CacheConfig(
+        enabled=settings.cache_enabled,
         negative_ttl_s=settings.cache_negative_ttl_s,
         l1_max_bytes=settings.cache_l1_max_bytes,
         redis_timeout_s=settings.cache_redis_timeout_s,
@@ -73,7 +74,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             stack.callback(observer.cancel)
             keys = KeyVerifier(database, settings.api_key_cache_ttl_s)
             config = cache_config(settings)
-            cache = await stack.enter_async_context(TieredCache(redis.client, config, name="api"))
+            redis_tier = redis.client if settings.cache_enabled else None
+            cache = await stack.enter_async_context(TieredCache(redis_tier, config, name="api"))
             cache_control = f"private, max-age={int(config.ttl_class('api').fresh_s)}"
             app.state.sophia = AppState(settings, database, redis, nats, keys, cache, cache_control)
             log.info("api_started")

@@ -18,7 +18,7 @@ from typing import Any
 
 import redis.asyncio as redis
 
-from sophia.cache.entry import Entry, Loaded, decode, encode, make_entry
+from sophia.cache.entry import Entry, Loaded, decode, encode, make_entry, make_etag
 from sophia.cache.invalidation import Invalidation, InvalidationListener
 from sophia.cache.l1 import MemoryCache
 from sophia.cache.l2 import RedisTier
@@ -127,6 +127,11 @@ class TieredCache:
         Raises `NotFound` (also from a cached miss) and whatever the loader raises when there is
         no value to fall back on; never a Redis error.
         """
+        if not self.config.enabled:
+            loaded = await loader()
+            if isinstance(loaded, Loaded):
+                return CacheResult(loaded.value, loaded.etag)
+            return CacheResult(loaded, make_etag(loaded))
         entry = self.l1.get(key)
         if entry is not None:
             now = self._clock()

@@ -32,6 +32,8 @@ def default_ttl_classes() -> dict[str, TtlClass]:
 class CacheConfig:
     """Everything `TieredCache` needs to know; one per process, built from the settings."""
 
+    enabled: bool = True
+    """False: every get calls its loader at once (no tiers, no single-flight), to measure the source."""
     ttl_classes: dict[str, TtlClass] = field(default_factory=default_ttl_classes)
     negative_ttl_s: float = 5.0
     l1_max_bytes: int = 64 * 1024 * 1024

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
         1.0, ge=0, description="How long a verified API key is trusted from memory."
     )
 
+    cache_enabled: bool = Field(
+        True, description="Cache reads (false: every read goes to PostgreSQL, e.g. to measure it)."
+    )
     cache_l1_max_bytes: int = Field(
         64 * 1024 * 1024, ge=0, description="Bytes of responses each API process keeps in memory (L1)."
     )
