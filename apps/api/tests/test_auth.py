@@ -118,3 +118,18 @@ async def test_a_revoked_key_is_refused_once_the_cache_ttl_has_passed(anonymous,
 @pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics", "/openapi.json"])
 async def test_operational_routes_need_no_key(anonymous, path):
     assert (await anonymous.get(path)).status_code == 200
+
+
+async def test_a_key_of_the_wrong_shape_is_refused_without_asking_the_database(settings):
+    from sophia.api.app import create_app
+
+    app = create_app(settings.model_copy(update={"database_url": "postgresql://sophia:x@127.0.0.1:9/none"}))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            wrong_shape = await http.get("/api/v1/records", headers={"Authorization": "Bearer not-a-key"})
+            right_shape = await http.get(
+                "/api/v1/records", headers={"Authorization": "Bearer sk_0123abcd_" + "A" * 43}
+            )
+    assert_problem(wrong_shape, 401)  # a 401, not the 503 a database lookup would give
+    assert right_shape.status_code == 503

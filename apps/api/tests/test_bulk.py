@@ -242,3 +242,15 @@ async def test_bulk_rejects_a_value_postgres_cannot_store_with_422_not_500(app, 
         response = await http.post("/api/v1/records:bulk", content=body, headers=headers)
     assert_problem(response, 422)
     assert await count_rows(database, source) == 0
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [('{"note":"a\\u0000b"}', "NUL"), ('{"n":NaN}', "NaN"), ('{"n":1e999999}', "Infinity")],
+)
+async def test_a_value_postgres_cannot_store_is_named_by_line_and_field(client, data, reason):
+    source = new_source()
+    good = f'{{"source_system":"{source}","kind":"deal","external_id":"ok","data":{{}}}}'
+    bad = f'{{"source_system":"{source}","kind":"deal","external_id":"bad","data":{data}}}'
+    body = assert_problem(await post_bulk(client, [good.encode(), bad.encode()]), 422)
+    assert body["errors"][0]["location"][:3] == ["line", 2, "data"], reason

@@ -121,3 +121,13 @@ async def test_active_deals_refuse_a_records_cursor_with_422(client):
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["errors"][0]["location"] == ["query", "cursor"]
+
+
+async def test_an_amount_too_long_for_numeric_becomes_null_and_refresh_keeps_working(client):
+    source = f"deals-{uuid.uuid4().hex[:10]}"
+    huge = "9" * 200_000
+    response = await client.put(
+        f"/api/v1/records/{source}/deal/huge", json={"data": {"dealname": "Huge", "amount": huge}}
+    )
+    assert response.status_code == 201
+    assert (await client.post("/api/v1/admin/views/active-deals:refresh")).status_code == 204

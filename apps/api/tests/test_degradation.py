@@ -75,7 +75,9 @@ async def test_api_starts_while_postgres_is_down_and_answers_503(settings):
     try:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            response = await client.get("/api/v1/records", headers={"Authorization": "Bearer sk_whatever"})
+            response = await client.get(
+                "/api/v1/records", headers={"Authorization": "Bearer sk_0123abcd_" + "A" * 43}
+            )
             assert response.status_code == 503
             assert (await client.get("/healthz")).status_code == 200
     finally:

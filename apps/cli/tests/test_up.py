@@ -42,7 +42,14 @@ def test_up_serves_the_readme_examples_and_ctrl_c_stops_everything(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SOPHIA_")}
     env |= {"SOPHIA_DATA_DIR": str(tmp_path), "SOPHIA_API_PORT": "0", "SOPHIA_SEED_RECORDS": "300"}
     log = (tmp_path / "up.log").open("wb")
-    up = subprocess.Popen([sys.executable, "-m", "sophia.cli.main", "up"], env=env, stdout=log, stderr=log)
+    # Its own process group, signalled as a whole: what a terminal's Ctrl-C does.
+    up = subprocess.Popen(
+        [sys.executable, "-m", "sophia.cli.main", "up"],
+        env=env,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+    )
     endpoints_file = tmp_path / "endpoints.json"
     try:
         wait_until(endpoints_file.exists, 120, "endpoints.json was not written")
@@ -74,10 +81,11 @@ def test_up_serves_the_readme_examples_and_ctrl_c_stops_everything(tmp_path):
             urlparse(endpoints["nats_url"]).port,
         ]
         assert all(listening(port) for port in ports)
-        up.send_signal(signal.SIGINT)
+        os.killpg(up.pid, signal.SIGINT)
         assert up.wait(timeout=60) == 0
         assert not any(listening(port) for port in ports)
         assert not endpoints_file.exists()
+        assert "engine_died" not in (tmp_path / "up.log").read_text()  # stopped in order, not restarted
     finally:
         if up.poll() is None:
             up.kill()
@@ -120,3 +128,24 @@ def test_serve_runs_the_api_alone_against_configured_engines_and_stops_on_sigter
         if serve.poll() is None:
             serve.kill()
         log.close()
+
+
+@pytest.mark.e2e
+def test_kill_9_of_up_leaves_no_engine_or_api_worker_listening(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SOPHIA_")}
+    env |= {"SOPHIA_DATA_DIR": str(tmp_path), "SOPHIA_API_PORT": "0", "SOPHIA_SEED_RECORDS": "0"}
+    with (tmp_path / "up.log").open("wb") as log:
+        up = subprocess.Popen(
+            [sys.executable, "-m", "sophia.cli.main", "up"], env=env, stdout=log, stderr=log
+        )
+    try:
+        endpoints_file = tmp_path / "endpoints.json"
+        wait_until(endpoints_file.exists, 120, "endpoints.json was not written")
+        endpoints = orjson.loads(endpoints_file.read_bytes())
+        ports = [urlparse(endpoints[name]).port for name in ("api", "database_url", "redis_url", "nats_url")]
+        up.kill()
+        up.wait(timeout=10)
+        wait_until(lambda: not any(listening(port) for port in ports), 30, "something outlived kill -9")
+    finally:
+        if up.poll() is None:
+            up.kill()

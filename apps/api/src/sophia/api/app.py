@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -20,6 +21,7 @@ from sophia.cache.connection import RedisConnection
 from sophia.database import Database
 from sophia.events.connection import NatsConnection
 from sophia.shared.logging import configure_logging, get_logger
+from sophia.shared.process import die_with_parent
 from sophia.shared.settings import Settings
 
 log = get_logger(__name__)
@@ -99,5 +101,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def factory() -> FastAPI:
-    """Entry point for ASGI servers (`--factory`): settings from the environment."""
+    """Entry point for ASGI servers (`--factory`), run in each worker: settings from the environment.
+
+    A worker dies with the server process that spawned it, so `kill -9` of `sophia up` (or of
+    the server) leaves no worker holding the port."""
+    die_with_parent(signal.SIGTERM)
     return create_app()

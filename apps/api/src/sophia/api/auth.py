@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -12,6 +13,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sophia.core.errors import Forbidden, Unauthorized
 from sophia.database import Database, keys
 from sophia.database.keys import ApiKey
+
+KEY_SHAPE = re.compile(r"sk_[0-9a-f]{8}_[A-Za-z0-9_\-]{43}")
+"""What `keys.create` issues: `sk_<8 hex>_<43 url-safe base64>`."""
 
 SCOPE_RANK = {"read": 0, "write": 1, "admin": 2}
 """admin may do what write may, write what read may."""
@@ -27,6 +31,8 @@ class KeyVerifier:
         self._verified: OrderedDict[str, tuple[ApiKey, float]] = OrderedDict()
 
     async def verify(self, secret: str) -> ApiKey:
+        if not KEY_SHAPE.fullmatch(secret):  # never spend a pooled connection on a random string
+            raise Unauthorized("The API key is not valid or has been revoked.")
         now = time.monotonic()
         cached = self._verified.get(secret)
         if cached is not None and cached[1] > now:

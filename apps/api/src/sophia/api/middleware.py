@@ -16,7 +16,9 @@ from sophia.shared.settings import Settings
 
 log = get_logger("sophia.api.access")
 
-BULK_SUFFIX = ":bulk"
+BULK_PATHS = frozenset({"/api/v1/records:bulk"})
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+"""Anything else is labelled OTHER, so clients cannot grow the metrics' label sets."""
 
 
 class RequestContext:
@@ -39,7 +41,7 @@ class RequestContext:
         return child
 
     def _limit_for(self, path: str) -> int:
-        return self.max_bulk_bytes if path.endswith(BULK_SUFFIX) else self.max_body_bytes
+        return self.max_bulk_bytes if path in BULK_PATHS else self.max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -79,7 +81,7 @@ class RequestContext:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
             template = getattr(route, "path", "unmatched")
-            method = scope["method"]
+            method = scope["method"] if scope["method"] in METHODS else "OTHER"
             self._latency(method, template, status).observe(elapsed)
             if self.access_log or status >= 500 or elapsed >= self.slow_request_s:
                 log.info(

@@ -14,6 +14,7 @@ from rich.panel import Panel
 
 from sophia.cli import endpoints
 from sophia.cli.seed import seed
+from sophia.core.errors import Unavailable
 from sophia.database import Database, keys
 from sophia.database.migrations import migrate
 from sophia.engines import Engines, EngineUrls
@@ -71,7 +72,11 @@ async def run_up(settings: Settings, seed_records: int) -> None:
     async with Engines(settings) as urls:
         settings = settings.model_copy(update=_url_update(urls))
         dev_key = await retry(
-            lambda: prepare_database(settings, seed_records), attempts=5, base_s=0.5, name="prepare"
+            lambda: prepare_database(settings, seed_records),
+            attempts=5,
+            base_s=0.5,
+            retry_on=(Unavailable,),
+            name="prepare",
         )
         port = settings.api_port
         if not port or not _port_free(settings.api_host, port):

@@ -29,6 +29,10 @@ ENGINE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.CannotConnectNowError,
     asyncpg.InterfaceError,
     asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.InsufficientResourcesError,
+    asyncpg.TransactionRollbackError,  # deadlock / serialization failure: retryable, so 503
 )
 """What means "Postgres is unreachable", as opposed to "this statement was wrong"."""
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import os
 import pwd
 import signal
@@ -14,11 +13,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from sophia.shared.logging import get_logger
+from sophia.shared.process import die_with_parent
 from sophia.shared.resilience import backoff_delays
 
 log = get_logger(__name__)
-
-_PR_SET_PDEATHSIG = 1
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -29,11 +27,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child, before exec
-    """In the child: get SIGKILL when the parent dies, so nothing outlives a crashed `sophia up`.
-
-    test_engines_die_with_a_parent_killed_by_sigkill shows it working."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    """In the child: SIGKILL when the parent dies, so nothing outlives a crashed `sophia up`
+    (test_engines_die_with_a_parent_killed_by_sigkill shows it)."""
+    die_with_parent(signal.SIGKILL)
 
 
 class SupervisedProcess:
@@ -81,6 +77,9 @@ class SupervisedProcess:
                 stdout=log_file,
                 stderr=log_file,
                 preexec_fn=_die_with_parent,
+                # Its own session: a terminal's Ctrl-C reaches only `sophia up`, which stops the
+                # API first and the engines after it, instead of every engine at once.
+                start_new_session=True,
                 user=self.user,
                 env={**os.environ, **(self.env or {})},
             )
@@ -110,8 +109,8 @@ class SupervisedProcess:
             await asyncio.sleep(delay)
             try:
                 await self._spawn()
-            except (RuntimeError, TimeoutError, OSError) as error:
-                log.error("engine_restart_failed", engine=self.name, error=str(error))
+            except Exception as error:  # the watcher must outlive any failed restart
+                log.error("engine_restart_failed", engine=self.name, error=repr(error))
 
     def kill(self) -> None:
         """SIGKILL the process (chaos tests); the watcher brings it back."""

@@ -38,6 +38,12 @@ def _representable(value: datetime | None) -> datetime | None:
 CreatedAt = Annotated[AwareDatetime | None, AfterValidator(_representable)]
 
 
+def _storable_data(data: dict[str, Any]) -> dict[str, Any]:
+    """Refuse what PostgreSQL's JSON cannot store faithfully: NaN/Infinity and NUL characters."""
+    _check_storable(data)
+    return data
+
+
 class RecordWrite(BaseModel):
     """The body of `PUT /api/v1/records/{source_system}/{kind}/{external_id}`."""
 
@@ -62,12 +68,7 @@ class RecordWrite(BaseModel):
         None, description="When the source created it (default: now). Kept on later updates."
     )
 
-    @field_validator("data")
-    @classmethod
-    def _storable(cls, data: dict[str, Any]) -> dict[str, Any]:
-        """Refuse what JSON cannot carry faithfully: NaN/Infinity (would become null) and NUL."""
-        _check_storable(data)
-        return data
+    _storable = field_validator("data")(classmethod(lambda cls, data: _storable_data(data)))
 
 
 class RecordLine(BaseModel):
@@ -80,6 +81,8 @@ class RecordLine(BaseModel):
     external_id: str = Field(min_length=1, max_length=EXTERNAL_ID_MAX_LENGTH, pattern=EXTERNAL_ID_PATTERN)
     data: dict[str, Any]
     created_at: CreatedAt = None
+
+    _storable = field_validator("data")(classmethod(lambda cls, data: _storable_data(data)))
 
 
 EXAMPLE_RECORD: dict[str, Any] = {
