@@ -317,3 +317,12 @@ async def test_list_limit_above_page_size_max_is_capped(client, settings):
     page = await list_records(client, source_system=source, limit=settings.page_size_max * 10)
     assert len(page["items"]) == settings.page_size_max
     assert page["next_cursor"] is not None
+
+
+async def test_if_match_and_if_none_match_together_are_refused(client):
+    response = await client.put(
+        f"/api/v1/records/{new_source()}/deal/r-1",
+        json={"data": {}},
+        headers={"If-Match": '"1"', "If-None-Match": "*"},
+    )
+    assert_problem(response, 400)

@@ -21,6 +21,7 @@ from sophia.cache.connection import RedisConnection
 from sophia.database import Database
 from sophia.events.connection import NatsConnection
 from sophia.shared.logging import configure_logging, get_logger
+from sophia.shared.metrics import forget_dead_workers
 from sophia.shared.process import die_with_parent
 from sophia.shared.settings import Settings
 
@@ -63,6 +64,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
+            forget_dead_workers()
+            stack.callback(forget_dead_workers, own_exit=True)
             database = Database(settings)
             await database.open(require_database=False)
             stack.push_async_callback(database.close, settings.shutdown_grace_s)

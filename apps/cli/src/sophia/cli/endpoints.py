@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from sophia.shared.files import write_private
 from sophia.shared.settings import Settings
 
 FILE_NAME = "endpoints.json"
@@ -19,11 +19,8 @@ def path(settings: Settings) -> Path:
 
 def write(settings: Settings, endpoints: dict[str, Any]) -> Path:
     target = path(settings)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_suffix(".tmp")
-    temporary.write_bytes(orjson.dumps(endpoints, option=orjson.OPT_INDENT_2))
-    temporary.chmod(0o600)  # it holds the dev key and the database password
-    os.replace(temporary, target)
+    # It holds the dev key and the database password.
+    write_private(target, orjson.dumps(endpoints, option=orjson.OPT_INDENT_2))
     return target
 
 

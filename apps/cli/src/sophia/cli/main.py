@@ -101,7 +101,7 @@ def refresh_views() -> None:
 
     async def run() -> None:
         async with Database(resolve_settings()) as database, database.connection() as connection:
-            await view_store.refresh_active_deals(connection)
+            await view_store.refresh_active_deals(connection, database.settings.db_maintenance_timeout_s)
 
     asyncio.run(run())
     console.print("Refreshed active_deals_mv.")

@@ -19,6 +19,7 @@ from sophia.database import Database, keys
 from sophia.database.migrations import migrate
 from sophia.engines import Engines, EngineUrls
 from sophia.engines.process import SupervisedProcess, free_port
+from sophia.shared.files import write_private
 from sophia.shared.resilience import retry
 from sophia.shared.settings import Settings
 
@@ -49,8 +50,7 @@ async def prepare_database(settings: Settings, seed_records: int) -> str:
             if key_file.exists() and await keys.find_active(connection, key_file.read_text().strip()):
                 return key_file.read_text().strip()
             _, secret = await keys.create(connection, "dev (sophia up)", "admin")
-        key_file.write_text(secret)
-        key_file.chmod(0o600)
+        write_private(key_file, secret)
         return secret
 
 

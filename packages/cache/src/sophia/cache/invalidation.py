@@ -96,7 +96,10 @@ class InvalidationListener:
                     continue
                 invalidation = Invalidation.decode(message["data"])
                 if invalidation is not None:
-                    self.apply(invalidation)
+                    try:
+                        self.apply(invalidation)
+                    except Exception:  # one bad message must not end the subscription
+                        log.exception("cache_invalidation_failed", channel=self.channel)
         finally:
             with contextlib.suppress(*REDIS_FAILURES):
                 await asyncio.shield(pubsub.aclose())  # type: ignore[no-untyped-call]

@@ -5,11 +5,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
-from uuid import UUID
-
-KNOWN_KINDS = ("deal", "contact", "company", "call", "message", "ticket")
-"""Kinds the demo data and views know; any identifier-shaped kind is accepted."""
 
 IDENTIFIER_PATTERN = r"^[a-z][a-z0-9_\-]{0,62}$"
 """`source_system` and `kind`: lowercase, start with a letter, at most 63 characters."""
@@ -36,25 +31,6 @@ class RecordKey:
 
 
 @dataclass(frozen=True, slots=True)
-class Record:
-    """One row of the unified data catalog."""
-
-    id: UUID
-    source_system: str
-    kind: str
-    external_id: str
-    data: dict[str, Any]
-    created_at: datetime
-    updated_at: datetime
-    version: int
-    deleted_at: datetime | None = None
-
-    @property
-    def key(self) -> RecordKey:
-        return RecordKey(self.source_system, self.kind, self.external_id)
-
-
-@dataclass(frozen=True, slots=True)
 class RecordFilter:
     """What a list of records may be narrowed by; `data` is equality on top-level keys."""
 
@@ -62,11 +38,3 @@ class RecordFilter:
     kind: str | None = None
     updated_since: datetime | None = None
     data: tuple[tuple[str, str], ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class WriteResult:
-    """What a single write did: the record as stored and whether it was new."""
-
-    record: Record
-    created: bool

@@ -52,7 +52,10 @@ class BulkResult:
 
 
 async def bulk_upsert(
-    connection: Connection, rows: AsyncIterable[StagedRow], max_updated_ids: int = 1_000
+    connection: Connection,
+    rows: AsyncIterable[StagedRow],
+    max_updated_ids: int = 1_000,
+    timeout_s: float | None = None,
 ) -> BulkResult:
     """Write every row or none: an exception from `rows` aborts the COPY and the transaction."""
     received = 0
@@ -65,8 +68,10 @@ async def bulk_upsert(
 
     async with connection.transaction():
         await connection.execute(_STAGING)
-        await connection.copy_records_to_table("bulk_staging", records=counted(), columns=STAGING_COLUMNS)
-        result = await connection.fetchrow(_MERGE, max_updated_ids + 1)
+        await connection.copy_records_to_table(
+            "bulk_staging", records=counted(), columns=STAGING_COLUMNS, timeout=timeout_s
+        )
+        result = await connection.fetchrow(_MERGE, max_updated_ids + 1, timeout=timeout_s)
     assert result is not None
     updated_ids = list(result["updated_ids"] or [])
     return BulkResult(received, int(result["created"]), int(result["updated"]), updated_ids)

@@ -41,7 +41,7 @@ class MigrationMismatch(RuntimeError):
     """An applied migration's file changed after it ran."""
 
 
-async def migrate(connection: Connection) -> list[Migration]:
+async def migrate(connection: Connection, timeout_s: float = 600.0) -> list[Migration]:
     """Apply what is missing; safe to run from several processes at once. Returns what it applied."""
     applied_now = []
     await connection.execute("SELECT pg_advisory_lock($1)", LOCK_KEY)
@@ -69,7 +69,7 @@ async def migrate(connection: Connection) -> list[Migration]:
                     )
                 continue
             async with connection.transaction():
-                await connection.execute(migration.sql)
+                await connection.execute(migration.sql, timeout=timeout_s)
                 await connection.execute(
                     "INSERT INTO sophia_core.schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
                     migration.version,

@@ -12,9 +12,11 @@ ACTIVE_DEALS_JSON = """json_build_object(
     'owner_id', d.owner_id, 'updated_at', d.updated_at)::text"""
 
 
-async def refresh_active_deals(connection: Connection) -> None:
+async def refresh_active_deals(connection: Connection, timeout_s: float | None = None) -> None:
     """Rebuild the view without blocking readers (CONCURRENTLY needs its unique index)."""
-    await connection.execute("REFRESH MATERIALIZED VIEW CONCURRENTLY sophia_core.active_deals_mv")
+    await connection.execute(
+        "REFRESH MATERIALIZED VIEW CONCURRENTLY sophia_core.active_deals_mv", timeout=timeout_s
+    )
 
 
 async def active_deals_page(connection: Connection, after: UUID | None, limit: int) -> list[tuple[UUID, str]]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from sophia.engines.process import SupervisedProcess, chown_tree, free_port, unprivileged_user
+from sophia.shared.files import write_private
 
 DATABASE = "sophia"
 SUPERUSER = "sophia"
@@ -63,10 +64,9 @@ class EmbeddedPostgres:
     def _initdb(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if not self.password_file.exists():
-            self.password_file.write_text(secrets.token_urlsafe(24))
-            self.password_file.chmod(0o600)
+            write_private(self.password_file, secrets.token_urlsafe(24))
         pwfile = self.data_dir.parent / ".pwfile-initdb"
-        pwfile.write_text(self.password_file.read_text())
+        write_private(pwfile, self.password_file.read_text())
         if self.user:
             chown_tree(self.data_dir, self.user)
             chown_tree(pwfile, self.user)

@@ -169,6 +169,7 @@ def chown_tree(path: Path, user: str) -> None:
     entry = pwd.getpwnam(user)
     for parent in path.resolve().parents:
         parent.chmod(parent.stat().st_mode | 0o011)
+    os.chown(path, entry.pw_uid, entry.pw_gid)  # a file too (os.walk yields nothing for one)
     for root, dirs, files in os.walk(path):
         os.chown(root, entry.pw_uid, entry.pw_gid)
         for name in dirs + files:

@@ -54,15 +54,17 @@ class Engines:
         return url
 
     async def __aenter__(self) -> EngineUrls:
-        try:
-            database_url, redis_url, nats_url = await asyncio.gather(
-                self._start(self.postgres, self.settings.database_url),
-                self._start(self.valkey, self.settings.redis_url),
-                self._start(self.nats, self.settings.nats_url),
-            )
-        except BaseException:
+        results = await asyncio.gather(
+            self._start(self.postgres, self.settings.database_url),
+            self._start(self.valkey, self.settings.redis_url),
+            self._start(self.nats, self.settings.nats_url),
+            return_exceptions=True,  # let every start finish, so none is left running unstopped
+        )
+        failures = [result for result in results if isinstance(result, BaseException)]
+        if failures:
             await self.stop()
-            raise
+            raise failures[0]
+        database_url, redis_url, nats_url = (str(result) for result in results)
         return EngineUrls(database_url, redis_url, nats_url)
 
     async def stop(self) -> None:

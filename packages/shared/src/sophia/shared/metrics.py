@@ -8,6 +8,7 @@ whichever worker answers, reports the sum over all of them.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -38,6 +39,24 @@ DB_POOL_MAX = Gauge(
     "sophia_db_pool_max_connections", "Most connections the pool may open", multiprocess_mode="livesum"
 )
 INGESTED_RECORDS = Counter("sophia_ingested_records_total", "Records written through the API", ["path"])
+
+
+def forget_dead_workers(own_exit: bool = False) -> None:
+    """Drop the live gauges of workers that are gone (respawned by the server), or this one's."""
+    directory = os.environ.get(MULTIPROCESS_DIR_VARIABLE)
+    if not directory:
+        return
+    if own_exit:
+        multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+        return
+    for file in Path(directory).glob("gauge_live*_*.db"):
+        pid = int(file.stem.rsplit("_", 1)[1])
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+        except PermissionError:  # alive, someone else's
+            continue
 
 
 def render_latest() -> tuple[bytes, str]:

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
         300.0, ge=0, description="Idle seconds before a pooled connection is closed."
     )
     db_command_timeout_s: float = Field(10.0, gt=0, description="Timeout of one SQL command.")
+    db_maintenance_timeout_s: float = Field(
+        600.0, gt=0, description="Timeout of long statements: bulk merges, view refreshes, migrations."
+    )
     db_connect_timeout_s: float = Field(5.0, gt=0, description="Timeout of opening a connection.")
     db_acquire_timeout_s: float = Field(
         2.0, gt=0, description="Wait for a pooled connection before answering 503."

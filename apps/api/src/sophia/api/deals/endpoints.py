@@ -41,5 +41,5 @@ async def active_deals(
 )
 async def refresh_active_deals(state: State, _key: Annotated[object, Depends(require("admin"))]) -> Response:
     async with state.database.connection() as connection:
-        await views.refresh_active_deals(connection)
+        await views.refresh_active_deals(connection, state.settings.db_maintenance_timeout_s)
     return Response(status_code=204)

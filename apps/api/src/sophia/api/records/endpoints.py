@@ -101,6 +101,11 @@ async def put_record(
     if_match: Annotated[str | None, Header(description='Replace only at this version, e.g. "3".')] = None,
     if_none_match: Annotated[str | None, Header(description="`*`: create only, never replace.")] = None,
 ) -> Response:
+    if if_match is not None and if_none_match is not None:
+        raise BadRequest(
+            "Send If-Match (replace a version) or If-None-Match: * (create only), not both.",
+            [FieldError(("header", "If-None-Match"), "conflicts with If-Match")],
+        )
     stored = await service.put_record(
         state.database,
         state.cache,

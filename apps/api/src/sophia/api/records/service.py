@@ -139,7 +139,8 @@ async def bulk_ingest(
                 yield parse_line(number, line)
 
     async with database.connection() as connection:
-        result = await ingest.bulk_upsert(connection, rows(), max_invalidate_keys)
+        timeout_s = database.settings.db_maintenance_timeout_s
+        result = await ingest.bulk_upsert(connection, rows(), max_invalidate_keys, timeout_s)
     INGESTED_RECORDS.labels("bulk").inc(result.received)
     if cache is None:  # no stack running (`sophia up` seeding before the API starts)
         return result
