@@ -19,16 +19,3 @@ def test_logs_are_json_lines_with_bound_context(capsys):
     assert lines[-1]["answer"] == 42
     assert lines[-1]["request_id"] == "abc"
     assert not any(line["event"] == "hidden" for line in lines)
-
-
-def test_private_files_are_owner_only_from_the_start_and_replaced_whole(tmp_path):
-    import stat
-
-    from sophia.shared.files import write_private
-
-    target = tmp_path / "nested" / "secret"
-    write_private(target, "one")
-    write_private(target, b"two")
-    assert target.read_text() == "two"
-    assert stat.S_IMODE(target.stat().st_mode) == 0o600
-    assert [path.name for path in target.parent.iterdir()] == ["secret"]
