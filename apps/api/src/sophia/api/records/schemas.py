@@ -38,6 +38,11 @@ def _representable(value: datetime | None) -> datetime | None:
 CreatedAt = Annotated[AwareDatetime | None, AfterValidator(_representable)]
 
 
+def check_storable(value: Any) -> None:
+    """Raise ValueError for what PostgreSQL's JSON cannot store: NaN/Infinity and NUL characters."""
+    _check_storable(value)
+
+
 def _storable_data(data: dict[str, Any]) -> dict[str, Any]:
     """Refuse what PostgreSQL's JSON cannot store faithfully: NaN/Infinity and NUL characters."""
     _check_storable(data)
@@ -81,8 +86,8 @@ class RecordLine(BaseModel):
     external_id: str = Field(min_length=1, max_length=EXTERNAL_ID_MAX_LENGTH, pattern=EXTERNAL_ID_PATTERN)
     data: dict[str, Any]
     created_at: CreatedAt = None
-
-    _storable = field_validator("data")(classmethod(lambda cls, data: _storable_data(data)))
+    # No storable-data validator here: walking every line's data costs the bulk path ~10 % of its
+    # throughput; `parse_line` checks the raw line instead (strict JSON, and NUL only if present).
 
 
 EXAMPLE_RECORD: dict[str, Any] = {

@@ -6,9 +6,10 @@ from collections.abc import AsyncIterable, AsyncIterator
 from datetime import datetime
 from uuid import UUID
 
+import orjson
 from pydantic import ValidationError
 
-from sophia.api.records.schemas import RecordLine
+from sophia.api.records.schemas import RecordLine, check_storable
 from sophia.cache import CacheResult, Loaded, TieredCache
 from sophia.core.cursor import decode_cursor, encode_cursor, filter_fingerprint
 from sophia.core.errors import FieldError, Invalid
@@ -102,6 +103,25 @@ def _line_too_long(number: int, max_line_bytes: int) -> Invalid:
     )
 
 
+def _check_line_storable(number: int, line: bytes, record: RecordLine) -> None:
+    """What pydantic accepts but PostgreSQL refuses, found cheaply on the raw line."""
+    problem = None
+    try:
+        orjson.loads(line)  # strict JSON: no NaN or Infinity, no number beyond a double
+    except orjson.JSONDecodeError as error:
+        problem = f"not storable JSON ({error})"
+    if problem is None and b"\\u0000" in line:
+        try:
+            check_storable(record.data)
+        except ValueError as error:
+            problem = str(error)
+    if problem is not None:
+        raise Invalid(
+            f"Line {number}, field data: {problem}. Nothing was written.",
+            [FieldError(("line", number, "data"), problem)],
+        )
+
+
 def parse_line(number: int, line: bytes) -> StagedRow:
     """Validate one NDJSON line; `Invalid` names the line and the field."""
     try:
@@ -114,6 +134,7 @@ def parse_line(number: int, line: bytes) -> StagedRow:
             for item in error.errors()
         ]
         raise Invalid(f"Line {number}, field {field}: {first['msg']}. Nothing was written.", errors) from None
+    _check_line_storable(number, line, record)
     return (
         number,
         record.source_system,
