@@ -287,3 +287,37 @@ async def test_a_disabled_cache_calls_the_loader_every_time(
     assert (first.value, second.value) == (b"fresh", b"fresh")
     assert first.etag == second.etag
     assert loader.calls == 2
+
+
+async def test_a_load_overtaken_by_another_process_invalidation_is_not_stored_in_redis(
+    cache: TieredCache, other_process: TieredCache, redis_client: redis.Redis, config: CacheConfig
+) -> None:
+    database_read = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow_old_read() -> bytes:
+        database_read.set()  # the old value is read from the database here ...
+        await release.wait()  # ... and reaches the cache only after the other process's write
+        return b"old"
+
+    loading = asyncio.create_task(other_process.get_or_load("raced", slow_old_read))
+    await database_read.wait()
+    await cache.invalidate(keys=["raced"])  # the writer: committed, then invalidated
+    release.set()
+    assert (await loading).value == b"old"  # its caller still gets what it read
+    assert await redis_client.get(f"{config.key_prefix}value:raced") is None  # but Redis does not keep it
+    fresh = CountingLoader(b"new")
+    assert (await cache.get_or_load("raced", fresh)).value == b"new"
+    assert fresh.calls == 1
+
+
+async def test_redis_refuses_a_value_loaded_before_an_invalidation_and_accepts_one_loaded_after(
+    cache: TieredCache, redis_client: redis.Redis, config: CacheConfig
+) -> None:
+    before = time.time() - 1
+    await cache.l2.delete(["guarded"], ["a-tag"])
+    after = time.time() + 0.001
+    assert await cache.l2.set("guarded", b"old", 60, (), before) is False
+    assert await cache.l2.set("tagged", b"old", 60, ("a-tag",), before) is False
+    assert await cache.l2.set("guarded", b"new", 60, ("a-tag",), after) is True
+    assert await redis_client.get(f"{config.key_prefix}value:guarded") == b"new"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TypeVar
 
@@ -24,6 +25,25 @@ T = TypeVar("T")
 REDIS_FAILURES: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
 
 log = get_logger(__name__)
+
+# Store a value unless it was invalidated after its load began: another process's invalidation may
+# land between this process reading the database and writing Redis, and the old value must not
+# outlive it. Tombstones (set by `delete`) hold the invalidation's time for `tombstone_s`.
+# KEYS: the value key, then tombstones (the value's and each tag's); ARGV: blob, px, load start
+# (epoch ms), then the tag set keys. One Valkey node: the tag keys are not declared as KEYS.
+_GUARDED_SET = """
+for i = 2, #KEYS do
+  local dropped = redis.call('GET', KEYS[i])
+  if dropped and tonumber(dropped) >= tonumber(ARGV[3]) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+for i = 4, #ARGV do
+  redis.call('SADD', ARGV[i], KEYS[1])
+  redis.call('PEXPIRE', ARGV[i], ARGV[2], 'NX')
+  redis.call('PEXPIRE', ARGV[i], ARGV[2], 'GT')
+end
+return 1
+"""
 
 
 class RedisTier:
@@ -46,6 +66,9 @@ class RedisTier:
 
     def tag_key(self, tag: str) -> str:
         return f"{self.config.key_prefix}tag:{tag}"
+
+    def tombstone_key(self, kind: str, name: str) -> str:
+        return f"{self.config.key_prefix}dropped:{kind}:{name}"
 
     async def call(self, operation: str, call: Callable[[redis.Redis], Awaitable[T]]) -> T | None:
         """Run `call` on the client through the breaker with a timeout; None if it could not."""
@@ -78,29 +101,44 @@ class RedisTier:
 
         return await self.call("get", get)
 
-    async def set(self, key: str, blob: bytes, lifetime_s: float, tags: Iterable[str]) -> None:
-        """Store `blob` for `lifetime_s` and add `key` to each tag's set (which lives at least as long)."""
+    async def set(
+        self, key: str, blob: bytes, lifetime_s: float, tags: Iterable[str], loaded_since: float = 0.0
+    ) -> bool | None:
+        """Store `blob` for `lifetime_s` and add `key` to each tag's set (which lives at least as long),
+        unless the key or a tag was invalidated after `loaded_since` (epoch seconds).
+
+        True: stored; False: refused (invalidated meanwhile); None: Redis could not be asked."""
+        tags = tuple(tags)
         milliseconds = max(1, int(lifetime_s * 1000))
-        value_key = self.value_key(key)
+        keys = [
+            self.value_key(key),
+            self.tombstone_key("value", key),
+            *(self.tombstone_key("tag", tag) for tag in tags),
+        ]
+        arguments = [blob, milliseconds, int(loaded_since * 1000), *(self.tag_key(tag) for tag in tags)]
 
-        async def store(client: redis.Redis) -> None:
-            async with client.pipeline(transaction=False) as pipe:
-                pipe.set(value_key, blob, px=milliseconds)
-                for tag in tags:
-                    tag_key = self.tag_key(tag)
-                    pipe.sadd(tag_key, value_key)
-                    pipe.pexpire(tag_key, milliseconds, nx=True)
-                    pipe.pexpire(tag_key, milliseconds, gt=True)
-                await pipe.execute()
+        async def store(client: redis.Redis) -> bool:
+            return bool(await client.eval(_GUARDED_SET, len(keys), *keys, *arguments))  # type: ignore[arg-type]
 
-        await self.call("set", store)
+        return await self.call("set", store)
 
     async def delete(self, keys: Iterable[str], tags: Iterable[str]) -> None:
-        """Delete `keys`, every key in the sets of `tags`, and those sets."""
+        """Delete `keys`, every key in the sets of `tags`, and those sets; leave tombstones behind."""
+        keys, tags = tuple(keys), tuple(tags)
         value_keys = [self.value_key(key) for key in keys]
         tag_keys = [self.tag_key(tag) for tag in tags]
 
+        tombstones = [
+            *(self.tombstone_key("value", key) for key in keys),
+            *(self.tombstone_key("tag", tag) for tag in tags),
+        ]
+
         async def delete(client: redis.Redis) -> None:
+            now_ms = int(time.time() * 1000)
+            async with client.pipeline(transaction=False) as pipe:
+                for tombstone in tombstones:  # first, so a load racing this delete cannot store after it
+                    pipe.set(tombstone, now_ms, px=int(self.config.tombstone_s * 1000))
+                await pipe.execute()
             members: list[bytes | str] = []
             for tag_key in tag_keys:
                 members += await client.smembers(tag_key)

@@ -185,13 +185,14 @@ class TieredCache:
         if stored is not None and (fallback is None or stored.stale_until > fallback.stale_until):
             fallback = stored
         started = time.perf_counter()
+        loaded_since = time.time()  # wall clock: Redis compares it with other processes' invalidations
         try:
             loaded = await loader()
         except NotFound as error:
             CACHE_LOAD_SECONDS.labels("not_found").observe(time.perf_counter() - started)
             negative = TtlClass(self.config.negative_ttl_s)
             entry = make_entry(error.detail.encode(), negative, self._clock(), tags, missing=True)
-            await self._store(key, entry, generation)
+            await self._store(key, entry, generation, loaded_since)
             raise
         except Exception as error:
             CACHE_LOAD_SECONDS.labels("error").observe(time.perf_counter() - started)
@@ -205,14 +206,17 @@ class TieredCache:
         CACHE_LOAD_SECONDS.labels("ok").observe(time.perf_counter() - started)
         value, etag = (loaded.value, loaded.etag) if isinstance(loaded, Loaded) else (loaded, None)
         entry = make_entry(value, policy, self._clock(), tags, etag=etag)
-        await self._store(key, entry, generation)
+        await self._store(key, entry, generation, loaded_since)
         return _result(entry)
 
-    async def _store(self, key: str, entry: Entry, generation: int) -> None:
+    async def _store(self, key: str, entry: Entry, generation: int, loaded_since: float) -> None:
         if not self._keep(key, entry, generation):
             return
         now = self._clock()
-        await self.l2.set(key, encode(entry, now), entry.stale_until - now, entry.tags)
+        lifetime_s = entry.stale_until - now
+        stored = await self.l2.set(key, encode(entry, now), lifetime_s, entry.tags, loaded_since)
+        if stored is False:  # refused: invalidated elsewhere after this load began
+            self.l1.delete(key)
 
     def _keep(self, key: str, entry: Entry, generation: int) -> bool:
         """Put `entry` in L1 unless an invalidation arrived while it was loading."""

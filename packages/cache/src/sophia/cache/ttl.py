@@ -41,6 +41,8 @@ class CacheConfig:
     redis_timeout_s: float = 0.5
     breaker_open_s: float = 1.0
     reconnect_max_s: float = 1.0
+    tombstone_s: float = 30.0
+    """How long an invalidation keeps slower loads (begun before it) out of Redis."""
 
     @property
     def channel(self) -> str:
