@@ -210,14 +210,16 @@ async def test_invalidating_a_tag_drops_its_keys_everywhere(
 
 
 async def test_a_load_overtaken_by_an_invalidation_is_not_kept(cache: TieredCache) -> None:
+    started = asyncio.Event()
     release = asyncio.Event()
 
     async def slow_loader() -> bytes:
+        started.set()
         await release.wait()
         return b"written before the invalidation"
 
     pending = asyncio.create_task(cache.get_or_load("key", slow_loader))
-    await asyncio.sleep(0.01)
+    await started.wait()
     await cache.invalidate(keys=["key"])
     release.set()
     assert (await pending).value == b"written before the invalidation"

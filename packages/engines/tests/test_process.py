@@ -15,7 +15,8 @@ from sophia.engines.process import SupervisedProcess
 IGNORES_SIGTERM = [
     sys.executable,
     "-c",
-    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)",
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ignoring', flush=True);"
+    " time.sleep(120)",
 ]
 
 
@@ -32,10 +33,14 @@ async def always_ready() -> bool:
 
 
 async def test_a_child_that_ignores_the_stop_signal_is_killed_after_the_timeout(tmp_path):
-    process = SupervisedProcess("stubborn", IGNORES_SIGTERM, always_ready, tmp_path / "log")
+    log = tmp_path / "log"
+
+    async def ignoring_sigterm() -> bool:  # ready once its handler is installed
+        return log.exists() and "ignoring" in log.read_text()
+
+    process = SupervisedProcess("stubborn", IGNORES_SIGTERM, ignoring_sigterm, log)
     await process.start()
     pid = process.pid
-    await asyncio.sleep(0.2)  # let the child install its handler before it is asked to stop
     await process.stop(timeout_s=0.5)
     assert not alive(pid)
 
