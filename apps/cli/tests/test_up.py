@@ -24,6 +24,24 @@ def readme_try_it_blocks() -> list[str]:
     return [block for block in blocks if "--fail-with-body" in block]
 
 
+def processes_of(data_dir: Path) -> list[int]:
+    """Pids of live processes started for the stack in `data_dir` (found by their environment)."""
+    marker = f"SOPHIA_DATA_DIR={data_dir}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (
+                marker in (entry / "environ").read_bytes().split(b"\0")
+                and (entry / "stat").read_text().split()[2] != "Z"
+            ):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
 def listening(port: int) -> bool:
     with socket.socket() as probe:
         return probe.connect_ex(("127.0.0.1", port)) == 0
@@ -86,6 +104,7 @@ def test_up_serves_the_readme_examples_and_ctrl_c_stops_everything(tmp_path):
         assert not any(listening(port) for port in ports)
         assert not endpoints_file.exists()
         assert "engine_died" not in (tmp_path / "up.log").read_text()  # stopped in order, not restarted
+        wait_until(lambda: not processes_of(tmp_path), 30, "a process outlived Ctrl-C")
     finally:
         if up.poll() is None:
             up.kill()
@@ -146,6 +165,7 @@ def test_kill_9_of_up_leaves_no_engine_or_api_worker_listening(tmp_path):
         up.kill()
         up.wait(timeout=10)
         wait_until(lambda: not any(listening(port) for port in ports), 30, "something outlived kill -9")
+        wait_until(lambda: not processes_of(tmp_path), 30, "an engine or API worker outlived kill -9")
     finally:
         if up.poll() is None:
             up.kill()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -35,6 +36,8 @@ Errors are RFC 9457 `application/problem+json`.
 
 
 POOL_OBSERVE_INTERVAL_S = 5.0
+SERVER_PID_VARIABLE = "SOPHIA_SERVER_PID"
+"""Set by `sophia.api.server` for its workers: the parent they must not outlive."""
 
 
 async def _observe_pool(database: Database) -> None:
@@ -107,6 +110,10 @@ def factory() -> FastAPI:
     """Entry point for ASGI servers (`--factory`), run in each worker: settings from the environment.
 
     A worker dies with the server process that spawned it, so `kill -9` of `sophia up` (or of
-    the server) leaves no worker holding the port."""
-    die_with_parent(signal.SIGTERM)
+    the server) leaves no worker holding the port. SIGKILL, not SIGTERM: with its supervisor and
+    engines gone too, a draining worker can wait on them for good (seen in the kill -9 test)."""
+    die_with_parent(signal.SIGKILL)
+    server_pid = os.environ.get(SERVER_PID_VARIABLE)
+    if server_pid and os.getppid() != int(server_pid):
+        os._exit(0)  # the server died while this worker was starting: the signal will never come
     return create_app()

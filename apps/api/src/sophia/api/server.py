@@ -21,6 +21,7 @@ MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def serve(settings: Settings) -> None:
+    os.environ["SOPHIA_SERVER_PID"] = str(os.getpid())  # app.SERVER_PID_VARIABLE, read by workers
     if settings.api_workers > 1 and MULTIPROCESS_DIR_VARIABLE not in os.environ:
         metrics_dir = Path(settings.data_dir) / "metrics" / f"api-{os.getpid()}"
         shutil.rmtree(metrics_dir, ignore_errors=True)
