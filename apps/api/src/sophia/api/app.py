@@ -112,8 +112,9 @@ def factory() -> FastAPI:
     A worker dies with the server process that spawned it, so `kill -9` of `sophia up` (or of
     the server) leaves no worker holding the port. SIGKILL, not SIGTERM: with its supervisor and
     engines gone too, a draining worker can wait on them for good (seen in the kill -9 test)."""
-    die_with_parent(signal.SIGKILL)
-    server_pid = os.environ.get(SERVER_PID_VARIABLE)
-    if server_pid and os.getppid() != int(server_pid):
-        os._exit(0)  # the server died while this worker was starting: the signal will never come
+    server_pid = int(os.environ.get(SERVER_PID_VARIABLE, os.getpid()))
+    if server_pid != os.getpid():  # a worker process (one-process servers run the app themselves)
+        die_with_parent(signal.SIGKILL)
+        if os.getppid() != server_pid:
+            os._exit(0)  # the server died while this worker was starting: the signal will never come
     return create_app()
