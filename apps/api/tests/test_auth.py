@@ -8,6 +8,7 @@ import uuid
 
 import httpx
 import pytest
+from app_clients import app_client
 from problem_assertions import assert_problem
 
 from sophia.database import keys
@@ -121,15 +122,11 @@ async def test_operational_routes_need_no_key(anonymous, path):
 
 
 async def test_a_key_of_the_wrong_shape_is_refused_without_asking_the_database(settings):
-    from sophia.api.app import create_app
-
-    app = create_app(settings.model_copy(update={"database_url": "postgresql://sophia:x@127.0.0.1:9/none"}))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
-            wrong_shape = await http.get("/api/v1/records", headers={"Authorization": "Bearer not-a-key"})
-            right_shape = await http.get(
-                "/api/v1/records", headers={"Authorization": "Bearer sk_0123abcd_" + "A" * 43}
-            )
+    down = settings.model_copy(update={"database_url": "postgresql://sophia:x@127.0.0.1:9/none"})
+    async with app_client(down) as http:
+        wrong_shape = await http.get("/api/v1/records", headers={"Authorization": "Bearer not-a-key"})
+        right_shape = await http.get(
+            "/api/v1/records", headers={"Authorization": "Bearer sk_0123abcd_" + "A" * 43}
+        )
     assert_problem(wrong_shape, 401)  # a 401, not the 503 a database lookup would give
     assert right_shape.status_code == 503

@@ -4,9 +4,8 @@ import uuid
 
 import httpx
 import pytest
+from app_clients import app_client
 from live_server import live_server
-
-from sophia.api.app import create_app
 
 NDJSON = {"content-type": "application/x-ndjson"}
 
@@ -86,26 +85,24 @@ async def test_a_bulk_update_invalidates_exactly_the_records_it_changed(client, 
 
 
 async def test_a_bulk_update_too_large_to_name_drops_every_cached_record(settings, api_keys, database):
-    app = create_app(settings.model_copy(update={"cache_invalidate_max_keys": 1}))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        headers = {"Authorization": f"Bearer {api_keys['admin']}"}
-        async with httpx.AsyncClient(transport=transport, base_url="http://t", headers=headers) as client:
-            source = new_source()
-            records = [await put(client, source, f"r-{n}", {"v": 1}) for n in range(3)]
-            bystander = await put(client, new_source(), "b-1", {"v": 1})
-            for record in [*records, bystander]:
-                await client.get(f"/api/v1/records/{record['id']}")
-            await change_behind_the_apis_back(database, bystander["id"], '{"v": "changed in SQL"}')
-            lines = "".join(
-                f'{{"source_system":"{source}","kind":"deal","external_id":"r-{n}","data":{{"v":2}}}}\n'
-                for n in range(2)
-            )
-            result = await client.post("/api/v1/records:bulk", content=lines, headers=NDJSON)
-            assert result.json()["updated"] == 2
-            assert (await client.get(f"/api/v1/records/{records[0]['id']}")).json()["data"] == {"v": 2}
-            reread = await client.get(f"/api/v1/records/{bystander['id']}")
-            assert reread.json()["data"] == {"v": "changed in SQL"}  # dropped with the rest
+    async with app_client(
+        settings.model_copy(update={"cache_invalidate_max_keys": 1}), api_keys["admin"]
+    ) as client:
+        source = new_source()
+        records = [await put(client, source, f"r-{n}", {"v": 1}) for n in range(3)]
+        bystander = await put(client, new_source(), "b-1", {"v": 1})
+        for record in [*records, bystander]:
+            await client.get(f"/api/v1/records/{record['id']}")
+        await change_behind_the_apis_back(database, bystander["id"], '{"v": "changed in SQL"}')
+        lines = "".join(
+            f'{{"source_system":"{source}","kind":"deal","external_id":"r-{n}","data":{{"v":2}}}}\n'
+            for n in range(2)
+        )
+        result = await client.post("/api/v1/records:bulk", content=lines, headers=NDJSON)
+        assert result.json()["updated"] == 2
+        assert (await client.get(f"/api/v1/records/{records[0]['id']}")).json()["data"] == {"v": 2}
+        reread = await client.get(f"/api/v1/records/{bystander['id']}")
+        assert reread.json()["data"] == {"v": "changed in SQL"}  # dropped with the rest
 
 
 @pytest.mark.e2e
@@ -133,13 +130,9 @@ async def test_a_write_on_one_api_process_invalidates_the_other_within_100_ms(se
 
 
 async def test_with_the_cache_disabled_every_read_goes_to_the_database(settings, api_keys, database):
-    app = create_app(settings.model_copy(update={"cache_enabled": False}))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        headers = {"Authorization": f"Bearer {api_keys['admin']}"}
-        async with httpx.AsyncClient(transport=transport, base_url="http://t", headers=headers) as client:
-            record = await put(client, new_source(), "r-1", {"v": 1})
-            await client.get(f"/api/v1/records/{record['id']}")
-            await change_behind_the_apis_back(database, record["id"], '{"v": "changed in SQL"}')
-            reread = await client.get(f"/api/v1/records/{record['id']}")
-            assert reread.json()["data"] == {"v": "changed in SQL"}
+    async with app_client(settings.model_copy(update={"cache_enabled": False}), api_keys["admin"]) as client:
+        record = await put(client, new_source(), "r-1", {"v": 1})
+        await client.get(f"/api/v1/records/{record['id']}")
+        await change_behind_the_apis_back(database, record["id"], '{"v": "changed in SQL"}')
+        reread = await client.get(f"/api/v1/records/{record['id']}")
+        assert reread.json()["data"] == {"v": "changed in SQL"}

@@ -5,12 +5,15 @@ import asyncio
 import asyncpg
 import httpx
 import pytest
+from app_clients import app_client
 
-from sophia.api.app import create_app
 from sophia.database import keys
 from sophia.database.migrations import migrate
+from sophia.engines.nats import EmbeddedNats
 from sophia.engines.postgres import EmbeddedPostgres
 from sophia.engines.valkey import EmbeddedValkey
+
+WELL_FORMED_KEY = "sk_0123abcd_" + "A" * 43
 
 
 async def poll_status(call, want: int, timeout_s: float = 30.0) -> httpx.Response:
@@ -18,13 +21,6 @@ async def poll_status(call, want: int, timeout_s: float = 30.0) -> httpx.Respons
         while (response := await call()).status_code != want:
             await asyncio.sleep(0.1)
     return response
-
-
-async def start_app(settings):
-    app = create_app(settings)
-    lifespan = app.router.lifespan_context(app)
-    await lifespan.__aenter__()
-    return app, lifespan
 
 
 @pytest.mark.chaos
@@ -35,13 +31,9 @@ async def test_postgres_down_answers_503_with_retry_after_then_recovers(tmp_path
     await migrate(connection)
     _, secret = await keys.create(connection, "chaos", "admin")
     await connection.close()
-    app, lifespan = await start_app(
-        settings.model_copy(update={"database_url": url, "breaker_open_s": 0.2, "api_key_cache_ttl_s": 0})
-    )
-    headers = {"Authorization": f"Bearer {secret}"}
-    transport = httpx.ASGITransport(app=app)
+    overrides = {"database_url": url, "breaker_open_s": 0.2, "api_key_cache_ttl_s": 0}
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://t", headers=headers) as client:
+        async with app_client(settings.model_copy(update=overrides), secret) as client:
             created = await client.put("/api/v1/records/chaos/deal/1", json={"data": {"a": 1}})
             assert created.status_code == 201
             record_url = f"/api/v1/records/{created.json()['id']}"
@@ -63,36 +55,25 @@ async def test_postgres_down_answers_503_with_retry_after_then_recovers(tmp_path
             recovered = await poll_status(lambda: client.get(record_url), 200)
             assert recovered.json()["data"] == {"a": 1}
     finally:
-        await lifespan.__aexit__(None, None, None)
         await postgres.stop()
 
 
 @pytest.mark.chaos
 async def test_api_starts_while_postgres_is_down_and_answers_503(settings):
-    app, lifespan = await start_app(
-        settings.model_copy(update={"database_url": "postgresql://sophia:x@127.0.0.1:9/none"})
-    )
-    try:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            response = await client.get(
-                "/api/v1/records", headers={"Authorization": "Bearer sk_0123abcd_" + "A" * 43}
-            )
-            assert response.status_code == 503
-            assert (await client.get("/healthz")).status_code == 200
-    finally:
-        await lifespan.__aexit__(None, None, None)
+    down = settings.model_copy(update={"database_url": "postgresql://sophia:x@127.0.0.1:9/none"})
+    async with app_client(down, WELL_FORMED_KEY) as client:
+        assert (await client.get("/api/v1/records")).status_code == 503
+        assert (await client.get("/healthz")).status_code == 200
 
 
 @pytest.mark.chaos
 async def test_redis_down_is_reported_by_readyz_while_records_keep_working(tmp_path, settings, api_keys):
     valkey = EmbeddedValkey(tmp_path)
     redis_url = await valkey.start()
-    app, lifespan = await start_app(settings.model_copy(update={"redis_url": redis_url}))
-    headers = {"Authorization": f"Bearer {api_keys['admin']}"}
     try:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t", headers=headers) as client:
+        async with app_client(
+            settings.model_copy(update={"redis_url": redis_url}), api_keys["admin"]
+        ) as client:
             assert (await client.get("/readyz")).status_code == 200
             await valkey.stop()
             not_ready = await client.get("/readyz")
@@ -102,7 +83,6 @@ async def test_redis_down_is_reported_by_readyz_while_records_keep_working(tmp_p
             written = await client.put("/api/v1/records/chaos-redis/deal/1", json={"data": {}})
             assert written.status_code in (200, 201)
     finally:
-        await lifespan.__aexit__(None, None, None)
         await valkey.stop()
 
 
@@ -110,15 +90,12 @@ async def test_redis_down_is_reported_by_readyz_while_records_keep_working(tmp_p
 async def test_nats_down_is_reported_by_readyz_while_writes_keep_landing_in_the_outbox(
     tmp_path, settings, api_keys, database
 ):
-    from sophia.engines.nats import EmbeddedNats
-
     nats = EmbeddedNats(tmp_path)
     nats_url = await nats.start()
-    app, lifespan = await start_app(settings.model_copy(update={"nats_url": nats_url}))
-    headers = {"Authorization": f"Bearer {api_keys['admin']}"}
     try:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t", headers=headers) as client:
+        async with app_client(
+            settings.model_copy(update={"nats_url": nats_url}), api_keys["admin"]
+        ) as client:
             assert (await client.get("/readyz")).json()["checks"]["nats"] == "ok"
             await nats.stop()
             not_ready = await client.get("/readyz")
@@ -132,5 +109,4 @@ async def test_nats_down_is_reported_by_readyz_while_writes_keep_landing_in_the_
             )
         assert waiting >= 1
     finally:
-        await lifespan.__aexit__(None, None, None)
         await nats.stop()

@@ -2,7 +2,7 @@ from uuid import UUID
 
 import pytest
 
-from sophia.core.cursor import decode_cursor, encode_cursor, filter_fingerprint
+from sophia.core.cursor import decode_cursor, encode_cursor, filter_fingerprint, split_page
 from sophia.core.errors import Invalid
 
 SOME_ID = UUID("01a211bd-bbc5-7af1-9d97-be433a21b0ea")
@@ -35,3 +35,11 @@ def test_damaged_cursor_is_invalid_not_a_crash(damaged):
 def test_fingerprint_is_stable_and_distinguishes_filters():
     assert filter_fingerprint("a", 1) == filter_fingerprint("a", 1)
     assert filter_fingerprint("a", 1) != filter_fingerprint("a", 2)
+
+
+def test_split_page_keeps_limit_rows_and_points_the_cursor_after_the_last():
+    ids = [UUID(int=n) for n in range(1, 5)]
+    page, cursor = split_page(ids, 3, lambda row: row, "f")
+    assert list(page) == ids[:3]
+    assert decode_cursor(cursor, "f") == ids[2]
+    assert split_page(ids[:3], 3, lambda row: row, "f") == (ids[:3], None)

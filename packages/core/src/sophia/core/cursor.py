@@ -5,11 +5,15 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 from uuid import UUID
 
 from sophia.core.errors import FieldError, Invalid
 
 _VERSION = "1"
+
+T = TypeVar("T")
 
 
 def filter_fingerprint(*parts: object) -> str:
@@ -38,3 +42,13 @@ def decode_cursor(cursor: str, fingerprint: str) -> UUID:
     if version != _VERSION or issued_for != fingerprint:
         raise bad
     return last_id
+
+
+def split_page(
+    rows: Sequence[T], limit: int, id_of: Callable[[T], UUID], fingerprint: str
+) -> tuple[Sequence[T], str | None]:
+    """The page out of `limit + 1` fetched rows, and the cursor of the next page (None at the end)."""
+    if len(rows) <= limit:
+        return rows, None
+    page = rows[:limit]
+    return page, encode_cursor(id_of(page[-1]), fingerprint)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import orjson
 from fastapi import APIRouter, Depends, Query, Response
 
 from sophia.api.auth import require
+from sophia.api.pages import json_page, page_size
 from sophia.api.state import AppState, app_state
-from sophia.core.cursor import decode_cursor, encode_cursor, filter_fingerprint
+from sophia.core.cursor import decode_cursor, filter_fingerprint, split_page
 from sophia.database import views
 
 router = APIRouter(prefix="/api/v1", tags=["deals"])
@@ -24,14 +24,12 @@ async def active_deals(
     limit: Annotated[int | None, Query(ge=1)] = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response:
-    page_size = min(limit or state.settings.page_size_default, state.settings.page_size_max)
+    size = page_size(state.settings, limit)
     after = decode_cursor(cursor, _FINGERPRINT) if cursor else None
     async with state.database.connection() as connection:
-        rows = await views.active_deals_page(connection, after, page_size + 1)
-    next_cursor = encode_cursor(rows[page_size - 1][0], _FINGERPRINT) if len(rows) > page_size else None
-    items = b",".join(json.encode() for _, json in rows[:page_size])
-    body = b'{"items":[' + items + b'],"next_cursor":' + orjson.dumps(next_cursor) + b"}"
-    return Response(body, media_type="application/json")
+        rows = await views.active_deals_page(connection, after, size + 1)
+    page, next_cursor = split_page(rows, size, lambda row: row[0], _FINGERPRINT)
+    return json_page((json for _, json in page), next_cursor)
 
 
 @router.post(

@@ -11,6 +11,7 @@ import orjson
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 
 from sophia.api.auth import authorize, require
+from sophia.api.pages import json_page, page_size
 from sophia.api.problems import BadRequest, UnsupportedMediaType
 from sophia.api.records import service
 from sophia.api.records.schemas import BulkResult, RecordOut, RecordPage, RecordWrite
@@ -222,14 +223,10 @@ async def list_records(
     limit: Annotated[int | None, Query(ge=1)] = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response:
-    settings = state.settings
-    data_filters = _data_filters(request)
-    page_size = min(limit or settings.page_size_default, settings.page_size_max)
-    where = RecordFilter(source_system, kind, updated_since, data_filters)
-    rows, next_cursor = await service.list_records(state.database, where, cursor, page_size)
-    items = b",".join(row.json.encode() for row in rows)
-    body = b'{"items":[' + items + b'],"next_cursor":' + orjson.dumps(next_cursor) + b"}"
-    return Response(body, media_type=JSON)
+    where = RecordFilter(source_system, kind, updated_since, _data_filters(request))
+    size = page_size(state.settings, limit)
+    rows, next_cursor = await service.list_records(state.database, where, cursor, size)
+    return json_page((row.json for row in rows), next_cursor)
 
 
 def _data_filters(request: Request) -> tuple[tuple[str, str], ...]:

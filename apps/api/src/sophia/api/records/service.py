@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from sophia.api.records.schemas import RecordLine, check_storable
 from sophia.cache import CacheResult, Loaded, TieredCache
-from sophia.core.cursor import decode_cursor, encode_cursor, filter_fingerprint
+from sophia.core.cursor import decode_cursor, filter_fingerprint, split_page
 from sophia.core.errors import FieldError, Invalid
 from sophia.core.records import RecordFilter, RecordKey
 from sophia.database import Database, catalog, ingest
@@ -72,10 +72,8 @@ async def list_records(
     after = decode_cursor(cursor, fingerprint) if cursor else None
     async with database.connection() as connection:
         rows = await catalog.list_page(connection, where, after, limit + 1)
-    if len(rows) <= limit:
-        return rows, None
-    page = rows[:limit]
-    return page, encode_cursor(page[-1].id, fingerprint)
+    page, next_cursor = split_page(rows, limit, lambda row: row.id, fingerprint)
+    return list(page), next_cursor
 
 
 async def split_lines(chunks: AsyncIterable[bytes], max_line_bytes: int) -> AsyncIterator[tuple[int, bytes]]:
