@@ -6,7 +6,9 @@ BOOTSTRAP := .sophia/bootstrap
 UV := $(shell command -v uv 2>/dev/null || echo $(BOOTSTRAP)/bin/uv)
 export UV_PYTHON_DOWNLOADS := never
 export UV_LINK_MODE := copy
-PYTEST := $(UV) run --frozen pytest
+# Each tier also has a wall-clock limit, so a hang outside any test (a session teardown) still ends.
+TIER_LIMIT := timeout --kill-after=30 1200
+PYTEST := $(TIER_LIMIT) $(UV) run --frozen pytest
 FAST := -m "not chaos and not load and not e2e"
 
 .PHONY: install tools up test test-fast test-e2e test-chaos test-load lint format bench clean

@@ -4,35 +4,74 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from types import TracebackType
+from typing import Any
 
-import nats
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
 
 from sophia.core.errors import Unavailable
+from sophia.shared.logging import get_logger
+
+log = get_logger(__name__)
 
 
 class NatsConnection:
-    """Owns one nats-py client; `ping` (re)connects if needed and checks JetStream answers."""
+    """Owns one nats-py client; `ping` (re)connects if needed and checks JetStream answers.
+
+    nats-py reconnects in the background while the server is away. Its default error callback logs
+    a full traceback on every attempt (twice a second); here the first error after a connection
+    is a warning line and the rest are debug. A client is closed whole or not dropped at all:
+    closing is shielded from the caller's cancellation (a readiness probe timing out), since a
+    client dropped half-closed keeps reconnecting for the life of the process."""
 
     def __init__(self, url: str, timeout_s: float = 2.0) -> None:
         self.url = url
         self.timeout_s = timeout_s
         self.client: Client | None = None
         self._lock = asyncio.Lock()
+        self._closing: set[asyncio.Task[None]] = set()
+        self._error_logged = False
+
+    async def _on_error(self, client: Client, error: Exception) -> None:
+        if client.is_closed:
+            # nats-py's reconnect loop can outlive `close()` (its cancellation is swallowed
+            # inside a connect attempt); it calls this after every failed attempt, so this ends it.
+            raise asyncio.CancelledError
+        if self._error_logged:
+            log.debug("nats_error", url=self.url, error=repr(error))
+        else:
+            self._error_logged = True
+            log.warning("nats_error", url=self.url, error=repr(error))
+
+    async def _on_disconnected(self) -> None:
+        log.warning("nats_disconnected", url=self.url)
+
+    async def _on_reconnected(self) -> None:
+        self._error_logged = False
+        log.info("nats_reconnected", url=self.url)
 
     async def _connected(self) -> Client:
         async with self._lock:
             if self.client is None or self.client.is_closed:
-                self.client = await nats.connect(
-                    self.url,
-                    connect_timeout=self.timeout_s,
+                client = Client()
+                timing: dict[str, Any] = {  # seconds; nats-py takes floats though it hints int
+                    "connect_timeout": self.timeout_s,
+                    "reconnect_time_wait": 0.5,
+                }
+                await client.connect(
+                    servers=[self.url],
                     allow_reconnect=True,
                     max_reconnect_attempts=-1,
-                    reconnect_time_wait=0.5,
                     name="sophia",
+                    error_cb=functools.partial(self._on_error, client),
+                    disconnected_cb=self._on_disconnected,
+                    reconnected_cb=self._on_reconnected,
+                    **timing,
                 )
+                self.client = client
+                self._error_logged = False
             return self.client
 
     async def ping(self) -> None:
@@ -48,8 +87,15 @@ class NatsConnection:
     async def _close(self) -> None:
         client, self.client = self.client, None
         if client is not None and not client.is_closed:
-            with contextlib.suppress(NatsError, OSError, TimeoutError):
-                await asyncio.wait_for(client.close(), self.timeout_s)
+            closing = asyncio.create_task(self._close_client(client))
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
+        if self._closing:
+            await asyncio.shield(asyncio.gather(*self._closing))
+
+    async def _close_client(self, client: Client) -> None:
+        with contextlib.suppress(NatsError, OSError, TimeoutError):
+            await asyncio.wait_for(client.close(), self.timeout_s)
 
     async def __aenter__(self) -> NatsConnection:
         return self

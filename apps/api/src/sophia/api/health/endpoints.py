@@ -14,6 +14,7 @@ from sophia.core.errors import Unavailable
 from sophia.shared.metrics import render_latest
 
 router = APIRouter(tags=["health"])
+PROBE_BACKSTOP_S = 0.5
 State = Annotated[AppState, Depends(app_state)]
 
 
@@ -23,8 +24,10 @@ async def healthz() -> Response:
 
 
 async def _check(probe: Awaitable[None], timeout_s: float) -> str:
+    """A probe's verdict. Each probe has its own timeout; this outer one, a little longer, is a
+    backstop that must not cut the probe's own clean-up short (a NATS client closed halfway)."""
     try:
-        await asyncio.wait_for(probe, timeout_s)
+        await asyncio.wait_for(probe, timeout_s + PROBE_BACKSTOP_S)
     except Unavailable as error:
         return error.detail
     except TimeoutError:
