@@ -1,5 +1,6 @@
 """GET /api/v1/records/{id} through the tiered cache: hits, validators, and invalidation by writes."""
 
+import asyncio
 import uuid
 
 import httpx
@@ -136,3 +137,88 @@ async def test_with_the_cache_disabled_every_read_goes_to_the_database(settings,
         await change_behind_the_apis_back(database, record["id"], '{"v": "changed in SQL"}')
         reread = await client.get(f"/api/v1/records/{record['id']}")
         assert reread.json()["data"] == {"v": "changed in SQL"}
+
+
+async def list_of(client: httpx.AsyncClient, source: str, **params: object) -> httpx.Response:
+    response = await client.get("/api/v1/records", params={"source_system": source, **params})
+    assert response.status_code == 200, response.text
+    return response
+
+
+async def test_a_list_page_is_cached_with_an_etag_and_answers_304(client, database):
+    source = new_source()
+    record = await put(client, source, "r-1", {"stage": "open"})
+    first = await list_of(client, source)
+    assert first.headers["cache-control"] == "private, max-age=60"
+    await change_behind_the_apis_back(database, record["id"], '{"stage": "changed in SQL"}')
+    second = await list_of(client, source)
+    assert second.content == first.content  # from the cache, not the database
+    etag = second.headers["etag"]
+    not_modified = await client.get(
+        "/api/v1/records", params={"source_system": source}, headers={"If-None-Match": etag}
+    )
+    assert not_modified.status_code == 304
+    assert not_modified.headers["etag"] == etag
+
+
+async def test_a_write_drops_the_lists_it_may_change_and_only_those(client, database):
+    source, elsewhere = new_source(), new_source()
+    await put(client, source, "r-1", {"v": 1})
+    bystander = await put(client, elsewhere, "b-1", {"v": 1})
+    await list_of(client, source)
+    await list_of(client, source, kind="deal")
+    before_elsewhere = await list_of(client, elsewhere)
+    await change_behind_the_apis_back(database, bystander["id"], '{"v": "changed in SQL"}')
+
+    await put(client, source, "r-2", {"v": 1})  # an insert: new ids appear on existing pages
+
+    assert len((await list_of(client, source)).json()["items"]) == 2
+    assert len((await list_of(client, source, kind="deal")).json()["items"]) == 2
+    assert (await list_of(client, elsewhere)).content == before_elsewhere.content  # still cached
+
+
+async def test_a_bulk_insert_and_a_delete_drop_the_lists_covering_them(client):
+    source = new_source()
+    await put(client, source, "r-1", {"v": 1})
+    assert len((await list_of(client, source)).json()["items"]) == 1
+    lines = "".join(
+        f'{{"source_system":"{source}","kind":"deal","external_id":"n-{n}","data":{{}}}}\n' for n in range(3)
+    )
+    assert (await client.post("/api/v1/records:bulk", content=lines, headers=NDJSON)).status_code == 200
+    assert len((await list_of(client, source)).json()["items"]) == 4
+    assert (await client.delete(f"/api/v1/records/{source}/deal/n-0")).status_code == 204
+    assert len((await list_of(client, source)).json()["items"]) == 3
+
+
+async def test_a_bad_cursor_is_refused_every_time_and_never_cached(client):
+    source = new_source()
+    for _ in range(2):
+        response = await client.get("/api/v1/records", params={"source_system": source, "cursor": "bogus"})
+        assert response.status_code == 422
+
+
+async def test_a_clear_reaches_the_other_api_processes_list_pages(settings, api_keys, database):
+    """Two apps (two processes' caches) on one Redis: a bulk too large to name clears both."""
+    narrow = settings.model_copy(update={"cache_invalidate_max_keys": 1})
+    async with (
+        app_client(narrow, api_keys["admin"]) as writer,
+        app_client(narrow, api_keys["admin"]) as reader,
+    ):
+        source = new_source()
+        records = [await put(writer, source, f"r-{n}", {"v": 1}) for n in range(2)]
+        stale_page = await list_of(reader, source)
+        await change_behind_the_apis_back(database, records[0]["id"], '{"v": "changed in SQL"}')
+        lines = "".join(
+            f'{{"source_system":"{source}","kind":"deal","external_id":"r-{n}","data":{{"v":2}}}}\n'
+            for n in range(2)
+        )
+        assert (await writer.post("/api/v1/records:bulk", content=lines, headers=NDJSON)).status_code == 200
+        reader_cache = reader._transport.app.state.sophia.cache  # type: ignore[attr-defined]
+        writer_cache = writer._transport.app.state.sophia.cache  # type: ignore[attr-defined]
+        for _ in range(1000):
+            if reader_cache.l2.epoch == writer_cache.l2.epoch:
+                break
+            await asyncio.sleep(0.001)
+        fresh = await list_of(reader, source)
+        assert fresh.content != stale_page.content
+        assert [item["data"] for item in fresh.json()["items"]] == [{"v": 2}, {"v": 2}]

@@ -75,6 +75,10 @@ async def test_redis_down_is_reported_by_readyz_while_records_keep_working(tmp_p
             settings.model_copy(update={"redis_url": redis_url}), api_keys["admin"]
         ) as client:
             assert (await client.get("/readyz")).status_code == 200
+            cached = await client.put("/api/v1/records/chaos-redis/deal/cached", json={"data": {"v": 1}})
+            cached_url = f"/api/v1/records/{cached.json()['id']}"
+            assert (await client.get(cached_url)).status_code == 200  # now in L1 and L2
+
             await valkey.stop()
             not_ready = await client.get("/readyz")
             assert not_ready.status_code == 503
@@ -82,6 +86,14 @@ async def test_redis_down_is_reported_by_readyz_while_records_keep_working(tmp_p
             assert not_ready.json()["checks"]["postgres"] == "ok"
             written = await client.put("/api/v1/records/chaos-redis/deal/1", json={"data": {}})
             assert written.status_code in (200, 201)
+            reads = [
+                await client.get(url)
+                for url in (cached_url, f"/api/v1/records/{written.json()['id']}", "/api/v1/records")
+                for _ in range(5)
+            ]
+            assert [response.status_code for response in reads] == [200] * 15
+            await client.put("/api/v1/records/chaos-redis/deal/cached", json={"data": {"v": 2}})
+            assert (await client.get(cached_url)).json()["data"] == {"v": 2}  # dropped locally
     finally:
         await valkey.stop()
 
@@ -110,3 +122,47 @@ async def test_nats_down_is_reported_by_readyz_while_writes_keep_landing_in_the_
         assert waiting >= 1
     finally:
         await nats.stop()
+
+
+@pytest.mark.chaos
+async def test_with_postgres_down_a_cached_read_is_served_stale_and_marked(tmp_path, settings):
+    postgres = EmbeddedPostgres(tmp_path, durable=False)
+    url = await postgres.start()
+    connection = await asyncpg.connect(url)
+    await migrate(connection)
+    _, secret = await keys.create(connection, "chaos", "admin")
+    await connection.close()
+    overrides = {"database_url": url, "cache_ttl_api_s": 0.2, "breaker_open_s": 0.2}
+    try:
+        async with app_client(settings.model_copy(update=overrides), secret) as client:
+            created = await client.put("/api/v1/records/chaos-stale/deal/1", json={"data": {"a": 1}})
+            record_url = f"/api/v1/records/{created.json()['id']}"
+            fresh = await client.get(record_url)
+            listed = await client.get("/api/v1/records", params={"source_system": "chaos-stale"})
+            assert "warning" not in fresh.headers
+
+            await postgres.stop()
+            stale = await poll_header(lambda: client.get(record_url), "warning")
+            assert stale.status_code == 200
+            assert stale.headers["warning"] == '110 - "Response is Stale"'
+            assert stale.content == fresh.content
+            assert stale.headers["etag"] == fresh.headers["etag"]
+            stale_list = await client.get("/api/v1/records", params={"source_system": "chaos-stale"})
+            assert stale_list.status_code == 200
+            assert stale_list.content == listed.content
+            never_cached = await client.get("/api/v1/records", params={"source_system": "chaos-other"})
+            assert never_cached.status_code == 503
+
+            await postgres.start()
+            recovered = await poll_status(lambda: client.get("/api/v1/records/" + "0" * 32), 404)
+            assert recovered.headers["content-type"] == "application/problem+json"
+    finally:
+        await postgres.stop()
+
+
+async def poll_header(call, header: str, timeout_s: float = 30.0) -> httpx.Response:
+    """Call until the response carries `header` (a cached value turning stale takes its TTL)."""
+    async with asyncio.timeout(timeout_s):
+        while header not in (response := await call()).headers:
+            await asyncio.sleep(0.05)
+    return response

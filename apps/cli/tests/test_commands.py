@@ -104,3 +104,20 @@ def test_without_a_database_or_a_running_stack_commands_say_what_to_do(tmp_path)
     assert "make up" in str(result.exception) + result.output
     env_result = invoke({"SOPHIA_DATA_DIR": str(tmp_path)}, "env")
     assert "not running" in str(env_result.exception) + env_result.output
+
+
+async def test_views_refresh_drops_the_running_apis_cached_deal_pages(env, app, client):
+    from sophia.cache.catalog import ACTIVE_DEALS_TAG
+
+    cache = app.state.sophia.cache
+    assert (await client.get("/api/v1/deals/active", params={"limit": 1})).status_code == 200
+    assert ACTIVE_DEALS_TAG in cache.l1.tags()
+
+    result = await asyncio.to_thread(invoke, env, "views", "refresh")
+
+    assert result.exit_code == 0, result.output
+    for _ in range(2000):  # the invalidation travels through Redis pub/sub
+        if ACTIVE_DEALS_TAG not in cache.l1.tags():
+            break
+        await asyncio.sleep(0.001)
+    assert ACTIVE_DEALS_TAG not in cache.l1.tags()

@@ -307,7 +307,7 @@ async def test_a_load_overtaken_by_another_process_invalidation_is_not_stored_in
     await cache.invalidate(keys=["raced"])  # the writer: committed, then invalidated
     release.set()
     assert (await loading).value == b"old"  # its caller still gets what it read
-    assert await redis_client.get(f"{config.key_prefix}value:raced") is None  # but Redis does not keep it
+    assert await redis_client.get(cache.l2.value_key("raced")) is None  # but Redis does not keep it
     fresh = CountingLoader(b"new")
     assert (await cache.get_or_load("raced", fresh)).value == b"new"
     assert fresh.calls == 1
@@ -322,4 +322,88 @@ async def test_redis_refuses_a_value_loaded_before_an_invalidation_and_accepts_o
     assert await cache.l2.set("guarded", b"old", 60, (), before) is False
     assert await cache.l2.set("tagged", b"old", 60, ("a-tag",), before) is False
     assert await cache.l2.set("guarded", b"new", 60, ("a-tag",), after) is True
-    assert await redis_client.get(f"{config.key_prefix}value:guarded") == b"new"
+    assert await redis_client.get(cache.l2.value_key("guarded")) == b"new"
+
+
+async def test_a_thousand_misses_in_each_of_two_processes_call_the_loader_once_in_all(
+    cache: TieredCache, other_process: TieredCache
+) -> None:
+    loader = CountingLoader(b"loaded once")
+
+    async def slow_loader() -> bytes:
+        await asyncio.sleep(0.01)  # a query in flight while the other process's misses arrive
+        return await loader()
+
+    results = await asyncio.gather(
+        *(tiered.get_or_load("hot", slow_loader) for tiered in (cache, other_process) for _ in range(1000))
+    )
+    assert {result.value for result in results} == {b"loaded once"}
+    assert loader.calls == 1
+    assert "hot" in cache.l1
+    assert "hot" in other_process.l1
+
+
+async def test_when_the_loading_process_fails_the_waiting_one_loads_itself(
+    cache: TieredCache, other_process: TieredCache
+) -> None:
+    token = "held-by-a-process-that-will-fail"
+    assert await cache.l2.try_lock("contested", token, 5.0) is True
+    loader = CountingLoader(b"loaded by the waiter")
+    waiting = asyncio.create_task(other_process.get_or_load("contested", loader))
+    await eventually(lambda: "contested" in other_process._flights)
+    assert loader.calls == 0
+    await cache.l2.release("contested", token)  # the holder's loader raised: it lets go
+    assert (await waiting).value == b"loaded by the waiter"
+    assert loader.calls == 1
+    assert sample("sophia_cache_lock_waits_total", outcome="released") >= 1
+
+
+async def test_clear_drops_every_tier_in_every_process_without_touching_each_key(
+    cache: TieredCache, other_process: TieredCache, redis_client: redis.Redis
+) -> None:
+    loader = CountingLoader(b"before")
+    for key in ("a", "b"):
+        await cache.get_or_load(key, loader, tags=("t",))
+        await other_process.get_or_load(key, loader)
+    old_key = cache.l2.value_key("a")
+    await cache.clear()
+    assert len(cache.l1) == 0
+    await eventually(lambda: len(other_process.l1) == 0)
+    assert other_process.l2.epoch == cache.l2.epoch == 1
+    assert await redis_client.exists(old_key) == 1  # unreachable now; it lives out its TTL
+    assert loader.calls == 2  # one per key (Redis served the other process)
+    loader.value = b"after"
+    assert (await other_process.get_or_load("a", loader)).value == b"after"
+    assert (await cache.get_or_load("a", loader)).value == b"after"
+    assert loader.calls == 3  # loaded again once, then from Redis's new epoch
+
+
+async def test_a_load_begun_before_a_clear_is_not_stored_in_the_new_epoch(
+    cache: TieredCache, redis_client: redis.Redis
+) -> None:
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow_loader() -> bytes:
+        started.set()
+        await release.wait()
+        return b"read before the clear"
+
+    pending = asyncio.create_task(cache.get_or_load("key", slow_loader))
+    await started.wait()
+    await cache.clear()
+    release.set()
+    await pending
+    assert "key" not in cache.l1
+    assert await redis_client.exists(cache.l2.value_key("key")) == 0
+
+
+async def test_a_process_starting_after_a_clear_reads_the_current_epoch(
+    cache: TieredCache, settings: object, config: CacheConfig
+) -> None:
+    await cache.clear()
+    await cache.clear()
+    client = redis.Redis.from_url(settings.redis_url)  # type: ignore[attr-defined]
+    async with TieredCache(client, config, name="late") as late:
+        assert late.l2.epoch == 2
+    await client.aclose()

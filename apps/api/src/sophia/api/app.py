@@ -47,15 +47,6 @@ async def _observe_pool(database: Database) -> None:
         await asyncio.sleep(POOL_OBSERVE_INTERVAL_S)
 
 
-def cache_config(settings: Settings) -> CacheConfig:
-    return CacheConfig(
-        enabled=settings.cache_enabled,
-        negative_ttl_s=settings.cache_negative_ttl_s,
-        l1_max_bytes=settings.cache_l1_max_bytes,
-        redis_timeout_s=settings.cache_redis_timeout_s,
-    )
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     configure_logging(settings.log_level, settings.log_json)
@@ -81,7 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             observer = asyncio.create_task(_observe_pool(database), name="observe-pool")
             stack.callback(observer.cancel)
             keys = KeyVerifier(database, settings.api_key_cache_ttl_s)
-            config = cache_config(settings)
+            config = CacheConfig.from_settings(settings)
             redis_tier = redis.client if settings.cache_enabled else None
             cache = await stack.enter_async_context(TieredCache(redis_tier, config, name="api"))
             cache_control = f"private, max-age={int(config.ttl_class('api').fresh_s)}"

@@ -1,11 +1,10 @@
-"""Keyset pages over HTTP: the page size a request gets, and the page as JSON bytes."""
+"""Keyset pages: the page size a request gets, and the page as JSON bytes."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
 import orjson
-from starlette.responses import Response
 
 from sophia.shared.settings import Settings
 
@@ -15,8 +14,7 @@ def page_size(settings: Settings, limit: int | None) -> int:
     return min(limit or settings.page_size_default, settings.page_size_max)
 
 
-def json_page(items_json: Iterable[str], next_cursor: str | None) -> Response:
+def json_page(items_json: Iterable[str], next_cursor: str | None) -> bytes:
     """`{"items": [...], "next_cursor": ...}` from items that are already JSON text (no re-encoding)."""
     items = b",".join(item.encode() for item in items_json)
-    body = b'{"items":[' + items + b'],"next_cursor":' + orjson.dumps(next_cursor) + b"}"
-    return Response(body, media_type="application/json")
+    return b'{"items":[' + items + b'],"next_cursor":' + orjson.dumps(next_cursor) + b"}"

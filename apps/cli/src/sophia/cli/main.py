@@ -68,24 +68,14 @@ def seed_command(
     seed: int = typer.Option(42, "--seed", help="Same seed, same data."),
 ) -> None:
     """Load deterministic demo data (HubSpot, Gong, Slack shapes) through the bulk path."""
+    from sophia.cli.caches import running_caches
     from sophia.cli.seed import seed as load
     from sophia.database import Database
 
     settings = resolve_settings()
 
     async def run() -> None:
-        from contextlib import AsyncExitStack
-
-        from sophia.api.app import cache_config
-        from sophia.cache import TieredCache
-        from sophia.cache.connection import RedisConnection
-
-        async with AsyncExitStack() as stack:
-            database = await stack.enter_async_context(Database(settings))
-            cache = None
-            if settings.redis_url:  # a running stack: tell its caches what changed
-                redis = await stack.enter_async_context(RedisConnection(settings.redis_url))
-                cache = await stack.enter_async_context(TieredCache(redis.client, cache_config(settings)))
+        async with Database(settings) as database, running_caches(settings) as cache:
             limit = settings.cache_invalidate_max_keys
             result = await load(database, records, seed, settings.max_line_bytes, cache, limit)
         console.print(f"{result.received} records: {result.created} created, {result.updated} updated.")
@@ -96,12 +86,19 @@ def seed_command(
 @views.command("refresh")
 def refresh_views() -> None:
     """Refresh active_deals_mv CONCURRENTLY (readers are not blocked)."""
+    from sophia.cache.catalog import ACTIVE_DEALS_TAG
+    from sophia.cli.caches import running_caches
     from sophia.database import Database
     from sophia.database import views as view_store
 
+    settings = resolve_settings()
+
     async def run() -> None:
-        async with Database(resolve_settings()) as database, database.connection() as connection:
-            await view_store.refresh_active_deals(connection, database.settings.db_maintenance_timeout_s)
+        async with Database(settings) as database, running_caches(settings) as cache:
+            async with database.connection() as connection:
+                await view_store.refresh_active_deals(connection, settings.db_maintenance_timeout_s)
+            if cache is not None:
+                await cache.invalidate(tags=[ACTIVE_DEALS_TAG])
 
     asyncio.run(run())
     console.print("Refreshed active_deals_mv.")

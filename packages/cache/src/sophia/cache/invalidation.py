@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import redis.asyncio as redis
@@ -19,21 +19,30 @@ log = get_logger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Invalidation:
-    """Keys and tags to drop, and the cache instance that sent it."""
+    """Keys and tags to drop, and the cache instance that sent it; `epoch` set: drop everything,
+    and read Redis in that epoch from now on."""
 
     origin: str
     keys: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
+    epoch: int | None = None
 
     def encode(self) -> bytes:
-        return json.dumps({"origin": self.origin, "keys": self.keys, "tags": self.tags}).encode()
+        body = {"origin": self.origin, "keys": self.keys, "tags": self.tags, "epoch": self.epoch}
+        return json.dumps(body).encode()
 
     @classmethod
     def decode(cls, data: bytes) -> Invalidation | None:
         try:
             body = json.loads(data)
-            return cls(str(body["origin"]), tuple(body["keys"]), tuple(body["tags"]))
-        except (ValueError, KeyError, TypeError):
+            epoch = body.get("epoch")
+            return cls(
+                str(body["origin"]),
+                tuple(body["keys"]),
+                tuple(body["tags"]),
+                None if epoch is None else int(epoch),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError):
             return None
 
 
@@ -42,8 +51,9 @@ class InvalidationListener:
 
     `tried` is set once the first subscription has succeeded or failed; `subscribed` while it holds.
 
-    `on_reconnect` runs after a resubscription that followed a failure: messages sent meanwhile
-    are lost, so the owner should drop what they might have invalidated.
+    `on_subscribed(after_gap)` runs after each successful subscription, before any message is
+    handled; `after_gap` is true after a failure: messages sent meanwhile are lost, so the owner
+    should drop what they might have invalidated.
     """
 
     def __init__(
@@ -51,14 +61,14 @@ class InvalidationListener:
         client: redis.Redis,
         channel: str,
         apply: Callable[[Invalidation], None],
-        on_reconnect: Callable[[], None],
+        on_subscribed: Callable[[bool], Awaitable[None]],
         *,
         reconnect_max_s: float = 1.0,
     ) -> None:
         self.client = client
         self.channel = channel
         self.apply = apply
-        self.on_reconnect = on_reconnect
+        self.on_subscribed = on_subscribed
         self.reconnect_max_s = reconnect_max_s
         self.subscribed = asyncio.Event()
         self.tried = asyncio.Event()
@@ -84,10 +94,11 @@ class InvalidationListener:
         pubsub = self.client.pubsub(ignore_subscribe_messages=True)
         try:
             await pubsub.subscribe(self.channel)
-            if self._failures:
+            after_gap = self._failures > 0
+            if after_gap:
                 self._failures = 0
                 self.reconnects += 1
-                self.on_reconnect()
+            await self.on_subscribed(after_gap)
             self.subscribed.set()
             self.tried.set()
             while True:

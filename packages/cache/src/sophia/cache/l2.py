@@ -46,12 +46,22 @@ return 1
 """
 
 
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
 class RedisTier:
-    """Values under `{prefix}value:{key}`, tag sets under `{prefix}tag:{tag}`."""
+    """Values under `{prefix}{epoch}:value:{key}`, tag sets under `{prefix}{epoch}:tag:{tag}`.
+
+    The epoch (a counter in Redis) clears everything at once: bumping it leaves every old entry
+    unreachable, to expire by its TTL, where deleting them could mean millions of keys."""
 
     def __init__(self, client: redis.Redis | None, config: CacheConfig) -> None:
         self.client = client
         self.config = config
+        self.epoch = 0
         self.breaker = CircuitBreaker(
             "redis-cache",
             failure_rate=0.5,
@@ -61,14 +71,43 @@ class RedisTier:
             failure_types=REDIS_FAILURES,
         )
 
-    def value_key(self, key: str) -> str:
-        return f"{self.config.key_prefix}value:{key}"
+    def _namespace(self, epoch: int | None) -> str:
+        return f"{self.config.key_prefix}{self.epoch if epoch is None else epoch}:"
 
-    def tag_key(self, tag: str) -> str:
-        return f"{self.config.key_prefix}tag:{tag}"
+    def value_key(self, key: str, epoch: int | None = None) -> str:
+        return f"{self._namespace(epoch)}value:{key}"
 
-    def tombstone_key(self, kind: str, name: str) -> str:
-        return f"{self.config.key_prefix}dropped:{kind}:{name}"
+    def tag_key(self, tag: str, epoch: int | None = None) -> str:
+        return f"{self._namespace(epoch)}tag:{tag}"
+
+    def tombstone_key(self, kind: str, name: str, epoch: int | None = None) -> str:
+        return f"{self._namespace(epoch)}dropped:{kind}:{name}"
+
+    @property
+    def epoch_key(self) -> str:
+        return f"{self.config.key_prefix}epoch"
+
+    async def load_epoch(self) -> int | None:
+        """Adopt the epoch Redis holds (a newer one only); None if Redis could not be asked."""
+
+        async def read(client: redis.Redis) -> int:
+            return int(await client.get(self.epoch_key) or 0)
+
+        epoch = await self.call("epoch", read)
+        if epoch is not None:
+            self.epoch = max(self.epoch, epoch)
+        return epoch
+
+    async def bump_epoch(self) -> int | None:
+        """Start a new epoch (everything stored so far unreachable); None if Redis could not be asked."""
+
+        async def bump(client: redis.Redis) -> int:
+            return int(await client.incr(self.epoch_key))
+
+        epoch = await self.call("epoch", bump)
+        if epoch is not None:
+            self.epoch = max(self.epoch, epoch)
+        return epoch
 
     async def call(self, operation: str, call: Callable[[redis.Redis], Awaitable[T]]) -> T | None:
         """Run `call` on the client through the breaker with a timeout; None if it could not."""
@@ -102,25 +141,64 @@ class RedisTier:
         return await self.call("get", get)
 
     async def set(
-        self, key: str, blob: bytes, lifetime_s: float, tags: Iterable[str], loaded_since: float = 0.0
+        self,
+        key: str,
+        blob: bytes,
+        lifetime_s: float,
+        tags: Iterable[str],
+        loaded_since: float = 0.0,
+        epoch: int | None = None,
     ) -> bool | None:
         """Store `blob` for `lifetime_s` and add `key` to each tag's set (which lives at least as long),
-        unless the key or a tag was invalidated after `loaded_since` (epoch seconds).
+        unless the key or a tag was invalidated after `loaded_since` (epoch seconds). `epoch`: the
+        one the load began in (a value loaded before a clear lands in the old, unread namespace).
 
         True: stored; False: refused (invalidated meanwhile); None: Redis could not be asked."""
         tags = tuple(tags)
         milliseconds = max(1, int(lifetime_s * 1000))
         keys = [
-            self.value_key(key),
-            self.tombstone_key("value", key),
-            *(self.tombstone_key("tag", tag) for tag in tags),
+            self.value_key(key, epoch),
+            self.tombstone_key("value", key, epoch),
+            *(self.tombstone_key("tag", tag, epoch) for tag in tags),
         ]
-        arguments = [blob, milliseconds, int(loaded_since * 1000), *(self.tag_key(tag) for tag in tags)]
+        tag_keys = (self.tag_key(tag, epoch) for tag in tags)
+        arguments = [blob, milliseconds, int(loaded_since * 1000), *tag_keys]
 
         async def store(client: redis.Redis) -> bool:
             return bool(await client.eval(_GUARDED_SET, len(keys), *keys, *arguments))  # type: ignore[arg-type]
 
         return await self.call("set", store)
+
+    def lock_key(self, key: str) -> str:
+        return f"{self._namespace(None)}loading:{key}"
+
+    async def try_lock(self, key: str, token: str, lock_s: float) -> bool | None:
+        """Claim the right to load `key` for `lock_s`: True claimed, False another process holds
+        it, None Redis could not be asked."""
+
+        async def claim(client: redis.Redis) -> bool:
+            return bool(await client.set(self.lock_key(key), token, nx=True, px=max(1, int(lock_s * 1000))))
+
+        return await self.call("lock", claim)
+
+    async def release(self, key: str, token: str) -> None:
+        """Give the claim back if it is still ours (it may have expired and passed on)."""
+
+        async def release(client: redis.Redis) -> None:
+            await client.eval(_RELEASE, 1, self.lock_key(key), token)
+
+        await self.call("unlock", release)
+
+    async def get_or_loading(self, key: str) -> tuple[bytes | None, bool]:
+        """The stored value of `key` and whether another process still claims to be loading it;
+        (None, False) when Redis cannot be asked."""
+
+        async def read(client: redis.Redis) -> tuple[bytes | None, bool]:
+            value, claim = await client.mget(self.value_key(key), self.lock_key(key))
+            return (value if isinstance(value, bytes) else None), claim is not None
+
+        answer = await self.call("get", read)
+        return answer if answer is not None else (None, False)
 
     async def delete(self, keys: Iterable[str], tags: Iterable[str]) -> None:
         """Delete `keys`, every key in the sets of `tags`, and those sets; leave tombstones behind."""

@@ -24,6 +24,11 @@ CACHE_REDIS_FAILURES = Counter(
     "Redis calls skipped or failed (the cache went on without L2)",
     ["operation"],
 )
+CACHE_LOCK_WAITS = Counter(
+    "sophia_cache_lock_waits_total",
+    "Misses that waited for another process's loader, by outcome (value, released, timeout)",
+    ["outcome"],
+)
 CACHE_INVALIDATIONS = Counter(
     "sophia_cache_invalidations_total", "Invalidation messages applied, by origin", ["origin"]
 )

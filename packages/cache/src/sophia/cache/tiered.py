@@ -28,6 +28,7 @@ from sophia.cache.metrics import (
     CACHE_INVALIDATIONS,
     CACHE_L1_BYTES,
     CACHE_LOAD_SECONDS,
+    CACHE_LOCK_WAITS,
     CACHE_MISSES,
     CACHE_STALE_SERVES,
 )
@@ -36,6 +37,9 @@ from sophia.core.errors import NotFound, SophiaError, Unavailable
 from sophia.shared.logging import get_logger
 
 Loader = Callable[[], Awaitable[bytes | Loaded]]
+
+LOCK_POLL_FIRST_S = 0.002
+LOCK_POLL_MAX_S = 0.05
 
 log = get_logger(__name__)
 
@@ -80,7 +84,7 @@ class TieredCache:
                 redis_client,
                 self.config.channel,
                 self._apply,
-                self._forget_everything,
+                self._on_subscribed,
                 reconnect_max_s=self.config.reconnect_max_s,
             )
 
@@ -153,6 +157,17 @@ class TieredCache:
         await self.l2.delete(invalidation.keys, invalidation.tags)
         await self.l2.publish(invalidation.encode())
 
+    async def clear(self) -> None:
+        """Drop everything: here at once, in Redis by starting a new epoch, and in every process.
+
+        O(1) however much is cached (a write touching too many entries to name uses this). With
+        Redis down only this process's L1 is dropped; other processes drop theirs when their
+        subscription comes back, and Redis's old entries live out their TTL."""
+        self._forget_everything("cleared")
+        epoch = await self.l2.bump_epoch()
+        if epoch is not None:
+            await self.l2.publish(Invalidation(self.origin, epoch=epoch).encode())
+
     def _flight(
         self, key: str, loader: Loader, policy: TtlClass, tags: tuple[str, ...], fallback: Entry | None
     ) -> asyncio.Task[CacheResult]:
@@ -173,7 +188,7 @@ class TieredCache:
     async def _fill(
         self, key: str, loader: Loader, policy: TtlClass, tags: tuple[str, ...], fallback: Entry | None
     ) -> CacheResult:
-        generation = self._generation
+        generation, epoch = self._generation, self.l2.epoch
         blob = await self.l2.get(key)
         now = self._clock()
         stored = decode(blob, now) if blob is not None else None
@@ -184,6 +199,56 @@ class TieredCache:
         CACHE_MISSES.labels("l2").inc()
         if stored is not None and (fallback is None or stored.stale_until > fallback.stale_until):
             fallback = stored
+        token = uuid.uuid4().hex
+        claimed = await self.l2.try_lock(key, token, self.config.lock_s) if self.config.lock_s > 0 else None
+        if claimed is False:  # another process is loading it: its value beats a second query
+            other = await self._await_other_loader(key)
+            if other is not None:
+                self._keep(key, other, generation)
+                return _result(other)
+        elif claimed:  # the claim may follow another's release: its value may be there now
+            blob = await self.l2.get(key)
+            now = self._clock()
+            stored = decode(blob, now) if blob is not None else None
+            if stored is not None and now < stored.fresh_until:
+                await self.l2.release(key, token)
+                self._keep(key, stored, generation)
+                return _result(stored)
+        try:
+            return await self._load(key, loader, policy, tags, fallback, generation, epoch)
+        finally:
+            if claimed:
+                await self.l2.release(key, token)
+
+    async def _await_other_loader(self, key: str) -> Entry | None:
+        """The fresh value another process is loading, polled from Redis until its claim ends."""
+        deadline = time.monotonic() + self.config.lock_s
+        delay = LOCK_POLL_FIRST_S
+        while time.monotonic() < deadline:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, LOCK_POLL_MAX_S)
+            blob, loading = await self.l2.get_or_loading(key)
+            now = self._clock()
+            entry = decode(blob, now) if blob is not None else None
+            if entry is not None and now < entry.fresh_until:
+                CACHE_LOCK_WAITS.labels("value").inc()
+                return entry
+            if not loading:  # it failed, or Redis went away: load here
+                CACHE_LOCK_WAITS.labels("released").inc()
+                return None
+        CACHE_LOCK_WAITS.labels("timeout").inc()
+        return None
+
+    async def _load(
+        self,
+        key: str,
+        loader: Loader,
+        policy: TtlClass,
+        tags: tuple[str, ...],
+        fallback: Entry | None,
+        generation: int,
+        epoch: int,
+    ) -> CacheResult:
         started = time.perf_counter()
         loaded_since = time.time()  # wall clock: Redis compares it with other processes' invalidations
         try:
@@ -192,7 +257,7 @@ class TieredCache:
             CACHE_LOAD_SECONDS.labels("not_found").observe(time.perf_counter() - started)
             negative = TtlClass(self.config.negative_ttl_s)
             entry = make_entry(error.detail.encode(), negative, self._clock(), tags, missing=True)
-            await self._store(key, entry, generation, loaded_since)
+            await self._store(key, entry, generation, epoch, loaded_since)
             raise
         except Exception as error:
             CACHE_LOAD_SECONDS.labels("error").observe(time.perf_counter() - started)
@@ -206,15 +271,16 @@ class TieredCache:
         CACHE_LOAD_SECONDS.labels("ok").observe(time.perf_counter() - started)
         value, etag = (loaded.value, loaded.etag) if isinstance(loaded, Loaded) else (loaded, None)
         entry = make_entry(value, policy, self._clock(), tags, etag=etag)
-        await self._store(key, entry, generation, loaded_since)
+        await self._store(key, entry, generation, epoch, loaded_since)
         return _result(entry)
 
-    async def _store(self, key: str, entry: Entry, generation: int, loaded_since: float) -> None:
+    async def _store(self, key: str, entry: Entry, generation: int, epoch: int, loaded_since: float) -> None:
         if not self._keep(key, entry, generation):
             return
         now = self._clock()
         lifetime_s = entry.stale_until - now
-        stored = await self.l2.set(key, encode(entry, now), lifetime_s, entry.tags, loaded_since)
+        blob = encode(entry, now)
+        stored = await self.l2.set(key, blob, lifetime_s, entry.tags, loaded_since, epoch)
         if stored is False:  # refused: invalidated elsewhere after this load began
             self.l1.delete(key)
 
@@ -240,11 +306,22 @@ class TieredCache:
         if invalidation.origin == self.origin:
             return
         CACHE_INVALIDATIONS.labels("remote").inc()
-        self._drop(invalidation)
+        if invalidation.epoch is not None:
+            self.l2.epoch = max(self.l2.epoch, invalidation.epoch)
+            self._forget_everything("cleared")
+        else:
+            self._drop(invalidation)
 
-    def _forget_everything(self) -> None:
-        """After a gap in the subscription: invalidations may have been missed, so drop L1."""
-        log.warning("cache_l1_dropped_after_reconnect", cache=self.name, entries=len(self.l1))
+    async def _on_subscribed(self, after_gap: bool) -> None:
+        """Catch up with the epoch; after a gap, drop L1 too (invalidations may have been missed)."""
+        before = self.l2.epoch
+        await self.l2.load_epoch()
+        if after_gap or self.l2.epoch != before:
+            self._forget_everything("resubscribed" if after_gap else "cleared")
+
+    def _forget_everything(self, reason: str) -> None:
+        if len(self.l1):
+            log.info("cache_l1_dropped", cache=self.name, entries=len(self.l1), reason=reason)
         self._generation += 1
         self.l1.clear()
         CACHE_L1_BYTES.labels(self.name).set(0)

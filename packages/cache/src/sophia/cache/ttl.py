@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from sophia.shared.settings import Settings
+
 
 @dataclass(frozen=True, slots=True)
 class TtlClass:
@@ -43,6 +45,29 @@ class CacheConfig:
     reconnect_max_s: float = 1.0
     tombstone_s: float = 30.0
     """How long an invalidation keeps slower loads (begun before it) out of Redis."""
+    lock_s: float = 2.0
+    """Cross-process stampede protection: on a miss in both tiers one process loads, under a Redis
+    lock held at most this long, while the others wait for its value (0: each process loads)."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CacheConfig:
+        """The `SOPHIA_CACHE_*` knobs; stale-while-revalidate windows are a sixth of freshness."""
+
+        def ttl_class(fresh_s: float) -> TtlClass:
+            return TtlClass(fresh_s, fresh_s / 6, settings.cache_stale_if_error_s)
+
+        return cls(
+            enabled=settings.cache_enabled,
+            ttl_classes={
+                "session": ttl_class(settings.cache_ttl_session_s),
+                "api": ttl_class(settings.cache_ttl_api_s),
+                "static": ttl_class(settings.cache_ttl_static_s),
+            },
+            negative_ttl_s=settings.cache_negative_ttl_s,
+            l1_max_bytes=settings.cache_l1_max_bytes,
+            redis_timeout_s=settings.cache_redis_timeout_s,
+            lock_s=settings.cache_lock_s,
+        )
 
     @property
     def channel(self) -> str:

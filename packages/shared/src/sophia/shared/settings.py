@@ -68,10 +68,25 @@ class Settings(BaseSettings):
     cache_l1_max_bytes: int = Field(
         64 * 1024 * 1024, ge=0, description="Bytes of responses each API process keeps in memory (L1)."
     )
+    cache_ttl_session_s: float = Field(300.0, gt=0, description="Freshness of the `session` TTL class.")
+    cache_ttl_api_s: float = Field(
+        60.0, gt=0, description="Freshness of the `api` class: records, pages, views (and HTTP max-age)."
+    )
+    cache_ttl_static_s: float = Field(3600.0, gt=0, description="Freshness of the `static` class.")
+    cache_stale_if_error_s: float = Field(
+        300.0,
+        ge=0,
+        description="How long past freshness a value is served, marked stale, while its source fails.",
+    )
+    cache_lock_s: float = Field(
+        2.0,
+        ge=0,
+        description="Cross-process stampede lock: how long other processes wait for one loader (0: off).",
+    )
     cache_negative_ttl_s: float = Field(5.0, ge=0, description="How long a 404 is cached.")
     cache_redis_timeout_s: float = Field(0.5, gt=0, description="Timeout of one cache call to Redis (L2).")
     cache_invalidate_max_keys: int = Field(
-        1_000, ge=1, description="A bulk write updating more records drops every cached record instead."
+        1_000, ge=1, description="A bulk write updating more records clears the whole cache instead."
     )
 
     breaker_failure_rate: float = Field(

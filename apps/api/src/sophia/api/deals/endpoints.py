@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from sophia.api.auth import require
+from sophia.api.http_cache import cached_response
 from sophia.api.pages import json_page, page_size
 from sophia.api.state import AppState, app_state
+from sophia.cache.catalog import ACTIVE_DEALS_TAG, active_deals_key
 from sophia.core.cursor import decode_cursor, filter_fingerprint, split_page
 from sophia.database import views
 
@@ -19,6 +21,7 @@ _FINGERPRINT = filter_fingerprint("active_deals")
 
 @router.get("/deals/active", summary="Open deals (from the active_deals_mv view), in pages")
 async def active_deals(
+    request: Request,
     state: State,
     _key: Annotated[object, Depends(require("read"))],
     limit: Annotated[int | None, Query(ge=1)] = None,
@@ -26,10 +29,16 @@ async def active_deals(
 ) -> Response:
     size = page_size(state.settings, limit)
     after = decode_cursor(cursor, _FINGERPRINT) if cursor else None
-    async with state.database.connection() as connection:
-        rows = await views.active_deals_page(connection, after, size + 1)
-    page, next_cursor = split_page(rows, size, lambda row: row[0], _FINGERPRINT)
-    return json_page((json for _, json in page), next_cursor)
+
+    async def load() -> bytes:
+        async with state.database.connection() as connection:
+            rows = await views.active_deals_page(connection, after, size + 1)
+        page, next_cursor = split_page(rows, size, lambda row: row[0], _FINGERPRINT)
+        return json_page((json for _, json in page), next_cursor)
+
+    key = active_deals_key(cursor, size)
+    cached = await state.cache.get_or_load(key, load, "api", tags=(ACTIVE_DEALS_TAG,))
+    return cached_response(request, cached, state.cache_control)
 
 
 @router.post(
@@ -40,4 +49,5 @@ async def active_deals(
 async def refresh_active_deals(state: State, _key: Annotated[object, Depends(require("admin"))]) -> Response:
     async with state.database.connection() as connection:
         await views.refresh_active_deals(connection, state.settings.db_maintenance_timeout_s)
+    await state.cache.invalidate(tags=[ACTIVE_DEALS_TAG])
     return Response(status_code=204)

@@ -11,7 +11,8 @@ import orjson
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 
 from sophia.api.auth import authorize, require
-from sophia.api.pages import json_page, page_size
+from sophia.api.http_cache import JSON, cached_response
+from sophia.api.pages import page_size
 from sophia.api.problems import BadRequest, UnsupportedMediaType
 from sophia.api.records import service
 from sophia.api.records.schemas import BulkResult, RecordOut, RecordPage, RecordWrite
@@ -44,7 +45,6 @@ NDJSON_TYPES = {
     "application/jsonl",
     "application/json-lines",
 }
-JSON = "application/json"
 VERSION_TAG = re.compile(r"[0-9]{1,18}")
 
 
@@ -62,13 +62,6 @@ def _parse_if_match(value: str | None) -> int | None:
             [FieldError(("header", "If-Match"), "not a record version ETag")],
         )
     return int(tag)
-
-
-def _matches(if_none_match: str | None, etag: str) -> bool:
-    """RFC 9110 weak comparison of an If-None-Match list against our ETag."""
-    if not if_none_match:
-        return False
-    return any(tag.strip().removeprefix("W/") in (etag, "*") for tag in if_none_match.split(","))
 
 
 def _parse_if_none_match(value: str | None) -> bool:
@@ -195,13 +188,7 @@ async def get_record(record_id: UUID, request: Request) -> Response:
     state: AppState = request.app.state.sophia
     await authorize(request, "read")
     cached = await service.get_record(state.database, state.cache, record_id)
-    etag = f'"{cached.etag}"'
-    headers = {"ETag": etag, "Cache-Control": state.cache_control}
-    if cached.stale:
-        headers["Warning"] = '110 - "Response is Stale"'
-    if _matches(request.headers.get("if-none-match"), etag):
-        return Response(status_code=304, headers=headers)
-    return Response(cached.value, media_type=JSON, headers=headers)
+    return cached_response(request, cached, state.cache_control)
 
 
 @router.get(
@@ -225,8 +212,8 @@ async def list_records(
 ) -> Response:
     where = RecordFilter(source_system, kind, updated_since, _data_filters(request))
     size = page_size(state.settings, limit)
-    rows, next_cursor = await service.list_records(state.database, where, cursor, size)
-    return json_page((row.json for row in rows), next_cursor)
+    cached = await service.list_records(state.database, state.cache, where, cursor, size)
+    return cached_response(request, cached, state.cache_control)
 
 
 def _data_filters(request: Request) -> tuple[tuple[str, str], ...]:

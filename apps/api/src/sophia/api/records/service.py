@@ -9,8 +9,10 @@ from uuid import UUID
 import orjson
 from pydantic import ValidationError
 
+from sophia.api.pages import json_page
 from sophia.api.records.schemas import RecordLine, check_storable
 from sophia.cache import CacheResult, Loaded, TieredCache
+from sophia.cache.catalog import catalog_changed, list_key, list_tags, record_key
 from sophia.core.cursor import decode_cursor, filter_fingerprint, split_page
 from sophia.core.errors import FieldError, Invalid
 from sophia.core.records import RecordFilter, RecordKey
@@ -18,13 +20,6 @@ from sophia.database import Database, catalog, ingest
 from sophia.database.catalog import StoredRecord
 from sophia.database.ingest import BulkResult, StagedRow
 from sophia.shared.metrics import INGESTED_RECORDS
-
-RECORDS_TAG = "records"
-"""Every cached record carries it: a bulk write touching too many to name drops them all."""
-
-
-def record_key(record_id: UUID) -> str:
-    return f"record:{record_id}"
 
 
 async def put_record(
@@ -42,14 +37,14 @@ async def put_record(
             connection, key, data, created_at, if_match=if_match, create_only=create_only
         )
     INGESTED_RECORDS.labels("single").inc()
-    await cache.invalidate(keys=[record_key(stored.id)])
+    await catalog_changed(cache, [stored.id], [(key.source_system, key.kind)], max_keys=1)
     return stored
 
 
 async def delete_record(database: Database, cache: TieredCache, key: RecordKey, if_match: int | None) -> int:
     async with database.connection() as connection:
         record_id, version = await catalog.soft_delete(connection, key, if_match)
-    await cache.invalidate(keys=[record_key(record_id)])
+    await catalog_changed(cache, [record_id], [(key.source_system, key.kind)], max_keys=1)
     return version
 
 
@@ -61,19 +56,24 @@ async def get_record(database: Database, cache: TieredCache, record_id: UUID) ->
             stored = await catalog.get(connection, record_id)
         return Loaded(stored.json.encode(), str(stored.version))
 
-    return await cache.get_or_load(record_key(record_id), load, "api", tags=(RECORDS_TAG,))
+    return await cache.get_or_load(record_key(record_id), load, "api")
 
 
 async def list_records(
-    database: Database, where: RecordFilter, cursor: str | None, limit: int
-) -> tuple[list[StoredRecord], str | None]:
-    """One page in id order (stable under concurrent inserts) and the cursor of the next."""
+    database: Database, cache: TieredCache, where: RecordFilter, cursor: str | None, limit: int
+) -> CacheResult:
+    """One page in id order (stable under concurrent inserts) with the cursor of the next, as the
+    response's JSON, from the cache when it holds it."""
     fingerprint = filter_fingerprint(where)
-    after = decode_cursor(cursor, fingerprint) if cursor else None
-    async with database.connection() as connection:
-        rows = await catalog.list_page(connection, where, after, limit + 1)
-    page, next_cursor = split_page(rows, limit, lambda row: row.id, fingerprint)
-    return list(page), next_cursor
+    after = decode_cursor(cursor, fingerprint) if cursor else None  # a bad cursor is never cached
+
+    async def load() -> bytes:
+        async with database.connection() as connection:
+            rows = await catalog.list_page(connection, where, after, limit + 1)
+        page, next_cursor = split_page(rows, limit, lambda row: row.id, fingerprint)
+        return json_page((row.json for row in page), next_cursor)
+
+    return await cache.get_or_load(list_key(where, cursor, limit), load, "api", tags=list_tags(where))
 
 
 async def split_lines(chunks: AsyncIterable[bytes], max_line_bytes: int) -> AsyncIterator[tuple[int, bytes]]:
@@ -152,10 +152,14 @@ async def bulk_ingest(
 ) -> BulkResult:
     """All lines or none: a bad line anywhere aborts the whole batch."""
 
+    scopes: set[tuple[str, str]] = set()
+
     async def rows() -> AsyncIterator[StagedRow]:
         async for number, line in split_lines(chunks, max_line_bytes):
             if line.strip():
-                yield parse_line(number, line)
+                row = parse_line(number, line)
+                scopes.add((row[1], row[2]))
+                yield row
 
     async with database.connection() as connection:
         timeout_s = database.settings.db_maintenance_timeout_s
@@ -163,8 +167,10 @@ async def bulk_ingest(
     INGESTED_RECORDS.labels("bulk").inc(result.received)
     if cache is None:  # no stack running (`sophia up` seeding before the API starts)
         return result
+    # Created records are new ids nothing can have cached, but they change lists; `updated_ids`
+    # holds at most `max_invalidate_keys` ids, so past that, `updated` says to clear everything.
     if result.updated > max_invalidate_keys:
-        await cache.invalidate(tags=[RECORDS_TAG])
-    elif result.updated_ids:  # created records are new ids: nothing can have cached them
-        await cache.invalidate(keys=[record_key(record_id) for record_id in result.updated_ids])
+        await cache.clear()
+    else:
+        await catalog_changed(cache, result.updated_ids, scopes, max_keys=max_invalidate_keys)
     return result
