@@ -9,6 +9,7 @@ from prometheus_client import REGISTRY
 from sophia.cache import CacheConfig, Loaded, TieredCache, TtlClass
 from sophia.cache.invalidation import Invalidation
 from sophia.core.errors import Invalid, NotFound
+from sophia.shared.resilience import BreakerState
 
 from .conftest import Clock, CountingLoader
 
@@ -407,3 +408,52 @@ async def test_a_process_starting_after_a_clear_reads_the_current_epoch(
     async with TieredCache(client, config, name="late") as late:
         assert late.l2.epoch == 2
     await client.aclose()
+
+
+async def test_the_epoch_never_goes_back_when_redis_comes_back_empty(
+    cache: TieredCache, redis_client: redis.Redis
+) -> None:
+    await cache.clear()
+    await cache.clear()
+    await redis_client.delete(cache.l2.epoch_key)  # a Redis restarted without its data
+    assert await cache.l2.load_epoch() == 2
+    assert int(await redis_client.get(cache.l2.epoch_key)) == 2  # put back for late starters
+    await redis_client.delete(cache.l2.epoch_key)
+    await cache.clear()
+    assert cache.l2.epoch == 3
+
+
+async def test_an_invalidation_that_missed_redis_becomes_a_clear_once_redis_answers(
+    redis_client: redis.Redis, settings: object, config: CacheConfig
+) -> None:
+    from dataclasses import replace
+
+    quick = replace(config, breaker_open_s=0.5)
+    other_client = redis.Redis.from_url(settings.redis_url)  # type: ignore[attr-defined]
+    loader = CountingLoader(b"old")
+    async with (
+        TieredCache(redis_client, quick, name="writer") as writer,
+        TieredCache(other_client, quick, name="reader") as reader,
+    ):
+        await writer.get_or_load("k", loader)
+        await reader.get_or_load("k", loader)
+        while writer.l2.breaker.state is not BreakerState.OPEN:
+            writer.l2.breaker.record(False)  # Redis unreachable from the writer: its breaker opens
+        await writer.invalidate(keys=["k"])
+        assert "k" not in writer.l1
+        assert writer._missed
+        assert "k" in reader.l1  # the message could not be sent
+
+        async def retried() -> bool:
+            await writer.invalidate(keys=["unrelated"])
+            return not writer._missed
+
+        deadline = time.monotonic() + 2
+        while not await retried():
+            assert time.monotonic() < deadline, "the deferred invalidation was never sent"
+            await asyncio.sleep(0.01)
+        await eventually(lambda: "k" not in reader.l1)
+        assert reader.l2.epoch == writer.l2.epoch == 1
+        loader.value = b"new"
+        assert (await reader.get_or_load("k", loader)).value == b"new"
+    await other_client.aclose()

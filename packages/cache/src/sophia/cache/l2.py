@@ -46,6 +46,18 @@ return 1
 """
 
 
+# KEYS: the epoch counter; ARGV: this process's epoch. Never moves the counter backwards.
+_SYNC_EPOCH = """
+local held = tonumber(redis.call('GET', KEYS[1]) or '0')
+local mine = tonumber(ARGV[1])
+if mine > held then redis.call('SET', KEYS[1], mine) return mine end
+return held
+"""
+_BUMP_EPOCH = """
+local next = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), tonumber(ARGV[1])) + 1
+redis.call('SET', KEYS[1], next)
+return next
+"""
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -88,23 +100,20 @@ class RedisTier:
         return f"{self.config.key_prefix}epoch"
 
     async def load_epoch(self) -> int | None:
-        """Adopt the epoch Redis holds (a newer one only); None if Redis could not be asked."""
-
-        async def read(client: redis.Redis) -> int:
-            return int(await client.get(self.epoch_key) or 0)
-
-        epoch = await self.call("epoch", read)
-        if epoch is not None:
-            self.epoch = max(self.epoch, epoch)
-        return epoch
+        """Agree on the epoch with Redis: adopt a newer one, or put ours back if Redis has an older
+        one (it restarted empty); None if Redis could not be asked."""
+        return await self._epoch_script(_SYNC_EPOCH)
 
     async def bump_epoch(self) -> int | None:
-        """Start a new epoch (everything stored so far unreachable); None if Redis could not be asked."""
+        """Start a new epoch, past both Redis's and ours (everything stored so far becomes
+        unreachable); None if Redis could not be asked."""
+        return await self._epoch_script(_BUMP_EPOCH)
 
-        async def bump(client: redis.Redis) -> int:
-            return int(await client.incr(self.epoch_key))
+    async def _epoch_script(self, script: str) -> int | None:
+        async def run(client: redis.Redis) -> int:
+            return int(await client.eval(script, 1, self.epoch_key, self.epoch))
 
-        epoch = await self.call("epoch", bump)
+        epoch = await self.call("epoch", run)
         if epoch is not None:
             self.epoch = max(self.epoch, epoch)
         return epoch
@@ -200,8 +209,9 @@ class RedisTier:
         answer = await self.call("get", read)
         return answer if answer is not None else (None, False)
 
-    async def delete(self, keys: Iterable[str], tags: Iterable[str]) -> None:
-        """Delete `keys`, every key in the sets of `tags`, and those sets; leave tombstones behind."""
+    async def delete(self, keys: Iterable[str], tags: Iterable[str]) -> bool:
+        """Delete `keys`, every key in the sets of `tags`, and those sets; leave tombstones behind.
+        False if Redis could not be asked."""
         keys, tags = tuple(keys), tuple(tags)
         value_keys = [self.value_key(key) for key in keys]
         tag_keys = [self.tag_key(tag) for tag in tags]
@@ -211,7 +221,7 @@ class RedisTier:
             *(self.tombstone_key("tag", tag) for tag in tags),
         ]
 
-        async def delete(client: redis.Redis) -> None:
+        async def delete(client: redis.Redis) -> bool:
             now_ms = int(time.time() * 1000)
             async with client.pipeline(transaction=False) as pipe:
                 for tombstone in tombstones:  # first, so a load racing this delete cannot store after it
@@ -223,11 +233,15 @@ class RedisTier:
             doomed = [*value_keys, *members, *tag_keys]
             if doomed:
                 await client.delete(*doomed)
+            return True
 
-        await self.call("delete", delete)
+        return bool(await self.call("delete", delete))
 
-    async def publish(self, message: bytes) -> None:
-        async def publish(client: redis.Redis) -> None:
+    async def publish(self, message: bytes) -> bool:
+        """False if Redis could not be asked."""
+
+        async def publish(client: redis.Redis) -> bool:
             await client.publish(self.config.channel, message)
+            return True
 
-        await self.call("publish", publish)
+        return bool(await self.call("publish", publish))

@@ -77,6 +77,8 @@ class TieredCache:
         self._clock = clock
         self._flights: dict[str, asyncio.Task[CacheResult]] = {}
         self._generation = 0
+        self._missed = False
+        """An invalidation could not reach Redis: clear everything once it can."""
         self._listener: InvalidationListener | None = None
         self._listener_task: asyncio.Task[None] | None = None
         if redis_client is not None:
@@ -151,11 +153,20 @@ class TieredCache:
         return await asyncio.shield(self._flight(key, loader, policy, tuple(tags), entry))
 
     async def invalidate(self, keys: Iterable[str] = (), tags: Iterable[str] = ()) -> None:
-        """Drop `keys` and everything tagged with `tags`: here at once, then in Redis and other processes."""
+        """Drop `keys` and everything tagged with `tags`: here at once, then in Redis and other processes.
+
+        One that cannot reach Redis is not lost: the next call that can (or the subscription coming
+        back) clears everything instead, since what was missed is no longer known."""
         invalidation = Invalidation(self.origin, tuple(keys), tuple(tags))
         self._drop(invalidation)
-        await self.l2.delete(invalidation.keys, invalidation.tags)
-        await self.l2.publish(invalidation.encode())
+        if self._missed:
+            await self.clear()
+            return
+        reached = await self.l2.delete(invalidation.keys, invalidation.tags)
+        reached = await self.l2.publish(invalidation.encode()) and reached
+        if not reached and self.l2.client is not None:
+            self._missed = True
+            log.warning("cache_invalidation_deferred", cache=self.name)
 
     async def clear(self) -> None:
         """Drop everything: here at once, in Redis by starting a new epoch, and in every process.
@@ -165,8 +176,10 @@ class TieredCache:
         subscription comes back, and Redis's old entries live out their TTL."""
         self._forget_everything("cleared")
         epoch = await self.l2.bump_epoch()
-        if epoch is not None:
-            await self.l2.publish(Invalidation(self.origin, epoch=epoch).encode())
+        published = epoch is not None and await self.l2.publish(
+            Invalidation(self.origin, epoch=epoch).encode()
+        )
+        self._missed = not published and self.l2.client is not None
 
     def _flight(
         self, key: str, loader: Loader, policy: TtlClass, tags: tuple[str, ...], fallback: Entry | None
@@ -316,7 +329,9 @@ class TieredCache:
         """Catch up with the epoch; after a gap, drop L1 too (invalidations may have been missed)."""
         before = self.l2.epoch
         await self.l2.load_epoch()
-        if after_gap or self.l2.epoch != before:
+        if self._missed:
+            await self.clear()
+        elif after_gap or self.l2.epoch != before:
             self._forget_everything("resubscribed" if after_gap else "cleared")
 
     def _forget_everything(self, reason: str) -> None:
