@@ -30,6 +30,13 @@ class KeyVerifier:
         self.max_entries = max_entries
         self._verified: OrderedDict[str, tuple[ApiKey, float]] = OrderedDict()
 
+    def remembered(self, secret: str) -> ApiKey | None:
+        """The key if it was verified less than `ttl_s` ago (memory only; None: ask `verify`)."""
+        cached = self._verified.get(secret)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        return None
+
     async def verify(self, secret: str) -> ApiKey:
         if not KEY_SHAPE.fullmatch(secret):  # never spend a pooled connection on a random string
             raise Unauthorized("The API key is not valid or has been revoked.")

@@ -29,7 +29,8 @@ LISTS_TAG = "lists"
 MAX_SCOPES = 64
 
 
-def record_key(record_id: UUID) -> str:
+def record_key(record_id: UUID | str) -> str:
+    """By id; a `str` must be the canonical `str(UUID)` spelling (the hot path passes it unparsed)."""
     return f"record:{record_id}"
 
 

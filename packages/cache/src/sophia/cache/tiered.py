@@ -77,6 +77,7 @@ class TieredCache:
         self._clock = clock
         self._flights: dict[str, asyncio.Task[CacheResult]] = {}
         self._generation = 0
+        self._l1_hits = CACHE_HITS.labels("l1")
         self._missed = False
         """An invalidation could not reach Redis: clear everything once it can."""
         self._listener: InvalidationListener | None = None
@@ -142,7 +143,7 @@ class TieredCache:
         if entry is not None:
             now = self._clock()
             if now < entry.fresh_until:
-                CACHE_HITS.labels("l1").inc()
+                self._l1_hits.inc()
                 return _result(entry)
             if now < entry.revalidate_until:
                 CACHE_STALE_SERVES.labels("revalidate").inc()
@@ -151,6 +152,17 @@ class TieredCache:
         CACHE_MISSES.labels("l1").inc()
         policy = self.config.ttl_class(ttl_class, ttl_s)
         return await asyncio.shield(self._flight(key, loader, policy, tuple(tags), entry))
+
+    def peek(self, key: str) -> Entry | None:
+        """The L1 entry of `key` if it is fresh and a value, counted as an L1 hit; else None,
+        uncounted (the caller goes on to `get_or_load`, which counts what happens there)."""
+        if not self.config.enabled:
+            return None
+        entry = self.l1.get(key)
+        if entry is None or entry.missing or self._clock() >= entry.fresh_until:
+            return None
+        self._l1_hits.inc()
+        return entry
 
     async def invalidate(self, keys: Iterable[str] = (), tags: Iterable[str] = ()) -> None:
         """Drop `keys` and everything tagged with `tags`: here at once, then in Redis and other processes.

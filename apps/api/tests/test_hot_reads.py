@@ -1,0 +1,78 @@
+"""The hot read path: a record fresh in L1 is answered before FastAPI, exactly as FastAPI would."""
+
+import uuid
+
+import pytest
+from app_clients import app_client
+from prometheus_client import REGISTRY
+
+
+def hot_reads() -> float:
+    return REGISTRY.get_sample_value("sophia_api_hot_reads_total") or 0.0
+
+
+async def cached_record(client) -> str:
+    source = f"hot-{uuid.uuid4().hex[:12]}"
+    response = await client.put(f"/api/v1/records/{source}/deal/r-1", json={"data": {"v": 1}})
+    assert response.status_code == 201
+    return f"/api/v1/records/{response.json()['id']}"
+
+
+def comparable(response) -> tuple:
+    headers = {name: value for name, value in response.headers.items() if name != "x-request-id"}
+    return response.status_code, headers, response.content
+
+
+async def test_a_hit_is_answered_before_routing_with_the_same_bytes_and_headers(client):
+    url = await cached_record(client)
+    before = hot_reads()
+    long_way = await client.get(url)  # a miss: through FastAPI, fills L1
+    assert hot_reads() == before
+    hot = await client.get(url)
+    assert hot_reads() == before + 1
+    assert comparable(hot) == comparable(long_way)
+    assert hot.headers["x-request-id"] != long_way.headers["x-request-id"]
+
+
+async def test_a_hit_honours_if_none_match(client):
+    url = await cached_record(client)
+    etag = (await client.get(url)).headers["etag"]
+    before = hot_reads()
+    not_modified = await client.get(url, headers={"If-None-Match": etag})
+    assert not_modified.status_code == 304
+    assert not_modified.content == b""
+    assert not_modified.headers["etag"] == etag
+    assert hot_reads() == before + 1
+
+
+@pytest.mark.parametrize(
+    "make_request",
+    [
+        pytest.param(
+            lambda client, url: client.get(url.upper().replace("/API/V1/RECORDS/", "/api/v1/records/")),
+            id="uppercase-id",
+        ),
+        pytest.param(
+            lambda client, url: client.get(url, headers={"Authorization": "Bearer sk_nope"}), id="unknown-key"
+        ),
+        pytest.param(lambda client, url: client.get(url, headers={"Authorization": ""}), id="no-key"),
+        pytest.param(lambda client, url: client.head(url), id="head"),
+    ],
+)
+async def test_anything_but_a_remembered_key_reading_a_canonical_id_goes_the_long_way(client, make_request):
+    url = await cached_record(client)
+    await client.get(url)
+    before = hot_reads()
+    response = await make_request(client, url)
+    assert hot_reads() == before
+    assert response.status_code in (200, 401, 405)
+
+
+async def test_a_key_not_verified_within_its_memory_ttl_is_checked_again(settings, api_keys):
+    async with app_client(settings.model_copy(update={"api_key_cache_ttl_s": 0}), api_keys["read"]) as client:
+        async with app_client(settings, api_keys["write"]) as writer:
+            url = await cached_record(writer)
+        await client.get(url)
+        before = hot_reads()
+        assert (await client.get(url)).status_code == 200
+        assert hot_reads() == before  # nothing is remembered, so nothing skips verification
