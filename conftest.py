@@ -63,7 +63,8 @@ def worker_id() -> str:
 
 @pytest.fixture(scope="session")
 def settings(worker_id: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """Settings of this worker: its own migrated database, the shared Redis and NATS."""
+    """Settings of this worker: its own migrated database, the shared Redis and NATS (its cache in
+    a namespace of its own: the same page of another worker's database is another page)."""
     import asyncio
 
     database_url = asyncio.run(_fresh_database(os.environ["SOPHIA_DATABASE_URL"], f"sophia_test_{worker_id}"))
@@ -72,6 +73,7 @@ def settings(worker_id: str, tmp_path_factory: pytest.TempPathFactory) -> Settin
         redis_url=os.environ["SOPHIA_REDIS_URL"],
         nats_url=os.environ["SOPHIA_NATS_URL"],
         data_dir=tmp_path_factory.mktemp("data"),
+        cache_key_prefix=f"sophia:test:{worker_id}:cache:",
         log_json=False,
         log_level="WARNING",
     )

@@ -80,6 +80,7 @@ def server_environment(
         "SOPHIA_REDIS_URL": settings.redis_url or "",
         "SOPHIA_NATS_URL": settings.nats_url or "",
         "SOPHIA_DATA_DIR": str(settings.data_dir),
+        "SOPHIA_CACHE_KEY_PREFIX": settings.cache_key_prefix,
         "SOPHIA_API_HOST": HOST,
         "SOPHIA_API_PORT": str(port),
         "SOPHIA_API_WORKERS": str(workers),

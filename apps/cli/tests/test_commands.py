@@ -22,6 +22,7 @@ def env(settings, tmp_path):
         "SOPHIA_REDIS_URL": settings.redis_url,
         "SOPHIA_NATS_URL": settings.nats_url,
         "SOPHIA_DATA_DIR": str(tmp_path),
+        "SOPHIA_CACHE_KEY_PREFIX": settings.cache_key_prefix,
     }
 
 

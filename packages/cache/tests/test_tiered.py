@@ -8,6 +8,7 @@ from prometheus_client import REGISTRY
 
 from sophia.cache import CacheConfig, Loaded, TieredCache, TtlClass
 from sophia.cache.invalidation import Invalidation
+from sophia.cache.l2 import Claim
 from sophia.core.errors import Invalid, NotFound
 from sophia.shared.resilience import BreakerState
 
@@ -348,7 +349,7 @@ async def test_when_the_loading_process_fails_the_waiting_one_loads_itself(
     cache: TieredCache, other_process: TieredCache
 ) -> None:
     token = "held-by-a-process-that-will-fail"
-    assert await cache.l2.try_lock("contested", token, 5.0) is True
+    assert await cache.l2.get_or_claim("contested", token, 5.0) == (None, Claim.CLAIMED)
     loader = CountingLoader(b"loaded by the waiter")
     waiting = asyncio.create_task(other_process.get_or_load("contested", loader))
     await eventually(lambda: "contested" in other_process._flights)

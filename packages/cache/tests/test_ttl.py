@@ -36,3 +36,4 @@ def test_the_settings_give_each_class_its_freshness_and_the_shared_stale_windows
     assert config.ttl_class("static") == TtlClass(600, 100, 90)
     assert config.lock_s == settings.cache_lock_s
     assert config.l1_max_bytes == settings.cache_l1_max_bytes
+    assert config.key_prefix == settings.cache_key_prefix

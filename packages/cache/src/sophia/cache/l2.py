@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TypeVar
@@ -30,14 +31,16 @@ log = get_logger(__name__)
 # land between this process reading the database and writing Redis, and the old value must not
 # outlive it. Tombstones (set by `delete`) hold the invalidation's time for `tombstone_s`.
 # KEYS: the value key, then tombstones (the value's and each tag's); ARGV: blob, px, load start
-# (epoch ms), then the tag set keys. One Valkey node: the tag keys are not declared as KEYS.
+# (epoch ms), the loading lock's key and our token ('' if we hold none), then the tag set keys.
+# One Valkey node: the lock and tag keys are not declared as KEYS. The lock goes either way.
 _GUARDED_SET = """
+if ARGV[5] ~= '' and redis.call('GET', ARGV[4]) == ARGV[5] then redis.call('DEL', ARGV[4]) end
 for i = 2, #KEYS do
   local dropped = redis.call('GET', KEYS[i])
   if dropped and tonumber(dropped) >= tonumber(ARGV[3]) then return 0 end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-for i = 4, #ARGV do
+for i = 6, #ARGV do
   redis.call('SADD', ARGV[i], KEYS[1])
   redis.call('PEXPIRE', ARGV[i], ARGV[2], 'NX')
   redis.call('PEXPIRE', ARGV[i], ARGV[2], 'GT')
@@ -58,10 +61,33 @@ local next = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), tonumber(ARGV
 redis.call('SET', KEYS[1], next)
 return next
 """
+# The value, and a claim to load it unless it is fresh: one round trip on a miss. KEYS: value,
+# loading lock; ARGV: token, lock px (0: no lock), now (epoch s). Reply: {value or '', state},
+# state 0 no claim made, 1 claimed, 2 another holds it. A value's fresh-until is the big-endian
+# double after its version and flags bytes (entry.py's header).
+_GET_OR_CLAIM = """
+local value = redis.call('GET', KEYS[1])
+local px = tonumber(ARGV[2])
+if value and (px == 0 or (#value >= 26 and struct.unpack('>d', value, 3) > tonumber(ARGV[3]))) then
+  return {value, 0}
+end
+if px == 0 then return {value or '', 0} end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', px) then return {value or '', 1} end
+return {value or '', 2}
+"""
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+
+
+class Claim(enum.IntEnum):
+    """What `get_or_claim` got: no claim made (fresh value, or locking off), the claim, or the
+    news that another process is loading the key."""
+
+    NONE = 0
+    CLAIMED = 1
+    HELD = 2
 
 
 class RedisTier:
@@ -142,13 +168,6 @@ class RedisTier:
             with contextlib.suppress(*REDIS_FAILURES):
                 await self.client.connection_pool.disconnect(inuse_connections=False)
 
-    async def get(self, key: str) -> bytes | None:
-        async def get(client: redis.Redis) -> bytes | None:
-            value = await client.get(self.value_key(key))
-            return value if isinstance(value, bytes) else None
-
-        return await self.call("get", get)
-
     async def set(
         self,
         key: str,
@@ -157,10 +176,12 @@ class RedisTier:
         tags: Iterable[str],
         loaded_since: float = 0.0,
         epoch: int | None = None,
+        lock_token: str = "",
     ) -> bool | None:
         """Store `blob` for `lifetime_s` and add `key` to each tag's set (which lives at least as long),
         unless the key or a tag was invalidated after `loaded_since` (epoch seconds). `epoch`: the
         one the load began in (a value loaded before a clear lands in the old, unread namespace).
+        `lock_token`: the loading lock this process holds on `key`, released in the same call.
 
         True: stored; False: refused (invalidated meanwhile); None: Redis could not be asked."""
         tags = tuple(tags)
@@ -171,24 +192,29 @@ class RedisTier:
             *(self.tombstone_key("tag", tag, epoch) for tag in tags),
         ]
         tag_keys = (self.tag_key(tag, epoch) for tag in tags)
-        arguments = [blob, milliseconds, int(loaded_since * 1000), *tag_keys]
+        lock = self.lock_key(key, epoch)
+        arguments = [blob, milliseconds, int(loaded_since * 1000), lock, lock_token, *tag_keys]
 
         async def store(client: redis.Redis) -> bool:
             return bool(await client.eval(_GUARDED_SET, len(keys), *keys, *arguments))  # type: ignore[arg-type]
 
         return await self.call("set", store)
 
-    def lock_key(self, key: str) -> str:
-        return f"{self._namespace(None)}loading:{key}"
+    def lock_key(self, key: str, epoch: int | None = None) -> str:
+        return f"{self._namespace(epoch)}loading:{key}"
 
-    async def try_lock(self, key: str, token: str, lock_s: float) -> bool | None:
-        """Claim the right to load `key` for `lock_s`: True claimed, False another process holds
-        it, None Redis could not be asked."""
+    async def get_or_claim(self, key: str, token: str, lock_s: float) -> tuple[bytes | None, Claim]:
+        """The stored value of `key` and, unless it is fresh, a claim to load it for `lock_s`
+        (0: no claim). (None, NONE) when Redis cannot be asked."""
+        milliseconds = max(1, int(lock_s * 1000)) if lock_s > 0 else 0
 
-        async def claim(client: redis.Redis) -> bool:
-            return bool(await client.set(self.lock_key(key), token, nx=True, px=max(1, int(lock_s * 1000))))
+        async def read(client: redis.Redis) -> tuple[bytes | None, Claim]:
+            keys = (self.value_key(key), self.lock_key(key))
+            value, state = await client.eval(_GET_OR_CLAIM, 2, *keys, token, milliseconds, time.time())
+            return (value or None), Claim(int(state))
 
-        return await self.call("lock", claim)
+        answer = await self.call("get", read)
+        return answer if answer is not None else (None, Claim.NONE)
 
     async def release(self, key: str, token: str) -> None:
         """Give the claim back if it is still ours (it may have expired and passed on)."""

@@ -21,7 +21,7 @@ import redis.asyncio as redis
 from sophia.cache.entry import Entry, Loaded, decode, encode, make_entry, make_etag
 from sophia.cache.invalidation import Invalidation, InvalidationListener
 from sophia.cache.l1 import MemoryCache
-from sophia.cache.l2 import RedisTier
+from sophia.cache.l2 import Claim, RedisTier
 from sophia.cache.metrics import (
     CACHE_EVICTIONS,
     CACHE_HITS,
@@ -39,9 +39,17 @@ from sophia.shared.logging import get_logger
 Loader = Callable[[], Awaitable[bytes | Loaded]]
 
 LOCK_POLL_FIRST_S = 0.002
-LOCK_POLL_MAX_S = 0.05
+LOCK_POLL_MAX_S = 0.01  # one GET per 10 ms per waiting process (one waiter each: single-flight)
 
 log = get_logger(__name__)
+
+
+@dataclass(slots=True)
+class _Claim:
+    """This process's claim on loading one key in Redis: its token, and whether it still holds it."""
+
+    token: str
+    held: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,36 +222,28 @@ class TieredCache:
         self, key: str, loader: Loader, policy: TtlClass, tags: tuple[str, ...], fallback: Entry | None
     ) -> CacheResult:
         generation, epoch = self._generation, self.l2.epoch
-        blob = await self.l2.get(key)
-        now = self._clock()
-        stored = decode(blob, now) if blob is not None else None
-        if stored is not None and now < stored.fresh_until:
-            CACHE_HITS.labels("l2").inc()
-            self._keep(key, stored, generation)
-            return _result(stored)
-        CACHE_MISSES.labels("l2").inc()
-        if stored is not None and (fallback is None or stored.stale_until > fallback.stale_until):
-            fallback = stored
-        token = uuid.uuid4().hex
-        claimed = await self.l2.try_lock(key, token, self.config.lock_s) if self.config.lock_s > 0 else None
-        if claimed is False:  # another process is loading it: its value beats a second query
-            other = await self._await_other_loader(key)
-            if other is not None:
-                self._keep(key, other, generation)
-                return _result(other)
-        elif claimed:  # the claim may follow another's release: its value may be there now
-            blob = await self.l2.get(key)
+        claim = _Claim(uuid.uuid4().hex if self.config.lock_s > 0 else "")
+        blob, state = await self.l2.get_or_claim(key, claim.token, self.config.lock_s)
+        claim.held = state is Claim.CLAIMED
+        try:
             now = self._clock()
             stored = decode(blob, now) if blob is not None else None
             if stored is not None and now < stored.fresh_until:
-                await self.l2.release(key, token)
+                CACHE_HITS.labels("l2").inc()
                 self._keep(key, stored, generation)
                 return _result(stored)
-        try:
-            return await self._load(key, loader, policy, tags, fallback, generation, epoch)
+            CACHE_MISSES.labels("l2").inc()
+            if stored is not None and (fallback is None or stored.stale_until > fallback.stale_until):
+                fallback = stored
+            if state is Claim.HELD:  # another process is loading it: its value beats a second query
+                other = await self._await_other_loader(key)
+                if other is not None:
+                    self._keep(key, other, generation)
+                    return _result(other)
+            return await self._load(key, loader, policy, tags, fallback, generation, epoch, claim)
         finally:
-            if claimed:
-                await self.l2.release(key, token)
+            if claim.held:  # not released by storing: the load failed or was overtaken
+                await self.l2.release(key, claim.token)
 
     async def _await_other_loader(self, key: str) -> Entry | None:
         """The fresh value another process is loading, polled from Redis until its claim ends."""
@@ -273,6 +273,7 @@ class TieredCache:
         fallback: Entry | None,
         generation: int,
         epoch: int,
+        claim: _Claim,
     ) -> CacheResult:
         started = time.perf_counter()
         loaded_since = time.time()  # wall clock: Redis compares it with other processes' invalidations
@@ -282,7 +283,7 @@ class TieredCache:
             CACHE_LOAD_SECONDS.labels("not_found").observe(time.perf_counter() - started)
             negative = TtlClass(self.config.negative_ttl_s)
             entry = make_entry(error.detail.encode(), negative, self._clock(), tags, missing=True)
-            await self._store(key, entry, generation, epoch, loaded_since)
+            await self._store(key, entry, generation, epoch, loaded_since, claim)
             raise
         except Exception as error:
             CACHE_LOAD_SECONDS.labels("error").observe(time.perf_counter() - started)
@@ -296,16 +297,21 @@ class TieredCache:
         CACHE_LOAD_SECONDS.labels("ok").observe(time.perf_counter() - started)
         value, etag = (loaded.value, loaded.etag) if isinstance(loaded, Loaded) else (loaded, None)
         entry = make_entry(value, policy, self._clock(), tags, etag=etag)
-        await self._store(key, entry, generation, epoch, loaded_since)
+        await self._store(key, entry, generation, epoch, loaded_since, claim)
         return _result(entry)
 
-    async def _store(self, key: str, entry: Entry, generation: int, epoch: int, loaded_since: float) -> None:
+    async def _store(
+        self, key: str, entry: Entry, generation: int, epoch: int, loaded_since: float, claim: _Claim
+    ) -> None:
         if not self._keep(key, entry, generation):
             return
         now = self._clock()
         lifetime_s = entry.stale_until - now
         blob = encode(entry, now)
-        stored = await self.l2.set(key, blob, lifetime_s, entry.tags, loaded_since, epoch)
+        token = claim.token if claim.held else ""
+        stored = await self.l2.set(key, blob, lifetime_s, entry.tags, loaded_since, epoch, token)
+        if stored is not None:
+            claim.held = False  # the same script let it go
         if stored is False:  # refused: invalidated elsewhere after this load began
             self.l1.delete(key)
 

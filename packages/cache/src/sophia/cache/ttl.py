@@ -65,6 +65,7 @@ class CacheConfig:
             },
             negative_ttl_s=settings.cache_negative_ttl_s,
             l1_max_bytes=settings.cache_l1_max_bytes,
+            key_prefix=settings.cache_key_prefix,
             redis_timeout_s=settings.cache_redis_timeout_s,
             lock_s=settings.cache_lock_s,
         )

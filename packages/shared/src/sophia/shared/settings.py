@@ -84,6 +84,11 @@ class Settings(BaseSettings):
         description="Cross-process stampede lock: how long other processes wait for one loader (0: off).",
     )
     cache_negative_ttl_s: float = Field(5.0, ge=0, description="How long a 404 is cached.")
+    cache_key_prefix: str = Field(
+        "sophia:cache:",
+        min_length=1,
+        description="Namespace of the cache's Redis keys and channel (one per catalog sharing a Redis).",
+    )
     cache_redis_timeout_s: float = Field(0.5, gt=0, description="Timeout of one cache call to Redis (L2).")
     cache_invalidate_max_keys: int = Field(
         1_000, ge=1, description="A bulk write updating more records clears the whole cache instead."
