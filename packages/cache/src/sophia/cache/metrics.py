@@ -1,4 +1,4 @@
-"""The cache's Prometheus metrics (to move to `sophia.shared.metrics` with the others)."""
+"""The cache's Prometheus metrics (its own, so they live with it; `/metrics` exposes them with the rest)."""
 
 from __future__ import annotations
 
