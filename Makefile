@@ -58,6 +58,9 @@ bench: install tools
 	$(UV) run --frozen python bench/ingest.py
 	$(UV) run --frozen python bench/read.py
 	$(UV) run --frozen python bench/server.py
+	$(UV) run --frozen python bench/hot_read.py
+	$(UV) run --frozen python bench/hit_rate.py
+	$(UV) run --frozen python bench/stampede.py
 
 clean:
 	rm -rf .sophia/postgres .sophia/valkey .sophia/nats .sophia/logs .coverage*

@@ -1,5 +1,5 @@
 """What every benchmark shares: engines and a migrated database, the API server as a child process,
-the wrk load generator, synthetic catalog rows, percentiles and a description of the machine.
+the wrk and k6 load generators, synthetic catalog rows, percentiles and a description of the machine.
 
 Engines named by `SOPHIA_DATABASE_URL` / `SOPHIA_REDIS_URL` / `SOPHIA_NATS_URL` are used as they are
 (the test session sets them); the missing ones are started embedded in a temporary directory. Either
@@ -20,6 +20,7 @@ from harness.database import (
     seed,
     truncate,
 )
+from harness.k6 import FixedRate, k6_records, k6_version
 from harness.measure import (
     Measurement,
     OtherCpu,
@@ -41,6 +42,7 @@ __all__ = [
     "HOST",
     "ApiServer",
     "Environment",
+    "FixedRate",
     "Measurement",
     "OtherCpu",
     "add_common_arguments",
@@ -51,6 +53,8 @@ __all__ = [
     "describe",
     "emit",
     "environment",
+    "k6_records",
+    "k6_version",
     "machine",
     "median",
     "paired_ratio",

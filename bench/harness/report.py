@@ -16,11 +16,15 @@ import orjson
 from harness.database import Environment
 
 
-def add_common_arguments(parser: argparse.ArgumentParser, rounds: int = 3) -> None:
-    parser.add_argument("--rounds", type=int, default=rounds, help="measurement rounds; the median counts")
-    parser.add_argument(
-        "--settle", type=float, default=20.0, help="at most this many seconds to wait for a quiet machine"
-    )
+def add_common_arguments(parser: argparse.ArgumentParser, rounds: int = 3, *, timed: bool = True) -> None:
+    """--rounds, --settle and --json; only --json for a benchmark that counts rather than times."""
+    if timed:
+        parser.add_argument(
+            "--rounds", type=int, default=rounds, help="measurement rounds; the median counts"
+        )
+        parser.add_argument(
+            "--settle", type=float, default=20.0, help="at most this many seconds to wait for a quiet machine"
+        )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from contextlib import suppress
+from pathlib import Path
 
 import httpx
 
@@ -16,7 +17,11 @@ from sophia.engines.process import free_port
 
 
 class ApiServer:
-    """`python -m sophia.api.server` as a child: ready when /readyz says 200, stopped with SIGTERM."""
+    """`python -m sophia.api.server` as a child: ready when /readyz says 200, stopped with SIGTERM.
+
+    `command` starts something else in its place (a baseline app served the same way), with the
+    same environment: the engines' URLs and `SOPHIA_API_SERVER/WORKERS/HOST/PORT`.
+    """
 
     def __init__(
         self,
@@ -27,8 +32,10 @@ class ApiServer:
         ready_timeout_s: float = 60.0,
         stop_timeout_s: float = 20.0,
         extra_env: dict[str, str] | None = None,
+        command: list[str] | None = None,
     ) -> None:
         self.env = env
+        self.command = command or [sys.executable, "-m", "sophia.api.server"]
         self.extra_env = extra_env or {}
         self.server = server
         self.workers = workers
@@ -36,7 +43,8 @@ class ApiServer:
         self.base_url = f"http://{HOST}:{self.port}"
         self.ready_timeout_s = ready_timeout_s
         self.stop_timeout_s = stop_timeout_s
-        self.log_path = env.work_dir / f"api-{server}-{workers}-{self.port}.log"
+        name = "api" if command is None else Path(self.command[-1]).stem
+        self.log_path = env.work_dir / f"{name}-{server}-{workers}-{self.port}.log"
         self._process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> ApiServer:
@@ -51,7 +59,7 @@ class ApiServer:
         }
         with self.log_path.open("wb") as log_file:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "sophia.api.server"],
+                self.command,
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,

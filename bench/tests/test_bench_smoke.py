@@ -29,6 +29,7 @@ def load(name: str) -> ModuleType:
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -98,4 +99,81 @@ def test_server_compares_granian_and_uvicorn_on_both_endpoints(capsys):
     assert set(result["ratios"]) == {"granian/uvicorn records x1", "granian/uvicorn healthz x1"}
     assert all(value > 0 for value in result["ratios"].values())
     assert set(result["fastest"]) == {"records", "healthz"}
+    assert_printed(capsys, result)
+
+
+def test_hot_read_measures_the_bare_app_and_cached_gets_then_a_fixed_rate(capsys):
+    result = load("hot_read").main(
+        [
+            "--records",
+            "200",
+            "--duration",
+            "1",
+            "--warmup",
+            "1",
+            "--connections",
+            "4",
+            "--rate",
+            "100",
+            "--rate-duration",
+            "1",
+            *QUICK,
+        ]
+    )
+
+    assert_measured(result["raw"], latency=True)
+    assert_measured(result["api"], latency=True)
+    assert result["ratio"] > 0
+    assert result["goal"] == 0.45
+    assert 0 < result["l1_hit_share"] <= 1
+    for fixed_rate in (result["fixed_rate"]["raw"], result["fixed_rate"]["api"]):
+        assert fixed_rate["target_per_s"] == 100
+        assert fixed_rate["requests"] > 0
+        assert fixed_rate["per_s"] > 0
+        assert fixed_rate["failed"] == 0
+        assert 0 < fixed_rate["p50_ms"] <= fixed_rate["p99_ms"]
+        assert fixed_rate["generator_cpu_s"] > 0
+    assert result["in_process_l1_hit_us"] > 0
+    assert_printed(capsys, result)
+
+
+def test_hit_rate_puts_every_lookup_in_one_tier_and_calls_the_loader(capsys):
+    result = load("hit_rate").main(["--keys", "2000", "--requests", "5000", "--warmup", "1000", "--json"])
+
+    for window, lookups in (("warmup", 1000), ("measured", 5000)):
+        tally = result[window]
+        assert tally["lookups"] == lookups
+        assert tally["l1_hits"] + tally["l2_hits"] + tally["loads"] == lookups
+        rates = tally["l1_hit_rate"] + tally["l2_hit_rate"] + tally["load_rate"]
+        assert rates == pytest.approx(1, abs=1e-4)
+    assert result["warmup"]["loads"] >= 1
+    assert result["l1_capacity"] == 200
+    assert 0 < result["l1_held_at_end"] <= 200
+    assert all(0 < result["anchors"][name] <= 1 for name in ("ideal_l1_hit_rate", "lru_l1_hit_rate"))
+    assert_printed(capsys, result)
+
+
+def test_stampede_counts_loader_calls_per_cold_key_with_and_without_the_lock(capsys):
+    result = load("stampede").main(
+        [
+            "--processes",
+            "3",
+            "--concurrent",
+            "20",
+            "--keys",
+            "3",
+            "--query-ms",
+            "5",
+            "--misses",
+            "20",
+            "--json",
+        ]
+    )
+
+    assert result["locked"]["lookups"] == result["unlocked"]["lookups"] == 3 * 20 * 3
+    assert result["locked"]["loader_calls_per_key"] == 1
+    assert result["unlocked"]["loader_calls_per_key"] == 3  # single-flight per process only
+    assert result["loader_calls_ratio"] == 3
+    assert result["miss_ms_locked"] > 0
+    assert result["miss_ms_unlocked"] > 0
     assert_printed(capsys, result)
