@@ -21,6 +21,15 @@ async def test_readyz_is_200_with_postgres_redis_and_nats_ok(client):
     assert "retry-after" not in response.headers
 
 
+async def test_readyz_reports_the_outbox_backlog(client, database):
+    async with database.connection() as connection:
+        waiting = await connection.fetchval("SELECT count(*) FROM sophia_core.outbox")
+    written = await client.put(f"/api/v1/records/ready{uuid.uuid4().hex[:8]}/deal/1", json={"data": {}})
+    assert written.status_code == 201
+    depth = (await client.get("/readyz")).json()["outbox_depth"]
+    assert depth >= waiting + 1  # nothing relays in the fast tier's session but the relay's own tests
+
+
 async def test_metrics_count_requests_by_route_template_not_raw_path(client):
     record_id = uuid.uuid4()
     await client.get(f"/api/v1/records/{record_id}")

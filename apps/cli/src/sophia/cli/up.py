@@ -55,9 +55,13 @@ async def prepare_database(settings: Settings, seed_records: int) -> str:
 
 
 async def _api_ready(base_url: str) -> bool:
+    return await _answers(f"{base_url}/readyz")
+
+
+async def _answers(url: str) -> bool:
     try:
         async with httpx.AsyncClient(timeout=1.0) as http:
-            return (await http.get(f"{base_url}/readyz")).status_code == 200
+            return (await http.get(url)).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -90,16 +94,28 @@ async def run_up(settings: Settings, seed_records: int) -> None:
             data_dir / "logs" / "api.log",
             env=env,
         )
+        workers_port = free_port(settings.api_host)
+        workers_metrics = f"http://{settings.api_host}:{workers_port}/metrics"
+        workers = SupervisedProcess(
+            "workers",
+            [sys.executable, "-m", "sophia.workers"],
+            lambda: _answers(workers_metrics),
+            data_dir / "logs" / "workers.log",
+            env={**env, "SOPHIA_WORKERS_METRICS_PORT": str(workers_port)},
+        )
         await api.start()
         try:
-            written = endpoints.write(settings, _endpoints(base_url, urls, dev_key, data_dir))
+            await workers.start()
+            details = {**_endpoints(base_url, urls, dev_key, data_dir), "workers_metrics": workers_metrics}
+            written = endpoints.write(settings, details)
             _announce(base_url, dev_key, written)
             await stop.wait()
             console.print("Stopping ...")
         finally:
+            await workers.stop(settings.shutdown_grace_s + 5)
             await api.stop(settings.shutdown_grace_s + 5)
             endpoints.path(settings).unlink(missing_ok=True)
-    console.print("Stopped: API and engines are down.")
+    console.print("Stopped: API, workers and engines are down.")
 
 
 def _url_update(urls: EngineUrls) -> dict[str, str]:

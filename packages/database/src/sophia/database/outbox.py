@@ -1,8 +1,50 @@
-"""The transactional outbox: every catalog write adds its events in the same statement."""
+"""The transactional outbox: every catalog write adds its events in the same statement, and the
+relay takes them out once JetStream has them."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sophia.database.pool import Connection
+
 RECORDS_TOPIC = "records"
+NOTIFY_CHANNEL = "sophia_outbox"
+"""Where a trigger announces new rows (migration 0006)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEvent:
+    """One row of the backlog."""
+
+    id: int
+    topic: str
+    event_type: str
+    key: str
+    payload: dict[str, object]
+    created_at: datetime
+
+
+async def claim(connection: Connection, limit: int) -> list[OutboxEvent]:
+    """The oldest `limit` events no other relay holds, locked until this transaction ends.
+
+    Call inside a transaction; `delete` what was published before it commits."""
+    rows = await connection.fetch(
+        "SELECT id, topic, event_type, key, payload, created_at FROM sophia_core.outbox "
+        "ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+        limit,
+    )
+    return [OutboxEvent(*row) for row in rows]
+
+
+async def delete(connection: Connection, ids: Sequence[int]) -> None:
+    await connection.execute("DELETE FROM sophia_core.outbox WHERE id = ANY($1::bigint[])", list(ids))
+
+
+async def depth(connection: Connection) -> int:
+    """Events waiting (exact: the table holds only the backlog, so counting it stays cheap)."""
+    return int(await connection.fetchval("SELECT count(*) FROM sophia_core.outbox"))
 
 
 def outbox_insert(written: str, event_type: str) -> str:

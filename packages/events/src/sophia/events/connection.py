@@ -10,6 +10,7 @@ from typing import Any
 
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
 
 from sophia.core.errors import Unavailable
 from sophia.shared.logging import get_logger
@@ -73,6 +74,15 @@ class NatsConnection:
                 self.client = client
                 self._error_logged = False
             return self.client
+
+    async def jetstream(self) -> JetStreamContext:
+        """JetStream on the shared client, connecting first if needed; `Unavailable` without NATS."""
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                client = await self._connected()
+        except (NatsError, OSError, TimeoutError) as error:
+            raise Unavailable(f"NATS is unreachable: {type(error).__name__}", retry_after_s=2) from error
+        return client.jetstream(timeout=self.timeout_s)
 
     async def ping(self) -> None:
         try:

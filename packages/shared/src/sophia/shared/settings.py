@@ -94,6 +94,27 @@ class Settings(BaseSettings):
         1_000, ge=1, description="A bulk write updating more records clears the whole cache instead."
     )
 
+    events_stream_prefix: str = Field(
+        "",
+        pattern=r"^[A-Za-z0-9_-]*$",
+        description="Prefix of every stream's name and subjects (several catalogs on one NATS).",
+    )
+    events_partitions: int = Field(10, ge=1, le=1000, description="Partitions (subjects) per event stream.")
+    events_replicas: int = Field(
+        1, ge=1, le=5, description="Replicas per event stream (1 embedded, 3 in a NATS cluster)."
+    )
+    events_max_age_s: float = Field(7 * 24 * 3600.0, gt=0, description="How long a stream keeps events.")
+    events_max_bytes: int = Field(
+        1024**3, ge=1024 * 1024, description="Bytes a stream may hold; when full, publishers are refused."
+    )
+    workers_metrics_port: int = Field(
+        0, ge=0, le=65535, description="Port of the workers' /metrics (0: not served)."
+    )
+    outbox_batch: int = Field(500, ge=1, le=10_000, description="Outbox rows the relay publishes per batch.")
+    outbox_poll_s: float = Field(
+        1.0, gt=0, description="How often the relay looks at the outbox when no NOTIFY wakes it."
+    )
+
     breaker_failure_rate: float = Field(
         0.5, gt=0, le=1, description="Failure rate that opens a circuit breaker."
     )

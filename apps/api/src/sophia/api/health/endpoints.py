@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Response
 
 from sophia.api.state import AppState, app_state
 from sophia.core.errors import Unavailable
+from sophia.database import outbox
 from sophia.shared.metrics import render_latest
 
 router = APIRouter(tags=["health"])
@@ -35,13 +36,24 @@ async def _check(probe: Awaitable[None], timeout_s: float) -> str:
     return "ok"
 
 
+async def _outbox_depth(state: AppState, timeout_s: float) -> int | None:
+    """Catalog events not yet relayed to JetStream (informational: a backlog does not make the API
+    unready, its writes still land); None when PostgreSQL cannot say."""
+    try:
+        async with asyncio.timeout(timeout_s), state.database.connection() as connection:
+            return await outbox.depth(connection)
+    except (Unavailable, TimeoutError):
+        return None
+
+
 @router.get("/readyz", summary="Readiness: PostgreSQL, Redis and NATS answer")
 async def readyz(state: State) -> Response:
     timeout_s = state.settings.engine_timeout_s
-    postgres, redis, nats = await asyncio.gather(
+    postgres, redis, nats, backlog = await asyncio.gather(
         _check(state.database.ping(), timeout_s),
         _check(state.redis.ping(), timeout_s),
         _check(state.nats.ping(), timeout_s),
+        _outbox_depth(state, timeout_s),
     )
     checks = {"postgres": postgres, "redis": redis, "nats": nats}
     ready = all(result == "ok" for result in checks.values())
@@ -49,6 +61,7 @@ async def readyz(state: State) -> Response:
         "status": "ready" if ready else "not ready",
         "checks": checks,
         "breakers": {"postgres": state.database.breaker.state.name.lower()},
+        "outbox_depth": backlog,
     }
     headers = {} if ready else {"Retry-After": "2"}
     return Response(

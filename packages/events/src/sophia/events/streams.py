@@ -1,0 +1,99 @@
+"""The JetStream streams Sophia runs on, as data, created or updated idempotently at start.
+
+Each stream takes `<stream>.<partition>.<event type>` subjects. The partition is a stable hash of
+the event's key (blake2b, never Python's per-process `hash()`) modulo the stream's partitions, so
+every event of one key lands on one subject, in order, and consumers can split the partitions
+between them. Streams refuse new messages when full (`discard: new`): a publisher sees the error
+and pushes back on its caller; nothing already accepted is dropped to make room.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+
+from sophia.shared.logging import get_logger
+from sophia.shared.settings import Settings
+
+log = get_logger(__name__)
+
+STREAM_NAMES = ("records", "user-events", "system-events", "ml-predictions", "audit-logs")
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSpec:
+    """One stream: its name (also its subject prefix), partitions and limits."""
+
+    name: str
+    """What NATS calls it: `SOPHIA_EVENTS_STREAM_PREFIX` and one of `STREAM_NAMES`."""
+    partitions: int = 10
+    max_age_s: float = 7 * 24 * 3600.0
+    max_bytes: int = 1024**3
+    replicas: int = 1
+    duplicate_window_s: float = 120.0
+    """How long JetStream remembers a `Nats-Msg-Id`: a re-publish within it is dropped as a duplicate."""
+
+    def subject(self, key: str, event_type: str) -> str:
+        return f"{self.name}.{partition_of(key, self.partitions)}.{event_type}"
+
+    def config(self) -> StreamConfig:
+        return StreamConfig(
+            name=self.name,
+            subjects=[f"{self.name}.>"],
+            retention=RetentionPolicy.LIMITS,
+            max_age=self.max_age_s,
+            max_bytes=self.max_bytes,
+            discard=DiscardPolicy.NEW,
+            storage=StorageType.FILE,
+            num_replicas=self.replicas,
+            duplicate_window=self.duplicate_window_s,
+        )
+
+
+def partition_of(key: str, partitions: int) -> int:
+    """The partition of `key`: the same in every process and every run."""
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % partitions
+
+
+def stream_specs(settings: Settings) -> dict[str, StreamSpec]:
+    """Every stream by its unprefixed name (the outbox's topic), with the settings' limits."""
+    return {
+        name: StreamSpec(
+            settings.events_stream_prefix + name,
+            partitions=settings.events_partitions,
+            max_age_s=settings.events_max_age_s,
+            max_bytes=settings.events_max_bytes,
+            replicas=settings.events_replicas,
+        )
+        for name in STREAM_NAMES
+    }
+
+
+async def ensure_streams(js: JetStreamContext, specs: Iterable[StreamSpec]) -> list[str]:
+    """Create the streams that are missing and bring the others to their spec; the names changed."""
+    changed = []
+    for spec in specs:
+        wanted = spec.config()
+        try:
+            info = await js.stream_info(spec.name)
+        except NotFoundError:
+            await js.add_stream(wanted)
+            log.info("stream_created", stream=spec.name, replicas=spec.replicas)
+            changed.append(spec.name)
+            continue
+        if _differs(info.config, wanted):
+            await js.update_stream(wanted)
+            log.info("stream_updated", stream=spec.name)
+            changed.append(spec.name)
+    return changed
+
+
+def _differs(current: StreamConfig, wanted: StreamConfig) -> bool:
+    fields = ("subjects", "max_age", "max_bytes", "discard", "num_replicas", "duplicate_window")
+    return any(getattr(current, field) != getattr(wanted, field) for field in fields)
