@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from sophia.api import problems
 from sophia.api.auth import KeyVerifier
 from sophia.api.deals.endpoints import router as deals_router
+from sophia.api.events.endpoints import router as events_router
 from sophia.api.health.endpoints import router as health_router
 from sophia.api.hot import HotReads
 from sophia.api.middleware import RequestContext
@@ -22,6 +23,8 @@ from sophia.cache import CacheConfig, TieredCache
 from sophia.cache.connection import RedisConnection
 from sophia.database import Database
 from sophia.events.connection import NatsConnection
+from sophia.events.publisher import EventPublisher
+from sophia.events.streams import stream_specs
 from sophia.shared.logging import configure_logging, get_logger
 from sophia.shared.metrics import forget_dead_workers
 from sophia.shared.process import die_with_parent
@@ -77,7 +80,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             redis_tier = redis.client if settings.cache_enabled else None
             cache = await stack.enter_async_context(TieredCache(redis_tier, config, name="api"))
             cache_control = f"private, max-age={int(config.ttl_class('api').fresh_s)}"
-            app.state.sophia = AppState(settings, database, redis, nats, keys, cache, cache_control)
+            events = EventPublisher(nats, stream_specs(settings), refuse_at=settings.events_backpressure_fill)
+            app.state.sophia = AppState(settings, database, redis, nats, keys, cache, cache_control, events)
             log.info("api_started")
             yield
             log.info("api_draining")
@@ -94,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health_router)
     app.include_router(records_router)
     app.include_router(deals_router)
+    app.include_router(events_router)
     app.add_middleware(HotReads)  # innermost: behind the request id, metrics and limits
     app.add_middleware(RequestContext, settings=settings)
     return app

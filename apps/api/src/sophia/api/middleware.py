@@ -17,6 +17,7 @@ from sophia.shared.settings import Settings
 log = get_logger("sophia.api.access")
 
 BULK_PATHS = frozenset({"/api/v1/records:bulk"})
+EVENTS_PATH = "/api/v1/events"
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 """Anything else is labelled OTHER, so clients cannot grow the metrics' label sets."""
 
@@ -28,6 +29,7 @@ class RequestContext:
         self.app = app
         self.max_body_bytes = settings.max_body_bytes
         self.max_bulk_bytes = settings.max_bulk_bytes
+        self.max_events_bytes = settings.events_max_body_bytes
         self.access_log = settings.access_log
         self.slow_request_s = settings.slow_request_s
         self._latency_children: dict[tuple[str, str, int], Histogram] = {}
@@ -41,7 +43,9 @@ class RequestContext:
         return child
 
     def _limit_for(self, path: str) -> int:
-        return self.max_bulk_bytes if path in BULK_PATHS else self.max_body_bytes
+        if path in BULK_PATHS:
+            return self.max_bulk_bytes
+        return self.max_events_bytes if path == EVENTS_PATH else self.max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

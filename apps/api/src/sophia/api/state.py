@@ -11,6 +11,7 @@ from sophia.cache import TieredCache
 from sophia.cache.connection import RedisConnection
 from sophia.database import Database
 from sophia.events.connection import NatsConnection
+from sophia.events.publisher import EventPublisher
 from sophia.shared.settings import Settings
 
 
@@ -24,6 +25,7 @@ class AppState:
     cache: TieredCache
     cache_control: str
     """`Cache-Control` of cached API responses (private: they need a key)."""
+    events: EventPublisher
 
 
 async def app_state(request: Request) -> AppState:

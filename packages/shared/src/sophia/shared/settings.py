@@ -110,6 +110,13 @@ class Settings(BaseSettings):
     workers_metrics_port: int = Field(
         0, ge=0, le=65535, description="Port of the workers' /metrics (0: not served)."
     )
+    events_max_batch: int = Field(10_000, ge=1, description="Most events one POST /api/v1/events may carry.")
+    events_max_body_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="Largest POST /api/v1/events body (bytes)."
+    )
+    events_backpressure_fill: float = Field(
+        0.9, gt=0, le=1, description="Fill of a stream (of its max bytes) from which new events are refused."
+    )
     outbox_batch: int = Field(500, ge=1, le=10_000, description="Outbox rows the relay publishes per batch.")
     outbox_poll_s: float = Field(
         1.0, gt=0, description="How often the relay looks at the outbox when no NOTIFY wakes it."

@@ -1,0 +1,168 @@
+"""POST /api/v1/events against real NATS: 202 only once JetStream has every event; bad input 4xx."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+
+import orjson
+import pytest
+from app_clients import app_client
+from nats.js.errors import NotFoundError
+from problem_assertions import assert_problem
+
+from sophia.core.events import uuid7
+from sophia.events.codec import decode
+from sophia.events.connection import NatsConnection
+from sophia.events.streams import stream_specs
+
+NDJSON = {"content-type": "application/x-ndjson"}
+
+
+@pytest.fixture
+async def events_client(settings, api_keys):
+    """An app publishing to streams of this test's own, and a NATS connection to read them."""
+    prefix = f"t{uuid.uuid4().hex[:10]}-"
+    own = settings.model_copy(update={"events_stream_prefix": prefix})
+    async with app_client(own, api_keys["write"]) as client, NatsConnection(settings.nats_url) as nats:
+        client.specs = stream_specs(own)  # type: ignore[attr-defined]
+        client.nats = nats  # type: ignore[attr-defined]
+        yield client
+        js = await nats.jetstream()
+        for spec in stream_specs(own).values():
+            with contextlib.suppress(NotFoundError):
+                await js.delete_stream(spec.name)
+
+
+def user_event(key: str = "u-1", **overrides) -> dict:
+    return {"type": "user.event", "key": key, "payload": {"name": "deal.viewed", "user_id": key}, **overrides}
+
+
+async def stored(client, stream: str) -> list:
+    js = await client.nats.jetstream()
+    name = client.specs[stream].name
+    info = await js.stream_info(name)
+    return [
+        decode((await js.get_msg(name, seq)).data)
+        for seq in range(info.state.first_seq, info.state.last_seq + 1)
+    ]
+
+
+async def test_a_json_batch_is_accepted_once_jetstream_holds_every_event(events_client):
+    system = {"type": "system.event", "key": "sync", "payload": {"name": "sync.finished", "severity": "info"}}
+    response = await events_client.post("/api/v1/events", json=[user_event("u-1"), user_event("u-2"), system])
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert body["accepted"] == 3
+    users = await stored(events_client, "user-events")
+    assert [e.id for e in users] == body["ids"][:2]
+    assert [e.key for e in users] == ["u-1", "u-2"]
+    assert users[0].payload == {"name": "deal.viewed", "user_id": "u-1", "properties": {}}
+    assert users[0].source == "api"
+    assert users[0].trace_id  # the request id, when the client sends none
+    assert [e.type for e in await stored(events_client, "system-events")] == ["system.event"]
+
+
+async def test_ndjson_works_and_resending_the_same_ids_adds_nothing(events_client):
+    ids = [str(uuid7()) for _ in range(3)]
+    lines = b"".join(orjson.dumps(user_event(f"u-{n}", id=ids[n])) + b"\n" for n in range(3))
+    for _ in range(2):
+        response = await events_client.post("/api/v1/events", content=lines, headers=NDJSON)
+        assert response.status_code == 202, response.text
+        assert response.json()["ids"] == ids
+    assert [e.id for e in await stored(events_client, "user-events")] == ids
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        (
+            [user_event(), {"type": "user.event", "key": "u", "payload": {}}],
+            ["body", 1, "user.event", "payload", "name"],
+        ),
+        ([{"type": "ml.prediction", "key": "k", "payload": {}}], ["body", 0]),
+        ([user_event(extra=1)], ["body", 0, "user.event", "extra"]),
+        ([user_event(id="not-a-uuid")], ["body", 0, "user.event", "id"]),
+        ([user_event(occurred_at="2026-01-01T00:00:00")], ["body", 0, "user.event", "occurred_at"]),
+        (
+            [{"type": "system.event", "key": "k", "payload": {"name": "x", "severity": "loud"}}],
+            ["body", 0, "system.event", "payload", "severity"],
+        ),
+        ([], ["body"]),
+        ({"type": "user.event"}, ["body"]),
+    ],
+)
+async def test_a_bad_event_is_a_422_naming_it_and_nothing_is_published(events_client, body, where):
+    response = await events_client.post("/api/v1/events", json=body)
+    problem = assert_problem(response, 422)
+    assert any(error["location"][: len(where)] == where for error in problem["errors"]), problem
+    js = await events_client.nats.jetstream()
+    with pytest.raises(NotFoundError):  # nothing was published, so not even the streams exist
+        await js.stream_info(events_client.specs["user-events"].name)
+
+
+async def test_a_bad_ndjson_line_is_named_by_its_number(events_client):
+    lines = orjson.dumps(user_event()) + b"\n{oops\n"
+    problem = assert_problem(await events_client.post("/api/v1/events", content=lines, headers=NDJSON), 422)
+    assert problem["errors"][0]["location"] == ["line", 2]
+
+
+async def test_too_many_events_and_other_media_types_are_refused(settings, api_keys, events_client):
+    async with app_client(settings.model_copy(update={"events_max_batch": 2}), api_keys["write"]) as small:
+        response = await small.post("/api/v1/events", json=[user_event()] * 3)
+    assert "at most 2 events" in assert_problem(response, 422)["detail"]
+    response = await events_client.post(
+        "/api/v1/events", content=b"x", headers={"content-type": "text/plain"}
+    )
+    assert_problem(response, 415)
+
+
+async def test_a_read_key_may_not_send_events(client, api_keys):
+    response = await client.post(
+        "/api/v1/events", json=[user_event()], headers={"Authorization": f"Bearer {api_keys['read']}"}
+    )
+    assert_problem(response, 403)
+
+
+@pytest.mark.parametrize("refuse_at", [0.05, 1.0], ids=["refused-before-full", "refused-by-jetstream"])
+async def test_a_full_stream_answers_503_with_retry_after_and_loses_no_accepted_event(
+    settings, api_keys, refuse_at
+):
+    """A 1 MiB stream: batches are accepted until it fills, then refused; every accepted id is kept."""
+    prefix = f"t{uuid.uuid4().hex[:10]}-"
+    tiny = settings.model_copy(
+        update={
+            "events_stream_prefix": prefix,
+            "events_max_bytes": 1024 * 1024,
+            "events_backpressure_fill": refuse_at,
+        }
+    )
+    filler = {"name": "big", "properties": {"blob": "x" * 4000}}
+    accepted: list[str] = []
+    refused = None
+    async with app_client(tiny, api_keys["write"]) as client, NatsConnection(settings.nats_url) as nats:
+        try:
+            for _ in range(100):
+                batch = [user_event(f"u-{n}", payload=filler) for n in range(20)]
+                response = await client.post("/api/v1/events", json=batch)
+                if response.status_code != 202:
+                    refused = response
+                    break
+                accepted += response.json()["ids"]
+            assert refused is not None, "a 1 MiB stream took 8 MiB"
+            assert_problem(refused, 503)
+            assert int(refused.headers["retry-after"]) >= 1
+            js = await nats.jetstream()
+            name = stream_specs(tiny)["user-events"].name
+            info = await js.stream_info(name)
+            kept = {
+                decode((await js.get_msg(name, seq)).data).id
+                for seq in range(info.state.first_seq, info.state.last_seq + 1)
+            }
+            assert set(accepted) <= kept
+            assert accepted
+        finally:
+            js = await nats.jetstream()
+            for spec in stream_specs(tiny).values():
+                with contextlib.suppress(NotFoundError):
+                    await js.delete_stream(spec.name)
