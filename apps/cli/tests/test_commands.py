@@ -122,3 +122,38 @@ async def test_views_refresh_drops_the_running_apis_cached_deal_pages(env, app, 
             break
         await asyncio.sleep(0.001)
     assert ACTIVE_DEALS_TAG not in cache.l1.tags()
+
+
+def test_audit_verify_says_the_trail_holds(env):
+    result = invoke(env, "audit", "verify")
+    assert result.exit_code == 0, result.output
+    assert "The audit trail holds" in result.output
+
+
+def test_audit_verify_exits_1_naming_the_first_broken_row(settings, tmp_path, blank_database):
+    async def tampered() -> str:
+        import uuid
+        from datetime import UTC, datetime
+
+        from sophia.database import Database, audit
+        from sophia.database.migrations import migrate
+
+        url = await blank_database()
+        async with Database(settings, dsn=url) as database, database.connection() as connection:
+            await migrate(connection)
+            entries = [
+                audit.AuditEntry(uuid.uuid4(), datetime.now(UTC), "cli", "key.created", f"k{n}", {})
+                for n in range(3)
+            ]
+            async with connection.transaction():
+                await audit.append(connection, entries)
+            await connection.execute(
+                "ALTER TABLE sophia_core.audit_log DISABLE TRIGGER audit_log_append_only"
+            )
+            await connection.execute("UPDATE sophia_core.audit_log SET target = 'forged' WHERE seq = 2")
+        return url
+
+    url = asyncio.run(tampered())
+    result = invoke({"SOPHIA_DATABASE_URL": url, "SOPHIA_DATA_DIR": str(tmp_path)}, "audit", "verify")
+    assert result.exit_code == 1
+    assert "broken at row 2" in result.output

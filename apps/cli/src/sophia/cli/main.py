@@ -7,13 +7,14 @@ import asyncio
 import typer
 from rich.console import Console
 
-from sophia.cli import keys, loadtest
+from sophia.cli import audit, keys, loadtest
 from sophia.cli.endpoints import resolve_settings
 from sophia.shared.logging import configure_logging
 from sophia.shared.settings import Settings
 
 app = typer.Typer(help="Sophia: run, migrate, seed and administer the platform.", no_args_is_help=True)
 app.add_typer(keys.app, name="keys")
+app.add_typer(audit.app, name="audit")
 views = typer.Typer(help="Analytics views.", no_args_is_help=True)
 app.add_typer(views, name="views")
 app.command("loadtest")(loadtest.command)
@@ -96,7 +97,7 @@ def refresh_views() -> None:
     async def run() -> None:
         async with Database(settings) as database, running_caches(settings) as cache:
             async with database.connection() as connection:
-                await view_store.refresh_active_deals(connection, settings.db_maintenance_timeout_s)
+                await view_store.refresh_active_deals(connection, settings.db_maintenance_timeout_s, "cli")
             if cache is not None:
                 await cache.invalidate(tags=[ACTIVE_DEALS_TAG])
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
+from sophia.database import outbox
 from sophia.database.pool import Connection
 
 SCOPES = ("read", "write", "admin")
@@ -29,20 +30,22 @@ def digest(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
 
 
-async def create(connection: Connection, name: str, scope: str) -> tuple[ApiKey, str]:
-    """A new key and its secret, which is shown once and never stored."""
+async def create(connection: Connection, name: str, scope: str, actor: str = "cli") -> tuple[ApiKey, str]:
+    """A new key and its secret, which is shown once and never stored; audited as `actor`'s."""
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {', '.join(SCOPES)}")
     prefix = secrets.token_hex(4)
     secret = f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
-    row = await connection.fetchrow(
-        """INSERT INTO sophia_core.api_keys (name, prefix, secret_hash, scope)
-           VALUES ($1, $2, $3, $4) RETURNING id, name, prefix, scope, created_at, revoked_at""",
-        name,
-        prefix,
-        digest(secret),
-        scope,
-    )
+    async with connection.transaction():
+        row = await connection.fetchrow(
+            """INSERT INTO sophia_core.api_keys (name, prefix, secret_hash, scope)
+               VALUES ($1, $2, $3, $4) RETURNING id, name, prefix, scope, created_at, revoked_at""",
+            name,
+            prefix,
+            digest(secret),
+            scope,
+        )
+        await outbox.audit(connection, actor, "key.created", f"key/{prefix}", {"name": name, "scope": scope})
     assert row is not None
     return ApiKey(**dict(row)), secret
 
@@ -63,9 +66,13 @@ async def list_all(connection: Connection) -> list[ApiKey]:
     return [ApiKey(**dict(row)) for row in rows]
 
 
-async def revoke(connection: Connection, prefix: str) -> bool:
-    status = await connection.execute(
-        "UPDATE sophia_core.api_keys SET revoked_at = now() WHERE prefix = $1 AND revoked_at IS NULL",
-        prefix,
-    )
-    return status.endswith(" 1")
+async def revoke(connection: Connection, prefix: str, actor: str = "cli") -> bool:
+    async with connection.transaction():
+        status = await connection.execute(
+            "UPDATE sophia_core.api_keys SET revoked_at = now() WHERE prefix = $1 AND revoked_at IS NULL",
+            prefix,
+        )
+        revoked = status.endswith(" 1")
+        if revoked:
+            await outbox.audit(connection, actor, "key.revoked", f"key/{prefix}", {})
+    return revoked

@@ -7,9 +7,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+import orjson
+
 from sophia.database.pool import Connection
 
 RECORDS_TOPIC = "records"
+AUDIT_TOPIC = "audit-logs"
 NOTIFY_CHANNEL = "sophia_outbox"
 """Where a trigger announces new rows (migration 0006)."""
 
@@ -24,6 +27,22 @@ class OutboxEvent:
     key: str
     payload: dict[str, object]
     created_at: datetime
+
+
+async def audit(
+    connection: Connection, actor: str, action: str, target: str, details: dict[str, object]
+) -> None:
+    """Record an admin action for the audit trail, in the caller's transaction (an `audit.entry`)."""
+    await connection.execute(
+        f"""INSERT INTO sophia_core.outbox (topic, event_type, key, payload)
+            VALUES ('{AUDIT_TOPIC}', 'audit.entry', $3,
+                    jsonb_build_object('actor', $1::text, 'action', $2::text, 'target', $3::text,
+                                       'at', to_jsonb(now()), 'details', $4::text::jsonb))""",
+        actor,
+        action,
+        target,
+        orjson.dumps(details).decode(),  # text: callers on bare asyncpg connections have no jsonb codec
+    )
 
 
 async def claim(connection: Connection, limit: int) -> list[OutboxEvent]:

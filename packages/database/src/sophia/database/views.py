@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from uuid import UUID
 
+from sophia.database import outbox
 from sophia.database.pool import Connection
 
 ACTIVE_DEALS_JSON = """json_build_object(
@@ -12,11 +13,17 @@ ACTIVE_DEALS_JSON = """json_build_object(
     'owner_id', d.owner_id, 'updated_at', d.updated_at)::text"""
 
 
-async def refresh_active_deals(connection: Connection, timeout_s: float | None = None) -> None:
-    """Rebuild the view without blocking readers (CONCURRENTLY needs its unique index)."""
-    await connection.execute(
-        "REFRESH MATERIALIZED VIEW CONCURRENTLY sophia_core.active_deals_mv", timeout=timeout_s
-    )
+async def refresh_active_deals(
+    connection: Connection, timeout_s: float | None = None, actor: str | None = None
+) -> None:
+    """Rebuild the view without blocking readers (CONCURRENTLY needs its unique index); a refresh
+    an `actor` asked for is audited with it."""
+    async with connection.transaction():
+        await connection.execute(
+            "REFRESH MATERIALIZED VIEW CONCURRENTLY sophia_core.active_deals_mv", timeout=timeout_s
+        )
+        if actor is not None:
+            await outbox.audit(connection, actor, "view.refreshed", "view/active_deals_mv", {})
 
 
 async def active_deals_page(connection: Connection, after: UUID | None, limit: int) -> list[tuple[UUID, str]]:

@@ -13,6 +13,7 @@ from sophia.api.state import AppState, app_state
 from sophia.cache.catalog import ACTIVE_DEALS_TAG, active_deals_key
 from sophia.core.cursor import decode_cursor, filter_fingerprint, split_page
 from sophia.database import views
+from sophia.database.keys import ApiKey
 
 router = APIRouter(prefix="/api/v1", tags=["deals"])
 State = Annotated[AppState, Depends(app_state)]
@@ -46,8 +47,9 @@ async def active_deals(
     status_code=204,
     summary="Refresh active_deals_mv now (CONCURRENTLY: readers are not blocked)",
 )
-async def refresh_active_deals(state: State, _key: Annotated[object, Depends(require("admin"))]) -> Response:
+async def refresh_active_deals(state: State, key: Annotated[ApiKey, Depends(require("admin"))]) -> Response:
     async with state.database.connection() as connection:
-        await views.refresh_active_deals(connection, state.settings.db_maintenance_timeout_s)
+        actor = f"key/{key.prefix}"
+        await views.refresh_active_deals(connection, state.settings.db_maintenance_timeout_s, actor)
     await state.cache.invalidate(tags=[ACTIVE_DEALS_TAG])
     return Response(status_code=204)
