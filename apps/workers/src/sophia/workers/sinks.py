@@ -1,0 +1,74 @@
+"""What the stream processors do with a micro-batch. Each is idempotent: a redelivered batch
+changes nothing (event ids are primary keys; invalidating twice is invalidating once)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from uuid import UUID
+
+from sophia.cache import TieredCache
+from sophia.cache.catalog import catalog_changed
+from sophia.core.events import Envelope
+from sophia.database import Database, audit, events
+
+Sink = Callable[[list[Envelope]], Awaitable[None]]
+
+
+def store_events(database: Database) -> Sink:
+    """User and system events into `sophia_core.events` (COPY, then insert the new ids)."""
+
+    async def sink(batch: list[Envelope]) -> None:
+        async with database.connection() as connection, connection.transaction():
+            await events.store(connection, batch)
+
+    return sink
+
+
+def invalidate_caches(cache: TieredCache, max_keys: int) -> Sink:
+    """Catalog changes drop the records and lists they touch from Redis and every API's L1.
+
+    The API that made a write already dropped its own L1 at once; this is the path that reaches
+    every instance even when that API's own publish did not (it died, or Redis blinked)."""
+
+    async def sink(batch: list[Envelope]) -> None:
+        record_ids = [UUID(str(envelope.payload["id"])) for envelope in batch]
+        scopes = [
+            (str(envelope.payload["source_system"]), str(envelope.payload["kind"])) for envelope in batch
+        ]
+        await catalog_changed(cache, record_ids, scopes, max_keys=max_keys)
+
+    return sink
+
+
+def append_audit(database: Database) -> Sink:
+    """Catalog changes and admin actions onto the audit trail's hash chain."""
+
+    async def sink(batch: list[Envelope]) -> None:
+        entries = [audit_entry(envelope) for envelope in batch]
+        async with database.connection() as connection, connection.transaction():
+            await audit.append(connection, entries)
+
+    return sink
+
+
+def audit_entry(envelope: Envelope) -> audit.AuditEntry:
+    payload = envelope.payload
+    if envelope.type == "audit.entry":  # an admin action: it says who did what itself
+        details = payload.get("details")
+        return audit.AuditEntry(
+            event_id=UUID(envelope.id),
+            occurred_at=datetime.fromisoformat(str(payload["at"])),
+            actor=str(payload["actor"]),
+            action=str(payload["action"]),
+            target=str(payload["target"]),
+            details=details if isinstance(details, dict) else {},
+        )
+    return audit.AuditEntry(  # a catalog change
+        event_id=UUID(envelope.id),
+        occurred_at=envelope.occurred_at,
+        actor=envelope.source,
+        action=envelope.type,
+        target=envelope.key,
+        details=dict(payload),
+    )

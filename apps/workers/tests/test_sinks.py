@@ -1,0 +1,104 @@
+"""The processors' sinks against real PostgreSQL and Redis: each stores or drops once per event."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+
+import redis.asyncio as redis
+
+from sophia.cache import CacheConfig, TieredCache
+from sophia.cache.catalog import list_key, list_tags, record_key
+from sophia.core.events import Envelope, uuid7
+from sophia.core.records import RecordFilter
+from sophia.database import audit, events
+from sophia.workers.sinks import append_audit, invalidate_caches, store_events
+
+
+def user_event(key: str) -> Envelope:
+    return Envelope.new("user.event", key, {"name": "deal.viewed"}, source="api")
+
+
+def record_event(source_system: str, external_id: str, record_id: uuid.UUID | None = None) -> Envelope:
+    record_id = record_id or uuid.uuid4()
+    payload = {
+        "id": str(record_id),
+        "source_system": source_system,
+        "kind": "deal",
+        "external_id": external_id,
+        "version": 2,
+    }
+    return Envelope.new("record.upserted", f"{source_system}/deal/{external_id}", payload, source="catalog")
+
+
+async def test_events_are_stored_once_however_often_delivered(database):
+    batch = [user_event(f"u-{n}") for n in range(5)]
+    sink = store_events(database)
+    await sink(batch)
+    await sink([*batch, batch[0]])  # redelivered, with a duplicate inside the batch
+    async with database.connection() as connection:
+        assert await events.count(connection, [e.id for e in batch]) == 5
+        row = await connection.fetchrow(
+            "SELECT type, key, payload, source FROM sophia_core.events WHERE id = $1", uuid.UUID(batch[0].id)
+        )
+    assert tuple(row) == ("user.event", "u-0", {"name": "deal.viewed"}, "api")
+
+
+async def test_catalog_changes_drop_the_record_and_its_lists_from_every_process(settings):
+    config = CacheConfig.from_settings(settings)
+    api_client, worker_client = (redis.Redis.from_url(settings.redis_url) for _ in range(2))
+    source = f"sink{uuid.uuid4().hex[:8]}"
+    record_id = uuid.uuid4()
+    where = RecordFilter(source, "deal")
+    async with (
+        TieredCache(api_client, config, name="api") as api,
+        TieredCache(worker_client, config, name="workers") as worker,
+    ):
+
+        async def load() -> bytes:
+            return b"{}"
+
+        await api.get_or_load(record_key(record_id), load)
+        await api.get_or_load(list_key(where, None, 50), load, tags=list_tags(where))
+        await invalidate_caches(worker, max_keys=100)([record_event(source, "d-1", record_id)])
+        async with asyncio.timeout(2):
+            while len(api.l1):
+                await asyncio.sleep(0.001)
+    await api_client.aclose()
+    await worker_client.aclose()
+
+
+async def test_catalog_changes_and_admin_actions_land_on_the_audit_chain_once(database):
+    change = record_event("auditsrc", "d-1")
+    action = Envelope(
+        id=str(uuid7()),
+        type="audit.entry",
+        schema_version=1,
+        occurred_at=datetime.now(UTC),
+        source="catalog",
+        key="key/abcd1234",
+        payload={
+            "actor": "cli",
+            "action": "key.revoked",
+            "target": "key/abcd1234",
+            "at": "2026-11-25T12:00:00+00:00",
+            "details": {},
+        },
+    )
+    sink = append_audit(database)
+    await sink([change, action])
+    await sink([change, action])
+    async with database.connection() as connection:
+        rows = await connection.fetch(
+            "SELECT actor, action, target FROM sophia_core.audit_log "
+            "WHERE event_id = ANY($1::uuid[]) ORDER BY seq",
+            [uuid.UUID(change.id), uuid.UUID(action.id)],
+        )
+        async with connection.transaction():
+            verdicts = [v async for v in audit.verify(connection)]
+    assert [tuple(row) for row in rows] == [
+        ("catalog", "record.upserted", "auditsrc/deal/d-1"),
+        ("cli", "key.revoked", "key/abcd1234"),
+    ]
+    assert verdicts[-1][1] is None
