@@ -127,6 +127,9 @@ class OutboxRelay:
                 relayed = await self.relay_once()
             except PUBLISH_FAILURES as error:
                 RELAY_FAILURES.labels(type(error).__name__).inc()
+                self._streams_ready = False
+                with contextlib.suppress(Unavailable):
+                    await self._observe_depth()
                 delay = delays[min(failures, len(delays) - 1)]
                 failures += 1
                 log.warning("outbox_relay_failed", error=type(error).__name__, retry_s=round(delay, 3))
@@ -162,10 +165,18 @@ class OutboxRelay:
         RELAY_BATCH_SECONDS.observe(time.perf_counter() - started)
         failed = [result for result in results if isinstance(result, BaseException)]
         if failed:
+            self._streams_ready = False  # NATS may have come back without its streams
+            await self._observe_depth()
             raise failed[0]
         if len(events) < self.batch:
             OUTBOX_DEPTH.set(0)
+        else:
+            await self._observe_depth()
         return len(published)
+
+    async def _observe_depth(self) -> None:
+        async with self.database.connection() as connection:
+            OUTBOX_DEPTH.set(await outbox.depth(connection))
 
     async def _publish(self, js: object, event: OutboxEvent) -> None:
         spec = self.streams[event.topic]

@@ -62,7 +62,7 @@ class NatsConnection:
                     "reconnect_time_wait": 0.5,
                 }
                 await client.connect(
-                    servers=[self.url],
+                    servers=[url.strip() for url in self.url.split(",") if url.strip()],  # a cluster
                     allow_reconnect=True,
                     max_reconnect_attempts=-1,
                     name="sophia",
