@@ -12,11 +12,21 @@ from nats.js.errors import NotFoundError
 
 from sophia.core.events import Envelope
 from sophia.core.records import RecordKey
-from sophia.database import catalog, outbox
+from sophia.database import Database, catalog, outbox
+from sophia.database.migrations import migrate
 from sophia.events.codec import decode
 from sophia.events.connection import NatsConnection
 from sophia.events.streams import StreamSpec, ensure_streams, stream_specs
 from sophia.workers.relay import OutboxRelay
+
+
+@pytest.fixture
+async def database(settings, blank_database) -> AsyncIterator[Database]:
+    """A catalog of this test's own: the relay drains a whole outbox, others' backlogs included."""
+    async with Database(settings, dsn=await blank_database()) as own:
+        async with own.connection() as connection:
+            await migrate(connection)
+        yield own
 
 
 @pytest.fixture

@@ -20,7 +20,8 @@ from prometheus_client import REGISTRY
 
 from sophia.core.events import Envelope
 from sophia.core.records import RecordKey
-from sophia.database import catalog, outbox
+from sophia.database import Database, catalog, outbox
+from sophia.database.migrations import migrate
 from sophia.engines.nats import EmbeddedNats
 from sophia.engines.nats_cluster import EmbeddedNatsCluster
 from sophia.events.codec import decode, encode
@@ -82,8 +83,16 @@ async def stream_messages(js: JetStreamContext, name: str) -> list[tuple[str, En
 
 
 async def test_catalog_writes_succeed_while_nats_is_stopped_and_each_is_published_once_after(
-    tmp_path, settings, database
+    tmp_path, settings, blank_database
 ):
+    url = await blank_database()  # an outbox of its own: other tests' backlogs would swamp the reads
+    async with Database(settings, dsn=url) as database:
+        async with database.connection() as connection:
+            await migrate(connection)
+        await _outage(tmp_path, settings, database)
+
+
+async def _outage(tmp_path, settings, database) -> None:
     server = EmbeddedNats(tmp_path)
     url = await server.start()
     specs = stream_specs(settings)  # on a server of this test's own: no prefix needed

@@ -1,4 +1,4 @@
-"""`python -m sophia.workers`: the workers' process (for now the outbox relay), until SIGTERM."""
+"""`python -m sophia.workers`: the outbox relay and the stream processors, until SIGTERM."""
 
 from __future__ import annotations
 
@@ -7,23 +7,50 @@ import signal
 
 from prometheus_client import start_http_server
 
+from sophia.cache import CacheConfig, RedisConnection, TieredCache
 from sophia.database import Database
 from sophia.events.connection import NatsConnection
 from sophia.events.streams import stream_specs
 from sophia.shared.logging import configure_logging, get_logger
 from sophia.shared.settings import Settings
+from sophia.workers.dead_letter import dead_letter_spec
+from sophia.workers.processor import ConsumerSpec, StreamProcessor
 from sophia.workers.relay import OutboxRelay
+from sophia.workers.sinks import append_audit, invalidate_caches, store_events
 
 log = get_logger("sophia.workers")
 
 
+def processors(
+    settings: Settings, database: Database, nats: NatsConnection, cache: TieredCache
+) -> list[StreamProcessor]:
+    """The stream processors of this issue, each a durable consumer with its idempotent sink."""
+    streams = stream_specs(settings)
+    dead_letter = dead_letter_spec(settings)
+    consumers = [
+        (ConsumerSpec("events-to-postgres", streams["user-events"].name), store_events(database)),
+        (ConsumerSpec("system-events-to-postgres", streams["system-events"].name), store_events(database)),
+        (
+            ConsumerSpec("cache-invalidation", streams["records"].name),
+            invalidate_caches(cache, settings.cache_invalidate_max_keys),
+        ),
+        (ConsumerSpec("audit-records", streams["records"].name), append_audit(database)),
+        (ConsumerSpec("audit-admin", streams["audit-logs"].name), append_audit(database)),
+    ]
+    return [StreamProcessor(nats, spec, sink, dead_letter_stream=dead_letter) for spec, sink in consumers]
+
+
 async def run_workers(settings: Settings, stop: asyncio.Event) -> None:
     """Run every worker until `stop` is set; each finishes what it holds first."""
-    if not (settings.database_url and settings.nats_url):
-        raise RuntimeError("SOPHIA_DATABASE_URL and SOPHIA_NATS_URL must be set (`sophia up` sets them)")
+    if not (settings.database_url and settings.nats_url and settings.redis_url):
+        raise RuntimeError(
+            "SOPHIA_DATABASE_URL, _REDIS_URL and _NATS_URL must be set (`sophia up` sets them)"
+        )
     async with (
         Database(settings) as database,
         NatsConnection(settings.nats_url, settings.engine_timeout_s) as nats,
+        RedisConnection(settings.redis_url, settings.engine_timeout_s) as redis,
+        TieredCache(redis.client, CacheConfig.from_settings(settings), name="workers") as cache,
         OutboxRelay(
             database,
             nats,
@@ -33,7 +60,10 @@ async def run_workers(settings: Settings, stop: asyncio.Event) -> None:
         ) as relay,
     ):
         log.info("workers_started")
-        await relay.run(stop)
+        await asyncio.gather(
+            relay.run(stop),
+            *(processor.run(stop) for processor in processors(settings, database, nats, cache)),
+        )
     log.info("workers_stopped")
 
 

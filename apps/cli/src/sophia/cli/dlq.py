@@ -1,0 +1,109 @@
+"""`sophia dlq`: list, show and replay the events stream processors gave up on."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sophia.cli.endpoints import resolve_settings
+from sophia.core.errors import NotFound, Unavailable
+from sophia.events.connection import NatsConnection
+from sophia.workers.dead_letter import (
+    DeadLetter,
+    dead_letter_spec,
+    list_dead_letters,
+    replay,
+    show_dead_letter,
+)
+
+app = typer.Typer(help="Dead letters: events a stream processor could not process.", no_args_is_help=True)
+console = Console()
+
+T = TypeVar("T")
+
+
+def _with_nats(call: Callable[[NatsConnection, str], Awaitable[T]]) -> T:
+    """`call(nats, dead-letter stream)`; a missing letter or an unreachable NATS exits 1 with a line."""
+    settings = resolve_settings()
+    if not settings.nats_url:
+        console.print("[red]No NATS: set SOPHIA_NATS_URL or start the stack with `make up`.[/red]")
+        raise typer.Exit(1)
+    url, stream = settings.nats_url, dead_letter_spec(settings).name
+
+    async def run() -> T:
+        async with NatsConnection(url, settings.engine_timeout_s) as nats:
+            return await call(nats, stream)
+
+    try:
+        return asyncio.run(run())
+    except NotFound as error:
+        console.print(f"[red]{error.detail}[/red]")
+    except Unavailable as error:
+        console.print(f"[red]{error.detail} ({url}).[/red]")
+    raise typer.Exit(1)
+
+
+@app.command("list")
+def list_command(
+    limit: int = typer.Option(50, "--limit", min=1, help="How many, oldest first."),
+) -> None:
+    """The oldest dead letters: where each came from and why it failed."""
+    letters = _with_nats(lambda nats, stream: list_dead_letters(nats, stream, limit))
+    if not letters:
+        console.print("No dead letters.")
+        return
+    table = Table("seq", "dead at", "consumer", "subject", "deliveries", "error")
+    for letter in letters:
+        table.add_row(
+            str(letter.sequence),
+            f"{letter.dead_at:%Y-%m-%d %H:%M:%S}" if letter.dead_at else "",
+            letter.consumer,
+            letter.subject,
+            str(letter.deliveries),
+            f"{letter.error_type}: {letter.error}",
+        )
+    console.print(table)
+
+
+@app.command("show")
+def show_command(
+    sequence: int = typer.Argument(..., min=1, help="Its sequence (from `sophia dlq list`)."),
+) -> None:
+    """One dead letter in full: origin, error, headers and the event itself."""
+    letter = _with_nats(lambda nats, stream: show_dead_letter(nats, stream, sequence))
+    _print_letter(letter)
+
+
+@app.command("replay")
+def replay_command(
+    sequence: int = typer.Argument(..., min=1, help="Its sequence (from `sophia dlq list`)."),
+) -> None:
+    """Put a dead letter back on its original subject (its stream's consumers see it again); delete it."""
+    with console.status(f"Replaying dead letter {sequence} ..."):
+        letter = _with_nats(lambda nats, stream: replay(nats, stream, sequence))
+    console.print(
+        f"Replayed dead letter {sequence} to {letter.subject} (stream {letter.stream}); "
+        f"its consumers will process it again (it failed in {letter.consumer})."
+    )
+
+
+def _print_letter(letter: DeadLetter) -> None:
+    dead_at = f"{letter.dead_at:%Y-%m-%d %H:%M:%S} UTC" if letter.dead_at else "unknown"
+    console.print(f"[bold]Dead letter {letter.sequence}[/bold] (filed {dead_at})")
+    console.print(f"  consumer:   {letter.consumer}")
+    console.print(f"  from:       {letter.stream} #{letter.original_sequence}, subject {letter.subject}")
+    console.print(f"  deliveries: {letter.deliveries}")
+    console.print(f"  error:      {letter.error_type}: {letter.error}", markup=False)
+    for name, value in letter.headers.items():
+        console.print(f"  header:     {name}: {value}", markup=False)
+    try:
+        body = orjson.dumps(orjson.loads(letter.data), option=orjson.OPT_INDENT_2).decode()
+    except orjson.JSONDecodeError:
+        body = repr(letter.data)
+    console.print(body, markup=False, highlight=False)

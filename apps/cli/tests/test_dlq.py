@@ -1,0 +1,150 @@
+"""`sophia dlq list|show|replay` against the test session's JetStream (in-process through typer)."""
+
+import asyncio
+import contextlib
+import uuid
+
+import pytest
+from nats.js.errors import NotFoundError
+from typer.testing import CliRunner
+
+from sophia.cli import dlq
+from sophia.cli.main import app
+from sophia.core.events import Envelope
+from sophia.events.codec import encode
+from sophia.events.connection import NatsConnection
+from sophia.events.streams import ensure_streams, stream_specs
+from sophia.workers.dead_letter import dead_letter_spec, list_dead_letters
+from sophia.workers.processor import ConsumerSpec, StreamProcessor
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def own(settings, monkeypatch):
+    """Settings with streams of this test's own (a prefix), deleted afterwards; a wide console."""
+    monkeypatch.setattr(dlq.console, "width", 200)
+    own = settings.model_copy(update={"events_stream_prefix": f"t{uuid.uuid4().hex[:10]}-"})
+    yield own
+
+    async def delete() -> None:
+        async with NatsConnection(own.nats_url) as nats:
+            js = await nats.jetstream()
+            for name in (stream_specs(own)["user-events"].name, dead_letter_spec(own).name):
+                with contextlib.suppress(NotFoundError):
+                    await js.delete_stream(name)
+
+    asyncio.run(delete())
+
+
+@pytest.fixture
+def env(own, tmp_path):
+    return {
+        "SOPHIA_DATABASE_URL": own.database_url,
+        "SOPHIA_NATS_URL": own.nats_url,
+        "SOPHIA_DATA_DIR": str(tmp_path),
+        "SOPHIA_EVENTS_STREAM_PREFIX": own.events_stream_prefix,
+    }
+
+
+def invoke(env, *args):
+    return runner.invoke(app, ["dlq", *args], env=env)
+
+
+def file_dead_letters(settings, count: int) -> list[Envelope]:
+    """`count` events through a processor whose sink always fails: each ends up a dead letter."""
+    spec, dead_letter = stream_specs(settings)["user-events"], dead_letter_spec(settings)
+    events = [
+        Envelope.new("user.event", f"u-{n}", {"name": "deal.viewed"}, source="api") for n in range(count)
+    ]
+
+    async def broken(batch: list[Envelope]) -> None:
+        raise ValueError("broken sink")
+
+    async def run() -> None:
+        async with NatsConnection(settings.nats_url) as nats:
+            js = await nats.jetstream()
+            await ensure_streams(js, [spec])
+            for event in events:
+                await js.publish(spec.subject(event.key, event.type), encode(event), stream=spec.name)
+            consumer = ConsumerSpec("dlqtest", spec.name, max_deliver=1, batch_wait_s=0.01, idle_wait_s=0.1)
+            stop = asyncio.Event()
+            running = asyncio.create_task(
+                StreamProcessor(nats, consumer, broken, dead_letter_stream=dead_letter).run(stop)
+            )
+            async with asyncio.timeout(5):
+                while len(await list_dead_letters(nats, dead_letter.name)) < count:
+                    await asyncio.sleep(0.01)
+            stop.set()
+            await running
+
+    asyncio.run(run())
+    return events
+
+
+def stream_messages(settings) -> int:
+    async def count() -> int:
+        async with NatsConnection(settings.nats_url) as nats:
+            js = await nats.jetstream()
+            return (await js.stream_info(stream_specs(settings)["user-events"].name)).state.messages
+
+    return asyncio.run(count())
+
+
+def test_dlq_list_shows_each_dead_letter_with_its_origin_and_error(own, env):
+    file_dead_letters(own, 2)
+    listed = invoke(env, "list")
+    assert listed.exit_code == 0, listed.output
+    assert listed.output.count("dlqtest") == 2
+    assert "ValueError: broken sink" in listed.output
+    assert f"{own.events_stream_prefix}user-events." in listed.output
+    limited = invoke(env, "list", "--limit", "1")
+    assert limited.output.count("dlqtest") == 1
+
+
+def test_dlq_list_without_any_dead_letter_says_so(env):
+    listed = invoke(env, "list")
+    assert listed.exit_code == 0, listed.output
+    assert "No dead letters." in listed.output
+
+
+def test_dlq_show_prints_the_origin_the_error_and_the_event(own, env):
+    [event] = file_dead_letters(own, 1)
+    shown = invoke(env, "show", "1")
+    assert shown.exit_code == 0, shown.output
+    assert "consumer:   dlqtest" in shown.output
+    assert "deliveries: 1" in shown.output
+    assert "ValueError: broken sink" in shown.output
+    assert stream_specs(own)["user-events"].subject(event.key, event.type) in shown.output
+    assert f'"id": "{event.id}"' in shown.output
+
+
+def test_dlq_replay_puts_the_event_back_and_deletes_the_letter(own, env):
+    file_dead_letters(own, 2)
+    before = stream_messages(own)
+    replayed = invoke(env, "replay", "1")
+    assert replayed.exit_code == 0, replayed.output
+    assert "Replayed dead letter 1" in replayed.output
+    assert stream_messages(own) == before + 1
+    listed = invoke(env, "list")
+    assert listed.output.count("dlqtest") == 1
+    again = invoke(env, "replay", "1")
+    assert again.exit_code == 1
+    assert "No dead letter 1" in again.output
+
+
+def test_dlq_show_and_replay_of_an_unknown_sequence_exit_1(own, env):
+    file_dead_letters(own, 1)
+    for command in ("show", "replay"):
+        result = invoke(env, command, "99")
+        assert result.exit_code == 1
+        assert "No dead letter 99" in result.output
+    assert invoke(env, "list").output.count("dlqtest") == 1
+
+
+def test_dlq_with_nats_unreachable_exits_1_with_a_line_not_a_traceback(env):
+    unreachable = env | {"SOPHIA_NATS_URL": "nats://127.0.0.1:1", "SOPHIA_ENGINE_TIMEOUT_S": "0.5"}
+    result = invoke(unreachable, "list")
+    assert result.exit_code == 1
+    assert "NATS is unreachable" in result.output
+    assert "Traceback" not in result.output

@@ -1,0 +1,314 @@
+"""Stream processors: durable pull consumers that hand micro-batches of events to an idempotent sink.
+
+A processor fetches up to `batch_size` messages, waiting at most `batch_wait_s` after the first
+for the batch to fill, calls its sink with their envelopes and acks them only once the sink has
+returned. A crash before that leaves them un-acked and JetStream delivers them again, which is
+why a sink must be idempotent (ON CONFLICT on the event id). With `concurrency` above
+`batch_size` several batches are in their sinks at once (and their order between them is not
+kept); never more than `concurrency` messages are fetched and not yet acked.
+
+Failures: a batch whose sink raised is retried message by message, so one poison message does
+not hold back the rest. A message that fails alone is NAKed with the backoff for its delivery
+count; on its `max_deliver`-th delivery it goes to the dead-letter stream with its error and is
+terminated. A message that is not an envelope goes there at once. A sink raising `Unavailable`
+says its own dependency is down, not that the events are bad: the batch is NAKed with backoff
+and nothing is dead-lettered for it.
+
+NATS going away: the processor backs off (full jitter), resubscribes and carries on; what was in
+flight is delivered again. `run(stop)` returns once `stop` is set and the batches in hand are
+finished and acked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig
+
+from sophia.core.errors import Invalid, Unavailable
+from sophia.core.events import Envelope
+from sophia.events.codec import decode
+from sophia.events.connection import NatsConnection
+from sophia.events.streams import StreamSpec
+from sophia.shared.logging import get_logger
+from sophia.shared.resilience import backoff_delays
+from sophia.workers import metrics
+from sophia.workers.dead_letter import ensure_dead_letter, publish_dead_letter
+from sophia.workers.sinks import Sink
+
+__all__ = ["ConsumerSpec", "Sink", "StreamProcessor"]
+
+log = get_logger(__name__)
+
+NATS_FAILURES = (NatsError, OSError, TimeoutError, Unavailable)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerSpec:
+    """One durable pull consumer and how it batches, bounds and retries."""
+
+    name: str
+    stream: str
+    """The stream's NATS name (`StreamSpec.name`)."""
+    filter_subject: str | None = None
+    batch_size: int = 100
+    batch_wait_s: float = 0.05
+    """How long a batch waits to fill once its first message is in."""
+    concurrency: int = 100
+    """The most messages fetched and not yet acked at once."""
+    max_deliver: int = 5
+    ack_wait_s: float = 30.0
+    """How long JetStream waits for a verdict; a sink still working renews it every half of it."""
+    backoff_s: tuple[float, ...] = (0.5, 2.0, 10.0)
+    """NAK delays by delivery count (the last one repeats)."""
+    idle_wait_s: float = 1.0
+    """How long one fetch waits for a first message (and so the longest `stop` waits on an idle one)."""
+
+    def __post_init__(self) -> None:
+        if min(self.batch_size, self.concurrency, self.max_deliver) < 1 or not self.backoff_s:
+            raise ValueError("batch_size, concurrency and max_deliver must be >= 1; backoff_s not empty")
+
+    def config(self) -> ConsumerConfig:
+        return ConsumerConfig(
+            name=self.name,
+            durable_name=self.name,
+            filter_subject=self.filter_subject,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self.ack_wait_s,
+            # Unlimited: the processor, not the server, gives up on a message, and files it.
+            max_deliver=-1,
+            max_ack_pending=max(self.concurrency, 1000),
+        )
+
+    def backoff_after(self, deliveries: int) -> float:
+        return self.backoff_s[min(max(deliveries, 1), len(self.backoff_s)) - 1]
+
+
+class StreamProcessor:
+    """`await StreamProcessor(nats, spec, sink, dead_letter_stream=...).run(stop)` until `stop`.
+
+    `dead_letter_stream` is a `StreamSpec` (created or updated at start, see `dead_letter_spec`)
+    or a bare name (created with the dead-letter defaults if missing)."""
+
+    def __init__(
+        self,
+        nats: NatsConnection,
+        spec: ConsumerSpec,
+        sink: Sink,
+        *,
+        dead_letter_stream: str | StreamSpec,
+        reconnect_max_s: float = 5.0,
+        lag_refresh_s: float = 5.0,
+    ) -> None:
+        self.nats = nats
+        self.spec = spec
+        self.sink = sink
+        self.dead_letter_stream = dead_letter_stream
+        self.reconnect_max_s = reconnect_max_s
+        self.lag_refresh_s = lag_refresh_s
+        self.unacked = 0
+        self._dead_letter_name = (
+            dead_letter_stream.name if isinstance(dead_letter_stream, StreamSpec) else dead_letter_stream
+        )
+        self._held: list[Msg] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._failures = 0
+        self._lag_due = 0.0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until `stop` is set, then finish and ack the batches in hand and return."""
+        try:
+            await self._consume_until(stop)
+            if self._tasks:
+                await asyncio.gather(*self._tasks)
+            await self._finish()
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _consume_until(self, stop: asyncio.Event) -> None:
+        delays = backoff_delays(12, 0.1, self.reconnect_max_s)
+        while not stop.is_set():
+            subscription = None
+            try:
+                subscription = await self._subscribe()
+                await self._consume(subscription, stop)
+            except NATS_FAILURES as error:
+                metrics.CONSUMER_ERRORS.labels(self.spec.name, type(error).__name__).inc()
+                delay = delays[min(self._failures, len(delays) - 1)]
+                self._failures += 1
+                name, retry_s = self.spec.name, round(delay, 3)
+                log.warning("stream_consumer_failed", consumer=name, error=repr(error), retry_s=retry_s)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+            finally:
+                if subscription is not None:
+                    with contextlib.suppress(*NATS_FAILURES):
+                        async with asyncio.timeout(self.nats.timeout_s):
+                            await subscription.unsubscribe()
+
+    async def _subscribe(self) -> JetStreamContext.PullSubscription:
+        js = await self.nats.jetstream()
+        self._dead_letter_name = await ensure_dead_letter(js, self.dead_letter_stream)
+        await js.add_consumer(self.spec.stream, self.spec.config())  # creates, or updates the config
+        self._lag_due = 0.0
+        return await js.pull_subscribe_bind(durable=self.spec.name, stream=self.spec.stream)
+
+    async def _consume(self, subscription: JetStreamContext.PullSubscription, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self._refresh_lag(subscription)  # also notices a consumer or server gone
+            room = min(self.spec.batch_size, self.spec.concurrency - self.unacked)
+            if room <= 0:
+                await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            messages = await self._fetch(subscription, room)
+            self._failures = 0
+            if messages:
+                self._start(messages)
+
+    async def _refresh_lag(self, subscription: JetStreamContext.PullSubscription) -> None:
+        now = time.monotonic()
+        if now < self._lag_due:
+            return
+        self._lag_due = now + self.lag_refresh_s
+        info = await subscription.consumer_info()
+        metrics.CONSUMER_LAG.labels(self.spec.name).set(info.num_pending or 0)
+
+    async def _fetch(self, subscription: JetStreamContext.PullSubscription, room: int) -> list[Msg]:
+        """A micro-batch of at most `room`: the first message, then what arrives in `batch_wait_s`."""
+        if self._held:
+            messages, self._held = self._held[:room], self._held[room:]
+            return messages
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(self.spec.idle_wait_s + self.spec.batch_wait_s + self.nats.timeout_s):
+            try:
+                messages = await subscription.fetch(1, timeout=self.spec.idle_wait_s)
+            except TimeoutError:
+                return []
+            deadline = loop.time() + self.spec.batch_wait_s
+            while len(messages) < room and (left := deadline - loop.time()) > 0.001:
+                try:
+                    messages += await subscription.fetch(room - len(messages), timeout=left)
+                except TimeoutError:
+                    break
+        # nats-py hands over whatever its queue holds, which a late delivery can push past `room`.
+        messages, self._held = messages[:room], messages[room:]
+        return messages
+
+    def _start(self, messages: list[Msg]) -> None:
+        name = self.spec.name
+        self.unacked += len(messages)
+        metrics.CONSUMED.labels(name).inc(len(messages))
+        metrics.BATCH_SIZE.labels(name).observe(len(messages))
+        if redelivered := sum(message.metadata.num_delivered > 1 for message in messages):
+            metrics.REDELIVERED.labels(name).inc(redelivered)
+        task = asyncio.create_task(self._process(messages))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _process(self, messages: list[Msg]) -> None:
+        try:
+            decoded: list[tuple[Msg, Envelope]] = []
+            for message in messages:
+                try:
+                    decoded.append((message, decode(message.data)))
+                except Invalid as error:  # it can never succeed: no point retrying it
+                    await self._dead_letter(message, error, "undecodable")
+            if decoded:
+                await self._deliver(decoded)
+        except NATS_FAILURES as error:
+            metrics.CONSUMER_ERRORS.labels(self.spec.name, type(error).__name__).inc()
+            log.warning("stream_verdict_failed", consumer=self.spec.name, error=type(error).__name__)
+        finally:
+            self.unacked -= len(messages)
+
+    async def _deliver(self, decoded: list[tuple[Msg, Envelope]]) -> None:
+        messages = [message for message, _ in decoded]
+        try:
+            await self._call_sink(messages, [envelope for _, envelope in decoded])
+        except Exception as error:
+            log.warning("stream_batch_failed", consumer=self.spec.name, size=len(messages), error=repr(error))
+            if len(decoded) == 1 or isinstance(error, Unavailable):
+                for message in messages:
+                    await self._fail(message, error)
+                return
+            await self._isolate(decoded)
+            return
+        await self._ack(messages)
+
+    async def _isolate(self, decoded: list[tuple[Msg, Envelope]]) -> None:
+        """The batch again, one message at a time: the good ones proceed, the bad one fails alone."""
+        for message, envelope in decoded:
+            try:
+                await self._call_sink([message], [envelope])
+            except Exception as error:
+                await self._fail(message, error)
+            else:
+                await self._ack([message])
+
+    async def _call_sink(self, messages: list[Msg], envelopes: list[Envelope]) -> None:
+        keep_alive = asyncio.create_task(self._keep_alive(messages))
+        started = time.perf_counter()
+        try:
+            await self.sink(envelopes)
+        finally:
+            metrics.PROCESSING_SECONDS.labels(self.spec.name).observe(time.perf_counter() - started)
+            keep_alive.cancel()
+            await asyncio.gather(keep_alive, return_exceptions=True)
+
+    async def _keep_alive(self, messages: list[Msg]) -> None:
+        """Tell JetStream a slow sink is still at it, so it does not deliver the batch again."""
+        while True:
+            await asyncio.sleep(self.spec.ack_wait_s / 2)
+            try:
+                async with asyncio.timeout(self.nats.timeout_s):
+                    for message in messages:
+                        await message.in_progress()
+            except NATS_FAILURES as error:
+                log.info("stream_keep_alive_failed", consumer=self.spec.name, error=type(error).__name__)
+                return
+
+    async def _ack(self, messages: list[Msg]) -> None:
+        async with asyncio.timeout(self.nats.timeout_s):
+            for message in messages:
+                await message.ack()
+        metrics.ACKED.labels(self.spec.name).inc(len(messages))
+
+    async def _fail(self, message: Msg, error: Exception) -> None:
+        metrics.FAILED.labels(self.spec.name).inc()
+        deliveries = message.metadata.num_delivered
+        if isinstance(error, Unavailable) or deliveries < self.spec.max_deliver:
+            async with asyncio.timeout(self.nats.timeout_s):
+                await message.nak(delay=self.spec.backoff_after(deliveries))
+            return
+        await self._dead_letter(message, error, "max_deliver")
+
+    async def _dead_letter(self, message: Msg, error: Exception, reason: str) -> None:
+        js = await self.nats.jetstream()
+        async with asyncio.timeout(self.nats.timeout_s):
+            await publish_dead_letter(js, self._dead_letter_name, message, self.spec.name, error)
+            await message.term()
+        metrics.DEAD_LETTERED.labels(self.spec.name, reason).inc()
+        sequence = message.metadata.sequence.stream
+        log.warning("stream_dead_lettered", consumer=self.spec.name, sequence=sequence, reason=reason)
+
+    async def _finish(self) -> None:
+        """Hand back what was fetched past `room` and never started, and make sure the last acks
+        left this process before it exits."""
+        held, self._held = self._held, []
+        client = self.nats.client
+        try:
+            async with asyncio.timeout(self.nats.timeout_s):
+                for message in held:
+                    await message.nak()
+                if client is not None and client.is_connected:
+                    await client.flush(timeout=max(int(self.nats.timeout_s), 1))
+        except NATS_FAILURES as error:  # JetStream delivers what it did not hear of again
+            log.warning("stream_finish_failed", consumer=self.spec.name, error=type(error).__name__)

@@ -1,0 +1,357 @@
+"""Stream processors against real JetStream: acks after the sink, micro-batches, dead letters, drain."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from nats.errors import Error as NatsError
+from nats.js.errors import NotFoundError
+from prometheus_client import REGISTRY
+
+from sophia.core.errors import NotFound, Unavailable
+from sophia.core.events import Envelope
+from sophia.engines.nats import EmbeddedNats
+from sophia.events.codec import encode
+from sophia.events.connection import NatsConnection
+from sophia.events.streams import StreamSpec, ensure_streams, stream_specs
+from sophia.shared.resilience import retry
+from sophia.workers.dead_letter import dead_letter_spec, list_dead_letters, replay, show_dead_letter
+from sophia.workers.processor import ConsumerSpec, Sink, StreamProcessor
+
+FAILURES = (NatsError, OSError, TimeoutError, Unavailable)
+
+
+@pytest.fixture
+async def nats(settings) -> AsyncIterator[NatsConnection]:
+    async with NatsConnection(settings.nats_url) as connection:
+        yield connection
+
+
+@pytest.fixture
+async def streams(settings, nats) -> AsyncIterator[tuple[StreamSpec, StreamSpec]]:
+    """A stream and a dead-letter stream of this test's own (a prefix), deleted afterwards."""
+    own = settings.model_copy(update={"events_stream_prefix": f"t{uuid.uuid4().hex[:10]}-"})
+    spec, dead_letter = stream_specs(own)["user-events"], dead_letter_spec(own)
+    js = await nats.jetstream()
+    await ensure_streams(js, [spec])
+    yield spec, dead_letter
+    for name in (spec.name, dead_letter.name):
+        with contextlib.suppress(NotFoundError):
+            await js.delete_stream(name)
+
+
+def consumer(spec: StreamSpec, **overrides: object) -> ConsumerSpec:
+    """Small timings so each test takes well under a second or two."""
+    options: dict = {"batch_wait_s": 0.02, "idle_wait_s": 0.2, "ack_wait_s": 2.0, "backoff_s": (0.05,)}
+    return ConsumerSpec(f"c{uuid.uuid4().hex[:8]}", spec.name, **(options | overrides))
+
+
+def event(number: int) -> Envelope:
+    return Envelope.new("user.event", f"u-{number}", {"name": "deal.viewed", "n": number}, source="api")
+
+
+async def publish(nats: NatsConnection, spec: StreamSpec, events: list[Envelope]) -> None:
+    js = await nats.jetstream()
+    for envelope in events:
+        await js.publish(spec.subject(envelope.key, envelope.type), encode(envelope), stream=spec.name)
+
+
+async def eventually(condition: Callable[[], object], timeout_s: float = 5.0) -> None:
+    """Until `condition()` (a value or an awaitable) is true."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            result = condition()
+            if await result if inspect.isawaitable(result) else result:
+                return
+            await asyncio.sleep(0.01)
+
+
+@contextlib.asynccontextmanager
+async def running(
+    nats: NatsConnection, spec: ConsumerSpec, sink: Sink, dead_letter: str | StreamSpec, **options: float
+) -> AsyncIterator[StreamProcessor]:
+    """A processor running until the block ends (then stopped, drained)."""
+    processor = StreamProcessor(nats, spec, sink, dead_letter_stream=dead_letter, **options)
+    stop = asyncio.Event()
+    task = asyncio.create_task(processor.run(stop))
+    try:
+        yield processor
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+
+async def acks(nats: NatsConnection, spec: ConsumerSpec) -> tuple[int, int]:
+    """(messages delivered and not acked, the stream sequence acked up to)."""
+    js = await nats.jetstream()
+    info = await js.consumer_info(spec.stream, spec.name)
+    return info.num_ack_pending, info.ack_floor.stream_seq
+
+
+def acks_are(nats: NatsConnection, spec: ConsumerSpec, expected: tuple[int, int]):
+    async def check() -> bool:
+        try:
+            return await acks(nats, spec) == expected
+        except NotFoundError:  # not made yet
+            return False
+
+    return check
+
+
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def consumer_errors(consumer: str) -> float:
+    """NATS failures the processor met, whatever their kind."""
+    [family] = [family for family in REGISTRY.collect() if family.name == "sophia_stream_consumer_errors"]
+    return sum(
+        s.value for s in family.samples if s.name.endswith("_total") and s.labels["consumer"] == consumer
+    )
+
+
+class Recorder:
+    """A sink that keeps what it got; `fail` decides, per batch, whether to raise instead."""
+
+    def __init__(
+        self,
+        fail: Callable[[list[Envelope]], Exception | None] = lambda batch: None,
+        gate: asyncio.Event | None = None,
+    ) -> None:
+        self.fail, self.gate = fail, gate
+        self.batches: list[list[str]] = []
+        self.stored: list[str] = []
+
+    async def __call__(self, batch: list[Envelope]) -> None:
+        self.batches.append([envelope.id for envelope in batch])
+        if self.gate is not None:
+            await self.gate.wait()
+        if error := self.fail(batch):
+            raise error
+        self.stored += [envelope.id for envelope in batch]
+
+
+async def test_a_batch_is_acked_only_after_its_sink_returns(nats, streams):
+    spec, dead_letter = streams
+    sink = Recorder(gate=asyncio.Event())
+    consumer_spec = consumer(spec)
+    events = [event(n) for n in range(3)]
+    await publish(nats, spec, events)
+    async with running(nats, consumer_spec, sink, dead_letter):
+        await eventually(lambda: sum(map(len, sink.batches)) == 3)
+        assert await acks(nats, consumer_spec) == (3, 0)  # in the sink: nothing acked yet
+        sink.gate.set()
+        await eventually(lambda: sink.stored == [e.id for e in events])
+        await eventually(acks_are(nats, consumer_spec, (0, 3)))
+    assert metric("sophia_stream_acked_total", consumer=consumer_spec.name) == 3
+
+
+async def test_a_sink_that_raises_leaves_its_batch_to_be_delivered_again(nats, streams):
+    spec, dead_letter = streams
+    seen: Counter[str] = Counter()
+
+    def first_time_fails(batch: list[Envelope]) -> Exception | None:
+        seen.update(e.id for e in batch if len(batch) == 1)  # count the lone retries
+        return ConnectionResetError("sink lost its connection") if seen[batch[0].id] < 2 else None
+
+    sink = Recorder(first_time_fails)
+    consumer_spec = consumer(spec)
+    events = [event(n) for n in range(3)]
+    await publish(nats, spec, events)
+    async with running(nats, consumer_spec, sink, dead_letter):
+        await eventually(lambda: sorted(sink.stored) == sorted(e.id for e in events))
+        await eventually(acks_are(nats, consumer_spec, (0, 3)))
+    assert metric("sophia_stream_redelivered_total", consumer=consumer_spec.name) >= 3
+    assert metric("sophia_stream_failed_total", consumer=consumer_spec.name) >= 3
+    assert await list_dead_letters(nats, dead_letter.name) == []
+
+
+async def test_micro_batches_are_bounded_by_size(nats, streams):
+    spec, dead_letter = streams
+    sink = Recorder()
+    events = [event(n) for n in range(25)]
+    await publish(nats, spec, events)
+    consumer_spec = consumer(spec, batch_size=10, concurrency=10, batch_wait_s=0.5)
+    async with running(nats, consumer_spec, sink, dead_letter):
+        await eventually(lambda: len(sink.stored) == 25)
+    assert [len(batch) for batch in sink.batches] == [10, 10, 5]
+    assert sink.stored == [e.id for e in events]  # one batch at a time keeps the stream's order
+
+
+async def test_micro_batches_are_bounded_by_time(nats, streams):
+    spec, dead_letter = streams
+    sink = Recorder()
+    consumer_spec = consumer(spec, batch_size=100, batch_wait_s=0.3)
+    async with running(nats, consumer_spec, sink, dead_letter):
+        started = time.monotonic()
+        await publish(nats, spec, [event(1), event(2)])
+        await eventually(lambda: sink.stored)
+        waited_s = time.monotonic() - started
+    assert [len(batch) for batch in sink.batches] == [2]  # one window, far short of 100
+    assert waited_s < 0.3 + 0.5
+
+
+async def test_a_poison_message_is_dead_lettered_after_max_deliver_and_its_batch_proceeds(nats, streams):
+    spec, dead_letter = streams
+    events = [event(n) for n in range(5)]
+    poison = events[2]
+
+    def poisoned(batch: list[Envelope]) -> Exception | None:
+        return ValueError(f"bad payload in {poison.id}") if poison in batch else None
+
+    sink = Recorder(poisoned)
+    consumer_spec = consumer(spec, max_deliver=3)
+    await publish(nats, spec, events)
+    async with running(nats, consumer_spec, sink, dead_letter):
+        await eventually(lambda: list_dead_letters(nats, dead_letter.name))
+        await eventually(acks_are(nats, consumer_spec, (0, 5)))
+    assert sink.stored == [e.id for e in events if e is not poison]  # each once
+    assert sum(poison.id in batch for batch in sink.batches) == 1 + 3  # its batch, then alone 3 times
+    [letter] = await list_dead_letters(nats, dead_letter.name)
+    assert (letter.consumer, letter.stream, letter.original_sequence) == (consumer_spec.name, spec.name, 3)
+    assert letter.subject == spec.subject(poison.key, poison.type)
+    assert (letter.deliveries, letter.error_type) == (3, "ValueError")
+    assert letter.error == f"bad payload in {poison.id}"
+    assert letter.data == encode(poison)
+    assert metric("sophia_stream_dead_lettered_total", consumer=consumer_spec.name, reason="max_deliver") == 1
+
+
+async def test_an_undecodable_message_is_dead_lettered_at_once(nats, streams):
+    spec, dead_letter = streams
+    sink = Recorder()
+    consumer_spec = consumer(spec)
+    js = await nats.jetstream()
+    await js.publish(f"{spec.name}.0.user.event", b"{not json", stream=spec.name, headers={"X-Trace": "t1"})
+    await publish(nats, spec, [event(1)])
+    async with running(nats, consumer_spec, sink, dead_letter):
+        await eventually(lambda: list_dead_letters(nats, dead_letter.name))
+        await eventually(acks_are(nats, consumer_spec, (0, 2)))
+    [letter] = await list_dead_letters(nats, dead_letter.name)
+    assert (letter.deliveries, letter.error_type, letter.data) == (1, "Invalid", b"{not json")
+    assert "not valid JSON" in letter.error
+    assert letter.headers == {"X-Trace": "t1"}
+    assert len(sink.stored) == 1
+
+
+async def test_replay_puts_a_dead_letter_back_and_a_fixed_sink_processes_it(nats, streams):
+    spec, dead_letter = streams
+    poison = event(7)
+    broken = True
+    sink = Recorder(lambda batch: ValueError("not yet") if broken else None)
+    consumer_spec = consumer(spec, max_deliver=1)
+    await publish(nats, spec, [poison])
+    async with running(nats, consumer_spec, sink, dead_letter):
+        await eventually(lambda: list_dead_letters(nats, dead_letter.name))
+        [letter] = await list_dead_letters(nats, dead_letter.name)
+        broken = False
+        replayed = await replay(nats, dead_letter.name, letter.sequence)
+        await eventually(lambda: sink.stored == [poison.id])
+    assert replayed == letter
+    assert await list_dead_letters(nats, dead_letter.name) == []
+    with pytest.raises(NotFound):
+        await show_dead_letter(nats, dead_letter.name, letter.sequence)
+
+
+async def test_stop_finishes_the_batch_in_hand_and_acks_it(nats, streams):
+    spec, dead_letter = streams
+    sink = Recorder(gate=asyncio.Event())
+    consumer_spec = consumer(spec)
+    await publish(nats, spec, [event(n) for n in range(4)])
+    stop = asyncio.Event()
+    processor = StreamProcessor(nats, consumer_spec, sink, dead_letter_stream=dead_letter)
+    task = asyncio.create_task(processor.run(stop))
+    await eventually(lambda: sum(map(len, sink.batches)) == 4)
+    stop.set()
+    done, _ = await asyncio.wait({task}, timeout=0.1)
+    assert not done  # still finishing its batch
+    sink.gate.set()
+    await asyncio.wait_for(task, 5)
+    assert len(sink.stored) == 4
+    assert await acks(nats, consumer_spec) == (0, 4)
+
+
+async def test_concurrency_bounds_the_messages_fetched_and_not_yet_acked(nats, streams):
+    spec, dead_letter = streams
+    consumer_spec = consumer(spec, batch_size=5, concurrency=10)
+    in_sink = high_water = 0
+    server_high_water = 0
+
+    async def slow(batch: list[Envelope]) -> None:
+        nonlocal in_sink, high_water, server_high_water
+        in_sink += len(batch)
+        high_water = max(high_water, in_sink, processor.unacked)
+        server_high_water = max(server_high_water, (await acks(nats, consumer_spec))[0])
+        await asyncio.sleep(0.02)  # the sink's work
+        in_sink -= len(batch)
+
+    await publish(nats, spec, [event(n) for n in range(60)])
+    async with running(nats, consumer_spec, slow, dead_letter) as processor:
+        await eventually(acks_are(nats, consumer_spec, (0, 60)))
+    assert 5 < high_water <= 10  # two batches at once, never more than 10 messages
+    assert server_high_water <= 10
+
+
+async def test_a_sink_whose_dependency_is_down_never_dead_letters(nats, streams):
+    spec, dead_letter = streams
+    outages = iter(range(3))  # the first three calls find the database down
+
+    def down(batch: list[Envelope]) -> Exception | None:
+        return Unavailable("PostgreSQL is unreachable") if next(outages, None) is not None else None
+
+    sink = Recorder(down)
+    consumer_spec = consumer(spec, max_deliver=1)
+    events = [event(n) for n in range(2)]
+    await publish(nats, spec, events)
+    async with running(nats, consumer_spec, sink, dead_letter):
+        await eventually(lambda: sorted(sink.stored) == sorted(e.id for e in events))
+    assert await list_dead_letters(nats, dead_letter.name) == []
+
+
+async def test_a_deleted_consumer_is_made_again_and_consumption_goes_on(nats, streams):
+    spec, dead_letter = streams
+    sink = Recorder()
+    consumer_spec = consumer(spec)
+    async with running(nats, consumer_spec, sink, dead_letter, reconnect_max_s=0.1, lag_refresh_s=0.1):
+        await publish(nats, spec, [event(1)])
+        await eventually(lambda: len(sink.stored) == 1)
+        js = await nats.jetstream()
+        await js.delete_consumer(spec.name, consumer_spec.name)
+        later = event(2)
+        await publish(nats, spec, [later])
+        # A new consumer starts the stream over (the sink is idempotent): event 1 comes again.
+        await eventually(lambda: later.id in sink.stored)
+    assert consumer_errors(consumer_spec.name) >= 1
+
+
+@pytest.mark.chaos
+async def test_a_processor_outlives_its_nats_server_going_away_and_coming_back(tmp_path):
+    server = EmbeddedNats(tmp_path / "nats")
+    url = await server.start()
+    try:
+        async with NatsConnection(url, timeout_s=0.5) as connection:
+            spec = StreamSpec("chaos-events", partitions=2)
+            await ensure_streams(await connection.jetstream(), [spec])
+            sink = Recorder()
+            consumer_spec = consumer(spec)
+            before, after = [event(n) for n in range(5)], [event(n) for n in range(5, 10)]
+            options = {"reconnect_max_s": 0.2, "lag_refresh_s": 0.1}
+            async with running(connection, consumer_spec, sink, "chaos-dead-letter", **options):
+                await publish(connection, spec, before)
+                await eventually(lambda: len(sink.stored) == 5)
+                errors = consumer_errors(consumer_spec.name)
+                await server.stop()
+                await eventually(lambda: consumer_errors(consumer_spec.name) > errors)  # it noticed
+                assert await server.start() == url  # the same port: the client reconnects by itself
+                await retry(
+                    lambda: publish(connection, spec, after), attempts=20, base_s=0.1, retry_on=FAILURES
+                )
+                await eventually(lambda: {e.id for e in before + after} <= set(sink.stored), 20)
+    finally:
+        await server.stop()
