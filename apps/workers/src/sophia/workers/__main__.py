@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from dataclasses import replace
 
 from prometheus_client import start_http_server
 
@@ -37,7 +38,12 @@ def processors(
         (ConsumerSpec("audit-records", streams["records"].name), append_audit(database)),
         (ConsumerSpec("audit-admin", streams["audit-logs"].name), append_audit(database)),
     ]
-    return [StreamProcessor(nats, spec, sink, dead_letter_stream=dead_letter) for spec, sink in consumers]
+    return [
+        StreamProcessor(
+            nats, replace(spec, ack_wait_s=settings.events_ack_wait_s), sink, dead_letter_stream=dead_letter
+        )
+        for spec, sink in consumers
+    ]
 
 
 async def run_workers(settings: Settings, stop: asyncio.Event) -> None:

@@ -117,6 +117,11 @@ class Settings(BaseSettings):
     events_backpressure_fill: float = Field(
         0.9, gt=0, le=1, description="Fill of a stream (of its max bytes) from which new events are refused."
     )
+    events_ack_wait_s: float = Field(
+        10.0,
+        gt=0,
+        description="How long a processor holds a message before JetStream redelivers it (renewed).",
+    )
     outbox_batch: int = Field(500, ge=1, le=10_000, description="Outbox rows the relay publishes per batch.")
     outbox_poll_s: float = Field(
         1.0, gt=0, description="How often the relay looks at the outbox when no NOTIFY wakes it."
