@@ -15,6 +15,7 @@ from sophia.events.connection import NatsConnection
 from sophia.events.streams import stream_specs
 from sophia.workers.__main__ import run_workers
 from sophia.workers.dead_letter import dead_letter_spec
+from sophia.workers.jobs import jobs_stream
 
 
 async def test_events_reach_postgres_and_catalog_writes_reach_the_audit_trail(
@@ -55,6 +56,9 @@ async def test_events_reach_postgres_and_catalog_writes_reach_the_audit_trail(
             await asyncio.wait_for(workers, 15)
             async with NatsConnection(settings.nats_url) as nats:
                 js = await nats.jetstream()
-                for name in [spec.name for spec in stream_specs(own).values()] + [dead_letter_spec(own).name]:
+                for name in [spec.name for spec in stream_specs(own).values()] + [
+                    dead_letter_spec(own).name,
+                    jobs_stream(own).name,
+                ]:
                     with contextlib.suppress(NotFoundError):
                         await js.delete_stream(name)

@@ -22,6 +22,7 @@ from sophia.events.connection import NatsConnection
 from sophia.events.publisher import EventPublisher
 from sophia.events.streams import stream_specs
 from sophia.workers.dead_letter import dead_letter_spec
+from sophia.workers.jobs import jobs_stream
 
 pytestmark = pytest.mark.chaos
 
@@ -108,6 +109,9 @@ async def test_a_processor_killed_mid_stream_and_restarted_stores_every_event_on
                     os.killpg(workers.pid, signal.SIGKILL)
                     workers.wait()
             js = await nats.jetstream()
-            for name in [spec.name for spec in stream_specs(own).values()] + [dead_letter_spec(own).name]:
+            for name in [spec.name for spec in stream_specs(own).values()] + [
+                dead_letter_spec(own).name,
+                jobs_stream(own).name,
+            ]:
                 with contextlib.suppress(NotFoundError):
                     await js.delete_stream(name)

@@ -7,7 +7,7 @@ import asyncio
 import typer
 from rich.console import Console
 
-from sophia.cli import audit, dlq, keys, loadtest
+from sophia.cli import audit, dlq, jobs, keys, loadtest
 from sophia.cli.endpoints import resolve_settings
 from sophia.shared.logging import configure_logging
 from sophia.shared.settings import Settings
@@ -15,6 +15,7 @@ from sophia.shared.settings import Settings
 app = typer.Typer(help="Sophia: run, migrate, seed and administer the platform.", no_args_is_help=True)
 app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")
+app.add_typer(jobs.app, name="jobs")
 app.add_typer(dlq.app, name="dlq")
 views = typer.Typer(help="Analytics views.", no_args_is_help=True)
 app.add_typer(views, name="views")

@@ -1,4 +1,4 @@
-"""`python -m sophia.workers`: the outbox relay and the stream processors, until SIGTERM."""
+"""`python -m sophia.workers`: the outbox relay, stream processors and job runner, until SIGTERM."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from sophia.events.streams import stream_specs
 from sophia.shared.logging import configure_logging, get_logger
 from sophia.shared.settings import Settings
 from sophia.workers.dead_letter import dead_letter_spec
+from sophia.workers.job_runner import JobRunner, RunnerSpec
+from sophia.workers.jobs import JobQueue, debounce_deal_refresh, default_handlers, jobs_stream
 from sophia.workers.processor import ConsumerSpec, StreamProcessor
 from sophia.workers.relay import OutboxRelay
 from sophia.workers.sinks import append_audit, invalidate_caches, store_events
@@ -37,6 +39,10 @@ def processors(
         ),
         (ConsumerSpec("audit-records", streams["records"].name), append_audit(database)),
         (ConsumerSpec("audit-admin", streams["audit-logs"].name), append_audit(database)),
+        (
+            ConsumerSpec("deal-refresh-debounce", streams["records"].name),
+            debounce_deal_refresh(JobQueue(database, nats, jobs_stream(settings)), settings.jobs_debounce_s),
+        ),
     ]
     return [
         StreamProcessor(
@@ -66,8 +72,14 @@ async def run_workers(settings: Settings, stop: asyncio.Event) -> None:
         ) as relay,
     ):
         log.info("workers_started")
+        runner = JobRunner(
+            JobQueue(database, nats, jobs_stream(settings)),
+            default_handlers(database, settings.db_maintenance_timeout_s),
+            RunnerSpec(concurrency=settings.jobs_concurrency, max_attempts=settings.jobs_max_attempts),
+        )
         await asyncio.gather(
             relay.run(stop),
+            runner.run(stop),
             *(processor.run(stop) for processor in processors(settings, database, nats, cache)),
         )
     log.info("workers_stopped")

@@ -122,6 +122,11 @@ class Settings(BaseSettings):
         gt=0,
         description="How long a processor holds a message before JetStream redelivers it (renewed).",
     )
+    jobs_debounce_s: float = Field(
+        5.0, gt=0, description="Window of the debounced active_deals_mv refresh after deal changes."
+    )
+    jobs_concurrency: int = Field(4, ge=1, description="Background jobs one workers process runs at once.")
+    jobs_max_attempts: int = Field(5, ge=1, description="Attempts of a job before it is failed.")
     outbox_batch: int = Field(500, ge=1, le=10_000, description="Outbox rows the relay publishes per batch.")
     outbox_poll_s: float = Field(
         1.0, gt=0, description="How often the relay looks at the outbox when no NOTIFY wakes it."

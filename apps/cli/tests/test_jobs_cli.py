@@ -1,0 +1,124 @@
+"""`sophia jobs submit|status` against the test session's PostgreSQL and JetStream (in-process)."""
+
+import asyncio
+import contextlib
+import re
+import uuid
+
+import asyncpg
+import pytest
+from nats.js.errors import NotFoundError
+from typer.testing import CliRunner
+
+from sophia.cli import jobs as jobs_cli
+from sophia.database import jobs
+from sophia.events.connection import NatsConnection
+from sophia.workers.jobs import jobs_stream
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def own(settings, monkeypatch):
+    """Settings with a jobs stream of this test's own (a prefix), deleted afterwards; a wide console."""
+    monkeypatch.setattr(jobs_cli.console, "width", 200)
+    own = settings.model_copy(update={"events_stream_prefix": f"t{uuid.uuid4().hex[:10]}-"})
+    yield own
+
+    async def delete() -> None:
+        async with NatsConnection(own.nats_url) as nats:
+            js = await nats.jetstream()
+            with contextlib.suppress(NotFoundError):
+                await js.delete_stream(jobs_stream(own).name)
+
+    asyncio.run(delete())
+
+
+@pytest.fixture
+def env(own, tmp_path):
+    return {
+        "SOPHIA_DATABASE_URL": own.database_url,
+        "SOPHIA_NATS_URL": own.nats_url,
+        "SOPHIA_DATA_DIR": str(tmp_path),
+        "SOPHIA_EVENTS_STREAM_PREFIX": own.events_stream_prefix,
+    }
+
+
+def invoke(env, *args):
+    return runner.invoke(jobs_cli.app, list(args), env=env)
+
+
+def stream_messages(settings) -> int:
+    async def count() -> int:
+        async with NatsConnection(settings.nats_url) as nats:
+            js = await nats.jetstream()
+            return (await js.stream_info(jobs_stream(settings).name)).state.messages
+
+    return asyncio.run(count())
+
+
+def finished_job(settings) -> uuid.UUID:
+    """A job that ran and succeeded, written straight into its table."""
+
+    async def make() -> uuid.UUID:
+        connection = await asyncpg.connect(settings.database_url)
+        try:
+            job, _ = await jobs.enqueue(connection, "reprocess_records", {"kind": "deal"})
+            await jobs.mark_running(connection, job.id)
+            await jobs.mark_succeeded(connection, job.id, {"emitted": 42})
+            return job.id
+        finally:
+            await connection.close()
+
+    return asyncio.run(make())
+
+
+def test_jobs_submit_queues_a_job_once_per_key_and_status_shows_it(own, env):
+    key = f"cli-{uuid.uuid4().hex[:8]}"
+    args = ("submit", "reprocess_records", "--param", "kind=deal", "--param", "batch_size=50", "--key", key)
+    submitted = invoke(env, *args)
+    assert submitted.exit_code == 0, submitted.output
+    match = re.search(r"Submitted job ([0-9a-f-]{36}) \(reprocess_records\)", submitted.output)
+    assert match, submitted.output
+    again = invoke(env, *args)
+    assert again.exit_code == 0, again.output
+    assert f"Job {match[1]} already has key '{key}': queued." in again.output
+    assert stream_messages(own) == 1  # one job, one message for a runner
+    shown = invoke(env, "status", match[1])
+    assert shown.exit_code == 0, shown.output
+    assert "status:     queued" in shown.output
+    assert f"key:        {key}" in shown.output
+    assert 'params:     {"kind":"deal","batch_size":50}' in shown.output
+
+
+def test_jobs_status_shows_the_result_of_a_finished_job(own, env):
+    job_id = finished_job(own)
+    shown = invoke(env, "status", str(job_id))
+    assert shown.exit_code == 0, shown.output
+    assert "status:     succeeded" in shown.output
+    assert "attempts:   1" in shown.output
+    assert 'result:     {"emitted":42}' in shown.output
+
+
+def test_jobs_status_of_an_unknown_or_malformed_id_exits_1(env):
+    unknown = uuid.uuid4()
+    result = invoke(env, "status", str(unknown))
+    assert result.exit_code == 1
+    assert f"No job {unknown}." in result.output
+    malformed = invoke(env, "status", "not-an-id")
+    assert malformed.exit_code == 1
+    assert "Not a job id: 'not-an-id'." in malformed.output
+
+
+def test_jobs_submit_with_a_malformed_param_is_a_usage_error(env):
+    result = invoke(env, "submit", "reprocess_records", "--param", "no-equals-sign")
+    assert result.exit_code == 2
+    assert "is not NAME=VALUE" in result.output
+
+
+def test_jobs_submit_with_nats_unreachable_exits_1_with_a_line_not_a_traceback(env):
+    unreachable = env | {"SOPHIA_NATS_URL": "nats://127.0.0.1:1", "SOPHIA_ENGINE_TIMEOUT_S": "0.5"}
+    result = invoke(unreachable, "submit", "refresh_active_deals")
+    assert result.exit_code == 1
+    assert "NATS is unreachable" in result.output
+    assert "Traceback" not in result.output

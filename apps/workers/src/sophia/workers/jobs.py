@@ -1,0 +1,174 @@
+"""Background jobs: heavy work (view refreshes, bulk re-processing) submitted once, run at least once.
+
+A job is a row in `sophia_core.jobs` (its status, attempts, result) and its id on the JetStream
+work-queue stream `<prefix>jobs`, subject `<prefix>jobs.<kind>`, published with `Nats-Msg-Id` =
+the job id. Submitting with an idempotency key already used finds that job instead of adding one.
+`sophia.workers.job_runner` runs them; this module submits them, answers for their status and
+holds Sophia's job kinds and the debounced view refresh on deal changes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from nats.js.api import RetentionPolicy, StreamConfig
+
+from sophia.core.errors import Invalid, NotFound, Unavailable
+from sophia.core.events import Envelope
+from sophia.database import Database, jobs, reprocess, views
+from sophia.database.jobs import Job
+from sophia.events.connection import NatsConnection
+from sophia.events.streams import StreamSpec, ensure_streams
+from sophia.shared.logging import get_logger
+from sophia.shared.settings import Settings
+from sophia.workers.processor import NATS_FAILURES
+from sophia.workers.sinks import Sink
+
+__all__ = [
+    "REFRESH_ACTIVE_DEALS",
+    "REPROCESS_RECORDS",
+    "Handler",
+    "Job",
+    "JobQueue",
+    "WorkQueueSpec",
+    "debounce_deal_refresh",
+    "default_handlers",
+    "jobs_stream",
+]
+
+log = get_logger(__name__)
+
+REFRESH_ACTIVE_DEALS = "refresh_active_deals"
+REPROCESS_RECORDS = "reprocess_records"
+DEAL_EVENTS = frozenset({"record.upserted", "record.deleted"})
+
+Handler = Callable[[Job], Awaitable[Mapping[str, Any] | None]]
+"""Runs one attempt of a job; what it returns becomes the job's `result`."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkQueueSpec(StreamSpec):
+    """A stream whose messages are gone once acked (each job id is taken by one runner)."""
+
+    def config(self) -> StreamConfig:
+        config = StreamSpec.config(self)
+        config.retention = RetentionPolicy.WORK_QUEUE
+        return config
+
+
+def jobs_stream(settings: Settings) -> WorkQueueSpec:
+    """`<prefix>jobs`: one subject per job kind, kept until a runner acks (or 7 days)."""
+    return WorkQueueSpec(
+        settings.events_stream_prefix + "jobs",
+        partitions=1,
+        max_bytes=settings.events_max_bytes,
+        replicas=settings.events_replicas,
+    )
+
+
+class JobQueue:
+    """Submits jobs and answers for their status (`JobQueue(database, nats, jobs_stream(settings))`)."""
+
+    def __init__(self, database: Database, nats: NatsConnection, stream: StreamSpec) -> None:
+        self.database, self.nats, self.stream = database, nats, stream
+        self._stream_ready = False
+
+    async def submit(
+        self,
+        kind: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+        not_before: datetime | None = None,
+    ) -> tuple[Job, bool]:
+        """The job (and True if new): the row first, then its id on the stream. Submitting again
+        after a failure (NATS down: `Unavailable`) is safe and publishes what was not."""
+        async with self.database.connection() as connection:
+            job, created = await jobs.enqueue(connection, kind, params, idempotency_key, not_before)
+        if job.published_at is None and not job.finished:
+            await self.publish(job)
+        return job, created
+
+    async def publish(self, job: Job) -> None:
+        """Put the job's id on the stream (once: its id is the `Nats-Msg-Id`), then say so."""
+        js = await self.nats.jetstream()
+        try:
+            if not self._stream_ready:
+                await ensure_streams(js, [self.stream])
+                self._stream_ready = True
+            headers = {"Nats-Msg-Id": str(job.id)}
+            subject = f"{self.stream.name}.{job.kind}"
+            await js.publish(subject, str(job.id).encode(), stream=self.stream.name, headers=headers)
+        except NATS_FAILURES as error:
+            raise Unavailable(f"NATS failed: {type(error).__name__}", retry_after_s=2) from error
+        async with self.database.connection() as connection:
+            await jobs.mark_published(connection, job.id)
+
+    async def status(self, job_id: UUID) -> Job:
+        """The job as it stands; `NotFound` if there is none."""
+        async with self.database.connection() as connection:
+            job = await jobs.get(connection, job_id)
+        if job is None:
+            raise NotFound(f"No job {job_id}.")
+        return job
+
+
+def default_handlers(database: Database, timeout_s: float, reprocess_batch: int = 1000) -> dict[str, Handler]:
+    """Sophia's job kinds: `refresh_active_deals` and `reprocess_records`."""
+
+    async def refresh_active_deals(job: Job) -> dict[str, Any]:
+        async with database.connection() as connection:
+            await views.refresh_active_deals(connection, timeout_s, actor="jobs")
+        return {"view": "active_deals_mv"}
+
+    async def reprocess_records(job: Job) -> dict[str, Any]:
+        """`record.upserted` again for the live records matching {source_system, kind}, in batches;
+        progress is saved with each batch, so a retry resumes after the last one."""
+        source_system, kind = job.params.get("source_system"), job.params.get("kind")
+        batch = job.params.get("batch_size", reprocess_batch)
+        if not all(value is None or isinstance(value, str) for value in (source_system, kind)):
+            raise Invalid("source_system and kind must be strings (or absent: any).")
+        if not isinstance(batch, int) or batch < 1:
+            raise Invalid("batch_size must be a positive integer.")
+        progress = job.result or {}
+        after = UUID(progress["after"]) if progress.get("after") else None
+        emitted = int(progress.get("emitted", 0))
+        while True:
+            async with database.connection() as connection, connection.transaction():
+                count, last_id = await reprocess.reemit_batch(connection, source_system, kind, after, batch)
+                if count == 0:
+                    return {"emitted": emitted, "after": str(after) if after else None}
+                emitted, after = emitted + count, last_id
+                await jobs.save_progress(connection, job.id, {"emitted": emitted, "after": str(after)})
+
+    return {REFRESH_ACTIVE_DEALS: refresh_active_deals, REPROCESS_RECORDS: reprocess_records}
+
+
+def debounce_deal_refresh(queue: JobQueue, debounce_s: float, clock: Callable[[], float] = time.time) -> Sink:
+    """A `records` sink: deal changes enqueue one `refresh_active_deals` per `debounce_s` window,
+    run once the window ends (so it sees every change of the window)."""
+    if debounce_s <= 0:
+        raise ValueError("debounce_s must be > 0")
+
+    async def submit(window: int) -> Job:
+        window_end = datetime.fromtimestamp((window + 1) * debounce_s, UTC)
+        key = f"{REFRESH_ACTIVE_DEALS}:{window_end.isoformat()}"
+        job, _ = await queue.submit(REFRESH_ACTIVE_DEALS, idempotency_key=key, not_before=window_end)
+        return job
+
+    async def sink(batch: list[Envelope]) -> None:
+        if not any(e.type in DEAL_EVENTS and e.payload.get("kind") == "deal" for e in batch):
+            return
+        window = math.floor(clock() / debounce_s)
+        if (await submit(window)).status != "queued":
+            # That window's refresh already started (a runner's clock ahead of ours, or a slow
+            # batch): it may not see this change, so the next window's refresh must.
+            await submit(window + 1)
+
+    return sink

@@ -1,0 +1,374 @@
+"""Background jobs against real JetStream and PostgreSQL: submitted once, run at least once, retried."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from nats.js.errors import NotFoundError
+
+from sophia.core.errors import Invalid, NotFound
+from sophia.core.events import Envelope
+from sophia.database import Database, jobs
+from sophia.database.jobs import Job
+from sophia.database.migrations import migrate
+from sophia.events.codec import encode
+from sophia.events.connection import NatsConnection
+from sophia.events.streams import ensure_streams, stream_specs
+from sophia.workers.dead_letter import dead_letter_spec
+from sophia.workers.job_runner import JobRunner, RunnerSpec
+from sophia.workers.jobs import (
+    REFRESH_ACTIVE_DEALS,
+    REPROCESS_RECORDS,
+    Handler,
+    JobQueue,
+    debounce_deal_refresh,
+    default_handlers,
+    jobs_stream,
+)
+from sophia.workers.processor import ConsumerSpec, StreamProcessor
+
+
+@pytest.fixture(scope="module")
+async def db(settings, blank_database) -> AsyncIterator[Database]:
+    """A catalog of this module's own: its outbox and views hold only what these tests put there."""
+    own = settings.model_copy(update={"database_url": await blank_database()})
+    async with Database(own) as database:
+        async with database.connection() as connection:
+            await migrate(connection)
+        yield database
+
+
+@pytest.fixture
+async def nats(settings) -> AsyncIterator[NatsConnection]:
+    async with NatsConnection(settings.nats_url) as connection:
+        yield connection
+
+
+@pytest.fixture
+async def own(settings, nats) -> AsyncIterator[Any]:
+    """Settings with streams of this test's own (a prefix), deleted afterwards."""
+    own = settings.model_copy(update={"events_stream_prefix": f"t{uuid.uuid4().hex[:10]}-"})
+    yield own
+    js = await nats.jetstream()
+    for name in (jobs_stream(own).name, stream_specs(own)["records"].name, dead_letter_spec(own).name):
+        with contextlib.suppress(NotFoundError):
+            await js.delete_stream(name)
+
+
+@pytest.fixture
+def queue(db, nats, own) -> JobQueue:
+    return JobQueue(db, nats, jobs_stream(own))
+
+
+async def eventually(condition: Callable[[], object], timeout_s: float = 10.0) -> None:
+    """Until `condition()` (a value or an awaitable) is true."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            result = condition()
+            if await result if inspect.isawaitable(result) else result:
+                return
+            await asyncio.sleep(0.02)
+
+
+def status_is(queue: JobQueue, job_id: uuid.UUID, status: str):
+    async def check() -> bool:
+        return (await queue.status(job_id)).status == status
+
+    return check
+
+
+def drained(queue: JobQueue, nats: NatsConnection):
+    """No job id left on the stream (a work queue drops what was acked)."""
+
+    async def check() -> bool:
+        js = await nats.jetstream()
+        return (await js.stream_info(queue.stream.name)).state.messages == 0
+
+    return check
+
+
+@contextlib.asynccontextmanager
+async def running(queue: JobQueue, handlers: dict[str, Handler], **spec: Any) -> AsyncIterator[JobRunner]:
+    """A runner with small timings until the block ends (then stopped, drained)."""
+    options: dict[str, Any] = {"idle_wait_s": 0.2, "ack_wait_s": 5.0, "backoff_s": (0.05,)}
+    runner = JobRunner(queue, handlers, RunnerSpec(f"r{uuid.uuid4().hex[:8]}", **(options | spec)))
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        yield runner
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
+class Calls:
+    """A handler that counts its calls per job; `fail` decides, per call, whether to raise instead."""
+
+    def __init__(self, fail: Callable[[int], Exception | None] = lambda call: None) -> None:
+        self.fail, self.calls = fail, Counter[uuid.UUID]()
+        self.gate: asyncio.Event | None = None
+
+    async def __call__(self, job: Job) -> dict[str, Any]:
+        self.calls[job.id] += 1
+        if self.gate is not None:
+            await self.gate.wait()
+        if error := self.fail(self.calls[job.id]):
+            raise error
+        return {"call": self.calls[job.id], "params": job.params}
+
+
+async def insert_records(db: Database, source_system: str, kind: str, count: int) -> list[uuid.UUID]:
+    async with db.connection() as connection:
+        rows = await connection.fetch(
+            """INSERT INTO sophia_core.unified_data_catalog (source_system, kind, external_id, data)
+               SELECT $1, $2, 'e-' || n, jsonb_build_object('name', 'deal ' || n, 'stage', 'open')
+               FROM generate_series(1, $3) AS n RETURNING id""",
+            source_system,
+            kind,
+            count,
+        )
+    return [row["id"] for row in rows]
+
+
+async def test_submitting_twice_with_one_idempotency_key_gives_one_job_that_runs_once(queue, nats):
+    handler = Calls()
+    first, created = await queue.submit("echo", {"n": 1}, idempotency_key="echo:1")
+    again, created_again = await queue.submit("echo", {"n": 2}, idempotency_key="echo:1")
+    assert (created, created_again) == (True, False)
+    assert again.id == first.id
+    assert again.params == {"n": 1}
+    async with running(queue, {"echo": handler}):
+        await eventually(status_is(queue, first.id, "succeeded"))
+        await eventually(drained(queue, nats))
+        late, created_late = await queue.submit("echo", idempotency_key="echo:1")
+    assert not created_late
+    assert late.status == "succeeded"
+    assert handler.calls == {first.id: 1}
+    job = await queue.status(first.id)
+    assert (job.attempts, job.result, job.error) == (1, {"call": 1, "params": {"n": 1}}, None)
+    assert job.started_at is not None
+    assert job.finished_at is not None
+
+
+async def test_a_failing_handler_is_retried_then_ends_failed_with_its_error(queue):
+    handler = Calls(lambda call: RuntimeError(f"boom {call}"))
+    job, _ = await queue.submit("flaky")
+    async with running(queue, {"flaky": handler}, max_attempts=3):
+        await eventually(status_is(queue, job.id, "failed"))
+    failed = await queue.status(job.id)
+    assert (failed.attempts, failed.error) == (3, "RuntimeError: boom 3")
+    assert handler.calls[job.id] == 3
+
+
+async def test_a_handler_failing_once_succeeds_on_its_retry(queue):
+    handler = Calls(lambda call: ConnectionResetError("lost it") if call == 1 else None)
+    job, _ = await queue.submit("flaky")
+    async with running(queue, {"flaky": handler}, max_attempts=3):
+        await eventually(status_is(queue, job.id, "succeeded"))
+    done = await queue.status(job.id)
+    assert (done.attempts, done.error, done.result) == (2, None, {"call": 2, "params": {}})
+
+
+async def test_invalid_input_or_an_unknown_kind_fails_at_once(queue):
+    handler = Calls(lambda call: Invalid("no such thing"))
+    bad, _ = await queue.submit("picky")
+    unknown, _ = await queue.submit("nobody-runs-this")
+    async with running(queue, {"picky": handler}, max_attempts=5):
+        await eventually(status_is(queue, bad.id, "failed"))
+        await eventually(status_is(queue, unknown.id, "failed"))
+    assert (await queue.status(bad.id)).attempts == 1
+    assert (await queue.status(unknown.id)).error == "Invalid: No handler for job kind 'nobody-runs-this'."
+
+
+async def test_a_succeeded_job_delivered_again_is_acked_without_running(queue, nats):
+    handler = Calls()
+    job, _ = await queue.submit("echo")
+    async with running(queue, {"echo": handler}):
+        await eventually(status_is(queue, job.id, "succeeded"))
+        js = await nats.jetstream()
+        for copy in range(2):  # a redelivery after the duplicate window, twice
+            headers = {"Nats-Msg-Id": f"again-{copy}:{job.id}"}
+            await js.publish(f"{queue.stream.name}.echo", str(job.id).encode(), headers=headers)
+        await eventually(drained(queue, nats))
+    assert handler.calls == {job.id: 1}
+
+
+async def test_the_status_query_follows_a_job_through_its_states(queue, db):
+    handler = Calls()
+    handler.gate = asyncio.Event()
+    job, _ = await queue.submit("slow", {"size": 3})
+    assert (await queue.status(job.id)).status == "queued"
+    async with running(queue, {"slow": handler}):
+        await eventually(status_is(queue, job.id, "running"))
+        handler.gate.set()
+        await eventually(status_is(queue, job.id, "succeeded"))
+    with pytest.raises(NotFound, match="No job"):
+        await queue.status(uuid.uuid4())
+    async with db.connection() as connection:
+        assert (await jobs.counts(connection, "slow"))["succeeded"] >= 1
+
+
+async def test_a_job_whose_publish_was_lost_is_published_again_by_the_sweep(queue, db):
+    async with db.connection() as connection:  # inserted, then the submitter died before publishing
+        job, _ = await jobs.enqueue(connection, "echo", {"lost": True})
+    handler = Calls()
+    async with running(queue, {"echo": handler}, sweep_s=0.1, republish_after_s=0.0):
+        await eventually(status_is(queue, job.id, "succeeded"))
+    assert handler.calls == {job.id: 1}
+
+
+async def test_a_burst_of_deal_changes_gives_one_refresh_per_window_and_it_runs(queue, db, nats, own):
+    source, started = f"burst{uuid.uuid4().hex[:6]}", datetime.now(UTC) - timedelta(seconds=1)
+    deal_ids = await insert_records(db, source, "deal", 50)
+    records = stream_specs(own)["records"]
+    js = await nats.jetstream()
+    await ensure_streams(js, [records])
+
+    async def publish(number: int, kind: str = "deal") -> None:
+        payload = {
+            "id": str(uuid.uuid4()),
+            "source_system": source,
+            "kind": kind,
+            "external_id": f"e-{number}",
+        }
+        event = Envelope.new("record.upserted", f"{source}/{kind}/e-{number}", payload, source="catalog")
+        await js.publish(records.subject(event.key, event.type), encode(event), stream=records.name)
+
+    debounce_s, now = 0.5, [time.time()]
+    window_end = datetime.fromtimestamp((now[0] // debounce_s + 1) * debounce_s, UTC)
+    sink = debounce_deal_refresh(queue, debounce_s, clock=lambda: now[0])
+    consumer = ConsumerSpec("deal-refresh", records.name, batch_size=7, batch_wait_s=0.01, idle_wait_s=0.2)
+    processor = StreamProcessor(nats, consumer, sink, dead_letter_stream=dead_letter_spec(own))
+    stop = asyncio.Event()
+    processing = asyncio.create_task(processor.run(stop))
+    try:
+        async with running(queue, default_handlers(db, 60.0)):
+            for number in range(50):
+                await publish(number)
+            await publish(0, kind="contact")
+            await eventually(all_acked(nats, consumer, 51))
+            assert await refresh_jobs_are(db, started, 1)()
+            key = f"{REFRESH_ACTIVE_DEALS}:{window_end.isoformat()}"
+            async with db.connection() as connection:
+                job = await jobs.find(connection, key)
+            assert job is not None
+            assert job.not_before == window_end
+            await eventually(status_is(queue, job.id, "succeeded"))
+            now[0] += debounce_s  # the next window: changes there get a refresh of their own
+            await publish(99)
+            await eventually(all_acked(nats, consumer, 52))
+            assert await refresh_jobs_are(db, started, 2)()
+    finally:
+        stop.set()
+        await asyncio.wait_for(processing, 10)
+    refreshed = await queue.status(job.id)
+    assert refreshed.started_at is not None
+    assert refreshed.started_at >= window_end
+    async with db.connection() as connection:
+        in_view = await connection.fetch(
+            "SELECT id FROM sophia_core.active_deals_mv WHERE source_system = $1", source
+        )
+        audited = await connection.fetchval(
+            "SELECT count(*) FROM sophia_core.outbox WHERE payload ->> 'action' = 'view.refreshed'"
+            " AND payload ->> 'actor' = 'jobs'"
+        )
+    assert sorted(row["id"] for row in in_view) == sorted(deal_ids)
+    assert audited >= 1
+
+
+def all_acked(nats: NatsConnection, consumer: ConsumerSpec, sequence: int):
+    """The consumer has acked the stream up to `sequence` and holds nothing unacked."""
+
+    async def check() -> bool:
+        js = await nats.jetstream()
+        try:
+            info = await js.consumer_info(consumer.stream, consumer.name)
+        except NotFoundError:  # not made yet
+            return False
+        return info.num_ack_pending == 0 and info.ack_floor.stream_seq == sequence
+
+    return check
+
+
+def refresh_jobs_are(db: Database, since: datetime, count: int):
+    async def check() -> bool:
+        async with db.connection() as connection:
+            found = await connection.fetchval(
+                "SELECT count(*) FROM sophia_core.jobs WHERE kind = $1 AND created_at >= $2",
+                REFRESH_ACTIVE_DEALS,
+                since,
+            )
+        return bool(found == count)
+
+    return check
+
+
+async def test_reprocess_records_reemits_exactly_the_matching_records_events(queue, db):
+    source, other = f"re{uuid.uuid4().hex[:6]}", f"ro{uuid.uuid4().hex[:6]}"
+    deals = await insert_records(db, source, "deal", 12)
+    await insert_records(db, source, "contact", 3)
+    await insert_records(db, other, "deal", 4)
+    async with db.connection() as connection:
+        await connection.execute(
+            "UPDATE sophia_core.unified_data_catalog SET deleted_at = now() WHERE id = $1", deals[0]
+        )
+    params = {"source_system": source, "kind": "deal", "batch_size": 5}
+    job, _ = await queue.submit(REPROCESS_RECORDS, params)
+    async with running(queue, default_handlers(db, 60.0)):
+        await eventually(status_is(queue, job.id, "succeeded"))
+    async with db.connection() as connection:
+        events = await connection.fetch(
+            "SELECT topic, event_type, key, payload FROM sophia_core.outbox WHERE key LIKE $1 OR key LIKE $2",
+            f"{source}/%",
+            f"{other}/%",
+        )
+    assert sorted(uuid.UUID(event["payload"]["id"]) for event in events) == sorted(deals[1:])
+    assert {(event["topic"], event["event_type"]) for event in events} == {("records", "record.upserted")}
+    assert {event["payload"]["version"] for event in events} == {1}
+    done = await queue.status(job.id)
+    assert done.result == {"emitted": 11, "after": str(max(deals[1:]))}
+
+
+async def test_a_job_not_before_a_time_waits_for_it(queue):
+    handler = Calls()
+    not_before = datetime.now(UTC) + timedelta(seconds=0.6)
+    job, _ = await queue.submit("later", not_before=not_before)
+    async with running(queue, {"later": handler}):
+        await eventually(status_is(queue, job.id, "succeeded"))
+    started = (await queue.status(job.id)).started_at
+    assert started is not None
+    assert started >= not_before
+
+
+async def test_a_deal_change_after_its_windows_refresh_started_is_left_to_the_next_window(queue, db):
+    hour = 3600.0 * 300_000  # an hour's start, long ago: windows of this test's own
+    sink = debounce_deal_refresh(queue, 3600.0, clock=lambda: hour + 1800)
+    payload = {"id": str(uuid.uuid4()), "source_system": "late", "kind": "deal", "external_id": "1"}
+    change = Envelope.new("record.deleted", "late/deal/1", payload, source="catalog")
+    contact = Envelope.new(
+        "record.upserted", "late/contact/1", payload | {"kind": "contact"}, source="catalog"
+    )
+    this_window, next_window = (datetime.fromtimestamp(hour + 3600 * n, UTC) for n in (1, 2))
+    await sink([contact])  # no deal in it: nothing to refresh
+    async with db.connection() as connection:
+        assert await jobs.find(connection, f"{REFRESH_ACTIVE_DEALS}:{this_window.isoformat()}") is None
+    await sink([contact, change])
+    async with db.connection() as connection:
+        first = await jobs.find(connection, f"{REFRESH_ACTIVE_DEALS}:{this_window.isoformat()}")
+        assert first is not None
+        assert first.not_before == this_window
+        await jobs.mark_running(connection, first.id)  # a runner whose clock is ahead took it early
+    await sink([change])
+    async with db.connection() as connection:
+        later = await jobs.find(connection, f"{REFRESH_ACTIVE_DEALS}:{next_window.isoformat()}")
+    assert later is not None
+    assert (later.status, later.not_before) == ("queued", next_window)

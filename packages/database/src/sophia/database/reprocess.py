@@ -1,0 +1,37 @@
+"""Bulk re-processing: `record.upserted` events again for catalog records, so consumers see them anew.
+
+The events go through the outbox like any write's, in id order, one batch per call; a caller
+that keeps the last id (a job's progress) resumes after it.
+"""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from sophia.database.outbox import outbox_insert
+from sophia.database.pool import Connection
+
+_REEMIT = f"""
+WITH written AS (
+    SELECT id, source_system, kind, external_id, version FROM sophia_core.unified_data_catalog
+    WHERE deleted_at IS NULL
+      AND ($1::text IS NULL OR source_system = $1) AND ($2::text IS NULL OR kind = $2)
+      AND ($3::uuid IS NULL OR id > $3)
+    ORDER BY id LIMIT $4
+), event AS ({outbox_insert("written", "record.upserted")})
+SELECT count(*) AS emitted, (SELECT id FROM written ORDER BY id DESC LIMIT 1) AS last_id FROM written
+"""
+
+
+async def reemit_batch(
+    connection: Connection,
+    source_system: str | None,
+    kind: str | None,
+    after: UUID | None,
+    limit: int,
+) -> tuple[int, UUID | None]:
+    """Events for the next `limit` live records matching the filter (None: any) with ids past
+    `after`; how many, and the last id (None when there were none left)."""
+    row = await connection.fetchrow(_REEMIT, source_system, kind, after, limit)
+    assert row is not None
+    return int(row["emitted"]), row["last_id"]
