@@ -46,8 +46,11 @@ class NatsConnection:
             self._error_logged = True
             log.warning("nats_error", url=self.url, error=repr(error))
 
-    async def _on_disconnected(self) -> None:
-        log.warning("nats_disconnected", url=self.url)
+    async def _on_disconnected(self, client: Client) -> None:
+        if client.is_closed:  # closed on purpose: nothing to warn about
+            log.debug("nats_closed", url=self.url)
+        else:
+            log.warning("nats_disconnected", url=self.url)
 
     async def _on_reconnected(self) -> None:
         self._error_logged = False
@@ -67,7 +70,7 @@ class NatsConnection:
                     max_reconnect_attempts=-1,
                     name="sophia",
                     error_cb=functools.partial(self._on_error, client),
-                    disconnected_cb=self._on_disconnected,
+                    disconnected_cb=functools.partial(self._on_disconnected, client),
                     reconnected_cb=self._on_reconnected,
                     **timing,
                 )
