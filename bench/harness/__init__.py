@@ -1,5 +1,6 @@
-"""What every benchmark shares: engines and a migrated database, the API server as a child process,
-the wrk and k6 load generators, synthetic catalog rows, percentiles and a description of the machine.
+"""What every benchmark shares: engines and a migrated database, the API server and the workers as
+child processes, the wrk and k6 load generators, raw JetStream publishing, synthetic catalog rows,
+percentiles, CPU by component and a description of the machine.
 
 Engines named by `SOPHIA_DATABASE_URL` / `SOPHIA_REDIS_URL` / `SOPHIA_NATS_URL` are used as they are
 (the test session sets them); the missing ones are started embedded in a temporary directory. Either
@@ -7,6 +8,7 @@ way the benchmark gets a database of its own, created, migrated and dropped here
 127.0.0.1; every wait has a deadline.
 """
 
+from harness.cpu import CpuSplit
 from harness.database import (
     DEFAULT_SERVER,
     DEFAULT_WORKERS,
@@ -20,6 +22,7 @@ from harness.database import (
     seed,
     truncate,
 )
+from harness.jetstream import consumer_exists, delete_streams, message_ids, publish_rate
 from harness.k6 import FixedRate, k6_records, k6_version
 from harness.measure import (
     Measurement,
@@ -34,6 +37,7 @@ from harness.measure import (
 )
 from harness.report import add_common_arguments, describe, emit, machine
 from harness.server import ApiServer
+from harness.workers import WorkersProcess
 from harness.wrk import wrk, wrk_binary, wrk_records
 
 __all__ = [
@@ -41,15 +45,19 @@ __all__ = [
     "DEFAULT_WORKERS",
     "HOST",
     "ApiServer",
+    "CpuSplit",
     "Environment",
     "FixedRate",
     "Measurement",
     "OtherCpu",
+    "WorkersProcess",
     "add_common_arguments",
     "catalog_rows",
     "comparison",
+    "consumer_exists",
     "copy_rows",
     "count_rows",
+    "delete_streams",
     "describe",
     "emit",
     "environment",
@@ -57,8 +65,10 @@ __all__ = [
     "k6_version",
     "machine",
     "median",
+    "message_ids",
     "paired_ratio",
     "percentile",
+    "publish_rate",
     "ratio",
     "run_async",
     "seed",

@@ -88,6 +88,11 @@ class ApiServer:
                 time.sleep(0.1)
         raise TimeoutError(f"the API was not ready within {self.ready_timeout_s}s:\n{self.log_tail()}")
 
+    @property
+    def pid(self) -> int | None:
+        """The child's process id while it runs (its group's leader)."""
+        return self._process.pid if self._process is not None else None
+
     def log_tail(self, lines: int = 30) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         return "\n".join(text.splitlines()[-lines:])

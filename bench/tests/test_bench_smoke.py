@@ -177,3 +177,42 @@ def test_stampede_counts_loader_calls_per_cold_key_with_and_without_the_lock(cap
     assert result["miss_ms_locked"] > 0
     assert result["miss_ms_unlocked"] > 0
     assert_printed(capsys, result)
+
+
+def test_events_persists_every_accepted_event_and_reports_lag_and_the_anchor(capsys):
+    result = load("events").main(
+        [
+            "--duration",
+            "2",
+            "--clients",
+            "2",
+            "--batch",
+            "200",
+            "--anchor-duration",
+            "1",
+            "--anchor-in-flight",
+            "100",
+            "--progress",
+            "1",
+            "--stream-max-bytes",
+            str(64 * 1024**2),
+            "--json",
+        ]
+    )
+
+    assert result["accepted"] > 0
+    assert result["accepted"] % 200 == 0
+    assert result["persisted"] == result["accepted"]
+    assert result["persisted_equals_accepted"] is True
+    assert result["persisted_per_min"] > 0
+    for mode in ("publish", "publish_async"):
+        assert result["anchor"][mode]["per_s"] > 0
+        assert result["anchor"][mode]["errors"] == 0
+    assert result["anchor_per_min"] > 0
+    assert result["ratio"] > 0
+    assert 0 <= result["lag_p50_ms"] <= result["lag_p99_ms"] <= result["lag_max_ms"]
+    assert 0 < result["request_p50_ms"] <= result["request_p99_ms"]
+    assert result["workers"]["acked_total"] >= result["accepted"]
+    assert result["cpu_s_sending"]["api"] > 0
+    assert result["goal_per_min"] == 1_000_000
+    assert_printed(capsys, result)
