@@ -166,3 +166,9 @@ async def test_a_full_stream_answers_503_with_retry_after_and_loses_no_accepted_
             for spec in stream_specs(tiny).values():
                 with contextlib.suppress(NotFoundError):
                     await js.delete_stream(spec.name)
+
+
+async def test_a_payload_postgres_cannot_store_is_refused(events_client):
+    response = await events_client.post("/api/v1/events", json=[user_event(payload={"name": "x\u0000y"})])
+    problem = assert_problem(response, 422)
+    assert problem["errors"][0]["location"][:4] == ["body", 0, "user.event", "payload"]

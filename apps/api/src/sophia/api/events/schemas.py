@@ -49,33 +49,27 @@ class _EventIn(BaseModel):
     source: str = Field("api", pattern=IDENTIFIER_PATTERN, max_length=64)
     trace_id: str | None = Field(None, min_length=1, max_length=TRACE_ID_MAX_LENGTH)
 
+    @field_validator("payload", mode="before", check_fields=False)
+    @classmethod
+    def _storable_payload(cls, value: Any) -> Any:
+        """Checked once, on the raw payload (what PostgreSQL's JSON cannot store)."""
+        if isinstance(value, dict):
+            _storable(value)
+        return value
+
     def payload_dict(self) -> dict[str, Any]:
         payload: BaseModel = self.payload  # type: ignore[attr-defined]
-        return _storable(payload.model_dump(exclude_none=True))
+        return payload.model_dump(exclude_none=True)
 
 
 class UserEventIn(_EventIn):
     type: Literal["user.event"]
     payload: UserEventPayload
 
-    @field_validator("payload", mode="before")
-    @classmethod
-    def _storable_payload(cls, value: Any) -> Any:
-        if isinstance(value, dict):
-            _storable(value)
-        return value
-
 
 class SystemEventIn(_EventIn):
     type: Literal["system.event"]
     payload: SystemEventPayload
-
-    @field_validator("payload", mode="before")
-    @classmethod
-    def _storable_payload(cls, value: Any) -> Any:
-        if isinstance(value, dict):
-            _storable(value)
-        return value
 
 
 EventIn = Annotated[UserEventIn | SystemEventIn, Field(discriminator="type")]
