@@ -23,14 +23,22 @@ async def poll_status(call, want: int, timeout_s: float = 30.0) -> httpx.Respons
     return response
 
 
+async def start_migrated(postgres: EmbeddedPostgres) -> tuple[str, str]:
+    """Start a PostgreSQL of the test's own, migrate it and make an admin key: its URL and key."""
+    url = await postgres.start()
+    connection = await asyncpg.connect(url)
+    try:
+        await migrate(connection)
+        _, secret = await keys.create(connection, "chaos", "admin")
+    finally:
+        await connection.close()
+    return url, secret
+
+
 @pytest.mark.chaos
 async def test_postgres_down_answers_503_with_retry_after_then_recovers(tmp_path, settings):
     postgres = EmbeddedPostgres(tmp_path, durable=False)
-    url = await postgres.start()
-    connection = await asyncpg.connect(url)
-    await migrate(connection)
-    _, secret = await keys.create(connection, "chaos", "admin")
-    await connection.close()
+    url, secret = await start_migrated(postgres)
     overrides = {"database_url": url, "breaker_open_s": 0.2, "api_key_cache_ttl_s": 0}
     try:
         async with app_client(settings.model_copy(update=overrides), secret) as client:
@@ -127,11 +135,7 @@ async def test_nats_down_is_reported_by_readyz_while_writes_keep_landing_in_the_
 @pytest.mark.chaos
 async def test_with_postgres_down_a_cached_read_is_served_stale_and_marked(tmp_path, settings):
     postgres = EmbeddedPostgres(tmp_path, durable=False)
-    url = await postgres.start()
-    connection = await asyncpg.connect(url)
-    await migrate(connection)
-    _, secret = await keys.create(connection, "chaos", "admin")
-    await connection.close()
+    url, secret = await start_migrated(postgres)
     overrides = {"database_url": url, "cache_ttl_api_s": 0.2, "breaker_open_s": 0.2}
     try:
         async with app_client(settings.model_copy(update=overrides), secret) as client:
