@@ -49,6 +49,10 @@ async def test_events_reach_postgres_and_catalog_writes_reach_the_audit_trail(
                     "SELECT count(*) FROM sophia_core.audit_log WHERE target = 'wsrc/deal/1'"
                 ):
                     await asyncio.sleep(0.05)
+                while not await connection.fetchval(  # the admin action: another stream, its own consumer
+                    "SELECT count(*) FROM sophia_core.audit_log WHERE action = 'key.created'"
+                ):
+                    await asyncio.sleep(0.05)
                 actions = await connection.fetch("SELECT action FROM sophia_core.audit_log ORDER BY seq")
             assert "key.created" in {row[0] for row in actions}  # the admin action, relayed and audited
         finally:
