@@ -172,3 +172,28 @@ async def test_a_payload_postgres_cannot_store_is_refused(events_client):
     response = await events_client.post("/api/v1/events", json=[user_event(payload={"name": "x\u0000y"})])
     problem = assert_problem(response, 422)
     assert problem["errors"][0]["location"][:4] == ["body", 0, "user.event", "payload"]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"type": "user.event", "key": "k", "payload": {"name": "n", "properties": {"x": NaN}}}',
+        b'{"type": "user.event", "key": "k", "payload": {"name": "n", "properties": {"x": Infinity}}}',
+        b'{"type": "user.event", "key": "k", "payload": {"name": "n\\u0000"}}',
+    ],
+    ids=["nan", "infinity", "nul"],
+)
+async def test_an_ndjson_line_postgres_cannot_store_is_named_and_nothing_is_published(events_client, line):
+    body = orjson.dumps(user_event()) + b"\n" + line + b"\n"
+    problem = assert_problem(await events_client.post("/api/v1/events", content=body, headers=NDJSON), 422)
+    assert problem["errors"][0]["location"][:2] == ["line", 2]
+    js = await events_client.nats.jetstream()
+    with pytest.raises(NotFoundError):
+        await js.stream_info(events_client.specs["user-events"].name)
+
+
+async def test_a_line_that_is_not_json_says_so(events_client):
+    body = orjson.dumps(user_event()) + b"\n" + orjson.dumps(user_event()) + b"\n[1, \n"
+    problem = assert_problem(await events_client.post("/api/v1/events", content=body, headers=NDJSON), 422)
+    assert problem["detail"].startswith("Line 3 is not valid JSON")
+    assert problem["errors"][0]["location"] == ["line", 3]

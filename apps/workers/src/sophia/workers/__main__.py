@@ -6,6 +6,7 @@ import asyncio
 import signal
 from dataclasses import replace
 
+import uvloop
 from prometheus_client import start_http_server
 
 from sophia.cache import CacheConfig, RedisConnection, TieredCache
@@ -30,9 +31,18 @@ def processors(
     """The stream processors of this issue, each a durable consumer with its idempotent sink."""
     streams = stream_specs(settings)
     dead_letter = dead_letter_spec(settings)
+    # Storing pays per batch (a transaction, a COPY): big batches, one fetched while one stores.
+    def storing(name: str, stream: str) -> ConsumerSpec:
+        return ConsumerSpec(
+            name,
+            streams[stream].name,
+            batch_size=settings.events_sink_batch,
+            concurrency=settings.events_sink_in_flight,
+        )
+
     consumers = [
-        (ConsumerSpec("events-to-postgres", streams["user-events"].name), store_events(database)),
-        (ConsumerSpec("system-events-to-postgres", streams["system-events"].name), store_events(database)),
+        (storing("events-to-postgres", "user-events"), store_events(database)),
+        (storing("system-events-to-postgres", "system-events"), store_events(database)),
         (
             ConsumerSpec("cache-invalidation", streams["records"].name),
             invalidate_caches(cache, settings.cache_invalidate_max_keys),
@@ -98,7 +108,7 @@ def main() -> None:
             loop.add_signal_handler(signal_number, stop.set)
         await run_workers(settings, stop)
 
-    asyncio.run(serve())
+    uvloop.run(serve())
 
 
 if __name__ == "__main__":

@@ -5,16 +5,24 @@ rare, the publisher looks at each stream's fill (cached for a second) and refuse
 up front at `refuse_at` of its limit: `Unavailable` with Retry-After, which the API answers as 503.
 Each event goes out with `Nats-Msg-Id` = its id, so a client that resends a batch with the same
 ids after a failure adds nothing twice (JetStream's duplicate window, then the sink's primary key).
+
+Publishing is pipelined: every message of a batch is written at once (`publish_async`, at most
+`max_pending` awaiting their acks) and the acks are awaited together, under one deadline that
+grows with the batch. A request per message (`js.publish`) cost a future, a timer and a task per
+event: 37 % of the API's CPU per event in `bench/events`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Mapping, Sequence
 
+from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
+from nats.js.api import PubAck
 from nats.js.errors import APIError
 
 from sophia.core.errors import Invalid, Unavailable
@@ -25,6 +33,8 @@ from sophia.events.connection import NatsConnection
 from sophia.events.streams import StreamSpec, ensure_streams
 
 PUBLISH_CHUNK = 1_000
+"""Each started thousand events of a batch adds the connection's timeout to the batch's deadline."""
+MAX_PENDING = 4_000
 FILL_TTL_S = 1.0
 FULL_RETRY_AFTER_S = 5
 
@@ -40,6 +50,7 @@ class EventPublisher:
         self.refuse_at = refuse_at
         self._fill: dict[str, tuple[float, float]] = {}
         self._ready = False
+        self._pipeline: tuple[Client, JetStreamContext] | None = None
 
     def spec_of(self, envelope: Envelope) -> StreamSpec:
         event_type = EVENT_TYPES.get(envelope.type)
@@ -56,9 +67,7 @@ class EventPublisher:
             targets = [(self.spec_of(envelope), envelope) for envelope in envelopes]
             for name in {spec.name for spec, _ in targets}:
                 await self._check_room(js, name)
-            for start in range(0, len(targets), PUBLISH_CHUNK):
-                chunk = targets[start : start + PUBLISH_CHUNK]
-                await asyncio.gather(*(self._publish(js, spec, envelope) for spec, envelope in chunk))
+            await self._publish_all(targets)
         except APIError as error:
             self._fill.clear()
             raise Unavailable(
@@ -68,10 +77,35 @@ class EventPublisher:
         except (NatsError, OSError, TimeoutError) as error:
             raise Unavailable(f"NATS is unreachable: {type(error).__name__}", retry_after_s=2) from error
 
-    async def _publish(self, js: JetStreamContext, spec: StreamSpec, envelope: Envelope) -> None:
-        subject = spec.subject(envelope.key, envelope.type)
-        headers = {"Nats-Msg-Id": envelope.id}
-        await js.publish(subject, encode(envelope), stream=spec.name, headers=headers)
+    async def _publish_all(self, targets: list[tuple[StreamSpec, Envelope]]) -> None:
+        """Write every message, then await every ack; the first refusal (or the deadline) raises.
+
+        Acks still out at the deadline are cancelled, which frees their places in the pipeline."""
+        js = self._pipelined()
+        acks: list[asyncio.Future[PubAck]] = []
+        try:
+            async with asyncio.timeout(self.nats.timeout_s * math.ceil(len(targets) / PUBLISH_CHUNK)):
+                for spec, envelope in targets:
+                    subject = spec.subject(envelope.key, envelope.type)
+                    headers = {"Nats-Msg-Id": envelope.id}
+                    acks.append(await js.publish_async(subject, encode(envelope), headers=headers))
+                await asyncio.wait(acks)
+        finally:
+            for ack in acks:
+                ack.cancel()
+        for ack in acks:
+            if (error := ack.exception()) is not None:
+                raise error
+
+    def _pipelined(self) -> JetStreamContext:
+        """One JetStream context per client for pipelined publishing: each has its own reply
+        subscription, so a context per batch would leave a subscription behind every time."""
+        client = self.nats.client
+        assert client is not None, "jetstream() connected first"
+        if self._pipeline is None or self._pipeline[0] is not client:
+            context = client.jetstream(timeout=self.nats.timeout_s, publish_async_max_pending=MAX_PENDING)
+            self._pipeline = (client, context)
+        return self._pipeline[1]
 
     async def _check_room(self, js: JetStreamContext, stream: str) -> None:
         now = time.monotonic()

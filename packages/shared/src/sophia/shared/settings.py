@@ -122,6 +122,14 @@ class Settings(BaseSettings):
         gt=0,
         description="How long a processor holds a message before JetStream redelivers it (renewed).",
     )
+    events_sink_batch: int = Field(
+        1_000, ge=1, description="Most events the processors store in Postgres per micro-batch (COPY)."
+    )
+    events_sink_in_flight: int = Field(
+        2_000,
+        ge=1,
+        description="Most events a store processor holds un-acked (2 batches: one fetched while one stores).",
+    )
     jobs_debounce_s: float = Field(
         5.0, gt=0, description="Window of the debounced active_deals_mv refresh after deal changes."
     )
