@@ -34,10 +34,14 @@ def up(
 ) -> None:
     """Start engines (unless SOPHIA_*_URL name them), migrate, seed, and serve the API until Ctrl-C."""
     from sophia.cli.up import run_up
+    from sophia.events.streams import StreamStorageRefused
 
     configure_logging("INFO", json=False)
     settings = Settings()
-    asyncio.run(run_up(settings, settings.seed_records if seed_records is None else seed_records))
+    try:
+        asyncio.run(run_up(settings, settings.seed_records if seed_records is None else seed_records))
+    except StreamStorageRefused as error:  # the engines are stopped by now
+        raise SystemExit(f"sophia up cannot start: {error.detail}") from None
 
 
 @app.command("env")

@@ -19,9 +19,11 @@ from sophia.database import Database, keys
 from sophia.database.migrations import migrate
 from sophia.engines import Engines, EngineUrls
 from sophia.engines.process import SupervisedProcess, free_port
+from sophia.events.connection import NatsConnection
 from sophia.shared.files import write_private
 from sophia.shared.resilience import retry
 from sophia.shared.settings import Settings
+from sophia.workers.streams import check_streams
 
 console = Console()
 DEV_KEY_FILE = "dev-api-key"
@@ -82,6 +84,8 @@ async def run_up(settings: Settings, seed_records: int) -> None:
             retry_on=(Unavailable,),
             name="prepare",
         )
+        async with NatsConnection(urls.nats_url, settings.engine_timeout_s) as nats:
+            await check_streams(settings, nats)  # a limit NATS cannot hold stops here, named
         port = settings.api_port
         if not port or not _port_free(settings.api_host, port):
             port = free_port(settings.api_host)

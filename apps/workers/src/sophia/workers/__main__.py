@@ -12,7 +12,7 @@ from prometheus_client import start_http_server
 from sophia.cache import CacheConfig, RedisConnection, TieredCache
 from sophia.database import Database
 from sophia.events.connection import NatsConnection
-from sophia.events.streams import stream_specs
+from sophia.events.streams import StreamStorageRefused, stream_specs
 from sophia.shared.logging import configure_logging, get_logger
 from sophia.shared.settings import Settings
 from sophia.workers.dead_letter import dead_letter_spec
@@ -21,6 +21,7 @@ from sophia.workers.jobs import JobQueue, debounce_deal_refresh, default_handler
 from sophia.workers.processor import ConsumerSpec, StreamProcessor
 from sophia.workers.relay import OutboxRelay
 from sophia.workers.sinks import append_audit, invalidate_caches, store_events
+from sophia.workers.streams import check_streams
 
 log = get_logger("sophia.workers")
 
@@ -31,6 +32,7 @@ def processors(
     """The stream processors of this issue, each a durable consumer with its idempotent sink."""
     streams = stream_specs(settings)
     dead_letter = dead_letter_spec(settings)
+
     # Storing pays per batch (a transaction, a COPY): big batches, one fetched while one stores.
     def storing(name: str, stream: str) -> ConsumerSpec:
         return ConsumerSpec(
@@ -68,10 +70,16 @@ async def run_workers(settings: Settings, stop: asyncio.Event) -> None:
         raise RuntimeError(
             "SOPHIA_DATABASE_URL, _REDIS_URL and _NATS_URL must be set (`sophia up` sets them)"
         )
+    async with NatsConnection(settings.nats_url, settings.engine_timeout_s) as nats:
+        await check_streams(settings, nats)
+        await _run(settings, nats, settings.redis_url, stop)
+    log.info("workers_stopped")
+
+
+async def _run(settings: Settings, nats: NatsConnection, redis_url: str, stop: asyncio.Event) -> None:
     async with (
         Database(settings) as database,
-        NatsConnection(settings.nats_url, settings.engine_timeout_s) as nats,
-        RedisConnection(settings.redis_url, settings.engine_timeout_s) as redis,
+        RedisConnection(redis_url, settings.engine_timeout_s) as redis,
         TieredCache(redis.client, CacheConfig.from_settings(settings), name="workers") as cache,
         OutboxRelay(
             database,
@@ -92,7 +100,6 @@ async def run_workers(settings: Settings, stop: asyncio.Event) -> None:
             runner.run(stop),
             *(processor.run(stop) for processor in processors(settings, database, nats, cache)),
         )
-    log.info("workers_stopped")
 
 
 def main() -> None:
@@ -108,7 +115,10 @@ def main() -> None:
             loop.add_signal_handler(signal_number, stop.set)
         await run_workers(settings, stop)
 
-    uvloop.run(serve())
+    try:
+        uvloop.run(serve())
+    except StreamStorageRefused as error:
+        raise SystemExit(f"sophia workers cannot start: {error.detail}") from None
 
 
 if __name__ == "__main__":

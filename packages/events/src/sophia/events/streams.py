@@ -15,14 +15,17 @@ from dataclasses import dataclass
 
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 
+from sophia.core.errors import Unavailable
 from sophia.shared.logging import get_logger
 from sophia.shared.settings import Settings
 
 log = get_logger(__name__)
 
 STREAM_NAMES = ("records", "user-events", "system-events", "ml-predictions", "audit-logs")
+INSUFFICIENT_STORAGE = 10047
+"""JetStream's error code when it cannot reserve a stream's `max_bytes` in its store."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +58,19 @@ class StreamSpec:
         )
 
 
+class StreamStorageRefused(Unavailable):
+    """JetStream cannot reserve a stream's `max_bytes`: an operator must lower the limit or give
+    NATS more storage. Retrying does not help, so it says exactly which knob to turn."""
+
+    def __init__(self, spec: StreamSpec) -> None:
+        super().__init__(
+            f"JetStream cannot reserve {spec.max_bytes:,} bytes for the {spec.name} stream "
+            "(insufficient storage). Lower SOPHIA_EVENTS_MAX_BYTES, or give NATS more storage "
+            "(its jetstream max_file_store, or disk).",
+            retry_after_s=60,
+        )
+
+
 def partition_of(key: str, partitions: int) -> int:
     """The partition of `key`: the same in every process and every run."""
     digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
@@ -79,19 +95,31 @@ async def ensure_streams(js: JetStreamContext, specs: Iterable[StreamSpec]) -> l
     """Create the streams that are missing and bring the others to their spec; the names changed."""
     changed = []
     for spec in specs:
-        wanted = spec.config()
         try:
-            info = await js.stream_info(spec.name)
-        except NotFoundError:
-            await js.add_stream(wanted)
-            log.info("stream_created", stream=spec.name, replicas=spec.replicas)
-            changed.append(spec.name)
-            continue
-        if _differs(info.config, wanted):
-            await js.update_stream(wanted)
-            log.info("stream_updated", stream=spec.name)
-            changed.append(spec.name)
+            if await _ensure(js, spec):
+                changed.append(spec.name)
+        except APIError as error:
+            if error.err_code != INSUFFICIENT_STORAGE:
+                raise
+            refused = StreamStorageRefused(spec)
+            log.error("stream_storage_refused", stream=spec.name, detail=refused.detail)
+            raise refused from error
     return changed
+
+
+async def _ensure(js: JetStreamContext, spec: StreamSpec) -> bool:
+    wanted = spec.config()
+    try:
+        info = await js.stream_info(spec.name)
+    except NotFoundError:
+        await js.add_stream(wanted)
+        log.info("stream_created", stream=spec.name, replicas=spec.replicas)
+        return True
+    if _differs(info.config, wanted):
+        await js.update_stream(wanted)
+        log.info("stream_updated", stream=spec.name)
+        return True
+    return False
 
 
 def _differs(current: StreamConfig, wanted: StreamConfig) -> bool:
