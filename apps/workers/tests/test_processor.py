@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js.errors import NotFoundError
 from prometheus_client import REGISTRY
@@ -23,7 +24,7 @@ from sophia.events.connection import NatsConnection
 from sophia.events.streams import StreamSpec, ensure_streams, stream_specs
 from sophia.shared.resilience import retry
 from sophia.workers.dead_letter import dead_letter_spec, list_dead_letters, replay, show_dead_letter
-from sophia.workers.processor import ConsumerSpec, Sink, StreamProcessor
+from sophia.workers.processor import ConsumerSpec, Sink, StreamProcessor, deliveries
 
 FAILURES = (NatsError, OSError, TimeoutError, Unavailable)
 
@@ -355,3 +356,17 @@ async def test_a_processor_outlives_its_nats_server_going_away_and_coming_back(t
                 await eventually(lambda: {e.id for e in before + after} <= set(sink.stored), 20)
     finally:
         await server.stop()
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "$JS.ACK.stream.consumer.3.10.9.1700000000000000000.0",
+        "$JS.ACK.domain.account-hash.stream.consumer.3.10.9.1700000000000000000.0.token",
+        "$JS.ACK._.account-hash.stream.consumer.3.10.9.1700000000000000000.0",
+    ],
+    ids=["v1", "v2", "v2-no-domain-no-token"],
+)
+def test_the_delivery_count_is_read_as_nats_py_reads_it(reply):
+    message = Msg(_client=None, reply=reply)  # type: ignore[arg-type]
+    assert deliveries(message) == message.metadata.num_delivered == 3

@@ -34,7 +34,9 @@ from sophia.events.streams import StreamSpec, ensure_streams
 
 PUBLISH_CHUNK = 1_000
 """Each started thousand events of a batch adds the connection's timeout to the batch's deadline."""
-MAX_PENDING = 4_000
+MAX_PENDING = 20_000
+"""Publishes awaiting their acks per process: two of the largest batches at once without waiting
+(nats-py's default of 4,000 made two 2,000-event requests queue on its semaphore)."""
 FILL_TTL_S = 1.0
 FULL_RETRY_AFTER_S = 5
 

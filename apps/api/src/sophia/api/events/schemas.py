@@ -4,18 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from sophia.api.records.schemas import CreatedAt, check_storable
+from sophia.api.records.schemas import CreatedAt
 from sophia.core.events import TRACE_ID_MAX_LENGTH, UUID7_PATTERN
 from sophia.core.records import IDENTIFIER_PATTERN
 
 KEY_MAX_LENGTH = 512
-
-
-def _storable(value: dict[str, Any]) -> dict[str, Any]:
-    check_storable(value)
-    return value
 
 
 class UserEventPayload(BaseModel):
@@ -48,14 +43,6 @@ class _EventIn(BaseModel):
     occurred_at: CreatedAt = None
     source: str = Field("api", pattern=IDENTIFIER_PATTERN, max_length=64)
     trace_id: str | None = Field(None, min_length=1, max_length=TRACE_ID_MAX_LENGTH)
-
-    @field_validator("payload", mode="before", check_fields=False)
-    @classmethod
-    def _storable_payload(cls, value: Any) -> Any:
-        """Checked once, on the raw payload (what PostgreSQL's JSON cannot store)."""
-        if isinstance(value, dict):
-            _storable(value)
-        return value
 
     def payload_dict(self) -> dict[str, Any]:
         payload: BaseModel = self.payload  # type: ignore[attr-defined]
