@@ -55,6 +55,7 @@ class StreamSpec:
             storage=StorageType.FILE,
             num_replicas=self.replicas,
             duplicate_window=self.duplicate_window_s,
+            allow_atomic=True,  # all-or-nothing batches: how the events API publishes (nats-server 2.12+)
         )
 
 
@@ -123,5 +124,13 @@ async def _ensure(js: JetStreamContext, spec: StreamSpec) -> bool:
 
 
 def _differs(current: StreamConfig, wanted: StreamConfig) -> bool:
-    fields = ("subjects", "max_age", "max_bytes", "discard", "num_replicas", "duplicate_window")
+    fields = (
+        "subjects",
+        "max_age",
+        "max_bytes",
+        "discard",
+        "num_replicas",
+        "duplicate_window",
+        "allow_atomic",
+    )
     return any(getattr(current, field) != getattr(wanted, field) for field in fields)
