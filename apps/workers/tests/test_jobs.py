@@ -226,6 +226,34 @@ async def test_a_job_whose_publish_was_lost_is_published_again_by_the_sweep(queu
     assert handler.calls == {job.id: 1}
 
 
+async def test_the_sweep_deletes_jobs_finished_longer_ago_than_the_retention(queue, db):
+    later = datetime.now(UTC) + timedelta(hours=1)
+    async with running(queue, {"echo": Calls()}, sweep_s=0.05, retention_s=24 * 3600.0):
+        old, _ = await queue.submit("echo", {"n": 1}, idempotency_key=f"old-{uuid.uuid4()}")
+        recent, _ = await queue.submit("echo", {"n": 2})
+        unfinished, _ = await queue.submit("echo", {"n": 3}, not_before=later)
+        await eventually(status_is(queue, old.id, "succeeded"))
+        await eventually(status_is(queue, recent.id, "succeeded"))
+        async with db.connection() as connection:  # `old` ended two days ago
+            await connection.execute(
+                "UPDATE sophia_core.jobs SET finished_at = now() - interval '2 days' WHERE id = $1", old.id
+            )
+        await eventually(lambda: gone(queue, old.id))
+    assert (await queue.status(recent.id)).status == "succeeded"
+    assert (await queue.status(unfinished.id)).status == "queued"
+    again, created = await queue.submit("echo", {"n": 1}, idempotency_key=old.idempotency_key)
+    assert created  # its key is free again
+    assert again.id != old.id
+
+
+async def gone(queue: JobQueue, job_id: uuid.UUID) -> bool:
+    try:
+        await queue.status(job_id)
+    except NotFound:
+        return True
+    return False
+
+
 async def test_a_burst_of_deal_changes_gives_one_refresh_per_window_and_it_runs(queue, db, nats, own):
     source, started = f"burst{uuid.uuid4().hex[:6]}", datetime.now(UTC) - timedelta(seconds=1)
     deal_ids = await insert_records(db, source, "deal", 50)

@@ -16,6 +16,7 @@ from sophia.api.deals.endpoints import router as deals_router
 from sophia.api.events.endpoints import router as events_router
 from sophia.api.health.endpoints import router as health_router
 from sophia.api.hot import HotReads
+from sophia.api.jobs.endpoints import router as jobs_router
 from sophia.api.middleware import RequestContext
 from sophia.api.records.endpoints import router as records_router
 from sophia.api.state import AppState
@@ -99,6 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(records_router)
     app.include_router(deals_router)
     app.include_router(events_router)
+    app.include_router(jobs_router)
     app.add_middleware(HotReads)  # innermost: behind the request id, metrics and limits
     app.add_middleware(RequestContext, settings=settings)
     return app

@@ -93,7 +93,11 @@ async def _run(settings: Settings, nats: NatsConnection, redis_url: str, stop: a
         runner = JobRunner(
             JobQueue(database, nats, jobs_stream(settings)),
             default_handlers(database, settings.db_maintenance_timeout_s),
-            RunnerSpec(concurrency=settings.jobs_concurrency, max_attempts=settings.jobs_max_attempts),
+            RunnerSpec(
+                concurrency=settings.jobs_concurrency,
+                max_attempts=settings.jobs_max_attempts,
+                retention_s=settings.jobs_retention_s,
+            ),
         )
         await asyncio.gather(
             relay.run(stop),

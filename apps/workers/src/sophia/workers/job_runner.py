@@ -63,6 +63,8 @@ class RunnerSpec:
     """How often to look for jobs whose publish was never confirmed..."""
     republish_after_s: float = 60.0
     """...and how old such a job must be (a submit may still be publishing it)."""
+    retention_s: float = 7 * 24 * 3600.0
+    """How long a finished job's row is kept (for `sophia jobs status`) before the sweep deletes it."""
 
     def backoff_after(self, attempts: int) -> float:
         return self.backoff_s[min(max(attempts, 1), len(self.backoff_s)) - 1]
@@ -141,13 +143,15 @@ class JobRunner:
                 task.add_done_callback(self._tasks.discard)
 
     async def _sweep(self) -> None:
-        """Publish again the jobs whose first publish was never confirmed."""
+        """Publish again the jobs whose first publish was never confirmed; forget old finished ones."""
         if time.monotonic() < self._sweep_due:
             return
         self._sweep_due = time.monotonic() + self.spec.sweep_s
         try:
             async with self.queue.database.connection() as connection:
                 stale = await jobs.unpublished(connection, self.spec.republish_after_s)
+                if purged := await jobs.purge_finished(connection, self.spec.retention_s):
+                    log.info("jobs_purged", count=purged)
             for job in stale:
                 await self.queue.publish(job)
                 log.info("job_republished", job=str(job.id), kind=job.kind)

@@ -166,6 +166,20 @@ async def mark_failed(connection: Connection, job_id: UUID, error: str, *, final
     )
 
 
+async def purge_finished(connection: Connection, older_than_s: float, limit: int = 1000) -> int:
+    """Delete up to `limit` jobs that finished over `older_than_s` ago; how many went. Their
+    idempotency keys are free again: a job submitted with one of them now is a new job."""
+    status = await connection.execute(
+        """DELETE FROM sophia_core.jobs WHERE id IN (
+               SELECT id FROM sophia_core.jobs
+               WHERE status IN ('succeeded', 'failed') AND finished_at < now() - make_interval(secs => $1)
+               ORDER BY finished_at LIMIT $2)""",
+        older_than_s,
+        limit,
+    )
+    return int(status.rsplit(" ", 1)[1])
+
+
 async def counts(connection: Connection, kind: str | None = None) -> dict[str, int]:
     """Jobs by status (every status present, zero included), of one kind or all."""
     rows = await connection.fetch(

@@ -135,6 +135,9 @@ class Settings(BaseSettings):
     )
     jobs_concurrency: int = Field(4, ge=1, description="Background jobs one workers process runs at once.")
     jobs_max_attempts: int = Field(5, ge=1, description="Attempts of a job before it is failed.")
+    jobs_retention_s: float = Field(
+        7 * 24 * 3600.0, gt=0, description="How long a finished job stays queryable before it is deleted."
+    )
     outbox_batch: int = Field(500, ge=1, le=10_000, description="Outbox rows the relay publishes per batch.")
     outbox_poll_s: float = Field(
         1.0, gt=0, description="How often the relay looks at the outbox when no NOTIFY wakes it."
