@@ -138,3 +138,21 @@ def blank_database(worker_id: str):
         return base_url.rsplit("/", 1)[0] + f"/{name}"
 
     return make
+
+
+@pytest.fixture
+async def own_streams(settings: Settings):
+    """Settings whose streams (events, jobs, dead letters) carry a prefix of this test's own, so
+    it may read or drain whole streams; every stream under the prefix is deleted afterwards."""
+    import uuid
+
+    from sophia.events.connection import NatsConnection
+
+    prefix = f"t{uuid.uuid4().hex[:10]}-"
+    yield settings.model_copy(update={"events_stream_prefix": prefix})
+    assert settings.nats_url
+    async with NatsConnection(settings.nats_url) as nats:
+        js = await nats.jetstream()
+        for info in await js.streams_info():
+            if info.config.name and info.config.name.startswith(prefix):
+                await js.delete_stream(info.config.name)

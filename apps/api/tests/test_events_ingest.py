@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import uuid
-
 import orjson
 import pytest
 from app_clients import app_client
@@ -20,18 +17,13 @@ NDJSON = {"content-type": "application/x-ndjson"}
 
 
 @pytest.fixture
-async def events_client(settings, api_keys):
+async def events_client(own_streams, api_keys):
     """An app publishing to streams of this test's own, and a NATS connection to read them."""
-    prefix = f"t{uuid.uuid4().hex[:10]}-"
-    own = settings.model_copy(update={"events_stream_prefix": prefix})
-    async with app_client(own, api_keys["write"]) as client, NatsConnection(settings.nats_url) as nats:
+    own = own_streams
+    async with app_client(own, api_keys["write"]) as client, NatsConnection(own.nats_url) as nats:
         client.specs = stream_specs(own)  # type: ignore[attr-defined]
         client.nats = nats  # type: ignore[attr-defined]
         yield client
-        js = await nats.jetstream()
-        for spec in stream_specs(own).values():
-            with contextlib.suppress(NotFoundError):
-                await js.delete_stream(spec.name)
 
 
 def user_event(key: str = "u-1", **overrides) -> dict:
@@ -126,46 +118,35 @@ async def test_a_read_key_may_not_send_events(client, api_keys):
 
 @pytest.mark.parametrize("refuse_at", [0.05, 1.0], ids=["refused-before-full", "refused-by-jetstream"])
 async def test_a_full_stream_answers_503_with_retry_after_and_loses_no_accepted_event(
-    settings, api_keys, refuse_at
+    own_streams, api_keys, refuse_at
 ):
     """A 1 MiB stream: batches are accepted until it fills, then refused; every accepted id is kept."""
-    prefix = f"t{uuid.uuid4().hex[:10]}-"
-    tiny = settings.model_copy(
-        update={
-            "events_stream_prefix": prefix,
-            "events_max_bytes": 1024 * 1024,
-            "events_backpressure_fill": refuse_at,
-        }
+    tiny = own_streams.model_copy(
+        update={"events_max_bytes": 1024 * 1024, "events_backpressure_fill": refuse_at}
     )
     filler = {"name": "big", "properties": {"blob": "x" * 4000}}
     accepted: list[str] = []
     refused = None
-    async with app_client(tiny, api_keys["write"]) as client, NatsConnection(settings.nats_url) as nats:
-        try:
-            for _ in range(100):
-                batch = [user_event(f"u-{n}", payload=filler) for n in range(20)]
-                response = await client.post("/api/v1/events", json=batch)
-                if response.status_code != 202:
-                    refused = response
-                    break
-                accepted += response.json()["ids"]
-            assert refused is not None, "a 1 MiB stream took 8 MiB"
-            assert_problem(refused, 503)
-            assert int(refused.headers["retry-after"]) >= 1
-            js = await nats.jetstream()
-            name = stream_specs(tiny)["user-events"].name
-            info = await js.stream_info(name)
-            kept = {
-                decode((await js.get_msg(name, seq)).data).id
-                for seq in range(info.state.first_seq, info.state.last_seq + 1)
-            }
-            assert set(accepted) <= kept
-            assert accepted
-        finally:
-            js = await nats.jetstream()
-            for spec in stream_specs(tiny).values():
-                with contextlib.suppress(NotFoundError):
-                    await js.delete_stream(spec.name)
+    async with app_client(tiny, api_keys["write"]) as client, NatsConnection(tiny.nats_url) as nats:
+        for _ in range(100):
+            batch = [user_event(f"u-{n}", payload=filler) for n in range(20)]
+            response = await client.post("/api/v1/events", json=batch)
+            if response.status_code != 202:
+                refused = response
+                break
+            accepted += response.json()["ids"]
+        assert refused is not None, "a 1 MiB stream took 8 MiB"
+        assert_problem(refused, 503)
+        assert int(refused.headers["retry-after"]) >= 1
+        js = await nats.jetstream()
+        name = stream_specs(tiny)["user-events"].name
+        info = await js.stream_info(name)
+        kept = {
+            decode((await js.get_msg(name, seq)).data).id
+            for seq in range(info.state.first_seq, info.state.last_seq + 1)
+        }
+    assert set(accepted) <= kept
+    assert accepted
 
 
 async def test_a_payload_postgres_cannot_store_is_refused(events_client):

@@ -1,11 +1,8 @@
 """`sophia dlq list|show|replay` against the test session's JetStream (in-process through typer)."""
 
 import asyncio
-import contextlib
-import uuid
 
 import pytest
-from nats.js.errors import NotFoundError
 from typer.testing import CliRunner
 
 from sophia.cli import dlq
@@ -21,30 +18,10 @@ runner = CliRunner()
 
 
 @pytest.fixture
-def own(settings, monkeypatch):
-    """Settings with streams of this test's own (a prefix), deleted afterwards; a wide console."""
+def own(own_streams, monkeypatch):
+    """Streams of this test's own, and a console wide enough for whole ids."""
     monkeypatch.setattr(dlq.console, "width", 200)
-    own = settings.model_copy(update={"events_stream_prefix": f"t{uuid.uuid4().hex[:10]}-"})
-    yield own
-
-    async def delete() -> None:
-        async with NatsConnection(own.nats_url) as nats:
-            js = await nats.jetstream()
-            for name in (stream_specs(own)["user-events"].name, dead_letter_spec(own).name):
-                with contextlib.suppress(NotFoundError):
-                    await js.delete_stream(name)
-
-    asyncio.run(delete())
-
-
-@pytest.fixture
-def env(own, tmp_path):
-    return {
-        "SOPHIA_DATABASE_URL": own.database_url,
-        "SOPHIA_NATS_URL": own.nats_url,
-        "SOPHIA_DATA_DIR": str(tmp_path),
-        "SOPHIA_EVENTS_STREAM_PREFIX": own.events_stream_prefix,
-    }
+    return own_streams
 
 
 def invoke(env, *args):

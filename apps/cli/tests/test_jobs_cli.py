@@ -1,13 +1,11 @@
 """`sophia jobs submit|status` against the test session's PostgreSQL and JetStream (in-process)."""
 
 import asyncio
-import contextlib
 import re
 import uuid
 
 import asyncpg
 import pytest
-from nats.js.errors import NotFoundError
 from typer.testing import CliRunner
 
 from sophia.cli import jobs as jobs_cli
@@ -19,29 +17,10 @@ runner = CliRunner()
 
 
 @pytest.fixture
-def own(settings, monkeypatch):
-    """Settings with a jobs stream of this test's own (a prefix), deleted afterwards; a wide console."""
+def own(own_streams, monkeypatch):
+    """A jobs stream of this test's own, and a console wide enough for whole ids."""
     monkeypatch.setattr(jobs_cli.console, "width", 200)
-    own = settings.model_copy(update={"events_stream_prefix": f"t{uuid.uuid4().hex[:10]}-"})
-    yield own
-
-    async def delete() -> None:
-        async with NatsConnection(own.nats_url) as nats:
-            js = await nats.jetstream()
-            with contextlib.suppress(NotFoundError):
-                await js.delete_stream(jobs_stream(own).name)
-
-    asyncio.run(delete())
-
-
-@pytest.fixture
-def env(own, tmp_path):
-    return {
-        "SOPHIA_DATABASE_URL": own.database_url,
-        "SOPHIA_NATS_URL": own.nats_url,
-        "SOPHIA_DATA_DIR": str(tmp_path),
-        "SOPHIA_EVENTS_STREAM_PREFIX": own.events_stream_prefix,
-    }
+    return own_streams
 
 
 def invoke(env, *args):

@@ -54,14 +54,8 @@ async def nats(settings) -> AsyncIterator[NatsConnection]:
 
 
 @pytest.fixture
-async def own(settings, nats) -> AsyncIterator[Any]:
-    """Settings with streams of this test's own (a prefix), deleted afterwards."""
-    own = settings.model_copy(update={"events_stream_prefix": f"t{uuid.uuid4().hex[:10]}-"})
-    yield own
-    js = await nats.jetstream()
-    for name in (jobs_stream(own).name, stream_specs(own)["records"].name, dead_letter_spec(own).name):
-        with contextlib.suppress(NotFoundError):
-            await js.delete_stream(name)
+def own(own_streams):
+    return own_streams
 
 
 @pytest.fixture

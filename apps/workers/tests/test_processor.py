@@ -36,16 +36,11 @@ async def nats(settings) -> AsyncIterator[NatsConnection]:
 
 
 @pytest.fixture
-async def streams(settings, nats) -> AsyncIterator[tuple[StreamSpec, StreamSpec]]:
-    """A stream and a dead-letter stream of this test's own (a prefix), deleted afterwards."""
-    own = settings.model_copy(update={"events_stream_prefix": f"t{uuid.uuid4().hex[:10]}-"})
-    spec, dead_letter = stream_specs(own)["user-events"], dead_letter_spec(own)
-    js = await nats.jetstream()
-    await ensure_streams(js, [spec])
-    yield spec, dead_letter
-    for name in (spec.name, dead_letter.name):
-        with contextlib.suppress(NotFoundError):
-            await js.delete_stream(name)
+async def streams(own_streams, nats) -> tuple[StreamSpec, StreamSpec]:
+    """A stream and a dead-letter stream of this test's own."""
+    spec, dead_letter = stream_specs(own_streams)["user-events"], dead_letter_spec(own_streams)
+    await ensure_streams(await nats.jetstream(), [spec])
+    return spec, dead_letter
 
 
 def consumer(spec: StreamSpec, **overrides: object) -> ConsumerSpec:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import AsyncIterator
 
@@ -36,15 +35,8 @@ async def nats(settings) -> AsyncIterator[NatsConnection]:
 
 
 @pytest.fixture
-async def streams(settings, nats) -> AsyncIterator[dict[str, StreamSpec]]:
-    """Streams of this test's own (a prefix), deleted afterwards."""
-    prefix = f"t{uuid.uuid4().hex[:10]}-"
-    specs = stream_specs(settings.model_copy(update={"events_stream_prefix": prefix}))
-    yield specs
-    js = await nats.jetstream()
-    for spec in specs.values():
-        with contextlib.suppress(NotFoundError):
-            await js.delete_stream(spec.name)
+def streams(own_streams) -> dict[str, StreamSpec]:
+    return stream_specs(own_streams)
 
 
 async def drain(relay: OutboxRelay) -> int:

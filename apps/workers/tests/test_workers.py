@@ -3,29 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 
 from app_clients import app_client
-from nats.js.errors import NotFoundError
 
 from sophia.database import Database, keys
 from sophia.database.migrations import migrate
-from sophia.events.connection import NatsConnection
-from sophia.events.streams import stream_specs
 from sophia.workers.__main__ import run_workers
-from sophia.workers.dead_letter import dead_letter_spec
-from sophia.workers.jobs import jobs_stream
 
 
-async def test_events_reach_postgres_and_catalog_writes_reach_the_audit_trail(
-    settings, api_keys, blank_database
-):
+async def test_events_reach_postgres_and_catalog_writes_reach_the_audit_trail(own_streams, blank_database):
     url = await blank_database()
-    prefix = f"t{uuid.uuid4().hex[:10]}-"
-    own = settings.model_copy(
-        update={"database_url": url, "events_stream_prefix": prefix, "outbox_poll_s": 0.2}
-    )
+    own = own_streams.model_copy(update={"database_url": url, "outbox_poll_s": 0.2})
     async with Database(own) as database:
         async with database.connection() as connection:
             await migrate(connection)
@@ -58,11 +47,3 @@ async def test_events_reach_postgres_and_catalog_writes_reach_the_audit_trail(
         finally:
             stop.set()
             await asyncio.wait_for(workers, 15)
-            async with NatsConnection(settings.nats_url) as nats:
-                js = await nats.jetstream()
-                for name in [spec.name for spec in stream_specs(own).values()] + [
-                    dead_letter_spec(own).name,
-                    jobs_stream(own).name,
-                ]:
-                    with contextlib.suppress(NotFoundError):
-                        await js.delete_stream(name)

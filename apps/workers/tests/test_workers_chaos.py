@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 from uuid import UUID
 
 import pytest
-from nats.js.errors import NotFoundError
 
 from sophia.core.events import Envelope
 from sophia.database import Database
@@ -21,8 +18,6 @@ from sophia.database.migrations import migrate
 from sophia.events.connection import NatsConnection
 from sophia.events.publisher import EventPublisher
 from sophia.events.streams import stream_specs
-from sophia.workers.dead_letter import dead_letter_spec
-from sophia.workers.jobs import jobs_stream
 
 pytestmark = pytest.mark.chaos
 
@@ -50,12 +45,10 @@ async def stored(database: Database, ids: list[UUID]) -> tuple[int, int]:
 
 
 async def test_a_processor_killed_mid_stream_and_restarted_stores_every_event_once(
-    settings, blank_database, tmp_path
+    settings, own_streams, blank_database, tmp_path
 ):
     url = await blank_database()
-    own = settings.model_copy(
-        update={"database_url": url, "events_stream_prefix": f"t{uuid.uuid4().hex[:10]}-"}
-    )
+    own = own_streams.model_copy(update={"database_url": url})
     env = {
         "SOPHIA_DATABASE_URL": url,
         "SOPHIA_REDIS_URL": settings.redis_url,
@@ -64,6 +57,7 @@ async def test_a_processor_killed_mid_stream_and_restarted_stores_every_event_on
         "SOPHIA_CACHE_KEY_PREFIX": settings.cache_key_prefix,
         "SOPHIA_DATA_DIR": str(tmp_path),
         "SOPHIA_LOG_JSON": "false",
+        "SOPHIA_EVENTS_SINK_BATCH": "200",  # many batches, so the kill lands mid-stream
     }
     log = tmp_path / "workers.log"
     workers = None
@@ -108,10 +102,3 @@ async def test_a_processor_killed_mid_stream_and_restarted_stores_every_event_on
                 except subprocess.TimeoutExpired:
                     os.killpg(workers.pid, signal.SIGKILL)
                     workers.wait()
-            js = await nats.jetstream()
-            for name in [spec.name for spec in stream_specs(own).values()] + [
-                dead_letter_spec(own).name,
-                jobs_stream(own).name,
-            ]:
-                with contextlib.suppress(NotFoundError):
-                    await js.delete_stream(name)

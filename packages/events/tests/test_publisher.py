@@ -3,13 +3,10 @@ one, and one ack per event where a stream takes no atomic batches."""
 
 from __future__ import annotations
 
-import contextlib
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
 import pytest
-from nats.js.errors import NotFoundError
 
 from sophia.core.events import Envelope
 from sophia.events.codec import decode
@@ -19,14 +16,9 @@ from sophia.events.streams import stream_specs
 
 
 @pytest.fixture
-async def publisher(settings) -> AsyncIterator[EventPublisher]:
-    own = settings.model_copy(update={"events_stream_prefix": f"t{uuid.uuid4().hex[:10]}-"})
-    async with NatsConnection(settings.nats_url) as nats:
-        yield EventPublisher(nats, stream_specs(own), info_ttl_s=0)
-        js = await nats.jetstream()
-        for spec in stream_specs(own).values():
-            with contextlib.suppress(NotFoundError):
-                await js.delete_stream(spec.name)
+async def publisher(own_streams) -> AsyncIterator[EventPublisher]:
+    async with NatsConnection(own_streams.nats_url) as nats:
+        yield EventPublisher(nats, stream_specs(own_streams), info_ttl_s=0)
 
 
 def events(count: int, key: str = "user-1") -> list[Envelope]:
