@@ -32,7 +32,7 @@ up: install
 lint: install
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
-	$(UV) run --frozen mypy packages/*/src apps/*/src
+	$(UV) run --frozen mypy packages/*/src services/*/src apps/*/src
 	$(UV) run --frozen lint-imports
 
 format: install

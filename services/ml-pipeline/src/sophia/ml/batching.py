@@ -1,0 +1,165 @@
+"""Dynamic batching: single inputs from many callers run through a model together.
+
+A model call costs much less per input in a batch than one by one (one matrix product instead of
+sixty-four), so the batcher queues each caller's inputs and runs them in batches of at most
+`max_batch`, waiting at most `max_wait_s` after the first queued input for a batch to fill. The
+queue is bounded (`max_queue` inputs): when it is full a caller gets `Unavailable` (a 503 with
+Retry-After) at once instead of a queue that grows until every request times out. Each caller has
+a deadline; inputs whose deadline passes while queued are dropped before they cost a model call.
+The model runs in one worker thread (inference releases the GIL), so the event loop keeps
+answering while a batch computes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Generic, TypeVar
+
+from prometheus_client import Gauge, Histogram
+
+from sophia.core.errors import Unavailable
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+BATCH_SIZE = Histogram(
+    "sophia_ml_batch_size", "Inputs per model call", ["model"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256)
+)
+QUEUE_DEPTH = Gauge("sophia_ml_queue_depth", "Inputs waiting for a model call", ["model"])
+BATCH_SECONDS = Histogram(
+    "sophia_ml_batch_seconds",
+    "Time of one model call",
+    ["model"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+
+
+class DeadlineExceeded(Unavailable):
+    """The caller's deadline passed before its inputs reached the model."""
+
+
+@dataclass(slots=True)
+class _Pending(Generic[In, Out]):
+    item: In
+    deadline: float
+    future: asyncio.Future[Out] = field(repr=False)
+
+
+class Batcher(Generic[In, Out]):
+    """`async with Batcher(run, name="embed") as batcher: await batcher.submit(texts, timeout_s=1)`.
+
+    `run(items) -> outputs` is the model call: synchronous, same length and order as `items`."""
+
+    def __init__(
+        self,
+        run: Callable[[list[In]], Sequence[Out]],
+        *,
+        name: str,
+        max_batch: int = 64,
+        max_wait_s: float = 0.005,
+        max_queue: int = 2048,
+    ) -> None:
+        if min(max_batch, max_queue) < 1 or max_wait_s < 0:
+            raise ValueError("max_batch and max_queue must be >= 1, max_wait_s >= 0")
+        self.run, self.name = run, name
+        self.max_batch, self.max_wait_s, self.max_queue = max_batch, max_wait_s, max_queue
+        self._queue: deque[_Pending[In, Out]] = deque()
+        self._arrived = asyncio.Event()
+        self._full = asyncio.Event()
+        self._closing = False
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ml-{name}")
+        self._loop_task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Batcher[In, Out]:
+        self._loop_task = asyncio.create_task(self._serve(), name=f"batcher-{self.name}")
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        """Finish what is queued (drain), then stop the thread."""
+        self._closing = True
+        self._arrived.set()
+        if self._loop_task is not None:
+            await self._loop_task
+        self._executor.shutdown(wait=True)
+
+    @property
+    def depth(self) -> int:
+        return len(self._queue)
+
+    async def submit(self, items: Sequence[In], *, timeout_s: float) -> list[Out]:
+        """The model's outputs for `items`, in order; `Unavailable` if the queue is full,
+        `DeadlineExceeded` if `timeout_s` passes first."""
+        if len(self._queue) + len(items) > self.max_queue:
+            raise Unavailable(f"The {self.name} model is busy ({len(self._queue)} inputs queued).", 1)
+        loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + timeout_s
+        pending = [_Pending(item, deadline, loop.create_future()) for item in items]
+        self._queue.extend(pending)
+        QUEUE_DEPTH.labels(self.name).set(len(self._queue))
+        self._arrived.set()
+        if len(self._queue) >= self.max_batch:
+            self._full.set()
+        try:
+            async with asyncio.timeout(timeout_s):
+                return list(await asyncio.gather(*(p.future for p in pending)))
+        except TimeoutError:
+            raise DeadlineExceeded(f"The {self.name} model did not answer within {timeout_s} s.", 1) from None
+        finally:
+            for waiting in pending:
+                waiting.future.cancel()  # still queued: skipped when its turn comes
+
+    async def _serve(self) -> None:
+        while True:
+            await self._arrived.wait()
+            if not self._queue:
+                if self._closing:
+                    return
+                self._arrived.clear()
+                continue
+            if len(self._queue) < self.max_batch and not self._closing:
+                with contextlib.suppress(TimeoutError):  # let the batch fill, at most max_wait_s
+                    async with asyncio.timeout(self.max_wait_s):
+                        await self._full.wait()
+            self._full.clear()
+            batch = self._take()
+            QUEUE_DEPTH.labels(self.name).set(len(self._queue))
+            if batch:
+                await self._run(batch)
+
+    def _take(self) -> list[_Pending[In, Out]]:
+        now, batch = time.monotonic(), []
+        while self._queue and len(batch) < self.max_batch:
+            pending = self._queue.popleft()
+            if pending.future.done():
+                continue  # its caller gave up
+            if pending.deadline <= now:
+                pending.future.set_exception(DeadlineExceeded(f"Queued past its deadline ({self.name}).", 1))
+                continue
+            batch.append(pending)
+        return batch
+
+    async def _run(self, batch: list[_Pending[In, Out]]) -> None:
+        BATCH_SIZE.labels(self.name).observe(len(batch))
+        started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        try:
+            outputs = await loop.run_in_executor(self._executor, self.run, [p.item for p in batch])
+        except Exception as error:  # the model failed: every caller of this batch hears it
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(error)
+            return
+        finally:
+            BATCH_SECONDS.labels(self.name).observe(time.perf_counter() - started)
+        for pending, output in zip(batch, outputs, strict=True):
+            if not pending.future.done():
+                pending.future.set_result(output)

@@ -1,0 +1,98 @@
+"""Dynamic batching: many callers' inputs run together, bounded in size, wait, queue and time."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from sophia.core.errors import Unavailable
+from sophia.ml.batching import Batcher, DeadlineExceeded
+
+
+class Model:
+    """Doubles numbers, recording each call's batch; `gate` holds a call until set (thread-safe)."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.started = threading.Event()
+
+    def __call__(self, items: list[int]) -> list[int]:
+        self.started.set()
+        self.gate.wait(5)
+        self.batches.append(list(items))
+        if -1 in items:
+            raise ValueError("the model cannot take -1")
+        return [item * 2 for item in items]
+
+
+async def test_concurrent_callers_share_batches_and_each_gets_its_own_answers_in_order():
+    model = Model()
+    async with Batcher(model, name="t", max_batch=8, max_wait_s=0.05) as batcher:
+        answers = await asyncio.gather(*(batcher.submit([n, n + 100], timeout_s=5) for n in range(10)))
+    assert answers == [[2 * n, 2 * (n + 100)] for n in range(10)]
+    assert max(len(batch) for batch in model.batches) == 8
+    assert len(model.batches) < 10  # shared: fewer model calls than callers
+
+
+async def test_a_lone_input_waits_at_most_max_wait_and_a_full_batch_not_at_all():
+    model = Model()
+    async with Batcher(model, name="t", max_batch=4, max_wait_s=30) as batcher:
+        assert await batcher.submit(list(range(4)), timeout_s=1) == [0, 2, 4, 6]  # full: runs at once
+    async with Batcher(model, name="t", max_batch=64, max_wait_s=0.01) as batcher:
+        assert await batcher.submit([5], timeout_s=1) == [10]
+
+
+async def test_a_full_queue_refuses_at_once_with_unavailable():
+    model = Model()
+    model.gate.clear()
+    async with Batcher(model, name="t", max_batch=2, max_wait_s=0, max_queue=4) as batcher:
+        running = asyncio.create_task(batcher.submit([1, 2], timeout_s=5))  # in the model, held
+        await asyncio.to_thread(model.started.wait, 5)
+        queued = asyncio.create_task(batcher.submit([3, 4, 5, 6], timeout_s=5))  # fills the queue
+        await asyncio.sleep(0)
+        with pytest.raises(Unavailable, match="busy") as refused:
+            await batcher.submit([7], timeout_s=5)
+        assert refused.value.retry_after_s >= 1
+        model.gate.set()
+        assert await running == [2, 4]
+        assert await queued == [6, 8, 10, 12]
+
+
+async def test_inputs_past_their_deadline_never_reach_the_model():
+    model = Model()
+    model.gate.clear()
+    async with Batcher(model, name="t", max_batch=1, max_wait_s=0) as batcher:
+        first = asyncio.create_task(batcher.submit([1], timeout_s=5))
+        await asyncio.to_thread(model.started.wait, 5)
+        with pytest.raises(DeadlineExceeded):
+            await batcher.submit([2], timeout_s=0.05)  # queued behind the held call
+        model.gate.set()
+        assert await first == [2]
+        assert await batcher.submit([3], timeout_s=5) == [6]
+    assert [2] not in model.batches
+
+
+async def test_a_model_error_reaches_the_callers_of_that_batch_only():
+    model = Model()
+    async with Batcher(model, name="t", max_batch=2, max_wait_s=0) as batcher:
+        with pytest.raises(ValueError, match="cannot take -1"):
+            await batcher.submit([-1], timeout_s=5)
+        assert await batcher.submit([4], timeout_s=5) == [8]
+
+
+async def test_closing_finishes_what_is_queued():
+    model = Model()
+    batcher = Batcher(model, name="t", max_batch=2, max_wait_s=0.5)
+    async with batcher:
+        pending = asyncio.create_task(batcher.submit([1], timeout_s=5))
+        await asyncio.sleep(0)
+    assert await pending == [2]
+
+
+def test_limits_must_be_positive():
+    with pytest.raises(ValueError, match="max_batch"):
+        Batcher(Model(), name="t", max_batch=0)
