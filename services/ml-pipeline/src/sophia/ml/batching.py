@@ -136,7 +136,7 @@ class Batcher(Generic[In, Out]):
                 await self._run(batch)
 
     def _take(self) -> list[_Pending[In, Out]]:
-        now, batch = time.monotonic(), []
+        now, batch = time.monotonic(), list[_Pending[In, Out]]()
         while self._queue and len(batch) < self.max_batch:
             pending = self._queue.popleft()
             if pending.future.done():
