@@ -219,6 +219,30 @@ async def test_a_poison_message_is_dead_lettered_after_max_deliver_and_its_batch
     assert metric("sophia_stream_dead_lettered_total", consumer=consumer_spec.name, reason="max_deliver") == 1
 
 
+async def test_a_raw_consumer_hands_over_bytes_and_a_bad_one_is_found_alone_and_dead_lettered(nats, streams):
+    spec, dead_letter = streams
+    events = [event(n) for n in range(4)]
+    await publish(nats, spec, events[:2])
+    js = await nats.jetstream()
+    await js.publish(f"{spec.name}.0.user.event", b"{broken", stream=spec.name)  # sequence 3
+    await publish(nats, spec, events[2:])
+    batches: list[list[bytes]] = []
+
+    async def sink(batch: list[bytes]) -> None:  # stands in for PostgreSQL refusing bad JSON
+        batches.append(batch)
+        if b"{broken" in batch:
+            raise ValueError("invalid input syntax for type json")
+
+    consumer_spec = consumer(spec, max_deliver=2, raw=True)
+    async with running(nats, consumer_spec, sink, dead_letter):
+        await eventually(lambda: list_dead_letters(nats, dead_letter.name))
+        await eventually(acks_are(nats, consumer_spec, (0, 5)))
+    stored = [item for batch in batches if b"{broken" not in batch for item in batch]
+    assert sorted(stored) == sorted(encode(e) for e in events)  # the good ones, as bytes, each once
+    [letter] = await list_dead_letters(nats, dead_letter.name)
+    assert (letter.original_sequence, letter.data, letter.error_type) == (3, b"{broken", "ValueError")
+
+
 async def test_an_undecodable_message_is_dead_lettered_at_once(nats, streams):
     spec, dead_letter = streams
     sink = Recorder()

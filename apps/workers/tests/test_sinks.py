@@ -6,13 +6,17 @@ import asyncio
 import uuid
 from datetime import UTC, datetime
 
+import asyncpg
+import pytest
 import redis.asyncio as redis
 
 from sophia.cache import CacheConfig, TieredCache
 from sophia.cache.catalog import list_key, list_tags, record_key
+from sophia.core.errors import Invalid
 from sophia.core.events import Envelope, uuid7
 from sophia.core.records import RecordFilter
 from sophia.database import audit, events
+from sophia.events.codec import encode
 from sophia.workers.sinks import append_audit, invalidate_caches, store_events
 
 
@@ -35,14 +39,61 @@ def record_event(source_system: str, external_id: str, record_id: uuid.UUID | No
 async def test_events_are_stored_once_however_often_delivered(database):
     batch = [user_event(f"u-{n}") for n in range(5)]
     sink = store_events(database)
-    await sink(batch)
-    await sink([*batch, batch[0]])  # redelivered, with a duplicate inside the batch
+    await sink([encode(e) for e in batch])
+    await sink([encode(e) for e in [*batch, batch[0]]])  # redelivered, with a duplicate inside the batch
     async with database.connection() as connection:
         assert await events.count(connection, [e.id for e in batch]) == 5
         row = await connection.fetchrow(
             "SELECT type, key, payload, source FROM sophia_core.events WHERE id = $1", uuid.UUID(batch[0].id)
         )
     assert tuple(row) == ("user.event", "u-0", {"name": "deal.viewed"}, "api")
+
+
+async def test_events_keep_every_field_as_the_envelope_had_it(database):
+    envelope = Envelope.new(
+        "system.event",
+        "sync-1",
+        {"name": "sync.finished", "attributes": {"n": 12345678901234567890, "text": "é ✓"}},
+        source="hubspot",
+        trace_id="trace-1",
+    )
+    await store_events(database)([encode(envelope)])
+    async with database.connection() as connection:
+        row = await connection.fetchrow(
+            "SELECT id, type, source, key, occurred_at, payload, trace_id FROM sophia_core.events "
+            "WHERE id = $1",
+            uuid.UUID(envelope.id),
+        )
+    assert tuple(row) == (
+        uuid.UUID(envelope.id),
+        "system.event",
+        "hubspot",
+        "sync-1",
+        envelope.occurred_at,
+        envelope.payload,
+        "trace-1",
+    )
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        b"{not json",
+        b'{"id": "not-a-uuid", "type": "user.event", "source": "api", "key": "k", '
+        b'"occurred_at": "2026-11-25T10:00:00Z", "payload": {}}',
+        b'{"id": "019ab8c1-8d2e-7c3a-9b1e-0123456789ab", "type": "user.event", "source": "api", '
+        b'"key": "k", "occurred_at": "2026-11-25T10:00:00Z", "payload": [1]}',
+        b'{"id": "019ab8c1-8d2e-7c3a-9b1e-0123456789ac", "source": "api", "key": "k", '
+        b'"occurred_at": "2026-11-25T10:00:00Z", "payload": {}}',
+    ],
+    ids=["not-json", "bad-id", "payload-not-object", "no-type"],
+)
+async def test_a_document_that_is_no_envelope_fails_its_batch_and_stores_nothing(database, document):
+    good = user_event("u-good")
+    with pytest.raises((Invalid, asyncpg.PostgresError)):  # a refused value, or a NULL where none may be
+        await store_events(database)([encode(good), document])
+    async with database.connection() as connection:
+        assert await events.count(connection, [good.id]) == 0
 
 
 async def test_catalog_changes_drop_the_record_and_its_lists_from_every_process(settings):

@@ -20,7 +20,7 @@ from sophia.workers.job_runner import JobRunner, RunnerSpec
 from sophia.workers.jobs import JobQueue, debounce_deal_refresh, default_handlers, jobs_stream
 from sophia.workers.processor import ConsumerSpec, StreamProcessor
 from sophia.workers.relay import OutboxRelay
-from sophia.workers.sinks import append_audit, invalidate_caches, store_events
+from sophia.workers.sinks import RawSink, Sink, append_audit, invalidate_caches, store_events
 from sophia.workers.streams import check_streams
 
 log = get_logger("sophia.workers")
@@ -40,9 +40,10 @@ def processors(
             streams[stream].name,
             batch_size=settings.events_sink_batch,
             concurrency=settings.events_sink_in_flight,
+            raw=True,
         )
 
-    consumers = [
+    consumers: list[tuple[ConsumerSpec, Sink | RawSink]] = [
         (storing("events-to-postgres", "user-events"), store_events(database)),
         (storing("system-events-to-postgres", "system-events"), store_events(database)),
         (

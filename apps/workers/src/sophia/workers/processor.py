@@ -40,9 +40,9 @@ from sophia.shared.logging import get_logger
 from sophia.shared.resilience import backoff_delays
 from sophia.workers import metrics
 from sophia.workers.dead_letter import ensure_dead_letter, publish_dead_letter
-from sophia.workers.sinks import Sink
+from sophia.workers.sinks import RawSink, Sink
 
-__all__ = ["ConsumerSpec", "Sink", "StreamProcessor"]
+__all__ = ["ConsumerSpec", "RawSink", "Sink", "StreamProcessor"]
 
 log = get_logger(__name__)
 
@@ -70,6 +70,10 @@ class ConsumerSpec:
     """NAK delays by delivery count (the last one repeats)."""
     idle_wait_s: float = 1.0
     """How long one fetch waits for a first message (and so the longest `stop` waits on an idle one)."""
+    raw: bool = False
+    """Hand the sink the messages' bytes (a `RawSink`) instead of decoded envelopes: for a sink
+    that lets PostgreSQL parse them. A bad message then fails its batch instead of being
+    dead-lettered at once, and is found by the one-at-a-time retry."""
 
     def __post_init__(self) -> None:
         if min(self.batch_size, self.concurrency, self.max_deliver) < 1 or not self.backoff_s:
@@ -110,7 +114,7 @@ class StreamProcessor:
         self,
         nats: NatsConnection,
         spec: ConsumerSpec,
-        sink: Sink,
+        sink: Sink | RawSink,
         *,
         dead_letter_stream: str | StreamSpec,
         reconnect_max_s: float = 5.0,
@@ -225,8 +229,11 @@ class StreamProcessor:
 
     async def _process(self, messages: list[Msg]) -> None:
         try:
-            decoded: list[tuple[Msg, Envelope]] = []
+            decoded: list[tuple[Msg, Envelope | bytes]] = []
             for message in messages:
+                if self.spec.raw:
+                    decoded.append((message, message.data))
+                    continue
                 try:
                     decoded.append((message, decode(message.data)))
                 except Invalid as error:  # it can never succeed: no point retrying it
@@ -239,10 +246,10 @@ class StreamProcessor:
         finally:
             self.unacked -= len(messages)
 
-    async def _deliver(self, decoded: list[tuple[Msg, Envelope]]) -> None:
+    async def _deliver(self, decoded: list[tuple[Msg, Envelope | bytes]]) -> None:
         messages = [message for message, _ in decoded]
         try:
-            await self._call_sink(messages, [envelope for _, envelope in decoded])
+            await self._call_sink(messages, [item for _, item in decoded])
         except Exception as error:
             log.warning("stream_batch_failed", consumer=self.spec.name, size=len(messages), error=repr(error))
             if len(decoded) == 1 or isinstance(error, Unavailable):
@@ -253,21 +260,21 @@ class StreamProcessor:
             return
         await self._ack(messages)
 
-    async def _isolate(self, decoded: list[tuple[Msg, Envelope]]) -> None:
+    async def _isolate(self, decoded: list[tuple[Msg, Envelope | bytes]]) -> None:
         """The batch again, one message at a time: the good ones proceed, the bad one fails alone."""
-        for message, envelope in decoded:
+        for message, item in decoded:
             try:
-                await self._call_sink([message], [envelope])
+                await self._call_sink([message], [item])
             except Exception as error:
                 await self._fail(message, error)
             else:
                 await self._ack([message])
 
-    async def _call_sink(self, messages: list[Msg], envelopes: list[Envelope]) -> None:
+    async def _call_sink(self, messages: list[Msg], items: list[Envelope | bytes]) -> None:
         keep_alive = asyncio.create_task(self._keep_alive(messages))
         started = time.perf_counter()
         try:
-            await self.sink(envelopes)
+            await self.sink(items)  # type: ignore[arg-type]  # envelopes, or bytes when spec.raw
         finally:
             metrics.PROCESSING_SECONDS.labels(self.spec.name).observe(time.perf_counter() - started)
             keep_alive.cancel()

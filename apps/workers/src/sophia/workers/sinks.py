@@ -13,12 +13,14 @@ from sophia.core.events import Envelope
 from sophia.database import Database, audit, events
 
 Sink = Callable[[list[Envelope]], Awaitable[None]]
+RawSink = Callable[[list[bytes]], Awaitable[None]]
+"""A sink of the messages' bytes as they are, for a consumer whose spec says `raw`."""
 
 
-def store_events(database: Database) -> Sink:
-    """User and system events into `sophia_core.events` (COPY, then insert the new ids)."""
+def store_events(database: Database) -> RawSink:
+    """User and system events into `sophia_core.events`: their JSON, parsed by PostgreSQL."""
 
-    async def sink(batch: list[Envelope]) -> None:
+    async def sink(batch: list[bytes]) -> None:
         async with database.connection() as connection, connection.transaction():
             await events.store(connection, batch)
 

@@ -38,7 +38,10 @@ ENGINE_ERRORS: tuple[type[BaseException], ...] = (
 
 
 def _encode_jsonb(value: object) -> bytes:
-    """jsonb's binary format is a version byte (1) and the JSON text; str passes through as JSON."""
+    """jsonb's binary format is a version byte (1) and the JSON text; str and bytes pass through
+    as JSON text (PostgreSQL parses and checks it)."""
+    if isinstance(value, bytes):
+        return b"\x01" + value
     if isinstance(value, str):
         return b"\x01" + value.encode()
     try:
