@@ -55,6 +55,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=120.0, help="seconds the clients send (B)")
     parser.add_argument("--clients", type=int, default=4, help="concurrent HTTP clients (B)")
     parser.add_argument("--batch", type=int, default=2_000, help="events per request (B)")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="events/s all clients send together (B; 0: as fast as accepted)",
+    )
     parser.add_argument("--workers", type=int, default=harness.DEFAULT_WORKERS, help="API processes (B)")
     parser.add_argument("--anchor-duration", type=float, default=10.0, help="seconds per anchor mode (A)")
     parser.add_argument("--anchor-in-flight", type=int, default=1_000, help="publishes awaiting acks (A)")
@@ -70,6 +76,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     options = parser.parse_args(argv)
     if min(options.clients, options.batch, options.workers, options.anchor_in_flight) < 1:
         parser.error("--clients, --batch, --workers and --anchor-in-flight must be >= 1")
+    if options.rate < 0:
+        parser.error("--rate must be >= 0")
     if min(options.duration, options.anchor_duration, options.drain_timeout, options.progress) <= 0:
         parser.error("--duration, --anchor-duration, --drain-timeout and --progress must be > 0")
     return options
@@ -165,7 +173,13 @@ async def load_and_drain(
                 first_send = time.time()
                 started = time.monotonic()
                 await event_load.post_for(
-                    client, batches, options.clients, options.duration, load, options.drain_timeout
+                    client,
+                    batches,
+                    options.clients,
+                    options.duration,
+                    load,
+                    options.drain_timeout,
+                    options.rate,
                 )
                 sending_s = time.monotonic() - started
                 while_sending = await event_load.persisted(workers, baseline)
@@ -273,6 +287,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "duration_s": options.duration,
             "clients": options.clients,
             "batch": options.batch,
+            "rate_per_s": options.rate,
             "api_workers": options.workers,
             "event_line_bytes": event_bytes,
             "envelope_bytes": len(template),
@@ -290,8 +305,9 @@ def report(result: dict[str, Any]) -> str:
     mismatch = f"  !!! persisted {r['persisted']:,} != accepted {r['accepted']:,} !!!"
     lines = [
         f"events end to end for {r['duration_s']:g} s: {r['clients']} clients x {r['batch']:,}-event NDJSON "
-        f"batches ({r['event_line_bytes']} bytes a line, {r['envelope_bytes']}-byte envelopes), "
-        f"API granian x{r['api_workers']}, one workers process",
+        f"batches ({r['event_line_bytes']} bytes a line, {r['envelope_bytes']}-byte envelopes)"
+        + (f" at {r['rate_per_s']:,.0f} events/s" if r["rate_per_s"] else ", as fast as accepted")
+        + f", API granian x{r['api_workers']}, one workers process",
         *(
             f"  A raw nats-py {label:<44}{anchors[mode]['per_s']:>9,.0f} ev/s"
             f" = {anchors[mode]['per_min']:>10,}/min"

@@ -120,16 +120,28 @@ async def post_for(
     duration_s: float,
     load: Load,
     retry_s: float,
+    rate_per_s: float = 0.0,
 ) -> None:
     """`clients` tasks, each posting one batch after another, until `duration_s` has passed; a
-    refused batch is retried for at most `retry_s` after that."""
-    deadline = time.monotonic() + duration_s
+    refused batch is retried for at most `retry_s` after that. With `rate_per_s` the clients
+    together send that many events a second (on a fixed schedule, not faster when they fall
+    behind it); without, each sends its next batch as soon as the last one is accepted."""
+    started = time.monotonic()
+    deadline = started + duration_s
+    interval_s = clients * batches.size / rate_per_s if rate_per_s > 0 else 0.0
 
-    async def one_client() -> None:
+    async def one_client(index: int) -> None:
+        sent = 0
         while time.monotonic() < deadline:
+            if interval_s:
+                due = started + (index / clients + sent) * interval_s
+                if due >= deadline:
+                    return
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
             await post_batch(client, batches.next(), batches.size, load, deadline + retry_s)
+            sent += 1
 
-    await asyncio.gather(*(one_client() for _ in range(clients)))
+    await asyncio.gather(*(one_client(index) for index in range(clients)))
 
 
 async def persisted(workers: WorkersProcess, baseline: float) -> int:

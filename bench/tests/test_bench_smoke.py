@@ -188,6 +188,8 @@ def test_events_persists_every_accepted_event_and_reports_lag_and_the_anchor(cap
             "2",
             "--batch",
             "200",
+            "--rate",
+            "1000",
             "--anchor-duration",
             "1",
             "--anchor-in-flight",
@@ -202,6 +204,7 @@ def test_events_persists_every_accepted_event_and_reports_lag_and_the_anchor(cap
 
     assert result["accepted"] > 0
     assert result["accepted"] % 200 == 0
+    assert result["accepted"] <= 1000 * 2  # paced: 1,000 events/s for 2 s, not as fast as taken
     assert result["persisted"] == result["accepted"]
     assert result["persisted_equals_accepted"] is True
     assert result["persisted_per_min"] > 0
