@@ -76,6 +76,7 @@ def settings(worker_id: str, tmp_path_factory: pytest.TempPathFactory) -> Settin
         cache_key_prefix=f"sophia:test:{worker_id}:cache:",
         log_json=False,
         log_level="WARNING",
+        ml_enabled=False,  # the ML tests turn it on for their own apps: most apps need no model
     )
 
 

@@ -18,6 +18,7 @@ from sophia.api.health.endpoints import router as health_router
 from sophia.api.hot import HotReads
 from sophia.api.jobs.endpoints import router as jobs_router
 from sophia.api.middleware import RequestContext
+from sophia.api.ml.endpoints import router as ml_router
 from sophia.api.records.endpoints import router as records_router
 from sophia.api.state import AppState
 from sophia.cache import CacheConfig, TieredCache
@@ -26,6 +27,7 @@ from sophia.database import Database
 from sophia.events.connection import NatsConnection
 from sophia.events.publisher import EventPublisher
 from sophia.events.streams import stream_specs
+from sophia.ml.models import Models
 from sophia.shared.logging import configure_logging, get_logger
 from sophia.shared.metrics import forget_dead_workers
 from sophia.shared.process import die_with_parent
@@ -82,7 +84,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             cache = await stack.enter_async_context(TieredCache(redis_tier, config, name="api"))
             cache_control = f"private, max-age={int(config.ttl_class('api').fresh_s)}"
             events = EventPublisher(nats, stream_specs(settings), refuse_at=settings.events_backpressure_fill)
-            app.state.sophia = AppState(settings, database, redis, nats, keys, cache, cache_control, events)
+            models = None
+            if settings.ml_enabled:
+                models = await stack.enter_async_context(Models.load(settings, cache))
+            app.state.sophia = AppState(
+                settings, database, redis, nats, keys, cache, cache_control, events, models
+            )
             log.info("api_started")
             yield
             log.info("api_draining")
@@ -101,6 +108,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(deals_router)
     app.include_router(events_router)
     app.include_router(jobs_router)
+    if settings.ml_enabled:
+        app.include_router(ml_router)
     app.add_middleware(HotReads)  # innermost: behind the request id, metrics and limits
     app.add_middleware(RequestContext, settings=settings)
     return app

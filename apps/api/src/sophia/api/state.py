@@ -12,6 +12,7 @@ from sophia.cache.connection import RedisConnection
 from sophia.database import Database
 from sophia.events.connection import NatsConnection
 from sophia.events.publisher import EventPublisher
+from sophia.ml.models import Models
 from sophia.shared.settings import Settings
 
 
@@ -26,6 +27,8 @@ class AppState:
     cache_control: str
     """`Cache-Control` of cached API responses (private: they need a key)."""
     events: EventPublisher
+    models: Models | None = None
+    """The ML models, when `SOPHIA_ML_ENABLED`."""
 
 
 async def app_state(request: Request) -> AppState:

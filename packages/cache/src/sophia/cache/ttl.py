@@ -62,6 +62,7 @@ class CacheConfig:
                 "session": ttl_class(settings.cache_ttl_session_s),
                 "api": ttl_class(settings.cache_ttl_api_s),
                 "static": ttl_class(settings.cache_ttl_static_s),
+                "ml": ttl_class(settings.cache_ttl_ml_s),
             },
             negative_ttl_s=settings.cache_negative_ttl_s,
             l1_max_bytes=settings.cache_l1_max_bytes,

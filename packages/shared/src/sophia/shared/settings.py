@@ -73,6 +73,7 @@ class Settings(BaseSettings):
         60.0, gt=0, description="Freshness of the `api` class: records, pages, views (and HTTP max-age)."
     )
     cache_ttl_static_s: float = Field(3600.0, gt=0, description="Freshness of the `static` class.")
+    cache_ttl_ml_s: float = Field(3600.0, gt=0, description="Freshness of cached model predictions.")
     cache_stale_if_error_s: float = Field(
         300.0,
         ge=0,
@@ -141,6 +142,26 @@ class Settings(BaseSettings):
     outbox_batch: int = Field(500, ge=1, le=10_000, description="Outbox rows the relay publishes per batch.")
     outbox_poll_s: float = Field(
         1.0, gt=0, description="How often the relay looks at the outbox when no NOTIFY wakes it."
+    )
+
+    ml_enabled: bool = Field(
+        True, description="Load the models and serve /api/v1/ml/* and /v1/embeddings in this API."
+    )
+    ml_quantized: bool = Field(
+        True, description="int8 embedding graph (2x faster here, cosine >= 0.99); false: fp32, exact."
+    )
+    ml_threads: int = Field(2, ge=1, description="Threads one model call uses.")
+    ml_max_batch: int = Field(64, ge=1, description="Most inputs one model call takes (dynamic batching).")
+    ml_max_wait_s: float = Field(
+        0.005, ge=0, description="How long a model call waits for its batch to fill after the first input."
+    )
+    ml_max_queue: int = Field(
+        4096, ge=1, description="Inputs waiting for a model call; more are refused with 503 + Retry-After."
+    )
+    ml_timeout_s: float = Field(5.0, gt=0, description="Deadline of one request's inputs in the queue.")
+    ml_max_inputs: int = Field(256, ge=1, description="Most inputs one ML request may carry.")
+    ml_max_input_chars: int = Field(
+        20_000, ge=1, description="Longest input text (the model reads its first 256 tokens)."
     )
 
     breaker_failure_rate: float = Field(

@@ -125,6 +125,10 @@ class SentenceEncoder:
         onnx_path = ensure_onnx_model(files, cache_dir, quantized)
         return cls(load_tokenizer(files), OnnxBackend(onnx_path, threads), files.dimension)
 
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        """Tokens the model reads of `texts` (after truncation), special tokens included."""
+        return sum(len(encoding.ids) for encoding in self._tokenizer.encode_batch(list(texts)))
+
     def encode(self, texts: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
         """Embed ``texts``; returns float32 [len(texts), dim], unit-norm rows, in input order."""
         token_ids = [e.ids for e in self._tokenizer.encode_batch(list(texts))]

@@ -46,7 +46,7 @@ async def _outbox_depth(state: AppState, timeout_s: float) -> int | None:
         return None
 
 
-@router.get("/readyz", summary="Readiness: PostgreSQL, Redis and NATS answer")
+@router.get("/readyz", summary="Readiness: PostgreSQL, Redis and NATS answer, the models are loaded")
 async def readyz(state: State) -> Response:
     timeout_s = state.settings.engine_timeout_s
     postgres, redis, nats, backlog = await asyncio.gather(
@@ -56,6 +56,8 @@ async def readyz(state: State) -> Response:
         _outbox_depth(state, timeout_s),
     )
     checks = {"postgres": postgres, "redis": redis, "nats": nats}
+    if state.models is not None:  # each model answers once it is loaded
+        checks |= {f"model:{name}": "ok" if up else "loading" for name, up in state.models.ready.items()}
     ready = all(result == "ok" for result in checks.values())
     body = {
         "status": "ready" if ready else "not ready",

@@ -1,0 +1,1 @@
+"""HTTP for the ML models: embeddings (Sophia's and OpenAI's shapes)."""

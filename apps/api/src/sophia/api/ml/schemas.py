@@ -1,0 +1,50 @@
+"""What crosses HTTP for the models: Sophia's own shapes, and OpenAI's for `/v1/embeddings`."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class EmbedIn(BaseModel):
+    """`POST /api/v1/ml/embed`: texts to embed, answered in the same order."""
+
+    model_config = ConfigDict(extra="forbid")
+    inputs: list[str] = Field(min_length=1, examples=[["Customer asked for a discount on the annual plan."]])
+
+
+class EmbedOut(BaseModel):
+    model: str = Field(examples=["all-MiniLM-L6-v2"])
+    version: str = Field(description="Changes when the vectors would change (a new graph or weights).")
+    dimensions: int = Field(examples=[384])
+    embeddings: list[list[float]] = Field(description="Unit-length vectors, one per input, in order.")
+
+
+class OpenAIEmbeddingsIn(BaseModel):
+    """OpenAI's embeddings request, as the official client sends it. Token arrays are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+    input: str | list[str] = Field(examples=["Customer asked for a discount on the annual plan."])
+    model: str = Field(examples=["all-MiniLM-L6-v2"])
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, description="Only the model's own (384) is available.")
+    user: str | None = None
+
+
+class OpenAIEmbedding(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str = Field(description="Floats, or base64 of little-endian float32.")
+
+
+class OpenAIUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class OpenAIEmbeddingsOut(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[OpenAIEmbedding]
+    model: str
+    usage: OpenAIUsage

@@ -1,0 +1,148 @@
+"""The ML routes on a real model: /api/v1/ml/embed, OpenAI's /v1/embeddings through the official
+client, cache hits, clear 4xx for bad input, 503 when the model's queue is full."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+
+import httpx
+import numpy as np
+import openai
+import pytest
+from app_clients import app_client
+from problem_assertions import assert_problem
+from prometheus_client import REGISTRY
+
+from sophia.api.app import create_app
+
+MODEL = "all-MiniLM-L6-v2"
+OPENAI_BASE = "http://sophia.test/v1"
+TEXTS = [
+    "Customer asked for a discount on the annual plan.",
+    "The integration keeps failing and support has not answered for three days.",
+    "Let's schedule the renewal call for next Tuesday.",
+]
+
+
+@pytest.fixture(scope="module")
+def ml_settings(settings):
+    return settings.model_copy(update={"ml_enabled": True, "ml_max_inputs": 8, "ml_max_input_chars": 500})
+
+
+@pytest.fixture(scope="module")
+async def ml(ml_settings, api_keys):
+    async with app_client(ml_settings, api_keys["read"]) as client:
+        yield client
+
+
+def cache_hits() -> float:
+    return sum(REGISTRY.get_sample_value("sophia_cache_hits_total", {"tier": t}) or 0 for t in ("l1", "l2"))
+
+
+async def test_embed_answers_unit_vectors_in_order_and_the_same_text_the_same_vector(ml):
+    response = await ml.post("/api/v1/ml/embed", json={"inputs": [*TEXTS, TEXTS[0]]})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["model"], body["dimensions"]) == ("all-MiniLM-L6-v2", 384)
+    vectors = np.array(body["embeddings"], dtype=np.float32)
+    assert vectors.shape == (4, 384)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert np.array_equal(vectors[0], vectors[3])
+    similarity = vectors @ vectors.T
+    assert similarity[0, 1] < 0.9  # different texts, different vectors
+
+
+async def test_a_text_embedded_again_comes_from_the_cache(ml):
+    text = "Champion is leaving the company next month; we need a new sponsor."
+    first = (await ml.post("/api/v1/ml/embed", json={"inputs": [text]})).json()["embeddings"]
+    hits = cache_hits()
+    again = (await ml.post("/api/v1/ml/embed", json={"inputs": [text]})).json()["embeddings"]
+    assert again == first
+    assert cache_hits() == hits + 1
+
+
+async def test_the_official_openai_client_works_unchanged(ml_settings, api_keys):
+    app = create_app(ml_settings)
+    async with app.router.lifespan_context(app):
+        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app))
+        client = openai.AsyncOpenAI(api_key=api_keys["read"], base_url=OPENAI_BASE, http_client=http)
+        floats = await client.embeddings.create(model=MODEL, input=TEXTS, encoding_format="float")
+        packed = await client.embeddings.create(model=MODEL, input=TEXTS[0])  # the client asks for base64
+        with pytest.raises(openai.UnprocessableEntityError) as unknown:
+            await client.embeddings.create(model="text-embedding-3-small", input="x")
+        assert "Unknown model" in unknown.value.response.json()["detail"]  # a problem+json body
+        stranger = openai.AsyncOpenAI(api_key="sk-wrong", base_url=OPENAI_BASE, http_client=http)
+        with pytest.raises(openai.AuthenticationError):
+            await stranger.embeddings.create(model=MODEL, input="x")
+        await http.aclose()
+    assert [item.index for item in floats.data] == [0, 1, 2]
+    assert len(floats.data[0].embedding) == 384
+    assert floats.usage.prompt_tokens == floats.usage.total_tokens > len(TEXTS)
+    assert np.allclose(packed.data[0].embedding, floats.data[0].embedding, atol=1e-6)
+
+
+async def test_base64_is_little_endian_float32(ml):
+    body = {"model": "all-MiniLM-L6-v2", "input": [TEXTS[1]], "encoding_format": "base64"}
+    packed = (await ml.post("/v1/embeddings", json=body)).json()["data"][0]["embedding"]
+    floats = (await ml.post("/api/v1/ml/embed", json={"inputs": [TEXTS[1]]})).json()["embeddings"][0]
+    assert np.allclose(np.frombuffer(base64.b64decode(packed), dtype="<f4"), floats, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "where"),
+    [
+        ("/api/v1/ml/embed", {"inputs": []}, ["body", "inputs"]),
+        ("/api/v1/ml/embed", {"inputs": ["x"] * 9}, ["body", "inputs"]),
+        ("/api/v1/ml/embed", {"inputs": ["ok", "x" * 501]}, ["body", "inputs", 1]),
+        ("/api/v1/ml/embed", {"inputs": [1]}, ["body", "inputs", 0]),
+        ("/api/v1/ml/embed", {"inputs": ["x"], "extra": 1}, ["body", "extra"]),
+        ("/v1/embeddings", {"model": "all-MiniLM-L6-v2", "input": []}, ["body", "input"]),
+        ("/v1/embeddings", {"model": "all-MiniLM-L6-v2", "input": [[1, 2]]}, ["body", "input"]),
+        (
+            "/v1/embeddings",
+            {"model": "all-MiniLM-L6-v2", "input": "x", "dimensions": 64},
+            ["body", "dimensions"],
+        ),
+    ],
+    ids=[
+        "empty",
+        "too-many",
+        "too-long",
+        "not-text",
+        "unknown-field",
+        "openai-empty",
+        "tokens",
+        "dimensions",
+    ],
+)
+async def test_bad_input_is_a_422_naming_where(ml, path, body, where):
+    problem = assert_problem(await ml.post(path, json=body), 422)
+    location = problem["errors"][0]["location"]
+    assert location[: len(where)] == where
+
+
+async def test_a_full_queue_answers_503_with_retry_after_and_the_model_recovers(settings, api_keys):
+    tiny = settings.model_copy(update={"ml_enabled": True, "ml_max_queue": 2, "ml_max_wait_s": 0.2})
+    async with app_client(tiny, api_keys["read"]) as client:
+        texts = [f"queue test {n} {TEXTS[n % 3]}" for n in range(6)]  # uncached, so they queue
+        answers = await asyncio.gather(
+            *(client.post("/api/v1/ml/embed", json={"inputs": [t]}) for t in texts)
+        )
+        statuses = sorted(response.status_code for response in answers)
+        assert statuses[0] == 200
+        assert statuses[-1] == 503
+        refused = next(response for response in answers if response.status_code == 503)
+        assert int(assert_problem(refused, 503) and refused.headers["retry-after"]) >= 1
+        assert (
+            await client.post("/api/v1/ml/embed", json={"inputs": ["after the burst"]})
+        ).status_code == 200
+
+
+async def test_readiness_reports_the_model(ml):
+    body = (await ml.get("/readyz")).json()
+    assert body["checks"]["model:embeddings"] == "ok"
+
+
+async def test_without_ml_the_routes_do_not_exist(client):
+    assert_problem(await client.post("/api/v1/ml/embed", json={"inputs": ["x"]}), 404)

@@ -1,0 +1,64 @@
+"""Text embeddings served fast: cached per text, computed in dynamic batches on a miss."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import numpy as np
+
+from sophia.cache import TieredCache
+from sophia.ml.batching import Batcher
+from sophia.ml.encoder import SentenceEncoder
+from sophia.ml.predictions import TTL_CLASS, prediction_key
+
+MODEL_ID = "all-MiniLM-L6-v2"
+TASK = "embed"
+
+
+class EmbeddingModel:
+    """`await model.embed(texts, timeout_s=...)`: one float32 vector per text, unit length.
+
+    Each text is looked up in the cache (L1, then Redis); the misses of every concurrent caller
+    queue in one batcher and go through the encoder together."""
+
+    def __init__(
+        self,
+        encoder: SentenceEncoder,
+        cache: TieredCache,
+        version: str,
+        *,
+        max_batch: int = 64,
+        max_wait_s: float = 0.005,
+        max_queue: int = 4096,
+    ) -> None:
+        self.encoder, self.cache, self.version = encoder, cache, version
+        self.dimension = encoder.dimension
+        self.batcher: Batcher[str, bytes] = Batcher(
+            self.compute, name="embeddings", max_batch=max_batch, max_wait_s=max_wait_s, max_queue=max_queue
+        )
+
+    async def __aenter__(self) -> EmbeddingModel:
+        await self.batcher.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.batcher.__aexit__(None, None, None)
+
+    def compute(self, texts: list[str]) -> list[bytes]:
+        """The batcher's model call (in its thread): vectors as float32 bytes, ready to cache."""
+        return [row.tobytes() for row in self.encoder.encode(texts, batch_size=len(texts))]
+
+    async def embed(self, texts: Sequence[str], *, timeout_s: float) -> np.ndarray:
+        """[len(texts), dimension] float32, in the order given."""
+
+        async def one(text: str) -> bytes:
+            async def load() -> bytes:
+                [vector] = await self.batcher.submit([text], timeout_s=timeout_s)
+                return vector
+
+            key = prediction_key(MODEL_ID, self.version, TASK, text)
+            return (await self.cache.get_or_load(key, load, TTL_CLASS)).value
+
+        vectors = await asyncio.gather(*(one(text) for text in texts))
+        return np.frombuffer(b"".join(vectors), dtype=np.float32).reshape(len(texts), self.dimension)

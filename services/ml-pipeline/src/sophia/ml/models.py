@@ -1,0 +1,77 @@
+"""The models one process serves: loaded concurrently at start, each behind its own batcher.
+
+`async with Models.load(settings, cache) as models:` builds (or reuses) each model's runtime
+files under the data directory's `models/`, opens them in worker threads at the same time, and
+says which are ready (`models.ready`, what `/readyz` reports). Closing drains every batcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import AsyncExitStack
+from pathlib import Path
+from types import TracebackType
+
+from sophia.cache import TieredCache
+from sophia.ml import onnx_graph
+from sophia.ml.embeddings import EmbeddingModel
+from sophia.ml.encoder import SentenceEncoder
+from sophia.shared.logging import get_logger
+from sophia.shared.settings import Settings
+
+log = get_logger(__name__)
+
+
+class Models:
+    """What `Models.load` opened: `embeddings` and the readiness of each model by name."""
+
+    def __init__(self, settings: Settings, cache: TieredCache) -> None:
+        self.settings, self.cache = settings, cache
+        self.ready: dict[str, bool] = {"embeddings": False}
+        self._stack = AsyncExitStack()
+        self._embeddings: EmbeddingModel | None = None
+
+    @classmethod
+    def load(cls, settings: Settings, cache: TieredCache) -> Models:
+        return cls(settings, cache)
+
+    @property
+    def embeddings(self) -> EmbeddingModel:
+        if self._embeddings is None:
+            raise RuntimeError("the embedding model is not loaded")
+        return self._embeddings
+
+    async def __aenter__(self) -> Models:
+        settings = self.settings
+        cache_dir = Path(settings.data_dir) / "models"
+        loaders = {  # each opens in a thread of its own, all at once
+            "embeddings": asyncio.to_thread(
+                SentenceEncoder.create,
+                cache_dir,
+                threads=settings.ml_threads,
+                quantized=settings.ml_quantized,
+            ),
+        }
+        loaded = dict(zip(loaders, await asyncio.gather(*loaders.values()), strict=True))
+        version = f"onnx-{'int8' if settings.ml_quantized else 'fp32'}-b{onnx_graph.BUILDER_VERSION}"
+        self._embeddings = await self._stack.enter_async_context(
+            EmbeddingModel(
+                loaded["embeddings"],
+                self.cache,
+                version,
+                max_batch=settings.ml_max_batch,
+                max_wait_s=settings.ml_max_wait_s,
+                max_queue=settings.ml_max_queue,
+            )
+        )
+        for name in loaded:
+            self.ready[name] = True
+            log.info("model_ready", model=name, version=version)
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        for name in self.ready:
+            self.ready[name] = False
+        await self._stack.aclose()
