@@ -146,3 +146,21 @@ async def test_readiness_reports_the_model(ml):
 
 async def test_without_ml_the_routes_do_not_exist(client):
     assert_problem(await client.post("/api/v1/ml/embed", json={"inputs": ["x"]}), 404)
+
+
+async def test_classify_gives_each_text_its_labels_best_first(ml):
+    texts = [
+        "The Salesforce sync has been failing since Monday, please help.",
+        "Let's meet Tuesday at 3pm to go through the proposal.",
+        "They want to roll it out to the marketing team too, another 50 seats.",
+    ]
+    response = await ml.post("/api/v1/ml/classify", json={"inputs": texts})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["threshold"] == 0.3
+    tops = [result["labels"][0] for result in body["results"]]
+    assert tops == ["support_issue", "scheduling", "expansion"]
+    for result in body["results"]:
+        scores = list(result["scores"].values())
+        assert scores == sorted(scores, reverse=True)
+        assert set(result["scores"]) >= set(result["labels"])

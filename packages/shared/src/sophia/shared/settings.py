@@ -160,6 +160,12 @@ class Settings(BaseSettings):
     )
     ml_timeout_s: float = Field(5.0, gt=0, description="Deadline of one request's inputs in the queue.")
     ml_max_inputs: int = Field(256, ge=1, description="Most inputs one ML request may carry.")
+    ml_labels_file: Path | None = Field(
+        None, description="JSON of label -> descriptions for /api/v1/ml/classify (unset: the built-in set)."
+    )
+    ml_label_threshold: float = Field(
+        0.3, ge=-1, le=1, description="Similarity from which a label is given (zero-shot classification)."
+    )
     ml_max_input_chars: int = Field(
         20_000, ge=1, description="Longest input text (the model reads its first 256 tokens)."
     )

@@ -16,6 +16,7 @@ from sophia.cache import TieredCache
 from sophia.ml import onnx_graph
 from sophia.ml.embeddings import EmbeddingModel
 from sophia.ml.encoder import SentenceEncoder
+from sophia.ml.labels import DEFAULT_LABELS, ZeroShotClassifier, read_labels
 from sophia.shared.logging import get_logger
 from sophia.shared.settings import Settings
 
@@ -27,9 +28,10 @@ class Models:
 
     def __init__(self, settings: Settings, cache: TieredCache) -> None:
         self.settings, self.cache = settings, cache
-        self.ready: dict[str, bool] = {"embeddings": False}
+        self.ready: dict[str, bool] = {"embeddings": False, "labels": False}
         self._stack = AsyncExitStack()
         self._embeddings: EmbeddingModel | None = None
+        self._labels: ZeroShotClassifier | None = None
 
     @classmethod
     def load(cls, settings: Settings, cache: TieredCache) -> Models:
@@ -40,6 +42,12 @@ class Models:
         if self._embeddings is None:
             raise RuntimeError("the embedding model is not loaded")
         return self._embeddings
+
+    @property
+    def labels(self) -> ZeroShotClassifier:
+        if self._labels is None:
+            raise RuntimeError("the label set is not loaded")
+        return self._labels
 
     async def __aenter__(self) -> Models:
         settings = self.settings
@@ -64,9 +72,14 @@ class Models:
                 max_queue=settings.ml_max_queue,
             )
         )
-        for name in loaded:
-            self.ready[name] = True
-            log.info("model_ready", model=name, version=version)
+        self.ready["embeddings"] = True
+        log.info("model_ready", model="embeddings", version=version)
+        labels = read_labels(settings.ml_labels_file or DEFAULT_LABELS)
+        self._labels = await asyncio.to_thread(
+            ZeroShotClassifier.build, loaded["embeddings"], labels, settings.ml_label_threshold
+        )
+        self.ready["labels"] = True
+        log.info("model_ready", model="labels", labels=list(labels))
         return self
 
     async def __aexit__(

@@ -10,7 +10,7 @@ import orjson
 from fastapi import APIRouter, Depends, Response
 
 from sophia.api.auth import require
-from sophia.api.ml.schemas import EmbedIn, EmbedOut, OpenAIEmbeddingsIn, OpenAIEmbeddingsOut
+from sophia.api.ml.schemas import ClassifyOut, EmbedIn, EmbedOut, OpenAIEmbeddingsIn, OpenAIEmbeddingsOut
 from sophia.api.state import AppState, app_state
 from sophia.core.errors import FieldError, Invalid
 from sophia.ml.embeddings import MODEL_ID, EmbeddingModel
@@ -59,6 +59,24 @@ async def embed(body: EmbedIn, state: State, _key: Annotated[object, Depends(req
         "embeddings": vectors,
     }
     return Response(orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+
+
+@router.post(
+    "/api/v1/ml/classify",
+    response_model=ClassifyOut,
+    responses=BUSY,
+    summary="Label texts (pricing, competitor mention, churn risk, ...) by similarity to label descriptions",
+)
+async def classify(
+    body: EmbedIn, state: State, _key: Annotated[object, Depends(require("read"))]
+) -> Response:
+    _check_inputs(body.inputs, state.settings, "inputs")
+    assert state.models is not None, "the router is mounted only with SOPHIA_ML_ENABLED"
+    labels = state.models.labels
+    vectors = await state.models.embeddings.embed(body.inputs, timeout_s=state.settings.ml_timeout_s)
+    results = [{"labels": found, "scores": scores} for found, scores in labels.classify(vectors)]
+    answer = {"model": f"zero-shot/{MODEL_ID}", "threshold": labels.threshold, "results": results}
+    return Response(orjson.dumps(answer), media_type="application/json")
 
 
 @router.post(

@@ -21,6 +21,17 @@ class EmbedOut(BaseModel):
     embeddings: list[list[float]] = Field(description="Unit-length vectors, one per input, in order.")
 
 
+class Classification(BaseModel):
+    labels: list[str] = Field(description="Labels scoring at least the threshold, best first.")
+    scores: dict[str, float] = Field(description="Every label's similarity to the text, best first.")
+
+
+class ClassifyOut(BaseModel):
+    model: str = Field(examples=["zero-shot/all-MiniLM-L6-v2"])
+    threshold: float
+    results: list[Classification] = Field(description="One per input, in order.")
+
+
 class OpenAIEmbeddingsIn(BaseModel):
     """OpenAI's embeddings request, as the official client sends it. Token arrays are refused."""
 
