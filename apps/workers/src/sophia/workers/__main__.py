@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from contextlib import AsyncExitStack
 from dataclasses import replace
 
 import uvloop
@@ -13,6 +14,8 @@ from sophia.cache import CacheConfig, RedisConnection, TieredCache
 from sophia.database import Database
 from sophia.events.connection import NatsConnection
 from sophia.events.streams import StreamStorageRefused, stream_specs
+from sophia.ml.enrichment import DEFAULT_TEXT_FIELDS, Enricher, read_text_fields
+from sophia.ml.models import Models
 from sophia.shared.logging import configure_logging, get_logger
 from sophia.shared.settings import Settings
 from sophia.workers.dead_letter import dead_letter_spec
@@ -20,14 +23,18 @@ from sophia.workers.job_runner import JobRunner, RunnerSpec
 from sophia.workers.jobs import JobQueue, debounce_deal_refresh, default_handlers, jobs_stream
 from sophia.workers.processor import ConsumerSpec, StreamProcessor
 from sophia.workers.relay import OutboxRelay
-from sophia.workers.sinks import RawSink, Sink, append_audit, invalidate_caches, store_events
+from sophia.workers.sinks import RawSink, Sink, append_audit, enrich_records, invalidate_caches, store_events
 from sophia.workers.streams import check_streams
 
 log = get_logger("sophia.workers")
 
 
 def processors(
-    settings: Settings, database: Database, nats: NatsConnection, cache: TieredCache
+    settings: Settings,
+    database: Database,
+    nats: NatsConnection,
+    cache: TieredCache,
+    models: Models | None = None,
 ) -> list[StreamProcessor]:
     """The stream processors of this issue, each a durable consumer with its idempotent sink."""
     streams = stream_specs(settings)
@@ -57,6 +64,15 @@ def processors(
             debounce_deal_refresh(JobQueue(database, nats, jobs_stream(settings)), settings.jobs_debounce_s),
         ),
     ]
+    if models is not None:  # SOPHIA_ML_ENABLED: calls, messages and deals get embeddings and labels
+        fields = read_text_fields(settings.ml_text_fields_file or DEFAULT_TEXT_FIELDS)
+        enricher = Enricher(models.embeddings.encoder, models.labels, fields)
+        consumers.append(
+            (
+                ConsumerSpec("ml-enrichment", streams["records"].name, batch_size=64, concurrency=64),
+                enrich_records(database, enricher, models.embeddings.version),
+            )
+        )
     return [
         StreamProcessor(
             nats, replace(spec, ack_wait_s=settings.events_ack_wait_s), sink, dead_letter_stream=dead_letter
@@ -89,6 +105,7 @@ async def _run(settings: Settings, nats: NatsConnection, redis_url: str, stop: a
             batch=settings.outbox_batch,
             poll_s=settings.outbox_poll_s,
         ) as relay,
+        AsyncExitStack() as stack,
     ):
         log.info("workers_started")
         runner = JobRunner(
@@ -100,10 +117,13 @@ async def _run(settings: Settings, nats: NatsConnection, redis_url: str, stop: a
                 retention_s=settings.jobs_retention_s,
             ),
         )
+        models = (
+            await stack.enter_async_context(Models.load(settings, cache)) if settings.ml_enabled else None
+        )
         await asyncio.gather(
             relay.run(stop),
             runner.run(stop),
-            *(processor.run(stop) for processor in processors(settings, database, nats, cache)),
+            *(processor.run(stop) for processor in processors(settings, database, nats, cache, models)),
         )
 
 

@@ -3,6 +3,7 @@ changes nothing (event ids are primary keys; invalidating twice is invalidating 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from uuid import UUID
@@ -10,7 +11,9 @@ from uuid import UUID
 from sophia.cache import TieredCache
 from sophia.cache.catalog import catalog_changed
 from sophia.core.events import Envelope
-from sophia.database import Database, audit, events
+from sophia.database import Database, audit, enrichment, events
+from sophia.ml.embeddings import MODEL_ID
+from sophia.ml.enrichment import Enricher
 
 Sink = Callable[[list[Envelope]], Awaitable[None]]
 RawSink = Callable[[list[bytes]], Awaitable[None]]
@@ -39,6 +42,27 @@ def invalidate_caches(cache: TieredCache, max_keys: int) -> Sink:
             (str(envelope.payload["source_system"]), str(envelope.payload["kind"])) for envelope in batch
         ]
         await catalog_changed(cache, record_ids, scopes, max_keys=max_keys)
+
+    return sink
+
+
+def enrich_records(database: Database, enricher: Enricher, model_version: str) -> Sink:
+    """Changed records of the kinds with text get their embedding and labels written back (newest
+    version wins), with `ml.prediction` events in the same transaction."""
+
+    async def sink(batch: list[Envelope]) -> None:
+        ids = {
+            UUID(str(envelope.payload["id"]))
+            for envelope in batch
+            if envelope.type == "record.upserted" and envelope.payload.get("kind") in enricher.kinds
+        }
+        if not ids:
+            return
+        async with database.connection() as connection:
+            records = await enrichment.live_records(connection, sorted(ids))
+        results = await asyncio.to_thread(enricher.enrich, records)  # the model, off the event loop
+        async with database.connection() as connection, connection.transaction():
+            await enrichment.write(connection, results, MODEL_ID, model_version)
 
     return sink
 

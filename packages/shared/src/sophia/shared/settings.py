@@ -163,6 +163,9 @@ class Settings(BaseSettings):
     ml_labels_file: Path | None = Field(
         None, description="JSON of label -> descriptions for /api/v1/ml/classify (unset: the built-in set)."
     )
+    ml_text_fields_file: Path | None = Field(
+        None, description="JSON of record kind -> text fields the enrichment reads (unset: built-in)."
+    )
     ml_label_threshold: float = Field(
         0.3, ge=-1, le=1, description="Similarity from which a label is given (zero-shot classification)."
     )

@@ -1,0 +1,110 @@
+"""The enrichment sink against real PostgreSQL: changed calls, messages and deals get embeddings,
+labels and ml.prediction events; other kinds nothing; an older version never overwrites a newer."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from sophia.core.events import Envelope
+from sophia.database.enrichment import PREDICTIONS_TOPIC
+from sophia.ml.encoder import SentenceEncoder
+from sophia.ml.enrichment import DEFAULT_TEXT_FIELDS, Enricher, read_text_fields
+from sophia.ml.labels import DEFAULT_LABELS, ZeroShotClassifier, read_labels
+from sophia.workers.sinks import enrich_records
+
+VERSION = "test-model-1"
+
+
+@pytest.fixture(scope="module")
+def enricher(tmp_path_factory) -> Enricher:
+    encoder = SentenceEncoder.create(tmp_path_factory.mktemp("models"))
+    labels = ZeroShotClassifier.build(encoder, read_labels(DEFAULT_LABELS), 0.3)
+    return Enricher(encoder, labels, read_text_fields(DEFAULT_TEXT_FIELDS))
+
+
+async def insert(database, kind: str, data: dict) -> uuid.UUID:
+    source = f"enrich{uuid.uuid4().hex[:8]}"
+    async with database.connection() as connection:
+        return await connection.fetchval(
+            "INSERT INTO sophia_core.unified_data_catalog (source_system, kind, external_id, data) "
+            "VALUES ($1, $2, 'e-1', $3) RETURNING id",
+            source,
+            kind,
+            data,
+        )
+
+
+def upserted(record_id: uuid.UUID, kind: str) -> Envelope:
+    payload = {"id": str(record_id), "source_system": "s", "kind": kind, "external_id": "e-1", "version": 1}
+    return Envelope.new("record.upserted", f"s/{kind}/e-1", payload, source="catalog")
+
+
+async def test_records_with_text_are_enriched_once_with_their_events(database, enricher):
+    message = await insert(database, "message", {"text": "They want 50 more seats for the sales team."})
+    contact = await insert(database, "contact", {"firstname": "Ana"})
+    sink = enrich_records(database, enricher, VERSION)
+    batch = [upserted(message, "message"), upserted(contact, "contact")]
+    await sink(batch)
+    await sink(batch)  # redelivered: the same rows, no second event of a newer version
+    async with database.connection() as connection:
+        embedded = await connection.fetch(
+            "SELECT record_id, model_version, record_version, content, vector_dims(embedding) AS dims "
+            "FROM sophia_core.record_embeddings WHERE record_id = ANY($1::uuid[])",
+            [message, contact],
+        )
+        predicted = await connection.fetchrow(
+            "SELECT task, prediction FROM sophia_core.record_predictions WHERE record_id = $1", message
+        )
+        events = await connection.fetch(
+            "SELECT event_type, key, payload FROM sophia_core.outbox WHERE topic = $1 AND key = $2",
+            PREDICTIONS_TOPIC,
+            str(message),
+        )
+    assert [(r["record_id"], r["model_version"], r["record_version"], r["dims"]) for r in embedded] == [
+        (message, VERSION, 1, 384)
+    ]
+    assert embedded[0]["content"].startswith("They want 50 more seats")
+    assert predicted["task"] == "classification"
+    assert predicted["prediction"]["labels"][0] == "expansion"
+    assert {event["event_type"] for event in events} == {"ml.prediction"}
+    assert events[0]["payload"]["task"] == "classification"
+    assert events[0]["payload"]["model_version"] == VERSION
+
+
+async def test_an_older_record_version_never_overwrites_a_newer_one(database, enricher):
+    deal = await insert(database, "deal", {"dealname": "Acme renewal"})
+    sink = enrich_records(database, enricher, VERSION)
+    async with database.connection() as connection:
+        await connection.execute(
+            'UPDATE sophia_core.unified_data_catalog SET data = \'{"dealname": "Acme renewal v2"}\', '
+            "version = 2 WHERE id = $1",
+            deal,
+        )
+    await sink([upserted(deal, "deal")])  # reads version 2
+    async with database.connection() as connection:
+        await connection.execute(  # a late, stale enrichment of version 1 arrives
+            'UPDATE sophia_core.unified_data_catalog SET data = \'{"dealname": "stale"}\', version = 1 '
+            "WHERE id = $1",
+            deal,
+        )
+    await sink([upserted(deal, "deal")])
+    async with database.connection() as connection:
+        row = await connection.fetchrow(
+            "SELECT content, record_version FROM sophia_core.record_embeddings WHERE record_id = $1", deal
+        )
+    assert tuple(row) == ("Acme renewal v2", 2)
+
+
+async def test_a_deleted_record_is_not_enriched(database, enricher):
+    call = await insert(database, "call", {"title": "Kick-off"})
+    async with database.connection() as connection:
+        await connection.execute(
+            "UPDATE sophia_core.unified_data_catalog SET deleted_at = now() WHERE id = $1", call
+        )
+    await enrich_records(database, enricher, VERSION)([upserted(call, "call")])
+    async with database.connection() as connection:
+        assert not await connection.fetchval(
+            "SELECT count(*) FROM sophia_core.record_embeddings WHERE record_id = $1", call
+        )

@@ -1,0 +1,97 @@
+"""What the models said of catalog records: predictions and embeddings, written back newest-wins,
+with their `ml.prediction` events in the same transaction (the outbox relays them)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import orjson
+
+from sophia.database.pool import Connection
+
+PREDICTIONS_TOPIC = "ml-predictions"
+
+
+@dataclass(frozen=True, slots=True)
+class RecordText:
+    """A live record to enrich: its id, kind, version and data."""
+
+    id: UUID
+    kind: str
+    version: int
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Enrichment:
+    """One record's results: the text read, its embedding, and a prediction per task."""
+
+    record_id: UUID
+    record_version: int
+    content: str
+    embedding: Sequence[float]
+    predictions: dict[str, dict[str, Any]]
+    """By task (`sentiment`, `classification`: the `ml.prediction` event's `task`)."""
+
+
+async def live_records(connection: Connection, ids: Sequence[UUID]) -> list[RecordText]:
+    rows = await connection.fetch(
+        "SELECT id, kind, version, data FROM sophia_core.unified_data_catalog "
+        "WHERE id = ANY($1::uuid[]) AND deleted_at IS NULL",
+        list(ids),
+    )
+    return [RecordText(row["id"], row["kind"], row["version"], row["data"]) for row in rows]
+
+
+async def write(
+    connection: Connection, results: Sequence[Enrichment], model: str, model_version: str
+) -> None:
+    """Upsert each result unless a newer record version is already stored, and queue one
+    `ml.prediction` event per record and task. Call inside a transaction."""
+    if not results:
+        return
+    await connection.executemany(
+        """INSERT INTO sophia_core.record_embeddings
+               (record_id, model_version, record_version, content, embedding)
+           VALUES ($1, $2, $3, $4, $5::text::vector)
+           ON CONFLICT (record_id) DO UPDATE SET
+               model_version = excluded.model_version, record_version = excluded.record_version,
+               content = excluded.content, embedding = excluded.embedding, updated_at = now()
+           WHERE record_embeddings.record_version <= excluded.record_version""",
+        [
+            (r.record_id, model_version, r.record_version, r.content, _vector_text(r.embedding))
+            for r in results
+        ],
+    )
+    rows = [
+        (r.record_id, task, model_version, r.record_version, orjson.dumps(prediction).decode())
+        for r in results
+        for task, prediction in r.predictions.items()
+    ]
+    await connection.executemany(
+        """INSERT INTO sophia_core.record_predictions
+               (record_id, task, model_version, record_version, prediction)
+           VALUES ($1, $2, $3, $4, $5::text::jsonb)
+           ON CONFLICT (record_id, task) DO UPDATE SET
+               model_version = excluded.model_version, record_version = excluded.record_version,
+               prediction = excluded.prediction, updated_at = now()
+           WHERE record_predictions.record_version <= excluded.record_version""",
+        rows,
+    )
+    await connection.executemany(
+        f"""INSERT INTO sophia_core.outbox (topic, event_type, key, payload)
+            VALUES ('{PREDICTIONS_TOPIC}', 'ml.prediction', $1::text,
+                    jsonb_build_object('record_id', $1::text, 'model', $2::text,
+                                       'model_version', $3::text, 'task', $4::text,
+                                       'result', $5::text::jsonb))""",
+        [(str(record_id), model, version, task, result) for record_id, task, version, _, result in rows],
+    )
+
+
+def _vector_text(embedding: Sequence[float]) -> str:
+    """pgvector's text form, `[x,y,...]` (asyncpg has no codec for the type); 9 significant
+    digits round-trip a float32 exactly."""
+    return "[" + ",".join(f"{value:.9g}" for value in embedding) + "]"

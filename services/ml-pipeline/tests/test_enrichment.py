@@ -1,0 +1,58 @@
+"""Which text a record gives the models, and what the enricher makes of it (a real model)."""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+import pytest
+
+from sophia.database.enrichment import RecordText
+from sophia.ml.encoder import SentenceEncoder
+from sophia.ml.enrichment import DEFAULT_TEXT_FIELDS, Enricher, read_text_fields, record_text
+from sophia.ml.labels import DEFAULT_LABELS, ZeroShotClassifier, read_labels
+
+CALL = {
+    "title": "Acme / Sophia: renewal",
+    "transcript": [
+        {"speaker": "Ana", "text": "Thanks for joining."},
+        {"speaker": "Bo", "text": "The sync keeps failing since Monday."},
+        {"speaker": "Ana"},  # a turn without text
+    ],
+}
+
+
+def test_a_records_text_follows_its_kinds_fields_in_order():
+    fields = read_text_fields(DEFAULT_TEXT_FIELDS)
+    assert record_text(CALL, fields["call"]) == (
+        "Acme / Sophia: renewal\nThanks for joining.\nThe sync keeps failing since Monday."
+    )
+    assert record_text({"text": "Deal signed!", "user": "u1"}, fields["message"]) == "Deal signed!"
+    assert record_text({"dealname": "Acme - Platform", "amount": "12.00"}, fields["deal"]) == "Acme - Platform"
+    assert record_text({"dealname": "  ", "notes": 3}, fields["deal"]) == ""
+
+
+def test_a_broken_text_fields_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "fields.json"
+    path.write_text('{"call": []}')
+    with pytest.raises(ValueError, match="non-empty list"):
+        read_text_fields(path)
+
+
+@pytest.fixture(scope="module")
+def enricher(tmp_path_factory) -> Enricher:
+    encoder = SentenceEncoder.create(tmp_path_factory.mktemp("models"))
+    labels = ZeroShotClassifier.build(encoder, read_labels(DEFAULT_LABELS), 0.3)
+    return Enricher(encoder, labels, read_text_fields(DEFAULT_TEXT_FIELDS))
+
+
+def test_the_enricher_embeds_and_labels_records_with_text_and_skips_the_rest(enricher):
+    call = RecordText(uuid.uuid4(), "call", 3, CALL)
+    empty = RecordText(uuid.uuid4(), "message", 1, {"user": "u1"})
+    [result] = enricher.enrich([call, empty])
+    assert (result.record_id, result.record_version) == (call.id, 3)
+    assert result.content.endswith("failing since Monday.")
+    assert np.isclose(np.linalg.norm(result.embedding), 1.0, atol=1e-5)
+    assert len(result.embedding) == 384
+    assert result.predictions["classification"]["labels"][0] == "support_issue"
+    assert enricher.kinds == {"call", "message", "deal"}
