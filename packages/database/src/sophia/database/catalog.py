@@ -141,12 +141,10 @@ async def get(connection: Connection, record_id: UUID) -> StoredRecord:
     return StoredRecord(row["id"], row["json"], row["version"])
 
 
-async def list_page(
-    connection: Connection, where: RecordFilter, after: UUID | None, limit: int
-) -> list[StoredRecord]:
-    """Up to `limit` live records matching `where`, in id order, after the id `after`."""
+def filter_clauses(where: RecordFilter, args: list[Any]) -> list[str]:
+    """SQL conditions on the catalog (aliased `c`) for `where`, live records only; their values
+    are appended to `args` and referenced as `$n`, never spliced into the SQL."""
     clauses = ["c.deleted_at IS NULL"]
-    args: list[Any] = []
 
     def bind(value: Any) -> str:
         args.append(value)
@@ -160,11 +158,22 @@ async def list_page(
         clauses.append(f"c.updated_at >= {bind(where.updated_since)}")
     for name, value in where.data:
         clauses.append(f"c.data ->> {bind(name)} = {bind(value)}")
+    return clauses
+
+
+async def list_page(
+    connection: Connection, where: RecordFilter, after: UUID | None, limit: int
+) -> list[StoredRecord]:
+    """Up to `limit` live records matching `where`, in id order, after the id `after`."""
+    args: list[Any] = []
+    clauses = filter_clauses(where, args)
     if after is not None:
-        clauses.append(f"c.id > {bind(after)}")
+        args.append(after)
+        clauses.append(f"c.id > ${len(args)}")
+    args.append(limit)
     sql = (
         f"SELECT c.id, c.version, {RECORD_JSON} AS json FROM {CATALOG} AS c "
-        f"WHERE {' AND '.join(clauses)} ORDER BY c.id LIMIT {bind(limit)}"
+        f"WHERE {' AND '.join(clauses)} ORDER BY c.id LIMIT ${len(args)}"
     )
     rows = await connection.fetch(sql, *args)
     return [StoredRecord(row["id"], row["json"], row["version"]) for row in rows]

@@ -1,0 +1,1 @@
+"""HTTP for search over the enriched catalog."""

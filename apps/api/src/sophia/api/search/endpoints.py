@@ -1,0 +1,77 @@
+"""`POST /api/v1/search`: hybrid search (meaning and words) over enriched records, with the
+records list's filters. Without the models (`SOPHIA_ML_ENABLED` off) it searches words only and
+says so in `mode`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Response
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from sophia.api.auth import require
+from sophia.api.state import AppState, app_state
+from sophia.core.records import IDENTIFIER_PATTERN, RecordFilter
+from sophia.database import search
+
+router = APIRouter(prefix="/api/v1", tags=["search"])
+State = Annotated[AppState, Depends(app_state)]
+CANDIDATES_PER_RESULT = 4
+"""Each side of the fusion ranks this many candidates per result asked for (at least 40)."""
+
+
+class SearchFilters(BaseModel):
+    """The records list's filters: equality on source system, kind and top-level data keys."""
+
+    model_config = ConfigDict(extra="forbid")
+    source_system: str | None = Field(None, pattern=IDENTIFIER_PATTERN)
+    kind: str | None = Field(None, pattern=IDENTIFIER_PATTERN)
+    updated_since: AwareDatetime | None = None
+    data: dict[str, str] = Field(default_factory=dict, max_length=20)
+
+
+class SearchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    q: str = Field(min_length=1, max_length=1000, examples=["customer unhappy about the price"])
+    k: int = Field(10, ge=1, le=100, description="How many records to return.")
+    filters: SearchFilters = Field(default_factory=SearchFilters)
+
+
+class SearchHit(BaseModel):
+    record: dict[str, Any]
+    score: float = Field(description="Reciprocal-rank fusion of the two sides (higher is better).")
+    semantic_rank: int | None = Field(description="Its rank by meaning (embedding), if found so.")
+    lexical_rank: int | None = Field(description="Its rank by words (full text), if found so.")
+
+
+class SearchOut(BaseModel):
+    mode: str = Field(examples=["hybrid"], description="`hybrid`, or `lexical` without the models.")
+    items: list[SearchHit]
+
+
+@router.post("/search", response_model=SearchOut, summary="Search enriched records by meaning and words")
+async def search_records(
+    body: SearchIn, state: State, _key: Annotated[object, Depends(require("read"))]
+) -> Response:
+    where = RecordFilter(
+        body.filters.source_system,
+        body.filters.kind,
+        body.filters.updated_since,
+        tuple(sorted(body.filters.data.items())),
+    )
+    embedding = None
+    if state.models is not None:
+        [embedding] = await state.models.embeddings.embed([body.q], timeout_s=state.settings.ml_timeout_s)
+    candidates = max(40, body.k * CANDIDATES_PER_RESULT)
+    async with state.database.connection() as connection, connection.transaction():
+        hits = await search.hybrid(
+            connection, body.q, None if embedding is None else embedding.tolist(), where, body.k, candidates
+        )
+    items = b",".join(  # each record's JSON as PostgreSQL built it, not parsed and dumped again
+        b'{"record":%s,"score":%s,"semantic_rank":%s,"lexical_rank":%s}'
+        % (hit.json.encode(), *(orjson.dumps(v) for v in (hit.score, hit.semantic_rank, hit.lexical_rank)))
+        for hit in hits
+    )
+    mode = b"hybrid" if embedding is not None else b"lexical"
+    return Response(b'{"mode":"%s","items":[%s]}' % (mode, items), media_type="application/json")
