@@ -164,3 +164,27 @@ async def test_classify_gives_each_text_its_labels_best_first(ml):
         scores = list(result["scores"].values())
         assert scores == sorted(scores, reverse=True)
         assert set(result["scores"]) >= set(result["labels"])
+
+
+async def test_sentiment_labels_texts_with_probabilities_from_the_trained_head(ml):
+    texts = [
+        "We signed! The customer is thrilled with the rollout.",
+        "This outage is unacceptable, we are furious.",
+    ]
+    response = await ml.post("/api/v1/ml/sentiment", json={"inputs": texts})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert "+head-" in body["model"]
+    assert [result["label"] for result in body["results"]] == ["positive", "negative"]
+    for result in body["results"]:
+        assert abs(sum(result["scores"].values()) - 1.0) < 1e-5
+
+
+async def test_with_the_fp32_graph_the_head_does_not_fit_and_vader_serves_sentiment(settings, api_keys):
+    exact = settings.model_copy(update={"ml_enabled": True, "ml_quantized": False})
+    async with app_client(exact, api_keys["read"]) as client:
+        response = await client.post("/api/v1/ml/sentiment", json={"inputs": ["Great news, thank you!"]})
+        ready = (await client.get("/readyz")).json()
+    assert response.json()["model"] == "vader-3.3"
+    assert response.json()["results"][0]["label"] == "positive"
+    assert ready["checks"]["model:sentiment"] == "ok"

@@ -9,9 +9,11 @@ import pytest
 
 from sophia.core.events import Envelope
 from sophia.database.enrichment import PREDICTIONS_TOPIC
+from sophia.ml.embeddings import model_version
 from sophia.ml.encoder import SentenceEncoder
 from sophia.ml.enrichment import DEFAULT_TEXT_FIELDS, Enricher, read_text_fields
 from sophia.ml.labels import DEFAULT_LABELS, ZeroShotClassifier, read_labels
+from sophia.ml.sentiment import EmbeddingSentiment
 from sophia.workers.sinks import enrich_records
 
 VERSION = "test-model-1"
@@ -21,7 +23,8 @@ VERSION = "test-model-1"
 def enricher(tmp_path_factory) -> Enricher:
     encoder = SentenceEncoder.create(tmp_path_factory.mktemp("models"))
     labels = ZeroShotClassifier.build(encoder, read_labels(DEFAULT_LABELS), 0.3)
-    return Enricher(encoder, labels, read_text_fields(DEFAULT_TEXT_FIELDS))
+    head = EmbeddingSentiment.load(model_version=model_version(quantized=True))
+    return Enricher(encoder, labels, read_text_fields(DEFAULT_TEXT_FIELDS), head)
 
 
 async def insert(database, kind: str, data: dict) -> uuid.UUID:
@@ -54,9 +57,12 @@ async def test_records_with_text_are_enriched_once_with_their_events(database, e
             "FROM sophia_core.record_embeddings WHERE record_id = ANY($1::uuid[])",
             [message, contact],
         )
-        predicted = await connection.fetchrow(
-            "SELECT task, prediction FROM sophia_core.record_predictions WHERE record_id = $1", message
-        )
+        predicted = {
+            row["task"]: row["prediction"]
+            for row in await connection.fetch(
+                "SELECT task, prediction FROM sophia_core.record_predictions WHERE record_id = $1", message
+            )
+        }
         events = await connection.fetch(
             "SELECT event_type, key, payload FROM sophia_core.outbox WHERE topic = $1 AND key = $2",
             PREDICTIONS_TOPIC,
@@ -66,11 +72,11 @@ async def test_records_with_text_are_enriched_once_with_their_events(database, e
         (message, VERSION, 1, 384)
     ]
     assert embedded[0]["content"].startswith("They want 50 more seats")
-    assert predicted["task"] == "classification"
-    assert predicted["prediction"]["labels"][0] == "expansion"
+    assert predicted["classification"]["labels"][0] == "expansion"
+    assert predicted["sentiment"]["label"] in {"positive", "neutral"}
     assert {event["event_type"] for event in events} == {"ml.prediction"}
-    assert events[0]["payload"]["task"] == "classification"
-    assert events[0]["payload"]["model_version"] == VERSION
+    assert sorted(event["payload"]["task"] for event in events) == ["classification", "sentiment"]
+    assert {event["payload"]["model_version"] for event in events} == {VERSION}
 
 
 async def test_an_older_record_version_never_overwrites_a_newer_one(database, enricher):

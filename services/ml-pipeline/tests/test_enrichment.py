@@ -28,7 +28,9 @@ def test_a_records_text_follows_its_kinds_fields_in_order():
         "Acme / Sophia: renewal\nThanks for joining.\nThe sync keeps failing since Monday."
     )
     assert record_text({"text": "Deal signed!", "user": "u1"}, fields["message"]) == "Deal signed!"
-    assert record_text({"dealname": "Acme - Platform", "amount": "12.00"}, fields["deal"]) == "Acme - Platform"
+    assert (
+        record_text({"dealname": "Acme - Platform", "amount": "12.00"}, fields["deal"]) == "Acme - Platform"
+    )
     assert record_text({"dealname": "  ", "notes": 3}, fields["deal"]) == ""
 
 

@@ -66,7 +66,7 @@ def processors(
     ]
     if models is not None:  # SOPHIA_ML_ENABLED: calls, messages and deals get embeddings and labels
         fields = read_text_fields(settings.ml_text_fields_file or DEFAULT_TEXT_FIELDS)
-        enricher = Enricher(models.embeddings.encoder, models.labels, fields)
+        enricher = Enricher(models.embeddings.encoder, models.labels, fields, models.sentiment_head)
         consumers.append(
             (
                 ConsumerSpec("ml-enrichment", streams["records"].name, batch_size=64, concurrency=64),

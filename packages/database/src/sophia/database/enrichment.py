@@ -50,7 +50,8 @@ async def write(
     connection: Connection, results: Sequence[Enrichment], model: str, model_version: str
 ) -> None:
     """Upsert each result unless a newer record version is already stored, and queue one
-    `ml.prediction` event per record and task. Call inside a transaction."""
+    `ml.prediction` event per record and task whose prediction was written. Call inside a
+    transaction."""
     if not results:
         return
     await connection.executemany(
@@ -67,27 +68,40 @@ async def write(
         ],
     )
     rows = [
-        (r.record_id, task, model_version, r.record_version, orjson.dumps(prediction).decode())
+        (r.record_id, task, r.record_version, orjson.dumps(prediction).decode())
         for r in results
         for task, prediction in r.predictions.items()
     ]
-    await connection.executemany(
-        """INSERT INTO sophia_core.record_predictions
-               (record_id, task, model_version, record_version, prediction)
-           VALUES ($1, $2, $3, $4, $5::text::jsonb)
-           ON CONFLICT (record_id, task) DO UPDATE SET
-               model_version = excluded.model_version, record_version = excluded.record_version,
-               prediction = excluded.prediction, updated_at = now()
-           WHERE record_predictions.record_version <= excluded.record_version""",
-        rows,
-    )
-    await connection.executemany(
-        f"""INSERT INTO sophia_core.outbox (topic, event_type, key, payload)
-            VALUES ('{PREDICTIONS_TOPIC}', 'ml.prediction', $1::text,
-                    jsonb_build_object('record_id', $1::text, 'model', $2::text,
-                                       'model_version', $3::text, 'task', $4::text,
-                                       'result', $5::text::jsonb))""",
-        [(str(record_id), model, version, task, result) for record_id, task, version, _, result in rows],
+    if not rows:
+        return
+    record_ids, tasks, versions, predictions = (list(column) for column in zip(*rows, strict=True))
+    # Only what changed is written and announced: a redelivered batch (same record and model
+    # versions) queues no second event.
+    await connection.execute(
+        f"""WITH written AS (
+                INSERT INTO sophia_core.record_predictions
+                    (record_id, task, model_version, record_version, prediction)
+                SELECT record_id, task, $5, record_version, prediction::jsonb
+                FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[])
+                    AS given (record_id, task, record_version, prediction)
+                ON CONFLICT (record_id, task) DO UPDATE SET
+                    model_version = excluded.model_version, record_version = excluded.record_version,
+                    prediction = excluded.prediction, updated_at = now()
+                WHERE record_predictions.record_version < excluded.record_version
+                   OR (record_predictions.record_version = excluded.record_version
+                       AND record_predictions.model_version <> excluded.model_version)
+                RETURNING record_id, task, model_version, prediction)
+            INSERT INTO sophia_core.outbox (topic, event_type, key, payload)
+            SELECT '{PREDICTIONS_TOPIC}', 'ml.prediction', record_id::text,
+                   jsonb_build_object('record_id', record_id::text, 'model', $6::text,
+                                      'model_version', model_version, 'task', task, 'result', prediction)
+            FROM written""",
+        record_ids,
+        tasks,
+        versions,
+        predictions,
+        model_version,
+        model,
     )
 
 

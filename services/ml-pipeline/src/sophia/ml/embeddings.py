@@ -8,12 +8,19 @@ from collections.abc import Sequence
 import numpy as np
 
 from sophia.cache import TieredCache
+from sophia.ml import onnx_graph
 from sophia.ml.batching import Batcher
 from sophia.ml.encoder import SentenceEncoder
 from sophia.ml.predictions import TTL_CLASS, prediction_key
 
 MODEL_ID = "all-MiniLM-L6-v2"
 TASK = "embed"
+
+
+def model_version(quantized: bool) -> str:
+    """What changes when the vectors would: the runtime's graph, its quantisation and its builder.
+    Cached predictions, stored embeddings and trained heads all carry it."""
+    return f"onnx-{'int8' if quantized else 'fp32'}-b{onnx_graph.BUILDER_VERSION}"
 
 
 class EmbeddingModel:

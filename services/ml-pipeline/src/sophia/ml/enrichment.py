@@ -17,6 +17,7 @@ from typing import Any
 from sophia.database.enrichment import Enrichment, RecordText
 from sophia.ml.encoder import SentenceEncoder
 from sophia.ml.labels import ZeroShotClassifier
+from sophia.ml.sentiment import EmbeddingSentiment
 
 DEFAULT_TEXT_FIELDS = Path(__file__).parent / "data" / "text_fields.json"
 
@@ -57,6 +58,8 @@ class Enricher:
     encoder: SentenceEncoder
     labels: ZeroShotClassifier
     text_fields: dict[str, list[str]]
+    sentiment: EmbeddingSentiment | None = None
+    """The trained head (None: no sentiment is stored; the head needs the vectors it was trained on)."""
 
     @property
     def kinds(self) -> frozenset[str]:
@@ -68,14 +71,14 @@ class Enricher:
         if not readable:
             return []
         vectors = self.encoder.encode([texts[r.id] for r in readable], batch_size=16)
-        classified = self.labels.classify(vectors)
+        predictions: list[dict[str, dict[str, Any]]] = [
+            {"classification": {"labels": labels, "scores": scores}}
+            for labels, scores in self.labels.classify(vectors)
+        ]
+        if self.sentiment is not None:
+            for found, sentiment in zip(predictions, self.sentiment.predict(vectors), strict=True):
+                found["sentiment"] = {"label": sentiment.label, "scores": sentiment.scores}
         return [
-            Enrichment(
-                record_id=record.id,
-                record_version=record.version,
-                content=texts[record.id],
-                embedding=vector.tolist(),
-                predictions={"classification": {"labels": labels, "scores": scores}},
-            )
-            for record, vector, (labels, scores) in zip(readable, vectors, classified, strict=True)
+            Enrichment(record.id, record.version, texts[record.id], vector.tolist(), found)
+            for record, vector, found in zip(readable, vectors, predictions, strict=True)
         ]

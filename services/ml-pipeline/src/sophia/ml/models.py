@@ -13,10 +13,10 @@ from pathlib import Path
 from types import TracebackType
 
 from sophia.cache import TieredCache
-from sophia.ml import onnx_graph
-from sophia.ml.embeddings import EmbeddingModel
+from sophia.ml.embeddings import EmbeddingModel, model_version
 from sophia.ml.encoder import SentenceEncoder
 from sophia.ml.labels import DEFAULT_LABELS, ZeroShotClassifier, read_labels
+from sophia.ml.sentiment import EmbeddingSentiment, IncompatibleHead, Prediction, VaderSentiment
 from sophia.shared.logging import get_logger
 from sophia.shared.settings import Settings
 
@@ -28,10 +28,13 @@ class Models:
 
     def __init__(self, settings: Settings, cache: TieredCache) -> None:
         self.settings, self.cache = settings, cache
-        self.ready: dict[str, bool] = {"embeddings": False, "labels": False}
+        self.ready: dict[str, bool] = {"embeddings": False, "labels": False, "sentiment": False}
         self._stack = AsyncExitStack()
         self._embeddings: EmbeddingModel | None = None
         self._labels: ZeroShotClassifier | None = None
+        self.sentiment_head: EmbeddingSentiment | None = None
+        """The trained head (None: VADER serves sentiment, e.g. with the fp32 graph)."""
+        self._vader = VaderSentiment()
 
     @classmethod
     def load(cls, settings: Settings, cache: TieredCache) -> Models:
@@ -61,7 +64,7 @@ class Models:
             ),
         }
         loaded = dict(zip(loaders, await asyncio.gather(*loaders.values()), strict=True))
-        version = f"onnx-{'int8' if settings.ml_quantized else 'fp32'}-b{onnx_graph.BUILDER_VERSION}"
+        version = model_version(settings.ml_quantized)
         self._embeddings = await self._stack.enter_async_context(
             EmbeddingModel(
                 loaded["embeddings"],
@@ -80,7 +83,23 @@ class Models:
         )
         self.ready["labels"] = True
         log.info("model_ready", model="labels", labels=list(labels))
+        try:
+            self.sentiment_head = EmbeddingSentiment.load(model_version=version)
+            log.info("model_ready", model="sentiment", version=self.sentiment_head.version)
+        except IncompatibleHead as error:  # the head was trained on other vectors: the baseline serves
+            log.warning("sentiment_head_not_used", reason=str(error), serving="vader")
+        self.ready["sentiment"] = True
         return self
+
+    @property
+    def sentiment_version(self) -> str:
+        return self.sentiment_head.version if self.sentiment_head is not None else VaderSentiment.VERSION
+
+    async def sentiment(self, texts: list[str], timeout_s: float) -> list[Prediction]:
+        """The head on the texts' (cached) embeddings, or VADER on the texts themselves."""
+        if self.sentiment_head is None:
+            return self._vader.predict(texts)
+        return self.sentiment_head.predict(await self.embeddings.embed(texts, timeout_s=timeout_s))
 
     async def __aexit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None

@@ -10,7 +10,14 @@ import orjson
 from fastapi import APIRouter, Depends, Response
 
 from sophia.api.auth import require
-from sophia.api.ml.schemas import ClassifyOut, EmbedIn, EmbedOut, OpenAIEmbeddingsIn, OpenAIEmbeddingsOut
+from sophia.api.ml.schemas import (
+    ClassifyOut,
+    EmbedIn,
+    EmbedOut,
+    OpenAIEmbeddingsIn,
+    OpenAIEmbeddingsOut,
+    SentimentOut,
+)
 from sophia.api.state import AppState, app_state
 from sophia.core.errors import FieldError, Invalid
 from sophia.ml.embeddings import MODEL_ID, EmbeddingModel
@@ -59,6 +66,23 @@ async def embed(body: EmbedIn, state: State, _key: Annotated[object, Depends(req
         "embeddings": vectors,
     }
     return Response(orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+
+
+@router.post(
+    "/api/v1/ml/sentiment",
+    response_model=SentimentOut,
+    responses=BUSY,
+    summary="Sentiment of texts: negative, neutral or positive, with each label's probability",
+)
+async def sentiment(
+    body: EmbedIn, state: State, _key: Annotated[object, Depends(require("read"))]
+) -> Response:
+    _check_inputs(body.inputs, state.settings, "inputs")
+    assert state.models is not None, "the router is mounted only with SOPHIA_ML_ENABLED"
+    found = await state.models.sentiment(body.inputs, state.settings.ml_timeout_s)
+    results = [{"label": prediction.label, "scores": prediction.scores} for prediction in found]
+    answer = {"model": state.models.sentiment_version, "results": results}
+    return Response(orjson.dumps(answer), media_type="application/json")
 
 
 @router.post(

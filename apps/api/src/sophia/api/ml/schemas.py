@@ -32,6 +32,16 @@ class ClassifyOut(BaseModel):
     results: list[Classification] = Field(description="One per input, in order.")
 
 
+class Sentiment(BaseModel):
+    label: Literal["negative", "neutral", "positive"]
+    scores: dict[str, float] = Field(description="Each label's probability (they sum to 1).")
+
+
+class SentimentOut(BaseModel):
+    model: str = Field(examples=["onnx-int8-b1+head-a2f207ff"])
+    results: list[Sentiment] = Field(description="One per input, in order.")
+
+
 class OpenAIEmbeddingsIn(BaseModel):
     """OpenAI's embeddings request, as the official client sends it. Token arrays are refused."""
 
