@@ -26,6 +26,7 @@ from sophia.events.streams import ensure_streams, stream_specs
 from sophia.workers.dead_letter import dead_letter_spec
 from sophia.workers.job_runner import JobRunner, RunnerSpec
 from sophia.workers.jobs import (
+    REEMBED_RECORDS,
     REFRESH_ACTIVE_DEALS,
     REPROCESS_RECORDS,
     Handler,
@@ -33,6 +34,7 @@ from sophia.workers.jobs import (
     debounce_deal_refresh,
     default_handlers,
     jobs_stream,
+    reembed_handler,
 )
 from sophia.workers.processor import ConsumerSpec, StreamProcessor
 
@@ -362,6 +364,33 @@ async def test_reprocess_records_reemits_exactly_the_matching_records_events(que
     assert {event["payload"]["version"] for event in events} == {1}
     done = await queue.status(job.id)
     assert done.result == {"emitted": 11, "after": str(max(deals[1:]))}
+
+
+async def test_reembed_records_reemits_the_records_not_embedded_by_this_model_version(queue, db):
+    kind = f"k{uuid.uuid4().hex[:6]}"  # a kind of this test's own: no other record matches
+    current, stale, never = await insert_records(db, "reembed", kind, 3)
+    zeros = "[" + ",".join(["0"] * 384) + "]"
+    async with db.connection() as connection:
+        for record_id, version in ((current, "v2"), (stale, "v1")):
+            await connection.execute(
+                "INSERT INTO sophia_core.record_embeddings "
+                "(record_id, model_version, record_version, content, embedding) "
+                "VALUES ($1, $2, 1, 'text', $3::text::vector)",
+                record_id,
+                version,
+                zeros,
+            )
+    job, _ = await queue.submit(REEMBED_RECORDS, idempotency_key=f"reembed-{kind}")
+    async with running(queue, {REEMBED_RECORDS: reembed_handler(db, [kind], "v2", batch=1)}):
+        await eventually(status_is(queue, job.id, "succeeded"))
+    async with db.connection() as connection:
+        events = await connection.fetch(
+            "SELECT payload FROM sophia_core.outbox WHERE event_type = 'record.upserted' "
+            "AND payload ->> 'kind' = $1",
+            kind,
+        )
+    assert sorted(uuid.UUID(event["payload"]["id"]) for event in events) == sorted([stale, never])
+    assert (await queue.status(job.id)).result == {"emitted": 2, "model_version": "v2"}
 
 
 async def test_a_job_not_before_a_time_waits_for_it(queue):

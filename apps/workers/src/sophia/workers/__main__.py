@@ -11,6 +11,7 @@ import uvloop
 from prometheus_client import start_http_server
 
 from sophia.cache import CacheConfig, RedisConnection, TieredCache
+from sophia.core.errors import Unavailable
 from sophia.database import Database
 from sophia.events.connection import NatsConnection
 from sophia.events.streams import StreamStorageRefused, stream_specs
@@ -20,7 +21,14 @@ from sophia.shared.logging import configure_logging, get_logger
 from sophia.shared.settings import Settings
 from sophia.workers.dead_letter import dead_letter_spec
 from sophia.workers.job_runner import JobRunner, RunnerSpec
-from sophia.workers.jobs import JobQueue, debounce_deal_refresh, default_handlers, jobs_stream
+from sophia.workers.jobs import (
+    REEMBED_RECORDS,
+    JobQueue,
+    debounce_deal_refresh,
+    default_handlers,
+    jobs_stream,
+    reembed_handler,
+)
 from sophia.workers.processor import ConsumerSpec, StreamProcessor
 from sophia.workers.relay import OutboxRelay
 from sophia.workers.sinks import RawSink, Sink, append_audit, enrich_records, invalidate_caches, store_events
@@ -108,23 +116,40 @@ async def _run(settings: Settings, nats: NatsConnection, redis_url: str, stop: a
         AsyncExitStack() as stack,
     ):
         log.info("workers_started")
+        queue = JobQueue(database, nats, jobs_stream(settings))
+        handlers = default_handlers(database, settings.db_maintenance_timeout_s)
+        models = None
+        if settings.ml_enabled:  # enrichment: the models load in this process too
+            models = await stack.enter_async_context(Models.load(settings, cache))
+            kinds = sorted(read_text_fields(settings.ml_text_fields_file or DEFAULT_TEXT_FIELDS))
+            handlers[REEMBED_RECORDS] = reembed_handler(database, kinds, models.embeddings.version)
+            await _reembed_once_per_model_version(queue, models.embeddings.version)
         runner = JobRunner(
-            JobQueue(database, nats, jobs_stream(settings)),
-            default_handlers(database, settings.db_maintenance_timeout_s),
+            queue,
+            handlers,
             RunnerSpec(
                 concurrency=settings.jobs_concurrency,
                 max_attempts=settings.jobs_max_attempts,
                 retention_s=settings.jobs_retention_s,
             ),
         )
-        models = (
-            await stack.enter_async_context(Models.load(settings, cache)) if settings.ml_enabled else None
-        )
         await asyncio.gather(
             relay.run(stop),
             runner.run(stop),
             *(processor.run(stop) for processor in processors(settings, database, nats, cache, models)),
         )
+
+
+async def _reembed_once_per_model_version(queue: JobQueue, version: str) -> None:
+    """Records embedded by another model version (or never) are embedded again, once per version:
+    the job's idempotency key names the version."""
+    try:
+        job, created = await queue.submit(REEMBED_RECORDS, idempotency_key=f"{REEMBED_RECORDS}:{version}")
+    except Unavailable as error:  # the row is in; the runner's sweep publishes it when NATS is back
+        log.warning("reembed_not_submitted", error=error.detail)
+        return
+    if created:
+        log.info("reembed_submitted", job=str(job.id), model_version=version)
 
 
 def main() -> None:

@@ -31,6 +31,7 @@ from sophia.workers.processor import NATS_FAILURES
 from sophia.workers.sinks import Sink
 
 __all__ = [
+    "REEMBED_RECORDS",
     "REFRESH_ACTIVE_DEALS",
     "REPROCESS_RECORDS",
     "Handler",
@@ -46,6 +47,7 @@ log = get_logger(__name__)
 
 REFRESH_ACTIVE_DEALS = "refresh_active_deals"
 REPROCESS_RECORDS = "reprocess_records"
+REEMBED_RECORDS = "reembed_records"
 DEAL_EVENTS = frozenset({"record.upserted", "record.deleted"})
 
 Handler = Callable[[Job], Awaitable[Mapping[str, Any] | None]]
@@ -148,6 +150,29 @@ def default_handlers(database: Database, timeout_s: float, reprocess_batch: int 
                 await jobs.save_progress(connection, job.id, {"emitted": emitted, "after": str(after)})
 
     return {REFRESH_ACTIVE_DEALS: refresh_active_deals, REPROCESS_RECORDS: reprocess_records}
+
+
+def reembed_handler(database: Database, kinds: list[str], model_version: str, batch: int = 1000) -> Handler:
+    """`reembed_records`: a `record.upserted` event again for every live record of `kinds` not yet
+    embedded by `model_version`, so the enrichment embeds it anew; progress is saved per batch
+    (`{"emitted": n, "after": last id}`) and a retry resumes after it."""
+
+    async def reembed_records(job: Job) -> dict[str, Any]:
+        progress = job.result or {}
+        after = UUID(progress["after"]) if progress.get("after") else None
+        emitted = int(progress.get("emitted", 0))
+        while True:
+            async with database.connection() as connection, connection.transaction():
+                count, last_id = await reprocess.reemit_unembedded_batch(
+                    connection, kinds, model_version, after, batch
+                )
+                if count == 0:
+                    return {"emitted": emitted, "model_version": model_version}
+                emitted, after = emitted + count, last_id
+                await jobs.save_progress(connection, job.id, {"emitted": emitted, "after": str(after)})
+            log.info("reembed_progress", job=str(job.id), emitted=emitted)
+
+    return reembed_records
 
 
 def debounce_deal_refresh(queue: JobQueue, debounce_s: float, clock: Callable[[], float] = time.time) -> Sink:

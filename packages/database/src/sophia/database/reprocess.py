@@ -35,3 +35,27 @@ async def reemit_batch(
     row = await connection.fetchrow(_REEMIT, source_system, kind, after, limit)
     assert row is not None
     return int(row["emitted"]), row["last_id"]
+
+
+_REEMBED = f"""
+WITH written AS (
+    SELECT c.id, c.source_system, c.kind, c.external_id, c.version
+    FROM sophia_core.unified_data_catalog AS c
+    LEFT JOIN sophia_core.record_embeddings AS e ON e.record_id = c.id
+    WHERE c.deleted_at IS NULL AND c.kind = ANY($1::text[])
+      AND (e.record_id IS NULL OR e.model_version <> $2)
+      AND ($3::uuid IS NULL OR c.id > $3)
+    ORDER BY c.id LIMIT $4
+), event AS ({outbox_insert("written", "record.upserted")})
+SELECT count(*) AS emitted, (SELECT id FROM written ORDER BY id DESC LIMIT 1) AS last_id FROM written
+"""
+
+
+async def reemit_unembedded_batch(
+    connection: Connection, kinds: list[str], model_version: str, after: UUID | None, limit: int
+) -> tuple[int, UUID | None]:
+    """Like `reemit_batch`, for live records of `kinds` with no embedding by `model_version` (none
+    yet, or one by another model): the enrichment then embeds them again."""
+    row = await connection.fetchrow(_REEMBED, kinds, model_version, after, limit)
+    assert row is not None
+    return int(row["emitted"]), row["last_id"]
