@@ -219,3 +219,18 @@ def test_events_persists_every_accepted_event_and_reports_lag_and_the_anchor(cap
     assert result["cpu_s_sending"]["api"] > 0
     assert result["goal_per_min"] == 1_000_000
     assert_printed(capsys, result)
+
+
+def test_search_recall_compares_the_index_with_exact_neighbours(capsys):
+    result = load("search_recall").main(
+        ["--vectors", "600", "--texts", "60", "--queries", "5", "--ef-search", "10,40", "--json"]
+    )
+
+    assert result["vectors"] == 600
+    assert [side["ef_search"] for side in result["hnsw"]] == [10, 40]
+    for side in result["hnsw"]:
+        assert 0 < side["recall"] <= 1
+        assert 0 < side["p50_ms"] <= side["p99_ms"]
+    assert result["hnsw"][1]["recall"] >= result["hnsw"][0]["recall"]  # a longer list misses no more
+    assert result["index_build_s"] >= 0
+    assert_printed(capsys, result)

@@ -20,6 +20,9 @@ from sophia.database.catalog import CATALOG, RECORD_JSON, filter_clauses
 from sophia.database.pool import Connection
 
 RRF_K = 60
+EF_SEARCH = 200
+"""The HNSW scan's candidate list: `bench/search_recall` measured recall@10 0.883 at pgvector's
+default 40, 0.910 at 100 and 0.953 at 200 on 100,000 embeddings (p50 0.4 / 0.8 / 1.2 ms)."""
 EMBEDDINGS = "sophia_core.record_embeddings"
 
 
@@ -64,7 +67,7 @@ async def hybrid(
                       ORDER BY e.embedding <=> {vector} LIMIT $2) AS found"""
         )
         await connection.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-        await connection.execute(f"SET LOCAL hnsw.ef_search = {max(40, min(candidates, 1000))}")
+        await connection.execute(f"SET LOCAL hnsw.ef_search = {max(EF_SEARCH, min(candidates, 1000))}")
     args.append(k)
     sql = f"""
         WITH ranked AS ({" UNION ALL ".join(sides)}),
