@@ -20,7 +20,8 @@ from sophia.api.ml.schemas import (
 )
 from sophia.api.state import AppState, app_state
 from sophia.core.errors import FieldError, Invalid
-from sophia.ml.embeddings import MODEL_ID, EmbeddingModel
+from sophia.ml.embeddings import MODEL_ID
+from sophia.ml.models import Models
 from sophia.shared.settings import Settings
 
 router = APIRouter(tags=["ml"])
@@ -30,9 +31,9 @@ BUSY: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _embeddings(state: AppState) -> EmbeddingModel:
+def _models(state: AppState) -> Models:
     assert state.models is not None, "the router is mounted only with SOPHIA_ML_ENABLED"
-    return state.models.embeddings
+    return state.models
 
 
 def _check_inputs(texts: list[str], settings: Settings, where: str) -> None:
@@ -57,7 +58,7 @@ def _check_inputs(texts: list[str], settings: Settings, where: str) -> None:
 )
 async def embed(body: EmbedIn, state: State, _key: Annotated[object, Depends(require("read"))]) -> Response:
     _check_inputs(body.inputs, state.settings, "inputs")
-    model = _embeddings(state)
+    model = _models(state).embeddings
     vectors = await model.embed(body.inputs, timeout_s=state.settings.ml_timeout_s)
     answer = {
         "model": MODEL_ID,
@@ -78,10 +79,10 @@ async def sentiment(
     body: EmbedIn, state: State, _key: Annotated[object, Depends(require("read"))]
 ) -> Response:
     _check_inputs(body.inputs, state.settings, "inputs")
-    assert state.models is not None, "the router is mounted only with SOPHIA_ML_ENABLED"
-    found = await state.models.sentiment(body.inputs, state.settings.ml_timeout_s)
+    models = _models(state)
+    found = await models.sentiment(body.inputs, state.settings.ml_timeout_s)
     results = [{"label": prediction.label, "scores": prediction.scores} for prediction in found]
-    answer = {"model": state.models.sentiment_version, "results": results}
+    answer = {"model": models.sentiment_version, "results": results}
     return Response(orjson.dumps(answer), media_type="application/json")
 
 
@@ -95,9 +96,9 @@ async def classify(
     body: EmbedIn, state: State, _key: Annotated[object, Depends(require("read"))]
 ) -> Response:
     _check_inputs(body.inputs, state.settings, "inputs")
-    assert state.models is not None, "the router is mounted only with SOPHIA_ML_ENABLED"
-    labels = state.models.labels
-    vectors = await state.models.embeddings.embed(body.inputs, timeout_s=state.settings.ml_timeout_s)
+    models = _models(state)
+    vectors = await models.embeddings.embed(body.inputs, timeout_s=state.settings.ml_timeout_s)
+    labels = models.labels
     results = [{"labels": found, "scores": scores} for found, scores in labels.classify(vectors)]
     answer = {"model": f"zero-shot/{MODEL_ID}", "threshold": labels.threshold, "results": results}
     return Response(orjson.dumps(answer), media_type="application/json")
@@ -115,7 +116,7 @@ async def openai_embeddings(
     texts = [body.input] if isinstance(body.input, str) else body.input
     if not texts:
         raise Invalid("Send at least one input.", [FieldError(("body", "input"), "empty")])
-    model = _embeddings(state)
+    model = _models(state).embeddings
     if body.model != MODEL_ID:
         raise Invalid(
             f"Unknown model {body.model!r}; this server has {MODEL_ID!r}.",
