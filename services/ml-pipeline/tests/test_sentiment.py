@@ -3,9 +3,13 @@ held-out accuracy is the one docs/ml.md reports, and training is deterministic."
 
 from __future__ import annotations
 
+import csv
+import sys
+
 import numpy as np
 import pytest
 
+from sophia.ml import train_sentiment
 from sophia.ml.embeddings import model_version
 from sophia.ml.encoder import SentenceEncoder
 from sophia.ml.sentiment import LABELS, EmbeddingSentiment, IncompatibleHead, VaderSentiment, train
@@ -116,3 +120,25 @@ def test_the_labeled_set_is_split_70_30_in_every_label():
         splits = [row.split for row in rows if row.label == label]
         assert splits.count("test") / len(splits) == pytest.approx(0.3, abs=0.01)
     assert {row.split for row in rows} == {"train", "test"}
+
+
+def test_the_training_command_writes_a_head_and_reports_both_models(tmp_path, monkeypatch, capsys):
+    """`python -m sophia.ml.train_sentiment` on a small slice of the committed set."""
+    rows = read_dataset()
+    small = [row for label in LABELS for split in ("train", "test") for row in _first(rows, label, split)]
+    dataset = tmp_path / "small.csv"
+    with dataset.open("w", encoding="utf-8", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["text", "label", "split"])
+        writer.writerows((row.text, row.label, row.split) for row in small)
+    output = tmp_path / "head.npz"
+    monkeypatch.setattr(sys, "argv", ["train_sentiment", "--dataset", str(dataset), "--output", str(output)])
+    train_sentiment.main()
+    printed = capsys.readouterr().out
+    assert "VADER (baseline)" in printed
+    assert "embedding head" in printed
+    assert EmbeddingSentiment.load(output).labels == LABELS
+
+
+def _first(rows, label: str, split: str, count: int = 10):
+    return [row for row in rows if row.label == label and row.split == split][:count]
