@@ -221,6 +221,44 @@ def test_events_persists_every_accepted_event_and_reports_lag_and_the_anchor(cap
     assert_printed(capsys, result)
 
 
+def test_embed_serves_distinct_texts_uncached_then_at_a_fixed_rate_and_from_the_cache(capsys):
+    result = load("embed").main(
+        [
+            "--texts",
+            "64",
+            "--batch",
+            "16",
+            "--duration",
+            "1",
+            "--warmup",
+            "0",
+            "--clients",
+            "4",
+            "--rate-duration",
+            "1",
+            "--multi",
+            "2",
+            "--hot",
+            "8",
+            *QUICK,
+        ]
+    )
+
+    assert_measured(result["raw"], latency=False)
+    assert_measured(result["api"], latency=True)
+    assert result["ratio"] > 0
+    assert result["goal"] == 0.8
+    assert result["api_median"]["cache_hits"] == 0  # every text new: the model answered each
+    assert result["api_median"]["mean_server_batch"] >= 1
+    assert result["fixed_rate"]["requests"] > 0
+    assert result["fixed_rate"]["failed"] == 0
+    assert_measured(result["multi"], latency=True)
+    assert result["multi"]["per_request"] == 2
+    assert_measured(result["cache_hits"], latency=True)
+    assert result["cache_hits"]["cache_hits"] > 0
+    assert_printed(capsys, result)
+
+
 def test_search_recall_compares_the_index_with_exact_neighbours(capsys):
     result = load("search_recall").main(
         ["--vectors", "600", "--texts", "60", "--queries", "5", "--ef-search", "10,40", "--json"]
