@@ -63,7 +63,7 @@ async def write(
                content = excluded.content, embedding = excluded.embedding, updated_at = now()
            WHERE record_embeddings.record_version <= excluded.record_version""",
         [
-            (r.record_id, model_version, r.record_version, r.content, _vector_text(r.embedding))
+            (r.record_id, model_version, r.record_version, r.content, vector_text(r.embedding))
             for r in results
         ],
     )
@@ -105,7 +105,7 @@ async def write(
     )
 
 
-def _vector_text(embedding: Sequence[float]) -> str:
+def vector_text(embedding: Sequence[float]) -> str:
     """pgvector's text form, `[x,y,...]` (asyncpg has no codec for the type); 9 significant
     digits round-trip a float32 exactly."""
     return "[" + ",".join(f"{value:.9g}" for value in embedding) + "]"

@@ -17,6 +17,7 @@ from uuid import UUID
 
 from sophia.core.records import RecordFilter
 from sophia.database.catalog import CATALOG, RECORD_JSON, filter_clauses
+from sophia.database.enrichment import vector_text
 from sophia.database.pool import Connection
 
 RRF_K = 60
@@ -57,7 +58,7 @@ async def hybrid(
                   ORDER BY rank_value DESC LIMIT $2) AS found"""
     ]
     if embedding is not None:
-        args.append("[" + ",".join(f"{value:.9g}" for value in embedding) + "]")
+        args.append(vector_text(embedding))
         vector = f"${len(args)}::vector"
         sides.append(
             f"""SELECT record_id, row_number() OVER (ORDER BY distance) AS rank, 'semantic' AS side
