@@ -5,12 +5,12 @@ concurrent clients (side B), on the same kind of texts, in the same run.
 
 Every text is a distinct business sentence of 10-30 words (templates filled from a seeded RNG), and
 no text is sent twice, so the prediction cache (keyed per text) never answers B. A encodes `--texts`
-of them with the encoder the server runs (`SentenceEncoder.create` with the settings' quantisation
-and threads: int8, 2) in batches of `--batch`, the size the server's dynamic batching forms under
-this load (each B run reports the mean). The server is up but idle while A runs. B is the real API
-with `SOPHIA_ML_ENABLED=true`, `--workers` processes with `--ml-threads` model threads each (by
-default the CPUs shared out: the shipped 2 threads in each of 2 workers oversubscribe 2 cores, see
-docs/benchmarks.md), and its cache under a prefix of this run's own. Each client posts one new text
+of them with the encoder the server runs (`SentenceEncoder.create` with the settings' quantisation,
+int8) on all the CPUs (`--offline-threads`) in batches of `--batch`, the size the server's dynamic
+batching forms under this load (each B run reports the mean). The server is up but idle while A
+runs. B is the real API with `SOPHIA_ML_ENABLED=true`, `--workers` processes with the shipped
+model threads each (CPUs / workers, or `--ml-threads`), and its cache under a prefix of this run's
+own. Each client posts one new text
 a request over its own keep-alive connection for `--duration` s, the first run starting with A's
 texts. A and B alternate `--rounds` times.
 
@@ -70,6 +70,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--ml-threads", type=int, help="SOPHIA_ML_THREADS of each API process (default: CPUs / workers)"
     )
+    parser.add_argument("--offline-threads", type=int, help="A's model threads (default: all the CPUs)")
     parser.add_argument("--rate-share", type=float, default=0.5, help="fixed rate, as a share of B's max")
     parser.add_argument("--rate-duration", type=float, default=10.0, help="seconds of the fixed-rate run")
     parser.add_argument("--multi", type=int, default=8, help="texts a request of that variant (0: skip)")
@@ -78,8 +79,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     harness.add_common_arguments(parser)
     options = parser.parse_args(argv)
     counts = (options.texts, options.batch, options.clients, options.workers, options.rounds, options.hot)
-    if min(counts) < 1 or (options.ml_threads is not None and options.ml_threads < 1):
-        parser.error("--texts, --batch, --clients, --workers, --ml-threads, --rounds, --hot must be >= 1")
+    threads = [value for value in (options.ml_threads, options.offline_threads) if value is not None]
+    if min(counts + tuple(threads)) < 1:
+        parser.error("--texts, --batch, --clients, --workers, --*-threads, --rounds, --hot must be >= 1")
     if min(options.duration, options.rate_duration) <= 0 or not 0 < options.rate_share <= 1:
         parser.error("--duration and --rate-duration must be > 0, --rate-share in (0, 1]")
     if options.multi < 0 or options.warmup < 0:
@@ -325,7 +327,8 @@ def measure(env: harness.Environment, settings: Settings, options: argparse.Name
     texts = BusinessTexts(options.seed)
     offline_texts = texts.take(options.texts)
     models_dir = env.work_dir / "models"  # the server's too (SOPHIA_DATA_DIR): A builds the graph
-    encoder = SentenceEncoder.create(models_dir, threads=settings.ml_threads, quantized=settings.ml_quantized)
+    threads, quantized = options.offline_threads, settings.ml_quantized
+    encoder = SentenceEncoder.create(models_dir, threads=threads, quantized=quantized)
     warm_texts = offline_texts[: 4 * options.batch]
     started = time.perf_counter()
     encoder.encode(warm_texts, batch_size=options.batch)
@@ -370,8 +373,10 @@ def measure(env: harness.Environment, settings: Settings, options: argparse.Name
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     options = parse(argv)
     settings = Settings()
-    # Each worker runs its own model: more threads than cores in all spin against each other.
-    options.ml_threads = options.ml_threads or max(1, len(os.sched_getaffinity(0)) // options.workers)
+    # The server's default, CPUs / workers, unless told otherwise; A has the whole machine.
+    server = settings.model_copy(update={"api_workers": options.workers, "ml_threads": options.ml_threads})
+    options.ml_threads = server.model_threads
+    options.offline_threads = options.offline_threads or len(os.sched_getaffinity(0))
     with harness.environment() as env:
         runs, mean_tokens = measure(env, settings, options)
         served = [run.measured for run in runs.served]
@@ -385,7 +390,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "workers": options.workers,
             "duration_s": options.duration,
             "rounds": options.rounds,
-            "ml_threads": settings.ml_threads,
+            "offline_threads": options.offline_threads,
             "server_ml_threads": options.ml_threads,
             "ml_quantized": settings.ml_quantized,
             "onnxruntime": metadata.version("onnxruntime"),
@@ -410,7 +415,7 @@ def report(result: dict[str, Any]) -> str:
         f"embeddings of distinct business texts (10-30 words, {r['mean_tokens']:g} tokens on average), "
         f"{r['clients']} concurrent clients, {r['duration_s']:g} s a B run, median of {r['rounds']} "
         f"alternating rounds; ONNX Runtime {r['onnxruntime']}, int8: {r['ml_quantized']}, threads: A "
-        f"{r['ml_threads']}, each API worker {r['server_ml_threads']}",
+        f"{r['offline_threads']}, each API worker {r['server_ml_threads']}",
         side_text(f"A offline encode, batch {r['batch']}", r["raw"], f"{r['texts']:,} texts"),
         side_text(
             f"B POST embed, x{r['workers']}, 1 a req", r["api"], f"{median_b['requests_per_s']:,.0f} req/s"

@@ -20,3 +20,10 @@ def test_bad_values_are_refused_with_the_variable_named(monkeypatch):
 
 def test_every_setting_is_documented():
     assert all(field.description for field in Settings.model_fields.values())
+
+
+def test_model_threads_share_the_cpus_out_over_the_api_workers(monkeypatch):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3, 4})
+    assert Settings(api_workers=2).model_threads == 2  # 5 CPUs, 2 copies of the model: 2 threads each
+    assert Settings(api_workers=8).model_threads == 1  # never none
+    assert Settings(api_workers=2, ml_threads=3).model_threads == 3  # set: taken as given

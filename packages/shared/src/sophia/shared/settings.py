@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -150,7 +151,9 @@ class Settings(BaseSettings):
     ml_quantized: bool = Field(
         True, description="int8 embedding graph (2x faster here, cosine >= 0.99); false: fp32, exact."
     )
-    ml_threads: int = Field(2, ge=1, description="Threads one model call uses.")
+    ml_threads: int | None = Field(
+        None, ge=1, description="Threads one model call uses (unset: the CPUs over the API workers)."
+    )
     ml_max_batch: int = Field(64, ge=1, description="Most inputs one model call takes (dynamic batching).")
     ml_max_wait_s: float = Field(
         0.005, ge=0, description="How long a model call waits for its batch to fill after the first input."
@@ -190,6 +193,16 @@ class Settings(BaseSettings):
     seed_records: int = Field(
         5_000, ge=0, description="Demo records `sophia up` loads into an empty catalog."
     )
+
+    @property
+    def model_threads(self) -> int:
+        """`ml_threads`, or this process's CPUs shared out over the API workers (at least 1).
+
+        Each API worker runs its own copy of the model: 2 workers x 2 threads on 2 cores spin
+        against each other and serve 30 % less (docs/benchmarks.md, "Workers and model threads")."""
+        if self.ml_threads is not None:
+            return self.ml_threads
+        return max(1, len(os.sched_getaffinity(0)) // self.api_workers)
 
 
 def settings_table() -> str:

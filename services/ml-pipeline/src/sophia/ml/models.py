@@ -15,8 +15,9 @@ from types import TracebackType
 from sophia.cache import TieredCache
 from sophia.ml.embeddings import EmbeddingModel, model_version
 from sophia.ml.encoder import SentenceEncoder
+from sophia.ml.heads import IncompatibleHead
 from sophia.ml.labels import DEFAULT_LABELS, ZeroShotClassifier, read_labels
-from sophia.ml.sentiment import EmbeddingSentiment, IncompatibleHead, Prediction, VaderSentiment
+from sophia.ml.sentiment import EmbeddingSentiment, Prediction, VaderSentiment
 from sophia.shared.logging import get_logger
 from sophia.shared.settings import Settings
 
@@ -59,7 +60,7 @@ class Models:
             "embeddings": asyncio.to_thread(
                 SentenceEncoder.create,
                 cache_dir,
-                threads=settings.ml_threads,
+                threads=settings.model_threads,
                 quantized=settings.ml_quantized,
             ),
         }
