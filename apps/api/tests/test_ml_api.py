@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import shutil
 
 import httpx
 import numpy as np
@@ -15,6 +16,8 @@ from problem_assertions import assert_problem
 from prometheus_client import REGISTRY
 
 from sophia.api.app import create_app
+from sophia.ml.heads import IncompatibleHead
+from sophia.ml.labels import DEFAULT_HEAD, DEFAULT_LABELS, LabelHead
 
 MODEL = "all-MiniLM-L6-v2"
 OPENAI_BASE = "http://sophia.test/v1"
@@ -148,22 +151,56 @@ async def test_without_ml_the_routes_do_not_exist(client):
     assert_problem(await client.post("/api/v1/ml/embed", json={"inputs": ["x"]}), 404)
 
 
-async def test_classify_gives_each_text_its_labels_best_first(ml):
-    texts = [
-        "The Salesforce sync has been failing since Monday, please help.",
-        "Let's meet Tuesday at 3pm to go through the proposal.",
-        "They want to roll it out to the marketing team too, another 50 seats.",
-    ]
-    response = await ml.post("/api/v1/ml/classify", json={"inputs": texts})
+CLASSIFY_TEXTS = {
+    "The Salesforce sync has been failing since Monday, please help.": "support_issue",
+    "Let's meet Tuesday at 3pm to go through the proposal.": "scheduling",
+    "They want to roll it out to the marketing team too, another 50 seats.": "expansion",
+}
+
+
+async def classified(client: httpx.AsyncClient) -> dict:
+    response = await client.post("/api/v1/ml/classify", json={"inputs": list(CLASSIFY_TEXTS)})
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["threshold"] == 0.3
-    tops = [result["labels"][0] for result in body["results"]]
-    assert tops == ["support_issue", "scheduling", "expansion"]
+    assert [result["labels"][0] for result in body["results"]] == list(CLASSIFY_TEXTS.values())
     for result in body["results"]:
         scores = list(result["scores"].values())
         assert scores == sorted(scores, reverse=True)
-        assert set(result["scores"]) >= set(result["labels"])
+        assert all(result["scores"][label] >= body["threshold"] for label in result["labels"])
+    return body
+
+
+async def test_classify_gives_each_text_its_labels_best_first_from_the_built_in_head(ml):
+    body = await classified(ml)
+    assert body["model"] == f"few-shot/{MODEL}"
+    assert body["version"] == LabelHead.load(DEFAULT_HEAD).version
+    assert body["threshold"] == 0.5
+
+
+async def test_a_label_set_of_ones_own_is_classified_zero_shot(ml_settings, api_keys, tmp_path):
+    labels = tmp_path / "labels.json"
+    shutil.copy(DEFAULT_LABELS, labels)
+    zero_shot = ml_settings.model_copy(update={"ml_labels_file": labels})
+    async with app_client(zero_shot, api_keys["read"]) as client:
+        body = await classified(client)
+    assert body["model"] == f"zero-shot/{MODEL}"
+    assert "+zero-shot-" in body["version"]
+    assert body["threshold"] == 0.3
+
+
+async def test_a_trained_head_of_ones_own_serves_and_one_for_other_embeddings_is_refused(
+    ml_settings, api_keys, tmp_path
+):
+    own = tmp_path / "own.npz"
+    shutil.copy(DEFAULT_HEAD, own)
+    async with app_client(
+        ml_settings.model_copy(update={"ml_classifier_file": own}), api_keys["read"]
+    ) as client:
+        assert (await classified(client))["model"] == f"few-shot/{MODEL}"
+    fp32 = ml_settings.model_copy(update={"ml_classifier_file": own, "ml_quantized": False})
+    with pytest.raises(IncompatibleHead, match="not onnx-fp32"):
+        async with app_client(fp32, api_keys["read"]):
+            pass
 
 
 async def test_sentiment_labels_texts_with_probabilities_from_the_trained_head(ml):
@@ -180,11 +217,14 @@ async def test_sentiment_labels_texts_with_probabilities_from_the_trained_head(m
         assert abs(sum(result["scores"].values()) - 1.0) < 1e-5
 
 
-async def test_with_the_fp32_graph_the_head_does_not_fit_and_vader_serves_sentiment(settings, api_keys):
+async def test_with_the_fp32_graph_the_heads_do_not_fit_vader_and_zero_shot_serve(settings, api_keys):
     exact = settings.model_copy(update={"ml_enabled": True, "ml_quantized": False})
     async with app_client(exact, api_keys["read"]) as client:
         response = await client.post("/api/v1/ml/sentiment", json={"inputs": ["Great news, thank you!"]})
         ready = (await client.get("/readyz")).json()
+        labels = await classified(client)
+    assert labels["model"] == f"zero-shot/{MODEL}"
+    assert labels["version"].startswith("onnx-fp32-")
     assert response.json()["model"] == "vader-3.3"
     assert response.json()["results"][0]["label"] == "positive"
     assert ready["checks"]["model:sentiment"] == "ok"

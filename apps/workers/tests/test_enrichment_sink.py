@@ -22,7 +22,9 @@ VERSION = "test-model-1"
 @pytest.fixture(scope="module")
 def enricher(tmp_path_factory) -> Enricher:
     encoder = SentenceEncoder.create(tmp_path_factory.mktemp("models"))
-    labels = ZeroShotClassifier.build(encoder, read_labels(DEFAULT_LABELS), 0.3)
+    labels = ZeroShotClassifier.build(
+        encoder, read_labels(DEFAULT_LABELS), 0.3, model_version(quantized=True)
+    )
     head = EmbeddingSentiment.load(model_version=model_version(quantized=True))
     return Enricher(encoder, labels, read_text_fields(DEFAULT_TEXT_FIELDS), head)
 
@@ -76,7 +78,12 @@ async def test_records_with_text_are_enriched_once_with_their_events(database, e
     assert predicted["sentiment"]["label"] in {"positive", "neutral"}
     assert {event["event_type"] for event in events} == {"ml.prediction"}
     assert sorted(event["payload"]["task"] for event in events) == ["classification", "sentiment"]
-    assert {event["payload"]["model_version"] for event in events} == {VERSION}
+    by_task = {event["payload"]["task"]: event["payload"]["model_version"] for event in events}
+    assert by_task == {  # each task says which model gave it: a label set, a head
+        "classification": enricher.labels.version,
+        "sentiment": enricher.sentiment.version,
+    }
+    assert by_task["classification"].startswith(f"{model_version(quantized=True)}+zero-shot-")
 
 
 async def test_an_older_record_version_never_overwrites_a_newer_one(database, enricher):

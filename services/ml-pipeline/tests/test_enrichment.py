@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from sophia.database.enrichment import RecordText
+from sophia.ml.embeddings import model_version
 from sophia.ml.encoder import SentenceEncoder
 from sophia.ml.enrichment import DEFAULT_TEXT_FIELDS, Enricher, read_text_fields, record_text
 from sophia.ml.labels import DEFAULT_LABELS, ZeroShotClassifier, read_labels
@@ -44,7 +45,9 @@ def test_a_broken_text_fields_file_is_a_clear_error(tmp_path):
 @pytest.fixture(scope="module")
 def enricher(tmp_path_factory) -> Enricher:
     encoder = SentenceEncoder.create(tmp_path_factory.mktemp("models"))
-    labels = ZeroShotClassifier.build(encoder, read_labels(DEFAULT_LABELS), 0.3)
+    labels = ZeroShotClassifier.build(
+        encoder, read_labels(DEFAULT_LABELS), 0.3, model_version(quantized=True)
+    )
     return Enricher(encoder, labels, read_text_fields(DEFAULT_TEXT_FIELDS))
 
 

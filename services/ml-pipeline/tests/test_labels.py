@@ -44,6 +44,7 @@ def test_scores_average_each_labels_closest_phrases_and_the_threshold_picks_labe
         names=("a", "b"),
         phrase_vectors=(unit[[0, 1]], unit[[2]]),  # "a": two phrases, "b": one
         threshold=0.4,
+        version="test",
     )
     text = np.array([[0.6, 0.0, 0.8]], dtype=np.float32)
     assert np.allclose(classifier.scores(text), [[0.3, 0.8]])  # a: mean(0.6, 0.0); b: 0.8

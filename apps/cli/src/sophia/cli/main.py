@@ -7,7 +7,7 @@ import asyncio
 import typer
 from rich.console import Console
 
-from sophia.cli import audit, dlq, jobs, keys, loadtest
+from sophia.cli import audit, dlq, jobs, keys, loadtest, ml
 from sophia.cli.endpoints import resolve_settings
 from sophia.shared.logging import configure_logging
 from sophia.shared.settings import Settings
@@ -17,6 +17,7 @@ app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(dlq.app, name="dlq")
+app.add_typer(ml.app, name="ml")
 views = typer.Typer(help="Analytics views.", no_args_is_help=True)
 app.add_typer(views, name="views")
 app.command("loadtest")(loadtest.command)

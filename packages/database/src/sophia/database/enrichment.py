@@ -3,7 +3,7 @@ with their `ml.prediction` events in the same transaction (the outbox relays the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -47,11 +47,16 @@ async def live_records(connection: Connection, ids: Sequence[UUID]) -> list[Reco
 
 
 async def write(
-    connection: Connection, results: Sequence[Enrichment], model: str, model_version: str
+    connection: Connection,
+    results: Sequence[Enrichment],
+    model: str,
+    model_version: str,
+    task_versions: Mapping[str, str],
 ) -> None:
     """Upsert each result unless a newer record version is already stored, and queue one
-    `ml.prediction` event per record and task whose prediction was written. Call inside a
-    transaction."""
+    `ml.prediction` event per record and task whose prediction was written. Embeddings carry
+    `model_version`, each task's predictions `task_versions[task]` (a head or label set of its
+    own over those embeddings). Call inside a transaction."""
     if not results:
         return
     await connection.executemany(
@@ -68,22 +73,22 @@ async def write(
         ],
     )
     rows = [
-        (r.record_id, task, r.record_version, orjson.dumps(prediction).decode())
+        (r.record_id, task, task_versions[task], r.record_version, orjson.dumps(prediction).decode())
         for r in results
         for task, prediction in r.predictions.items()
     ]
     if not rows:
         return
-    record_ids, tasks, versions, predictions = (list(column) for column in zip(*rows, strict=True))
+    record_ids, tasks, models, versions, predictions = (list(column) for column in zip(*rows, strict=True))
     # Only what changed is written and announced: a redelivered batch (same record and model
     # versions) queues no second event.
     await connection.execute(
         f"""WITH written AS (
                 INSERT INTO sophia_core.record_predictions
                     (record_id, task, model_version, record_version, prediction)
-                SELECT record_id, task, $5, record_version, prediction::jsonb
-                FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[])
-                    AS given (record_id, task, record_version, prediction)
+                SELECT record_id, task, model_version, record_version, prediction::jsonb
+                FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::text[])
+                    AS given (record_id, task, model_version, record_version, prediction)
                 ON CONFLICT (record_id, task) DO UPDATE SET
                     model_version = excluded.model_version, record_version = excluded.record_version,
                     prediction = excluded.prediction, updated_at = now()
@@ -98,9 +103,9 @@ async def write(
             FROM written""",
         record_ids,
         tasks,
+        models,
         versions,
         predictions,
-        model_version,
         model,
     )
 

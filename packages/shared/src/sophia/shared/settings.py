@@ -166,6 +166,9 @@ class Settings(BaseSettings):
     ml_labels_file: Path | None = Field(
         None, description="JSON of label -> descriptions for /api/v1/ml/classify (unset: the built-in set)."
     )
+    ml_classifier_file: Path | None = Field(
+        None, description="A few-shot label head from `sophia ml train-classifier` (unset: zero-shot)."
+    )
     ml_text_fields_file: Path | None = Field(
         None, description="JSON of record kind -> text fields the enrichment reads (unset: built-in)."
     )

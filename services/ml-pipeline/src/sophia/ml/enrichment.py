@@ -16,7 +16,7 @@ from typing import Any
 
 from sophia.database.enrichment import Enrichment, RecordText
 from sophia.ml.encoder import SentenceEncoder
-from sophia.ml.labels import ZeroShotClassifier
+from sophia.ml.labels import Classifier
 from sophia.ml.sentiment import EmbeddingSentiment
 
 DEFAULT_TEXT_FIELDS = Path(__file__).parent / "data" / "text_fields.json"
@@ -56,7 +56,7 @@ class Enricher:
     """Embeds and labels records' texts (synchronous: the workers call it in a thread)."""
 
     encoder: SentenceEncoder
-    labels: ZeroShotClassifier
+    labels: Classifier
     text_fields: dict[str, list[str]]
     sentiment: EmbeddingSentiment | None = None
     """The trained head (None: no sentiment is stored; the head needs the vectors it was trained on)."""
@@ -64,6 +64,14 @@ class Enricher:
     @property
     def kinds(self) -> frozenset[str]:
         return frozenset(self.text_fields)
+
+    @property
+    def versions(self) -> dict[str, str]:
+        """The model version of each task's predictions."""
+        versions = {"classification": self.labels.version}
+        if self.sentiment is not None:
+            versions["sentiment"] = self.sentiment.version
+        return versions
 
     def enrich(self, records: Sequence[RecordText]) -> list[Enrichment]:
         texts = {r.id: record_text(r.data, self.text_fields.get(r.kind, ())) for r in records}

@@ -120,11 +120,13 @@ def fit(
     curvature: float,
     *,
     l2: float,
+    sample_weights: np.ndarray | None = None,
     max_iterations: int = 5000,
     tolerance: float = 1e-6,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(weights, bias) minimising mean cross-entropy of ``link`` + ``l2``/2 * |W|^2 (the bias is
     not penalised). ``targets`` is float [texts, labels]: one-hot for softmax, 0/1 for sigmoids.
+    ``sample_weights`` (the shape of ``targets``, sigmoids only) weighs each text's error per label.
 
     The loss is smooth and, with ``l2`` > 0, strongly convex, so Nesterov's accelerated gradient
     descent with its constant step and momentum reaches the one optimum from zeros, full batch,
@@ -137,12 +139,14 @@ def fit(
     count = len(features)
     penalty = np.ones((features.shape[1], 1))
     penalty[-1] = 0.0  # no penalty on the bias row
-    # The Hessian is at most curvature * X^T X / n (+ l2): its largest eigenvalue bounds the step.
-    smoothness = curvature * np.linalg.norm(features, 2) ** 2 / count + l2
+    weighing = np.ones_like(targets) if sample_weights is None else sample_weights
+    # The Hessian is at most curvature * max weight * X^T X / n (+ l2): its largest eigenvalue
+    # bounds the step.
+    smoothness = curvature * weighing.max() * np.linalg.norm(features, 2) ** 2 / count + l2
     momentum = (np.sqrt(smoothness / l2) - 1) / (np.sqrt(smoothness / l2) + 1)
 
     def gradient(parameters: np.ndarray) -> np.ndarray:
-        errors = link(features @ parameters) - targets
+        errors = weighing * (link(features @ parameters) - targets)
         result: np.ndarray = features.T @ errors / count + l2 * penalty * parameters
         return result
 

@@ -16,7 +16,14 @@ from sophia.cache import TieredCache
 from sophia.ml.embeddings import EmbeddingModel, model_version
 from sophia.ml.encoder import SentenceEncoder
 from sophia.ml.heads import IncompatibleHead
-from sophia.ml.labels import DEFAULT_LABELS, ZeroShotClassifier, read_labels
+from sophia.ml.labels import (
+    DEFAULT_HEAD,
+    DEFAULT_LABELS,
+    Classifier,
+    LabelHead,
+    ZeroShotClassifier,
+    read_labels,
+)
 from sophia.ml.sentiment import EmbeddingSentiment, Prediction, VaderSentiment
 from sophia.shared.logging import get_logger
 from sophia.shared.settings import Settings
@@ -32,7 +39,7 @@ class Models:
         self.ready: dict[str, bool] = {"embeddings": False, "labels": False, "sentiment": False}
         self._stack = AsyncExitStack()
         self._embeddings: EmbeddingModel | None = None
-        self._labels: ZeroShotClassifier | None = None
+        self._labels: Classifier | None = None
         self.sentiment_head: EmbeddingSentiment | None = None
         """The trained head (None: VADER serves sentiment, e.g. with the fp32 graph)."""
         self._vader = VaderSentiment()
@@ -48,7 +55,7 @@ class Models:
         return self._embeddings
 
     @property
-    def labels(self) -> ZeroShotClassifier:
+    def labels(self) -> Classifier:
         if self._labels is None:
             raise RuntimeError("the label set is not loaded")
         return self._labels
@@ -78,12 +85,9 @@ class Models:
         )
         self.ready["embeddings"] = True
         log.info("model_ready", model="embeddings", version=version)
-        labels = read_labels(settings.ml_labels_file or DEFAULT_LABELS)
-        self._labels = await asyncio.to_thread(
-            ZeroShotClassifier.build, loaded["embeddings"], labels, settings.ml_label_threshold
-        )
+        self._labels = await asyncio.to_thread(self._classifier, loaded["embeddings"], version)
         self.ready["labels"] = True
-        log.info("model_ready", model="labels", labels=list(labels))
+        log.info("model_ready", model="labels", kind=self._labels.kind, version=self._labels.version)
         try:
             self.sentiment_head = EmbeddingSentiment.load(model_version=version)
             log.info("model_ready", model="sentiment", version=self.sentiment_head.version)
@@ -91,6 +95,21 @@ class Models:
             log.warning("sentiment_head_not_used", reason=str(error), serving="vader")
         self.ready["sentiment"] = True
         return self
+
+    def _classifier(self, encoder: SentenceEncoder, version: str) -> Classifier:
+        """The few-shot head `SOPHIA_ML_CLASSIFIER_FILE` names (refused at start if trained on other
+        embeddings: it was asked for); else zero-shot on `SOPHIA_ML_LABELS_FILE`'s labels; else the
+        built-in head, or zero-shot on the built-in labels where that head does not fit (fp32)."""
+        settings = self.settings
+        if settings.ml_classifier_file is not None:
+            return LabelHead.load(settings.ml_classifier_file, model_version=version)
+        if settings.ml_labels_file is None:
+            try:
+                return LabelHead.load(DEFAULT_HEAD, model_version=version)
+            except IncompatibleHead as error:
+                log.warning("label_head_not_used", reason=str(error), serving="zero-shot")
+        labels = read_labels(settings.ml_labels_file or DEFAULT_LABELS)
+        return ZeroShotClassifier.build(encoder, labels, settings.ml_label_threshold, version)
 
     @property
     def sentiment_version(self) -> str:

@@ -90,7 +90,7 @@ async def sentiment(
     "/api/v1/ml/classify",
     response_model=ClassifyOut,
     responses=BUSY,
-    summary="Label texts (pricing, competitor mention, churn risk, ...) by similarity to label descriptions",
+    summary="Label texts (pricing, competitor mention, churn risk, ...): zero-shot or a trained head",
 )
 async def classify(
     body: EmbedIn, state: State, _key: Annotated[object, Depends(require("read"))]
@@ -100,7 +100,12 @@ async def classify(
     vectors = await models.embeddings.embed(body.inputs, timeout_s=state.settings.ml_timeout_s)
     labels = models.labels
     results = [{"labels": found, "scores": scores} for found, scores in labels.classify(vectors)]
-    answer = {"model": f"zero-shot/{MODEL_ID}", "threshold": labels.threshold, "results": results}
+    answer = {
+        "model": f"{labels.kind}/{MODEL_ID}",
+        "version": labels.version,
+        "threshold": labels.threshold,
+        "results": results,
+    }
     return Response(orjson.dumps(answer), media_type="application/json")
 
 

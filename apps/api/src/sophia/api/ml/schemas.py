@@ -27,8 +27,15 @@ class Classification(BaseModel):
 
 
 class ClassifyOut(BaseModel):
-    model: str = Field(examples=["zero-shot/all-MiniLM-L6-v2"])
-    threshold: float
+    model: str = Field(
+        description="`zero-shot/...` (similarity to label descriptions) or `few-shot/...` (a trained head).",
+        examples=["zero-shot/all-MiniLM-L6-v2"],
+    )
+    version: str = Field(
+        description="The embeddings' and the classifier's version.",
+        examples=["onnx-int8-b1+zero-shot-1a2b3c4d"],
+    )
+    threshold: float = Field(description="The score from which a label is given.")
     results: list[Classification] = Field(description="One per input, in order.")
 
 

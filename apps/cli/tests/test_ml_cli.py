@@ -1,0 +1,74 @@
+"""`sophia ml train-classifier`: trains on a labeled CSV, reports the held-out scores of the head
+and of zero-shot, writes a head the API can serve; a bad file exits 2 saying what is wrong."""
+
+from __future__ import annotations
+
+import csv
+
+from typer.testing import CliRunner
+
+from sophia.cli.main import app
+from sophia.ml.embeddings import model_version
+from sophia.ml.labels import LabelHead
+from sophia.ml.train_classifier import EXAMPLE_DATASET
+
+runner = CliRunner()
+
+
+def test_training_a_head_reports_both_classifiers_and_writes_the_head(tmp_path):
+    with EXAMPLE_DATASET.open(encoding="utf-8", newline="") as file:
+        rows = list(csv.DictReader(file))[::3]  # a third of the committed set: enough for each label
+    dataset = tmp_path / "labeled.csv"
+    with dataset.open("w", encoding="utf-8", newline="") as file:
+        writer = csv.DictWriter(file, ["text", "labels", "split"])
+        writer.writeheader()
+        writer.writerows(rows)
+    result = runner.invoke(
+        app, ["ml", "train-classifier", str(dataset)], env={"SOPHIA_DATA_DIR": str(tmp_path)}
+    )
+    assert result.exit_code == 0, result.output
+    written = tmp_path / "models" / "classifier_head.npz"
+    head = LabelHead.load(written, model_version=model_version(quantized=True))
+    assert set(head.names) == {
+        "pricing",
+        "competitor_mention",
+        "churn_risk",
+        "expansion",
+        "support_issue",
+        "scheduling",
+    }
+    tests = sum(row["split"] == "test" for row in rows)
+    assert f"held-out rows: {tests} (trained on {len(rows) - tests})" in result.output
+    assert "cross-validated micro-F1" in result.output
+    assert "few-shot:  micro-F1" in result.output
+    assert "zero-shot: micro-F1" in result.output
+    assert f"SOPHIA_ML_CLASSIFIER_FILE={written.resolve()}, then restart" in result.output
+
+
+def test_a_bad_file_exits_2_saying_what_is_wrong(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,label\nhello,pricing\n")
+    result = runner.invoke(app, ["ml", "train-classifier", str(bad)], env={"SOPHIA_DATA_DIR": str(tmp_path)})
+    assert result.exit_code == 2
+    assert "needs the columns text and labels" in result.output
+    few = tmp_path / "few.csv"
+    few.write_text("text,labels\nWhat does it cost?,pricing\nSee you Monday.,scheduling\n")
+    result = runner.invoke(
+        app, ["ml", "train-classifier", str(few), "--holdout", "0"], env={"SOPHIA_DATA_DIR": str(tmp_path)}
+    )
+    assert result.exit_code == 2
+    assert "every label needs at least 4 train rows" in result.output
+    assert not (tmp_path / "models" / "classifier_head.npz").exists()
+
+
+def test_with_nothing_held_out_the_head_is_written_unscored(tmp_path):
+    dataset = tmp_path / "all_train.csv"
+    lines = [f"Quote {i} came in over budget,pricing" for i in range(4)]
+    lines += [f"Can we meet on day {i}?,scheduling" for i in range(4)]
+    dataset.write_text("text,labels\n" + "\n".join(lines) + "\n")
+    result = runner.invoke(
+        app, ["ml", "train-classifier", str(dataset), "--holdout", "0", "-o", str(tmp_path / "h.npz")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "no held-out rows: the head is not scored" in result.output
+    assert LabelHead.load(tmp_path / "h.npz").names == ("pricing", "scheduling")
