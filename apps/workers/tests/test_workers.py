@@ -6,9 +6,13 @@ import asyncio
 import uuid
 
 from app_clients import app_client
+from nats.js.errors import NotFoundError
 
 from sophia.database import Database, keys
 from sophia.database.migrations import migrate
+from sophia.events.connection import NatsConnection
+from sophia.events.streams import stream_specs
+from sophia.shared.settings import Settings
 from sophia.workers.__main__ import run_workers
 
 
@@ -44,6 +48,64 @@ async def test_events_reach_postgres_and_catalog_writes_reach_the_audit_trail(ow
                     await asyncio.sleep(0.05)
                 actions = await connection.fetch("SELECT action FROM sophia_core.audit_log ORDER BY seq")
             assert "key.created" in {row[0] for row in actions}  # the admin action, relayed and audited
+        finally:
+            stop.set()
+            await asyncio.wait_for(workers, 15)
+
+
+async def predictions_announced(settings: Settings) -> int:
+    """Messages on the settings' ml-predictions stream (0 until the relay makes it)."""
+    spec = stream_specs(settings)["ml-predictions"]
+    async with NatsConnection(settings.nats_url or "") as nats:
+        try:
+            return int((await (await nats.jetstream()).stream_info(spec.name)).state.messages)
+        except NotFoundError:
+            return 0
+
+
+async def test_with_the_models_a_catalog_write_is_enriched_and_found_by_meaning(own_streams, blank_database):
+    """The whole path, each piece real: PUT a record -> outbox -> relay -> NATS -> the workers'
+    ml-enrichment consumer (the model) -> record_predictions + record_embeddings -> the
+    ml.prediction events relayed -> POST /api/v1/search finds it by a paraphrase."""
+    url = await blank_database()
+    own = own_streams.model_copy(update={"database_url": url, "outbox_poll_s": 0.2, "ml_enabled": True})
+    async with Database(own) as database:
+        async with database.connection() as connection:
+            await migrate(connection)
+            _, secret = await keys.create(connection, "ml-workers-test", "admin")
+        stop = asyncio.Event()
+        workers = asyncio.create_task(run_workers(own, stop))
+        try:
+            async with app_client(own, secret) as client:
+                texts = {
+                    "m-1": "The nightly Salesforce sync failed again and nobody from support has replied.",
+                    "m-2": "Lunch on Friday? The new place across the street looks good.",
+                }
+                for external_id, text in texts.items():
+                    put = await client.put(
+                        f"/api/v1/records/chat/message/{external_id}", json={"data": {"text": text}}
+                    )
+                    assert put.status_code == 201, put.text
+                async with asyncio.timeout(30), database.connection() as connection:
+                    while await predictions_announced(own) < 4:  # 2 records x (labels, sentiment)
+                        await asyncio.sleep(0.05)
+                    labels = await connection.fetchval(
+                        "SELECT p.prediction->'labels' FROM sophia_core.record_predictions p "
+                        "JOIN sophia_core.unified_data_catalog c ON c.id = p.record_id "
+                        "WHERE c.external_id = 'm-1' AND p.task = 'classification'"
+                    )
+                assert "support_issue" in labels
+                found = await client.post(
+                    "/api/v1/search", json={"q": "integration broken, waiting on the help desk", "k": 2}
+                )
+            assert found.status_code == 200, found.text
+            assert found.json()["mode"] == "hybrid"
+            assert found.json()["items"][0]["record"]["external_id"] == "m-1"
+            async with database.connection() as connection:
+                stored = await connection.fetch(
+                    "SELECT task, count(*) FROM sophia_core.record_predictions GROUP BY task ORDER BY task"
+                )
+            assert [tuple(row) for row in stored] == [("classification", 2), ("sentiment", 2)]
         finally:
             stop.set()
             await asyncio.wait_for(workers, 15)
