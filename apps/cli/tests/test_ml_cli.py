@@ -72,3 +72,15 @@ def test_with_nothing_held_out_the_head_is_written_unscored(tmp_path):
     assert result.exit_code == 0, result.output
     assert "no held-out rows: the head is not scored" in result.output
     assert LabelHead.load(tmp_path / "h.npz").names == ("pricing", "scheduling")
+
+
+def test_labels_zero_shot_does_not_know_are_scored_for_the_head_alone(tmp_path):
+    dataset = tmp_path / "own_labels.csv"
+    rows = [f"Book flight {i} to Berlin,travel,train" for i in range(4)]
+    rows += [f"Hotel invoice {i} is attached,expenses,train" for i in range(4)]
+    rows += ["Please book me a flight to Paris,travel,test", "Receipt for the taxi attached,expenses,test"]
+    dataset.write_text("text,labels,split\n" + "\n".join(rows) + "\n")
+    result = runner.invoke(app, ["ml", "train-classifier", str(dataset), "-o", str(tmp_path / "h.npz")])
+    assert result.exit_code == 0, result.output
+    assert "few-shot:  micro-F1" in result.output
+    assert "zero-shot:" not in result.output  # no label in common with the built-in set

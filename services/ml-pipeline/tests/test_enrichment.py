@@ -61,3 +61,8 @@ def test_the_enricher_embeds_and_labels_records_with_text_and_skips_the_rest(enr
     assert len(result.embedding) == 384
     assert result.predictions["classification"]["labels"][0] == "support_issue"
     assert enricher.kinds == {"call", "message", "deal"}
+
+
+def test_a_missing_text_fields_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="cannot read the text fields"):
+        read_text_fields(tmp_path / "absent.json")

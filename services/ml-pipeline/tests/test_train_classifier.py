@@ -9,7 +9,7 @@ import pytest
 
 from sophia.ml.embeddings import model_version
 from sophia.ml.encoder import SentenceEncoder
-from sophia.ml.heads import IncompatibleHead
+from sophia.ml.heads import SIGMOID_CURVATURE, IncompatibleHead, fit, sigmoid
 from sophia.ml.labels import (
     DEFAULT_HEAD,
     DEFAULT_LABELS,
@@ -200,3 +200,27 @@ def test_the_built_in_head_scores_the_documented_figures_on_the_held_out_rows(se
         assert found.macro_f1 == pytest.approx(macro, abs=TOLERANCE), name
         assert found.exact_match == pytest.approx(exact, abs=TOLERANCE), name
     assert len(rows) == 128
+
+
+def test_zero_shot_is_scored_only_on_labels_it_knows(sentence_encoder):
+    rows = small_rows()
+    held_out = [LabeledText("What is the price per seat?", frozenset({"pricing"}), "test")]
+    zero_shot = ZeroShotClassifier.build(
+        sentence_encoder, {"travel": ["a flight", "a hotel booking"]}, 0.3, MODEL_VERSION
+    )
+    unrelated = train([*rows, *held_out], sentence_encoder, MODEL_VERSION, zero_shot=zero_shot)
+    assert unrelated.head_scores is not None
+    assert unrelated.zero_shot_scores is None  # no label in common: nothing to compare
+    alone = train([*rows, *held_out], sentence_encoder, MODEL_VERSION)
+    assert alone.zero_shot_scores is None
+    assert alone.head_scores == unrelated.head_scores
+
+
+def test_fitting_needs_a_penalty_and_stops_at_its_iteration_cap():
+    features = np.array([[1.0, 0.0], [0.0, 1.0]])
+    targets = np.array([[1.0], [0.0]])
+    with pytest.raises(ValueError, match="l2 must be positive"):
+        fit(features, targets, sigmoid, SIGMOID_CURVATURE, l2=0.0)
+    capped, _ = fit(features, targets, sigmoid, SIGMOID_CURVATURE, l2=1e-3, max_iterations=1)
+    converged, _ = fit(features, targets, sigmoid, SIGMOID_CURVATURE, l2=1e-3)
+    assert 0 < capped[0, 0] < converged[0, 0]  # one step toward the optimum, not the optimum
