@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import time
 import uuid
 from collections import Counter
@@ -14,6 +13,7 @@ from typing import Any
 
 import pytest
 from nats.js.errors import NotFoundError
+from waiting import eventually
 
 from sophia.core.errors import Invalid, NotFound
 from sophia.core.events import Envelope
@@ -63,16 +63,6 @@ def own(own_streams):
 @pytest.fixture
 def queue(db, nats, own) -> JobQueue:
     return JobQueue(db, nats, jobs_stream(own))
-
-
-async def eventually(condition: Callable[[], object], timeout_s: float = 10.0) -> None:
-    """Until `condition()` (a value or an awaitable) is true."""
-    async with asyncio.timeout(timeout_s):
-        while True:
-            result = condition()
-            if await result if inspect.isawaitable(result) else result:
-                return
-            await asyncio.sleep(0.02)
 
 
 def status_is(queue: JobQueue, job_id: uuid.UUID, status: str):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import time
 import uuid
 from collections import Counter
@@ -15,6 +14,7 @@ from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js.errors import NotFoundError
 from prometheus_client import REGISTRY
+from waiting import eventually
 
 from sophia.core.errors import NotFound, Unavailable
 from sophia.core.events import Envelope
@@ -57,16 +57,6 @@ async def publish(nats: NatsConnection, spec: StreamSpec, events: list[Envelope]
     js = await nats.jetstream()
     for envelope in events:
         await js.publish(spec.subject(envelope.key, envelope.type), encode(envelope), stream=spec.name)
-
-
-async def eventually(condition: Callable[[], object], timeout_s: float = 5.0) -> None:
-    """Until `condition()` (a value or an awaitable) is true."""
-    async with asyncio.timeout(timeout_s):
-        while True:
-            result = condition()
-            if await result if inspect.isawaitable(result) else result:
-                return
-            await asyncio.sleep(0.01)
 
 
 @contextlib.asynccontextmanager

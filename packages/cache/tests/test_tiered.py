@@ -5,6 +5,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as redis
 from prometheus_client import REGISTRY
+from waiting import eventually
 
 from sophia.cache import CacheConfig, Loaded, TieredCache, TtlClass
 from sophia.cache.invalidation import Invalidation
@@ -13,16 +14,6 @@ from sophia.core.errors import Invalid, NotFound
 from sophia.shared.resilience import BreakerState
 
 from .conftest import Clock, CountingLoader
-
-
-async def eventually(condition: object, timeout_s: float = 2.0) -> float:
-    """Poll `condition()` until true; the seconds it took (fails the test past `timeout_s`)."""
-    started = time.perf_counter()
-    while not condition():  # type: ignore[operator]
-        if time.perf_counter() - started > timeout_s:
-            pytest.fail(f"condition not met within {timeout_s} s")
-        await asyncio.sleep(0.001)
-    return time.perf_counter() - started
 
 
 @pytest.fixture
