@@ -7,6 +7,7 @@ environment; each worker then gets a database of its own, migrated from scratch.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -33,6 +34,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     engines = getattr(config, "_sophia_engines", None)
     if engines is not None:
         engines.stop()
+        shutil.rmtree(os.environ["SOPHIA_TEST_DATA_DIR"], ignore_errors=True)  # hundreds of MB a run
 
 
 async def _fresh_database(base_url: str, name: str) -> str:
@@ -62,21 +64,37 @@ def worker_id() -> str:
 
 
 @pytest.fixture(scope="session")
-def settings(worker_id: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the model graphs are built, once for the whole run: every xdist worker shares the
+    directory (a graph is written to a temporary file and renamed, so concurrent builds are safe)."""
+    shared = os.environ.get("SOPHIA_TEST_DATA_DIR")
+    directory = Path(shared) / "models" if shared else tmp_path_factory.mktemp("models")
+    directory.mkdir(exist_ok=True)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def settings(worker_id: str, tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Settings:
     """Settings of this worker: its own migrated database, the shared Redis and NATS (its cache in
-    a namespace of its own: the same page of another worker's database is another page)."""
+    a namespace of its own: the same page of another worker's database is another page), its own
+    data directory with the shared models in it."""
     import asyncio
 
     database_url = asyncio.run(_fresh_database(os.environ["SOPHIA_DATABASE_URL"], f"sophia_test_{worker_id}"))
+    data_dir = tmp_path_factory.mktemp("data")
+    (data_dir / "models").symlink_to(models_dir, target_is_directory=True)
     return Settings(
         database_url=database_url,
         redis_url=os.environ["SOPHIA_REDIS_URL"],
         nats_url=os.environ["SOPHIA_NATS_URL"],
-        data_dir=tmp_path_factory.mktemp("data"),
+        data_dir=data_dir,
         cache_key_prefix=f"sophia:test:{worker_id}:cache:",
         log_json=False,
         log_level="WARNING",
         ml_enabled=False,  # the ML tests turn it on for their own apps: most apps need no model
+        # Each stream reserves its limit in JetStream's store, and tests make streams of their own
+        # side by side: 1 GiB each would make the suite depend on the disk's free space.
+        events_max_bytes=64 * 1024 * 1024,
     )
 
 

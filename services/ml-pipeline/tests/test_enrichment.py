@@ -43,8 +43,8 @@ def test_a_broken_text_fields_file_is_a_clear_error(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def enricher(tmp_path_factory) -> Enricher:
-    encoder = SentenceEncoder.create(tmp_path_factory.mktemp("models"))
+def enricher(models_dir) -> Enricher:
+    encoder = SentenceEncoder.create(models_dir)
     labels = ZeroShotClassifier.build(
         encoder, read_labels(DEFAULT_LABELS), 0.3, model_version(quantized=True)
     )

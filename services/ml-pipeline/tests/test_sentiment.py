@@ -32,8 +32,8 @@ OBVIOUS = {
 
 
 @pytest.fixture(scope="session")
-def sentence_encoder(tmp_path_factory) -> SentenceEncoder:
-    return SentenceEncoder.create(tmp_path_factory.mktemp("models"))
+def sentence_encoder(models_dir) -> SentenceEncoder:
+    return SentenceEncoder.create(models_dir)
 
 
 @pytest.fixture(scope="session")
@@ -122,7 +122,9 @@ def test_the_labeled_set_is_split_70_30_in_every_label():
     assert {row.split for row in rows} == {"train", "test"}
 
 
-def test_the_training_command_writes_a_head_and_reports_both_models(tmp_path, monkeypatch, capsys):
+def test_the_training_command_writes_a_head_and_reports_both_models(
+    tmp_path, monkeypatch, capsys, models_dir
+):
     """`python -m sophia.ml.train_sentiment` on a small slice of the committed set."""
     rows = read_dataset()
     small = [row for label in LABELS for split in ("train", "test") for row in _first(rows, label, split)]
@@ -132,7 +134,8 @@ def test_the_training_command_writes_a_head_and_reports_both_models(tmp_path, mo
         writer.writerow(["text", "label", "split"])
         writer.writerows((row.text, row.label, row.split) for row in small)
     output = tmp_path / "head.npz"
-    monkeypatch.setattr(sys, "argv", ["train_sentiment", "--dataset", str(dataset), "--output", str(output)])
+    arguments = ["--dataset", str(dataset), "--output", str(output), "--models-dir", str(models_dir)]
+    monkeypatch.setattr(sys, "argv", ["train_sentiment", *arguments])
     train_sentiment.main()
     printed = capsys.readouterr().out
     assert "VADER (baseline)" in printed

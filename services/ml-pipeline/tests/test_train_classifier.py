@@ -46,8 +46,8 @@ SMALL = [
 
 
 @pytest.fixture(scope="module")
-def sentence_encoder(tmp_path_factory) -> SentenceEncoder:
-    return SentenceEncoder.create(tmp_path_factory.mktemp("models"))
+def sentence_encoder(models_dir) -> SentenceEncoder:
+    return SentenceEncoder.create(models_dir)
 
 
 def write_csv(path, text: str):

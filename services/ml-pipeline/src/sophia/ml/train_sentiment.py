@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import numpy as np
 from sophia.ml.embeddings import model_version as embedding_version
 from sophia.ml.encoder import SentenceEncoder
 from sophia.ml.sentiment import DATA_DIR, HEAD_PATH, LABELS, VaderSentiment, train
+from sophia.shared.settings import Settings
 
 DATASET_PATH = DATA_DIR / "sentiment_labeled.csv"
 L2_CANDIDATES = (1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4)
@@ -110,6 +110,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", type=Path, default=DATASET_PATH)
     parser.add_argument("--output", type=Path, default=HEAD_PATH)
+    parser.add_argument(
+        "--models-dir", type=Path, default=Settings().data_dir / "models", help="where the graph is built"
+    )
     arguments = parser.parse_args()
     started = time.perf_counter()
 
@@ -119,12 +122,11 @@ def main() -> None:
     print(f"dataset: {len(train_rows)} train, {len(test_rows)} test rows from {arguments.dataset.name}")
 
     version = embedding_version(quantized=True)  # what sophia.ml.models serves by default
-    with tempfile.TemporaryDirectory() as cache_dir:
-        print(f"building the encoder ({version})...")
-        encoder = SentenceEncoder.create(Path(cache_dir))
-        print(f"embedding {len(rows)} texts...")
-        train_embeddings = encoder.encode([row.text for row in train_rows])
-        test_embeddings = encoder.encode([row.text for row in test_rows])
+    print(f"building the encoder ({version})...")
+    encoder = SentenceEncoder.create(arguments.models_dir)
+    print(f"embedding {len(rows)} texts...")
+    train_embeddings = encoder.encode([row.text for row in train_rows])
+    test_embeddings = encoder.encode([row.text for row in test_rows])
     train_labels = [row.label for row in train_rows]
 
     print(f"choosing L2 by {FOLDS}-fold cross-validation on the train split:")
