@@ -16,6 +16,7 @@ from problem_assertions import assert_problem
 from prometheus_client import REGISTRY
 
 from sophia.api.app import create_app
+from sophia.ml.embeddings import model_version
 from sophia.ml.heads import IncompatibleHead
 from sophia.ml.labels import DEFAULT_HEAD, DEFAULT_LABELS, LabelHead
 
@@ -188,19 +189,33 @@ async def test_a_label_set_of_ones_own_is_classified_zero_shot(ml_settings, api_
     assert body["threshold"] == 0.3
 
 
-async def test_a_trained_head_of_ones_own_serves_and_one_for_other_embeddings_is_refused(
+async def test_a_trained_head_of_ones_own_serves_and_a_bad_one_stops_the_start(
     ml_settings, api_keys, tmp_path
 ):
     own = tmp_path / "own.npz"
-    shutil.copy(DEFAULT_HEAD, own)
+    weights = np.zeros((384, 2), np.float32)
+    head = LabelHead(weights, np.array([2.0, -2.0], np.float32), ("renewal", "legal"), model_version(True))
+    head.save(own)
     async with app_client(
         ml_settings.model_copy(update={"ml_classifier_file": own}), api_keys["read"]
     ) as client:
-        assert (await classified(client))["model"] == f"few-shot/{MODEL}"
+        response = await client.post("/api/v1/ml/classify", json={"inputs": ["Anything at all."]})
+    body = response.json()
+    assert (body["model"], body["version"]) == (f"few-shot/{MODEL}", head.version)
+    assert body["results"] == [{"labels": ["renewal"], "scores": {"renewal": 0.8808, "legal": 0.1192}}]
+
     fp32 = ml_settings.model_copy(update={"ml_classifier_file": own, "ml_quantized": False})
-    with pytest.raises(IncompatibleHead, match="not onnx-fp32"):
+    with pytest.raises(
+        IncompatibleHead, match=r"SOPHIA_ML_CLASSIFIER_FILE: own\.npz was trained on .* not onnx-fp32"
+    ):
         async with app_client(fp32, api_keys["read"]):
             pass
+    (tmp_path / "corrupt.npz").write_bytes(b"PK\x03\x04 cut short")
+    for path, message in [("corrupt.npz", "is not a head written by Sophia"), ("absent.npz", "cannot read")]:
+        broken = ml_settings.model_copy(update={"ml_classifier_file": tmp_path / path})
+        with pytest.raises(ValueError, match=f"SOPHIA_ML_CLASSIFIER_FILE: .*{message}"):
+            async with app_client(broken, api_keys["read"]):
+                pass
 
 
 async def test_sentiment_labels_texts_with_probabilities_from_the_trained_head(ml):

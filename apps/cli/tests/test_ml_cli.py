@@ -76,8 +76,8 @@ def test_a_bad_file_exits_2_saying_what_is_wrong(tmp_path, data_dir):
 
 def test_with_nothing_held_out_the_head_is_written_unscored(tmp_path, data_dir):
     dataset = tmp_path / "all_train.csv"
-    lines = [f"Quote {i} came in over budget,pricing" for i in range(4)]
-    lines += [f"Can we meet on day {i}?,scheduling" for i in range(4)]
+    lines = [f"Quote {i} came in over budget,pricing" for i in range(5)]
+    lines += [f"Can we meet on day {i}?,scheduling" for i in range(5)]
     dataset.write_text("text,labels\n" + "\n".join(lines) + "\n")
     result = train_classifier(data_dir, str(dataset), "--holdout", "0", "-o", str(tmp_path / "h.npz"))
     assert result.exit_code == 0, result.output
@@ -87,11 +87,23 @@ def test_with_nothing_held_out_the_head_is_written_unscored(tmp_path, data_dir):
 
 def test_labels_zero_shot_does_not_know_are_scored_for_the_head_alone(tmp_path, data_dir):
     dataset = tmp_path / "own_labels.csv"
-    rows = [f"Book flight {i} to Berlin,travel,train" for i in range(4)]
-    rows += [f"Hotel invoice {i} is attached,expenses,train" for i in range(4)]
+    rows = [f"Book flight {i} to Berlin,travel,train" for i in range(5)]
+    rows += [f"Hotel invoice {i} is attached,expenses,train" for i in range(5)]
     rows += ["Please book me a flight to Paris,travel,test", "Receipt for the taxi attached,expenses,test"]
     dataset.write_text("text,labels,split\n" + "\n".join(rows) + "\n")
     result = train_classifier(data_dir, str(dataset), "-o", str(tmp_path / "h.npz"))
     assert result.exit_code == 0, result.output
     assert "few-shot:  micro-F1" in result.output
     assert "zero-shot:" not in result.output  # no label in common with the built-in set
+
+
+def test_a_head_that_cannot_be_written_exits_2_saying_why(tmp_path, data_dir):
+    dataset = tmp_path / "ok.csv"
+    lines = [f"Quote {i} came in over budget,pricing" for i in range(5)]
+    lines += [f"Can we meet on day {i}?,scheduling" for i in range(5)]
+    dataset.write_text("text,labels\n" + "\n".join(lines) + "\n")
+    (tmp_path / "taken").mkdir()
+    result = train_classifier(data_dir, str(dataset), "--holdout", "0", "-o", str(tmp_path / "taken"))
+    assert result.exit_code == 2
+    assert "taken" in result.output
+    assert list((tmp_path / "taken").iterdir()) == []  # nothing half-written left beside it

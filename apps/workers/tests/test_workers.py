@@ -7,6 +7,7 @@ import uuid
 
 from app_clients import app_client
 from nats.js.errors import NotFoundError
+from waiting import eventually
 
 from sophia.database import Database, keys
 from sophia.database.migrations import migrate
@@ -53,14 +54,13 @@ async def test_events_reach_postgres_and_catalog_writes_reach_the_audit_trail(ow
             await asyncio.wait_for(workers, 15)
 
 
-async def predictions_announced(settings: Settings) -> int:
-    """Messages on the settings' ml-predictions stream (0 until the relay makes it)."""
-    spec = stream_specs(settings)["ml-predictions"]
-    async with NatsConnection(settings.nats_url or "") as nats:
-        try:
-            return int((await (await nats.jetstream()).stream_info(spec.name)).state.messages)
-        except NotFoundError:
-            return 0
+async def predictions_announced(nats: NatsConnection, settings: Settings, count: int) -> bool:
+    """Whether the settings' ml-predictions stream holds `count` messages (it is made by the relay)."""
+    try:
+        info = await (await nats.jetstream()).stream_info(stream_specs(settings)["ml-predictions"].name)
+    except NotFoundError:
+        return False
+    return int(info.state.messages) >= count
 
 
 async def test_with_the_models_a_catalog_write_is_enriched_and_found_by_meaning(own_streams, blank_database):
@@ -86,9 +86,9 @@ async def test_with_the_models_a_catalog_write_is_enriched_and_found_by_meaning(
                         f"/api/v1/records/chat/message/{external_id}", json={"data": {"text": text}}
                     )
                     assert put.status_code == 201, put.text
-                async with asyncio.timeout(30), database.connection() as connection:
-                    while await predictions_announced(own) < 4:  # 2 records x (labels, sentiment)
-                        await asyncio.sleep(0.05)
+                async with NatsConnection(own.nats_url or "") as nats:  # 2 records x (labels, sentiment)
+                    await eventually(lambda: predictions_announced(nats, own, 4), timeout_s=30, poll_s=0.05)
+                async with database.connection() as connection:
                     labels = await connection.fetchval(
                         "SELECT p.prediction->'labels' FROM sophia_core.record_predictions p "
                         "JOIN sophia_core.unified_data_catalog c ON c.id = p.record_id "

@@ -9,7 +9,6 @@ import pytest
 
 from sophia.ml.embeddings import model_version
 from sophia.ml.encoder import SentenceEncoder
-from sophia.ml.heads import SIGMOID_CURVATURE, IncompatibleHead, fit, sigmoid
 from sophia.ml.labels import (
     DEFAULT_HEAD,
     DEFAULT_LABELS,
@@ -18,9 +17,9 @@ from sophia.ml.labels import (
     read_labels,
     train_label_head,
 )
-from sophia.ml.sentiment import HEAD_PATH
 from sophia.ml.train_classifier import (
     EXAMPLE_DATASET,
+    L2_CANDIDATES,
     MIN_EXAMPLES,
     LabeledText,
     read_labeled,
@@ -135,18 +134,6 @@ def test_the_head_learns_several_labels_a_text_and_training_is_deterministic(sen
     assert (loaded.names, loaded.version, loaded.kind) == (NAMES, first.version, "few-shot")
 
 
-def test_a_head_file_of_another_kind_or_other_embeddings_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="is a sentiment head, not a labels head"):
-        LabelHead.load(HEAD_PATH)
-    (tmp_path / "junk.npz").write_bytes(b"not a zip")
-    with pytest.raises(ValueError, match="not a head written by Sophia"):
-        LabelHead.load(tmp_path / "junk.npz")
-    head = LabelHead(np.zeros((384, 1), np.float32), np.zeros(1, np.float32), ("a",), "onnx-fp32-b1")
-    head.save(tmp_path / "fp32.npz")
-    with pytest.raises(IncompatibleHead, match="onnx-fp32-b1"):
-        LabelHead.load(tmp_path / "fp32.npz", model_version=MODEL_VERSION)
-
-
 def test_training_refuses_labels_with_too_few_rows_or_seen_only_in_test(sentence_encoder):
     rows = small_rows()
     with pytest.raises(ValueError, match=rf"at least {MIN_EXAMPLES} train rows; too few: rare \(1\)"):
@@ -155,6 +142,8 @@ def test_training_refuses_labels_with_too_few_rows_or_seen_only_in_test(sentence
         train([LabeledText("Hello.", frozenset(), "train")], sentence_encoder, "v")
     with pytest.raises(ValueError, match="only in the test rows, never trained: churn"):
         train([*rows, LabeledText("Leaving.", frozenset({"churn"}), "test")], sentence_encoder, "v")
+    with pytest.raises(ValueError, match="9 train rows: cross-validation needs at least 10"):
+        train(rows[:8] + rows[9:10], sentence_encoder, "v")
 
 
 def test_training_reports_progress_and_scores_against_zero_shot_on_shared_labels(sentence_encoder):
@@ -169,7 +158,7 @@ def test_training_reports_progress_and_scores_against_zero_shot_on_shared_labels
         [*rows, *held_out], sentence_encoder, MODEL_VERSION, zero_shot=zero_shot, progress=messages.append
     )
     assert (training.train_rows, training.test_rows) == (len(rows), 2)
-    assert set(training.cross_validated) == {float(l2) for l2 in training.cross_validated}
+    assert set(training.cross_validated) == set(L2_CANDIDATES)
     assert training.l2 == max(training.cross_validated, key=training.cross_validated.__getitem__)
     assert messages[0].startswith(f"embedding {len(rows)} train and 2 test texts")
     assert training.head_scores is not None
@@ -214,13 +203,3 @@ def test_zero_shot_is_scored_only_on_labels_it_knows(sentence_encoder):
     alone = train([*rows, *held_out], sentence_encoder, MODEL_VERSION)
     assert alone.zero_shot_scores is None
     assert alone.head_scores == unrelated.head_scores
-
-
-def test_fitting_needs_a_penalty_and_stops_at_its_iteration_cap():
-    features = np.array([[1.0, 0.0], [0.0, 1.0]])
-    targets = np.array([[1.0], [0.0]])
-    with pytest.raises(ValueError, match="l2 must be positive"):
-        fit(features, targets, sigmoid, SIGMOID_CURVATURE, l2=0.0)
-    capped, _ = fit(features, targets, sigmoid, SIGMOID_CURVATURE, l2=1e-3, max_iterations=1)
-    converged, _ = fit(features, targets, sigmoid, SIGMOID_CURVATURE, l2=1e-3)
-    assert 0 < capped[0, 0] < converged[0, 0]  # one step toward the optimum, not the optimum

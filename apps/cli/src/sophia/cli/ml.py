@@ -11,7 +11,7 @@ from rich.table import Table
 
 from sophia.ml.embeddings import model_version
 from sophia.ml.encoder import SentenceEncoder
-from sophia.ml.labels import DEFAULT_LABELS, ZeroShotClassifier, read_labels
+from sophia.ml.labels import ZeroShotClassifier
 from sophia.ml.train_classifier import Scores, Training, read_labeled, train
 from sophia.shared.settings import Settings
 
@@ -45,23 +45,20 @@ def train_classifier_command(
     output = output or settings.data_dir / "models" / "classifier_head.npz"
     try:
         rows = read_labeled(file, holdout)
-    except ValueError as error:
-        console.print(str(error), style="red", markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
-    version = model_version(settings.ml_quantized)
-    console.print(f"building the encoder ({version})...")
-    encoder = SentenceEncoder.create(
-        settings.data_dir / "models", threads=len(os.sched_getaffinity(0)), quantized=settings.ml_quantized
-    )
-    labels = read_labels(settings.ml_labels_file or DEFAULT_LABELS)
-    zero_shot = ZeroShotClassifier.build(encoder, labels, settings.ml_label_threshold, version)
-    try:
+        version = model_version(settings.ml_quantized)
+        console.print(f"building the encoder ({version})...")
+        encoder = SentenceEncoder.create(
+            settings.data_dir / "models",
+            threads=len(os.sched_getaffinity(0)),
+            quantized=settings.ml_quantized,
+        )
+        zero_shot = ZeroShotClassifier.from_settings(encoder, settings, version)  # to compare with
         training = train(rows, encoder, version, zero_shot=zero_shot, progress=console.print)
-    except ValueError as error:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        training.head.save(output)
+    except (ValueError, OSError) as error:
         console.print(str(error), style="red", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
-    output.parent.mkdir(parents=True, exist_ok=True)
-    training.head.save(output)
     _report(training)
     _plain(f"wrote {output} ({training.head.version})")
     _plain(f"Serve it: SOPHIA_ML_CLASSIFIER_FILE={output.resolve()}, then restart the API and the workers.")

@@ -164,10 +164,12 @@ class Settings(BaseSettings):
     ml_timeout_s: float = Field(5.0, gt=0, description="Deadline of one request's inputs in the queue.")
     ml_max_inputs: int = Field(256, ge=1, description="Most inputs one ML request may carry.")
     ml_labels_file: Path | None = Field(
-        None, description="JSON of label -> descriptions for /api/v1/ml/classify (unset: the built-in set)."
+        None,
+        description="JSON of label -> descriptions, classified zero-shot (unset: the built-in head).",
     )
     ml_classifier_file: Path | None = Field(
-        None, description="A few-shot label head from `sophia ml train-classifier` (unset: zero-shot)."
+        None,
+        description="A label head from `sophia ml train-classifier` (before SOPHIA_ML_LABELS_FILE).",
     )
     ml_text_fields_file: Path | None = Field(
         None, description="JSON of record kind -> text fields the enrichment reads (unset: built-in)."

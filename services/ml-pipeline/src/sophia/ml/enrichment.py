@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from sophia.database.enrichment import Enrichment, RecordText
+from sophia.ml import DATA_DIR
 from sophia.ml.encoder import SentenceEncoder
 from sophia.ml.labels import Classifier
 from sophia.ml.sentiment import EmbeddingSentiment
 
-DEFAULT_TEXT_FIELDS = Path(__file__).parent / "data" / "text_fields.json"
+DEFAULT_TEXT_FIELDS = DATA_DIR / "text_fields.json"
 
 
 def read_text_fields(path: Path) -> dict[str, list[str]]:

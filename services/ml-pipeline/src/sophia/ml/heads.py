@@ -9,6 +9,7 @@ computes and caches anyway: a prediction costs one [dimension x labels] matrix p
 from __future__ import annotations
 
 import hashlib
+import os
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,11 +30,11 @@ class LinearHead:
     """`link(embeddings @ weights + bias)`, one column per label.
 
     ``model_version`` names the embeddings it was trained on (``onnx-int8-b1``): another encoder's
-    vectors live in another space, so loading checks it. ``KIND`` is written into the file, so a
-    sentiment head cannot be loaded as a label head or the other way round.
+    vectors live in another space, so loading checks it. ``FILE_KIND`` is written into the file, so
+    a sentiment head cannot be loaded as a label head or the other way round.
     """
 
-    KIND: ClassVar[str]
+    FILE_KIND: ClassVar[str]
 
     weights: np.ndarray  # float32 [dimension, labels]
     bias: np.ndarray  # float32 [labels]
@@ -47,9 +48,12 @@ class LinearHead:
 
     @property
     def version(self) -> str:
-        """The embedding model's version and a digest of the weights: a prediction cache key part."""
-        digest = hashlib.blake2b(self.weights.tobytes() + self.bias.tobytes(), digest_size=4).hexdigest()
-        return f"{self.model_version}+head-{digest}"
+        """The embedding model's version and a digest of the head (kind, labels, weights): what
+        its predictions carry, so a retrained or relabeled head's are told apart."""
+        digest = hashlib.blake2b(digest_size=4)
+        digest.update("\x00".join((self.FILE_KIND, *self.labels)).encode())
+        digest.update(self.weights.tobytes() + self.bias.tobytes())
+        return f"{self.model_version}+head-{digest.hexdigest()}"
 
     def probabilities(self, embeddings: np.ndarray) -> np.ndarray:
         """float [texts, labels]."""
@@ -59,24 +63,30 @@ class LinearHead:
         """Write an ``.npz`` of kind, W, b, labels and model_version, byte-identical for the same head.
 
         `np.savez` stamps each member with the time of writing; a fixed stamp means retraining
-        on unchanged data leaves a committed file unchanged.
+        on unchanged data leaves a committed file unchanged. Written beside ``path`` and renamed
+        over it, so a process starting meanwhile reads the old head or the new, never half of one.
         """
         arrays = {
-            "kind": np.array(self.KIND),
+            "kind": np.array(self.FILE_KIND),
             "W": self.weights,
             "b": self.bias,
             "labels": np.array(self.labels),
             "model_version": np.array(self.model_version),
         }
-        with zipfile.ZipFile(path, "w") as archive:
-            for name, array in arrays.items():
-                with archive.open(zipfile.ZipInfo(f"{name}.npy", date_time=ZIP_STAMP), "w") as member:
-                    np.lib.format.write_array(member, array, allow_pickle=False)
+        partial = path.with_name(f".{path.name}.partial")
+        try:
+            with zipfile.ZipFile(partial, "w") as archive:
+                for name, array in arrays.items():
+                    with archive.open(zipfile.ZipInfo(f"{name}.npy", date_time=ZIP_STAMP), "w") as member:
+                        np.lib.format.write_array(member, array, allow_pickle=False)
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
 
     @classmethod
     def load(cls, path: Path, model_version: str | None = None) -> Self:
-        """Read a head written by :meth:`save`: a `ValueError` for any other file,
-        `IncompatibleHead` if ``model_version`` is given and differs."""
+        """Read a head written by :meth:`save`: a `ValueError` saying what is wrong for any other
+        file, `IncompatibleHead` if ``model_version`` is given and differs."""
         try:
             with np.load(path, allow_pickle=False) as data:
                 kind = str(data["kind"])
@@ -86,15 +96,30 @@ class LinearHead:
                     labels=tuple(str(label) for label in data["labels"]),
                     model_version=str(data["model_version"]),
                 )
+        except FileNotFoundError as error:
+            raise ValueError(f"cannot read {path}: {error.strerror}") from None
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
             raise ValueError(f"{path} is not a head written by Sophia: {error}") from None
-        if kind != cls.KIND:
-            raise ValueError(f"{path} is a {kind} head, not a {cls.KIND} head")
+        if kind != cls.FILE_KIND:
+            raise ValueError(f"{path} is a {kind} head, not a {cls.FILE_KIND} head")
+        if problem := head._malformed():
+            raise ValueError(f"{path} is not a usable head: {problem}")
         if model_version is not None and model_version != head.model_version:
             raise IncompatibleHead(
                 f"{path.name} was trained on {head.model_version} embeddings, not {model_version}"
             )
         return head
+
+    def _malformed(self) -> str | None:
+        """What makes the arrays unusable (they would fail every prediction), or None."""
+        weights, bias, labels = self.weights, self.bias, self.labels
+        if weights.ndim != 2 or bias.shape != (weights.shape[1],) or len(labels) != weights.shape[1]:
+            return f"W {weights.shape}, b {bias.shape} and {len(labels)} labels do not fit together"
+        if not all(labels) or len(set(labels)) != len(labels):
+            return f"labels must be distinct and non-empty: {list(labels)}"
+        if not (np.isfinite(weights).all() and np.isfinite(bias).all()):
+            return "W or b holds a NaN or an infinity"
+        return None
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

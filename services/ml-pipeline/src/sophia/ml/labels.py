@@ -25,10 +25,11 @@ from typing import Protocol
 
 import numpy as np
 
+from sophia.ml import DATA_DIR
 from sophia.ml.encoder import SentenceEncoder
 from sophia.ml.heads import SIGMOID_CURVATURE, LinearHead, fit, sigmoid
+from sophia.shared.settings import Settings
 
-DATA_DIR = Path(__file__).parent / "data"
 DEFAULT_LABELS = DATA_DIR / "labels.json"
 DEFAULT_HEAD = DATA_DIR / "classifier_head.npz"
 """The few-shot head for the built-in labels, trained on `data/classifier_labeled.csv`."""
@@ -113,6 +114,14 @@ class ZeroShotClassifier:
         vectors = tuple(encoder.encode(phrases) for phrases in labels.values())
         return cls(tuple(labels), vectors, threshold, f"{model_version}+zero-shot-{digest}")
 
+    @classmethod
+    def from_settings(
+        cls, encoder: SentenceEncoder, settings: Settings, model_version: str
+    ) -> ZeroShotClassifier:
+        """On `SOPHIA_ML_LABELS_FILE`'s labels (else the built-in set) and threshold."""
+        labels = read_labels(settings.ml_labels_file or DEFAULT_LABELS)
+        return cls.build(encoder, labels, settings.ml_label_threshold, model_version)
+
     def scores(self, embeddings: np.ndarray) -> np.ndarray:
         """[texts, labels]: each label's score for each text (unit vectors in, cosine out)."""
         columns = []
@@ -131,7 +140,7 @@ class ZeroShotClassifier:
 class LabelHead(LinearHead):
     """A sigmoid per label over sentence embeddings: each label's probability on its own."""
 
-    KIND = "labels"
+    FILE_KIND = "labels"
     link = staticmethod(sigmoid)
     threshold = 0.5
     kind = "few-shot"

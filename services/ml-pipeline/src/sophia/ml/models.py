@@ -18,11 +18,9 @@ from sophia.ml.encoder import SentenceEncoder
 from sophia.ml.heads import IncompatibleHead
 from sophia.ml.labels import (
     DEFAULT_HEAD,
-    DEFAULT_LABELS,
     Classifier,
     LabelHead,
     ZeroShotClassifier,
-    read_labels,
 )
 from sophia.ml.sentiment import EmbeddingSentiment, Prediction, VaderSentiment
 from sophia.shared.logging import get_logger
@@ -73,6 +71,13 @@ class Models:
         }
         loaded = dict(zip(loaders, await asyncio.gather(*loaders.values()), strict=True))
         version = model_version(settings.ml_quantized)
+        # Everything that can be refused (a head for other embeddings, a broken label set) before
+        # the batcher starts: a start that fails leaves nothing running.
+        labels = await asyncio.to_thread(self._classifier, loaded["embeddings"], version)
+        try:
+            self.sentiment_head = EmbeddingSentiment.load(model_version=version)
+        except IncompatibleHead as error:  # the head was trained on other vectors: the baseline serves
+            log.warning("sentiment_head_not_used", reason=str(error), serving="vader")
         self._embeddings = await self._stack.enter_async_context(
             EmbeddingModel(
                 loaded["embeddings"],
@@ -85,14 +90,10 @@ class Models:
         )
         self.ready["embeddings"] = True
         log.info("model_ready", model="embeddings", version=version)
-        self._labels = await asyncio.to_thread(self._classifier, loaded["embeddings"], version)
+        self._labels = labels
         self.ready["labels"] = True
-        log.info("model_ready", model="labels", kind=self._labels.kind, version=self._labels.version)
-        try:
-            self.sentiment_head = EmbeddingSentiment.load(model_version=version)
-            log.info("model_ready", model="sentiment", version=self.sentiment_head.version)
-        except IncompatibleHead as error:  # the head was trained on other vectors: the baseline serves
-            log.warning("sentiment_head_not_used", reason=str(error), serving="vader")
+        log.info("model_ready", model="labels", kind=labels.kind, version=labels.version)
+        log.info("model_ready", model="sentiment", version=self.sentiment_version)
         self.ready["sentiment"] = True
         return self
 
@@ -102,14 +103,21 @@ class Models:
         built-in head, or zero-shot on the built-in labels where that head does not fit (fp32)."""
         settings = self.settings
         if settings.ml_classifier_file is not None:
-            return LabelHead.load(settings.ml_classifier_file, model_version=version)
+            try:
+                return LabelHead.load(settings.ml_classifier_file, model_version=version)
+            except IncompatibleHead as error:
+                raise IncompatibleHead(
+                    f"SOPHIA_ML_CLASSIFIER_FILE: {error}; train it again (`sophia ml train-classifier`) "
+                    "with this SOPHIA_ML_QUANTIZED"
+                ) from None
+            except ValueError as error:
+                raise ValueError(f"SOPHIA_ML_CLASSIFIER_FILE: {error}") from None
         if settings.ml_labels_file is None:
             try:
                 return LabelHead.load(DEFAULT_HEAD, model_version=version)
             except IncompatibleHead as error:
                 log.warning("label_head_not_used", reason=str(error), serving="zero-shot")
-        labels = read_labels(settings.ml_labels_file or DEFAULT_LABELS)
-        return ZeroShotClassifier.build(encoder, labels, settings.ml_label_threshold, version)
+        return ZeroShotClassifier.from_settings(encoder, settings, version)
 
     @property
     def sentiment_version(self) -> str:

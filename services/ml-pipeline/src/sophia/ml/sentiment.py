@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
+from sophia.ml import DATA_DIR
 from sophia.ml.heads import SOFTMAX_CURVATURE, IncompatibleHead, LinearHead, fit, softmax
 
 __all__ = ["LABELS", "EmbeddingSentiment", "IncompatibleHead", "Prediction", "VaderSentiment", "train"]
 
 LABELS = ("negative", "neutral", "positive")
-DATA_DIR = Path(__file__).parent / "data"
 HEAD_PATH = DATA_DIR / "sentiment_head.npz"
 """The committed head, so the service loads weights and never trains."""
 
@@ -73,7 +73,7 @@ class VaderSentiment:
 class EmbeddingSentiment(LinearHead):
     """Softmax regression over sentence embeddings: ``softmax(embeddings @ weights + bias)``."""
 
-    KIND = "sentiment"
+    FILE_KIND = "sentiment"
     link = staticmethod(softmax)
 
     def predict(self, embeddings: np.ndarray) -> list[Prediction]:

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from sophia.ml import DATA_DIR
 from sophia.ml.encoder import SentenceEncoder
-from sophia.ml.labels import DATA_DIR, Classifier, LabelHead, train_label_head
+from sophia.ml.labels import Classifier, LabelHead, train_label_head
 
 EXAMPLE_DATASET = DATA_DIR / "classifier_labeled.csv"
 L2_CANDIDATES = (1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5)
@@ -32,6 +33,8 @@ SPLITS = ("train", "test")
 
 @dataclass(frozen=True, slots=True)
 class LabeledText:
+    """One row of a labeled CSV: the text, the labels it carries (maybe none), its split."""
+
     text: str
     labels: frozenset[str]
     split: str
@@ -178,6 +181,8 @@ def train(
     unseen = sorted({name for row in test_rows for name in row.labels} - set(names))
     if unseen:
         raise ValueError(f"labels only in the test rows, never trained: {', '.join(unseen)}")
+    if len(train_rows) < 2 * FOLDS:
+        raise ValueError(f"{len(train_rows)} train rows: cross-validation needs at least {2 * FOLDS}")
 
     progress(f"embedding {len(train_rows)} train and {len(test_rows)} test texts ({model_version})")
     train_embeddings = encoder.encode([row.text for row in train_rows])

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from sophia.ml import DATA_DIR
 from sophia.ml.embeddings import model_version as embedding_version
 from sophia.ml.encoder import SentenceEncoder
-from sophia.ml.sentiment import DATA_DIR, HEAD_PATH, LABELS, VaderSentiment, train
+from sophia.ml.sentiment import HEAD_PATH, LABELS, VaderSentiment, train
 from sophia.shared.settings import Settings
 
 DATASET_PATH = DATA_DIR / "sentiment_labeled.csv"

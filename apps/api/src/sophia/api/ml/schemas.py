@@ -45,7 +45,7 @@ class Sentiment(BaseModel):
 
 
 class SentimentOut(BaseModel):
-    model: str = Field(examples=["onnx-int8-b1+head-a2f207ff"])
+    model: str = Field(examples=["onnx-int8-b1+head-5e70e335"])
     results: list[Sentiment] = Field(description="One per input, in order.")
 
 
