@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Self
@@ -131,6 +131,24 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 def sigmoid(logits: np.ndarray) -> np.ndarray:
     result: np.ndarray = 0.5 * (1.0 + np.tanh(0.5 * logits))  # exact, and no overflow
     return result
+
+
+FOLDS = 5
+"""Folds of the cross-validation that picks a head's L2 strength."""
+
+
+def choose_l2(
+    candidates: Sequence[float],
+    cross_validated: Callable[[float], float],
+    report: Callable[[float, float], None] = lambda l2, score: None,
+) -> tuple[float, dict[float, float]]:
+    """The candidate with the best cross-validated score, and every candidate's score (each
+    reported as it comes). Ties go to the first: list the strongest penalty first."""
+    scores: dict[float, float] = {}
+    for l2 in candidates:
+        scores[l2] = cross_validated(l2)
+        report(l2, scores[l2])
+    return max(candidates, key=scores.__getitem__), scores
 
 
 SOFTMAX_CURVATURE = 0.5

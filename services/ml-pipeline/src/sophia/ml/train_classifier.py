@@ -21,11 +21,11 @@ import numpy as np
 
 from sophia.ml import DATA_DIR
 from sophia.ml.encoder import SentenceEncoder
+from sophia.ml.heads import FOLDS, choose_l2
 from sophia.ml.labels import Classifier, LabelHead, train_label_head
 
 EXAMPLE_DATASET = DATA_DIR / "classifier_labeled.csv"
 L2_CANDIDATES = (1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5)
-FOLDS = 5
 MIN_EXAMPLES = 4
 """Train rows a label needs (it must be seen in several folds of the cross-validation)."""
 SPLITS = ("train", "test")
@@ -187,11 +187,11 @@ def train(
     progress(f"embedding {len(train_rows)} train and {len(test_rows)} test texts ({model_version})")
     train_embeddings = encoder.encode([row.text for row in train_rows])
     label_sets = [row.labels for row in train_rows]
-    cross_validated = {}
-    for l2 in L2_CANDIDATES:
-        cross_validated[l2] = cross_validate(train_embeddings, label_sets, names, l2)
-        progress(f"l2={l2:g}: cross-validated micro-F1 {cross_validated[l2]:.3f}")
-    best = max(L2_CANDIDATES, key=lambda l2: cross_validated[l2])  # ties: the first, the stronger
+    best, cross_validated = choose_l2(
+        L2_CANDIDATES,
+        lambda l2: cross_validate(train_embeddings, label_sets, names, l2),
+        lambda l2, score: progress(f"l2={l2:g}: cross-validated micro-F1 {score:.3f}"),
+    )
     progress(f"fitting {len(names)} labels on {len(train_rows)} rows with l2={best:g}")
     head = train_label_head(train_embeddings, label_sets, names, model_version, l2=best)
 

@@ -20,12 +20,12 @@ import numpy as np
 from sophia.ml import DATA_DIR
 from sophia.ml.embeddings import model_version as embedding_version
 from sophia.ml.encoder import SentenceEncoder
+from sophia.ml.heads import FOLDS, choose_l2
 from sophia.ml.sentiment import HEAD_PATH, LABELS, VaderSentiment, train
 from sophia.shared.settings import Settings
 
 DATASET_PATH = DATA_DIR / "sentiment_labeled.csv"
 L2_CANDIDATES = (1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4)
-FOLDS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,11 +131,11 @@ def main() -> None:
     train_labels = [row.label for row in train_rows]
 
     print(f"choosing L2 by {FOLDS}-fold cross-validation on the train split:")
-    scores = {}
-    for l2 in L2_CANDIDATES:
-        scores[l2] = cross_validated_accuracy(train_embeddings, train_labels, l2, version)
-        print(f"  l2={l2:g}: accuracy {scores[l2]:.3f}")
-    best_l2 = max(L2_CANDIDATES, key=lambda l2: scores[l2])  # ties: the first, the stronger penalty
+    best_l2, _ = choose_l2(
+        L2_CANDIDATES,
+        lambda l2: cross_validated_accuracy(train_embeddings, train_labels, l2, version),
+        lambda l2, score: print(f"  l2={l2:g}: accuracy {score:.3f}"),
+    )
     print(f"training on all {len(train_rows)} train rows with l2={best_l2:g}...")
     head = train(train_embeddings, train_labels, version, l2=best_l2)
     head.save(arguments.output)
