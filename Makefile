@@ -6,6 +6,10 @@ BOOTSTRAP := .sophia/bootstrap
 UV := $(shell command -v uv 2>/dev/null || echo $(BOOTSTRAP)/bin/uv)
 export UV_PYTHON_DOWNLOADS := never
 export UV_LINK_MODE := copy
+# Python caches compiled modules (__pycache__, ignored by git); an environment that forbids it makes
+# every process compile every import again: 3.4 s instead of 1.5 s to import the API, in each test
+# worker and each process a test starts.
+unexport PYTHONDONTWRITEBYTECODE
 # Each tier also has a wall-clock limit, so a hang outside any test (a session teardown) still ends.
 TIER_LIMIT := timeout --kill-after=30 1200
 PYTEST := $(TIER_LIMIT) $(UV) run --frozen pytest

@@ -95,6 +95,7 @@ def settings(worker_id: str, tmp_path_factory: pytest.TempPathFactory, models_di
         # Each stream reserves its limit in JetStream's store, and tests make streams of their own
         # side by side: 1 GiB each would make the suite depend on the disk's free space.
         events_max_bytes=64 * 1024 * 1024,
+        api_key_cache_ttl_s=0.2,  # what a revoked key waits for, in the tests that revoke one
     )
 
 

@@ -21,18 +21,21 @@ from sophia.database import keys
 from sophia.database.migrations import migrate
 from sophia.shared.settings import Settings
 
-FUZZ_CONFIG = SchemathesisConfig.from_str(
-    """
+
+def fuzz_config(examples: int) -> SchemathesisConfig:
+    """Examples, boundary coverage and `examples` fuzzed cases per operation. The seed makes a
+    failure come back on the next run; no shrinking, so a failure reports as soon as found."""
+    return SchemathesisConfig.from_str(
+        f"""
 seed = 20260301
 
 [generation]
-max-examples = 30
+max-examples = {examples}
 database = "none"
 no-shrink = true
 """
-)
-"""Examples, boundary coverage and 30 fuzzed cases per operation: the whole schema in seconds. The
-seed makes a failure come back on the next run; no shrinking, so a failure reports as soon as found."""
+    )
+
 
 # The bulk body is NDJSON text: send the generated string as it is.
 schemathesis.serializer.alias("application/x-ndjson", "text/plain")
@@ -45,7 +48,11 @@ _UNSTARTED = Settings(
     log_json=False,
     log_level="WARNING",
 )
-schema = schemathesis.openapi.from_dict(create_app(_UNSTARTED).openapi(), config=FUZZ_CONFIG)
+_OPENAPI = create_app(_UNSTARTED).openapi()
+schema = schemathesis.openapi.from_dict(_OPENAPI, config=fuzz_config(10))
+"""The fast tier's run: the whole schema in about two seconds."""
+deep_schema = schemathesis.openapi.from_dict(_OPENAPI, config=fuzz_config(100))
+"""The load tier's run: ten times the fuzzed cases."""
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +80,12 @@ def admin_headers(fuzzed_database) -> dict[str, str]:
 
 @schema.parametrize()
 def test_no_operation_answers_with_a_server_error(case, fuzzed_app, admin_headers):
+    case.call_and_validate(app=fuzzed_app, headers=admin_headers, checks=[not_a_server_error])
+
+
+@pytest.mark.load
+@deep_schema.parametrize()
+def test_no_operation_answers_with_a_server_error_fuzzed_deeper(case, fuzzed_app, admin_headers):
     case.call_and_validate(app=fuzzed_app, headers=admin_headers, checks=[not_a_server_error])
 
 

@@ -1,6 +1,4 @@
 import asyncio
-import os
-import sys
 
 import asyncpg
 import pytest
@@ -25,23 +23,17 @@ async def test_migrations_apply_once_and_a_second_run_changes_nothing(blank_data
     assert tables >= 4  # catalog, outbox, api_keys, schema_migrations
 
 
-async def test_two_processes_migrating_at_once_both_succeed_and_apply_each_migration_once(blank_database):
+async def test_two_sessions_migrating_at_once_both_succeed_and_apply_each_migration_once(blank_database):
+    """What two processes starting together do (`sophia migrate`, the API, the workers): each its own
+    PostgreSQL session, both at once; the advisory lock serialises them."""
     url = await blank_database()
-    env = {**os.environ, "SOPHIA_DATABASE_URL": url}
-    command = [sys.executable, "-m", "sophia.cli.main", "migrate"]
-    processes = [
-        await asyncio.create_subprocess_exec(
-            *command, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-        )
-        for _ in range(2)
-    ]
-    outputs = await asyncio.gather(*(process.communicate() for process in processes))
-    assert [process.returncode for process in processes] == [0, 0], outputs
-    connection = await asyncpg.connect(url)
+    first, second = await asyncio.gather(asyncpg.connect(url), asyncpg.connect(url))
     try:
-        versions = await connection.fetch("SELECT version FROM sophia_core.schema_migrations")
+        applied = await asyncio.gather(migrate(first), migrate(second))
+        versions = await first.fetch("SELECT version FROM sophia_core.schema_migrations")
     finally:
-        await connection.close()
+        await asyncio.gather(first.close(), second.close())
+    assert sorted(m.version for m in applied[0] + applied[1]) == [m.version for m in available()]  # once each
     assert sorted(row["version"] for row in versions) == [m.version for m in available()]
 
 

@@ -26,12 +26,13 @@ def reference() -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def model_cache(tmp_path_factory) -> Path:
+    """A directory of this module's own, for the test of the build itself."""
     return tmp_path_factory.mktemp("models")
 
 
 @pytest.fixture(scope="session")
-def encoder(model_cache) -> SentenceEncoder:
-    return SentenceEncoder.create(model_cache)
+def encoder(models_dir) -> SentenceEncoder:
+    return SentenceEncoder.create(models_dir)
 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -47,8 +48,8 @@ def test_the_int8_graph_matches_the_reference_model_on_every_text(encoder, texts
     assert np.allclose(np.linalg.norm(found, axis=1), 1.0, atol=1e-5)
 
 
-def test_the_fp32_graph_matches_it_to_rounding(model_cache, texts, reference):
-    exact = SentenceEncoder.create(model_cache, quantized=False)
+def test_the_fp32_graph_matches_it_to_rounding(models_dir, texts, reference):
+    exact = SentenceEncoder.create(models_dir, quantized=False)
     assert cosines(exact.encode(texts[:40]), reference[:40]).min() >= 0.99999
 
 
@@ -60,7 +61,7 @@ def test_a_texts_embedding_does_not_depend_on_its_batch(encoder, texts):
     assert cosines(encoder.encode(sample[::-1])[::-1], batched).min() >= 0.99999  # input order kept
 
 
-def test_the_graph_is_built_once_and_reused(model_cache, encoder):
+def test_the_graph_is_built_once_and_reused(model_cache):
     files = ModelFiles.from_package()
     first = ensure_onnx_model(files, model_cache, quantized=True)
     built_at = first.stat().st_mtime_ns
