@@ -1,5 +1,6 @@
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator
 
 import pytest
@@ -449,3 +450,88 @@ async def test_an_invalidation_that_missed_redis_becomes_a_clear_once_redis_answ
         loader.value = b"new"
         assert (await reader.get_or_load("k", loader)).value == b"new"
     await other_client.aclose()
+
+
+async def test_a_value_past_freshness_in_redis_is_served_stale_when_the_loader_fails(
+    cache: TieredCache, other_process: TieredCache
+) -> None:
+    from sophia.cache.entry import encode, make_entry
+
+    now = time.monotonic()
+    expired = make_entry(b"kept in redis", TtlClass(fresh_s=0, stale_if_error_s=300), now - 1)
+    assert await other_process.l2.set("key", encode(expired, now), 300, ()) is True
+    loader = CountingLoader()
+    loader.error = ConnectionError("postgres is down")
+    result = await cache.get_or_load("key", loader)
+    assert (result.value, result.stale_reason) == (b"kept in redis", "error")
+    assert loader.calls == 1
+
+
+async def test_a_miss_waits_no_longer_than_the_lock_for_another_process_then_loads_itself(
+    redis_client: redis.Redis, config: CacheConfig
+) -> None:
+    from dataclasses import replace
+
+    timeouts = sample("sophia_cache_lock_waits_total", outcome="timeout")
+    async with TieredCache(redis_client, replace(config, lock_s=0.05)) as cache:
+        await cache.l2.get_or_claim("stuck", "a-process-that-hangs", 5.0)  # claims for 5 s, stores nothing
+        loader = CountingLoader(b"loaded after the wait")
+        started = time.perf_counter()
+        result = await cache.get_or_load("stuck", loader)
+    assert result.value == b"loaded after the wait"
+    assert loader.calls == 1
+    assert time.perf_counter() - started < 1
+    assert sample("sophia_cache_lock_waits_total", outcome="timeout") - timeouts == 1
+
+
+async def test_a_load_redis_refuses_after_an_unannounced_invalidation_is_not_kept_in_l1(
+    cache: TieredCache, other_process: TieredCache, redis_client: redis.Redis
+) -> None:
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow_loader() -> bytes:
+        started.set()
+        await release.wait()
+        return b"read before the invalidation"
+
+    pending = asyncio.create_task(cache.get_or_load("key", slow_loader))
+    await started.wait()
+    assert await other_process.l2.delete(["key"], []) is True  # Redis only: no message reaches `cache`
+    release.set()
+    assert (await pending).value == b"read before the invalidation"
+    assert "key" not in cache.l1
+    assert await redis_client.exists(cache.l2.value_key("key")) == 0
+
+
+async def test_a_missed_invalidation_is_sent_as_a_clear_when_the_subscription_comes_back(
+    settings: object, config: CacheConfig
+) -> None:
+    name = f"writer-{uuid.uuid4().hex}"
+    writer_client = redis.Redis.from_url(settings.redis_url, client_name=name)  # type: ignore[attr-defined]
+    reader_client = redis.Redis.from_url(settings.redis_url)  # type: ignore[attr-defined]
+    loader = CountingLoader(b"old")
+    try:
+        async with (
+            TieredCache(writer_client, config, name="writer") as writer,
+            TieredCache(reader_client, config, name="reader") as reader,
+        ):
+            await writer.get_or_load("k", loader)
+            await reader.get_or_load("k", loader)
+            while writer.l2.breaker.state is not BreakerState.OPEN:
+                writer.l2.breaker.record(False)  # Redis unreachable from the writer: its breaker opens
+            await writer.invalidate(keys=["k"])
+            assert writer._missed
+            assert "k" in reader.l1
+            writer.l2.breaker.open_s = 0  # Redis is back: the next call may go through
+
+            # The writer's subscription dropped meanwhile: resubscribing, it sends what it missed.
+            clients = await reader_client.client_list()
+            subscriber = next(c for c in clients if c["name"] == name and int(c["sub"]) > 0)
+            await reader_client.client_kill_filter(_id=subscriber["id"])
+
+            await eventually(lambda: not writer._missed and "k" not in reader.l1, timeout_s=3)
+            assert reader.l2.epoch == writer.l2.epoch == 1
+    finally:
+        await writer_client.aclose()
+        await reader_client.aclose()

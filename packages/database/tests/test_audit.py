@@ -103,3 +103,13 @@ async def test_admin_actions_are_written_for_the_audit_trail_in_their_own_transa
     assert rows[0]["payload"]["details"] == {"name": "ops", "scope": "read"}
     assert rows[0]["payload"]["target"] == f"key/{key.prefix}"
     assert "at" in rows[0]["payload"]
+
+
+async def test_appending_nothing_adds_nothing_and_takes_no_lock(trail):
+    async with trail.transaction():
+        assert await audit.append(trail, []) == 0
+        locks = await trail.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+        )
+    assert locks == 0
+    assert await trail.fetchval("SELECT count(*) FROM sophia_core.audit_log") == 0

@@ -56,3 +56,19 @@ async def test_ids_are_time_ordered_uuidv7(database):
         )
     assert first.version == 7
     assert first < second
+
+
+def test_only_files_named_like_migrations_are_migrations(tmp_path, monkeypatch):
+    from importlib import resources
+
+    (tmp_path / "sql").mkdir()
+    (tmp_path / "sql" / "0002_second.sql").write_text("SELECT 2;")
+    (tmp_path / "sql" / "0001_first.sql").write_text("SELECT 1;")
+    (tmp_path / "sql" / "README.md").write_text("notes, not a migration")
+    (tmp_path / "sql" / "0003_draft.sql.orig").write_text("SELECT 3;")
+    monkeypatch.setattr(resources, "files", lambda package: tmp_path)
+    found = available()
+    assert [(migration.version, migration.name, migration.sql) for migration in found] == [
+        (1, "first", "SELECT 1;"),
+        (2, "second", "SELECT 2;"),
+    ]

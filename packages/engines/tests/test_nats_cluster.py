@@ -8,8 +8,6 @@ import pytest
 from sophia.engines.nats_cluster import EmbeddedNatsCluster
 from sophia.events.streams import StreamSpec, ensure_streams
 
-pytestmark = pytest.mark.chaos
-
 
 async def wait_for(condition, timeout_s: float = 20.0) -> None:
     async with asyncio.timeout(timeout_s):
@@ -17,6 +15,7 @@ async def wait_for(condition, timeout_s: float = 20.0) -> None:
             await asyncio.sleep(0.05)
 
 
+@pytest.mark.chaos
 async def test_three_servers_form_one_cluster_that_keeps_an_r3_stream_through_a_crash(tmp_path):
     cluster = EmbeddedNatsCluster(tmp_path, size=3)
     urls = await cluster.start()
@@ -59,3 +58,27 @@ async def test_three_servers_form_one_cluster_that_keeps_an_r3_stream_through_a_
         if client is not None:
             await client.close()
         await cluster.stop()
+
+
+def test_a_cluster_needs_at_least_two_servers(tmp_path):
+    # One server alone refuses to run JetStream clustered ("requires configured routes").
+    with pytest.raises(ValueError, match="at least two servers, got 1"):
+        EmbeddedNatsCluster(tmp_path, size=1)
+
+
+def test_every_server_gets_ports_of_its_own(tmp_path):
+    cluster = EmbeddedNatsCluster(tmp_path, size=5)
+    ports = [
+        port for node in cluster.nodes for port in (node.client_port, node.route_port, node.monitor_port)
+    ]
+    assert len(set(ports)) == 15
+    assert cluster.urls == [f"nats://127.0.0.1:{node.client_port}" for node in cluster.nodes]
+
+
+async def test_a_cluster_that_cannot_start_leaves_nothing_running(tmp_path):
+    cluster = EmbeddedNatsCluster(tmp_path, size=2)
+    (tmp_path / "nats-cluster").write_text("a file where the stores should go")
+    with pytest.raises(NotADirectoryError):
+        await cluster.start()
+    assert cluster.processes == [None, None]
+    await cluster.stop_node(0)  # never started: nothing to stop

@@ -121,3 +121,57 @@ def test_engines_die_with_a_parent_killed_by_sigkill(tmp_path):
     finally:
         if parent.poll() is None:
             parent.kill()
+
+
+def test_free_ports_are_distinct_and_nothing_listens_on_them():
+    import socket
+
+    from sophia.engines.process import free_ports
+
+    ports = free_ports(30)
+    assert len(set(ports)) == 30
+    for port in ports[:3]:
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+async def test_killing_a_child_that_already_stopped_does_nothing(tmp_path):
+    process = SupervisedProcess(
+        "sleeper", [sys.executable, "-c", "import time; time.sleep(60)"], always_ready, tmp_path / "log"
+    )
+    process.kill()  # never started: nothing to kill
+    await process.start()
+    pid = process.pid
+    await process.stop()
+    process.kill()
+    assert process.pid == pid
+    assert process.restarts == 0
+    assert not alive(pid)
+
+
+def test_without_root_engines_run_as_the_current_user(monkeypatch):
+    from sophia.engines.process import unprivileged_user
+
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert unprivileged_user() is None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="creates a system user: root only")
+def test_under_root_a_missing_user_is_created_and_handed_a_whole_tree(tmp_path):
+    import pwd
+    import uuid
+
+    from sophia.engines.process import chown_tree, unprivileged_user
+
+    name = f"sophia-t{uuid.uuid4().hex[:8]}"
+    try:
+        assert unprivileged_user(name) == name
+        entry = pwd.getpwnam(name)
+        (tmp_path / "tree" / "nested").mkdir(parents=True)
+        (tmp_path / "tree" / "nested" / "file").write_text("data")
+        chown_tree(tmp_path / "tree", name)
+        owners = {path.stat().st_uid for path in [tmp_path / "tree", *(tmp_path / "tree").rglob("*")]}
+        assert owners == {entry.pw_uid}
+        assert unprivileged_user(name) == name  # exists now: used as it is
+    finally:
+        subprocess.run(["userdel", name], check=False, capture_output=True)

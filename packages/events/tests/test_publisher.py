@@ -8,10 +8,12 @@ from dataclasses import replace
 
 import pytest
 
+from sophia.core.errors import Invalid, Unavailable
 from sophia.core.events import Envelope
+from sophia.engines.nats import EmbeddedNats
 from sophia.events.codec import decode
 from sophia.events.connection import NatsConnection
-from sophia.events.publisher import PUBLISH_CHUNK, EventPublisher
+from sophia.events.publisher import FULL_RETRY_AFTER_S, PUBLISH_CHUNK, EventPublisher
 from sophia.events.streams import stream_specs
 
 
@@ -65,3 +67,55 @@ async def test_a_stream_without_atomic_batches_gets_one_ack_per_event(publisher)
     kept = await stored(publisher)
     assert [envelope.id for envelope, _ in kept[1:]] == [envelope.id for envelope in sent]
     assert not any("Nats-Batch-Id" in headers for _, headers in kept[1:])
+
+
+async def test_an_event_type_no_stream_takes_is_invalid_and_nothing_is_sent(publisher):
+    unknown = Envelope.new("user.teleported", "user-1", {}, source="test")
+    with pytest.raises(Invalid, match=r"No stream takes events of type 'user\.teleported'"):
+        await publisher.publish([*events(2), unknown])
+    js = await publisher.nats.jetstream()
+    assert (await js.stream_info(publisher.streams["user-events"].name)).state.messages == 0
+
+
+async def test_a_nearly_full_stream_refuses_the_whole_batch_with_retry_after(publisher):
+    await publisher.publish(events(3))
+    publisher.refuse_at = 1e-9  # whatever it holds now is "nearly full"
+    with pytest.raises(Unavailable, match=r"user-events stream is \d+% full") as raised:
+        await publisher.publish(events(5))
+    assert raised.value.retry_after_s == FULL_RETRY_AFTER_S
+    assert len(await stored(publisher)) == 3
+
+
+async def test_a_stream_deleted_under_a_publisher_fails_one_batch_and_is_made_again(own_streams):
+    async with NatsConnection(own_streams.nats_url) as nats:
+        publisher = EventPublisher(nats, stream_specs(own_streams), info_ttl_s=60)  # trusts its checks
+        await publisher.publish(events(1))  # creates the streams
+        js = await nats.jetstream()
+        spec = publisher.streams["user-events"]
+        await js.update_stream(replace(spec.config(), allow_atomic=False))
+        publisher.info_ttl_s = 0
+        await publisher.publish(events(2))  # learns the stream takes no atomic batches
+        publisher.info_ttl_s = 60
+        await publisher.publish(events(2))
+        assert len(await stored(publisher)) == 5
+        await js.delete_stream(spec.name)  # an operator removes it
+        with pytest.raises(Unavailable, match="No stream took the events") as raised:
+            await publisher.publish(events(2))
+        assert raised.value.retry_after_s == 1
+        await publisher.publish(events(2))  # the stream is made again, and takes them
+        assert len(await stored(publisher)) == 2
+
+
+async def test_publishing_while_nats_is_away_is_unavailable(tmp_path, own_streams):
+    server = EmbeddedNats(tmp_path)
+    url = await server.start()
+    try:
+        async with NatsConnection(url, timeout_s=0.2) as nats:
+            publisher = EventPublisher(nats, stream_specs(own_streams), info_ttl_s=0)
+            await publisher.publish(events(1))
+            await server.stop()
+            with pytest.raises(Unavailable, match="NATS is unreachable") as raised:
+                await publisher.publish(events(1))
+            assert raised.value.retry_after_s == 2
+    finally:
+        await server.stop()

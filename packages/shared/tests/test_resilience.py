@@ -118,3 +118,25 @@ async def test_retry_gives_up_after_its_attempts_and_never_retries_other_errors(
     with pytest.raises(ValueError, match="a bug"):
         await retry(wrong, attempts=5, base_s=0.001)
     assert len(calls) == 3
+
+
+async def test_failures_landing_after_the_breaker_opened_keep_it_open_longer_without_a_new_transition():
+    from structlog.testing import capture_logs
+
+    clock = Clock()
+    breaker = make_breaker(clock)
+    with capture_logs() as logged:
+        for _ in range(4):
+            breaker.record(False)
+        assert breaker.state is BreakerState.OPEN
+        clock.now = 8  # calls started before it opened fail now, as many as trip it
+        for _ in range(4):
+            breaker.record(False)
+    assert breaker.state is BreakerState.OPEN
+    assert [entry["state"] for entry in logged if entry["event"] == "breaker_state"] == ["open"]
+    clock.now = 12  # past the first opening's 10 s, within the second's
+    with pytest.raises(BreakerOpen):
+        breaker.allow()
+    clock.now = 18
+    breaker.allow()
+    assert breaker.state is BreakerState.HALF_OPEN

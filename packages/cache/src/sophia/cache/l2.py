@@ -90,6 +90,12 @@ class Claim(enum.IntEnum):
     HELD = 2
 
 
+async def _drop_idle_connections(client: redis.Redis) -> None:
+    """After a connection failure the pooled ones are likely dead too: the next call dials afresh."""
+    with contextlib.suppress(*REDIS_FAILURES):
+        await client.connection_pool.disconnect(inuse_connections=False)
+
+
 class RedisTier:
     """Values under `{prefix}{epoch}:value:{key}`, tag sets under `{prefix}{epoch}:tag:{tag}`.
 
@@ -159,14 +165,8 @@ class RedisTier:
             CACHE_REDIS_FAILURES.labels(operation).inc()
             log.warning("cache_redis_failed", operation=operation, error=type(error).__name__)
             if isinstance(error, (ConnectionError, OSError)):
-                await self._drop_idle_connections()
+                await _drop_idle_connections(client)
             return None
-
-    async def _drop_idle_connections(self) -> None:
-        """After a connection failure the pooled ones are likely dead too: the next call dials afresh."""
-        if self.client is not None:
-            with contextlib.suppress(*REDIS_FAILURES):
-                await self.client.connection_pool.disconnect(inuse_connections=False)
 
     async def set(
         self,

@@ -213,8 +213,8 @@ class TieredCache:
         return task
 
     def _landed(self, key: str, task: asyncio.Task[CacheResult]) -> None:
-        if self._flights.get(key) is task:
-            del self._flights[key]
+        # A key has one flight at a time and a new one starts only after this removes it.
+        self._flights.pop(key, None)
         if not task.cancelled():
             task.exception()  # retrieved: background refreshes have nobody awaiting them
 

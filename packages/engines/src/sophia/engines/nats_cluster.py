@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sophia.engines.nats import binary
-from sophia.engines.process import SupervisedProcess, free_port, tcp_answers
+from sophia.engines.process import SupervisedProcess, free_ports, tcp_answers
 
 HOST = "127.0.0.1"
 CLUSTER_NAME = "sophia"
@@ -43,10 +43,10 @@ class EmbeddedNatsCluster:
     """`size` nats-servers with JetStream routed into one cluster, storing under `data_dir`."""
 
     def __init__(self, data_dir: Path, size: int = 3) -> None:
-        if size < 1:
-            raise ValueError(f"a cluster needs at least one server, got {size}")
+        if size < 2:  # nats-server will not run a JetStream cluster without a route to another
+            raise ValueError(f"a cluster needs at least two servers, got {size}")
         self.data_dir = data_dir.resolve() / "nats-cluster"
-        ports = _distinct_free_ports(3 * size)
+        ports = free_ports(3 * size, HOST)
         self.nodes = [
             ClusterNode(f"sophia-{index}", *ports[3 * index : 3 * index + 3]) for index in range(size)
         ]
@@ -89,9 +89,9 @@ class EmbeddedNatsCluster:
             CLUSTER_NAME,
             "--cluster",
             node.route_url,
+            "--routes",
+            routes,
         ]
-        if routes:
-            argv += ["--routes", routes]
         log_path = self.data_dir / "logs" / f"{node.name}.log"
         process = SupervisedProcess(f"nats-{node.name}", argv, lambda: _healthy(node), log_path)
         self.processes[index] = process
@@ -112,13 +112,3 @@ class EmbeddedNatsCluster:
 
 async def _healthy(node: ClusterNode) -> bool:
     return await tcp_answers(HOST, node.monitor_port, HEALTHZ_REQUEST, b"HTTP/1.1 200")
-
-
-def _distinct_free_ports(count: int) -> list[int]:
-    """`count` different free ports (two `free_port` calls may hand back the same one)."""
-    ports: list[int] = []
-    while len(ports) < count:
-        port = free_port(HOST)
-        if port not in ports:
-            ports.append(port)
-    return ports

@@ -32,7 +32,7 @@ from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
-from nats.js.errors import APIError
+from nats.js.errors import APIError, NoStreamResponseError
 
 from sophia.core.errors import Invalid, Unavailable
 from sophia.core.event_types import EVENT_TYPES
@@ -99,13 +99,26 @@ class EventPublisher:
                 *(self._publish_stream(name, targets) for name, targets in by_stream.items())
             )
         except APIError as error:
-            self._fill.clear()
+            self._forget()
             raise Unavailable(
                 f"JetStream refused the events ({error.description}); send the batch again, same ids.",
                 retry_after_s=FULL_RETRY_AFTER_S,
             ) from error
+        except NoStreamResponseError as error:
+            self._forget()
+            raise Unavailable(
+                "No stream took the events (one was deleted?); it is made again for the next batch.",
+                retry_after_s=1,
+            ) from error
         except (NatsError, OSError, TimeoutError) as error:
+            self._forget()
             raise Unavailable(f"NATS is unreachable: {type(error).__name__}", retry_after_s=2) from error
+
+    def _forget(self) -> None:
+        """After a failure, trust nothing learned of the streams: the next batch looks again and
+        makes any stream that is gone (deleted by an operator, a server that lost its store)."""
+        self._fill.clear()
+        self._ready = False
 
     async def _publish_stream(self, stream: str, targets: list[tuple[StreamSpec, Envelope]]) -> None:
         for start in range(0, len(targets), PUBLISH_CHUNK):

@@ -1,0 +1,74 @@
+"""Invalidation messages: their encoding, and a listener that survives what it cannot apply."""
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as redis
+from waiting import eventually
+
+from sophia.cache.invalidation import Invalidation, InvalidationListener
+
+
+def test_an_invalidation_round_trips_and_anything_else_decodes_to_none() -> None:
+    sent = Invalidation("process-1", keys=("record:1",), tags=("lists",), epoch=3)
+    assert Invalidation.decode(sent.encode()) == sent
+    for garbage in (b"not json", b"[1, 2]", b'{"origin": "p"}', b'{"origin": "p", "keys": 1, "tags": []}'):
+        assert Invalidation.decode(garbage) is None, garbage
+
+
+class Recorder:
+    """An `apply` that records what it is given and fails on the invalidations it is told to."""
+
+    def __init__(self, failing_origin: str = "") -> None:
+        self.failing_origin = failing_origin
+        self.applied: list[Invalidation] = []
+
+    def __call__(self, invalidation: Invalidation) -> None:
+        if invalidation.origin == self.failing_origin:
+            raise RuntimeError("cannot apply this one")
+        self.applied.append(invalidation)
+
+
+async def nothing_missed(after_gap: bool) -> None:
+    pass
+
+
+@pytest.fixture
+def channel() -> str:
+    return f"test:{uuid.uuid4().hex}:invalidate"
+
+
+@pytest.fixture
+async def listening(
+    redis_client: redis.Redis, channel: str
+) -> AsyncIterator[tuple[InvalidationListener, Recorder]]:
+    recorder = Recorder(failing_origin="poison")
+    listener = InvalidationListener(redis_client, channel, recorder, nothing_missed)
+    task = asyncio.create_task(listener.run())
+    await asyncio.wait_for(listener.subscribed.wait(), 2)
+    yield listener, recorder
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_the_listener_skips_messages_that_are_no_invalidation_and_applies_the_next(
+    listening: tuple[InvalidationListener, Recorder], redis_client: redis.Redis, channel: str
+) -> None:
+    listener, recorder = listening
+    await redis_client.publish(channel, b"garbage from an older release")
+    await redis_client.publish(channel, Invalidation("other", keys=("k",)).encode())
+    await eventually(lambda: recorder.applied == [Invalidation("other", keys=("k",))])
+    assert listener.subscribed.is_set()
+
+
+async def test_an_invalidation_that_fails_to_apply_does_not_end_the_subscription(
+    listening: tuple[InvalidationListener, Recorder], redis_client: redis.Redis, channel: str
+) -> None:
+    listener, recorder = listening
+    await redis_client.publish(channel, Invalidation("poison", keys=("a",)).encode())
+    await redis_client.publish(channel, Invalidation("other", tags=("t",)).encode())
+    await eventually(lambda: recorder.applied == [Invalidation("other", tags=("t",))])
+    assert listener.subscribed.is_set()
+    assert listener.reconnects == 0

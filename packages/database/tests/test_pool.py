@@ -1,0 +1,57 @@
+"""The pool's lifecycle: no DSN, an unreachable server, a pool not open, a close that hangs."""
+
+import asyncpg
+import pytest
+from prometheus_client import REGISTRY
+from waiting import eventually
+
+from sophia.core.errors import Unavailable
+from sophia.database import Database
+from sophia.engines.process import free_port
+
+
+def test_a_database_without_any_dsn_is_refused_at_once(settings):
+    with pytest.raises(ValueError, match="SOPHIA_DATABASE_URL is not set"):
+        Database(settings.model_copy(update={"database_url": None}))
+
+
+async def test_opening_with_postgres_unreachable_is_unavailable_naming_the_cause(settings):
+    database = Database(settings, dsn=f"postgresql://sophia@127.0.0.1:{free_port()}/sophia")
+    with pytest.raises(Unavailable, match="PostgreSQL is unreachable") as raised:
+        await database.open()
+    assert raised.value.retry_after_s == 5
+    with pytest.raises(Unavailable, match="The database pool is not open"):
+        _ = database.pool
+
+
+async def test_a_close_that_waits_too_long_on_a_busy_connection_terminates_the_pool(settings, database):
+    busy = Database(settings)
+    await busy.open()
+    async with busy.connection() as connection:
+        backend = await connection.fetchval("SELECT pg_backend_pid()")
+        await busy.close(timeout_s=0.05)  # waits for this connection, which is not given back
+        with pytest.raises(asyncpg.InterfaceError):
+            await connection.fetchval("SELECT 1")
+    with pytest.raises(Unavailable, match="not open"):
+        _ = busy.pool
+    await busy.close()  # closing again is harmless
+
+    async def backend_gone() -> bool:
+        async with database.connection() as watcher:
+            return not await watcher.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", backend)
+
+    await eventually(backend_gone)
+
+
+async def test_pool_gauges_follow_an_open_pool_and_are_left_alone_once_it_is_closed(settings):
+    def gauge(name: str) -> float | None:
+        return REGISTRY.get_sample_value(name)
+
+    database = Database(settings.model_copy(update={"db_pool_min_size": 2}))
+    async with database:
+        database.observe()
+        assert gauge("sophia_db_pool_connections") == database.pool.get_size() >= 2
+        assert gauge("sophia_db_pool_idle_connections") == database.pool.get_idle_size()
+    size = gauge("sophia_db_pool_connections")
+    database.observe()
+    assert gauge("sophia_db_pool_connections") == size
