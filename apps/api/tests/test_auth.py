@@ -11,6 +11,7 @@ import pytest
 from app_clients import app_client
 from problem_assertions import assert_problem
 
+from sophia.api.auth import KeyVerifier
 from sophia.database import keys
 
 REFRESH = "/api/v1/admin/views/active-deals:refresh"
@@ -137,3 +138,11 @@ async def test_a_key_of_the_wrong_shape_is_refused_without_asking_the_database(s
         )
     assert_problem(wrong_shape, 401)  # a 401, not the 503 a database lookup would give
     assert right_shape.status_code == 503
+
+
+async def test_the_key_memory_forgets_the_least_recently_verified_key_past_its_size(database, api_keys):
+    verifier = KeyVerifier(database, ttl_s=60, max_entries=2)
+    for scope in ("read", "write", "admin"):
+        assert (await verifier.verify(api_keys[scope])).scope == scope
+    assert verifier.remembered(api_keys["read"]) is None  # checked against the database next time
+    assert [verifier.remembered(api_keys[scope]).scope for scope in ("write", "admin")] == ["write", "admin"]

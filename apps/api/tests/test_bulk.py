@@ -254,3 +254,44 @@ async def test_a_value_postgres_cannot_store_is_named_by_line_and_field(client, 
     bad = f'{{"source_system":"{source}","kind":"deal","external_id":"bad","data":{data}}}'
     body = assert_problem(await post_bulk(client, [good.encode(), bad.encode()]), 422)
     assert body["errors"][0]["location"][:3] == ["line", 2, "data"], reason
+
+
+async def test_bulk_whose_client_hangs_up_midway_writes_nothing_and_is_no_server_error(
+    app, api_keys, database
+):
+    """What a server delivers when the client goes away while its body streams in: a disconnect."""
+    source = new_source()
+    arriving = [
+        {"type": "http.request", "body": b"\n".join(batch(source, 10)) + b"\n", "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return arriving.pop(0)
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    headers = [
+        (b"content-type", b"application/x-ndjson"),
+        (b"authorization", f"Bearer {api_keys['write']}".encode()),
+    ]
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/api/v1/records:bulk",
+        "raw_path": b"/api/v1/records:bulk",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"sophia.test"), *headers],
+        "client": ("127.0.0.1", 50000),
+        "server": ("sophia.test", 80),
+    }
+    await app(scope, receive, send)
+    assert arriving == []
+    assert sent[0]["status"] == 499  # in the access log and the metrics: the client closed the request
+    assert await count_rows(database, source) == 0

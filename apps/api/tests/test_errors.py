@@ -176,3 +176,19 @@ async def test_an_unexpected_error_is_a_500_problem_that_leaks_no_detail(setting
     body = assert_problem(response, 500)
     assert "secret" not in response.text
     assert body["title"] == "Internal error"
+
+
+async def test_a_service_error_of_no_known_kind_is_a_500_problem_with_its_title_and_detail(settings):
+    from sophia.api.app import create_app
+    from sophia.core.errors import SophiaError
+
+    app = create_app(settings)
+
+    async def unclassified() -> None:
+        raise SophiaError("a rule no status describes")
+
+    app.add_api_route("/unclassified", unclassified)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://sophia.test") as http:
+        body = assert_problem(await http.get("/unclassified"), 500)
+    assert (body["title"], body["detail"]) == ("Error", "a rule no status describes")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import uuid
 
+import httpx
+
 
 async def test_healthz_is_200_ok(client):
     response = await client.get("/healthz")
@@ -62,3 +64,31 @@ async def test_metrics_are_prometheus_text(client):
     response = await client.get("/metrics")
     assert response.headers["content-type"].startswith("text/plain")
     assert "# TYPE sophia_http_request_duration_seconds histogram" in response.text
+
+
+async def test_readyz_names_a_probe_that_outlasts_its_own_timeout_and_leaves_the_backlog_unknown(settings):
+    """Every pooled connection busy: the PostgreSQL probe waits on the pool (up to its acquire
+    timeout, longer than the probe's), so the readiness backstop answers for it."""
+    from sophia.api.app import create_app
+
+    busy = settings.model_copy(
+        update={
+            "db_pool_min_size": 1,
+            "db_pool_max_size": 1,
+            "db_acquire_timeout_s": 30,
+            "engine_timeout_s": 0.05,
+        }
+    )
+    app = create_app(busy)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with (
+            app.state.sophia.database.connection(),  # the pool's only connection, held
+            httpx.AsyncClient(transport=transport, base_url="http://sophia.test") as http,
+        ):
+            response = await http.get("/readyz")
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "2"
+    body = response.json()
+    assert body["checks"] == {"postgres": "no answer within 0.05s", "redis": "ok", "nats": "ok"}
+    assert body["outbox_depth"] is None

@@ -1,7 +1,9 @@
 """The `sophia` commands against the test database (in-process through typer's runner)."""
 
 import asyncio
+import os
 import re
+import sys
 
 import asyncpg
 import orjson
@@ -88,7 +90,7 @@ def test_views_refresh_refreshes_active_deals(env):
 
 
 def test_commands_find_the_database_from_a_running_stack(env, tmp_path):
-    stack = {k: v for k, v in env.items() if k != "SOPHIA_DATABASE_URL"}
+    stack = env | {"SOPHIA_DATABASE_URL": ""}  # blank, not absent: the test process has one set
     endpoints.write(
         Settings(data_dir=tmp_path),
         {"database_url": env["SOPHIA_DATABASE_URL"], "api": "http://127.0.0.1:1", "api_key": "sk_x"},
@@ -97,6 +99,41 @@ def test_commands_find_the_database_from_a_running_stack(env, tmp_path):
     assert invoke(stack, "env").output.strip() == "export SOPHIA_API=http://127.0.0.1:1 SOPHIA_KEY=sk_x"
     assert oct((tmp_path / "endpoints.json").stat().st_mode & 0o777) == "0o600"
     assert orjson.loads((tmp_path / "endpoints.json").read_bytes())["api_key"] == "sk_x"
+
+
+def test_views_refresh_without_redis_refreshes_with_no_cache_to_drop(env):
+    result = invoke(env | {"SOPHIA_REDIS_URL": ""}, "views", "refresh")
+    assert result.exit_code == 0, result.output
+    assert "Refreshed active_deals_mv." in result.output
+
+
+def test_serve_runs_the_api_server_with_the_running_stacks_engines(env, tmp_path, monkeypatch):
+    """`sophia serve` replaces itself with `python -m sophia.api.server`; the server's workers read
+    the engines' URLs from the environment, so it exports those it found in endpoints.json."""
+    urls = {"database_url": env["SOPHIA_DATABASE_URL"], "redis_url": env["SOPHIA_REDIS_URL"]}
+    endpoints.write(Settings(data_dir=tmp_path), urls)  # a stack without NATS
+    for name in ("SOPHIA_DATABASE_URL", "SOPHIA_REDIS_URL", "SOPHIA_NATS_URL"):
+        monkeypatch.setenv(name, "")  # as a container without them would start; restored after the test
+    executed: list[tuple[str, list[str], dict[str, str]]] = []
+
+    def execv(path: str, arguments: list[str]) -> None:
+        variables = ("SOPHIA_DATABASE_URL", "SOPHIA_REDIS_URL", "SOPHIA_NATS_URL")
+        executed.append((path, arguments, {name: os.environ[name] for name in variables}))
+
+    monkeypatch.setattr(os, "execv", execv)
+    result = invoke({"SOPHIA_DATA_DIR": str(tmp_path)}, "serve")
+    assert result.exit_code == 0, result.output
+    assert executed == [
+        (
+            sys.executable,
+            [sys.executable, "-m", "sophia.api.server"],
+            {
+                "SOPHIA_DATABASE_URL": urls["database_url"],
+                "SOPHIA_REDIS_URL": urls["redis_url"],
+                "SOPHIA_NATS_URL": "",  # none found, none exported
+            },
+        )
+    ]
 
 
 def test_without_a_database_or_a_running_stack_commands_say_what_to_do(tmp_path):

@@ -30,10 +30,19 @@ def invoke(env, *args):
 
 def file_dead_letters(settings, count: int) -> list[Envelope]:
     """`count` events through a processor whose sink always fails: each ends up a dead letter."""
-    spec, dead_letter = stream_specs(settings)["user-events"], dead_letter_spec(settings)
     events = [
         Envelope.new("user.event", f"u-{n}", {"name": "deal.viewed"}, source="api") for n in range(count)
     ]
+    spec = stream_specs(settings)["user-events"]
+    published = [(spec.subject(event.key, event.type), encode(event), None) for event in events]
+    run_into_dead_letters(settings, published)
+    return events
+
+
+def run_into_dead_letters(settings, messages: list[tuple[str, bytes, dict[str, str] | None]]) -> None:
+    """Publish `(subject, data, headers)` to the user-events stream and run a processor whose sink
+    always fails until each message is a dead letter."""
+    spec, dead_letter = stream_specs(settings)["user-events"], dead_letter_spec(settings)
 
     async def broken(batch: list[Envelope]) -> None:
         raise ValueError("broken sink")
@@ -42,21 +51,20 @@ def file_dead_letters(settings, count: int) -> list[Envelope]:
         async with NatsConnection(settings.nats_url) as nats:
             js = await nats.jetstream()
             await ensure_streams(js, [spec])
-            for event in events:
-                await js.publish(spec.subject(event.key, event.type), encode(event), stream=spec.name)
+            for subject, data, headers in messages:
+                await js.publish(subject, data, stream=spec.name, headers=headers)
             consumer = ConsumerSpec("dlqtest", spec.name, max_deliver=1, batch_wait_s=0.01, idle_wait_s=0.1)
             stop = asyncio.Event()
             running = asyncio.create_task(
                 StreamProcessor(nats, consumer, broken, dead_letter_stream=dead_letter).run(stop)
             )
             async with asyncio.timeout(5):
-                while len(await list_dead_letters(nats, dead_letter.name)) < count:
+                while len(await list_dead_letters(nats, dead_letter.name)) < len(messages):
                     await asyncio.sleep(0.01)
             stop.set()
             await running
 
     asyncio.run(run())
-    return events
 
 
 def stream_messages(settings) -> int:
@@ -96,6 +104,16 @@ def test_dlq_show_prints_the_origin_the_error_and_the_event(own, env):
     assert f'"id": "{event.id}"' in shown.output
 
 
+def test_dlq_show_prints_the_originals_own_headers_and_bytes_that_are_no_json(own, env):
+    subject = stream_specs(own)["user-events"].subject("u-1", "user.event")
+    run_into_dead_letters(own, [(subject, b"\xffnot json", {"Trace-Id": "trace-7"})])
+    shown = invoke(env, "show", "1")
+    assert shown.exit_code == 0, shown.output
+    assert "header:     Trace-Id: trace-7" in shown.output
+    assert "b'\\xffnot json'" in shown.output  # as Python writes bytes, not a traceback
+    assert "deliveries: 1" in shown.output
+
+
 def test_dlq_replay_puts_the_event_back_and_deletes_the_letter(own, env):
     file_dead_letters(own, 2)
     before = stream_messages(own)
@@ -125,3 +143,9 @@ def test_dlq_with_nats_unreachable_exits_1_with_a_line_not_a_traceback(env):
     assert result.exit_code == 1
     assert "NATS is unreachable" in result.output
     assert "Traceback" not in result.output
+
+
+def test_dlq_without_nats_configured_says_how_to_get_one(env):
+    result = invoke(env | {"SOPHIA_NATS_URL": ""}, "list")
+    assert result.exit_code == 1
+    assert "No NATS: set SOPHIA_NATS_URL" in result.output

@@ -101,3 +101,20 @@ def test_jobs_submit_with_nats_unreachable_exits_1_with_a_line_not_a_traceback(e
     assert result.exit_code == 1
     assert "NATS is unreachable" in result.output
     assert "Traceback" not in result.output
+
+
+def test_jobs_submit_without_nats_configured_says_how_to_get_one_and_queues_nothing(own, env):
+    result = invoke(env | {"SOPHIA_NATS_URL": ""}, "submit", "refresh_active_deals", "--key", "never-queued")
+    assert result.exit_code == 1
+    assert "No NATS: set SOPHIA_NATS_URL" in result.output
+
+    async def queued() -> int:
+        connection = await asyncpg.connect(own.database_url)
+        try:
+            return await connection.fetchval(
+                "SELECT count(*) FROM sophia_core.jobs WHERE idempotency_key = $1", "never-queued"
+            )
+        finally:
+            await connection.close()
+
+    assert asyncio.run(queued()) == 0

@@ -1,6 +1,11 @@
-"""`sophia loadtest`: each k6 scenario against a real API server, short and with few VUs."""
+"""`sophia loadtest`: each k6 scenario against a real API server, short and with few VUs (load
+tier); what it refuses and how it fails without a server (fast tier)."""
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 
 import httpx
 import orjson
@@ -9,10 +14,10 @@ import typer
 from live_server import live_server
 from typer.testing import CliRunner
 
-from sophia.cli import loadtest
+from sophia.cli import endpoints, loadtest
 from sophia.cli.loadtest import LoadTestError, Scenario, run_loadtest
-
-pytestmark = pytest.mark.load
+from sophia.engines.process import free_port
+from sophia.shared.settings import Settings
 
 
 def _k6_installed() -> bool:
@@ -41,6 +46,7 @@ async def server(settings, api_keys, tmp_path_factory):
         yield live
 
 
+@pytest.mark.load
 @requires_k6
 @pytest.mark.parametrize("scenario", list(Scenario))
 async def test_scenario_writes_a_summary_and_a_chart_with_thresholds_and_no_failed_request(
@@ -71,6 +77,7 @@ async def test_scenario_writes_a_summary_and_a_chart_with_thresholds_and_no_fail
     assert set(summary["latency_ms"]) == {"avg", "p50", "p90", "p99", "max"}
 
 
+@pytest.mark.load
 @requires_k6
 def test_command_exits_non_zero_when_a_threshold_is_crossed(server, api_keys, tmp_path):
     # A read-only key: the mixed scenario's writes are refused, so the failed-rate threshold is crossed.
@@ -100,3 +107,100 @@ def test_load_tests_refuse_any_host_but_127_0_0_1(tmp_path):
 def test_durations_outside_one_second_to_an_hour_are_refused(duration):
     with pytest.raises(LoadTestError):
         loadtest.duration_seconds(duration)
+
+
+def loadtest_command(arguments: list[str], data_dir) -> typer.testing.Result:
+    app = typer.Typer()
+    app.command()(loadtest.command)
+    environment = {"SOPHIA_DATA_DIR": str(data_dir), "SOPHIA_API": None, "SOPHIA_KEY": None}
+    return CliRunner().invoke(app, arguments, env=environment)
+
+
+def executable(path, text: str = "#!/bin/sh\n"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(0o755)
+    return path
+
+
+def test_k6_is_the_executable_one_next_to_the_interpreter_else_the_scripts_one_else_on_path(
+    tmp_path, monkeypatch
+):
+    interpreter_dir, scripts_dir, path_dir = (tmp_path / name for name in ("bin", "scripts", "path"))
+    (interpreter_dir).mkdir()
+    (interpreter_dir / "k6").write_text("not executable")
+    monkeypatch.setattr(sys, "executable", str(interpreter_dir / "python"))
+    monkeypatch.setattr(loadtest.sysconfig, "get_path", lambda name: str(scripts_dir))
+    monkeypatch.setenv("PATH", str(path_dir))
+    with pytest.raises(LoadTestError, match="k6 is not installed: add the `k6` package"):
+        loadtest.find_k6()
+    on_path = executable(path_dir / "k6")
+    assert loadtest.find_k6() == on_path
+    in_scripts = executable(scripts_dir / "k6")
+    assert loadtest.find_k6() == in_scripts
+    (interpreter_dir / "k6").chmod(0o755)
+    assert loadtest.find_k6() == interpreter_dir / "k6"
+
+
+@pytest.mark.parametrize("vus", [0, loadtest.MAX_VUS + 1])
+def test_virtual_users_outside_one_to_the_maximum_are_refused(vus, tmp_path):
+    with pytest.raises(LoadTestError, match="--vus must be between 1 and"):
+        run_loadtest(
+            Scenario.mixed, "http://127.0.0.1:8000", "key", vus=vus, duration="1s", reports_dir=tmp_path
+        )
+
+
+def test_the_command_without_a_url_and_no_running_stack_says_how_to_start_one(tmp_path):
+    result = loadtest_command(["cached_read"], tmp_path)
+    assert result.exit_code == 1
+    assert "The stack is not running: start it with `make up`, or pass --url and --key." in result.output
+    assert not (tmp_path / "reports").exists()
+
+
+@requires_k6
+def test_the_command_against_the_stack_with_no_api_listening_exits_1_with_k6s_reason(tmp_path):
+    url = f"http://127.0.0.1:{free_port()}"
+    endpoints.write(Settings(data_dir=tmp_path), {"api": url, "api_key": "sk_x"})
+    result = loadtest_command(["cached_read", "--vus", "1", "--duration", "1s"], tmp_path)
+    assert result.exit_code == 1
+    assert "k6 exited with 107" in result.output  # k6's status for a script that failed
+    assert "listing records answered 0" in result.output  # setup() could not page ids
+    assert not (tmp_path / "reports").exists()
+
+
+@requires_k6
+def test_a_k6_run_past_its_deadline_is_killed_and_reported(tmp_path, monkeypatch):
+    started: list[subprocess.Popen] = []
+
+    class Recorded(subprocess.Popen):
+        def __init__(self, *arguments, **options) -> None:
+            super().__init__(*arguments, **options)
+            started.append(self)
+
+    monkeypatch.setattr(subprocess, "Popen", Recorded)
+    monkeypatch.setattr(loadtest, "SETUP_AND_STOP_ALLOWANCE_S", -1)  # the deadline is the start
+    with pytest.raises(LoadTestError, match="k6 still running"):
+        run_loadtest(
+            Scenario.cached_read,
+            f"http://127.0.0.1:{free_port()}",
+            "key",
+            vus=1,
+            duration="1s",
+            reports_dir=tmp_path,
+        )
+    [k6] = started
+    assert k6.returncode == -signal.SIGKILL
+    with pytest.raises(ProcessLookupError):
+        os.killpg(k6.pid, 0)  # its whole process group is gone
+
+
+def test_a_run_whose_only_requests_were_setups_has_no_per_second_figures(tmp_path):
+    points = tmp_path / "points"
+    setup_point = {
+        "type": "Point",
+        "metric": "http_req_duration",
+        "data": {"time": "2026-11-25T10:00:00.5Z", "value": 3.0, "tags": {"group": "::setup"}},
+    }
+    metric = {"type": "Metric", "metric": "http_req_duration", "data": {"type": "trend"}}
+    points.write_bytes(orjson.dumps(metric) + b"\n" + orjson.dumps(setup_point) + b"\n")
+    assert loadtest._per_second(points) == []

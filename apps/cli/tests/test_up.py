@@ -169,3 +169,37 @@ def test_kill_9_of_up_leaves_no_engine_or_api_worker_listening(tmp_path):
     finally:
         if up.poll() is None:
             up.kill()
+
+
+def test_the_api_keeps_its_configured_port_while_it_is_free_and_takes_another_when_not(settings):
+    from sophia.cli.up import api_port
+    from sophia.engines.process import free_port
+
+    local = settings.model_copy(update={"api_host": "127.0.0.1"})
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        moved = api_port(local.model_copy(update={"api_port": busy}))
+    assert moved not in (0, busy)
+    free = free_port()
+    assert api_port(local.model_copy(update={"api_port": free})) == free
+    assert api_port(local.model_copy(update={"api_port": 0})) > 0
+
+
+async def test_up_keeps_its_dev_key_across_runs_and_replaces_one_that_was_revoked(
+    settings, database, tmp_path
+):
+    from sophia.cli.up import DEV_KEY_FILE, prepare_database
+    from sophia.database import keys
+
+    local = settings.model_copy(update={"data_dir": tmp_path})
+    first = await prepare_database(local, 0)
+    assert await prepare_database(local, 0) == first
+    async with database.connection() as connection:
+        assert await keys.revoke(connection, first.split("_")[1])
+    replaced = await prepare_database(local, 0)
+    assert replaced != first
+    assert (tmp_path / DEV_KEY_FILE).read_text() == replaced
+    async with database.connection() as connection:
+        assert (await keys.find_active(connection, replaced)).scope == "admin"

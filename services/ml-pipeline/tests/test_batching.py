@@ -96,3 +96,24 @@ async def test_closing_finishes_what_is_queued():
 def test_limits_must_be_positive():
     with pytest.raises(ValueError, match="max_batch"):
         Batcher(Model(), name="t", max_batch=0)
+
+
+async def test_an_input_already_past_its_deadline_when_its_batch_is_taken_never_reaches_the_model():
+    model = Model()
+    async with Batcher(model, name="t", max_batch=1, max_wait_s=0) as batcher:
+        with pytest.raises(DeadlineExceeded):
+            await batcher.submit([1], timeout_s=0)
+        assert await batcher.submit([2], timeout_s=5) == [4]
+    assert model.batches == [[2]]
+
+
+@pytest.mark.parametrize("first", [1, -1], ids=["answered", "failed"])
+async def test_a_batch_whose_callers_gave_up_while_it_ran_leaves_the_batcher_serving(first):
+    model = Model()
+    model.gate.clear()
+    async with Batcher(model, name="t", max_batch=1, max_wait_s=0) as batcher:
+        with pytest.raises(DeadlineExceeded):
+            await batcher.submit([first], timeout_s=0.05)  # gives up while the model holds its input
+        model.gate.set()  # the model then answers (or fails) a caller that is gone
+        assert await batcher.submit([3], timeout_s=5) == [6]
+    assert model.batches == [[first], [3]]

@@ -4,6 +4,7 @@ held-out accuracy is the one docs/ml.md reports, and training is deterministic."
 from __future__ import annotations
 
 import csv
+import runpy
 import sys
 
 import numpy as np
@@ -136,7 +137,7 @@ def test_the_training_command_writes_a_head_and_reports_both_models(
     output = tmp_path / "head.npz"
     arguments = ["--dataset", str(dataset), "--output", str(output), "--models-dir", str(models_dir)]
     monkeypatch.setattr(sys, "argv", ["train_sentiment", *arguments])
-    train_sentiment.main()
+    runpy.run_path(train_sentiment.__file__, run_name="__main__")  # as `python -m` runs it
     printed = capsys.readouterr().out
     assert "VADER (baseline)" in printed
     assert "embedding head" in printed

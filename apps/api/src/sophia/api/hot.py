@@ -48,9 +48,7 @@ class HotReads:
         path: str = scope["path"]
         if not path.startswith(RECORD_PREFIX) or len(path) != len(RECORD_PREFIX) + CANONICAL_ID_LENGTH:
             return False
-        state: AppState | None = getattr(scope["app"].state, "sophia", None)
-        if state is None:
-            return False
+        state: AppState = scope["app"].state.sophia  # set by the lifespan, which servers run first
         authorization = if_none_match = None
         for name, value in scope["headers"]:
             if name == b"authorization":

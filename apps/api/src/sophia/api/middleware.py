@@ -78,7 +78,7 @@ class RequestContext:
         try:
             declared = _header(scope, b"content-length")
             if declared is not None and declared.isdigit() and int(declared) > limit:
-                await _too_large(scope, send_with_id, limit)
+                await too_large(scope["path"], limit)(scope, receive, send_with_id)  # reads no body
                 return
             await self.app(scope, limited_receive, send_with_id)
         finally:
@@ -104,12 +104,3 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if key == name:
             return str(value.decode("latin-1"))
     return None
-
-
-async def _too_large(scope: Scope, send: Send, limit: int) -> None:
-    response = too_large(scope["path"], limit)
-
-    async def nothing() -> Message:
-        return {"type": "http.disconnect"}
-
-    await response(scope, nothing, send)

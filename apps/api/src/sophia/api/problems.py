@@ -8,6 +8,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from sophia.core.errors import (
@@ -26,6 +27,8 @@ from sophia.shared.logging import get_logger
 log = get_logger(__name__)
 
 PROBLEM_TYPE = "application/problem+json"
+CLIENT_CLOSED_REQUEST = 499
+"""nginx's status for a client that went away before the answer: what the access log and metrics say."""
 
 STATUS_BY_ERROR: dict[type[SophiaError], int] = {
     Invalid: 422,
@@ -135,6 +138,12 @@ def too_large(instance: str, max_bytes: int) -> Response:
     return problem(413, "Payload too large", detail, instance, max_bytes=max_bytes)
 
 
+async def client_disconnected(request: Request, error: Exception) -> Response:
+    """The client hung up while its body streamed in: nothing of ours failed and nobody reads the answer."""
+    log.info("client_disconnected", path=request.url.path)
+    return Response(status_code=CLIENT_CLOSED_REQUEST)
+
+
 async def unexpected_error(request: Request, error: Exception) -> Response:
     log.exception("unhandled_error", path=request.url.path)
     return problem(500, "Internal error", "Something went wrong on our side.", request.url.path)
@@ -144,4 +153,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(SophiaError, sophia_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(ClientDisconnect, client_disconnected)
     app.add_exception_handler(Exception, unexpected_error)

@@ -29,6 +29,14 @@ console = Console()
 DEV_KEY_FILE = "dev-api-key"
 
 
+def api_port(settings: Settings) -> int:
+    """`SOPHIA_API_PORT` when nothing listens on it, else (or when it is 0) a free port."""
+    port = settings.api_port
+    if not port or not _port_free(settings.api_host, port):
+        port = free_port(settings.api_host)
+    return port
+
+
 def _port_free(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         return probe.connect_ex((host, port)) != 0
@@ -86,9 +94,7 @@ async def run_up(settings: Settings, seed_records: int) -> None:
         )
         async with NatsConnection(urls.nats_url, settings.engine_timeout_s) as nats:
             await check_streams(settings, nats)  # a limit NATS cannot hold stops here, named
-        port = settings.api_port
-        if not port or not _port_free(settings.api_host, port):
-            port = free_port(settings.api_host)
+        port = api_port(settings)
         base_url = f"http://{settings.api_host}:{port}"
         env = {key.upper(): str(value) for key, value in _server_env(settings, urls, port).items()}
         api = SupervisedProcess(

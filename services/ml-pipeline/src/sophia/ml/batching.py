@@ -85,15 +85,11 @@ class Batcher(Generic[In, Out]):
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
         """Finish what is queued (drain), then stop the thread."""
+        assert self._loop_task is not None, "exited without having been entered"
         self._closing = True
         self._arrived.set()
-        if self._loop_task is not None:
-            await self._loop_task
+        await self._loop_task
         self._executor.shutdown(wait=True)
-
-    @property
-    def depth(self) -> int:
-        return len(self._queue)
 
     async def submit(self, items: Sequence[In], *, timeout_s: float) -> list[Out]:
         """The model's outputs for `items`, in order; `Unavailable` if the queue is full,
