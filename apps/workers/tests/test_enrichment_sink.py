@@ -7,7 +7,9 @@ import uuid
 
 import pytest
 
+from sophia.core.errors import Unavailable
 from sophia.core.events import Envelope
+from sophia.database import Database
 from sophia.database.enrichment import PREDICTIONS_TOPIC
 from sophia.ml.embeddings import model_version
 from sophia.ml.encoder import SentenceEncoder
@@ -121,3 +123,14 @@ async def test_a_deleted_record_is_not_enriched(database, enricher):
         assert not await connection.fetchval(
             "SELECT count(*) FROM sophia_core.record_embeddings WHERE record_id = $1", call
         )
+
+
+async def test_a_batch_without_a_changed_record_of_a_kind_with_text_needs_no_database(settings, enricher):
+    unopened = Database(settings)  # any connection it asked for would be refused
+    sink = enrich_records(unopened, enricher, VERSION)
+    deleted = Envelope.new(
+        "record.deleted", "s/message/e-1", {"id": str(uuid.uuid4()), "kind": "message"}, source="catalog"
+    )
+    await sink([upserted(uuid.uuid4(), "contact"), deleted])  # nothing to enrich: returns at once
+    with pytest.raises(Unavailable, match="pool is not open"):
+        await sink([upserted(uuid.uuid4(), "message")])

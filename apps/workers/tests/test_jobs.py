@@ -12,10 +12,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.errors import NotFoundError
+from prometheus_client import REGISTRY
 from waiting import eventually
 
-from sophia.core.errors import Invalid, NotFound
+from sophia.core.errors import Invalid, NotFound, Unavailable
 from sophia.core.events import Envelope
 from sophia.database import Database, jobs
 from sophia.database.jobs import Job
@@ -23,6 +26,7 @@ from sophia.database.migrations import migrate
 from sophia.events.codec import encode
 from sophia.events.connection import NatsConnection
 from sophia.events.streams import ensure_streams, stream_specs
+from sophia.workers import job_runner
 from sophia.workers.dead_letter import dead_letter_spec
 from sophia.workers.job_runner import JobRunner, RunnerSpec
 from sophia.workers.jobs import (
@@ -31,6 +35,7 @@ from sophia.workers.jobs import (
     REPROCESS_RECORDS,
     Handler,
     JobQueue,
+    WorkQueueSpec,
     debounce_deal_refresh,
     default_handlers,
     jobs_stream,
@@ -417,3 +422,207 @@ async def test_a_deal_change_after_its_windows_refresh_started_is_left_to_the_ne
         later = await jobs.find(connection, f"{REFRESH_ACTIVE_DEALS}:{next_window.isoformat()}")
     assert later is not None
     assert (later.status, later.not_before) == ("queued", next_window)
+
+
+def tiny_queue(queue: JobQueue) -> JobQueue:
+    """The queue on a jobs stream too small for any job id: every publish is refused."""
+    spec = WorkQueueSpec(queue.stream.name, partitions=1, max_bytes=1)
+    return JobQueue(queue.database, queue.nats, spec)
+
+
+async def test_submitting_to_a_jobs_stream_that_refuses_it_is_unavailable_and_submitting_again_publishes(
+    queue,
+):
+    key = f"refused-{uuid.uuid4()}"
+    with pytest.raises(Unavailable, match="NATS failed"):
+        await tiny_queue(queue).submit("echo", idempotency_key=key)
+    async with queue.database.connection() as connection:
+        unpublished = await jobs.find(connection, key)
+    assert unpublished is not None
+    assert (unpublished.status, unpublished.published_at) == ("queued", None)
+    again, created = await queue.submit("echo", idempotency_key=key)  # the stream has room again
+    assert (again.id, created) == (unpublished.id, False)
+    assert (await queue.status(again.id)).published_at is not None
+
+
+async def test_a_sweep_that_cannot_publish_tries_again_at_the_next_sweep(queue, db, logs_of):
+    tiny = tiny_queue(queue)
+    async with db.connection() as connection:
+        job, _ = await jobs.enqueue(connection, "echo", {"swept": True})
+    logs = logs_of(job_runner)
+    async with running(tiny, {"echo": Calls()}, sweep_s=0.02, republish_after_s=0.0):
+        await eventually(lambda: logs.count("job_sweep_failed") >= 2)
+        assert (await queue.status(job.id)).published_at is None
+        await ensure_streams(await queue.nats.jetstream(), [queue.stream])  # room again
+        await eventually(status_is(queue, job.id, "succeeded"))
+    assert str(logs.events("job_sweep_failed")[0]["error"]).startswith("NATS failed")
+
+
+async def test_a_runner_refused_its_consumer_keeps_retrying_until_it_gets_one(queue, nats, logs_of):
+    job, _ = await queue.submit("echo")
+    js = await nats.jetstream()
+    rival = ConsumerConfig(durable_name="rival", ack_policy=AckPolicy.EXPLICIT)
+    await js.add_consumer(queue.stream.name, rival)  # a work queue takes one unfiltered consumer
+    handler = Calls()
+    runner = JobRunner(queue, {"echo": handler}, RunnerSpec("refused", idle_wait_s=0.2), reconnect_max_s=0.05)
+    stop = asyncio.Event()
+    logs = logs_of(job_runner)
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        await eventually(lambda: logs.count("job_runner_failed") >= 2)
+        assert handler.calls == {}
+        await js.delete_consumer(queue.stream.name, "rival")
+        await eventually(status_is(queue, job.id, "succeeded"))
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    assert handler.calls == {job.id: 1}
+
+
+async def test_a_runner_at_its_concurrency_fetches_no_more_jobs_until_one_ends(queue, nats):
+    handler = Calls()
+    handler.gate = asyncio.Event()
+    first, _ = await queue.submit("slow", {"n": 1})
+    second, _ = await queue.submit("slow", {"n": 2})
+    async with running(queue, {"slow": handler}, concurrency=1) as runner:
+        await eventually(lambda: sum(handler.calls.values()) == 1)
+        js = await nats.jetstream()
+        assert (await js.consumer_info(queue.stream.name, runner.spec.name)).num_ack_pending == 1
+        handler.gate.set()
+        await eventually(status_is(queue, first.id, "succeeded"))
+        await eventually(status_is(queue, second.id, "succeeded"))
+    assert handler.calls == {first.id: 1, second.id: 1}
+
+
+async def test_stopping_the_runner_by_cancelling_it_cancels_the_jobs_in_hand_without_a_verdict(queue, nats):
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def endless(job: Job) -> dict[str, Any]:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return {}
+
+    job, _ = await queue.submit("endless")
+    runner = JobRunner(queue, {"endless": endless}, RunnerSpec("cancelled", idle_wait_s=0.2))
+    task = asyncio.create_task(runner.run(asyncio.Event()))
+    await asyncio.wait_for(started.wait(), 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert cancelled.is_set()
+    left = await queue.status(job.id)
+    assert (left.status, left.attempts, left.error) == ("running", 1, None)  # its message comes back
+    js = await nats.jetstream()
+    assert (await js.stream_info(queue.stream.name)).state.messages == 1
+
+
+async def test_a_result_that_cannot_be_stored_is_no_verdict_and_the_job_runs_again(queue):
+    calls = Counter[uuid.UUID]()
+
+    async def unstorable_once(job: Job) -> dict[str, Any]:
+        calls[job.id] += 1
+        return {"at": object()} if calls[job.id] == 1 else {"ok": True}  # JSON has no object()
+
+    def verdicts_failed() -> float:
+        return REGISTRY.get_sample_value("sophia_jobs_verdict_failed_total", {"reason": "TypeError"}) or 0
+
+    before = verdicts_failed()
+    job, _ = await queue.submit("unstorable")
+    async with running(queue, {"unstorable": unstorable_once}):
+        await eventually(status_is(queue, job.id, "succeeded"))
+    done = await queue.status(job.id)
+    assert (done.attempts, done.result) == (2, {"ok": True})
+    assert verdicts_failed() == before + 1
+
+
+async def test_a_message_that_is_no_job_id_is_terminated_and_the_jobs_behind_it_run(queue, nats, logs_of):
+    js = await nats.jetstream()
+    await ensure_streams(js, [queue.stream])
+    await js.publish(f"{queue.stream.name}.echo", b"not-a-job-id", stream=queue.stream.name)
+    job, _ = await queue.submit("echo")
+    logs = logs_of(job_runner)
+    async with running(queue, {"echo": Calls()}):
+        await eventually(status_is(queue, job.id, "succeeded"))
+        await eventually(drained(queue, nats))
+    assert logs.count("job_message_invalid") == 1
+
+
+async def test_a_job_finished_elsewhere_while_this_runner_claims_it_is_acked_without_running(queue, db, nats):
+    job, _ = await queue.submit("echo")
+    handler = Calls()
+    async with db.connection() as holder, holder.transaction():
+        await holder.execute("SELECT 1 FROM sophia_core.jobs WHERE id = $1 FOR UPDATE", job.id)
+        async with running(queue, {"echo": handler}):
+            await eventually(lambda: claim_waiting_on_lock(db))  # read it queued; its claim now waits
+            await holder.execute(
+                """UPDATE sophia_core.jobs SET status = 'succeeded', attempts = 1, finished_at = now(),
+                   result = '{"by": "another runner"}' WHERE id = $1""",
+                job.id,
+            )
+            await holder.execute("COMMIT")
+            await holder.execute("BEGIN")  # for the transaction block's own COMMIT
+            await eventually(drained(queue, nats))
+    assert handler.calls == {}
+    done = await queue.status(job.id)
+    assert (done.status, done.attempts, done.result) == ("succeeded", 1, {"by": "another runner"})
+
+
+async def claim_waiting_on_lock(db: Database) -> bool:
+    async with db.connection() as connection:
+        return bool(
+            await connection.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock' AND query LIKE 'UPDATE sophia_core.jobs%'"
+            )
+        )
+
+
+async def test_a_job_running_past_the_ack_wait_is_kept_and_not_handed_out_again(queue, nats):
+    progress: list[bytes] = []
+    calls = Counter[uuid.UUID]()
+
+    async def long(job: Job) -> dict[str, Any]:
+        calls[job.id] += 1
+        await eventually(lambda: len(progress) >= 3)  # 1.5 ack waits: without them, redelivered
+        return {}
+
+    async def spy(message: Msg) -> None:
+        progress.append(message.data)
+
+    job, _ = await queue.submit("long")
+    assert nats.client is not None
+    acks = await nats.client.subscribe(f"$JS.ACK.{queue.stream.name}.>", cb=spy)  # what the runner says
+    try:
+        async with running(queue, {"long": long}, ack_wait_s=0.2):
+            await eventually(status_is(queue, job.id, "succeeded"))
+    finally:
+        await acks.unsubscribe()
+    assert calls == {job.id: 1}
+    assert progress[:3] == [b"+WPI"] * 3
+
+
+@pytest.mark.parametrize(
+    ("params", "error"),
+    [
+        ({"kind": 5}, "source_system and kind must be strings (or absent: any)."),
+        ({"source_system": ["a"]}, "source_system and kind must be strings (or absent: any)."),
+        ({"batch_size": 0}, "batch_size must be a positive integer."),
+        ({"batch_size": "10"}, "batch_size must be a positive integer."),
+    ],
+)
+async def test_reprocess_records_with_bad_params_fails_at_once_saying_why(queue, db, params, error):
+    job, _ = await queue.submit(REPROCESS_RECORDS, params)
+    async with running(queue, default_handlers(db, 60.0), max_attempts=5):
+        await eventually(status_is(queue, job.id, "failed"))
+    failed = await queue.status(job.id)
+    assert (failed.attempts, failed.error) == (1, f"Invalid: {error}")
+
+
+@pytest.mark.parametrize("debounce_s", [0.0, -1.0])
+def test_a_debounce_window_must_be_positive(queue, debounce_s):
+    with pytest.raises(ValueError, match="debounce_s must be > 0"):
+        debounce_deal_refresh(queue, debounce_s)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 
 import pytest
 from nats.aio.msg import Msg
@@ -23,6 +26,7 @@ from sophia.events.codec import encode
 from sophia.events.connection import NatsConnection
 from sophia.events.streams import StreamSpec, ensure_streams, stream_specs
 from sophia.shared.resilience import retry
+from sophia.workers import processor as processor_module
 from sophia.workers.dead_letter import dead_letter_spec, list_dead_letters, replay, show_dead_letter
 from sophia.workers.processor import ConsumerSpec, Sink, StreamProcessor, deliveries
 
@@ -272,7 +276,7 @@ async def test_replay_puts_a_dead_letter_back_and_a_fixed_sink_processes_it(nats
 async def test_stop_finishes_the_batch_in_hand_and_acks_it(nats, streams):
     spec, dead_letter = streams
     sink = Recorder(gate=asyncio.Event())
-    consumer_spec = consumer(spec)
+    consumer_spec = consumer(spec, idle_wait_s=0.02)  # stop is seen long before the gate opens
     await publish(nats, spec, [event(n) for n in range(4)])
     stop = asyncio.Event()
     processor = StreamProcessor(nats, consumer_spec, sink, dead_letter_stream=dead_letter)
@@ -340,6 +344,157 @@ async def test_a_deleted_consumer_is_made_again_and_consumption_goes_on(nats, st
     assert consumer_errors(consumer_spec.name) >= 1
 
 
+@pytest.mark.parametrize(
+    "options",
+    [{"batch_size": 0}, {"concurrency": 0}, {"max_deliver": 0}, {"backoff_s": ()}],
+    ids=["batch_size", "concurrency", "max_deliver", "backoff_s"],
+)
+def test_a_consumer_spec_without_room_or_retries_is_refused(options):
+    with pytest.raises(ValueError, match="must be >= 1; backoff_s not empty"):
+        ConsumerSpec("c", "stream", **options)
+
+
+async def test_a_processor_started_before_its_stream_exists_waits_for_it(nats, own_streams):
+    spec, dead_letter = stream_specs(own_streams)["system-events"], dead_letter_spec(own_streams)
+    sink = Recorder()
+    consumer_spec = consumer(spec)
+    async with running(nats, consumer_spec, sink, dead_letter, reconnect_max_s=0.05):
+        await eventually(lambda: consumer_errors(consumer_spec.name) >= 2)  # no stream: no consumer
+        await ensure_streams(await nats.jetstream(), [spec])
+        events = [event(1), event(2)]
+        await publish(nats, spec, events)
+        await eventually(lambda: sink.stored == [e.id for e in events])
+        await eventually(acks_are(nats, consumer_spec, (0, 2)))
+
+
+async def test_a_batch_of_undecodable_messages_never_reaches_the_sink(nats, streams):
+    spec, dead_letter = streams
+    sink = Recorder()
+    consumer_spec = consumer(spec, batch_wait_s=0.2)
+    js = await nats.jetstream()
+    for garbage in (b"{not json", b"[]"):
+        await js.publish(f"{spec.name}.0.user.event", garbage, stream=spec.name)
+    async with running(nats, consumer_spec, sink, dead_letter):
+        await eventually(acks_are(nats, consumer_spec, (0, 2)))
+    assert sink.batches == []
+    assert [letter.data for letter in await list_dead_letters(nats, dead_letter.name)] == [
+        b"{not json",
+        b"[]",
+    ]
+    assert metric("sophia_stream_dead_lettered_total", consumer=consumer_spec.name, reason="undecodable") == 2
+
+
+async def test_a_dead_letter_the_full_dead_letter_stream_refuses_is_kept_until_it_has_room(nats, streams):
+    spec, dead_letter = streams
+    full = replace(dead_letter, max_bytes=1)  # refuses every letter
+    consumer_spec = consumer(spec, ack_wait_s=0.3)
+    js = await nats.jetstream()
+    await js.publish(f"{spec.name}.0.user.event", b"{not json", stream=spec.name)
+    async with running(nats, consumer_spec, Recorder(), full):
+        await eventually(lambda: consumer_errors(consumer_spec.name) >= 2)  # refused, then again
+        assert await acks(nats, consumer_spec) == (1, 0)  # neither acked nor terminated: not lost
+        await ensure_streams(js, [dead_letter])  # room again
+        await eventually(acks_are(nats, consumer_spec, (0, 1)))
+    [letter] = await list_dead_letters(nats, dead_letter.name)
+    assert (letter.data, letter.error_type) == (b"{not json", "Invalid")
+
+
+async def test_a_sink_working_past_the_ack_wait_keeps_its_batch_from_being_delivered_again(nats, streams):
+    spec, dead_letter = streams
+    progress: list[bytes] = []
+
+    async def spy(message: Msg) -> None:
+        progress.append(message.data)
+
+    async def slow(batch: list[Envelope]) -> None:
+        await eventually(lambda: len(progress) >= 6)  # 1.5 ack waits: without them, delivered again
+
+    consumer_spec = consumer(spec, ack_wait_s=0.2)
+    await publish(nats, spec, [event(1), event(2)])
+    assert nats.client is not None
+    acks_seen = await nats.client.subscribe(f"$JS.ACK.{spec.name}.{consumer_spec.name}.>", cb=spy)
+    try:
+        async with running(nats, consumer_spec, slow, dead_letter):
+            await eventually(acks_are(nats, consumer_spec, (0, 2)))
+    finally:
+        await acks_seen.unsubscribe()
+    assert progress[:6] == [b"+WPI"] * 6  # both messages, every half ack wait
+    assert metric("sophia_stream_redelivered_total", consumer=consumer_spec.name) == 0
+
+
+async def test_a_batch_whose_nats_client_closed_under_its_sink_is_delivered_again(
+    settings, nats, streams, logs_of
+):
+    spec, dead_letter = streams
+    consumer_spec = consumer(spec, ack_wait_s=0.3)
+    own = NatsConnection(settings.nats_url, timeout_s=0.5)
+    logs = logs_of(processor_module)
+    calls = 0
+
+    async def sink(batch: list[Envelope]) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # the connection closes under it: it can neither renew nor ack this batch
+            assert own.client is not None
+            await own.client.close()
+            await eventually(lambda: logs.count("stream_keep_alive_failed") >= 1)
+
+    await publish(nats, spec, [event(1)])
+    async with own, running(own, consumer_spec, sink, dead_letter, reconnect_max_s=0.05):
+        await eventually(acks_are(nats, consumer_spec, (0, 1)))  # on a client of its own again
+    assert calls == 2
+    assert logs.count("stream_verdict_failed") == 1
+    assert metric("sophia_stream_redelivered_total", consumer=consumer_spec.name) == 1
+
+
+async def test_a_processor_stopped_after_its_nats_client_closed_returns_leaving_its_batch_unacked(
+    settings, nats, streams
+):
+    spec, dead_letter = streams
+    gate = asyncio.Event()
+    sink = Recorder(gate=gate)
+    consumer_spec = consumer(spec, idle_wait_s=0.05)
+    own = NatsConnection(settings.nats_url, timeout_s=0.5)
+    await publish(nats, spec, [event(1)])
+    stop = asyncio.Event()
+    async with own:
+        processor = StreamProcessor(own, consumer_spec, sink, dead_letter_stream=dead_letter)
+        task = asyncio.create_task(processor.run(stop))
+        await eventually(lambda: sink.batches)
+        stop.set()
+        assert own.client is not None
+        await own.client.close()
+        gate.set()
+        await asyncio.wait_for(task, 5)
+    assert len(sink.stored) == 1
+    assert await acks(nats, consumer_spec) == (1, 0)  # JetStream delivers it again to the next one
+
+
+async def test_cancelling_a_processor_cancels_the_sinks_in_hand_and_acks_nothing(nats, streams):
+    spec, dead_letter = streams
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def endless(batch: list[Envelope]) -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    consumer_spec = consumer(spec)
+    await publish(nats, spec, [event(1), event(2)])
+    task = asyncio.create_task(
+        StreamProcessor(nats, consumer_spec, endless, dead_letter_stream=dead_letter).run(asyncio.Event())
+    )
+    await asyncio.wait_for(started.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert cancelled.is_set()
+    assert await acks(nats, consumer_spec) == (2, 0)
+
+
 @pytest.mark.chaos
 async def test_a_processor_outlives_its_nats_server_going_away_and_coming_back(tmp_path):
     server = EmbeddedNats(tmp_path / "nats")
@@ -379,3 +534,38 @@ async def test_a_processor_outlives_its_nats_server_going_away_and_coming_back(t
 def test_the_delivery_count_is_read_as_nats_py_reads_it(reply):
     message = Msg(_client=None, reply=reply)  # type: ignore[arg-type]
     assert deliveries(message) == message.metadata.num_delivered == 3
+
+
+@pytest.mark.chaos
+async def test_a_processor_stopped_while_its_nats_server_hangs_returns_and_dead_letters_are_unavailable(
+    tmp_path, logs_of
+):
+    logs = logs_of(processor_module)
+    server = EmbeddedNats(tmp_path / "nats")
+    url = await server.start()
+    assert server.process is not None
+    pid = server.process.pid
+    assert pid is not None
+    try:
+        async with NatsConnection(url, timeout_s=0.3) as connection:
+            spec = StreamSpec("hang-events", partitions=1)
+            await ensure_streams(await connection.jetstream(), [spec])
+            sink = Recorder()
+            consumer_spec = consumer(spec, idle_wait_s=0.1)
+            stop = asyncio.Event()
+            processor = StreamProcessor(connection, consumer_spec, sink, dead_letter_stream="hang-letters")
+            task = asyncio.create_task(processor.run(stop))
+            await publish(connection, spec, [event(1)])
+            await eventually(acks_are(connection, consumer_spec, (0, 1)))
+            os.kill(pid, signal.SIGSTOP)  # the server hangs: its socket is open, nothing answers
+            try:
+                stop.set()
+                await asyncio.wait_for(task, 5)  # its last flush times out instead of hanging
+                with pytest.raises(Unavailable, match="NATS failed: TimeoutError"):
+                    await list_dead_letters(connection, "hang-letters")
+            finally:
+                os.kill(pid, signal.SIGCONT)
+        assert logs.count("stream_finish_failed") == 1
+        assert len(sink.stored) == 1
+    finally:
+        await server.stop()

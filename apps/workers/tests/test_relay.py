@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import uuid
 from collections.abc import AsyncIterator
 
+import asyncpg
 import pytest
 from nats.js.errors import NotFoundError
+from waiting import eventually
 
 from sophia.core.events import Envelope
 from sophia.core.records import RecordKey
@@ -16,6 +20,7 @@ from sophia.database.migrations import migrate
 from sophia.events.codec import decode
 from sophia.events.connection import NatsConnection
 from sophia.events.streams import StreamSpec, ensure_streams, stream_specs
+from sophia.workers import relay as relay_module
 from sophia.workers.relay import OutboxRelay
 
 
@@ -151,3 +156,44 @@ async def test_a_notify_wakes_the_relay_long_before_its_poll(database, nats, str
                 await asyncio.sleep(0.01)
         stop.set()
         await asyncio.wait_for(running, 5)
+
+
+@contextlib.asynccontextmanager
+async def refusing_new_connections(database: Database) -> AsyncIterator[None]:
+    """PostgreSQL turns away new connections to the database; the pool's open ones carry on."""
+    name = database.dsn.rsplit("/", 1)[1]
+    admin = await asyncpg.connect(os.environ["SOPHIA_DATABASE_URL"])
+    try:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        try:
+            yield
+        finally:
+            await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+    finally:
+        await admin.close()
+
+
+async def test_a_relay_that_cannot_listen_still_relays_and_drains_a_backlog_without_waiting(
+    database, nats, streams, logs_of
+):
+    source = f"relay{uuid.uuid4().hex[:8]}"
+    keys = await write(database, source, 5)
+    stop = asyncio.Event()
+    logs = logs_of(relay_module)
+    async with (
+        refusing_new_connections(database),
+        OutboxRelay(database, nats, streams, batch=2, poll_s=3600) as relay,
+    ):
+        running = asyncio.create_task(relay.run(stop))  # no NOTIFY, a poll an hour away
+        try:
+            await eventually(lambda: relayed(nats, streams, keys))  # full batches, one after another
+        finally:
+            stop.set()
+            await asyncio.wait_for(running, 5)
+    listen_failures = logs.events("outbox_listen_failed")
+    assert listen_failures  # at the start, then again after each round
+    assert {failure["error"] for failure in listen_failures} == {"ObjectNotInPrerequisiteStateError"}
+
+
+async def relayed(nats: NatsConnection, streams: dict[str, StreamSpec], keys: list[str]) -> bool:
+    return [env.key for _, env in await stream_events(nats, streams["records"]) if env.key in keys] == keys

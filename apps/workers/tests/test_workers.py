@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import pytest
 from app_clients import app_client
 from nats.js.errors import NotFoundError
 from waiting import eventually
 
-from sophia.database import Database, keys
+from sophia.database import Database, jobs, keys
 from sophia.database.migrations import migrate
 from sophia.events.connection import NatsConnection
 from sophia.events.streams import stream_specs
 from sophia.shared.settings import Settings
-from sophia.workers.__main__ import run_workers
+from sophia.workers import __main__ as workers_main
+from sophia.workers.__main__ import _reembed_once_per_model_version, run_workers
+from sophia.workers.jobs import REEMBED_RECORDS, JobQueue, jobs_stream
 
 
 async def test_events_reach_postgres_and_catalog_writes_reach_the_audit_trail(own_streams, blank_database):
@@ -109,3 +112,24 @@ async def test_with_the_models_a_catalog_write_is_enriched_and_found_by_meaning(
         finally:
             stop.set()
             await asyncio.wait_for(workers, 15)
+
+
+@pytest.mark.parametrize("unset", ["database_url", "redis_url", "nats_url"])
+async def test_the_workers_refuse_to_start_without_every_engine_url(settings, unset):
+    with pytest.raises(RuntimeError, match="SOPHIA_DATABASE_URL, _REDIS_URL and _NATS_URL must be set"):
+        await run_workers(settings.model_copy(update={unset: None}), asyncio.Event())
+
+
+async def test_a_reembed_that_cannot_reach_nats_is_left_in_postgres_for_the_sweep(
+    own_streams, database, logs_of
+):
+    version = f"model-{uuid.uuid4().hex[:8]}"
+    logs = logs_of(workers_main)
+    async with NatsConnection("nats://127.0.0.1:1", timeout_s=0.2) as away:
+        await _reembed_once_per_model_version(JobQueue(database, away, jobs_stream(own_streams)), version)
+    async with database.connection() as connection:
+        job = await jobs.find(connection, f"{REEMBED_RECORDS}:{version}")
+    assert job is not None
+    assert (job.kind, job.status, job.published_at) == (REEMBED_RECORDS, "queued", None)
+    [warning] = logs.events("reembed_not_submitted")
+    assert str(warning["error"]).startswith("NATS is unreachable")

@@ -139,8 +139,7 @@ class StreamProcessor:
         """Consume until `stop` is set, then finish and ack the batches in hand and return."""
         try:
             await self._consume_until(stop)
-            if self._tasks:
-                await asyncio.gather(*self._tasks)
+            await asyncio.gather(*self._tasks)
             await self._finish()
         finally:
             for task in self._tasks:
