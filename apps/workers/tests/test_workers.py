@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import pytest
 from app_clients import app_client
@@ -20,9 +23,12 @@ from sophia.workers.__main__ import _reembed_once_per_model_version, run_workers
 from sophia.workers.jobs import REEMBED_RECORDS, JobQueue, jobs_stream
 
 
-async def test_events_reach_postgres_and_catalog_writes_reach_the_audit_trail(own_streams, blank_database):
+@contextlib.asynccontextmanager
+async def running_workers(settings: Settings, blank_database, **overrides) -> AsyncIterator[Stack]:
+    """The workers running on a database of their own (migrated, an admin key in it) until the block
+    ends, then stopped and drained."""
     url = await blank_database()
-    own = own_streams.model_copy(update={"database_url": url, "outbox_poll_s": 0.2})
+    own = settings.model_copy(update={"database_url": url, "outbox_poll_s": 0.2, **overrides})
     async with Database(own) as database:
         async with database.connection() as connection:
             await migrate(connection)
@@ -30,31 +36,48 @@ async def test_events_reach_postgres_and_catalog_writes_reach_the_audit_trail(ow
         stop = asyncio.Event()
         workers = asyncio.create_task(run_workers(own, stop))
         try:
-            async with app_client(own, secret) as client:
-                event = {"type": "user.event", "key": "u-1", "payload": {"name": "deal.viewed"}}
-                accepted = await client.post("/api/v1/events", json=[event])
-                assert accepted.status_code == 202, accepted.text
-                event_id = accepted.json()["ids"][0]
-                written = await client.put("/api/v1/records/wsrc/deal/1", json={"data": {"v": 1}})
-                assert written.status_code == 201
-            async with asyncio.timeout(20), database.connection() as connection:
-                while not await connection.fetchval(
-                    "SELECT count(*) FROM sophia_core.events WHERE id = $1", uuid.UUID(event_id)
-                ):
-                    await asyncio.sleep(0.05)
-                while not await connection.fetchval(
-                    "SELECT count(*) FROM sophia_core.audit_log WHERE target = 'wsrc/deal/1'"
-                ):
-                    await asyncio.sleep(0.05)
-                while not await connection.fetchval(  # the admin action: another stream, its own consumer
-                    "SELECT count(*) FROM sophia_core.audit_log WHERE action = 'key.created'"
-                ):
-                    await asyncio.sleep(0.05)
-                actions = await connection.fetch("SELECT action FROM sophia_core.audit_log ORDER BY seq")
-            assert "key.created" in {row[0] for row in actions}  # the admin action, relayed and audited
+            yield Stack(own, database, secret)
         finally:
             stop.set()
             await asyncio.wait_for(workers, 15)
+
+
+@dataclass(frozen=True)
+class Stack:
+    settings: Settings
+    database: Database
+    secret: str
+
+
+def counted(database: Database, query: str, *args: object):
+    async def check() -> bool:
+        async with database.connection() as connection:
+            return bool(await connection.fetchval(query, *args))
+
+    return check
+
+
+async def test_events_reach_postgres_and_catalog_writes_reach_the_audit_trail(own_streams, blank_database):
+    async with running_workers(own_streams, blank_database) as stack:
+        async with app_client(stack.settings, stack.secret) as client:
+            event = {"type": "user.event", "key": "u-1", "payload": {"name": "deal.viewed"}}
+            accepted = await client.post("/api/v1/events", json=[event])
+            assert accepted.status_code == 202, accepted.text
+            event_id = accepted.json()["ids"][0]
+            written = await client.put("/api/v1/records/wsrc/deal/1", json={"data": {"v": 1}})
+            assert written.status_code == 201
+        database = stack.database
+        await eventually(
+            counted(database, "SELECT count(*) FROM sophia_core.events WHERE id = $1", uuid.UUID(event_id)),
+            20,
+        )
+        await eventually(
+            counted(database, "SELECT count(*) FROM sophia_core.audit_log WHERE target = 'wsrc/deal/1'"), 20
+        )
+        # the admin action (the key made above): another stream, its own consumer
+        await eventually(
+            counted(database, "SELECT count(*) FROM sophia_core.audit_log WHERE action = 'key.created'"), 20
+        )
 
 
 async def predictions_announced(nats: NatsConnection, settings: Settings, count: int) -> bool:
@@ -70,48 +93,40 @@ async def test_with_the_models_a_catalog_write_is_enriched_and_found_by_meaning(
     """The whole path, each piece real: PUT a record -> outbox -> relay -> NATS -> the workers'
     ml-enrichment consumer (the model) -> record_predictions + record_embeddings -> the
     ml.prediction events relayed -> POST /api/v1/search finds it by a paraphrase."""
-    url = await blank_database()
-    own = own_streams.model_copy(update={"database_url": url, "outbox_poll_s": 0.2, "ml_enabled": True})
-    async with Database(own) as database:
-        async with database.connection() as connection:
-            await migrate(connection)
-            _, secret = await keys.create(connection, "ml-workers-test", "admin")
-        stop = asyncio.Event()
-        workers = asyncio.create_task(run_workers(own, stop))
-        try:
-            async with app_client(own, secret) as client:
-                texts = {
-                    "m-1": "The nightly Salesforce sync failed again and nobody from support has replied.",
-                    "m-2": "Lunch on Friday? The new place across the street looks good.",
-                }
-                for external_id, text in texts.items():
-                    put = await client.put(
-                        f"/api/v1/records/chat/message/{external_id}", json={"data": {"text": text}}
-                    )
-                    assert put.status_code == 201, put.text
-                async with NatsConnection(own.nats_url or "") as nats:  # 2 records x (labels, sentiment)
-                    await eventually(lambda: predictions_announced(nats, own, 4), timeout_s=30, poll_s=0.05)
-                async with database.connection() as connection:
-                    labels = await connection.fetchval(
-                        "SELECT p.prediction->'labels' FROM sophia_core.record_predictions p "
-                        "JOIN sophia_core.unified_data_catalog c ON c.id = p.record_id "
-                        "WHERE c.external_id = 'm-1' AND p.task = 'classification'"
-                    )
-                assert "support_issue" in labels
-                found = await client.post(
-                    "/api/v1/search", json={"q": "integration broken, waiting on the help desk", "k": 2}
-                )
-            assert found.status_code == 200, found.text
-            assert found.json()["mode"] == "hybrid"
-            assert found.json()["items"][0]["record"]["external_id"] == "m-1"
-            async with database.connection() as connection:
-                stored = await connection.fetch(
-                    "SELECT task, count(*) FROM sophia_core.record_predictions GROUP BY task ORDER BY task"
-                )
-            assert [tuple(row) for row in stored] == [("classification", 2), ("sentiment", 2)]
-        finally:
-            stop.set()
-            await asyncio.wait_for(workers, 15)
+    async with (
+        running_workers(own_streams, blank_database, ml_enabled=True) as stack,
+        app_client(stack.settings, stack.secret) as client,
+    ):
+        texts = {
+            "m-1": "The nightly Salesforce sync failed again and nobody from support has replied.",
+            "m-2": "Lunch on Friday? The new place across the street looks good.",
+        }
+        for external_id, text in texts.items():
+            put = await client.put(
+                f"/api/v1/records/chat/message/{external_id}", json={"data": {"text": text}}
+            )
+            assert put.status_code == 201, put.text
+        async with NatsConnection(stack.settings.nats_url or "") as nats:  # 2 records x (labels, sentiment)
+            await eventually(
+                lambda: predictions_announced(nats, stack.settings, 4), timeout_s=30, poll_s=0.05
+            )
+        async with stack.database.connection() as connection:
+            labels = await connection.fetchval(
+                "SELECT p.prediction->'labels' FROM sophia_core.record_predictions p "
+                "JOIN sophia_core.unified_data_catalog c ON c.id = p.record_id "
+                "WHERE c.external_id = 'm-1' AND p.task = 'classification'"
+            )
+            stored = await connection.fetch(
+                "SELECT task, count(*) FROM sophia_core.record_predictions GROUP BY task ORDER BY task"
+            )
+        assert "support_issue" in labels
+        assert [tuple(row) for row in stored] == [("classification", 2), ("sentiment", 2)]
+        found = await client.post(
+            "/api/v1/search", json={"q": "integration broken, waiting on the help desk", "k": 2}
+        )
+    assert found.status_code == 200, found.text
+    assert found.json()["mode"] == "hybrid"
+    assert found.json()["items"][0]["record"]["external_id"] == "m-1"
 
 
 @pytest.mark.parametrize("unset", ["database_url", "redis_url", "nats_url"])

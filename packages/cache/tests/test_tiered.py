@@ -204,20 +204,26 @@ async def test_invalidating_a_tag_drops_its_keys_everywhere(
 
 
 async def test_a_load_overtaken_by_an_invalidation_is_not_kept(cache: TieredCache) -> None:
-    started = asyncio.Event()
-    release = asyncio.Event()
-
-    async def slow_loader() -> bytes:
-        started.set()
-        await release.wait()
-        return b"written before the invalidation"
-
-    pending = asyncio.create_task(cache.get_or_load("key", slow_loader))
-    await started.wait()
+    loader = GatedLoader(b"written before the invalidation")
+    pending = asyncio.create_task(cache.get_or_load("key", loader))
+    await loader.started.wait()
     await cache.invalidate(keys=["key"])
-    release.set()
+    loader.release.set()
     assert (await pending).value == b"written before the invalidation"
     assert "key" not in cache.l1
+
+
+class GatedLoader:
+    """A loader that starts, then waits to be released: a load in flight for as long as a test needs."""
+
+    def __init__(self, value: bytes) -> None:
+        self.value = value
+        self.started, self.release = asyncio.Event(), asyncio.Event()
+
+    async def __call__(self) -> bytes:
+        self.started.set()
+        await self.release.wait()
+        return self.value
 
 
 def sample(name: str, **labels: str) -> float:
@@ -375,18 +381,11 @@ async def test_clear_drops_every_tier_in_every_process_without_touching_each_key
 async def test_a_load_begun_before_a_clear_is_not_stored_in_the_new_epoch(
     cache: TieredCache, redis_client: redis.Redis
 ) -> None:
-    started = asyncio.Event()
-    release = asyncio.Event()
-
-    async def slow_loader() -> bytes:
-        started.set()
-        await release.wait()
-        return b"read before the clear"
-
-    pending = asyncio.create_task(cache.get_or_load("key", slow_loader))
-    await started.wait()
+    loader = GatedLoader(b"read before the clear")
+    pending = asyncio.create_task(cache.get_or_load("key", loader))
+    await loader.started.wait()
     await cache.clear()
-    release.set()
+    loader.release.set()
     await pending
     assert "key" not in cache.l1
     assert await redis_client.exists(cache.l2.value_key("key")) == 0
@@ -487,18 +486,11 @@ async def test_a_miss_waits_no_longer_than_the_lock_for_another_process_then_loa
 async def test_a_load_redis_refuses_after_an_unannounced_invalidation_is_not_kept_in_l1(
     cache: TieredCache, other_process: TieredCache, redis_client: redis.Redis
 ) -> None:
-    started = asyncio.Event()
-    release = asyncio.Event()
-
-    async def slow_loader() -> bytes:
-        started.set()
-        await release.wait()
-        return b"read before the invalidation"
-
-    pending = asyncio.create_task(cache.get_or_load("key", slow_loader))
-    await started.wait()
+    loader = GatedLoader(b"read before the invalidation")
+    pending = asyncio.create_task(cache.get_or_load("key", loader))
+    await loader.started.wait()
     assert await other_process.l2.delete(["key"], []) is True  # Redis only: no message reaches `cache`
-    release.set()
+    loader.release.set()
     assert (await pending).value == b"read before the invalidation"
     assert "key" not in cache.l1
     assert await redis_client.exists(cache.l2.value_key("key")) == 0
