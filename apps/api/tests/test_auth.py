@@ -12,7 +12,8 @@ from app_clients import app_client
 from problem_assertions import assert_problem
 
 from sophia.api.auth import KeyVerifier
-from sophia.database import keys
+from sophia.core.errors import Unavailable
+from sophia.database import Database, keys
 
 REFRESH = "/api/v1/admin/views/active-deals:refresh"
 
@@ -146,3 +147,17 @@ async def test_the_key_memory_forgets_the_least_recently_verified_key_past_its_s
         assert (await verifier.verify(api_keys[scope])).scope == scope
     assert verifier.remembered(api_keys["read"]) is None  # checked against the database next time
     assert [verifier.remembered(api_keys[scope]).scope for scope in ("write", "admin")] == ["write", "admin"]
+
+
+async def test_with_postgres_unreachable_a_key_verified_lately_still_opens_stale_reads(
+    settings, database, api_keys
+):
+    verifier = KeyVerifier(database, ttl_s=0.0, stale_if_error_s=60)
+    assert (await verifier.verify(api_keys["read"])).scope == "read"  # checked against the database
+    verifier.database = Database(settings)  # never opened: every connection refused, as with PostgreSQL gone
+    assert (await verifier.verify(api_keys["read"])).scope == "read"  # verified lately: trusted
+    with pytest.raises(Unavailable):  # never verified here: nothing to go on
+        await verifier.verify(api_keys["write"])
+    verifier.stale_if_error_s = 0.0
+    with pytest.raises(Unavailable):  # verified too long ago
+        await verifier.verify(api_keys["read"])

@@ -43,6 +43,17 @@ async def test_breaker_opens_when_failure_rate_reaches_the_threshold():
     assert caught.value.retry_after_s == 10
 
 
+async def test_an_open_breaker_never_says_retry_after_0_seconds():
+    breaker = CircuitBreaker(
+        "test", failure_rate=0.5, window=2, min_calls=2, open_s=0.2, failure_types=(OSError,)
+    )
+    await fail(breaker)
+    await fail(breaker)
+    with pytest.raises(BreakerOpen) as caught:
+        await succeed(breaker)
+    assert caught.value.retry_after_s == 1  # Retry-After is whole seconds: 0 would say "hammer me"
+
+
 async def test_errors_that_are_not_dependency_failures_do_not_count():
     breaker = make_breaker(Clock())
     for _ in range(6):

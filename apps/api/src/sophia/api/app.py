@@ -79,7 +79,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
             observer = asyncio.create_task(_observe_pool(database), name="observe-pool")
             stack.callback(observer.cancel)
-            keys = KeyVerifier(database, settings.api_key_cache_ttl_s)
+            keys = KeyVerifier(
+                database, settings.api_key_cache_ttl_s, stale_if_error_s=settings.cache_stale_if_error_s
+            )
             config = CacheConfig.from_settings(settings)
             redis_tier = redis.client if settings.cache_enabled else None
             cache = await stack.enter_async_context(TieredCache(redis_tier, config, name="api"))

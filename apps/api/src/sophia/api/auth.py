@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from sophia.core.errors import Forbidden, Unauthorized
+from sophia.core.errors import Forbidden, Unauthorized, Unavailable
 from sophia.database import Database, keys
 from sophia.database.keys import ApiKey
 
@@ -22,12 +22,19 @@ SCOPE_RANK = {"read": 0, "write": 1, "admin": 2}
 
 
 class KeyVerifier:
-    """Verifies keys, trusting a verified key from memory for `ttl_s` (so a revocation lands within it)."""
+    """Verifies keys, trusting a verified key from memory for `ttl_s` (so a revocation lands within it).
 
-    def __init__(self, database: Database, ttl_s: float, max_entries: int = 10_000) -> None:
+    While PostgreSQL cannot be asked, a key verified within `ttl_s` + `stale_if_error_s` is still
+    trusted: the window in which the cache serves stale reads, which would otherwise be refused
+    for want of a key check. A key revoked meanwhile works until PostgreSQL is back."""
+
+    def __init__(
+        self, database: Database, ttl_s: float, max_entries: int = 10_000, stale_if_error_s: float = 0.0
+    ) -> None:
         self.database = database
         self.ttl_s = ttl_s
         self.max_entries = max_entries
+        self.stale_if_error_s = stale_if_error_s
         self._verified: OrderedDict[str, tuple[ApiKey, float]] = OrderedDict()
 
     def remembered(self, secret: str) -> ApiKey | None:
@@ -44,8 +51,13 @@ class KeyVerifier:
         cached = self._verified.get(secret)
         if cached is not None and cached[1] > now:
             return cached[0]
-        async with self.database.connection() as connection:
-            key = await keys.find_active(connection, secret)
+        try:
+            async with self.database.connection() as connection:
+                key = await keys.find_active(connection, secret)
+        except Unavailable:
+            if cached is not None and now < cached[1] + self.stale_if_error_s:
+                return cached[0]
+            raise
         if key is None:
             self._verified.pop(secret, None)
             raise Unauthorized("The API key is not valid or has been revoked.")

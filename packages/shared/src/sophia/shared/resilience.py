@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import math
 import random
 import time
 from collections import deque
@@ -78,7 +79,7 @@ class CircuitBreaker:
         """Raise `BreakerOpen` unless a call may go ahead now."""
         if self.state is BreakerState.OPEN:
             if self._clock() - self._opened_at < self.open_s:
-                raise BreakerOpen(f"{self.name} is unavailable", retry_after_s=int(self.open_s))
+                raise BreakerOpen(f"{self.name} is unavailable", retry_after_s=max(1, math.ceil(self.open_s)))
             self._move(BreakerState.HALF_OPEN)
         if self.state is BreakerState.HALF_OPEN:
             if self._probing:
