@@ -85,7 +85,7 @@ async def enqueue(
     existing = await connection.fetchrow(
         f"SELECT {_COLUMNS} FROM sophia_core.jobs WHERE idempotency_key = $1", idempotency_key
     )
-    if existing is None:  # inserted by a transaction that then rolled back: try once more
+    if existing is None:  # deleted since the INSERT saw it (the retention sweep): insert anew
         return await enqueue(connection, kind, params, idempotency_key, not_before)
     return _job(existing), False
 
