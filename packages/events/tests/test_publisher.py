@@ -69,6 +69,18 @@ async def test_a_stream_without_atomic_batches_gets_one_ack_per_event(publisher)
     assert not any("Nats-Batch-Id" in headers for _, headers in kept[1:])
 
 
+async def test_a_refusal_of_one_acked_event_fails_the_batch_at_once_saying_why(own_streams):
+    async with NatsConnection(own_streams.nats_url, timeout_s=30) as nats:  # a hang would show as a timeout
+        publisher = EventPublisher(nats, stream_specs(own_streams), info_ttl_s=0)
+        await publisher.publish(events(1))  # creates the streams
+        js = await nats.jetstream()
+        spec = publisher.streams["user-events"]
+        await js.update_stream(replace(spec.config(), allow_atomic=False, max_msgs=3))  # full at 3
+        with pytest.raises(Unavailable, match=r"JetStream refused the events \(maximum messages exceeded\)"):
+            await publisher.publish(events(5))
+        assert len(await stored(publisher)) == 3  # what fitted is kept: a resend drops it as duplicates
+
+
 async def test_an_event_type_no_stream_takes_is_invalid_and_nothing_is_sent(publisher):
     unknown = Envelope.new("user.teleported", "user-1", {}, source="test")
     with pytest.raises(Invalid, match=r"No stream takes events of type 'user\.teleported'"):

@@ -14,13 +14,16 @@ a reply and a JSON parse per event) cost the API 3x the client CPU per event, ab
 the 120 µs that 1M events/min on 2 cores allows. Batches of one stream go in order, so a key's
 events keep their order. A batch JetStream refuses as a whole for a reason that concerns single
 messages (an id it already holds: the client is resending; too many batches in flight) is sent
-again pipelined: every message with its own ack, written all at once (`publish_async`), so the
-duplicates are dropped one by one and the rest stored.
+again pipelined: every message with its own ack, written all at once, so the duplicates are
+dropped one by one and the rest stored. The acks are our own (`PipelinedAcks`), not nats-py's
+`publish_async`: its reply handler raises while it builds a refusal's error, so a refused message's
+ack never completed and the batch waited for its deadline, then said "NATS is unreachable".
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import time
 import uuid
@@ -29,9 +32,9 @@ from typing import Any
 
 import orjson
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
-from nats.js.api import PubAck
 from nats.js.errors import APIError, NoStreamResponseError
 
 from sophia.core.errors import Invalid, Unavailable
@@ -48,9 +51,8 @@ ATOMIC_IN_FLIGHT = 8
 """Atomic batches one process has open at once (JetStream allows 50 per stream)."""
 RESEND_ONE_BY_ONE = frozenset({10201, 10210})
 """JetStream's codes for "the batch holds an id already stored" and "too many batches in flight"."""
-MAX_PENDING = 20_000
-"""Publishes awaiting their acks per process: two of the largest batches at once without waiting
-(nats-py's default of 4,000 made two 2,000-event requests queue on its semaphore)."""
+NO_RESPONDERS = "503"
+"""The status NATS answers a request with when no stream listens on its subject."""
 FILL_TTL_S = 1.0
 FULL_RETRY_AFTER_S = 5
 
@@ -75,7 +77,7 @@ class EventPublisher:
         self._atomic: dict[str, bool] = {}
         self._atomic_slots = asyncio.Semaphore(ATOMIC_IN_FLIGHT)
         self._ready = False
-        self._pipeline: tuple[Client, JetStreamContext] | None = None
+        self._pipeline: PipelinedAcks | None = None
 
     def spec_of(self, envelope: Envelope) -> StreamSpec:
         event_type = EVENT_TYPES.get(envelope.type)
@@ -158,15 +160,15 @@ class EventPublisher:
     async def _publish_all(self, targets: list[tuple[StreamSpec, Envelope]]) -> None:
         """Write every message, then await every ack; the first refusal (or the deadline) raises.
 
-        Acks still out at the deadline are cancelled, which frees their places in the pipeline."""
-        js = self._pipelined()
-        acks: list[asyncio.Future[PubAck]] = []
+        Acks still out at the deadline are cancelled, which forgets them."""
+        pipeline = await self._pipelined()
+        acks: list[asyncio.Future[None]] = []
         try:
             async with asyncio.timeout(self.nats.timeout_s * math.ceil(len(targets) / PUBLISH_CHUNK)):
                 for spec, envelope in targets:
                     subject = spec.subject(envelope.key, envelope.type)
                     headers = {"Nats-Msg-Id": envelope.id}
-                    acks.append(await js.publish_async(subject, encode(envelope), headers=headers))
+                    acks.append(await pipeline.publish(subject, encode(envelope), headers))
                 await asyncio.wait(acks)
         finally:
             for ack in acks:
@@ -175,15 +177,13 @@ class EventPublisher:
             if (error := ack.exception()) is not None:
                 raise error
 
-    def _pipelined(self) -> JetStreamContext:
-        """One JetStream context per client for pipelined publishing: each has its own reply
-        subscription, so a context per batch would leave a subscription behind every time."""
+    async def _pipelined(self) -> PipelinedAcks:
+        """One reply subscription per client (a new one after the client is replaced)."""
         client = self.nats.client
         assert client is not None, "jetstream() connected first"
-        if self._pipeline is None or self._pipeline[0] is not client:
-            context = client.jetstream(timeout=self.nats.timeout_s, publish_async_max_pending=MAX_PENDING)
-            self._pipeline = (client, context)
-        return self._pipeline[1]
+        if self._pipeline is None or self._pipeline.client is not client:
+            self._pipeline = await PipelinedAcks.subscribe(client)
+        return self._pipeline
 
     async def _check_room(self, js: JetStreamContext, stream: str) -> None:
         now = time.monotonic()
@@ -199,3 +199,47 @@ class EventPublisher:
                 f"The {stream} stream is {checked[1]:.0%} full; events are refused until consumers catch up.",
                 retry_after_s=FULL_RETRY_AFTER_S,
             )
+
+
+class PipelinedAcks:
+    """JetStream publishes acked one by one without waiting in between: each message carries a reply
+    subject of its own under one inbox subscription, and its future ends with the ack (a duplicate
+    is an ack too) or with JetStream's refusal as an `APIError`."""
+
+    def __init__(self, client: Client, prefix: str) -> None:
+        self.client, self._prefix = client, prefix
+        self._futures: dict[str, asyncio.Future[None]] = {}
+        self._tokens = itertools.count()
+
+    @classmethod
+    async def subscribe(cls, client: Client) -> PipelinedAcks:
+        acks = cls(client, client.new_inbox() + ".")
+        await client.subscribe(acks._prefix + "*", cb=acks._answer)
+        return acks
+
+    async def publish(self, subject: str, payload: bytes, headers: dict[str, str]) -> asyncio.Future[None]:
+        token = str(next(self._tokens))
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._futures[token] = future
+        future.add_done_callback(lambda _: self._futures.pop(token, None))
+        await self.client.publish(subject, payload, reply=self._prefix + token, headers=headers)
+        return future
+
+    async def _answer(self, message: Msg) -> None:
+        future = self._futures.get(message.subject[len(self._prefix) :])
+        if future is None or future.done():  # cancelled at its deadline
+            return
+        if message.headers and message.headers.get("Status") == NO_RESPONDERS:
+            future.set_exception(NoStreamResponseError())
+            return
+        answer = orjson.loads(message.data) if message.data else {}
+        if error := answer.get("error"):
+            future.set_exception(
+                APIError(
+                    code=error.get("code"),
+                    description=error.get("description"),
+                    err_code=error.get("err_code"),
+                )
+            )
+        else:
+            future.set_result(None)
