@@ -11,9 +11,9 @@ import pytest
 from sophia.core.errors import Invalid, Unavailable
 from sophia.core.events import Envelope
 from sophia.engines.nats import EmbeddedNats
-from sophia.events.codec import decode
+from sophia.events.codec import decode, encode
 from sophia.events.connection import NatsConnection
-from sophia.events.publisher import FULL_RETRY_AFTER_S, PUBLISH_CHUNK, EventPublisher
+from sophia.events.publisher import FULL_RETRY_AFTER_S, PUBLISH_CHUNK, EventPublisher, PipelinedAcks
 from sophia.events.streams import stream_specs
 
 
@@ -131,3 +131,20 @@ async def test_publishing_while_nats_is_away_is_unavailable(tmp_path, own_stream
             assert raised.value.retry_after_s == 2
     finally:
         await server.stop()
+
+
+async def test_an_ack_that_arrives_after_its_wait_was_given_up_is_ignored(publisher):
+    await publisher.publish(events(1))  # creates the streams
+    pipeline = await PipelinedAcks.subscribe(publisher.nats.client)
+    spec = publisher.streams["user-events"]
+    late, next_one = events(2)
+    abandoned = await pipeline.publish(
+        spec.subject(late.key, late.type), encode(late), {"Nats-Msg-Id": late.id}
+    )
+    abandoned.cancel()  # its deadline passed
+    kept = await pipeline.publish(
+        spec.subject(next_one.key, next_one.type), encode(next_one), {"Nats-Msg-Id": next_one.id}
+    )
+    await kept  # acks come in order: the abandoned one's reply was handled first, and harmed nothing
+    assert abandoned.cancelled()
+    assert [envelope.id for envelope, _ in await stored(publisher)][1:] == [late.id, next_one.id]
