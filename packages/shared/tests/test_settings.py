@@ -1,7 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
-from sophia.shared.settings import Settings
+from sophia.shared.settings import Settings, available_cpus
 
 
 def test_settings_come_from_sophia_environment_variables(monkeypatch):
@@ -22,8 +22,30 @@ def test_every_setting_is_documented():
     assert all(field.description for field in Settings.model_fields.values())
 
 
-def test_model_threads_share_the_cpus_out_over_the_api_workers(monkeypatch):
+def test_model_threads_share_the_cpus_out_over_the_api_workers(monkeypatch, tmp_path):
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3, 4})
+    monkeypatch.setattr("sophia.shared.settings.CPU_QUOTA", tmp_path / "no-cgroup")  # whatever runs the test
     assert Settings(api_workers=2).model_threads == 2  # 5 CPUs, 2 copies of the model: 2 threads each
     assert Settings(api_workers=8).model_threads == 1  # never none
     assert Settings(api_workers=2, ml_threads=3).model_threads == 3  # set: taken as given
+
+
+@pytest.mark.parametrize(
+    ("cpu_max", "cpus"),
+    [
+        ("max 100000\n", 5),  # no quota: the affinity's 5
+        ("200000 100000\n", 2),  # 2 CPUs' worth
+        ("150000 100000\n", 1),  # 1.5: whole threads only
+        ("50000 100000\n", 1),  # half a CPU: still one thread
+        ("1000000 100000\n", 5),  # a quota above the affinity: the affinity
+        (None, 5),  # no cgroup v2 file
+    ],
+)
+def test_the_cpus_available_are_the_affinity_capped_by_the_containers_quota(
+    monkeypatch, tmp_path, cpu_max, cpus
+):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3, 4})
+    quota = tmp_path / "cpu.max"
+    if cpu_max is not None:
+        quota.write_text(cpu_max)
+    assert available_cpus(quota) == cpus

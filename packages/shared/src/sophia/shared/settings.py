@@ -207,7 +207,23 @@ class Settings(BaseSettings):
         against each other and serve 30 % less (docs/benchmarks.md, "Workers and model threads")."""
         if self.ml_threads is not None:
             return self.ml_threads
-        return max(1, len(os.sched_getaffinity(0)) // self.api_workers)
+        return max(1, available_cpus() // self.api_workers)
+
+
+CPU_QUOTA = Path("/sys/fs/cgroup/cpu.max")
+"""cgroup v2's CPU limit of this process's container: `<quota> <period>` in µs, or `max <period>`."""
+
+
+def available_cpus(quota_file: Path | None = None) -> int:
+    """The CPUs this process may run on, capped by its container's CPU quota where one is set (a
+    container limited to 2 CPUs on a 64-core host sees 64 in its affinity)."""
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        quota, period = (quota_file or CPU_QUOTA).read_text(encoding="ascii").split()
+        limit = int(quota) // int(period)
+    except (OSError, ValueError):  # no cgroup v2 file, or `max`: no quota
+        return cpus
+    return max(1, min(cpus, limit))
 
 
 def settings_table() -> str:
