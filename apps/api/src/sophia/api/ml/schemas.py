@@ -23,17 +23,19 @@ class EmbedOut(BaseModel):
 
 class Classification(BaseModel):
     labels: list[str] = Field(description="Labels scoring at least the threshold, best first.")
-    scores: dict[str, float] = Field(description="Every label's similarity to the text, best first.")
+    scores: dict[str, float] = Field(
+        description="Every label's score, best first: a probability from a head, a similarity zero-shot."
+    )
 
 
 class ClassifyOut(BaseModel):
     model: str = Field(
         description="`zero-shot/...` (similarity to label descriptions) or `few-shot/...` (a trained head).",
-        examples=["zero-shot/all-MiniLM-L6-v2"],
+        examples=["few-shot/all-MiniLM-L6-v2"],
     )
     version: str = Field(
         description="The embeddings' and the classifier's version.",
-        examples=["onnx-int8-b1+zero-shot-1a2b3c4d"],
+        examples=["onnx-int8-b1+head-34a4d86b"],
     )
     threshold: float = Field(description="The score from which a label is given.")
     results: list[Classification] = Field(description="One per input, in order.")
