@@ -415,6 +415,19 @@ async def test_the_epoch_never_goes_back_when_redis_comes_back_empty(
     assert cache.l2.epoch == 3
 
 
+async def miss_an_invalidation(writer: TieredCache, reader: TieredCache, loader: CountingLoader) -> None:
+    """Both caches hold "k"; the writer, cut off from Redis (its breaker open), invalidates it: its
+    own L1 drops it, the reader never hears, and the writer remembers it missed one."""
+    await writer.get_or_load("k", loader)
+    await reader.get_or_load("k", loader)
+    while writer.l2.breaker.state is not BreakerState.OPEN:
+        writer.l2.breaker.record(False)
+    await writer.invalidate(keys=["k"])
+    assert "k" not in writer.l1
+    assert writer._missed
+    assert "k" in reader.l1  # the message could not be sent
+
+
 async def test_an_invalidation_that_missed_redis_becomes_a_clear_once_redis_answers(
     redis_client: redis.Redis, settings: object, config: CacheConfig
 ) -> None:
@@ -427,23 +440,13 @@ async def test_an_invalidation_that_missed_redis_becomes_a_clear_once_redis_answ
         TieredCache(redis_client, quick, name="writer") as writer,
         TieredCache(other_client, quick, name="reader") as reader,
     ):
-        await writer.get_or_load("k", loader)
-        await reader.get_or_load("k", loader)
-        while writer.l2.breaker.state is not BreakerState.OPEN:
-            writer.l2.breaker.record(False)  # Redis unreachable from the writer: its breaker opens
-        await writer.invalidate(keys=["k"])
-        assert "k" not in writer.l1
-        assert writer._missed
-        assert "k" in reader.l1  # the message could not be sent
+        await miss_an_invalidation(writer, reader, loader)
 
         async def retried() -> bool:
             await writer.invalidate(keys=["unrelated"])
             return not writer._missed
 
-        deadline = time.monotonic() + 2
-        while not await retried():
-            assert time.monotonic() < deadline, "the deferred invalidation was never sent"
-            await asyncio.sleep(0.01)
+        await eventually(retried, timeout_s=2, poll_s=0.01)  # the deferred invalidation goes out
         await eventually(lambda: "k" not in reader.l1)
         assert reader.l2.epoch == writer.l2.epoch == 1
         loader.value = b"new"
@@ -508,13 +511,7 @@ async def test_a_missed_invalidation_is_sent_as_a_clear_when_the_subscription_co
             TieredCache(writer_client, config, name="writer") as writer,
             TieredCache(reader_client, config, name="reader") as reader,
         ):
-            await writer.get_or_load("k", loader)
-            await reader.get_or_load("k", loader)
-            while writer.l2.breaker.state is not BreakerState.OPEN:
-                writer.l2.breaker.record(False)  # Redis unreachable from the writer: its breaker opens
-            await writer.invalidate(keys=["k"])
-            assert writer._missed
-            assert "k" in reader.l1
+            await miss_an_invalidation(writer, reader, loader)
             writer.l2.breaker.open_s = 0  # Redis is back: the next call may go through
 
             # The writer's subscription dropped meanwhile: resubscribing, it sends what it missed.
