@@ -1,8 +1,16 @@
+import asyncio
 import random
 
 import pytest
 
-from sophia.shared.resilience import BreakerOpen, BreakerState, CircuitBreaker, backoff_delays, retry
+from sophia.shared.resilience import (
+    BreakerOpen,
+    BreakerState,
+    CircuitBreaker,
+    backoff_delays,
+    honour_cancellation,
+    retry,
+)
 
 
 class Clock:
@@ -151,3 +159,41 @@ async def test_failures_landing_after_the_breaker_opened_keep_it_open_longer_wit
     clock.now = 18
     breaker.allow()
     assert breaker.state is BreakerState.HALF_OPEN
+
+
+async def test_a_loop_whose_cancellation_was_swallowed_stops_at_its_next_turn():
+    turns, waiting = 0, asyncio.Event()
+
+    async def consumer_loop() -> None:
+        nonlocal turns
+        while True:
+            honour_cancellation()
+            turns += 1
+            try:  # what Python 3.11's wait_for does when the cancel and the result meet
+                waiting.set()
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                pass
+
+    task = asyncio.create_task(consumer_loop())
+    await waiting.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)
+    assert turns == 1
+
+
+async def test_a_task_never_cancelled_or_no_task_at_all_goes_on():
+    async def turn() -> str:
+        honour_cancellation()
+        return "went on"
+
+    assert await asyncio.create_task(turn()) == "went on"
+    outcome: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    def callback() -> None:  # a loop callback runs outside any task
+        honour_cancellation()
+        outcome.set_result("went on")
+
+    asyncio.get_running_loop().call_soon(callback)
+    assert await outcome == "went on"

@@ -30,7 +30,7 @@ from sophia.database import jobs
 from sophia.database.jobs import Job
 from sophia.events.streams import ensure_streams
 from sophia.shared.logging import get_logger
-from sophia.shared.resilience import backoff_delays
+from sophia.shared.resilience import backoff_delays, honour_cancellation
 from sophia.workers.dead_letter import describe
 from sophia.workers.jobs import Handler, JobQueue
 from sophia.workers.processor import NATS_FAILURES
@@ -128,6 +128,7 @@ class JobRunner:
 
     async def _consume(self, subscription: JetStreamContext.PullSubscription, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            honour_cancellation()
             await self._sweep()
             room = self.spec.concurrency - len(self._tasks)
             if room <= 0:
@@ -137,6 +138,7 @@ class JobRunner:
                 messages = await subscription.fetch(room, timeout=self.spec.idle_wait_s)
             except TimeoutError:
                 continue
+            honour_cancellation()
             for message in messages:
                 task = asyncio.create_task(self._handle(message))
                 self._tasks.add(task)

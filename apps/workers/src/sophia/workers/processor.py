@@ -37,7 +37,7 @@ from sophia.events.codec import decode
 from sophia.events.connection import NatsConnection
 from sophia.events.streams import StreamSpec
 from sophia.shared.logging import get_logger
-from sophia.shared.resilience import backoff_delays
+from sophia.shared.resilience import backoff_delays, honour_cancellation
 from sophia.workers import metrics
 from sophia.workers.dead_letter import ensure_dead_letter, publish_dead_letter
 from sophia.workers.sinks import RawSink, Sink
@@ -176,12 +176,14 @@ class StreamProcessor:
 
     async def _consume(self, subscription: JetStreamContext.PullSubscription, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            honour_cancellation()
             await self._refresh_lag(subscription)  # also notices a consumer or server gone
             room = min(self.spec.batch_size, self.spec.concurrency - self.unacked)
             if room <= 0:
                 await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
                 continue
             messages = await self._fetch(subscription, room)
+            honour_cancellation()  # before its sink starts: fetched and un-acked, it comes again
             self._failures = 0
             if messages:
                 self._start(messages)

@@ -34,7 +34,7 @@ from sophia.events.codec import encode
 from sophia.events.connection import NatsConnection
 from sophia.events.streams import StreamSpec, ensure_streams
 from sophia.shared.logging import get_logger
-from sophia.shared.resilience import backoff_delays
+from sophia.shared.resilience import backoff_delays, honour_cancellation
 from sophia.workers.metrics import OUTBOX_DEPTH, RELAY_BATCH_SECONDS, RELAY_FAILURES, RELAYED
 
 log = get_logger(__name__)
@@ -122,6 +122,7 @@ class OutboxRelay:
         failures = 0
         delays = backoff_delays(12, 0.1, self.backoff_max_s)
         while not stop.is_set():
+            honour_cancellation()
             self.wake.clear()
             try:
                 relayed = await self.relay_once()

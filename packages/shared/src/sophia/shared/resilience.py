@@ -148,3 +148,15 @@ async def retry(
             log.info("retrying", call=name, attempt=attempt, delay_s=round(delay, 3), error=repr(error))
             await asyncio.sleep(delay)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def honour_cancellation() -> None:
+    """Raise `CancelledError` in a task that was cancelled but carried on.
+
+    Python 3.11's `asyncio.wait_for` drops a cancellation that arrives as the awaited thing
+    completes (fixed in 3.12), and nats-py waits for every message with it: a consumer loop
+    cancelled at that moment would fetch on for good. `Task.cancelling()` still counts the
+    request, so a loop that calls this once a turn stops at its next one."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
