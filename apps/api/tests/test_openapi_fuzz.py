@@ -18,7 +18,6 @@ from schemathesis.config import SchemathesisConfig
 
 from sophia.api.app import create_app
 from sophia.database import keys
-from sophia.database.migrations import migrate
 from sophia.shared.settings import Settings
 
 
@@ -56,12 +55,11 @@ deep_schema = schemathesis.openapi.from_dict(_OPENAPI, config=fuzz_config(100))
 
 
 @pytest.fixture(scope="module")
-async def fuzzed_database(blank_database) -> tuple[str, str]:
+async def fuzzed_database(migrated_database) -> tuple[str, str]:
     """A migrated database of the fuzz run's own and an admin key on it: (DSN, secret)."""
-    url = await blank_database()
+    url = await migrated_database()
     connection = await asyncpg.connect(url)
     try:
-        await migrate(connection)
         _, secret = await keys.create(connection, "fuzz-admin", "admin")
     finally:
         await connection.close()

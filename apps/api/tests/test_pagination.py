@@ -8,17 +8,23 @@ import uuid
 from uuid import UUID
 
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 KIND = "deal"
 MAX_INSERTS = 30
 """New records one paging run may insert: paging ends because the writes do."""
-PROPERTY_SETTINGS = settings(
-    max_examples=25,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
+
+
+def examples(count: int) -> settings:
+    """A few examples in the fast tier; the load tier runs each property ten times as long."""
+    return settings(
+        max_examples=count, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    )
+
+
+FAST, THOROUGH = examples(10), examples(100)
 
 
 def new_source_system() -> str:
@@ -73,11 +79,25 @@ def assert_ascending_ids(items: list[dict]) -> None:
     assert len(set(ids)) == len(ids), "a record was returned twice"
 
 
-@PROPERTY_SETTINGS
-@given(record_count=st.integers(0, 120), page_size=st.integers(1, 50))
+PAGES = {"record_count": st.integers(0, 120), "page_size": st.integers(1, 50)}
+
+
+@FAST
+@given(**PAGES)
 async def test_paging_returns_every_record_exactly_once_in_ascending_id_order(
     client, record_count, page_size
 ):
+    await paging_returns_every_record_once(client, record_count, page_size)
+
+
+@pytest.mark.load
+@THOROUGH
+@given(**PAGES)
+async def test_paging_returns_every_record_exactly_once_thoroughly(client, record_count, page_size):
+    await paging_returns_every_record_once(client, record_count, page_size)
+
+
+async def paging_returns_every_record_once(client, record_count: int, page_size: int) -> None:
     source_system = new_source_system()
     external_ids = [f"r-{number}" for number in range(record_count)]
     await bulk_put(client, source_system, external_ids)
@@ -109,11 +129,29 @@ def writes_between_pages(
     return inserts, via, updates
 
 
-@PROPERTY_SETTINGS
-@given(record_count=st.integers(1, 60), page_size=st.integers(1, 15), data=st.data())
+WRITES = {"record_count": st.integers(1, 60), "page_size": st.integers(1, 15), "data": st.data()}
+
+
+@FAST
+@given(**WRITES)
 async def test_paging_while_records_are_inserted_and_updated_sees_each_existing_record_once(
     client, record_count, page_size, data
 ):
+    await paging_while_writing_sees_each_existing_record_once(client, record_count, page_size, data)
+
+
+@pytest.mark.load
+@THOROUGH
+@given(**WRITES)
+async def test_paging_while_records_are_inserted_and_updated_thoroughly(
+    client, record_count, page_size, data
+):
+    await paging_while_writing_sees_each_existing_record_once(client, record_count, page_size, data)
+
+
+async def paging_while_writing_sees_each_existing_record_once(
+    client, record_count: int, page_size: int, data: st.DataObject
+) -> None:
     source_system = new_source_system()
     existing = [f"r-{number}" for number in range(record_count)]
     await bulk_put(client, source_system, existing)

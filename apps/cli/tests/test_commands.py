@@ -170,17 +170,15 @@ def test_audit_verify_says_the_trail_holds(env):
     assert "The audit trail holds" in result.output
 
 
-def test_audit_verify_exits_1_naming_the_first_broken_row(settings, tmp_path, blank_database):
+def test_audit_verify_exits_1_naming_the_first_broken_row(settings, tmp_path, migrated_database):
     async def tampered() -> str:
         import uuid
         from datetime import UTC, datetime
 
         from sophia.database import Database, audit
-        from sophia.database.migrations import migrate
 
-        url = await blank_database()
+        url = await migrated_database()
         async with Database(settings, dsn=url) as database, database.connection() as connection:
-            await migrate(connection)
             entries = [
                 audit.AuditEntry(uuid.uuid4(), datetime.now(UTC), "cli", "key.created", f"k{n}", {})
                 for n in range(3)

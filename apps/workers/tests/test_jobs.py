@@ -22,7 +22,6 @@ from sophia.core.errors import Invalid, NotFound, Unavailable
 from sophia.core.events import Envelope
 from sophia.database import Database, jobs
 from sophia.database.jobs import Job
-from sophia.database.migrations import migrate
 from sophia.events.codec import encode
 from sophia.events.connection import NatsConnection
 from sophia.events.streams import ensure_streams, stream_specs
@@ -45,12 +44,10 @@ from sophia.workers.processor import ConsumerSpec, StreamProcessor
 
 
 @pytest.fixture(scope="module")
-async def db(settings, blank_database) -> AsyncIterator[Database]:
+async def db(settings, migrated_database) -> AsyncIterator[Database]:
     """A catalog of this module's own: its outbox and views hold only what these tests put there."""
-    own = settings.model_copy(update={"database_url": await blank_database()})
+    own = settings.model_copy(update={"database_url": await migrated_database()})
     async with Database(own) as database:
-        async with database.connection() as connection:
-            await migrate(connection)
         yield database
 
 
@@ -90,7 +87,7 @@ def drained(queue: JobQueue, nats: NatsConnection):
 @contextlib.asynccontextmanager
 async def running(queue: JobQueue, handlers: dict[str, Handler], **spec: Any) -> AsyncIterator[JobRunner]:
     """A runner with small timings until the block ends (then stopped, drained)."""
-    options: dict[str, Any] = {"idle_wait_s": 0.2, "ack_wait_s": 5.0, "backoff_s": (0.05,)}
+    options: dict[str, Any] = {"idle_wait_s": 0.05, "ack_wait_s": 5.0, "backoff_s": (0.05,)}
     runner = JobRunner(queue, handlers, RunnerSpec(f"r{uuid.uuid4().hex[:8]}", **(options | spec)))
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))

@@ -16,7 +16,6 @@ from waiting import eventually
 from sophia.core.events import Envelope
 from sophia.core.records import RecordKey
 from sophia.database import Database, catalog, outbox
-from sophia.database.migrations import migrate
 from sophia.events.codec import decode
 from sophia.events.connection import NatsConnection
 from sophia.events.streams import StreamSpec, ensure_streams, stream_specs
@@ -25,11 +24,9 @@ from sophia.workers.relay import OutboxRelay
 
 
 @pytest.fixture
-async def database(settings, blank_database) -> AsyncIterator[Database]:
+async def database(settings, migrated_database) -> AsyncIterator[Database]:
     """A catalog of this test's own: the relay drains a whole outbox, others' backlogs included."""
-    async with Database(settings, dsn=await blank_database()) as own:
-        async with own.connection() as connection:
-            await migrate(connection)
+    async with Database(settings, dsn=await migrated_database()) as own:
         yield own
 
 

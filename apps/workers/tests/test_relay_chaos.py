@@ -21,7 +21,6 @@ from prometheus_client import REGISTRY
 from sophia.core.events import Envelope
 from sophia.core.records import RecordKey
 from sophia.database import Database, catalog, outbox
-from sophia.database.migrations import migrate
 from sophia.engines.nats import EmbeddedNats
 from sophia.engines.nats_cluster import EmbeddedNatsCluster
 from sophia.events.codec import decode, encode
@@ -83,12 +82,10 @@ async def stream_messages(js: JetStreamContext, name: str) -> list[tuple[str, En
 
 
 async def test_catalog_writes_succeed_while_nats_is_stopped_and_each_is_published_once_after(
-    tmp_path, settings, blank_database
+    tmp_path, settings, migrated_database
 ):
-    url = await blank_database()  # an outbox of its own: other tests' backlogs would swamp the reads
+    url = await migrated_database()  # an outbox of its own: other tests' backlogs would swamp the reads
     async with Database(settings, dsn=url) as database:
-        async with database.connection() as connection:
-            await migrate(connection)
         await _outage(tmp_path, settings, database)
 
 

@@ -14,7 +14,6 @@ from nats.js.errors import NotFoundError
 from waiting import eventually
 
 from sophia.database import Database, jobs, keys
-from sophia.database.migrations import migrate
 from sophia.events.connection import NatsConnection
 from sophia.events.streams import stream_specs
 from sophia.shared.settings import Settings
@@ -24,14 +23,13 @@ from sophia.workers.jobs import REEMBED_RECORDS, JobQueue, jobs_stream
 
 
 @contextlib.asynccontextmanager
-async def running_workers(settings: Settings, blank_database, **overrides) -> AsyncIterator[Stack]:
+async def running_workers(settings: Settings, migrated_database, **overrides) -> AsyncIterator[Stack]:
     """The workers running on a database of their own (migrated, an admin key in it) until the block
     ends, then stopped and drained."""
-    url = await blank_database()
+    url = await migrated_database()
     own = settings.model_copy(update={"database_url": url, "outbox_poll_s": 0.2, **overrides})
     async with Database(own) as database:
         async with database.connection() as connection:
-            await migrate(connection)
             _, secret = await keys.create(connection, "workers-test", "admin")
         stop = asyncio.Event()
         workers = asyncio.create_task(run_workers(own, stop))
@@ -57,8 +55,8 @@ def counted(database: Database, query: str, *args: object):
     return check
 
 
-async def test_events_reach_postgres_and_catalog_writes_reach_the_audit_trail(own_streams, blank_database):
-    async with running_workers(own_streams, blank_database) as stack:
+async def test_events_reach_postgres_and_catalog_writes_reach_the_audit_trail(own_streams, migrated_database):
+    async with running_workers(own_streams, migrated_database) as stack:
         async with app_client(stack.settings, stack.secret) as client:
             event = {"type": "user.event", "key": "u-1", "payload": {"name": "deal.viewed"}}
             accepted = await client.post("/api/v1/events", json=[event])
@@ -89,12 +87,14 @@ async def predictions_announced(nats: NatsConnection, settings: Settings, count:
     return int(info.state.messages) >= count
 
 
-async def test_with_the_models_a_catalog_write_is_enriched_and_found_by_meaning(own_streams, blank_database):
+async def test_with_the_models_a_catalog_write_is_enriched_and_found_by_meaning(
+    own_streams, migrated_database
+):
     """The whole path, each piece real: PUT a record -> outbox -> relay -> NATS -> the workers'
     ml-enrichment consumer (the model) -> record_predictions + record_embeddings -> the
     ml.prediction events relayed -> POST /api/v1/search finds it by a paraphrase."""
     async with (
-        running_workers(own_streams, blank_database, ml_enabled=True) as stack,
+        running_workers(own_streams, migrated_database, ml_enabled=True) as stack,
         app_client(stack.settings, stack.secret) as client,
     ):
         texts = {

@@ -10,7 +10,6 @@ import pytest
 
 from sophia.database import Database, audit
 from sophia.database.audit import AuditEntry
-from sophia.database.migrations import migrate
 
 
 def entry(number: int) -> AuditEntry:
@@ -25,11 +24,10 @@ def entry(number: int) -> AuditEntry:
 
 
 @pytest.fixture
-async def trail(blank_database, settings):
+async def trail(migrated_database, settings):
     """A connection to a database of this test's own, migrated (tampering must not leak)."""
-    url = await blank_database()
+    url = await migrated_database()
     async with Database(settings, dsn=url) as database, database.connection() as connection:
-        await migrate(connection)
         yield connection
 
 
