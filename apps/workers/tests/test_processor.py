@@ -288,7 +288,7 @@ async def test_stop_finishes_the_batch_in_hand_and_acks_it(nats, streams):
     sink.gate.set()
     await asyncio.wait_for(task, 5)
     assert len(sink.stored) == 4
-    assert await acks(nats, consumer_spec) == (0, 4)
+    await eventually(acks_are(nats, consumer_spec, (0, 4)))  # sent and flushed; JetStream applies them after
 
 
 async def test_concurrency_bounds_the_messages_fetched_and_not_yet_acked(nats, streams):

@@ -10,10 +10,10 @@ import uuid
 
 import pytest
 from nats.js.errors import NotFoundError
-from structlog.testing import capture_logs
 
 from sophia.events.connection import NatsConnection
 from sophia.events.streams import StreamStorageRefused
+from sophia.workers import streams as streams_module
 from sophia.workers.streams import all_streams, check_streams
 
 TOO_BIG = 10**15  # a petabyte per stream: no test machine's JetStream can reserve it
@@ -37,11 +37,13 @@ async def test_a_limit_jetstream_cannot_reserve_names_the_setting_and_creates_no
             await js.stream_info(all_streams(huge)[0].name)
 
 
-async def test_nats_away_at_start_is_not_fatal(huge):
-    with capture_logs() as logs:
-        async with NatsConnection("nats://127.0.0.1:1", timeout_s=0.2) as nats:
-            await check_streams(huge, nats)  # returns: each worker waits for NATS on its own
-    assert {"event": "streams_not_checked", "error": "Unavailable", "log_level": "warning"} in logs
+async def test_nats_away_at_start_is_not_fatal(huge, logs_of):
+    logs = logs_of(streams_module)
+    async with NatsConnection("nats://127.0.0.1:1", timeout_s=0.2) as nats:
+        await check_streams(huge, nats)  # returns: each worker waits for NATS on its own
+    assert logs.events("streams_not_checked") == [
+        {"event": "streams_not_checked", "error": "Unavailable", "log_level": "warning"}
+    ]
 
 
 async def test_the_events_api_answers_503_naming_the_setting(huge, api_keys):

@@ -3,6 +3,7 @@ import random
 
 import pytest
 
+from sophia.shared import resilience
 from sophia.shared.resilience import (
     BreakerOpen,
     BreakerState,
@@ -139,20 +140,20 @@ async def test_retry_gives_up_after_its_attempts_and_never_retries_other_errors(
     assert len(calls) == 3
 
 
-async def test_failures_landing_after_the_breaker_opened_keep_it_open_longer_without_a_new_transition():
-    from structlog.testing import capture_logs
-
+async def test_failures_landing_after_the_breaker_opened_keep_it_open_longer_without_a_new_transition(
+    logs_of,
+):
     clock = Clock()
     breaker = make_breaker(clock)
-    with capture_logs() as logged:
-        for _ in range(4):
-            breaker.record(False)
-        assert breaker.state is BreakerState.OPEN
-        clock.now = 8  # calls started before it opened fail now, as many as trip it
-        for _ in range(4):
-            breaker.record(False)
+    logged = logs_of(resilience)
+    for _ in range(4):
+        breaker.record(False)
     assert breaker.state is BreakerState.OPEN
-    assert [entry["state"] for entry in logged if entry["event"] == "breaker_state"] == ["open"]
+    clock.now = 8  # calls started before it opened fail now, as many as trip it
+    for _ in range(4):
+        breaker.record(False)
+    assert breaker.state is BreakerState.OPEN
+    assert [entry["state"] for entry in logged.events("breaker_state")] == ["open"]
     clock.now = 12  # past the first opening's 10 s, within the second's
     with pytest.raises(BreakerOpen):
         breaker.allow()
