@@ -226,7 +226,8 @@ async def test_sentiment_labels_texts_with_probabilities_from_the_trained_head(m
     response = await ml.post("/api/v1/ml/sentiment", json={"inputs": texts})
     assert response.status_code == 200, response.text
     body = response.json()
-    assert "+head-" in body["model"]
+    assert body["model"] == f"head/{MODEL}"
+    assert "+head-" in body["version"]
     assert [result["label"] for result in body["results"]] == ["positive", "negative"]
     for result in body["results"]:
         assert abs(sum(result["scores"].values()) - 1.0) < 1e-5
@@ -240,6 +241,6 @@ async def test_with_the_fp32_graph_the_heads_do_not_fit_vader_and_zero_shot_serv
         labels = await classified(client)
     assert labels["model"] == f"zero-shot/{MODEL}"
     assert labels["version"].startswith("onnx-fp32-")
-    assert response.json()["model"] == "vader-3.3"
+    assert (response.json()["model"], response.json()["version"]) == ("vader", "vader-3.3")
     assert response.json()["results"][0]["label"] == "positive"
     assert ready["checks"]["model:sentiment"] == "ok"

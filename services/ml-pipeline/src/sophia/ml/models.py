@@ -13,7 +13,7 @@ from pathlib import Path
 from types import TracebackType
 
 from sophia.cache import TieredCache
-from sophia.ml.embeddings import EmbeddingModel, model_version
+from sophia.ml.embeddings import MODEL_ID, EmbeddingModel, model_version
 from sophia.ml.encoder import SentenceEncoder
 from sophia.ml.heads import IncompatibleHead
 from sophia.ml.labels import (
@@ -118,6 +118,11 @@ class Models:
             except IncompatibleHead as error:
                 log.warning("label_head_not_used", reason=str(error), serving="zero-shot")
         return ZeroShotClassifier.from_settings(encoder, settings, version)
+
+    @property
+    def sentiment_model(self) -> str:
+        """`head/all-MiniLM-L6-v2` (the trained head on the embeddings) or `vader`."""
+        return f"head/{MODEL_ID}" if self.sentiment_head is not None else "vader"
 
     @property
     def sentiment_version(self) -> str:

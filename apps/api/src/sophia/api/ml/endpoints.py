@@ -82,7 +82,7 @@ async def sentiment(
     models = _models(state)
     found = await models.sentiment(body.inputs, state.settings.ml_timeout_s)
     results = [{"label": prediction.label, "scores": prediction.scores} for prediction in found]
-    answer = {"model": models.sentiment_version, "results": results}
+    answer = {"model": models.sentiment_model, "version": models.sentiment_version, "results": results}
     return Response(orjson.dumps(answer), media_type="application/json")
 
 

@@ -43,11 +43,21 @@ class ClassifyOut(BaseModel):
 
 class Sentiment(BaseModel):
     label: Literal["negative", "neutral", "positive"]
-    scores: dict[str, float] = Field(description="Each label's probability (they sum to 1).")
+    scores: dict[str, float] = Field(
+        description="Each label's score (they sum to 1): a probability from the head, a share of wording "
+        "from VADER."
+    )
 
 
 class SentimentOut(BaseModel):
-    model: str = Field(examples=["onnx-int8-b1+head-5e70e335"])
+    model: str = Field(
+        description="`head/...` (a head trained on the embeddings) or `vader` (the lexicon baseline).",
+        examples=["head/all-MiniLM-L6-v2"],
+    )
+    version: str = Field(
+        description="The embeddings' and the head's version, or VADER's.",
+        examples=["onnx-int8-b1+head-5e70e335"],
+    )
     results: list[Sentiment] = Field(description="One per input, in order.")
 
 
