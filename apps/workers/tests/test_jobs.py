@@ -39,6 +39,7 @@ from sophia.workers.jobs import (
     default_handlers,
     jobs_stream,
     reembed_handler,
+    reembed_key,
 )
 from sophia.workers.processor import ConsumerSpec, StreamProcessor
 
@@ -358,22 +359,38 @@ async def test_reprocess_records_reemits_exactly_the_matching_records_events(que
     assert done.result == {"emitted": 11, "after": str(max(deals[1:]))}
 
 
-async def test_reembed_records_reemits_the_records_not_embedded_by_this_model_version(queue, db):
+async def test_reembed_records_reemits_the_records_not_enriched_by_the_models_now_served(queue, db):
     kind = f"k{uuid.uuid4().hex[:6]}"  # a kind of this test's own: no other record matches
-    current, stale, never = await insert_records(db, "reembed", kind, 3)
+    current, stale, never, old_labels, no_sentiment = await insert_records(db, "reembed", kind, 5)
     zeros = "[" + ",".join(["0"] * 384) + "]"
+    served = {"classification": "c2", "sentiment": "s2"}
+    stored = {  # record: (its embedding's version, its predictions' versions)
+        current: ("v2", served),
+        stale: ("v1", served),
+        old_labels: ("v2", {"classification": "c1", "sentiment": "s2"}),
+        no_sentiment: ("v2", {"classification": "c2"}),
+    }
     async with db.connection() as connection:
-        for record_id, version in ((current, "v2"), (stale, "v1")):
+        for record_id, (embedding_version, predictions) in stored.items():
             await connection.execute(
                 "INSERT INTO sophia_core.record_embeddings "
                 "(record_id, model_version, record_version, content, embedding) "
                 "VALUES ($1, $2, 1, 'text', $3::text::vector)",
                 record_id,
-                version,
+                embedding_version,
                 zeros,
             )
+            for task, version in predictions.items():
+                await connection.execute(
+                    "INSERT INTO sophia_core.record_predictions "
+                    "(record_id, task, model_version, record_version, prediction) "
+                    "VALUES ($1, $2, $3, 1, '{}')",
+                    record_id,
+                    task,
+                    version,
+                )
     job, _ = await queue.submit(REEMBED_RECORDS, idempotency_key=f"reembed-{kind}")
-    async with running(queue, {REEMBED_RECORDS: reembed_handler(db, [kind], "v2", batch=1)}):
+    async with running(queue, {REEMBED_RECORDS: reembed_handler(db, [kind], "v2", served, batch=1)}):
         await eventually(status_is(queue, job.id, "succeeded"))
     async with db.connection() as connection:
         events = await connection.fetch(
@@ -381,8 +398,22 @@ async def test_reembed_records_reemits_the_records_not_embedded_by_this_model_ve
             "AND payload ->> 'kind' = $1",
             kind,
         )
-    assert sorted(uuid.UUID(event["payload"]["id"]) for event in events) == sorted([stale, never])
-    assert (await queue.status(job.id)).result == {"emitted": 2, "model_version": "v2"}
+    expected = [stale, never, old_labels, no_sentiment]
+    assert sorted(uuid.UUID(event["payload"]["id"]) for event in events) == sorted(expected)
+    result = (await queue.status(job.id)).result
+    assert result == {"emitted": 4, "model_version": "v2", "task_versions": served}
+
+
+def test_each_combination_of_served_models_has_a_reembed_job_of_its_own():
+    first = reembed_key("v2", {"sentiment": "s1", "classification": "c1"})
+    assert first == "reembed_records:v2;classification=c1;sentiment=s1"
+    assert first == reembed_key("v2", {"classification": "c1", "sentiment": "s1"})
+    others = [reembed_key("v3", {"classification": "c1", "sentiment": "s1"})]
+    others += [
+        reembed_key("v2", {"classification": "c2", "sentiment": "s1"}),
+        reembed_key("v2", {"classification": "c1"}),
+    ]
+    assert len({first, *others}) == 4
 
 
 async def test_a_job_not_before_a_time_waits_for_it(queue):

@@ -23,14 +23,13 @@ from sophia.workers.jobs import REEMBED_RECORDS, JobQueue, jobs_stream
 
 
 @contextlib.asynccontextmanager
-async def running_workers(settings: Settings, migrated_database, **overrides) -> AsyncIterator[Stack]:
-    """The workers running on a database of their own (migrated, an admin key in it) until the block
-    ends, then stopped and drained."""
-    url = await migrated_database()
+async def running_workers(settings: Settings, url: str, **overrides) -> AsyncIterator[Stack]:
+    """The workers running on the database at `url` (a migrated one of the test's own; an admin
+    key is added to it) until the block ends, then stopped and drained."""
     own = settings.model_copy(update={"database_url": url, "outbox_poll_s": 0.2, **overrides})
     async with Database(own) as database:
         async with database.connection() as connection:
-            _, secret = await keys.create(connection, "workers-test", "admin")
+            _, secret = await keys.create(connection, f"workers-test-{uuid.uuid4().hex[:8]}", "admin")
         stop = asyncio.Event()
         workers = asyncio.create_task(run_workers(own, stop))
         try:
@@ -56,7 +55,7 @@ def counted(database: Database, query: str, *args: object):
 
 
 async def test_events_reach_postgres_and_catalog_writes_reach_the_audit_trail(own_streams, migrated_database):
-    async with running_workers(own_streams, migrated_database) as stack:
+    async with running_workers(own_streams, await migrated_database()) as stack:
         async with app_client(stack.settings, stack.secret) as client:
             event = {"type": "user.event", "key": "u-1", "payload": {"name": "deal.viewed"}}
             accepted = await client.post("/api/v1/events", json=[event])
@@ -94,7 +93,7 @@ async def test_with_the_models_a_catalog_write_is_enriched_and_found_by_meaning(
     ml-enrichment consumer (the model) -> record_predictions + record_embeddings -> the
     ml.prediction events relayed -> POST /api/v1/search finds it by a paraphrase."""
     async with (
-        running_workers(own_streams, migrated_database, ml_enabled=True) as stack,
+        running_workers(own_streams, await migrated_database(), ml_enabled=True) as stack,
         app_client(stack.settings, stack.secret) as client,
     ):
         texts = {
@@ -129,6 +128,44 @@ async def test_with_the_models_a_catalog_write_is_enriched_and_found_by_meaning(
     assert found.json()["items"][0]["record"]["external_id"] == "m-1"
 
 
+async def test_records_labeled_by_one_classifier_are_labeled_again_when_another_serves(
+    own_streams, migrated_database, tmp_path
+):
+    """The built-in head labels a message; the workers restart serving zero-shot on a label set of
+    one's own, and their reembed job has the message labeled by it (the embedding is current)."""
+    url = await migrated_database()
+    classification = (
+        "SELECT p.model_version, p.prediction FROM sophia_core.record_predictions p "
+        "JOIN sophia_core.unified_data_catalog c ON c.id = p.record_id "
+        "WHERE c.external_id = 'm-1' AND p.task = 'classification'"
+    )
+    async with running_workers(own_streams, url, ml_enabled=True) as stack:
+        async with app_client(stack.settings, stack.secret) as client:
+            text = {"text": "They asked for a discount before renewing the annual plan."}
+            assert (
+                await client.put("/api/v1/records/chat/message/m-1", json={"data": text})
+            ).status_code == 201
+        await eventually(counted(stack.database, classification), timeout_s=30, poll_s=0.05)
+        async with stack.database.connection() as connection:
+            by_head = await connection.fetchrow(classification)
+    labels = tmp_path / "labels.json"
+    labels.write_text('{"pricing": ["Price, discounts, quotes and what the plan costs."]}')
+    async with running_workers(own_streams, url, ml_enabled=True, ml_labels_file=labels) as stack:
+
+        async def relabeled() -> bool:
+            async with stack.database.connection() as connection:
+                return (await connection.fetchrow(classification))["model_version"] != by_head[
+                    "model_version"
+                ]
+
+        await eventually(relabeled, timeout_s=30, poll_s=0.05)
+        async with stack.database.connection() as connection:
+            by_zero_shot = await connection.fetchrow(classification)
+    assert "+head-" in by_head["model_version"]
+    assert "+zero-shot-" in by_zero_shot["model_version"]
+    assert set(by_zero_shot["prediction"]["scores"]) == {"pricing"}
+
+
 @pytest.mark.parametrize("unset", ["database_url", "redis_url", "nats_url"])
 async def test_the_workers_refuse_to_start_without_every_engine_url(settings, unset):
     with pytest.raises(RuntimeError, match="SOPHIA_DATABASE_URL, _REDIS_URL and _NATS_URL must be set"):
@@ -141,9 +178,10 @@ async def test_a_reembed_that_cannot_reach_nats_is_left_in_postgres_for_the_swee
     version = f"model-{uuid.uuid4().hex[:8]}"
     logs = logs_of(workers_main)
     async with NatsConnection("nats://127.0.0.1:1", timeout_s=0.2) as away:
-        await _reembed_once_per_model_version(JobQueue(database, away, jobs_stream(own_streams)), version)
+        queue = JobQueue(database, away, jobs_stream(own_streams))
+        await _reembed_once_per_model_version(queue, version, {"classification": "c1"})
     async with database.connection() as connection:
-        job = await jobs.find(connection, f"{REEMBED_RECORDS}:{version}")
+        job = await jobs.find(connection, f"{REEMBED_RECORDS}:{version};classification=c1")
     assert job is not None
     assert (job.kind, job.status, job.published_at) == (REEMBED_RECORDS, "queued", None)
     [warning] = logs.events("reembed_not_submitted")

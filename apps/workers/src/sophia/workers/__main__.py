@@ -28,6 +28,7 @@ from sophia.workers.jobs import (
     default_handlers,
     jobs_stream,
     reembed_handler,
+    reembed_key,
 )
 from sophia.workers.processor import ConsumerSpec, StreamProcessor
 from sophia.workers.relay import OutboxRelay
@@ -43,6 +44,7 @@ def processors(
     nats: NatsConnection,
     cache: TieredCache,
     models: Models | None = None,
+    enricher: Enricher | None = None,
 ) -> list[StreamProcessor]:
     """The stream processors of this issue, each a durable consumer with its idempotent sink."""
     streams = stream_specs(settings)
@@ -72,9 +74,7 @@ def processors(
             debounce_deal_refresh(JobQueue(database, nats, jobs_stream(settings)), settings.jobs_debounce_s),
         ),
     ]
-    if models is not None:  # SOPHIA_ML_ENABLED: calls, messages and deals get embeddings and labels
-        fields = read_text_fields(settings.ml_text_fields_file or DEFAULT_TEXT_FIELDS)
-        enricher = Enricher(models.embeddings.encoder, models.labels, fields, models.sentiment_head)
+    if models is not None and enricher is not None:  # SOPHIA_ML_ENABLED: embeddings, labels, sentiment
         consumers.append(
             (
                 ConsumerSpec("ml-enrichment", streams["records"].name, batch_size=64, concurrency=64),
@@ -118,12 +118,14 @@ async def _run(settings: Settings, nats: NatsConnection, redis_url: str, stop: a
         log.info("workers_started")
         queue = JobQueue(database, nats, jobs_stream(settings))
         handlers = default_handlers(database, settings.db_maintenance_timeout_s)
-        models = None
+        models, enricher = None, None
         if settings.ml_enabled:  # enrichment: the models load in this process too
             models = await stack.enter_async_context(Models.load(settings, cache))
-            kinds = sorted(read_text_fields(settings.ml_text_fields_file or DEFAULT_TEXT_FIELDS))
-            handlers[REEMBED_RECORDS] = reembed_handler(database, kinds, models.embeddings.version)
-            await _reembed_once_per_model_version(queue, models.embeddings.version)
+            fields = read_text_fields(settings.ml_text_fields_file or DEFAULT_TEXT_FIELDS)
+            enricher = Enricher(models.embeddings.encoder, models.labels, fields, models.sentiment_head)
+            version, kinds = models.embeddings.version, sorted(fields)
+            handlers[REEMBED_RECORDS] = reembed_handler(database, kinds, version, enricher.versions)
+            await _reembed_once_per_model_version(queue, version, enricher.versions)
         runner = JobRunner(
             queue,
             handlers,
@@ -136,20 +138,26 @@ async def _run(settings: Settings, nats: NatsConnection, redis_url: str, stop: a
         await asyncio.gather(
             relay.run(stop),
             runner.run(stop),
-            *(processor.run(stop) for processor in processors(settings, database, nats, cache, models)),
+            *(
+                processor.run(stop)
+                for processor in processors(settings, database, nats, cache, models, enricher)
+            ),
         )
 
 
-async def _reembed_once_per_model_version(queue: JobQueue, version: str) -> None:
-    """Records embedded by another model version (or never) are embedded again, once per version:
-    the job's idempotency key names the version."""
+async def _reembed_once_per_model_version(
+    queue: JobQueue, version: str, task_versions: dict[str, str]
+) -> None:
+    """Records embedded or labeled by other models (or never) are enriched again, once per
+    combination of the models served: the job's idempotency key names their versions."""
+    key = reembed_key(version, task_versions)
     try:
-        job, created = await queue.submit(REEMBED_RECORDS, idempotency_key=f"{REEMBED_RECORDS}:{version}")
+        job, created = await queue.submit(REEMBED_RECORDS, idempotency_key=key)
     except Unavailable as error:  # the row is in; the runner's sweep publishes it when NATS is back
         log.warning("reembed_not_submitted", error=error.detail)
         return
     if created:
-        log.info("reembed_submitted", job=str(job.id), model_version=version)
+        log.info("reembed_submitted", job=str(job.id), model_version=version, task_versions=task_versions)
 
 
 def main() -> None:

@@ -41,6 +41,8 @@ __all__ = [
     "debounce_deal_refresh",
     "default_handlers",
     "jobs_stream",
+    "reembed_handler",
+    "reembed_key",
 ]
 
 log = get_logger(__name__)
@@ -152,10 +154,13 @@ def default_handlers(database: Database, timeout_s: float, reprocess_batch: int 
     return {REFRESH_ACTIVE_DEALS: refresh_active_deals, REPROCESS_RECORDS: reprocess_records}
 
 
-def reembed_handler(database: Database, kinds: list[str], model_version: str, batch: int = 1000) -> Handler:
+def reembed_handler(
+    database: Database, kinds: list[str], model_version: str, task_versions: dict[str, str], batch: int = 1000
+) -> Handler:
     """`reembed_records`: a `record.upserted` event again for every live record of `kinds` not yet
-    embedded by `model_version`, so the enrichment embeds it anew; progress is saved per batch
-    (`{"emitted": n, "after": last id}`) and a retry resumes after it."""
+    embedded by `model_version`, or whose prediction of a task in `task_versions` is missing or by
+    another version (a new classifier head, say), so the enrichment does it anew; progress is
+    saved per batch (`{"emitted": n, "after": last id}`) and a retry resumes after it."""
 
     async def reembed_records(job: Job) -> dict[str, Any]:
         progress = job.result or {}
@@ -163,16 +168,27 @@ def reembed_handler(database: Database, kinds: list[str], model_version: str, ba
         emitted = int(progress.get("emitted", 0))
         while True:
             async with database.connection() as connection, connection.transaction():
-                count, last_id = await reprocess.reemit_unembedded_batch(
-                    connection, kinds, model_version, after, batch
+                count, last_id = await reprocess.reemit_unenriched_batch(
+                    connection, kinds, model_version, task_versions, after, batch
                 )
                 if count == 0:
-                    return {"emitted": emitted, "model_version": model_version}
+                    return {
+                        "emitted": emitted,
+                        "model_version": model_version,
+                        "task_versions": task_versions,
+                    }
                 emitted, after = emitted + count, last_id
                 await jobs.save_progress(connection, job.id, {"emitted": emitted, "after": str(after)})
             log.info("reembed_progress", job=str(job.id), emitted=emitted)
 
     return reembed_records
+
+
+def reembed_key(model_version: str, task_versions: dict[str, str]) -> str:
+    """The idempotency key of the `reembed_records` job for the models now served: one job per
+    combination, so a new embedding model, classifier head or sentiment head each get theirs."""
+    tasks = "".join(f";{task}={version}" for task, version in sorted(task_versions.items()))
+    return f"{REEMBED_RECORDS}:{model_version}{tasks}"
 
 
 def debounce_deal_refresh(queue: JobQueue, debounce_s: float, clock: Callable[[], float] = time.time) -> Sink:

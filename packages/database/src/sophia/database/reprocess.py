@@ -37,13 +37,18 @@ async def reemit_batch(
     return int(row["emitted"]), row["last_id"]
 
 
-_REEMBED = f"""
+_REENRICH = f"""
 WITH written AS (
     SELECT c.id, c.source_system, c.kind, c.external_id, c.version
     FROM sophia_core.unified_data_catalog AS c
     LEFT JOIN sophia_core.record_embeddings AS e ON e.record_id = c.id
     WHERE c.deleted_at IS NULL AND c.kind = ANY($1::text[])
-      AND (e.record_id IS NULL OR e.model_version <> $2)
+      AND (e.record_id IS NULL OR e.model_version <> $2
+           OR EXISTS (
+               SELECT FROM unnest($5::text[], $6::text[]) AS served (task, model_version)
+               LEFT JOIN sophia_core.record_predictions AS p
+                   ON p.record_id = c.id AND p.task = served.task
+               WHERE p.model_version IS DISTINCT FROM served.model_version))
       AND ($3::uuid IS NULL OR c.id > $3)
     ORDER BY c.id LIMIT $4
 ), event AS ({outbox_insert("written", "record.upserted")})
@@ -51,11 +56,20 @@ SELECT count(*) AS emitted, (SELECT id FROM written ORDER BY id DESC LIMIT 1) AS
 """
 
 
-async def reemit_unembedded_batch(
-    connection: Connection, kinds: list[str], model_version: str, after: UUID | None, limit: int
+async def reemit_unenriched_batch(
+    connection: Connection,
+    kinds: list[str],
+    model_version: str,
+    task_versions: dict[str, str],
+    after: UUID | None,
+    limit: int,
 ) -> tuple[int, UUID | None]:
-    """Like `reemit_batch`, for live records of `kinds` with no embedding by `model_version` (none
-    yet, or one by another model): the enrichment then embeds them again."""
-    row = await connection.fetchrow(_REEMBED, kinds, model_version, after, limit)
+    """Like `reemit_batch`, for live records of `kinds` not enriched by the models now served:
+    no embedding by `model_version` (none yet, or one by another model), or a task of
+    `task_versions` ({"classification": version, ...}) whose prediction is missing or by another
+    version. The enrichment then does them again."""
+    tasks = sorted(task_versions)
+    versions = [task_versions[task] for task in tasks]
+    row = await connection.fetchrow(_REENRICH, kinds, model_version, after, limit, tasks, versions)
     assert row is not None
     return int(row["emitted"]), row["last_id"]
