@@ -96,6 +96,27 @@ def test_command_exits_non_zero_when_a_threshold_is_crossed(server, api_keys, tm
     assert summary["failed_requests"] > 0
 
 
+@pytest.mark.load
+@requires_k6
+def test_the_command_exit_status_and_last_line_follow_the_thresholds(server, api_keys, tmp_path):
+    app = typer.Typer()
+    app.command()(loadtest.command)
+    result = CliRunner().invoke(
+        app,
+        ["cached_read", "--vus", "1", "--duration", "2s", "--url", server.url, "--key", api_keys["read"]],
+        env={"SOPHIA_DATA_DIR": str(tmp_path)},
+    )
+
+    summary = orjson.loads(next((tmp_path / "reports").glob("cached_read-*.json")).read_bytes())
+    assert summary["failed_requests"] == 0
+    # One client reading cached pages passes p99 < 100 ms on any quiet machine; a busy one may not.
+    if summary["thresholds_passed"]:
+        assert (result.exit_code, result.output.splitlines()[-1]) == (0, "Thresholds passed."), result.output
+    else:
+        assert result.exit_code == 1, result.output
+        assert "Thresholds crossed" in result.output
+
+
 def test_load_tests_refuse_any_host_but_127_0_0_1(tmp_path):
     with pytest.raises(LoadTestError, match=r"127\.0\.0\.1 only"):
         run_loadtest(
