@@ -169,6 +169,8 @@ def blank_database(worker_id: str):
 def migrated_database(blank_database, worker_id: str):
     """A factory of databases migrated to the latest schema: returns a DSN. Each is a copy of one
     template per worker migrated once (CREATE DATABASE ... TEMPLATE), a tenth of migrating each."""
+    import asyncio
+
     import asyncpg
 
     from sophia.database.migrations import migrate
@@ -176,16 +178,18 @@ def migrated_database(blank_database, worker_id: str):
     base_url = os.environ["SOPHIA_DATABASE_URL"]
     counter = iter(range(1_000_000))
     template: list[str] = []
+    building = asyncio.Lock()  # two tests of one worker asking at once build one template
 
     async def make() -> str:
-        if not template:
-            url = await blank_database()
-            connection = await asyncpg.connect(url)
-            try:
-                await migrate(connection)
-            finally:
-                await connection.close()
-            template.append(url.rsplit("/", 1)[1])
+        async with building:
+            if not template:
+                url = await blank_database()
+                connection = await asyncpg.connect(url)
+                try:
+                    await migrate(connection)
+                finally:
+                    await connection.close()
+                template.append(url.rsplit("/", 1)[1])
         name = f"sophia_migrated_{worker_id}_{next(counter)}"
         admin = await asyncpg.connect(base_url)
         try:

@@ -43,9 +43,28 @@ async def insert(database, kind: str, data: dict) -> uuid.UUID:
         )
 
 
-def upserted(record_id: uuid.UUID, kind: str) -> Envelope:
+def upserted(record_id: uuid.UUID, kind: str, event_type: str = "record.upserted") -> Envelope:
     payload = {"id": str(record_id), "source_system": "s", "kind": kind, "external_id": "e-1", "version": 1}
-    return Envelope.new("record.upserted", f"s/{kind}/e-1", payload, source="catalog")
+    return Envelope.new(event_type, f"s/{kind}/e-1", payload, source="catalog")
+
+
+async def test_a_record_to_enrich_again_gets_the_labels_of_the_classifier_now_served(database, enricher):
+    message = await insert(database, "message", {"text": "Can we get a discount on the annual plan?"})
+    async with database.connection() as connection:  # labeled earlier by another classifier
+        await connection.execute(
+            "INSERT INTO sophia_core.record_predictions (record_id, task, model_version, record_version, "
+            "prediction) VALUES ($1, 'classification', 'old-head', 1, '{\"labels\": []}')",
+            message,
+        )
+    await enrich_records(database, enricher, VERSION)([upserted(message, "message", "record.reenrich")])
+    async with database.connection() as connection:
+        row = await connection.fetchrow(
+            "SELECT model_version, prediction FROM sophia_core.record_predictions "
+            "WHERE record_id = $1 AND task = 'classification'",
+            message,
+        )
+    assert row["model_version"] == enricher.labels.version
+    assert "pricing" in row["prediction"]["labels"]
 
 
 async def test_records_with_text_are_enriched_once_with_their_events(database, enricher):

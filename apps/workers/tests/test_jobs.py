@@ -359,49 +359,98 @@ async def test_reprocess_records_reemits_exactly_the_matching_records_events(que
     assert done.result == {"emitted": 11, "after": str(max(deals[1:]))}
 
 
+async def store_enrichment(
+    db: Database, record_id: uuid.UUID, embedding_version: str, predictions: dict[str, str]
+) -> None:
+    """An embedding by `embedding_version` and a prediction per {task: model version}."""
+    zeros = "[" + ",".join(["0"] * 384) + "]"
+    async with db.connection() as connection:
+        await connection.execute(
+            "INSERT INTO sophia_core.record_embeddings "
+            "(record_id, model_version, record_version, content, embedding) "
+            "VALUES ($1, $2, 1, 'text', $3::text::vector)",
+            record_id,
+            embedding_version,
+            zeros,
+        )
+        for task, version in predictions.items():
+            await connection.execute(
+                "INSERT INTO sophia_core.record_predictions "
+                "(record_id, task, model_version, record_version, prediction) "
+                "VALUES ($1, $2, $3, 1, '{}')",
+                record_id,
+                task,
+                version,
+            )
+
+
+async def reenriched(db: Database, kind: str) -> list[uuid.UUID]:
+    """The records of `kind` the job re-emitted, as `record.reenrich` events (no other type)."""
+    async with db.connection() as connection:
+        events = await connection.fetch(
+            "SELECT event_type, payload FROM sophia_core.outbox WHERE payload ->> 'kind' = $1", kind
+        )
+    assert {event["event_type"] for event in events} <= {"record.reenrich"}
+    return sorted(uuid.UUID(event["payload"]["id"]) for event in events)
+
+
+async def run_reembed(queue: JobQueue, db: Database, kind: str, served: dict[str, str], **params: Any) -> Job:
+    job, _ = await queue.submit(REEMBED_RECORDS, params, idempotency_key=f"reembed-{kind}")
+    async with running(queue, {REEMBED_RECORDS: reembed_handler(db, [kind], "v2", served, batch=1)}):
+        await eventually(lambda: queue_status_is_final(queue, job.id))
+    return await queue.status(job.id)
+
+
+async def queue_status_is_final(queue: JobQueue, job_id: uuid.UUID) -> bool:
+    return (await queue.status(job_id)).status in ("succeeded", "failed")
+
+
 async def test_reembed_records_reemits_the_records_not_enriched_by_the_models_now_served(queue, db):
     kind = f"k{uuid.uuid4().hex[:6]}"  # a kind of this test's own: no other record matches
     current, stale, never, old_labels, no_sentiment = await insert_records(db, "reembed", kind, 5)
-    zeros = "[" + ",".join(["0"] * 384) + "]"
     served = {"classification": "c2", "sentiment": "s2"}
-    stored = {  # record: (its embedding's version, its predictions' versions)
-        current: ("v2", served),
-        stale: ("v1", served),
-        old_labels: ("v2", {"classification": "c1", "sentiment": "s2"}),
-        no_sentiment: ("v2", {"classification": "c2"}),
-    }
-    async with db.connection() as connection:
-        for record_id, (embedding_version, predictions) in stored.items():
-            await connection.execute(
-                "INSERT INTO sophia_core.record_embeddings "
-                "(record_id, model_version, record_version, content, embedding) "
-                "VALUES ($1, $2, 1, 'text', $3::text::vector)",
-                record_id,
-                embedding_version,
-                zeros,
-            )
-            for task, version in predictions.items():
-                await connection.execute(
-                    "INSERT INTO sophia_core.record_predictions "
-                    "(record_id, task, model_version, record_version, prediction) "
-                    "VALUES ($1, $2, $3, 1, '{}')",
-                    record_id,
-                    task,
-                    version,
-                )
-    job, _ = await queue.submit(REEMBED_RECORDS, idempotency_key=f"reembed-{kind}")
-    async with running(queue, {REEMBED_RECORDS: reembed_handler(db, [kind], "v2", served, batch=1)}):
-        await eventually(status_is(queue, job.id, "succeeded"))
-    async with db.connection() as connection:
-        events = await connection.fetch(
-            "SELECT payload FROM sophia_core.outbox WHERE event_type = 'record.upserted' "
-            "AND payload ->> 'kind' = $1",
-            kind,
-        )
-    expected = [stale, never, old_labels, no_sentiment]
-    assert sorted(uuid.UUID(event["payload"]["id"]) for event in events) == sorted(expected)
-    result = (await queue.status(job.id)).result
-    assert result == {"emitted": 4, "model_version": "v2", "task_versions": served}
+    await store_enrichment(db, current, "v2", served)
+    await store_enrichment(db, stale, "v1", served)
+    await store_enrichment(db, old_labels, "v2", {"classification": "c1", "sentiment": "s2"})
+    await store_enrichment(db, no_sentiment, "v2", {"classification": "c2"})
+    done = await run_reembed(queue, db, kind, served)
+    assert await reenriched(db, kind) == sorted([stale, never, old_labels, no_sentiment])
+    assert (done.status, done.result) == (
+        "succeeded",
+        {"emitted": 4, "model_version": "v2", "task_versions": served},
+    )
+
+
+async def test_a_sentiment_no_head_serves_any_more_is_kept_not_redone(queue, db):
+    kind = f"k{uuid.uuid4().hex[:6]}"
+    [labeled] = await insert_records(db, "reembed", kind, 1)
+    await store_enrichment(db, labeled, "v2", {"classification": "c2", "sentiment": "s1"})
+    done = await run_reembed(queue, db, kind, {"classification": "c2"})  # no sentiment head (fp32)
+    assert await reenriched(db, kind) == []
+    assert (done.status, done.result["emitted"]) == ("succeeded", 0)
+
+
+async def test_the_versions_a_reembed_job_names_count_not_the_runners_own(queue, db):
+    """A worker of an older release taking the job in a rolling deploy looks for what the new
+    models have not done, not for what its own have not."""
+    kind = f"k{uuid.uuid4().hex[:6]}"
+    [old] = await insert_records(db, "reembed", kind, 1)
+    await store_enrichment(db, old, "v2", {"classification": "c2"})  # all done, by the runner's models
+    newer = {"classification": "c3"}
+    done = await run_reembed(
+        queue, db, kind, {"classification": "c2"}, model_version="v2", task_versions=newer
+    )
+    assert await reenriched(db, kind) == [old]
+    assert done.result == {"emitted": 1, "model_version": "v2", "task_versions": newer}
+
+
+@pytest.mark.parametrize(
+    "params", [{"model_version": 2}, {"task_versions": ["c2"]}, {"task_versions": {"a": 1}}]
+)
+async def test_a_reembed_job_naming_versions_wrongly_fails_at_once_saying_why(queue, db, params):
+    done = await run_reembed(queue, db, f"k{uuid.uuid4().hex[:6]}", {"classification": "c2"}, **params)
+    assert (done.status, done.attempts) == ("failed", 1)
+    assert "task_versions an object of task -> version string" in str(done.error)
 
 
 def test_each_combination_of_served_models_has_a_reembed_job_of_its_own():

@@ -24,7 +24,12 @@ def user_event(key: str) -> Envelope:
     return Envelope.new("user.event", key, {"name": "deal.viewed"}, source="api")
 
 
-def record_event(source_system: str, external_id: str, record_id: uuid.UUID | None = None) -> Envelope:
+def record_event(
+    source_system: str,
+    external_id: str,
+    record_id: uuid.UUID | None = None,
+    event_type: str = "record.upserted",
+) -> Envelope:
     record_id = record_id or uuid.uuid4()
     payload = {
         "id": str(record_id),
@@ -33,7 +38,7 @@ def record_event(source_system: str, external_id: str, record_id: uuid.UUID | No
         "external_id": external_id,
         "version": 2,
     }
-    return Envelope.new("record.upserted", f"{source_system}/deal/{external_id}", payload, source="catalog")
+    return Envelope.new(event_type, f"{source_system}/deal/{external_id}", payload, source="catalog")
 
 
 async def test_events_are_stored_once_however_often_delivered(database):
@@ -120,6 +125,26 @@ async def test_catalog_changes_drop_the_record_and_its_lists_from_every_process(
     await worker_client.aclose()
 
 
+async def test_a_record_to_enrich_again_drops_nothing_from_the_caches(settings):
+    config = CacheConfig.from_settings(settings)
+    client = redis.Redis.from_url(settings.redis_url)
+    record_id = uuid.uuid4()
+    async with TieredCache(client, config, name="workers") as cache:
+
+        async def load() -> bytes:
+            return b"{}"
+
+        await cache.get_or_load(record_key(record_id), load)
+        replay = record_event(f"sink{uuid.uuid4().hex[:8]}", "d-1", record_id, event_type="record.reenrich")
+        await invalidate_caches(cache, max_keys=100)([replay])
+
+        async def reload() -> bytes:
+            return b'{"loaded": "again"}'
+
+        assert (await cache.get_or_load(record_key(record_id), reload)).value == b"{}"  # still cached
+    await client.aclose()
+
+
 async def test_catalog_changes_and_admin_actions_land_on_the_audit_chain_once(database):
     change = record_event("auditsrc", "d-1")
     action = Envelope(
@@ -137,14 +162,15 @@ async def test_catalog_changes_and_admin_actions_land_on_the_audit_chain_once(da
             "details": {},
         },
     )
+    replay = record_event("auditsrc", "d-1", event_type="record.reenrich")  # for the models: no change
     sink = append_audit(database)
-    await sink([change, action])
-    await sink([change, action])
+    await sink([change, replay, action])
+    await sink([change, replay, action])
     async with database.connection() as connection:
         rows = await connection.fetch(
             "SELECT actor, action, target FROM sophia_core.audit_log "
             "WHERE event_id = ANY($1::uuid[]) ORDER BY seq",
-            [uuid.UUID(change.id), uuid.UUID(action.id)],
+            [uuid.UUID(change.id), uuid.UUID(replay.id), uuid.UUID(action.id)],
         )
         async with connection.transaction():
             verdicts = [v async for v in audit.verify(connection)]

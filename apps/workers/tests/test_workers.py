@@ -18,7 +18,7 @@ from sophia.events.connection import NatsConnection
 from sophia.events.streams import stream_specs
 from sophia.shared.settings import Settings
 from sophia.workers import __main__ as workers_main
-from sophia.workers.__main__ import _reembed_once_per_model_version, run_workers
+from sophia.workers.__main__ import _reenrich_once_per_models_served, run_workers
 from sophia.workers.jobs import REEMBED_RECORDS, JobQueue, jobs_stream
 
 
@@ -139,13 +139,14 @@ async def test_records_labeled_by_one_classifier_are_labeled_again_when_another_
         "JOIN sophia_core.unified_data_catalog c ON c.id = p.record_id "
         "WHERE c.external_id = 'm-1' AND p.task = 'classification'"
     )
+    labeled = f"SELECT count(*) FROM ({classification}) AS labels"
     async with running_workers(own_streams, url, ml_enabled=True) as stack:
         async with app_client(stack.settings, stack.secret) as client:
             text = {"text": "They asked for a discount before renewing the annual plan."}
             assert (
                 await client.put("/api/v1/records/chat/message/m-1", json={"data": text})
             ).status_code == 201
-        await eventually(counted(stack.database, classification), timeout_s=30, poll_s=0.05)
+        await eventually(counted(stack.database, labeled), timeout_s=30, poll_s=0.05)
         async with stack.database.connection() as connection:
             by_head = await connection.fetchrow(classification)
     labels = tmp_path / "labels.json"
@@ -179,7 +180,7 @@ async def test_a_reembed_that_cannot_reach_nats_is_left_in_postgres_for_the_swee
     logs = logs_of(workers_main)
     async with NatsConnection("nats://127.0.0.1:1", timeout_s=0.2) as away:
         queue = JobQueue(database, away, jobs_stream(own_streams))
-        await _reembed_once_per_model_version(queue, version, {"classification": "c1"})
+        await _reenrich_once_per_models_served(queue, version, {"classification": "c1"})
     async with database.connection() as connection:
         job = await jobs.find(connection, f"{REEMBED_RECORDS}:{version};classification=c1")
     assert job is not None

@@ -244,6 +244,7 @@ def test_the_registry_covers_every_stream_and_names_each_type_by_its_key():
     assert {name: event.stream for name, event in EVENT_TYPES.items()} == {
         "record.upserted": "records",
         "record.deleted": "records",
+        "record.reenrich": "records",
         "user.event": "user-events",
         "system.event": "system-events",
         "ml.prediction": "ml-predictions",
@@ -253,7 +254,7 @@ def test_the_registry_covers_every_stream_and_names_each_type_by_its_key():
 
 
 def test_record_payloads_are_exactly_what_the_outbox_writes():
-    for name in ("record.upserted", "record.deleted"):
+    for name in ("record.upserted", "record.deleted", "record.reenrich"):
         schema = EVENT_TYPES[name].payload_schema
         assert set(schema["required"]) == {"id", "source_system", "kind", "external_id", "version"}
         assert set(schema["properties"]) == set(schema["required"])

@@ -43,10 +43,10 @@ def processors(
     database: Database,
     nats: NatsConnection,
     cache: TieredCache,
-    models: Models | None = None,
-    enricher: Enricher | None = None,
+    enrichment: Sink | None = None,
 ) -> list[StreamProcessor]:
-    """The stream processors of this issue, each a durable consumer with its idempotent sink."""
+    """The stream processors of this issue, each a durable consumer with its idempotent sink;
+    `enrichment` (with `SOPHIA_ML_ENABLED`) the ML enrichment's sink."""
     streams = stream_specs(settings)
     dead_letter = dead_letter_spec(settings)
 
@@ -74,13 +74,9 @@ def processors(
             debounce_deal_refresh(JobQueue(database, nats, jobs_stream(settings)), settings.jobs_debounce_s),
         ),
     ]
-    if models is not None and enricher is not None:  # SOPHIA_ML_ENABLED: embeddings, labels, sentiment
-        consumers.append(
-            (
-                ConsumerSpec("ml-enrichment", streams["records"].name, batch_size=64, concurrency=64),
-                enrich_records(database, enricher, models.embeddings.version),
-            )
-        )
+    if enrichment is not None:  # calls, messages and deals get embeddings, labels and sentiment
+        enriching = ConsumerSpec("ml-enrichment", streams["records"].name, batch_size=64, concurrency=64)
+        consumers.append((enriching, enrichment))
     return [
         StreamProcessor(
             nats, replace(spec, ack_wait_s=settings.events_ack_wait_s), sink, dead_letter_stream=dead_letter
@@ -118,14 +114,15 @@ async def _run(settings: Settings, nats: NatsConnection, redis_url: str, stop: a
         log.info("workers_started")
         queue = JobQueue(database, nats, jobs_stream(settings))
         handlers = default_handlers(database, settings.db_maintenance_timeout_s)
-        models, enricher = None, None
+        enrichment = None
         if settings.ml_enabled:  # enrichment: the models load in this process too
             models = await stack.enter_async_context(Models.load(settings, cache))
             fields = read_text_fields(settings.ml_text_fields_file or DEFAULT_TEXT_FIELDS)
             enricher = Enricher(models.embeddings.encoder, models.labels, fields, models.sentiment_head)
             version, kinds = models.embeddings.version, sorted(fields)
+            enrichment = enrich_records(database, enricher, version)
             handlers[REEMBED_RECORDS] = reembed_handler(database, kinds, version, enricher.versions)
-            await _reembed_once_per_model_version(queue, version, enricher.versions)
+            await _reenrich_once_per_models_served(queue, version, enricher.versions)
         runner = JobRunner(
             queue,
             handlers,
@@ -138,21 +135,19 @@ async def _run(settings: Settings, nats: NatsConnection, redis_url: str, stop: a
         await asyncio.gather(
             relay.run(stop),
             runner.run(stop),
-            *(
-                processor.run(stop)
-                for processor in processors(settings, database, nats, cache, models, enricher)
-            ),
+            *(processor.run(stop) for processor in processors(settings, database, nats, cache, enrichment)),
         )
 
 
-async def _reembed_once_per_model_version(
+async def _reenrich_once_per_models_served(
     queue: JobQueue, version: str, task_versions: dict[str, str]
 ) -> None:
     """Records embedded or labeled by other models (or never) are enriched again, once per
     combination of the models served: the job's idempotency key names their versions."""
     key = reembed_key(version, task_versions)
     try:
-        job, created = await queue.submit(REEMBED_RECORDS, idempotency_key=key)
+        served = {"model_version": version, "task_versions": task_versions}
+        job, created = await queue.submit(REEMBED_RECORDS, served, idempotency_key=key)
     except Unavailable as error:  # the row is in; the runner's sweep publishes it when NATS is back
         log.warning("reembed_not_submitted", error=error.detail)
         return

@@ -90,6 +90,7 @@ class JobRunner:
         failures, delays = 0, backoff_delays(12, 0.1, self.reconnect_max_s)
         try:
             while not stop.is_set():
+                honour_cancellation()  # a swallowed cancel can surface as a NATS failure, caught below
                 subscription = None
                 try:
                     subscription = await self._subscribe()

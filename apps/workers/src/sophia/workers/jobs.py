@@ -157,31 +157,45 @@ def default_handlers(database: Database, timeout_s: float, reprocess_batch: int 
 def reembed_handler(
     database: Database, kinds: list[str], model_version: str, task_versions: dict[str, str], batch: int = 1000
 ) -> Handler:
-    """`reembed_records`: a `record.upserted` event again for every live record of `kinds` not yet
+    """`reembed_records`: a `record.reenrich` event for every live record of `kinds` not yet
     embedded by `model_version`, or whose prediction of a task in `task_versions` is missing or by
     another version (a new classifier head, say), so the enrichment does it anew; progress is
-    saved per batch (`{"emitted": n, "after": last id}`) and a retry resumes after it."""
+    saved per batch (`{"emitted": n, "after": last id}`) and a retry resumes after it.
+
+    The job's params may name the versions (`{"model_version", "task_versions"}`, as the workers
+    submit it): those count, not this process's, so a worker of an older release that takes the
+    job during a rolling deploy still finds the records the new models have not done."""
 
     async def reembed_records(job: Job) -> dict[str, Any]:
+        served_model, served_tasks = _served_versions(job, model_version, task_versions)
         progress = job.result or {}
         after = UUID(progress["after"]) if progress.get("after") else None
         emitted = int(progress.get("emitted", 0))
         while True:
             async with database.connection() as connection, connection.transaction():
                 count, last_id = await reprocess.reemit_unenriched_batch(
-                    connection, kinds, model_version, task_versions, after, batch
+                    connection, kinds, served_model, served_tasks, after, batch
                 )
                 if count == 0:
-                    return {
-                        "emitted": emitted,
-                        "model_version": model_version,
-                        "task_versions": task_versions,
-                    }
+                    return {"emitted": emitted, "model_version": served_model, "task_versions": served_tasks}
                 emitted, after = emitted + count, last_id
                 await jobs.save_progress(connection, job.id, {"emitted": emitted, "after": str(after)})
             log.info("reembed_progress", job=str(job.id), emitted=emitted)
 
     return reembed_records
+
+
+def _served_versions(
+    job: Job, model_version: str, task_versions: dict[str, str]
+) -> tuple[str, dict[str, str]]:
+    """The versions a `reembed_records` job names, else the given ones; a clear `Invalid` if bad."""
+    named_model = job.params.get("model_version", model_version)
+    named_tasks = job.params.get("task_versions", task_versions)
+    if not isinstance(named_model, str) or not (
+        isinstance(named_tasks, dict) and all(isinstance(v, str) for v in named_tasks.values())
+    ):
+        raise Invalid("model_version must be a string and task_versions an object of task -> version string.")
+    return named_model, named_tasks
 
 
 def reembed_key(model_version: str, task_versions: dict[str, str]) -> str:

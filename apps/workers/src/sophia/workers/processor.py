@@ -149,6 +149,7 @@ class StreamProcessor:
     async def _consume_until(self, stop: asyncio.Event) -> None:
         delays = backoff_delays(12, 0.1, self.reconnect_max_s)
         while not stop.is_set():
+            honour_cancellation()  # a swallowed cancel can surface as a NATS failure, caught below
             subscription = None
             try:
                 subscription = await self._subscribe()

@@ -19,6 +19,10 @@ Sink = Callable[[list[Envelope]], Awaitable[None]]
 RawSink = Callable[[list[bytes]], Awaitable[None]]
 """A sink of the messages' bytes as they are, for a consumer whose spec says `raw`."""
 
+REENRICH = "record.reenrich"
+"""A record the enrichment should do again; for every other consumer, nothing happened."""
+ENRICHED = frozenset({"record.upserted", REENRICH})
+
 
 def store_events(database: Database) -> RawSink:
     """User and system events into `sophia_core.events`: their JSON, parsed by PostgreSQL."""
@@ -37,9 +41,10 @@ def invalidate_caches(cache: TieredCache, max_keys: int) -> Sink:
     every instance even when that API's own publish did not (it died, or Redis blinked)."""
 
     async def sink(batch: list[Envelope]) -> None:
-        record_ids = [UUID(str(envelope.payload["id"])) for envelope in batch]
+        changes = [envelope for envelope in batch if envelope.type != REENRICH]  # those changed nothing
+        record_ids = [UUID(str(envelope.payload["id"])) for envelope in changes]
         scopes = [
-            (str(envelope.payload["source_system"]), str(envelope.payload["kind"])) for envelope in batch
+            (str(envelope.payload["source_system"]), str(envelope.payload["kind"])) for envelope in changes
         ]
         await catalog_changed(cache, record_ids, scopes, max_keys=max_keys)
 
@@ -54,7 +59,7 @@ def enrich_records(database: Database, enricher: Enricher, model_version: str) -
         ids = {
             UUID(str(envelope.payload["id"]))
             for envelope in batch
-            if envelope.type == "record.upserted" and envelope.payload.get("kind") in enricher.kinds
+            if envelope.type in ENRICHED and envelope.payload.get("kind") in enricher.kinds
         }
         if not ids:
             return
@@ -71,7 +76,7 @@ def append_audit(database: Database) -> Sink:
     """Catalog changes and admin actions onto the audit trail's hash chain."""
 
     async def sink(batch: list[Envelope]) -> None:
-        entries = [audit_entry(envelope) for envelope in batch]
+        entries = [audit_entry(envelope) for envelope in batch if envelope.type != REENRICH]  # no change
         async with database.connection() as connection, connection.transaction():
             await audit.append(connection, entries)
 

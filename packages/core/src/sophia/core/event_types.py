@@ -103,6 +103,21 @@ _TYPES = (
         example_source="catalog",
     ),
     EventType(
+        name="record.reenrich",
+        stream="records",
+        schema_version=1,
+        description=(
+            "A catalog record to enrich again with the models now served (a `reembed_records` job "
+            "re-emits it): nothing about the record changed, so only the ML enrichment acts on it; "
+            "caches, the audit trail and the deal refresh let it pass."
+        ),
+        key=_RECORD_KEY,
+        payload_schema=_payload_schema("record.reenrich", _RECORD_REQUIRED, _RECORD_PROPERTIES),
+        example=_RECORD_EXAMPLE,
+        example_key="hubspot/deal/D-1001",
+        example_source="catalog",
+    ),
+    EventType(
         name="user.event",
         stream="user-events",
         schema_version=1,

@@ -1,4 +1,5 @@
-"""Bulk re-processing: `record.upserted` events again for catalog records, so consumers see them anew.
+"""Bulk re-processing: `record.upserted` events again for catalog records, so consumers see them
+anew, or `record.reenrich` ones for the records the ML enrichment should do again.
 
 The events go through the outbox like any write's, in id order, one batch per call; a caller
 that keeps the last id (a job's progress) resumes after it.
@@ -51,7 +52,7 @@ WITH written AS (
                WHERE p.model_version IS DISTINCT FROM served.model_version))
       AND ($3::uuid IS NULL OR c.id > $3)
     ORDER BY c.id LIMIT $4
-), event AS ({outbox_insert("written", "record.upserted")})
+), event AS ({outbox_insert("written", "record.reenrich")})
 SELECT count(*) AS emitted, (SELECT id FROM written ORDER BY id DESC LIMIT 1) AS last_id FROM written
 """
 
@@ -64,10 +65,11 @@ async def reemit_unenriched_batch(
     after: UUID | None,
     limit: int,
 ) -> tuple[int, UUID | None]:
-    """Like `reemit_batch`, for live records of `kinds` not enriched by the models now served:
-    no embedding by `model_version` (none yet, or one by another model), or a task of
-    `task_versions` ({"classification": version, ...}) whose prediction is missing or by another
-    version. The enrichment then does them again."""
+    """`record.reenrich` events (which only the enrichment acts on) for the next `limit` live
+    records of `kinds` past `after` not enriched by the models now served: no embedding by
+    `model_version` (none yet, or one by another model), or a task of `task_versions`
+    ({"classification": version, ...}) whose prediction is missing or by another version. How
+    many, and the last id."""
     tasks = sorted(task_versions)
     versions = [task_versions[task] for task in tasks]
     row = await connection.fetchrow(_REENRICH, kinds, model_version, after, limit, tasks, versions)

@@ -1,4 +1,5 @@
-"""The one home of timeouts, retries and circuit breakers for every call to another process."""
+"""The one home of timeouts, retries and circuit breakers for every call to another process, and of
+the cancellation check the loops that make those calls need."""
 
 from __future__ import annotations
 

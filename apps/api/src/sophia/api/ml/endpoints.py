@@ -73,7 +73,7 @@ async def embed(body: EmbedIn, state: State, _key: Annotated[object, Depends(req
     "/api/v1/ml/sentiment",
     response_model=SentimentOut,
     responses=BUSY,
-    summary="Sentiment of texts: negative, neutral or positive, with each label's probability",
+    summary="Sentiment of texts: negative, neutral or positive, with each label's score",
 )
 async def sentiment(
     body: EmbedIn, state: State, _key: Annotated[object, Depends(require("read"))]
