@@ -42,18 +42,29 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         shutil.rmtree(os.environ["SOPHIA_TEST_DATA_DIR"], ignore_errors=True)  # hundreds of MB a run
 
 
-async def _fresh_database(base_url: str, name: str) -> str:
+async def _create_database(name: str, template: str | None = None) -> str:
+    """A new database `name` on the test server (replacing any of that name), a copy of `template`
+    if given; returns its DSN."""
+    import asyncpg
+
+    base_url = os.environ["SOPHIA_DATABASE_URL"]
+    copy = f' TEMPLATE "{template}" STRATEGY FILE_COPY' if template else ""
+    admin = await asyncpg.connect(base_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{name}"{copy}')
+    finally:
+        await admin.close()
+    return base_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+async def _fresh_database(name: str) -> str:
+    """A new database `name` on the test server, migrated; returns its DSN."""
     import asyncpg
 
     from sophia.database.migrations import migrate
 
-    admin = await asyncpg.connect(base_url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url = base_url.rsplit("/", 1)[0] + f"/{name}"
+    url = await _create_database(name)
     connection = await asyncpg.connect(url)
     try:
         await migrate(connection)
@@ -85,7 +96,7 @@ def settings(worker_id: str, tmp_path_factory: pytest.TempPathFactory, models_di
     data directory with the shared models in it."""
     import asyncio
 
-    database_url = asyncio.run(_fresh_database(os.environ["SOPHIA_DATABASE_URL"], f"sophia_test_{worker_id}"))
+    database_url = asyncio.run(_fresh_database(f"sophia_test_{worker_id}"))
     data_dir = tmp_path_factory.mktemp("data")
     (data_dir / "models").symlink_to(models_dir, target_is_directory=True)
     return Settings(
@@ -147,35 +158,20 @@ async def client(app, api_keys):
 @pytest.fixture(scope="session")
 def blank_database(worker_id: str):
     """A factory of empty databases (not migrated) on the test server: returns a DSN."""
-    import asyncpg
-
-    base_url = os.environ["SOPHIA_DATABASE_URL"]
     counter = iter(range(1_000_000))
 
     async def make() -> str:
-        name = f"sophia_blank_{worker_id}_{next(counter)}"
-        admin = await asyncpg.connect(base_url)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            await admin.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await admin.close()
-        return base_url.rsplit("/", 1)[0] + f"/{name}"
+        return await _create_database(f"sophia_blank_{worker_id}_{next(counter)}")
 
     return make
 
 
 @pytest.fixture(scope="session")
-def migrated_database(blank_database, worker_id: str):
+def migrated_database(worker_id: str):
     """A factory of databases migrated to the latest schema: returns a DSN. Each is a copy of one
     template per worker migrated once (CREATE DATABASE ... TEMPLATE), a tenth of migrating each."""
     import asyncio
 
-    import asyncpg
-
-    from sophia.database.migrations import migrate
-
-    base_url = os.environ["SOPHIA_DATABASE_URL"]
     counter = iter(range(1_000_000))
     template: list[str] = []
     building = asyncio.Lock()  # two tests of one worker asking at once build one template
@@ -183,21 +179,10 @@ def migrated_database(blank_database, worker_id: str):
     async def make() -> str:
         async with building:
             if not template:
-                url = await blank_database()
-                connection = await asyncpg.connect(url)
-                try:
-                    await migrate(connection)
-                finally:
-                    await connection.close()
-                template.append(url.rsplit("/", 1)[1])
-        name = f"sophia_migrated_{worker_id}_{next(counter)}"
-        admin = await asyncpg.connect(base_url)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template[0]}" STRATEGY FILE_COPY')
-        finally:
-            await admin.close()
-        return base_url.rsplit("/", 1)[0] + f"/{name}"
+                name = f"sophia_template_{worker_id}"
+                await _fresh_database(name)
+                template.append(name)
+        return await _create_database(f"sophia_migrated_{worker_id}_{next(counter)}", template[0])
 
     return make
 

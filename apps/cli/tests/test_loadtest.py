@@ -81,13 +81,8 @@ async def test_scenario_writes_a_summary_and_a_chart_with_thresholds_and_no_fail
 @requires_k6
 def test_command_exits_non_zero_when_a_threshold_is_crossed(server, api_keys, tmp_path):
     # A read-only key: the mixed scenario's writes are refused, so the failed-rate threshold is crossed.
-    app = typer.Typer()
-    app.command()(loadtest.command)
-    result = CliRunner().invoke(
-        app,
-        ["mixed", "--vus", "2", "--duration", "2s", "--url", server.url, "--key", api_keys["read"]],
-        env={"SOPHIA_DATA_DIR": str(tmp_path), "WRITE_PERCENT": "50"},
-    )
+    arguments = ["mixed", "--vus", "2", "--duration", "2s", "--url", server.url, "--key", api_keys["read"]]
+    result = loadtest_command(arguments, tmp_path, WRITE_PERCENT="50")
 
     assert result.exit_code == 1, result.output
     assert "Thresholds crossed" in result.output
@@ -99,13 +94,18 @@ def test_command_exits_non_zero_when_a_threshold_is_crossed(server, api_keys, tm
 @pytest.mark.load
 @requires_k6
 def test_the_command_exit_status_and_last_line_follow_the_thresholds(server, api_keys, tmp_path):
-    app = typer.Typer()
-    app.command()(loadtest.command)
-    result = CliRunner().invoke(
-        app,
-        ["cached_read", "--vus", "1", "--duration", "2s", "--url", server.url, "--key", api_keys["read"]],
-        env={"SOPHIA_DATA_DIR": str(tmp_path)},
-    )
+    arguments = [
+        "cached_read",
+        "--vus",
+        "1",
+        "--duration",
+        "2s",
+        "--url",
+        server.url,
+        "--key",
+        api_keys["read"],
+    ]
+    result = loadtest_command(arguments, tmp_path)
 
     summary = orjson.loads(next((tmp_path / "reports").glob("cached_read-*.json")).read_bytes())
     assert summary["failed_requests"] == 0
@@ -130,11 +130,12 @@ def test_durations_outside_one_second_to_an_hour_are_refused(duration):
         loadtest.duration_seconds(duration)
 
 
-def loadtest_command(arguments: list[str], data_dir) -> typer.testing.Result:
+def loadtest_command(arguments: list[str], data_dir, **environment: str) -> typer.testing.Result:
+    """`sophia loadtest ARGUMENTS` with its data (and reports) in `data_dir`."""
     app = typer.Typer()
     app.command()(loadtest.command)
-    environment = {"SOPHIA_DATA_DIR": str(data_dir), "SOPHIA_API": None, "SOPHIA_KEY": None}
-    return CliRunner().invoke(app, arguments, env=environment)
+    base = {"SOPHIA_DATA_DIR": str(data_dir), "SOPHIA_API": None, "SOPHIA_KEY": None}
+    return CliRunner().invoke(app, arguments, env=base | environment)
 
 
 def executable(path, text: str = "#!/bin/sh\n"):
