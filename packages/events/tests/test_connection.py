@@ -66,3 +66,15 @@ async def test_a_ping_with_nothing_listening_is_unavailable_and_keeps_no_client(
         assert raised.value.retry_after_s == 2
         assert connection.client is None
     assert reconnect_loops() == []
+
+
+async def test_an_error_reported_after_close_ends_the_reconnect_loop_that_reported_it(settings):
+    """nats-py's reconnect loop can outlive `close()` (a cancel swallowed mid connect attempt) and
+    calls the error callback after each failed attempt: on a closed client, that call ends it."""
+    async with NatsConnection(settings.nats_url) as connection:
+        await connection.ping()
+        client = connection.client
+        assert client is not None
+    assert client.is_closed
+    with pytest.raises(asyncio.CancelledError):
+        await connection._on_error(client, ConnectionRefusedError("nats went away"))
