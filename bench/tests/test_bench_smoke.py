@@ -272,3 +272,14 @@ def test_search_recall_compares_the_index_with_exact_neighbours(capsys):
     assert result["hnsw"][1]["recall"] >= result["hnsw"][0]["recall"]  # a longer list misses no more
     assert result["index_build_s"] >= 0
     assert_printed(capsys, result)
+
+
+def test_reenrich_runs_both_sides_through_the_enrichment_sink(capsys):
+    result = load("reenrich").main(["--records", "70", *QUICK])  # two batches, the second short
+
+    assert result["records"] == 70
+    assert_measured(result["embedded"], latency=False)
+    assert_measured(result["reused"], latency=False)
+    assert result["embedded"]["operations"] == result["reused"]["operations"] == 70
+    assert result["ratio"] > 0
+    assert_printed(capsys, result)

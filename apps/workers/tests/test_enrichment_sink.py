@@ -153,3 +153,34 @@ async def test_a_batch_without_a_changed_record_of_a_kind_with_text_needs_no_dat
     await sink([upserted(uuid.uuid4(), "contact"), deleted])  # nothing to enrich: returns at once
     with pytest.raises(Unavailable, match="pool is not open"):
         await sink([upserted(uuid.uuid4(), "message")])
+
+
+async def test_an_unchanged_text_keeps_the_embedding_stored_by_this_model_and_no_other(database, enricher):
+    marker = "[" + ",".join(["1"] + ["0"] * 383) + "]"  # no text embeds to this: seen again, it was kept
+    kept = await insert(database, "message", {"text": "Renewal is signed, thanks all."})
+    other_model = await insert(database, "message", {"text": "Renewal is signed, thanks all."})
+    sink = enrich_records(database, enricher, VERSION)
+    await sink([upserted(kept, "message"), upserted(other_model, "message")])
+    async with database.connection() as connection:
+        await connection.execute(
+            "UPDATE sophia_core.record_embeddings SET embedding = $2::text::vector, "
+            "model_version = CASE WHEN record_id = $1 THEN model_version ELSE 'another-model' END "
+            "WHERE record_id = ANY($3::uuid[])",
+            kept,
+            marker,
+            [kept, other_model],
+        )
+    await sink(
+        [upserted(kept, "message", "record.reenrich"), upserted(other_model, "message", "record.reenrich")]
+    )
+    async with database.connection() as connection:
+        rows = await connection.fetch(
+            "SELECT record_id, model_version, embedding::text = $2 AS marked "
+            "FROM sophia_core.record_embeddings WHERE record_id = ANY($1::uuid[])",
+            [kept, other_model],
+            marker,
+        )
+    assert {row["record_id"]: (row["model_version"], row["marked"]) for row in rows} == {
+        kept: (VERSION, True),  # read back, not embedded again
+        other_model: (VERSION, False),  # another model's vector: embedded by this one
+    }

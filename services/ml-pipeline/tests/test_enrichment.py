@@ -66,3 +66,20 @@ def test_the_enricher_embeds_and_labels_records_with_text_and_skips_the_rest(enr
 def test_a_missing_text_fields_file_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="cannot read the text fields"):
         read_text_fields(tmp_path / "absent.json")
+
+
+def test_a_text_already_embedded_by_this_model_is_not_embedded_again(enricher):
+    text = "The sync keeps failing since Monday."
+    stored = [0.0] * 384
+    stored[7] = 1.0  # no text embeds to this: seeing it back means it was reused
+    unchanged = RecordText(uuid.uuid4(), "message", 2, {"text": text}, text, stored)
+    edited = RecordText(uuid.uuid4(), "message", 3, {"text": text + " Still."}, text, stored)
+    never = RecordText(uuid.uuid4(), "message", 1, {"text": text})
+    reused, embedded, first = enricher.enrich([unchanged, edited, never])
+    assert list(reused.embedding) == stored
+    [(labels, scores)] = enricher.labels.classify(np.array([stored], dtype=np.float32))
+    assert reused.predictions["classification"] == {"labels": labels, "scores": scores}  # from it
+    for result in (embedded, first):
+        assert np.isclose(np.linalg.norm(result.embedding), 1.0, atol=1e-5)
+        assert result.embedding[7] != 1.0
+    assert np.allclose(first.embedding, enricher.encoder.encode([text])[0], atol=1e-5)

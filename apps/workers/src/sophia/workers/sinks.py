@@ -64,7 +64,7 @@ def enrich_records(database: Database, enricher: Enricher, model_version: str) -
         if not ids:
             return
         async with database.connection() as connection:
-            records = await enrichment.live_records(connection, sorted(ids))
+            records = await enrichment.live_records(connection, sorted(ids), model_version)
         results = await asyncio.to_thread(enricher.enrich, records)  # the model, off the event loop
         async with database.connection() as connection, connection.transaction():
             await enrichment.write(connection, results, MODEL_ID, model_version, enricher.versions)

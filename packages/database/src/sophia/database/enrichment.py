@@ -17,12 +17,15 @@ PREDICTIONS_TOPIC = "ml-predictions"
 
 @dataclass(frozen=True, slots=True)
 class RecordText:
-    """A live record to enrich: its id, kind, version and data."""
+    """A live record to enrich: its id, kind, version and data, and the text and embedding stored
+    for it by the model asked about (None when there is none by that model)."""
 
     id: UUID
     kind: str
     version: int
     data: dict[str, Any]
+    stored_content: str | None = None
+    stored_embedding: list[float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,13 +40,28 @@ class Enrichment:
     """By task (`sentiment`, `classification`: the `ml.prediction` event's `task`)."""
 
 
-async def live_records(connection: Connection, ids: Sequence[UUID]) -> list[RecordText]:
+async def live_records(connection: Connection, ids: Sequence[UUID], model_version: str) -> list[RecordText]:
+    """The live records of `ids`, each with its text and embedding stored by `model_version`: a
+    text that has not changed need not be embedded again (a new label head, a deal's amount)."""
     rows = await connection.fetch(
-        "SELECT id, kind, version, data FROM sophia_core.unified_data_catalog "
-        "WHERE id = ANY($1::uuid[]) AND deleted_at IS NULL",
+        "SELECT c.id, c.kind, c.version, c.data, e.content, e.embedding::text AS embedding "
+        "FROM sophia_core.unified_data_catalog AS c "
+        "LEFT JOIN sophia_core.record_embeddings AS e ON e.record_id = c.id AND e.model_version = $2 "
+        "WHERE c.id = ANY($1::uuid[]) AND c.deleted_at IS NULL",
         list(ids),
+        model_version,
     )
-    return [RecordText(row["id"], row["kind"], row["version"], row["data"]) for row in rows]
+    return [
+        RecordText(
+            row["id"],
+            row["kind"],
+            row["version"],
+            row["data"],
+            row["content"],
+            orjson.loads(row["embedding"]) if row["embedding"] is not None else None,
+        )
+        for row in rows
+    ]
 
 
 async def write(

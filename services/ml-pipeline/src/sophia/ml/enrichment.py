@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from sophia.database.enrichment import Enrichment, RecordText
 from sophia.ml import DATA_DIR
 from sophia.ml.encoder import SentenceEncoder
@@ -75,11 +77,20 @@ class Enricher:
         return versions
 
     def enrich(self, records: Sequence[RecordText]) -> list[Enrichment]:
+        """Each record with text: its embedding (the stored one while its text is unchanged, else
+        the model's), labels and sentiment. Records without text are left out."""
         texts = {r.id: record_text(r.data, self.text_fields.get(r.kind, ())) for r in records}
         readable = [r for r in records if texts[r.id]]
         if not readable:
             return []
-        vectors = self.encoder.encode([texts[r.id] for r in readable], batch_size=16)
+        stored = [r.stored_embedding if r.stored_content == texts[r.id] else None for r in readable]
+        changed = [i for i, vector in enumerate(stored) if not vector]
+        vectors = np.empty((len(readable), self.encoder.dimension), dtype=np.float32)
+        for i, vector in enumerate(stored):
+            if vector:
+                vectors[i] = vector
+        if changed:
+            vectors[changed] = self.encoder.encode([texts[readable[i].id] for i in changed], batch_size=16)
         predictions: list[dict[str, dict[str, Any]]] = [
             {"classification": {"labels": labels, "scores": scores}}
             for labels, scores in self.labels.classify(vectors)
