@@ -120,35 +120,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             return embedded, reused
 
         embedded, reused = harness.run_async(run())
+        a, b = harness.median(embedded), harness.median(reused)
         result = {
             "benchmark": "reenrich",
             "records": options.records,
             "batch": BATCH,
             "model_threads": settings.model_threads,
-            "embedded": harness.median(embedded).as_dict(),
-            "reused": harness.median(reused).as_dict(),
+            "embedded": a.as_dict(),
+            "reused": b.as_dict(),
             "ratio": round(harness.paired_ratio(reused, embedded), 2),
             "embedded_rounds": [m.as_dict() for m in embedded],
             "reused_rounds": [m.as_dict() for m in reused],
             "machine": harness.machine(env),
         }
-    harness.emit(result, report(result), options.json)
+    text = "\n".join(
+        (
+            f"re-enrich {options.records:,} messages through the enrichment sink, batches of {BATCH} "
+            f"({settings.model_threads} model threads), median of {options.rounds} rounds:",
+            harness.side_line("A: embedded again", a, "records"),
+            harness.side_line("B: stored vector reused", b, "records"),
+            f"  B/A {result['ratio']:.1f}x",
+        )
+    )
+    harness.emit(result, text, options.json)
     return result
-
-
-def report(r: dict[str, Any]) -> str:
-    lines = [
-        f"re-enrich {r['records']:,} messages through the enrichment sink, batches of {r['batch']} "
-        f"({r['model_threads']} model threads), median of {len(r['embedded_rounds'])} rounds:",
-        harness.side_line("A: embedded again", harness.Measurement(**_fields(r["embedded"])), "records"),
-        harness.side_line("B: stored vector reused", harness.Measurement(**_fields(r["reused"])), "records"),
-        f"  B/A {r['ratio']:.1f}x",
-    ]
-    return "\n".join(lines)
-
-
-def _fields(side: dict[str, Any]) -> dict[str, Any]:
-    return {name: side[name] for name in ("operations", "seconds", "p50_ms", "p99_ms", "errors", "other_cpu")}
 
 
 if __name__ == "__main__":
