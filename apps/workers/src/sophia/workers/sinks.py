@@ -12,6 +12,7 @@ from sophia.cache import TieredCache
 from sophia.cache.catalog import catalog_changed
 from sophia.core.events import Envelope
 from sophia.database import Database, audit, enrichment, events
+from sophia.database.reprocess import REENRICH
 from sophia.ml.embeddings import MODEL_ID
 from sophia.ml.enrichment import Enricher
 
@@ -19,8 +20,6 @@ Sink = Callable[[list[Envelope]], Awaitable[None]]
 RawSink = Callable[[list[bytes]], Awaitable[None]]
 """A sink of the messages' bytes as they are, for a consumer whose spec says `raw`."""
 
-REENRICH = "record.reenrich"
-"""A record the enrichment should do again; for every other consumer, nothing happened."""
 ENRICHED = frozenset({"record.upserted", REENRICH})
 
 

@@ -38,6 +38,9 @@ async def reemit_batch(
     return int(row["emitted"]), row["last_id"]
 
 
+REENRICH = "record.reenrich"
+"""A record the enrichment should do again: for every other consumer, nothing happened."""
+
 _REENRICH = f"""
 WITH written AS (
     SELECT c.id, c.source_system, c.kind, c.external_id, c.version
@@ -52,7 +55,7 @@ WITH written AS (
                WHERE p.model_version IS DISTINCT FROM served.model_version))
       AND ($3::uuid IS NULL OR c.id > $3)
     ORDER BY c.id LIMIT $4
-), event AS ({outbox_insert("written", "record.reenrich")})
+), event AS ({outbox_insert("written", REENRICH)})
 SELECT count(*) AS emitted, (SELECT id FROM written ORDER BY id DESC LIMIT 1) AS last_id FROM written
 """
 
