@@ -170,12 +170,15 @@ async def test_an_unchanged_text_keeps_the_embedding_stored_by_this_model_and_no
             marker,
             [kept, other_model],
         )
+        [kept_row] = await connection.fetch(  # xmin: the transaction that last wrote the row
+            "SELECT xmin::text FROM sophia_core.record_embeddings WHERE record_id = $1", kept
+        )
     await sink(
         [upserted(kept, "message", "record.reenrich"), upserted(other_model, "message", "record.reenrich")]
     )
     async with database.connection() as connection:
         rows = await connection.fetch(
-            "SELECT record_id, model_version, embedding::text = $2 AS marked "
+            "SELECT record_id, model_version, embedding::text = $2 AS marked, xmin::text AS written_by "
             "FROM sophia_core.record_embeddings WHERE record_id = ANY($1::uuid[])",
             [kept, other_model],
             marker,
@@ -184,3 +187,5 @@ async def test_an_unchanged_text_keeps_the_embedding_stored_by_this_model_and_no
         kept: (VERSION, True),  # read back, not embedded again
         other_model: (VERSION, False),  # another model's vector: embedded by this one
     }
+    written_by = {row["record_id"]: row["written_by"] for row in rows}
+    assert written_by[kept] == kept_row["xmin"]  # the same vector of the same text: not written again

@@ -71,7 +71,8 @@ async def write(
     model_version: str,
     task_versions: Mapping[str, str],
 ) -> None:
-    """Upsert each result unless a newer record version is already stored, and queue one
+    """Upsert each result unless a newer record version is already stored (or the same one, by the
+    same model, of the same text: a re-labeled record's vector is not written again), and queue one
     `ml.prediction` event per record and task whose prediction was written. Embeddings carry
     `model_version`, each task's predictions `task_versions[task]` (a head or label set of its
     own over those embeddings). Call inside a transaction."""
@@ -84,7 +85,10 @@ async def write(
            ON CONFLICT (record_id) DO UPDATE SET
                model_version = excluded.model_version, record_version = excluded.record_version,
                content = excluded.content, embedding = excluded.embedding, updated_at = now()
-           WHERE record_embeddings.record_version <= excluded.record_version""",
+           WHERE record_embeddings.record_version < excluded.record_version
+              OR (record_embeddings.record_version = excluded.record_version
+                  AND (record_embeddings.model_version <> excluded.model_version
+                       OR record_embeddings.content <> excluded.content))""",
         [
             (r.record_id, model_version, r.record_version, r.content, vector_text(r.embedding))
             for r in results
