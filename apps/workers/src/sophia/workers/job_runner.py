@@ -90,13 +90,13 @@ class JobRunner:
         failures, delays = 0, backoff_delays(12, 0.1, self.reconnect_max_s)
         try:
             while not stop.is_set():
-                honour_cancellation()  # a swallowed cancel can surface as a NATS failure, caught below
                 subscription = None
                 try:
                     subscription = await self._subscribe()
                     failures = 0
                     await self._consume(subscription, stop)
                 except NATS_FAILURES as error:
+                    honour_cancellation()  # a swallowed cancel can surface as a NATS failure
                     delay = delays[min(failures, len(delays) - 1)]
                     failures += 1
                     log.warning("job_runner_failed", error=repr(error), retry_s=round(delay, 3))

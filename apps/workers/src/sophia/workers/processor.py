@@ -149,12 +149,12 @@ class StreamProcessor:
     async def _consume_until(self, stop: asyncio.Event) -> None:
         delays = backoff_delays(12, 0.1, self.reconnect_max_s)
         while not stop.is_set():
-            honour_cancellation()  # a swallowed cancel can surface as a NATS failure, caught below
             subscription = None
             try:
                 subscription = await self._subscribe()
                 await self._consume(subscription, stop)
             except NATS_FAILURES as error:
+                honour_cancellation()  # a swallowed cancel can surface as a NATS failure
                 metrics.CONSUMER_ERRORS.labels(self.spec.name, type(error).__name__).inc()
                 delay = delays[min(self._failures, len(delays) - 1)]
                 self._failures += 1
