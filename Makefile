@@ -24,11 +24,15 @@ $(BOOTSTRAP)/bin/uv:
 install: $(UV)
 	$(UV) sync --all-packages --frozen
 
-# wrk drives the HTTP benchmarks (and their smoke runs in the load tier); Debian packages it.
+# Debian packages the tests use: wrk drives the HTTP benchmarks (and their smoke runs in the load
+# tier); binutils' objdump, as and ld check native code for CPU-specific instructions; qemu-user
+# runs the engines on an emulated CPU without AVX-512 (docs/decisions/0001-engines.md).
+TOOLS := wrk:wrk objdump:binutils qemu-x86_64:qemu-user
 tools:
-	@command -v wrk >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq wrk; \
-	  else sudo apt-get update -qq && sudo apt-get install -y -qq wrk; fi; }
+	@missing="$$(for pair in $(TOOLS); do command -v $${pair%%:*} >/dev/null || echo $${pair#*:}; done)"; \
+	if [ -n "$$missing" ]; then \
+	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$sudo apt-get update -qq && $$sudo apt-get install -y -qq $$missing; fi
 
 up: install
 	$(UV) run --frozen sophia up
@@ -43,10 +47,10 @@ format: install
 	$(UV) run --frozen ruff check --fix .
 	$(UV) run --frozen ruff format .
 
-test-fast: install
+test-fast: install tools
 	$(PYTEST) $(FAST) -n 2 --cov --cov-branch --cov-report= -q
 
-test-e2e: install
+test-e2e: install tools
 	$(PYTEST) -m e2e --cov --cov-branch --cov-append --cov-report= -q
 
 test-chaos: install

@@ -6,6 +6,7 @@ import asyncpg
 import httpx
 import pytest
 from app_clients import app_client
+from live_server import live_server
 
 from sophia.database import keys
 from sophia.database.migrations import migrate
@@ -170,3 +171,82 @@ async def poll_header(call, header: str, timeout_s: float = 30.0) -> httpx.Respo
         while header not in (response := await call()).headers:
             await asyncio.sleep(0.05)
     return response
+
+
+@pytest.mark.chaos
+async def test_postgres_killed_under_concurrent_writes_gives_no_500_and_loses_no_acknowledged_write(
+    tmp_path, settings, monkeypatch
+):
+    postgres = EmbeddedPostgres(tmp_path / "engine")  # durable: an acknowledged write must survive
+    url, secret = await start_migrated(postgres)
+    # Every request verifies its key in PostgreSQL (no key memory), where the 500 was seen.
+    for name, value in {
+        "SOPHIA_API_KEY_CACHE_TTL_S": "0",
+        "SOPHIA_CACHE_STALE_IF_ERROR_S": "0",
+        "SOPHIA_BREAKER_OPEN_S": "0.2",
+        "SOPHIA_ML_ENABLED": "false",
+    }.items():
+        monkeypatch.setenv(name, value)
+    statuses: list[int] = []
+    acknowledged: list[str] = []
+    killed_at = back_at = 0.0
+    stop = asyncio.Event()
+
+    async def writer(http: httpx.AsyncClient, number: int) -> None:
+        nonlocal back_at
+        sequence = 0
+        while not stop.is_set():
+            sequence += 1
+            external_id = f"w{number}-{sequence}"
+            try:
+                response = await http.put(
+                    f"/api/v1/records/chaos/deal/{external_id}", json={"data": {"n": 1}}
+                )
+            except httpx.TransportError:
+                continue  # no answer is not an acknowledgement; the server must still answer the rest
+            statuses.append(response.status_code)
+            if response.status_code in (200, 201):
+                acknowledged.append(external_id)
+                if killed_at and not back_at:
+                    back_at = asyncio.get_running_loop().time()
+
+    try:
+        async with (
+            live_server(
+                settings.model_copy(update={"database_url": url}), "granian", tmp_path, grace_s=1
+            ) as live,
+            httpx.AsyncClient(
+                base_url=live.url, headers={"Authorization": f"Bearer {secret}"}, timeout=10
+            ) as http,
+        ):
+            writers = [asyncio.create_task(writer(http, number)) for number in range(8)]
+            await asyncio.sleep(1.0)
+            assert acknowledged, "no write succeeded before the kill"
+            assert postgres.process is not None
+            postgres.process.kill()  # kill -9 of the postmaster; the supervisor restarts it
+            killed_at = asyncio.get_running_loop().time()
+            async with asyncio.timeout(30):
+                while not back_at or len(acknowledged) < 50:
+                    await asyncio.sleep(0.1)
+            stop.set()
+            await asyncio.gather(*writers)
+            assert "status=500" not in live.logs()
+    finally:
+        stop.set()
+        await postgres.stop()
+    assert set(statuses) <= {200, 201, 503}, f"unexpected statuses: {sorted(set(statuses))}"
+    assert 503 in statuses  # the kill was seen, and answered as the outage it is
+    assert back_at - killed_at < 30
+    await postgres.start()
+    try:
+        connection = await asyncpg.connect(url)
+        stored = {
+            row["external_id"]
+            for row in await connection.fetch(
+                "SELECT external_id FROM sophia_core.unified_data_catalog WHERE source_system = 'chaos'"
+            )
+        }
+        await connection.close()
+    finally:
+        await postgres.stop()
+    assert set(acknowledged) <= stored

@@ -55,3 +55,23 @@ async def test_pool_gauges_follow_an_open_pool_and_are_left_alone_once_it_is_clo
     size = gauge("sophia_db_pool_connections")
     database.observe()
     assert gauge("sophia_db_pool_connections") == size
+
+
+GONE_AWAY = [
+    asyncpg.InternalClientError("cannot switch to state 12; another operation (2) is in progress"),
+    asyncpg.InterfaceError("cannot perform operation: connection is closed"),
+    asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation"),
+    asyncpg.CannotConnectNowError("the database system is in recovery mode"),
+    ConnectionRefusedError(111, "Connection refused"),
+]
+
+
+async def test_every_error_of_a_connection_or_server_gone_away_is_unavailable(settings):
+    async with Database(settings.model_copy(update={"breaker_min_calls": 100})) as database:
+        for error in GONE_AWAY:
+            with pytest.raises(
+                Unavailable, match=f"PostgreSQL is unavailable: {type(error).__name__}"
+            ) as raised:
+                async with database.connection():
+                    raise error
+            assert raised.value.retry_after_s == 2

@@ -30,6 +30,7 @@ from sophia.core.event_types import EVENT_TYPES
 from sophia.core.events import Envelope, uuid7
 from sophia.database import Database, outbox
 from sophia.database.outbox import OutboxEvent
+from sophia.database.pool import ENGINE_ERRORS
 from sophia.events.codec import encode
 from sophia.events.connection import NatsConnection
 from sophia.events.streams import StreamSpec, ensure_streams
@@ -37,6 +38,8 @@ from sophia.shared.logging import get_logger
 from sophia.shared.resilience import backoff_delays, honour_cancellation
 from sophia.workers.metrics import OUTBOX_DEPTH, RELAY_BATCH_SECONDS, RELAY_FAILURES, RELAYED
 
+LISTEN_ERRORS: tuple[type[BaseException], ...] = (*ENGINE_ERRORS, asyncpg.PostgresError)
+"""A LISTEN connection that cannot be had or kept: the relay polls instead."""
 log = get_logger(__name__)
 
 SOURCE = "catalog"
@@ -102,7 +105,7 @@ class OutboxRelay:
                 self.database.dsn, timeout=self.database.settings.engine_timeout_s
             )
             await self._listener.add_listener(outbox.NOTIFY_CHANNEL, self._notified)
-        except (OSError, asyncpg.PostgresError, TimeoutError) as error:
+        except LISTEN_ERRORS as error:
             self._listener = None
             log.warning("outbox_listen_failed", error=type(error).__name__)
 
@@ -112,7 +115,7 @@ class OutboxRelay:
     async def _unlisten(self) -> None:
         listener, self._listener = self._listener, None
         if listener is not None:
-            with contextlib.suppress(OSError, asyncpg.PostgresError, TimeoutError):
+            with contextlib.suppress(*LISTEN_ERRORS):
                 await asyncio.wait_for(listener.close(), self.database.settings.engine_timeout_s)
 
     async def run(self, stop: asyncio.Event | None = None) -> None:

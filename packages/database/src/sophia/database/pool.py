@@ -28,6 +28,9 @@ ENGINE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,
     asyncpg.CannotConnectNowError,
     asyncpg.InterfaceError,
+    # "cannot switch to state 12; another operation (2) is in progress": a connection whose server
+    # went away mid-operation (seen when PostgreSQL was killed under load), not a wrong statement.
+    asyncpg.InternalClientError,
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
     asyncpg.TooManyConnectionsError,

@@ -3,18 +3,48 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
+import re
 import secrets
 import signal
 import subprocess
 from pathlib import Path
 from urllib.parse import quote
 
-from sophia.engines.process import SupervisedProcess, chown_tree, free_port, unprivileged_user
+from sophia.engines.process import (
+    SupervisedProcess,
+    chown_tree,
+    file_size,
+    follow_lines,
+    free_port,
+    unprivileged_user,
+)
 from sophia.shared.files import write_private
+from sophia.shared.logging import get_logger
+
+log = get_logger(__name__)
 
 DATABASE = "sophia"
 SUPERUSER = "sophia"
+# "client backend (PID 5250) was terminated by signal 4: Illegal instruction": the postmaster then
+# resets every connection and runs crash recovery, which clients see only as refused connections.
+BACKEND_CRASH = re.compile(r"\(PID (?P<pid>\d+)\) was terminated by signal (?P<signal>\d+)")
+
+
+def report_backend_crash(line: str) -> None:
+    """Log one error naming the signal when a PostgreSQL log line says a backend was killed by one."""
+    found = BACKEND_CRASH.search(line)
+    if found is None:
+        return
+    number = int(found["signal"])
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        name = str(number)
+    log.error(
+        "engine_backend_crashed", engine="postgres", signal=name, pid=int(found["pid"]), line=line.strip()
+    )
 
 
 def binaries() -> Path:
@@ -35,6 +65,7 @@ class EmbeddedPostgres:
         self.user = unprivileged_user()
         self.bin = binaries()
         self.process: SupervisedProcess | None = None
+        self._crash_watch: asyncio.Task[None] | None = None
 
     @property
     def url(self) -> str:
@@ -126,18 +157,27 @@ class EmbeddedPostgres:
         fresh = not (self.data_dir / "PG_VERSION").exists()
         if fresh:
             await asyncio.to_thread(self._initdb)
+        log_path = self.data_dir.parent / "logs" / "postgres.log"
+        log_offset = file_size(log_path)
         self.process = SupervisedProcess(
             "postgres",
             self._argv(),
             self._ready,
-            self.data_dir.parent / "logs" / "postgres.log",
+            log_path,
             user=self.user,
             stop_signal=signal.SIGINT,  # "fast" shutdown: SIGTERM would wait for clients
         )
         await self.process.start()
+        self._crash_watch = asyncio.create_task(
+            follow_lines(log_path, report_backend_crash, offset=log_offset), name="postgres-crash-watch"
+        )
         await asyncio.to_thread(self._ensure_database)
         return self.url
 
     async def stop(self) -> None:
+        if self._crash_watch:
+            self._crash_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._crash_watch
         if self.process:
             await self.process.stop()

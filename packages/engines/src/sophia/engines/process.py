@@ -144,6 +144,33 @@ class SupervisedProcess:
         log.info("engine_stopped", engine=self.name)
 
 
+def file_size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+async def follow_lines(
+    path: Path, on_line: Callable[[str], None], *, offset: int, poll_s: float = 0.25
+) -> None:
+    """Call `on_line` with every line written to `path` past `offset`; runs until cancelled.
+
+    The engine writes its log file itself, so it never waits for this reader (a pipe would)."""
+    pending = b""
+    while True:
+        await asyncio.sleep(poll_s)
+        try:
+            with path.open("rb") as file:
+                if os.fstat(file.fileno()).st_size < offset:
+                    offset = 0  # truncated or replaced: read the new file from its start
+                file.seek(offset)
+                chunk = file.read()
+        except FileNotFoundError:
+            continue
+        offset += len(chunk)
+        *lines, pending = (pending + chunk).split(b"\n")
+        for line in lines:
+            on_line(line.decode(errors="replace"))
+
+
 async def tcp_answers(host: str, port: int, send: bytes, expect: bytes, timeout_s: float = 1.0) -> bool:
     """True if a TCP peer answers `send` with something starting with `expect`."""
     try:
