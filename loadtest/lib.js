@@ -21,7 +21,7 @@ export function positiveInteger(name, fallback) {
   return value;
 }
 
-/** k6 options every scenario shares: VUS and DURATION from the environment, the plan's thresholds. */
+/** k6 options every scenario shares: VUS and DURATION from the environment, the thresholds (p99 < 100 ms, errors < 0.01 %). */
 export function options() {
   return {
     vus: positiveInteger('VUS', 8),

@@ -2,6 +2,7 @@
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,10 +19,18 @@ README = Path(__file__).resolve().parents[3] / "README.md"
 
 
 def readme_try_it_blocks() -> list[str]:
-    """The bash blocks of the README's "Try it" section that call curl and should succeed."""
+    """The bash blocks of the README's "Try it" section that should succeed: loading the stack's
+    address and key into the shell, then the curl calls."""
     section = README.read_text().split("## Try it", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```bash\n(.*?)```", section, re.S)
-    return [block for block in blocks if "--fail-with-body" in block]
+    return [block for block in blocks if "--fail-with-body" in block or block.startswith("eval ")]
+
+
+def fresh_shell_path() -> str:
+    """A PATH as a fresh shell on a machine with only Python and make has it: no uv, no .venv."""
+    path = "/usr/local/bin:/usr/bin:/bin"
+    assert shutil.which("uv", path=path) is None, "this machine has uv in a system folder"
+    return path
 
 
 def processes_of(data_dir: Path) -> list[int]:
@@ -85,12 +94,18 @@ def test_up_serves_the_readme_examples_and_ctrl_c_stops_everything(tmp_path):
             check=True,
         ).stdout
         assert f"SOPHIA_API={endpoints['api']}" in exports
-        shell_env = {**env, "SOPHIA_API": endpoints["api"], "SOPHIA_KEY": endpoints["api_key"]}
-        for block in readme_try_it_blocks():
-            result = subprocess.run(
-                ["bash", "-euo", "pipefail", "-c", block], env=shell_env, capture_output=True, text=True
-            )
-            assert result.returncode == 0, f"README block failed:\n{block}\n{result.stdout}\n{result.stderr}"
+        # As a newcomer runs them: in the repository, in a fresh shell that has no uv on its PATH.
+        shell_env = {**env, "PATH": fresh_shell_path()}
+        script = "\n".join(readme_try_it_blocks())
+        assert script.startswith('eval "$(.venv/bin/sophia env)"')
+        result = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            env=shell_env,
+            cwd=README.parent,
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 0, f"README block failed:\n{script}\n{result.stdout}\n{result.stderr}"
 
         ports = [
             urlparse(endpoints["api"]).port,

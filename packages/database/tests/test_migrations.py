@@ -3,7 +3,7 @@ import asyncio
 import asyncpg
 import pytest
 
-from sophia.database.migrations import MigrationMismatch, available, migrate
+from sophia.database.migrations import WHOLE_FILE_CHECKSUMS, Migration, MigrationMismatch, available, migrate
 
 
 async def test_migrations_apply_once_and_a_second_run_changes_nothing(blank_database):
@@ -72,3 +72,32 @@ def test_only_files_named_like_migrations_are_migrations(tmp_path, monkeypatch):
         (1, "first", "SELECT 1;"),
         (2, "second", "SELECT 2;"),
     ]
+
+
+def test_a_checksum_covers_the_statements_not_the_comments():
+    original = Migration(1, "catalog", "-- The plan's key.\nCREATE TABLE t (a int);\n")
+    reworded = Migration(1, "catalog", "-- The warehouse key,\n\n-- reworded.\nCREATE TABLE t (a int);  \n")
+    changed = Migration(1, "catalog", "-- The plan's key.\nCREATE TABLE t (a bigint);\n")
+    assert original.checksum == reworded.checksum
+    assert original.checksum != changed.checksum
+
+
+@pytest.mark.parametrize("version", sorted(WHOLE_FILE_CHECKSUMS))
+async def test_a_database_migrated_before_comments_were_reworded_is_accepted_and_its_checksum_renewed(
+    blank_database, version
+):
+    connection = await asyncpg.connect(await blank_database())
+    try:
+        await migrate(connection)
+        await connection.execute(
+            "UPDATE sophia_core.schema_migrations SET checksum = $2 WHERE version = $1",
+            version,
+            WHOLE_FILE_CHECKSUMS[version],
+        )
+        assert await migrate(connection) == []
+        renewed = await connection.fetchval(
+            "SELECT checksum FROM sophia_core.schema_migrations WHERE version = $1", version
+        )
+    finally:
+        await connection.close()
+    assert renewed == next(m.checksum for m in available() if m.version == version)

@@ -1,4 +1,4 @@
-"""TTL classes and the cache's other knobs, as typed configuration with the plan's defaults."""
+"""TTL classes and the cache's other knobs, as typed configuration with their defaults."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ class TtlClass:
 
 
 def default_ttl_classes() -> dict[str, TtlClass]:
-    """The plan's classes: session data 5 min, API responses 1 min, static data 1 h."""
+    """The classes: session data 5 min, API responses 1 min, static data 1 h."""
     return {
         "session": TtlClass(fresh_s=300.0, stale_while_revalidate_s=30.0, stale_if_error_s=300.0),
         "api": TtlClass(fresh_s=60.0, stale_while_revalidate_s=10.0, stale_if_error_s=300.0),

@@ -14,6 +14,12 @@ log = get_logger(__name__)
 
 LOCK_KEY = 0x50F1A  # one advisory lock for all of Sophia's migrations
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+# Checksums of whole files, as releases before comment-free checksums recorded them, of the
+# migrations whose comments were reworded since: a database migrated then is still accepted.
+WHOLE_FILE_CHECKSUMS = {
+    1: "771d516794f81683887c4bdd753261a4ab694472ead74ad4fbc83d27929655b7",
+    11: "1133a289a46b405c9e0ce470133ba7519313bd62997dc891a069a6fcd5cb0bca",
+}
 
 
 @dataclass(frozen=True)
@@ -24,7 +30,19 @@ class Migration:
 
     @property
     def checksum(self) -> str:
-        return hashlib.sha256(self.sql.encode()).hexdigest()
+        """Of the statements alone: comment lines and blank lines are left out, so rewording a
+        comment of an applied migration is not a change of it."""
+        statements = "\n".join(
+            line.rstrip()
+            for line in self.sql.splitlines()
+            if line.strip() and not line.lstrip().startswith("--")
+        )
+        return hashlib.sha256(statements.encode()).hexdigest()
+
+    def accepts(self, recorded: str) -> bool:
+        """Whether `recorded` is this migration's checksum, or one an older release recorded for it."""
+        whole_file = hashlib.sha256(self.sql.encode()).hexdigest()
+        return recorded in (self.checksum, whole_file, WHOLE_FILE_CHECKSUMS.get(self.version))
 
 
 def available() -> list[Migration]:
@@ -63,9 +81,16 @@ async def migrate(connection: Connection, timeout_s: float = 600.0) -> list[Migr
         }
         for migration in available():
             if migration.version in done:
-                if done[migration.version] != migration.checksum:
+                recorded = done[migration.version]
+                if not migration.accepts(recorded):
                     raise MigrationMismatch(
                         f"migration {migration.version} ({migration.name}) changed after it was applied"
+                    )
+                if recorded != migration.checksum:  # recorded by an older release: keep the new form
+                    await connection.execute(
+                        "UPDATE sophia_core.schema_migrations SET checksum = $2 WHERE version = $1",
+                        migration.version,
+                        migration.checksum,
                     )
                 continue
             async with connection.transaction():

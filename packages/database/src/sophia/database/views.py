@@ -1,4 +1,4 @@
-"""The analytics views over the catalog (the plan's `active_deals_mv`)."""
+"""The analytics views over the catalog (`active_deals_mv`)."""
 
 from __future__ import annotations
 

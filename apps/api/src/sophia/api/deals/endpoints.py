@@ -1,4 +1,4 @@
-"""HTTP for the deals views: the plan's `active_deals_mv` and its refresh."""
+"""HTTP for the deals views: `active_deals_mv` and its refresh."""
 
 from __future__ import annotations
 

