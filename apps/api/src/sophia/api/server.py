@@ -1,7 +1,8 @@
 """Run the API under the chosen ASGI server: `python -m sophia.api.server` (settings from SOPHIA_*).
 
-granian is the default (docs/benchmarks.md has the measurement); uvicorn stays selectable. Both
-drain on SIGTERM: stop accepting, let in-flight requests finish, run the lifespan's shutdown.
+granian is the default (docs/decisions/0002-asgi-server.md has the measurement); uvicorn stays
+selectable. Both drain on SIGTERM: stop accepting, let in-flight requests finish, run the
+lifespan's shutdown.
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ def processors(
     cache: TieredCache,
     enrichment: Sink | None = None,
 ) -> list[StreamProcessor]:
-    """The stream processors of this issue, each a durable consumer with its idempotent sink;
+    """The stream processors, each a durable consumer with its idempotent sink;
     `enrichment` (with `SOPHIA_ML_ENABLED`) the ML enrichment's sink."""
     streams = stream_specs(settings)
     dead_letter = dead_letter_spec(settings)

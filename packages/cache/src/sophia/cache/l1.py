@@ -2,7 +2,7 @@
 
 Why our own and not cashews/aiocache: neither bounds memory by the bytes held, keeps a tag index
 that shrinks on eviction, or lets pub/sub messages drop entries by tag, and both put async
-wrappers and pickling on a path that here is one dict lookup. See docs/cache.md.
+wrappers and pickling on a path that here is one dict lookup. See docs/decisions/0003-cache-core.md.
 """
 
 from __future__ import annotations

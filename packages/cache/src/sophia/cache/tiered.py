@@ -2,7 +2,7 @@
 
 Why not cashews or aiocache: neither offers a size-bounded L1 of bytes with tags whose entries
 other processes drop through pub/sub, stale-if-error, and a hit that costs one dict lookup; the
-core here is small enough to own (comparison in docs/cache.md).
+core here is small enough to own (comparison in docs/decisions/0003-cache-core.md).
 """
 
 from __future__ import annotations

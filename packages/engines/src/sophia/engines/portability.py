@@ -19,6 +19,7 @@ save, hash/crc32, the GC's scan kernels) run only after a CPU check.
 from __future__ import annotations
 
 import bisect
+import os
 import re
 import shutil
 import subprocess
@@ -72,6 +73,7 @@ def disassemble(path: Path) -> str:
     ):
         lines = subprocess.run(
             ["grep", "-E", GREP_PATTERN],
+            env={**os.environ, "LC_ALL": "C"},  # a UTF-8 locale makes grep 6x slower here
             stdin=dump.stdout,
             capture_output=True,
             text=True,

