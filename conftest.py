@@ -1,15 +1,19 @@
 """Test-session engines: real PostgreSQL, Valkey and NATS, started once (or taken from SOPHIA_*_URL).
 
-The xdist controller starts the engines and hands their URLs to the workers through the
-environment; each worker then gets a database of its own, migrated from scratch.
+The xdist controller starts the engines while the workers collect (2 s of start-up that would
+otherwise come first) and hands their URLs over in a file of the session's data directory; each
+worker waits for it once collected, then gets a database of its own, migrated from scratch.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 import tempfile
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -22,22 +26,55 @@ from sophia.engines import EnginesThread
 from sophia.shared.settings import Settings
 
 URL_VARIABLES = ("SOPHIA_DATABASE_URL", "SOPHIA_REDIS_URL", "SOPHIA_NATS_URL")
+ENGINES_START_TIMEOUT_S = 120.0
+
+
+def _urls_file() -> Path:
+    return Path(os.environ["SOPHIA_TEST_DATA_DIR"]) / "engine-urls.json"
+
+
+def _start_engines(engines: EnginesThread, urls_file: Path) -> None:
+    """In a thread of the controller: start the engines, then write their URLs (or why not)."""
+    try:
+        written = {"urls": engines.start().as_env()}
+    except Exception as error:
+        written = {"error": f"the test engines did not start: {error!r}"}
+    partial = urls_file.with_suffix(".tmp")
+    partial.write_text(json.dumps(written))
+    partial.replace(urls_file)
 
 
 def pytest_configure(config: pytest.Config) -> None:
     if hasattr(config, "workerinput") or all(os.environ.get(name) for name in URL_VARIABLES):
         return
     data_dir = Path(tempfile.mkdtemp(prefix="sophia-test-"))
-    engines = EnginesThread(Settings(data_dir=data_dir), durable=False)
-    urls = engines.start()
-    os.environ.update(urls.as_env())
     os.environ["SOPHIA_TEST_DATA_DIR"] = str(data_dir)
-    config._sophia_engines = engines  # type: ignore[attr-defined]
+    engines = EnginesThread(Settings(data_dir=data_dir), durable=False)
+    starting = threading.Thread(target=_start_engines, args=(engines, _urls_file()), name="engines-start")
+    starting.start()
+    config._sophia_engines = (engines, starting)  # type: ignore[attr-defined]
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Before the first test (of a worker, or of a run without xdist): the engines' URLs."""
+    if all(os.environ.get(name) for name in URL_VARIABLES):
+        return
+    deadline = time.monotonic() + ENGINES_START_TIMEOUT_S
+    while not _urls_file().exists():
+        if time.monotonic() > deadline:
+            pytest.exit(f"the test engines did not start within {ENGINES_START_TIMEOUT_S:.0f} s", 3)
+        time.sleep(0.02)
+    written = json.loads(_urls_file().read_text())
+    if "error" in written:
+        pytest.exit(written["error"], 3)
+    os.environ.update(written["urls"])
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    engines = getattr(config, "_sophia_engines", None)
-    if engines is not None:
+    started = getattr(config, "_sophia_engines", None)
+    if started is not None:
+        engines, starting = started
+        starting.join(ENGINES_START_TIMEOUT_S)
         engines.stop()
         shutil.rmtree(os.environ["SOPHIA_TEST_DATA_DIR"], ignore_errors=True)  # hundreds of MB a run
 
@@ -90,6 +127,15 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def sentence_encoder(models_dir: Path):
+    """The int8 encoder, one per xdist worker, on one thread: the two workers share two cores, and
+    ONNX Runtime's threads spin while they wait for each other (7 s of the fast tier's CPU)."""
+    from sophia.ml.encoder import SentenceEncoder
+
+    return SentenceEncoder.create(models_dir, threads=1)
+
+
+@pytest.fixture(scope="session")
 def settings(worker_id: str, tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Settings:
     """Settings of this worker: its own migrated database, the shared Redis and NATS (its cache in
     a namespace of its own: the same page of another worker's database is another page), its own
@@ -108,6 +154,7 @@ def settings(worker_id: str, tmp_path_factory: pytest.TempPathFactory, models_di
         log_json=False,
         log_level="WARNING",
         ml_enabled=False,  # the ML tests turn it on for their own apps: most apps need no model
+        ml_threads=1,  # as sentence_encoder
         # Each stream reserves its limit in JetStream's store, and tests make streams of their own
         # side by side: 1 GiB each would make the suite depend on the disk's free space.
         events_max_bytes=64 * 1024 * 1024,

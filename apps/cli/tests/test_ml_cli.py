@@ -29,7 +29,8 @@ def data_dir(tmp_path: Path, models_dir: Path) -> Path:
 
 
 def train_classifier(data_dir: Path, *arguments: str) -> Result:
-    return runner.invoke(app, ["ml", "train-classifier", *arguments], env={"SOPHIA_DATA_DIR": str(data_dir)})
+    environment = {"SOPHIA_DATA_DIR": str(data_dir), "SOPHIA_ML_THREADS": "1"}  # as sentence_encoder
+    return runner.invoke(app, ["ml", "train-classifier", *arguments], env=environment)
 
 
 def test_training_a_head_reports_both_classifiers_and_writes_the_head(tmp_path, data_dir):

@@ -12,7 +12,6 @@ from sophia.core.events import Envelope
 from sophia.database import Database
 from sophia.database.enrichment import PREDICTIONS_TOPIC
 from sophia.ml.embeddings import model_version
-from sophia.ml.encoder import SentenceEncoder
 from sophia.ml.enrichment import DEFAULT_TEXT_FIELDS, Enricher, read_text_fields
 from sophia.ml.labels import DEFAULT_LABELS, ZeroShotClassifier, read_labels
 from sophia.ml.sentiment import EmbeddingSentiment
@@ -22,8 +21,8 @@ VERSION = "test-model-1"
 
 
 @pytest.fixture(scope="module")
-def enricher(models_dir) -> Enricher:
-    encoder = SentenceEncoder.create(models_dir)
+def enricher(sentence_encoder) -> Enricher:
+    encoder = sentence_encoder
     labels = ZeroShotClassifier.build(
         encoder, read_labels(DEFAULT_LABELS), 0.3, model_version(quantized=True)
     )

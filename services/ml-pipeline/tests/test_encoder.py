@@ -31,15 +31,15 @@ def model_cache(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def encoder(models_dir) -> SentenceEncoder:
-    return SentenceEncoder.create(models_dir)
+def encoder(sentence_encoder) -> SentenceEncoder:
+    return sentence_encoder
 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
-def test_the_int8_graph_matches_the_reference_model_on_every_text(encoder, texts, reference):
+def assert_matches_the_reference(encoder: SentenceEncoder, texts: list[str], reference: np.ndarray) -> None:
     found = encoder.encode(texts, batch_size=16)
     assert found.shape == reference.shape == (len(texts), 384)
     similarity = cosines(found, reference)
@@ -48,8 +48,17 @@ def test_the_int8_graph_matches_the_reference_model_on_every_text(encoder, texts
     assert np.allclose(np.linalg.norm(found, axis=1), 1.0, atol=1e-5)
 
 
+def test_the_int8_graph_matches_the_reference_model_on_a_fifth_of_the_texts(encoder, texts, reference):
+    assert_matches_the_reference(encoder, texts[::5], reference[::5])
+
+
+@pytest.mark.load  # every text: 1 s more of the fast tier's two cores
+def test_the_int8_graph_matches_the_reference_model_on_every_text(encoder, texts, reference):
+    assert_matches_the_reference(encoder, texts, reference)
+
+
 def test_the_fp32_graph_matches_it_to_rounding(models_dir, texts, reference):
-    exact = SentenceEncoder.create(models_dir, quantized=False)
+    exact = SentenceEncoder.create(models_dir, threads=1, quantized=False)
     assert cosines(exact.encode(texts[:40]), reference[:40]).min() >= 0.99999
 
 

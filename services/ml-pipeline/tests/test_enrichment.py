@@ -9,7 +9,6 @@ import pytest
 
 from sophia.database.enrichment import RecordText
 from sophia.ml.embeddings import model_version
-from sophia.ml.encoder import SentenceEncoder
 from sophia.ml.enrichment import DEFAULT_TEXT_FIELDS, Enricher, read_text_fields, record_text
 from sophia.ml.labels import DEFAULT_LABELS, ZeroShotClassifier, read_labels
 
@@ -43,8 +42,8 @@ def test_a_broken_text_fields_file_is_a_clear_error(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def enricher(models_dir) -> Enricher:
-    encoder = SentenceEncoder.create(models_dir)
+def enricher(sentence_encoder) -> Enricher:
+    encoder = sentence_encoder
     labels = ZeroShotClassifier.build(
         encoder, read_labels(DEFAULT_LABELS), 0.3, model_version(quantized=True)
     )

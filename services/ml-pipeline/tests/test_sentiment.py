@@ -12,7 +12,6 @@ import pytest
 
 from sophia.ml import train_sentiment
 from sophia.ml.embeddings import model_version
-from sophia.ml.encoder import SentenceEncoder
 from sophia.ml.sentiment import LABELS, EmbeddingSentiment, IncompatibleHead, VaderSentiment, train
 from sophia.ml.train_sentiment import evaluate, read_dataset
 
@@ -30,11 +29,6 @@ OBVIOUS = {
     "Can we move Thursday's call to 2pm? I'll send a new invite.": "neutral",
     "Please send the W-9 and the vendor registration form to procurement.": "neutral",
 }
-
-
-@pytest.fixture(scope="session")
-def sentence_encoder(models_dir) -> SentenceEncoder:
-    return SentenceEncoder.create(models_dir)
 
 
 @pytest.fixture(scope="session")
@@ -85,6 +79,7 @@ def test_training_is_deterministic_and_fits_a_small_set(sentence_encoder, tmp_pa
     assert loaded.version == first.version
 
 
+@pytest.mark.load  # the whole test split through the model: a figure of docs/ml.md, not a unit's behaviour
 def test_the_committed_head_scores_the_documented_accuracy_on_the_test_split(sentence_encoder, head):
     rows = [row for row in read_dataset() if row.split == "test"]
     truth = [row.label for row in rows]

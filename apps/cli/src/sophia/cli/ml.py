@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import typer
@@ -13,7 +12,7 @@ from sophia.ml.embeddings import model_version
 from sophia.ml.encoder import SentenceEncoder
 from sophia.ml.labels import ZeroShotClassifier
 from sophia.ml.train_classifier import Scores, Training, read_labeled, train
-from sophia.shared.settings import Settings
+from sophia.shared.settings import Settings, available_cpus
 
 app = typer.Typer(help="Train models on your own labeled data.", no_args_is_help=True)
 console = Console()
@@ -49,7 +48,7 @@ def train_classifier_command(
         console.print(f"building the encoder ({version})...")
         encoder = SentenceEncoder.create(
             settings.data_dir / "models",
-            threads=len(os.sched_getaffinity(0)),
+            threads=settings.ml_threads or available_cpus(),
             quantized=settings.ml_quantized,
         )
         zero_shot = ZeroShotClassifier.from_settings(encoder, settings, version)  # to compare with
