@@ -108,6 +108,24 @@ async def test_the_request_id_is_echoed_on_errors_too(lenient, settings):
     assert [response.headers["x-request-id"] for response in responses] == ["trace-error-1"] * 2
 
 
+@pytest.mark.parametrize(
+    "request_id",
+    [b"x" * 129, b"has space", b'quote"d', b"tab\tin", b"semi;colon"],
+    ids=["129-chars", "space", "quote", "tab", "semicolon"],
+)
+async def test_a_request_id_too_long_or_with_other_characters_is_a_400_and_nothing_is_read(
+    lenient, request_id
+):
+    path = record_path()
+    headers = {b"X-Request-ID": request_id, b"Content-Type": b"application/json"}
+    response = await lenient.put(path, content=b'{"data": {}}', headers=headers)
+    body = assert_problem(response, 400)
+    assert "X-Request-ID must be 1 to 128 characters" in body["detail"]
+    assert re.fullmatch(r"[0-9a-f]{32}", response.headers["x-request-id"])  # a fresh one, not theirs
+    listed = await lenient.get("/api/v1/records", params={"source_system": path.split("/")[4]})
+    assert listed.json()["items"] == []  # nothing was written
+
+
 async def test_a_request_id_is_generated_for_each_request_that_has_none(lenient):
     first, second = (await lenient.get("/healthz"), await lenient.get("/healthz"))
     ids = [first.headers["x-request-id"], second.headers["x-request-id"]]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 
 import httpx
+from waiting import eventually
 
 
 async def test_healthz_is_200_ok(client):
@@ -28,8 +30,36 @@ async def test_readyz_reports_the_outbox_backlog(client, database):
         waiting = await connection.fetchval("SELECT count(*) FROM sophia_core.outbox")
     written = await client.put(f"/api/v1/records/ready{uuid.uuid4().hex[:8]}/deal/1", json={"data": {}})
     assert written.status_code == 201
-    depth = (await client.get("/readyz")).json()["outbox_depth"]
-    assert depth >= waiting + 1  # nothing relays in the fast tier's session but the relay's own tests
+
+    async def counted() -> bool:  # once the verdict of an earlier probe is no longer reused
+        body = (await client.get("/readyz")).json()
+        return body["outbox_depth"] >= waiting + 1 and body["outbox_depth_exact"]
+
+    await eventually(counted)  # nothing relays in the fast tier's session but the relay's own tests
+
+
+async def test_a_flood_of_readiness_probes_reaches_the_engines_once_per_reuse_period(settings):
+    from sophia.api.app import create_app
+    from sophia.database import Database
+
+    app = create_app(settings.model_copy(update={"readiness_reuse_s": 60}))
+    pings = 0
+    original = Database.ping
+
+    async def counted_ping(self) -> None:
+        nonlocal pings
+        pings += 1
+        await original(self)
+
+    async with app.router.lifespan_context(app):
+        app.state.sophia.database.ping = counted_ping.__get__(app.state.sophia.database)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://sophia.test") as http:
+            answers = await asyncio.gather(*(http.get("/readyz") for _ in range(200)))
+            again = await http.get("/readyz")
+    assert [answer.status_code for answer in answers] == [200] * 200
+    assert pings == 1  # 200 at once share one probe; the next within the period reuses its verdict
+    assert again.json() == answers[0].json()
 
 
 async def test_metrics_count_requests_by_route_template_not_raw_path(client):

@@ -429,7 +429,8 @@ async def test_a_sink_working_past_the_ack_wait_keeps_its_batch_from_being_deliv
     async def slow(batch: list[Envelope]) -> None:
         await eventually(lambda: len(progress) >= 6)  # 1.5 ack waits: without them, delivered again
 
-    consumer_spec = consumer(spec, ack_wait_s=0.2)
+    # Keep-alives every half ack wait: 0.25 s of slack for a loaded machine to send each in time.
+    consumer_spec = consumer(spec, ack_wait_s=0.5)
     await publish(nats, spec, [event(1), event(2)])
     assert nats.client is not None
     acks_seen = await nats.client.subscribe(f"$JS.ACK.{spec.name}.{consumer_spec.name}.>", cb=spy)

@@ -134,7 +134,7 @@ async def relay_through_an_outage(
 
     await wait_for(relay_failed)  # it tried them: they sit in nats-py's reconnect buffer too
     async with database.connection() as db_connection:
-        assert await outbox.depth(db_connection) >= 50
+        assert (await outbox.depth(db_connection)).events >= 50
 
     async def depth_reported() -> bool:  # the metric says so too (it is what operators watch)
         return (REGISTRY.get_sample_value("sophia_outbox_depth") or 0) >= 50

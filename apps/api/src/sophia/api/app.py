@@ -15,6 +15,7 @@ from sophia.api.auth import KeyVerifier
 from sophia.api.deals.endpoints import router as deals_router
 from sophia.api.events.endpoints import router as events_router
 from sophia.api.health.endpoints import router as health_router
+from sophia.api.health.service import Readiness
 from sophia.api.hot import HotReads
 from sophia.api.jobs.endpoints import router as jobs_router
 from sophia.api.middleware import RequestContext
@@ -90,8 +91,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             models = None
             if settings.ml_enabled:
                 models = await stack.enter_async_context(Models.load(settings, cache))
+            readiness = Readiness(settings.readiness_reuse_s)
             app.state.sophia = AppState(
-                settings, database, redis, nats, keys, cache, cache_control, events, models
+                settings, database, redis, nats, keys, cache, cache_control, events, readiness, models
             )
             log.info("api_started")
             yield

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 
 import structlog
 from prometheus_client.metrics import Histogram
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sophia.api.problems import BodyTooLarge, too_large
+from sophia.api.problems import BodyTooLarge, problem, too_large
 from sophia.shared.logging import get_logger
 from sophia.shared.metrics import HTTP_LATENCY
 from sophia.shared.settings import Settings
@@ -18,6 +20,9 @@ log = get_logger("sophia.api.access")
 
 BULK_PATHS = frozenset({"/api/v1/records:bulk"})
 EVENTS_PATH = "/api/v1/events"
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
+"""A client's X-Request-ID becomes the trace id of every event the request writes: bounded, and
+written with characters that need no escaping anywhere it goes (logs, headers, JSON)."""
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 """Anything else is labelled OTHER, so clients cannot grow the metrics' label sets."""
 
@@ -52,7 +57,8 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        request_id = _header(scope, b"x-request-id") or uuid.uuid4().hex
+        given = _header(scope, b"x-request-id")
+        request_id = given if given is not None and REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         structlog.contextvars.bind_contextvars(request_id=request_id)
         limit = self._limit_for(scope["path"])
         status = 500
@@ -76,6 +82,9 @@ class RequestContext:
             await send(message)
 
         try:
+            if given is not None and request_id != given:
+                await _bad_request_id(scope["path"], given)(scope, receive, send_with_id)  # reads no body
+                return
             declared = _header(scope, b"content-length")
             if declared is not None and declared.isdigit() and int(declared) > limit:
                 await too_large(scope["path"], limit)(scope, receive, send_with_id)  # reads no body
@@ -97,6 +106,14 @@ class RequestContext:
                     duration_ms=round(elapsed * 1000, 2),
                 )
             structlog.contextvars.clear_contextvars()
+
+
+def _bad_request_id(instance: str, given: str) -> Response:
+    detail = (
+        f"X-Request-ID must be 1 to 128 characters of A-Z, a-z, 0-9 and . _ : / + = - "
+        f"(got {len(given)} characters)."
+    )
+    return problem(400, "Bad request", detail, instance)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from sophia.api.auth import KeyVerifier
+from sophia.api.health.service import Readiness
 from sophia.cache import TieredCache
 from sophia.cache.connection import RedisConnection
 from sophia.database import Database
@@ -27,6 +28,8 @@ class AppState:
     cache_control: str
     """`Cache-Control` of cached API responses (private: they need a key)."""
     events: EventPublisher
+    readiness: Readiness
+    """The last /readyz verdict and the probe in flight."""
     models: Models | None = None
     """The ML models, when `SOPHIA_ML_ENABLED`."""
 

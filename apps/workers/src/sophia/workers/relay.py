@@ -38,6 +38,8 @@ from sophia.shared.logging import get_logger
 from sophia.shared.resilience import backoff_delays, honour_cancellation
 from sophia.workers.metrics import OUTBOX_DEPTH, RELAY_BATCH_SECONDS, RELAY_FAILURES, RELAYED
 
+DEPTH_OBSERVE_INTERVAL_S = 1.0
+
 LISTEN_ERRORS: tuple[type[BaseException], ...] = (*ENGINE_ERRORS, asyncpg.PostgresError)
 """A LISTEN connection that cannot be had or kept: the relay polls instead."""
 log = get_logger(__name__)
@@ -82,6 +84,7 @@ class OutboxRelay:
         self.backoff_max_s = backoff_max_s
         self.wake = asyncio.Event()
         self._listener: asyncpg.Connection | None = None
+        self._depth_observed_at = -DEPTH_OBSERVE_INTERVAL_S
         self._streams_ready = False
 
     async def __aenter__(self) -> OutboxRelay:
@@ -179,8 +182,13 @@ class OutboxRelay:
         return len(published)
 
     async def _observe_depth(self) -> None:
+        """The backlog gauge, at most once a second: its cost stays the same whatever the backlog."""
+        now = time.monotonic()
+        if now - self._depth_observed_at < DEPTH_OBSERVE_INTERVAL_S:
+            return
+        self._depth_observed_at = now
         async with self.database.connection() as connection:
-            OUTBOX_DEPTH.set(await outbox.depth(connection))
+            OUTBOX_DEPTH.set((await outbox.depth(connection)).events)
 
     async def _publish(self, js: object, event: OutboxEvent) -> None:
         spec = self.streams[event.topic]

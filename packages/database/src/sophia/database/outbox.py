@@ -61,9 +61,30 @@ async def delete(connection: Connection, ids: Sequence[int]) -> None:
     await connection.execute("DELETE FROM sophia_core.outbox WHERE id = ANY($1::bigint[])", list(ids))
 
 
-async def depth(connection: Connection) -> int:
-    """Events waiting (exact: the table holds only the backlog, so counting it stays cheap)."""
-    return int(await connection.fetchval("SELECT count(*) FROM sophia_core.outbox"))
+EXACT_DEPTH_UP_TO = 10_000
+"""Past this many events, the backlog is estimated: counting 2M rows would take the probe a second."""
+
+
+@dataclass(frozen=True, slots=True)
+class Depth:
+    """Events waiting: counted up to `EXACT_DEPTH_UP_TO`, estimated above (`exact` False)."""
+
+    events: int
+    exact: bool
+
+
+async def depth(connection: Connection, exact_up_to: int = EXACT_DEPTH_UP_TO) -> Depth:
+    """The backlog at a cost that does not grow with it: a count that stops at `exact_up_to`, then
+    the span of the waiting ids (two index probes; an upper bound where ids left out of order)."""
+    counted = int(
+        await connection.fetchval(
+            "SELECT count(*) FROM (SELECT 1 FROM sophia_core.outbox LIMIT $1) AS waiting", exact_up_to
+        )
+    )
+    if counted < exact_up_to:
+        return Depth(counted, exact=True)
+    span = await connection.fetchval("SELECT max(id) - min(id) + 1 FROM sophia_core.outbox")
+    return Depth(max(int(span or 0), counted), exact=False)
 
 
 def outbox_insert(written: str, event_type: str) -> str:

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
         2.0, gt=0, description="Wait for a pooled connection before answering 503."
     )
     engine_timeout_s: float = Field(2.0, gt=0, description="Timeout of a Redis or NATS probe.")
+    readiness_reuse_s: float = Field(
+        1.0, ge=0, description="How long a /readyz verdict is reused (probes reach the engines once per it)."
+    )
 
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest JSON request body (bytes).")
     max_bulk_bytes: int = Field(

@@ -9,6 +9,7 @@ from typing import Annotated
 import orjson
 from fastapi import APIRouter, Depends, Response
 
+from sophia.api.health.service import Verdict
 from sophia.api.state import AppState, app_state
 from sophia.core.errors import Unavailable
 from sophia.database import outbox
@@ -36,7 +37,7 @@ async def _check(probe: Awaitable[None], timeout_s: float) -> str:
     return "ok"
 
 
-async def _outbox_depth(state: AppState, timeout_s: float) -> int | None:
+async def _outbox_depth(state: AppState, timeout_s: float) -> outbox.Depth | None:
     """Catalog events not yet relayed to JetStream (informational: a backlog does not make the API
     unready, its writes still land); None when PostgreSQL cannot say."""
     try:
@@ -46,8 +47,7 @@ async def _outbox_depth(state: AppState, timeout_s: float) -> int | None:
         return None
 
 
-@router.get("/readyz", summary="Readiness: PostgreSQL, Redis and NATS answer, the models are loaded")
-async def readyz(state: State) -> Response:
+async def _probe(state: AppState) -> Verdict:
     timeout_s = state.settings.engine_timeout_s
     postgres, redis, nats, backlog = await asyncio.gather(
         _check(state.database.ping(), timeout_s),
@@ -59,18 +59,25 @@ async def readyz(state: State) -> Response:
     if state.models is not None:  # each model answers once it is loaded
         checks |= {f"model:{name}": "ok" if up else "loading" for name, up in state.models.ready.items()}
     ready = all(result == "ok" for result in checks.values())
-    body = {
+    report = {
         "status": "ready" if ready else "not ready",
         "checks": checks,
         "breakers": {"postgres": state.database.breaker.state.name.lower()},
-        "outbox_depth": backlog,
+        "outbox_depth": backlog.events if backlog else None,
+        "outbox_depth_exact": backlog.exact if backlog else None,
     }
-    headers = {} if ready else {"Retry-After": "2"}
+    return Verdict(ready, report)
+
+
+@router.get("/readyz", summary="Readiness: PostgreSQL, Redis and NATS answer, the models are loaded")
+async def readyz(state: State) -> Response:
+    """Probed at most once per `SOPHIA_READINESS_REUSE_S`; callers meanwhile get the same verdict."""
+    verdict = await state.readiness.verdict(lambda: _probe(state))
     return Response(
-        orjson.dumps(body),
-        status_code=200 if ready else 503,
+        orjson.dumps(verdict.report),
+        status_code=200 if verdict.ready else 503,
         media_type="application/json",
-        headers=headers,
+        headers={} if verdict.ready else {"Retry-After": "2"},
     )
 
 
