@@ -75,3 +75,36 @@ async def test_every_error_of_a_connection_or_server_gone_away_is_unavailable(se
                 async with database.connection():
                     raise error
             assert raised.value.retry_after_s == 2
+
+
+async def sleep_past_the_statement_timeout(database: Database) -> None:
+    async with database.connection() as connection, connection.transaction():
+        await connection.execute("SET LOCAL statement_timeout = 50")
+        await connection.fetchval("SELECT pg_sleep(1)")
+
+
+async def test_an_exhausted_pool_and_slow_statements_answer_unavailable_and_never_open_the_breaker(settings):
+    busy = settings.model_copy(
+        update={
+            "db_pool_min_size": 1,
+            "db_pool_max_size": 1,
+            "db_acquire_timeout_s": 0.05,
+            "breaker_min_calls": 2,
+        }
+    )
+    async with Database(busy) as database:
+        async with database.connection():  # the pool's only connection, held
+            for _ in range(6):
+                with pytest.raises(Unavailable, match="PostgreSQL is busy") as raised:
+                    async with database.connection():
+                        pass
+                assert raised.value.retry_after_s == 1
+        for _ in range(6):
+            with pytest.raises(Unavailable, match=r"PostgreSQL is busy.*TimeoutError"):
+                async with database.connection() as connection:
+                    await connection.fetchval("SELECT pg_sleep(1)", timeout=0.05)
+        with pytest.raises(Unavailable, match=r"PostgreSQL is busy.*QueryCanceledError"):
+            await sleep_past_the_statement_timeout(database)
+        assert database.breaker.state.name == "CLOSED"
+        async with database.connection() as connection:
+            assert await connection.fetchval("SELECT 1") == 1

@@ -72,6 +72,51 @@ async def test_errors_that_are_not_dependency_failures_do_not_count():
     assert breaker.state is BreakerState.CLOSED
 
 
+def saturating_breaker(clock: Clock) -> CircuitBreaker:
+    return CircuitBreaker(
+        "test",
+        failure_rate=0.5,
+        window=4,
+        min_calls=4,
+        open_s=10,
+        failure_types=(OSError,),
+        saturation_types=(TimeoutError,),  # an OSError, yet "busy", not "down"
+        clock=clock,
+    )
+
+
+async def time_out(breaker: CircuitBreaker) -> None:
+    with pytest.raises(TimeoutError):
+        async with breaker:
+            raise TimeoutError("every pooled connection busy")
+
+
+async def test_saturation_never_opens_the_breaker_and_counts_for_neither_side():
+    breaker = saturating_breaker(Clock())
+    for _ in range(10):
+        await time_out(breaker)
+    assert breaker.state is BreakerState.CLOSED
+    await fail(breaker)
+    await fail(breaker)
+    await succeed(breaker)
+    await time_out(breaker)  # not counted: 3 calls so far, under min_calls
+    assert breaker.state is BreakerState.CLOSED
+    await fail(breaker)
+    assert breaker.state is BreakerState.OPEN  # 3 failures of 4 counted calls
+
+
+async def test_a_probe_that_meets_saturation_leaves_the_next_call_to_probe():
+    clock = Clock()
+    breaker = saturating_breaker(clock)
+    for _ in range(4):
+        await fail(breaker)
+    clock.now = 10.5
+    await time_out(breaker)  # the probe learnt nothing
+    assert breaker.state is BreakerState.HALF_OPEN
+    await succeed(breaker)  # the next call may probe, and closes it
+    assert breaker.state is BreakerState.CLOSED
+
+
 async def test_open_breaker_lets_one_probe_through_after_open_s_and_closes_on_success():
     clock = Clock()
     breaker = make_breaker(clock)

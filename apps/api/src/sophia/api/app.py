@@ -72,9 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             database = Database(settings)
             await database.open(require_database=False)
             stack.push_async_callback(database.close, settings.shutdown_grace_s)
-            redis = await stack.enter_async_context(
-                RedisConnection(settings.redis_url or "", settings.engine_timeout_s)
-            )
+            redis = await stack.enter_async_context(RedisConnection.from_settings(settings))
             nats = await stack.enter_async_context(
                 NatsConnection(settings.nats_url or "", settings.engine_timeout_s)
             )

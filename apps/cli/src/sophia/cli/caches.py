@@ -18,7 +18,7 @@ async def running_caches(settings: Settings) -> AsyncIterator[TieredCache | None
         return
     config = CacheConfig.from_settings(settings)
     async with (
-        RedisConnection(settings.redis_url, settings.engine_timeout_s) as redis,
+        RedisConnection.from_settings(settings) as redis,
         TieredCache(redis.client, config, name="cli") as cache,
     ):
         yield cache

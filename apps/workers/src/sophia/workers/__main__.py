@@ -100,7 +100,7 @@ async def run_workers(settings: Settings, stop: asyncio.Event) -> None:
 async def _run(settings: Settings, nats: NatsConnection, redis_url: str, stop: asyncio.Event) -> None:
     async with (
         Database(settings) as database,
-        RedisConnection(redis_url, settings.engine_timeout_s) as redis,
+        RedisConnection.from_settings(settings, redis_url) as redis,
         TieredCache(redis.client, CacheConfig.from_settings(settings), name="workers") as cache,
         OutboxRelay(
             database,

@@ -8,19 +8,32 @@ import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from sophia.core.errors import Unavailable
+from sophia.shared.settings import Settings
 
 
 class RedisConnection:
-    """Owns one redis-py asyncio client (hiredis parser); `ping` raises `Unavailable`."""
+    """Owns one redis-py asyncio client (hiredis parser) on a bounded pool; `ping` raises `Unavailable`.
 
-    def __init__(self, url: str, timeout_s: float = 2.0) -> None:
-        self.client = redis.Redis.from_url(
+    Past `max_connections` a caller waits for a connection (up to `timeout_s`) rather than fails:
+    redis-py's default pool raises `MaxConnectionsError`, a `ConnectionError`, which reads as Redis
+    being down when it is only this process being busy."""
+
+    def __init__(self, url: str, timeout_s: float = 2.0, max_connections: int = 64) -> None:
+        pool = redis.BlockingConnectionPool.from_url(
             url,
+            max_connections=max_connections,
+            timeout=timeout_s,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             health_check_interval=30,
         )
+        self.client = redis.Redis(connection_pool=pool)
         self.timeout_s = timeout_s
+
+    @classmethod
+    def from_settings(cls, settings: Settings, url: str | None = None) -> RedisConnection:
+        """The process's connection to `url` (default: `SOPHIA_REDIS_URL`) with its timeouts and pool."""
+        return cls(url or settings.redis_url or "", settings.engine_timeout_s, settings.redis_max_connections)
 
     async def ping(self) -> None:
         try:

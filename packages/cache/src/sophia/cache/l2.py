@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import TypeVar
 
 import redis.asyncio as redis
-from redis.exceptions import ConnectionError, RedisError
+from redis.exceptions import ConnectionError, MaxConnectionsError, RedisError
 
 from sophia.cache.metrics import CACHE_REDIS_FAILURES
 from sophia.cache.ttl import CacheConfig
@@ -24,6 +24,8 @@ from sophia.shared.resilience import BreakerOpen, CircuitBreaker
 T = TypeVar("T")
 
 REDIS_FAILURES: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
+REDIS_SATURATION: tuple[type[BaseException], ...] = (MaxConnectionsError,)
+"""Our own pool's limit: never a sign that Redis is down (the bulkhead keeps calls under it)."""
 
 log = get_logger(__name__)
 
@@ -113,7 +115,11 @@ class RedisTier:
             min_calls=3,
             open_s=config.breaker_open_s,
             failure_types=REDIS_FAILURES,
+            saturation_types=REDIS_SATURATION,
         )
+        # A bulkhead: at most `redis_in_flight` calls hold a connection; the rest wait their turn
+        # (each holder is done within `redis_timeout_s`), so a burst never meets the pool's limit.
+        self._in_flight = asyncio.Semaphore(config.redis_in_flight)
 
     def _namespace(self, epoch: int | None) -> str:
         return f"{self.config.key_prefix}{self.epoch if epoch is None else epoch}:"
@@ -156,7 +162,7 @@ class RedisTier:
             return None
         client = self.client
         try:
-            async with self.breaker:
+            async with self._in_flight, self.breaker:
                 return await asyncio.wait_for(call(client), self.config.redis_timeout_s)
         except BreakerOpen:
             CACHE_REDIS_FAILURES.labels(operation).inc()
@@ -164,7 +170,7 @@ class RedisTier:
         except REDIS_FAILURES as error:
             CACHE_REDIS_FAILURES.labels(operation).inc()
             log.warning("cache_redis_failed", operation=operation, error=type(error).__name__)
-            if isinstance(error, (ConnectionError, OSError)):
+            if isinstance(error, (ConnectionError, OSError)) and not isinstance(error, REDIS_SATURATION):
                 await _drop_idle_connections(client)
             return None
 

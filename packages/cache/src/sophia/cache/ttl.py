@@ -30,6 +30,11 @@ def default_ttl_classes() -> dict[str, TtlClass]:
     }
 
 
+REDIS_CONNECTIONS_KEPT = 4
+"""Connections of the pool the cache's calls leave to others: the invalidation channel's
+subscription, readiness probes, the epoch."""
+
+
 @dataclass(frozen=True, slots=True)
 class CacheConfig:
     """Everything `TieredCache` needs to know; one per process, built from the settings."""
@@ -41,6 +46,9 @@ class CacheConfig:
     l1_max_bytes: int = 64 * 1024 * 1024
     key_prefix: str = "sophia:cache:"
     redis_timeout_s: float = 0.5
+    redis_in_flight: int = 60
+    """Cache calls to Redis at once; more wait their turn (the client's pool holds a few more, for
+    the invalidation channel and the probes)."""
     breaker_open_s: float = 1.0
     reconnect_max_s: float = 1.0
     tombstone_s: float = 30.0
@@ -68,6 +76,7 @@ class CacheConfig:
             l1_max_bytes=settings.cache_l1_max_bytes,
             key_prefix=settings.cache_key_prefix,
             redis_timeout_s=settings.cache_redis_timeout_s,
+            redis_in_flight=settings.redis_max_connections - REDIS_CONNECTIONS_KEPT,
             lock_s=settings.cache_lock_s,
         )
 

@@ -39,6 +39,14 @@ ENGINE_ERRORS: tuple[type[BaseException], ...] = (
 )
 """What means "Postgres is unreachable", as opposed to "this statement was wrong"."""
 
+SATURATION_ERRORS: tuple[type[BaseException], ...] = (
+    TimeoutError,  # our pool's acquire timeout, or a statement past its time limit
+    asyncpg.QueryCanceledError,  # statement_timeout on the server
+    asyncpg.TooManyConnectionsError,
+    asyncpg.TransactionRollbackError,
+)
+"""Engine errors that mean "busy", not "down": answered 503, but they never open the breaker."""
+
 
 def _encode_jsonb(value: object) -> bytes:
     """jsonb's binary format is a version byte (1) and the JSON text; str and bytes pass through
@@ -87,6 +95,7 @@ class Database:
             min_calls=settings.breaker_min_calls,
             open_s=settings.breaker_open_s,
             failure_types=ENGINE_ERRORS,
+            saturation_types=SATURATION_ERRORS,
         )
         self._pool: asyncpg.Pool | None = None
 
@@ -158,6 +167,12 @@ class Database:
             # The last line of defence: the edges validate, but a value PostgreSQL refuses
             # (NUL in text, NaN in JSON, a date or number out of range) is the caller's error.
             raise Invalid(f"PostgreSQL refused a value: {type(error).__name__}.") from error
+        except (TimeoutError, asyncpg.QueryCanceledError) as error:
+            raise Unavailable(
+                "PostgreSQL is busy: no connection or no answer within the time limit "
+                f"({type(error).__name__})",
+                retry_after_s=1,
+            ) from error
         except ENGINE_ERRORS as error:
             raise Unavailable(
                 f"PostgreSQL is unavailable: {type(error).__name__}", retry_after_s=2

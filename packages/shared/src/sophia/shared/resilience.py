@@ -43,8 +43,10 @@ class BreakerOpen(Unavailable):
 class CircuitBreaker:
     """Failure-rate breaker over a sliding window of calls: closed, open, half-open.
 
-    Use as ``async with breaker:`` around one call; exceptions of `failure_types`
-    count as failures, anything else (a 404, a validation error) as success.
+    Use as ``async with breaker:`` around one call; exceptions of `failure_types` count as
+    failures, except those of `saturation_types` (our own pool or a statement's time limit: the
+    dependency is up, only busy), and anything else (a 404, a validation error) as success. A
+    breaker opens for outages, never for load.
     """
 
     def __init__(
@@ -56,6 +58,7 @@ class CircuitBreaker:
         min_calls: int = 5,
         open_s: float = 5.0,
         failure_types: tuple[type[BaseException], ...] = (Exception,),
+        saturation_types: tuple[type[BaseException], ...] = (),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
@@ -63,6 +66,7 @@ class CircuitBreaker:
         self.min_calls = min_calls
         self.open_s = open_s
         self.failure_types = failure_types
+        self.saturation_types = saturation_types
         self._clock = clock
         self._outcomes: deque[bool] = deque(maxlen=window)
         self._opened_at = 0.0
@@ -117,6 +121,9 @@ class CircuitBreaker:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if exc is not None and isinstance(exc, self.saturation_types):
+            self._probing = False  # no verdict either way: a half-open breaker lets the next call probe
+            return
         failed = exc is not None and isinstance(exc, self.failure_types)
         self.record(not failed)
 

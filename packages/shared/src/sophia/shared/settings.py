@@ -95,6 +95,9 @@ class Settings(BaseSettings):
         description="Namespace of the cache's Redis keys and channel (one per catalog sharing a Redis).",
     )
     cache_redis_timeout_s: float = Field(0.5, gt=0, description="Timeout of one cache call to Redis (L2).")
+    redis_max_connections: int = Field(
+        64, ge=8, description="Most Redis connections per process; callers past it wait for one, never fail."
+    )
     cache_invalidate_max_keys: int = Field(
         1_000, ge=1, description="A bulk write updating more records clears the whole cache instead."
     )
