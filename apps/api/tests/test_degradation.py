@@ -15,6 +15,8 @@ from sophia.engines.postgres import EmbeddedPostgres
 from sophia.engines.valkey import EmbeddedValkey
 
 WELL_FORMED_KEY = "sk_0123abcd_" + "A" * 43
+PROBE_EVERY_TIME = {"readiness_reuse_s": 0}
+"""These tests watch /readyz follow an engine going down: no verdict reused from before."""
 
 
 async def poll_status(call, want: int, timeout_s: float = 30.0) -> httpx.Response:
@@ -40,7 +42,7 @@ async def start_migrated(postgres: EmbeddedPostgres) -> tuple[str, str]:
 async def test_postgres_down_answers_503_with_retry_after_then_recovers(tmp_path, settings):
     postgres = EmbeddedPostgres(tmp_path, durable=False)
     url, secret = await start_migrated(postgres)
-    overrides = {"database_url": url, "breaker_open_s": 0.2, "api_key_cache_ttl_s": 0}
+    overrides = {"database_url": url, "breaker_open_s": 0.2, "api_key_cache_ttl_s": 0, **PROBE_EVERY_TIME}
     try:
         async with app_client(settings.model_copy(update=overrides), secret) as client:
             created = await client.put("/api/v1/records/chaos/deal/1", json={"data": {"a": 1}})
@@ -81,7 +83,7 @@ async def test_redis_down_is_reported_by_readyz_while_records_keep_working(tmp_p
     redis_url = await valkey.start()
     try:
         async with app_client(
-            settings.model_copy(update={"redis_url": redis_url}), api_keys["admin"]
+            settings.model_copy(update={"redis_url": redis_url, **PROBE_EVERY_TIME}), api_keys["admin"]
         ) as client:
             assert (await client.get("/readyz")).status_code == 200
             cached = await client.put("/api/v1/records/chaos-redis/deal/cached", json={"data": {"v": 1}})
@@ -115,7 +117,7 @@ async def test_nats_down_is_reported_by_readyz_while_writes_keep_landing_in_the_
     nats_url = await nats.start()
     try:
         async with app_client(
-            settings.model_copy(update={"nats_url": nats_url}), api_keys["admin"]
+            settings.model_copy(update={"nats_url": nats_url, **PROBE_EVERY_TIME}), api_keys["admin"]
         ) as client:
             assert (await client.get("/readyz")).json()["checks"]["nats"] == "ok"
             await nats.stop()

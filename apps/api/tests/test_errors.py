@@ -142,15 +142,12 @@ async def test_put_with_a_nul_character_is_422_not_500(lenient, external_id, dat
     assert_problem(await lenient.put(record_path(external_id), json={"data": data}), 422)
 
 
-@pytest.mark.parametrize(
-    "data", [b'{"n": 100000000000000000000000000000}', b'{"n": ' + b"[" * 300 + b"]" * 300 + b"}"]
-)
-async def test_put_stores_data_beyond_orjson_limits_as_bulk_does(lenient, data):
+async def test_put_stores_an_integer_beyond_orjson_limits_as_bulk_does(lenient):
+    data = b'{"n": 100000000000000000000000000000}'  # nesting has its own limit: test_document_limits
     response = await lenient.put(record_path(), content=b'{"data": ' + data + b"}", headers=JSON)
     assert response.status_code == 201, response.text
     stored = await lenient.get(response.headers["location"])
-    assert stored.content.replace(b" ", b"").count(b"[") in (0, 300)
-    assert b"100000000000000000000000000000" in stored.content or b"[[[" in stored.content
+    assert b"100000000000000000000000000000" in stored.content
 
 
 async def test_put_with_nan_in_data_is_refused_rather_than_stored_as_null(lenient):

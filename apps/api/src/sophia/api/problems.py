@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 from typing import Any
 
 import orjson
@@ -11,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
+from sophia.core.documents import describe, document_problem
 from sophia.core.errors import (
     Conflict,
     FieldError,
@@ -144,6 +147,19 @@ async def client_disconnected(request: Request, error: Exception) -> Response:
     return Response(status_code=CLIENT_CLOSED_REQUEST)
 
 
+async def unencodable_text(request: Request, error: Exception) -> Response:
+    """A lone surrogate that Python's JSON parser let through, met by pydantic in a key: a 422
+    naming where (the body, already read, is searched for it), not a 500."""
+    where: tuple[str | int, ...] = ("body",)
+    message = "holds a lone surrogate, which is not text"
+    with contextlib.suppress(ValueError):
+        found = document_problem(json.loads(await request.body()))
+        if found is not None:
+            where, message = ("body", *found[0]), found[1]
+    detail = f"{describe(where)}: {message}."
+    return problem(422, "Invalid input", detail, request.url.path, [FieldError(where, message)])
+
+
 async def unexpected_error(request: Request, error: Exception) -> Response:
     log.exception("unhandled_error", path=request.url.path)
     return problem(500, "Internal error", "Something went wrong on our side.", request.url.path)
@@ -154,4 +170,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(ClientDisconnect, client_disconnected)
+    app.add_exception_handler(UnicodeEncodeError, unencodable_text)
     app.add_exception_handler(Exception, unexpected_error)

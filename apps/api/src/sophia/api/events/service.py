@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from sophia.api.events.schemas import BATCH, EVENT, SystemEventIn, UserEventIn
 from sophia.api.records.schemas import check_storable
+from sophia.core.documents import nesting_possible
 from sophia.core.errors import FieldError, Invalid
 from sophia.core.event_types import EVENT_TYPES
 from sophia.core.events import Envelope, uuid7
@@ -31,9 +32,9 @@ def parse_json_array(body: bytes, max_events: int) -> list[UserEventIn | SystemE
         events = BATCH.validate_python(items)
     except ValidationError as error:
         raise _invalid(error, ("body",)) from None
-    if NUL in body:
+    if NUL in body or nesting_possible(body):
         for index, item in enumerate(items):
-            _check_no_nul(item, ("body", index))
+            _check_storable(item, ("body", index))
     return events
 
 
@@ -53,14 +54,14 @@ def parse_ndjson(body: bytes, max_events: int) -> list[UserEventIn | SystemEvent
             events.append(EVENT.validate_python(item))
         except ValidationError as error:
             raise _invalid(error, ("line", number)) from None
-        if NUL in line:
-            _check_no_nul(item, ("line", number))
+        if NUL in line or nesting_possible(line):
+            _check_storable(item, ("line", number))
     return events
 
 
-def _check_no_nul(item: dict[str, Any], where: tuple[str | int, ...]) -> None:
-    """Text PostgreSQL cannot store. Only for the rare event whose raw JSON holds an escaped NUL:
-    walking every event's payload in Python cost more than validating it."""
+def _check_storable(item: dict[str, Any], where: tuple[str | int, ...]) -> None:
+    """What no document may hold (NUL, nesting past `MAX_DEPTH`). Only for the rare batch whose raw
+    JSON holds an escaped NUL or enough brackets: walking every payload cost more than validating it."""
     for name, value in item.items():
         try:
             check_storable(value)

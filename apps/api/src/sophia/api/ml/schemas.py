@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from sophia.core.documents import text_problem
+
+
+def _text(value: str) -> str:
+    if problem := text_problem(value):
+        raise ValueError(problem)
+    return value
+
+
+Text = Annotated[str, AfterValidator(_text)]
+"""A string the tokenizer can read: no lone surrogate (which Python's JSON parser lets through)."""
 
 
 class EmbedIn(BaseModel):
     """`POST /api/v1/ml/embed`: texts to embed, answered in the same order."""
 
     model_config = ConfigDict(extra="forbid")
-    inputs: list[str] = Field(min_length=1, examples=[["Customer asked for a discount on the annual plan."]])
+    inputs: list[Text] = Field(min_length=1, examples=[["Customer asked for a discount on the annual plan."]])
 
 
 class EmbedOut(BaseModel):
@@ -65,7 +77,7 @@ class OpenAIEmbeddingsIn(BaseModel):
     """OpenAI's embeddings request, as the official client sends it. Token arrays are refused."""
 
     model_config = ConfigDict(extra="forbid")
-    input: str | list[str] = Field(examples=["Customer asked for a discount on the annual plan."])
+    input: Text | list[Text] = Field(examples=["Customer asked for a discount on the annual plan."])
     model: str = Field(examples=["all-MiniLM-L6-v2"])
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, description="Only the model's own (384) is available.")

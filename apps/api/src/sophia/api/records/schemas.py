@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
+from sophia.core.documents import describe, document_problem
 from sophia.core.records import EXTERNAL_ID_MAX_LENGTH, EXTERNAL_ID_PATTERN, IDENTIFIER_PATTERN
-
-
-def _check_storable(value: Any) -> None:
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError("NaN and Infinity are not JSON numbers")
-    if isinstance(value, str) and "\x00" in value:
-        raise ValueError("text may not contain NUL characters")
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _check_storable(key)
-            _check_storable(item)
-    elif isinstance(value, list):
-        for item in value:
-            _check_storable(item)
 
 
 def _representable(value: datetime | None) -> datetime | None:
@@ -39,13 +25,16 @@ CreatedAt = Annotated[AwareDatetime | None, AfterValidator(_representable)]
 
 
 def check_storable(value: Any) -> None:
-    """Raise ValueError for what PostgreSQL's JSON cannot store: NaN/Infinity and NUL characters."""
-    _check_storable(value)
+    """Raise ValueError, saying where, for what a document may not hold (`sophia.core.documents`):
+    NaN/Infinity, NUL or a lone surrogate in text, nesting past `MAX_DEPTH`."""
+    found = document_problem(value)
+    if found is not None:
+        where, problem = found
+        raise ValueError(f"{describe(where)}: {problem}" if where else problem)
 
 
 def _storable_data(data: dict[str, Any]) -> dict[str, Any]:
-    """Refuse what PostgreSQL's JSON cannot store faithfully: NaN/Infinity and NUL characters."""
-    _check_storable(data)
+    check_storable(data)
     return data
 
 
@@ -87,7 +76,8 @@ class RecordLine(BaseModel):
     data: dict[str, Any]
     created_at: CreatedAt = None
     # No storable-data validator here: walking every line's data costs the bulk path ~10 % of its
-    # throughput; `parse_line` checks the raw line instead (strict JSON, and NUL only if present).
+    # throughput; `parse_line` checks the raw line instead (strict JSON; the walk only for a line
+    # that holds an escaped NUL or enough brackets to nest too deep).
 
 
 EXAMPLE_RECORD: dict[str, Any] = {

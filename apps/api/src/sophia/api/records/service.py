@@ -14,6 +14,7 @@ from sophia.api.records.schemas import RecordLine, check_storable
 from sophia.cache import CacheResult, Loaded, TieredCache
 from sophia.cache.catalog import catalog_changed, list_key, list_tags, record_key
 from sophia.core.cursor import decode_cursor, filter_fingerprint, split_page
+from sophia.core.documents import nesting_possible
 from sophia.core.errors import FieldError, Invalid
 from sophia.core.records import RecordFilter, RecordKey
 from sophia.database import Database, catalog, ingest
@@ -108,7 +109,7 @@ def _check_line_storable(number: int, line: bytes, record: RecordLine) -> None:
         orjson.loads(line)  # strict JSON: no NaN or Infinity, no number beyond a double
     except orjson.JSONDecodeError as error:
         problem = f"not storable JSON ({error})"
-    if problem is None and b"\\u0000" in line:
+    if problem is None and (b"\\u0000" in line or nesting_possible(line)):
         try:
             check_storable(record.data)
         except ValueError as error:
