@@ -7,6 +7,10 @@ from app_clients import app_client
 from prometheus_client import REGISTRY
 
 
+def key_lookups() -> float:
+    return REGISTRY.get_sample_value("sophia_api_key_lookups_total") or 0.0
+
+
 def hot_reads() -> float:
     return REGISTRY.get_sample_value("sophia_api_hot_reads_total") or 0.0
 
@@ -68,11 +72,15 @@ async def test_anything_but_a_remembered_key_reading_a_canonical_id_goes_the_lon
     assert response.status_code in (200, 401, 405)
 
 
-async def test_a_key_not_verified_within_its_memory_ttl_is_checked_again(settings, api_keys):
+async def test_a_key_not_verified_within_its_memory_ttl_is_checked_again_before_a_hot_read(
+    settings, api_keys
+):
     async with app_client(settings.model_copy(update={"api_key_cache_ttl_s": 0}), api_keys["read"]) as client:
         async with app_client(settings, api_keys["write"]) as writer:
             url = await cached_record(writer)
         await client.get(url)
-        before = hot_reads()
+        reads, lookups = hot_reads(), key_lookups()
         assert (await client.get(url)).status_code == 200
-        assert hot_reads() == before  # nothing is remembered, so nothing skips verification
+        assert (await client.get(url)).status_code == 200
+        assert hot_reads() == reads + 2
+        assert key_lookups() == lookups + 2  # nothing is remembered: each read verified the key first

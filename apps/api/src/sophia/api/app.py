@@ -11,7 +11,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 
 from sophia.api import problems
-from sophia.api.auth import KeyVerifier
+from sophia.api.auth import KeyGate, KeyVerifier
 from sophia.api.deals.endpoints import router as deals_router
 from sophia.api.events.endpoints import router as events_router
 from sophia.api.health.endpoints import router as health_router
@@ -79,7 +79,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             observer = asyncio.create_task(_observe_pool(database), name="observe-pool")
             stack.callback(observer.cancel)
             keys = KeyVerifier(
-                database, settings.api_key_cache_ttl_s, stale_if_error_s=settings.cache_stale_if_error_s
+                database,
+                settings.api_key_cache_ttl_s,
+                stale_if_error_s=settings.cache_stale_if_error_s,
+                miss_ttl_s=settings.api_key_miss_ttl_s,
+                failure_limit=settings.auth_failure_limit,
+                failure_window_s=settings.auth_failure_window_s,
             )
             config = CacheConfig.from_settings(settings)
             redis_tier = redis.client if settings.cache_enabled else None
@@ -114,7 +119,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(search_router)
     if settings.ml_enabled:
         app.include_router(ml_router)
-    app.add_middleware(HotReads)  # innermost: behind the request id, metrics and limits
+    app.add_middleware(HotReads)  # innermost: behind the request id, metrics, limits and the key
+    app.add_middleware(KeyGate)  # before any body is read
     app.add_middleware(RequestContext, settings=settings)
     return app
 

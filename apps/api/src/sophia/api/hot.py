@@ -1,11 +1,12 @@
 """The hot read: a record cached in this process, sent before FastAPI is involved at all.
 
-Pure ASGI, innermost of Sophia's middleware. A GET of `/api/v1/records/{id}` whose key this process
-verified less than `SOPHIA_API_KEY_CACHE_TTL_S` ago and whose record is fresh in L1 is answered here:
-two dict lookups, a clock read and two ASGI messages; no routing, no dependency solving, no pydantic,
-no database, no Redis. Anything else (an unknown or stale key, a miss, a stale entry, a cached 404,
-another route) goes on to the application, which answers it the long way and fills L1 for next time.
-The answer is byte for byte the one the application gives, headers included (tested).
+Pure ASGI, innermost of Sophia's middleware. A GET of `/api/v1/records/{id}` whose key `KeyGate`
+verified (from memory, if this process verified it less than `SOPHIA_API_KEY_CACHE_TTL_S` ago) and
+whose record is fresh in L1 is answered here: a dict lookup, a clock read and two ASGI messages; no
+routing, no dependency solving, no pydantic, no database, no Redis. Anything else (a miss, a stale
+entry, a cached 404, another route) goes on to the application, which answers it the long way and
+fills L1 for next time. The answer is byte for byte the one the application gives, headers
+included (tested).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from prometheus_client import Counter
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from sophia.api.auth import SCOPE_KEY
 from sophia.api.http_cache import JSON, matches
 from sophia.api.state import AppState
 from sophia.cache.catalog import record_key
@@ -48,17 +50,10 @@ class HotReads:
         path: str = scope["path"]
         if not path.startswith(RECORD_PREFIX) or len(path) != len(RECORD_PREFIX) + CANONICAL_ID_LENGTH:
             return False
+        if SCOPE_KEY not in scope:
+            return False  # not behind KeyGate (every key it lets through may read)
         state: AppState = scope["app"].state.sophia  # set by the lifespan, which servers run first
-        authorization = if_none_match = None
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                authorization = value
-            elif name == b"if-none-match":
-                if_none_match = value
-        if authorization is None or authorization[:7].lower() != b"bearer ":
-            return False
-        if state.keys.remembered(authorization[7:].strip().decode("latin-1")) is None:
-            return False  # every key is enough to read; unknown ones are checked the long way
+        if_none_match = next((value for name, value in scope["headers"] if name == b"if-none-match"), None)
         entry = state.cache.peek(record_key_of(path))
         if entry is None:
             return False

@@ -22,6 +22,7 @@ from sophia.core.errors import (
     NotFound,
     PreconditionFailed,
     SophiaError,
+    TooManyRequests,
     Unauthorized,
     Unavailable,
 )
@@ -41,6 +42,7 @@ STATUS_BY_ERROR: dict[type[SophiaError], int] = {
     Unauthorized: 401,
     Forbidden: 403,
     Unavailable: 503,
+    TooManyRequests: 429,
 }
 
 
@@ -104,6 +106,8 @@ async def sophia_error(request: Request, error: Exception) -> Response:
     if isinstance(error, Unavailable):
         headers["Retry-After"] = str(error.retry_after_s)
         log.warning("unavailable", path=request.url.path, detail=error.detail)
+    elif isinstance(error, TooManyRequests):
+        headers["Retry-After"] = str(error.retry_after_s)
     elif isinstance(error, Unauthorized):
         headers["WWW-Authenticate"] = 'Bearer realm="sophia"'
     errors = error.errors if isinstance(error, Invalid) else None

@@ -63,6 +63,16 @@ class Forbidden(SophiaError):
     title = "Forbidden"
 
 
+class TooManyRequests(SophiaError):
+    """The caller went past a limit; it may try again after `retry_after_s`."""
+
+    title = "Too many requests"
+
+    def __init__(self, detail: str, retry_after_s: int = 1) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
+
+
 class Unavailable(SophiaError):
     """A dependency is down or overloaded; the caller may retry after `retry_after_s`."""
 

@@ -65,6 +65,13 @@ class Settings(BaseSettings):
     api_key_cache_ttl_s: float = Field(
         1.0, ge=0, description="How long a verified API key is trusted from memory."
     )
+    api_key_miss_ttl_s: float = Field(
+        5.0, ge=0, description="How long a key that did not verify is refused from memory."
+    )
+    auth_failure_limit: int = Field(
+        20, ge=1, description="Keys that fail from one address, within the window, before it gets 429."
+    )
+    auth_failure_window_s: float = Field(10.0, gt=0, description="The window of SOPHIA_AUTH_FAILURE_LIMIT.")
 
     cache_enabled: bool = Field(
         True, description="Cache reads (false: every read goes to PostgreSQL, e.g. to measure it)."

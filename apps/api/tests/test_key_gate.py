@@ -1,0 +1,99 @@
+"""The key is checked before a body is read, and a flood of made-up keys barely reaches PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from problem_assertions import assert_problem
+from prometheus_client import REGISTRY
+
+MADE_UP = "sk_0123abcd_" + "A" * 43
+GATED = [
+    ("POST", "/api/v1/records:bulk", "application/x-ndjson"),
+    ("POST", "/api/v1/events", "application/json"),
+    ("PUT", "/api/v1/records/gate/deal/1", "application/json"),
+    ("POST", "/v1/embeddings", "application/json"),
+    ("POST", "/api/v1/search", "application/json"),
+]
+
+
+def bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
+def key_lookups() -> float:
+    return REGISTRY.get_sample_value("sophia_api_key_lookups_total") or 0.0
+
+
+def client_from(app, address: str) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, client=(address, 40000))
+    return httpx.AsyncClient(transport=transport, base_url="http://sophia.test")
+
+
+class NeverEnding:
+    """A request body that sends one line and then waits for ever, noting whether it was read."""
+
+    def __init__(self) -> None:
+        self.read = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        self.read = True
+        yield b'{"a": 1}\n'
+        await asyncio.Event().wait()
+
+
+@pytest.mark.parametrize(("method", "path", "content_type"), GATED, ids=[path for _, path, _ in GATED])
+@pytest.mark.parametrize(
+    "authorization", [None, "Basic abc", f"Bearer {MADE_UP}"], ids=["none", "not-bearer", "unknown"]
+)
+async def test_a_request_without_a_valid_key_is_refused_before_its_body_is_read(
+    app, method, path, content_type, authorization
+):
+    body = NeverEnding()
+    headers = {"Content-Type": content_type} | ({"Authorization": authorization} if authorization else {})
+    async with client_from(app, "192.0.2.10") as http:
+        async with asyncio.timeout(5):
+            response = await http.request(method, path, content=body, headers=headers)
+    assert_problem(response, 401)
+    assert not body.read
+
+
+async def test_an_unknown_key_is_looked_up_once_and_then_refused_from_memory(app):
+    async with client_from(app, "192.0.2.11") as http:
+        before = key_lookups()
+        unknown = "sk_0123abce_" + "B" * 43
+        for _ in range(5):
+            assert_problem(
+                await http.get("/api/v1/records", headers={"Authorization": f"Bearer {unknown}"}), 401
+            )
+    assert key_lookups() == before + 1
+
+
+async def test_an_address_sending_bad_keys_gets_429_without_lookups_and_others_do_not(
+    app, settings, api_keys
+):
+    limit = settings.auth_failure_limit
+    async with client_from(app, "192.0.2.12") as flood, client_from(app, "192.0.2.13") as neighbour:
+        before = key_lookups()
+        answers = [
+            await flood.get("/api/v1/records", headers=bearer(f"sk_{n:08x}_{'C' * 43}"))
+            for n in range(limit + 30)
+        ]
+        assert [answer.status_code for answer in answers] == [401] * limit + [429] * 30
+        assert key_lookups() - before == limit  # the 30 past the limit never reached PostgreSQL
+        refused = assert_problem(answers[-1], 429)
+        assert "keys that did not verify" in refused["detail"]
+        assert 1 <= int(answers[-1].headers["retry-after"]) <= settings.auth_failure_window_s
+        welcome = await neighbour.get(
+            "/api/v1/records", headers={"Authorization": f"Bearer {api_keys['read']}"}
+        )
+        assert welcome.status_code == 200
+
+
+async def test_the_routes_outside_the_api_need_no_key(app):
+    async with client_from(app, "192.0.2.14") as http:
+        for path in ("/healthz", "/readyz", "/openapi.json"):
+            assert (await http.get(path)).status_code == 200
