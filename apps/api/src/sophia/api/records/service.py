@@ -78,21 +78,34 @@ async def list_records(
 
 
 async def split_lines(chunks: AsyncIterable[bytes], max_line_bytes: int) -> AsyncIterator[tuple[int, bytes]]:
-    """(line number, line) from a byte stream, holding at most one line in memory."""
-    pending = b""
+    """(line number, line) from a byte stream, holding at most one line in memory.
+
+    Linear in the body: a chunk is scanned once, and the pieces of a line that spans chunks are
+    joined once, when its end arrives (appending each chunk to the pending line and splitting it
+    again was quadratic in the line's length)."""
+    pieces: list[bytes] = []  # of the line not yet ended
+    held = 0
     number = 0
     async for chunk in chunks:
-        pending += chunk
-        *lines, pending = pending.split(b"\n")
-        for line in lines:
+        *ended, rest = chunk.split(b"\n")
+        for index, line in enumerate(ended):
+            if index == 0 and pieces:
+                pieces.append(line)
+                line = b"".join(pieces)
+                pieces.clear()
+                held = 0
             number += 1
             if len(line) > max_line_bytes:
                 raise _line_too_long(number, max_line_bytes)
             yield number, line
-        if len(pending) > max_line_bytes:
-            raise _line_too_long(number + 1, max_line_bytes)
-    if pending.strip():
-        yield number + 1, pending
+        if rest:
+            pieces.append(rest)
+            held += len(rest)
+            if held > max_line_bytes:
+                raise _line_too_long(number + 1, max_line_bytes)
+    last = b"".join(pieces)
+    if last.strip():
+        yield number + 1, last
 
 
 def _line_too_long(number: int, max_line_bytes: int) -> Invalid:
