@@ -117,3 +117,16 @@ async def test_a_batch_whose_callers_gave_up_while_it_ran_leaves_the_batcher_ser
         model.gate.set()  # the model then answers (or fails) a caller that is gone
         assert await batcher.submit([3], timeout_s=5) == [6]
     assert model.batches == [[first], [3]]
+
+
+async def test_a_step_run_in_the_model_thread_runs_there_and_leaves_the_loop_free():
+    threads: list[str] = []
+
+    def step(value: int) -> int:
+        threads.append(threading.current_thread().name)
+        return value * 2
+
+    async with Batcher(lambda items: items, name="steps") as batcher:
+        assert await batcher.in_model_thread(step, 21) == 42
+    assert threads == [threads[0]]
+    assert threads[0].startswith("ml-steps")
