@@ -7,6 +7,7 @@ import uuid
 import httpx
 import orjson
 import pytest
+from app_clients import app_client
 from problem_assertions import assert_problem
 
 from sophia.api.records.schemas import RecordOut
@@ -269,12 +270,59 @@ async def test_list_filters_by_updated_since(client):
     ]
 
 
-async def test_list_filters_by_equality_on_a_data_key_compared_as_text(client):
+async def test_list_filters_by_equality_on_a_data_key_as_a_string_a_number_or_a_boolean(client):
     source = new_source()
-    await client.put(path_of(source, external_id="open"), json={"data": {"stage": "open", "n": 5}})
-    await client.put(path_of(source, external_id="won"), json={"data": {"stage": "won", "n": 6}})
-    assert await listed_external_ids(client, source_system=source, **{"data.stage": "open"}) == ["open"]
-    assert await listed_external_ids(client, source_system=source, **{"data.n": "6"}) == ["won"]
+
+    async def listed(**filters: str) -> list[str]:
+        named = {f"data.{name}": value for name, value in filters.items()}
+        return sorted(await listed_external_ids(client, source_system=source, **named))
+
+    for external_id, data in {
+        "open": {"stage": "open", "n": 5},
+        "won": {"stage": "won", "n": 6, "big": True},
+        "text": {"stage": "6", "n": "6", "big": "true"},
+    }.items():
+        await client.put(path_of(source, external_id=external_id), json={"data": data})
+    assert await listed(stage="open") == ["open"]
+    assert await listed(n="6") == ["text", "won"]  # the string "6", and the number it spells
+    assert await listed(big="true") == ["text", "won"]
+    assert await listed(n="6.0") == ["won"]  # numbers compare as numbers
+    assert await listed(stage="won", n="5") == []
+
+
+async def test_a_data_filter_is_answered_from_the_index_not_a_scan(database):
+    from sophia.core.records import RecordFilter
+    from sophia.database.catalog import CATALOG, filter_clauses
+
+    args: list[object] = []
+    clauses = filter_clauses(RecordFilter(None, None, None, (("dealstage", "won"),)), args)
+    async with database.connection() as connection, connection.transaction():
+        await connection.execute("SET LOCAL enable_seqscan = off")  # a tiny table would be scanned anyway
+        plan = await connection.fetch(
+            f"EXPLAIN (FORMAT TEXT) SELECT c.id FROM {CATALOG} AS c WHERE {' AND '.join(clauses)}", *args
+        )
+    assert "catalog_data_path" in "\n".join(row[0] for row in plan)
+
+
+async def test_a_list_query_past_its_time_limit_is_cancelled_and_answered_503(settings, api_keys, database):
+    quick = settings.model_copy(update={"db_list_timeout_s": 0.2, "cache_enabled": False})
+    async with (
+        app_client(quick, api_keys["read"]) as reader,
+        database.connection() as blocker,
+        blocker.transaction(),
+    ):
+        await blocker.execute("LOCK TABLE sophia_core.unified_data_catalog IN ACCESS EXCLUSIVE MODE")
+        response = await reader.get("/api/v1/records", params={"source_system": new_source()})
+        problem = assert_problem(response, 503)
+        assert "ran past its 0.2 s limit and was cancelled" in problem["detail"]
+        assert response.headers["retry-after"] == "1"
+    after = await reader_get_ok(quick, api_keys)
+    assert after == 200  # the connection was given back, not held
+
+
+async def reader_get_ok(settings, api_keys) -> int:
+    async with app_client(settings, api_keys["read"]) as reader:
+        return (await reader.get("/api/v1/records", params={"limit": 1})).status_code
 
 
 async def test_list_next_cursor_walks_every_record_exactly_once(client):

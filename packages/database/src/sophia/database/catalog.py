@@ -7,6 +7,8 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import orjson
+
 from sophia.core.errors import NotFound, PreconditionFailed
 from sophia.core.records import RecordFilter, RecordKey
 from sophia.database.outbox import outbox_insert
@@ -157,14 +159,31 @@ def filter_clauses(where: RecordFilter, args: list[Any]) -> list[str]:
     if where.updated_since is not None:
         clauses.append(f"c.updated_at >= {bind(where.updated_since)}")
     for name, value in where.data:
-        clauses.append(f"c.data ->> {bind(name)} = {bind(value)}")
+        candidates = [orjson.dumps({name: value}).decode()]
+        scalar = _json_scalar(value)
+        if scalar is not None:  # "12000" also matches the number 12000, "true" the boolean
+            candidates.append(orjson.dumps({name: scalar}).decode())
+        tests = [f"c.data @> {bind(candidate)}::jsonb" for candidate in candidates]
+        clauses.append(tests[0] if len(tests) == 1 else f"({' OR '.join(tests)})")
     return clauses
 
 
+def _json_scalar(text: str) -> int | float | bool | None:
+    """The JSON number or boolean `text` spells (as a query string gives every value as text)."""
+    if text in ("true", "false"):
+        return text == "true"
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
 async def list_page(
-    connection: Connection, where: RecordFilter, after: UUID | None, limit: int
+    connection: Connection, where: RecordFilter, after: UUID | None, limit: int, *, timeout_s: float
 ) -> list[StoredRecord]:
-    """Up to `limit` live records matching `where`, in id order, after the id `after`."""
+    """Up to `limit` live records matching `where`, in id order, after the id `after`; a query
+    still running after `timeout_s` is cancelled on the server (`TimeoutError`)."""
     args: list[Any] = []
     clauses = filter_clauses(where, args)
     if after is not None:
@@ -175,5 +194,5 @@ async def list_page(
         f"SELECT c.id, c.version, {RECORD_JSON} AS json FROM {CATALOG} AS c "
         f"WHERE {' AND '.join(clauses)} ORDER BY c.id LIMIT ${len(args)}"
     )
-    rows = await connection.fetch(sql, *args)
+    rows = await connection.fetch(sql, *args, timeout=timeout_s)
     return [StoredRecord(row["id"], row["json"], row["version"]) for row in rows]

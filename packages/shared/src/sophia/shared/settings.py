@@ -43,6 +43,9 @@ class Settings(BaseSettings):
         300.0, ge=0, description="Idle seconds before a pooled connection is closed."
     )
     db_command_timeout_s: float = Field(10.0, gt=0, description="Timeout of one SQL command.")
+    db_list_timeout_s: float = Field(
+        2.0, gt=0, description="Timeout of a records list query (cancelled on the server, then 503)."
+    )
     db_maintenance_timeout_s: float = Field(
         600.0, gt=0, description="Timeout of long statements: bulk merges, view refreshes, migrations."
     )

@@ -197,7 +197,9 @@ async def get_record(record_id: UUID, request: Request) -> Response:
     summary="Records, filtered, in pages",
     description=(
         "Filter by `source_system`, `kind`, `updated_since` and by equality on top-level `data` "
-        "keys as `data.<key>=<value>` (compared as text). Pages follow `next_cursor`."
+        "keys as `data.<key>=<value>` (the value as a string, or the number or boolean it spells), "
+        "answered from an index. Pages follow `next_cursor`; a query past `SOPHIA_DB_LIST_TIMEOUT_S` "
+        "is cancelled and answered 503."
     ),
 )
 async def list_records(
@@ -212,7 +214,9 @@ async def list_records(
 ) -> Response:
     where = RecordFilter(source_system, kind, updated_since, _data_filters(request))
     size = page_size(state.settings, limit)
-    cached = await service.list_records(state.database, state.cache, where, cursor, size)
+    cached = await service.list_records(
+        state.database, state.cache, where, cursor, size, timeout_s=state.settings.db_list_timeout_s
+    )
     return cached_response(request, cached, state.cache_control)
 
 

@@ -15,7 +15,7 @@ from sophia.cache import CacheResult, Loaded, TieredCache
 from sophia.cache.catalog import catalog_changed, list_key, list_tags, record_key
 from sophia.core.cursor import decode_cursor, filter_fingerprint, split_page
 from sophia.core.documents import nesting_possible
-from sophia.core.errors import FieldError, Invalid
+from sophia.core.errors import FieldError, Invalid, Unavailable
 from sophia.core.records import RecordFilter, RecordKey
 from sophia.database import Database, catalog, ingest
 from sophia.database.catalog import StoredRecord
@@ -61,7 +61,13 @@ async def get_record(database: Database, cache: TieredCache, record_id: UUID) ->
 
 
 async def list_records(
-    database: Database, cache: TieredCache, where: RecordFilter, cursor: str | None, limit: int
+    database: Database,
+    cache: TieredCache,
+    where: RecordFilter,
+    cursor: str | None,
+    limit: int,
+    *,
+    timeout_s: float,
 ) -> CacheResult:
     """One page in id order (stable under concurrent inserts) with the cursor of the next, as the
     response's JSON, from the cache when it holds it."""
@@ -70,7 +76,14 @@ async def list_records(
 
     async def load() -> bytes:
         async with database.connection() as connection:
-            rows = await catalog.list_page(connection, where, after, limit + 1)
+            try:
+                rows = await catalog.list_page(connection, where, after, limit + 1, timeout_s=timeout_s)
+            except TimeoutError:
+                raise Unavailable(
+                    f"The list query ran past its {timeout_s:g} s limit and was cancelled; "
+                    "narrow its filters (source_system, kind, updated_since).",
+                    retry_after_s=1,
+                ) from None
         page, next_cursor = split_page(rows, limit, lambda row: row.id, fingerprint)
         return json_page((row.json for row in page), next_cursor)
 
