@@ -1,3 +1,4 @@
+import base64
 from uuid import UUID
 
 import pytest
@@ -30,6 +31,23 @@ def test_cursor_from_another_filter_is_rejected():
 def test_damaged_cursor_is_invalid_not_a_crash(damaged):
     with pytest.raises(Invalid):
         decode_cursor(damaged, filter_fingerprint())
+
+
+def test_only_the_spelling_issued_is_accepted_not_one_with_junk_or_padding_the_decoder_skips():
+    fingerprint = filter_fingerprint("hubspot")
+    cursor = encode_cursor(SOME_ID, fingerprint)
+    for respelled in (
+        cursor + "==",
+        cursor[:4] + "!" + cursor[4:],
+        cursor[:4] + "\n" + cursor[4:],
+        cursor + "%",
+    ):
+        with pytest.raises(Invalid):
+            decode_cursor(respelled, fingerprint)
+    upper = base64.urlsafe_b64encode(f"1.{SOME_ID.hex.upper()}.{fingerprint}".encode()).decode().rstrip("=")
+    with pytest.raises(Invalid):  # the same id, spelled another way: another cache key
+        decode_cursor(upper, fingerprint)
+    assert decode_cursor(cursor, fingerprint) == SOME_ID
 
 
 def test_fingerprint_is_stable_and_distinguishes_filters():
