@@ -374,3 +374,29 @@ async def test_if_match_and_if_none_match_together_are_refused(client):
         headers={"If-Match": '"1"', "If-None-Match": "*"},
     )
     assert_problem(response, 400)
+
+
+async def test_every_write_names_the_key_that_made_it_in_its_event_never_the_secret(
+    client, database, api_keys
+):
+    source = new_source()
+    prefix = api_keys["admin"].split("_")[1]
+    await client.put(path_of(source), json={"data": {"a": 1}})
+    line = orjson.dumps({"source_system": source, "kind": "deal", "external_id": "r-2", "data": {}})
+    bulk = await client.post(
+        "/api/v1/records:bulk", content=line + b"\n", headers={"Content-Type": "application/x-ndjson"}
+    )
+    assert bulk.status_code == 200
+    await client.delete(path_of(source))
+    async with database.connection() as connection:
+        events = await connection.fetch(
+            "SELECT event_type, payload FROM sophia_core.outbox "
+            "WHERE payload->>'source_system' = $1 ORDER BY id",
+            source,
+        )
+    assert [(row["event_type"], row["payload"]["actor"]) for row in events] == [
+        ("record.upserted", f"key/{prefix}"),
+        ("record.upserted", f"key/{prefix}"),
+        ("record.deleted", f"key/{prefix}"),
+    ]
+    assert all(api_keys["admin"] not in orjson.dumps(row["payload"]).decode() for row in events)

@@ -71,6 +71,11 @@ async def test_events_reach_postgres_and_catalog_writes_reach_the_audit_trail(ow
         await eventually(
             counted(database, "SELECT count(*) FROM sophia_core.audit_log WHERE target = 'wsrc/deal/1'"), 20
         )
+        async with database.connection() as connection:  # attributed to the key that wrote, not its secret
+            actor = await connection.fetchval(
+                "SELECT actor FROM sophia_core.audit_log WHERE target = 'wsrc/deal/1'"
+            )
+        assert actor == f"key/{stack.secret.split('_')[1]}"
         # the admin action (the key made above): another stream, its own consumer
         await eventually(
             counted(database, "SELECT count(*) FROM sophia_core.audit_log WHERE action = 'key.created'"), 20

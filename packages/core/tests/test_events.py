@@ -257,7 +257,7 @@ def test_record_payloads_are_exactly_what_the_outbox_writes():
     for name in ("record.upserted", "record.deleted", "record.reenrich"):
         schema = EVENT_TYPES[name].payload_schema
         assert set(schema["required"]) == {"id", "source_system", "kind", "external_id", "version"}
-        assert set(schema["properties"]) == set(schema["required"])
+        assert set(schema["properties"]) == {*schema["required"], "actor"}  # who wrote, when a key did
         assert schema["additionalProperties"] is False
 
 

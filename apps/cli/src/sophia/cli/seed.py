@@ -41,4 +41,11 @@ async def seed(
                 yield chunk
                 progress.advance(task, chunk.count(b"\n"))
 
-        return await bulk_ingest(database, cache, chunks(), max_line_bytes, max_invalidate_keys)
+        return await bulk_ingest(
+            database,
+            cache,
+            chunks(),
+            max_line_bytes,
+            max_invalidate_keys,
+            actor=None,  # Sophia's own
+        )

@@ -94,10 +94,10 @@ def audit_entry(envelope: Envelope) -> audit.AuditEntry:
             target=str(payload["target"]),
             details=details if isinstance(details, dict) else {},
         )
-    return audit.AuditEntry(  # a catalog change
+    return audit.AuditEntry(  # a catalog change, by the key that wrote it (or by Sophia itself)
         event_id=UUID(envelope.id),
         occurred_at=envelope.occurred_at,
-        actor=envelope.source,
+        actor=str(payload.get("actor") or envelope.source),
         action=envelope.type,
         target=envelope.key,
         details=dict(payload),

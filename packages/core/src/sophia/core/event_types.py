@@ -64,6 +64,12 @@ _RECORD_PROPERTIES: dict[str, object] = {
         "pattern": EXTERNAL_ID_PATTERN,
     },
     "version": {"description": "The record's version after this write.", "type": "integer", "minimum": 1},
+    "actor": {
+        "description": "Who wrote: `key/<prefix>` of the API key (never its secret); absent for "
+        "writes of Sophia's own (jobs, the seed).",
+        "type": "string",
+        "maxLength": 64,
+    },
 }
 _RECORD_REQUIRED = ["id", "source_system", "kind", "external_id", "version"]
 _RECORD_KEY = "`source_system/kind/external_id`, the record's natural key"
@@ -73,6 +79,7 @@ _RECORD_EXAMPLE = {
     "kind": "deal",
     "external_id": "D-1001",
     "version": 4,
+    "actor": "key/3f9a0c12",
 }
 
 _TYPES = (

@@ -40,7 +40,7 @@ WITH written AS (
     ON CONFLICT (source_system, kind, external_id) DO UPDATE
         SET data = EXCLUDED.data, updated_at = now(), version = c.version + 1, deleted_at = NULL
     RETURNING c.*, (xmax = 0) AS created
-), event AS ({outbox_insert("written", "record.upserted")})
+), event AS ({outbox_insert("written", "record.upserted", "$6")})
 SELECT c.id, c.version, c.created, {RECORD_JSON} AS json FROM written AS c
 """
 
@@ -53,7 +53,7 @@ WITH written AS (
             version = c.version + 1, deleted_at = NULL
         WHERE c.deleted_at IS NOT NULL  -- a deleted record has no current representation
     RETURNING c.*, true AS created
-), event AS ({outbox_insert("written", "record.upserted")})
+), event AS ({outbox_insert("written", "record.upserted", "$6")})
 SELECT c.id, c.version, c.created, {RECORD_JSON} AS json FROM written AS c
 """
 
@@ -64,7 +64,7 @@ WITH written AS (
     WHERE source_system = $1 AND kind = $2 AND external_id = $3 AND version = $5
       AND deleted_at IS NULL
     RETURNING c.*, false AS created
-), event AS ({outbox_insert("written", "record.upserted")})
+), event AS ({outbox_insert("written", "record.upserted", "$6")})
 SELECT c.id, c.version, c.created, {RECORD_JSON} AS json FROM written AS c
 """
 
@@ -75,7 +75,7 @@ WITH written AS (
     WHERE source_system = $1 AND kind = $2 AND external_id = $3 AND deleted_at IS NULL
       AND ($4::bigint IS NULL OR version = $4)
     RETURNING c.*
-), event AS ({outbox_insert("written", "record.deleted")})
+), event AS ({outbox_insert("written", "record.deleted", "$5")})
 SELECT id, version FROM written
 """
 
@@ -98,19 +98,21 @@ async def upsert(
     *,
     if_match: int | None = None,
     create_only: bool = False,
+    actor: str | None = None,
 ) -> StoredRecord:
     """Insert or replace one record (and its outbox event) in one statement.
 
     `if_match`: replace only at that version; `create_only`: insert only if absent.
-    Either failing raises `PreconditionFailed`.
+    Either failing raises `PreconditionFailed`. `actor` (who writes, e.g. `key/<prefix>`) goes
+    into the event.
     """
     identity = (key.source_system, key.kind, key.external_id, data)
     if if_match is not None:
-        row = await connection.fetchrow(_UPDATE_IF_VERSION, *identity, if_match)
+        row = await connection.fetchrow(_UPDATE_IF_VERSION, *identity, if_match, actor)
     elif create_only:
-        row = await connection.fetchrow(_CREATE_ONLY, *identity, created_at)
+        row = await connection.fetchrow(_CREATE_ONLY, *identity, created_at, actor)
     else:
-        row = await connection.fetchrow(_UPSERT, *identity, created_at)
+        row = await connection.fetchrow(_UPSERT, *identity, created_at, actor)
     if row is None:
         raise PreconditionFailed(_precondition_detail(key, if_match, create_only))
     return StoredRecord(row["id"], row["json"], row["version"], row["created"])
@@ -124,10 +126,10 @@ def _precondition_detail(key: RecordKey, if_match: int | None, create_only: bool
 
 
 async def soft_delete(
-    connection: Connection, key: RecordKey, if_match: int | None = None
+    connection: Connection, key: RecordKey, if_match: int | None = None, *, actor: str | None = None
 ) -> tuple[UUID, int]:
     """Mark a record deleted; returns its id and new version. `NotFound` / `PreconditionFailed`."""
-    row = await connection.fetchrow(_DELETE, key.source_system, key.kind, key.external_id, if_match)
+    row = await connection.fetchrow(_DELETE, key.source_system, key.kind, key.external_id, if_match, actor)
     if row is not None:
         return row["id"], int(row["version"])
     current = await connection.fetchval(_CURRENT_VERSION, key.source_system, key.kind, key.external_id)

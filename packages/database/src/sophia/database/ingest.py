@@ -35,7 +35,7 @@ WITH batch AS (
     ON CONFLICT (source_system, kind, external_id) DO UPDATE
         SET data = EXCLUDED.data, updated_at = now(), version = c.version + 1, deleted_at = NULL
     RETURNING c.id, c.source_system, c.kind, c.external_id, c.version, (xmax = 0) AS created
-), event AS ({outbox_insert("written", "record.upserted")})
+), event AS ({outbox_insert("written", "record.upserted", "$2")})
 SELECT count(*) FILTER (WHERE created) AS created, count(*) FILTER (WHERE NOT created) AS updated,
        (array_agg(id) FILTER (WHERE NOT created))[1:$1] AS updated_ids
 FROM written
@@ -56,6 +56,8 @@ async def bulk_upsert(
     rows: AsyncIterable[StagedRow],
     max_updated_ids: int = 1_000,
     timeout_s: float | None = None,
+    *,
+    actor: str | None = None,
 ) -> BulkResult:
     """Write every row or none: an exception from `rows` aborts the COPY and the transaction."""
     received = 0
@@ -71,7 +73,7 @@ async def bulk_upsert(
         await connection.copy_records_to_table(
             "bulk_staging", records=counted(), columns=STAGING_COLUMNS, timeout=timeout_s
         )
-        result = await connection.fetchrow(_MERGE, max_updated_ids + 1, timeout=timeout_s)
+        result = await connection.fetchrow(_MERGE, max_updated_ids + 1, actor, timeout=timeout_s)
     assert result is not None
     updated_ids = list(result["updated_ids"] or [])
     return BulkResult(received, int(result["created"]), int(result["updated"]), updated_ids)

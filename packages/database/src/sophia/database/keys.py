@@ -24,6 +24,11 @@ class ApiKey:
     created_at: datetime
     revoked_at: datetime | None
 
+    @property
+    def actor(self) -> str:
+        """How its writes are attributed (events, the audit trail): its public prefix, never the secret."""
+        return f"key/{self.prefix}"
+
 
 def digest(secret: str) -> bytes:
     """Keys carry 256 random bits, so a plain SHA-256 is enough (no slow KDF on the hot path)."""

@@ -87,18 +87,19 @@ async def depth(connection: Connection, exact_up_to: int = EXACT_DEPTH_UP_TO) ->
     return Depth(max(int(span or 0), counted), exact=False)
 
 
-def outbox_insert(written: str, event_type: str) -> str:
+def outbox_insert(written: str, event_type: str, actor: str = "NULL") -> str:
     """A CTE body inserting one `records` event per row of the CTE named `written`.
 
     `written` must expose id, source_system, kind, external_id and version. The payload is small
-    on purpose: consumers that need the data read the record; the event says what changed.
+    on purpose: consumers that need the data read the record; the event says what changed. `actor`
+    is the SQL (a `$n` parameter) of who wrote, e.g. `key/<prefix>`: in the payload when not null.
     """
     return f"""
         INSERT INTO sophia_core.outbox (topic, event_type, key, payload)
         SELECT '{RECORDS_TOPIC}', '{event_type}',
                w.source_system || '/' || w.kind || '/' || w.external_id,
-               jsonb_build_object(
+               jsonb_strip_nulls(jsonb_build_object(
                    'id', w.id, 'source_system', w.source_system, 'kind', w.kind,
-                   'external_id', w.external_id, 'version', w.version)
+                   'external_id', w.external_id, 'version', w.version, 'actor', {actor}::text))
         FROM {written} AS w
     """

@@ -25,6 +25,7 @@ from sophia.core.records import (
     RecordFilter,
     RecordKey,
 )
+from sophia.database.keys import ApiKey
 
 router = APIRouter(prefix="/api/v1", tags=["records"])
 
@@ -91,7 +92,7 @@ async def put_record(
     external_id: ExternalId,
     body: RecordWrite,
     state: State,
-    _key: Annotated[object, Depends(require("write"))],
+    key: Annotated[ApiKey, Depends(require("write"))],
     if_match: Annotated[str | None, Header(description='Replace only at this version, e.g. "3".')] = None,
     if_none_match: Annotated[str | None, Header(description="`*`: create only, never replace.")] = None,
 ) -> Response:
@@ -108,6 +109,7 @@ async def put_record(
         body.created_at,
         if_match=_parse_if_match(if_match),
         create_only=_parse_if_none_match(if_none_match),
+        actor=key.actor,
     )
     headers = {"ETag": _etag(stored.version)}
     if stored.created:
@@ -129,11 +131,12 @@ async def delete_record(
     kind: Kind,
     external_id: ExternalId,
     state: State,
-    _key: Annotated[object, Depends(require("write"))],
+    key: Annotated[ApiKey, Depends(require("write"))],
     if_match: Annotated[str | None, Header()] = None,
 ) -> Response:
+    record = RecordKey(source_system, kind, external_id)
     version = await service.delete_record(
-        state.database, state.cache, RecordKey(source_system, kind, external_id), _parse_if_match(if_match)
+        state.database, state.cache, record, _parse_if_match(if_match), actor=key.actor
     )
     return Response(status_code=204, headers={"ETag": _etag(version)})
 
@@ -158,7 +161,7 @@ async def delete_record(
     },
 )
 async def bulk_ingest(
-    request: Request, state: State, _key: Annotated[object, Depends(require("write"))]
+    request: Request, state: State, key: Annotated[ApiKey, Depends(require("write"))]
 ) -> Response:
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type not in NDJSON_TYPES:
@@ -173,6 +176,7 @@ async def bulk_ingest(
         request.stream(),
         settings.max_line_bytes,
         settings.cache_invalidate_max_keys,
+        actor=key.actor,
     )
     body = {"received": result.received, "created": result.created, "updated": result.updated}
     return Response(orjson.dumps(body), media_type=JSON)

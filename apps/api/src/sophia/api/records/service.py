@@ -32,19 +32,22 @@ async def put_record(
     *,
     if_match: int | None,
     create_only: bool,
+    actor: str,
 ) -> StoredRecord:
     async with database.connection() as connection:
         stored = await catalog.upsert(
-            connection, key, data, created_at, if_match=if_match, create_only=create_only
+            connection, key, data, created_at, if_match=if_match, create_only=create_only, actor=actor
         )
     INGESTED_RECORDS.labels("single").inc()
     await catalog_changed(cache, [stored.id], [(key.source_system, key.kind)], max_keys=1)
     return stored
 
 
-async def delete_record(database: Database, cache: TieredCache, key: RecordKey, if_match: int | None) -> int:
+async def delete_record(
+    database: Database, cache: TieredCache, key: RecordKey, if_match: int | None, *, actor: str
+) -> int:
     async with database.connection() as connection:
-        record_id, version = await catalog.soft_delete(connection, key, if_match)
+        record_id, version = await catalog.soft_delete(connection, key, if_match, actor=actor)
     await catalog_changed(cache, [record_id], [(key.source_system, key.kind)], max_keys=1)
     return version
 
@@ -176,6 +179,8 @@ async def bulk_ingest(
     chunks: AsyncIterable[bytes],
     max_line_bytes: int,
     max_invalidate_keys: int,
+    *,
+    actor: str | None,
 ) -> BulkResult:
     """All lines or none: a bad line anywhere aborts the whole batch."""
 
@@ -190,7 +195,7 @@ async def bulk_ingest(
 
     async with database.connection() as connection:
         timeout_s = database.settings.db_maintenance_timeout_s
-        result = await ingest.bulk_upsert(connection, rows(), max_invalidate_keys, timeout_s)
+        result = await ingest.bulk_upsert(connection, rows(), max_invalidate_keys, timeout_s, actor=actor)
     INGESTED_RECORDS.labels("bulk").inc(result.received)
     if cache is None:  # no stack running (`sophia up` seeding before the API starts)
         return result
