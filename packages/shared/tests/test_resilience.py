@@ -105,12 +105,17 @@ async def test_saturation_never_opens_the_breaker_and_counts_for_neither_side():
     assert breaker.state is BreakerState.OPEN  # 3 failures of 4 counted calls
 
 
-async def test_a_probe_that_meets_saturation_leaves_the_next_call_to_probe():
-    clock = Clock()
-    breaker = saturating_breaker(clock)
+async def open_until_due(breaker: CircuitBreaker, clock: Clock) -> None:
+    """Open `breaker` (four failures), then move past its open period: the next call probes."""
     for _ in range(4):
         await fail(breaker)
     clock.now = 10.5
+
+
+async def test_a_probe_that_meets_saturation_leaves_the_next_call_to_probe():
+    clock = Clock()
+    breaker = saturating_breaker(clock)
+    await open_until_due(breaker, clock)
     await time_out(breaker)  # the probe learnt nothing
     assert breaker.state is BreakerState.HALF_OPEN
     await succeed(breaker)  # the next call may probe, and closes it
@@ -120,9 +125,7 @@ async def test_a_probe_that_meets_saturation_leaves_the_next_call_to_probe():
 async def test_open_breaker_lets_one_probe_through_after_open_s_and_closes_on_success():
     clock = Clock()
     breaker = make_breaker(clock)
-    for _ in range(4):
-        await fail(breaker)
-    clock.now = 10.5
+    await open_until_due(breaker, clock)
     breaker.allow()  # the probe
     assert breaker.state is BreakerState.HALF_OPEN
     with pytest.raises(BreakerOpen):

@@ -65,7 +65,14 @@ class BodyTooLarge(StarletteHTTPException):
         self.max_bytes = max_bytes
 
 
+class BodyTimedOut(SophiaError):
+    """The client stopped sending its body: 408, and nothing of it is kept."""
+
+    title = "Request timeout"
+
+
 STATUS_BY_ERROR[BadRequest] = 400
+STATUS_BY_ERROR[BodyTimedOut] = 408
 STATUS_BY_ERROR[UnsupportedMediaType] = 415
 
 

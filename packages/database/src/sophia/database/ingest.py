@@ -1,10 +1,16 @@
-"""Bulk ingest: COPY a stream of rows into a per-connection staging table, then one merge."""
+"""Bulk ingest: rows spooled as PostgreSQL's binary COPY format, then COPY and one merge.
+
+The rows are checked and spooled (in memory up to a bound, then in a temporary file) while the
+client sends them; a connection is taken only once the whole body is in, for the COPY and the
+merge. A client that sends slowly, or stops, holds no connection and no transaction.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable
+import struct
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import BinaryIO
 from uuid import UUID
 
 from sophia.database.catalog import CATALOG
@@ -15,6 +21,34 @@ StagedRow = tuple[int, str, str, str, str, datetime | None]
 """(line number, source_system, kind, external_id, the whole line as JSON text, created_at)."""
 
 STAGING_COLUMNS = ("line", "source_system", "kind", "external_id", "raw", "created_at")
+
+COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
+COPY_TRAILER = struct.pack("!h", -1)
+_POSTGRES_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+_ROW_START = struct.pack("!h", len(STAGING_COLUMNS))
+_NULL = struct.pack("!i", -1)
+
+
+def copy_row(row: StagedRow) -> bytes:
+    """One row of the staging table in binary COPY format: field count, then each field's length
+    and bytes (bigint: 8 bytes; text: UTF-8; jsonb: version 1 and the text; timestamptz: µs since
+    2000-01-01)."""
+    line, source_system, kind, external_id, raw, created_at = row
+    texts = [value.encode() for value in (source_system, kind, external_id)]
+    raw_bytes = raw.encode()
+    parts = [_ROW_START, struct.pack("!iq", 8, line)]
+    for text in texts:
+        parts += [struct.pack("!i", len(text)), text]
+    parts += [struct.pack("!ib", len(raw_bytes) + 1, 1), raw_bytes]
+    if created_at is None:
+        parts.append(_NULL)
+    else:
+        micros = (created_at - _POSTGRES_EPOCH) // _MICROSECOND
+        parts.append(struct.pack("!iq", 8, micros))
+    return b"".join(parts)
+
+
+_MICROSECOND = datetime.resolution
 
 _STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS bulk_staging (
@@ -53,25 +87,19 @@ class BulkResult:
 
 async def bulk_upsert(
     connection: Connection,
-    rows: AsyncIterable[StagedRow],
+    spool: BinaryIO,
+    received: int,
     max_updated_ids: int = 1_000,
     timeout_s: float | None = None,
     *,
     actor: str | None = None,
 ) -> BulkResult:
-    """Write every row or none: an exception from `rows` aborts the COPY and the transaction."""
-    received = 0
-
-    async def counted() -> AsyncIterable[StagedRow]:
-        nonlocal received
-        async for row in rows:
-            received += 1
-            yield row
-
+    """COPY the `received` rows of `spool` (binary COPY format, from its start: `COPY_HEADER`, rows
+    of `copy_row`, `COPY_TRAILER`) into staging and merge them: every row or none."""
     async with connection.transaction():
         await connection.execute(_STAGING)
-        await connection.copy_records_to_table(
-            "bulk_staging", records=counted(), columns=STAGING_COLUMNS, timeout=timeout_s
+        await connection.copy_to_table(
+            "bulk_staging", source=spool, columns=STAGING_COLUMNS, format="binary", timeout=timeout_s
         )
         result = await connection.fetchrow(_MERGE, max_updated_ids + 1, actor, timeout=timeout_s)
     assert result is not None

@@ -63,6 +63,12 @@ class Settings(BaseSettings):
         1_073_741_824, ge=1024, description="Largest streamed NDJSON bulk body (bytes)."
     )
     max_line_bytes: int = Field(1_048_576, ge=256, description="Largest single NDJSON line (bytes).")
+    bulk_spool_memory_bytes: int = Field(
+        32 * 1024 * 1024, ge=0, description="A bulk body's checked rows kept in memory before a temp file."
+    )
+    body_idle_timeout_s: float = Field(
+        30.0, gt=0, description="A bulk body that sends nothing for this long is refused (408)."
+    )
     page_size_default: int = Field(50, ge=1, description="Records per page when none is asked.")
     page_size_max: int = Field(500, ge=1, description="Most records per page.")
     api_key_cache_ttl_s: float = Field(

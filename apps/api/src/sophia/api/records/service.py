@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import tempfile
 from collections.abc import AsyncIterable, AsyncIterator
 from datetime import datetime
+from typing import BinaryIO, cast
 from uuid import UUID
 
 import orjson
 from pydantic import ValidationError
 
 from sophia.api.pages import json_page
+from sophia.api.problems import BodyTimedOut
 from sophia.api.records.schemas import RecordLine, check_storable
 from sophia.cache import CacheResult, Loaded, TieredCache
 from sophia.cache.catalog import catalog_changed, list_key, list_tags, record_key
@@ -173,6 +177,40 @@ def parse_line(number: int, line: bytes) -> StagedRow:
     )
 
 
+async def arriving(chunks: AsyncIterable[bytes], idle_timeout_s: float) -> AsyncIterator[bytes]:
+    """`chunks`, or `BodyTimedOut` once none has come for `idle_timeout_s`."""
+    iterator = aiter(chunks)
+    while True:
+        try:
+            async with asyncio.timeout(idle_timeout_s):
+                chunk = await anext(iterator)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise BodyTimedOut(
+                f"No part of the body arrived for {idle_timeout_s:g} s. Nothing was written."
+            ) from None
+        yield chunk
+
+
+async def spool_rows(
+    chunks: AsyncIterable[bytes], spool: BinaryIO, max_line_bytes: int, scopes: set[tuple[str, str]]
+) -> int:
+    """Check every line and write it to `spool` in binary COPY format; the rows spooled. Nothing
+    of the database is held meanwhile."""
+    received = 0
+    spool.write(ingest.COPY_HEADER)
+    async for number, line in split_lines(chunks, max_line_bytes):
+        if line.strip():
+            row = parse_line(number, line)
+            scopes.add((row[1], row[2]))
+            spool.write(ingest.copy_row(row))
+            received += 1
+    spool.write(ingest.COPY_TRAILER)
+    spool.seek(0)
+    return received
+
+
 async def bulk_ingest(
     database: Database,
     cache: TieredCache | None,
@@ -182,20 +220,23 @@ async def bulk_ingest(
     *,
     actor: str | None,
 ) -> BulkResult:
-    """All lines or none: a bad line anywhere aborts the whole batch."""
-
+    """All lines or none: a bad line anywhere aborts the whole batch. The body is read and checked
+    first (spooled to memory, then to a temporary file past `SOPHIA_BULK_SPOOL_MEMORY_BYTES`); a
+    connection is taken only for the COPY and the merge."""
+    settings = database.settings
     scopes: set[tuple[str, str]] = set()
-
-    async def rows() -> AsyncIterator[StagedRow]:
-        async for number, line in split_lines(chunks, max_line_bytes):
-            if line.strip():
-                row = parse_line(number, line)
-                scopes.add((row[1], row[2]))
-                yield row
-
-    async with database.connection() as connection:
-        timeout_s = database.settings.db_maintenance_timeout_s
-        result = await ingest.bulk_upsert(connection, rows(), max_invalidate_keys, timeout_s, actor=actor)
+    with tempfile.SpooledTemporaryFile(max_size=settings.bulk_spool_memory_bytes) as spool:
+        body = arriving(chunks, settings.body_idle_timeout_s)
+        received = await spool_rows(body, cast(BinaryIO, spool), max_line_bytes, scopes)
+        async with database.connection() as connection:
+            result = await ingest.bulk_upsert(
+                connection,
+                cast(BinaryIO, spool),
+                received,
+                max_invalidate_keys,
+                settings.db_maintenance_timeout_s,
+                actor=actor,
+            )
     INGESTED_RECORDS.labels("bulk").inc(result.received)
     if cache is None:  # no stack running (`sophia up` seeding before the API starts)
         return result
