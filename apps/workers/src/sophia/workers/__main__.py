@@ -159,7 +159,7 @@ def main() -> None:
     settings = Settings()
     configure_logging(settings.log_level, settings.log_json)
     if settings.workers_metrics_port:
-        start_http_server(settings.workers_metrics_port, addr=settings.api_host)
+        start_http_server(settings.workers_metrics_port, addr=settings.workers_metrics_host)
 
     async def serve() -> None:
         stop = asyncio.Event()

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
+from urllib.parse import quote
 
 from sophia.engines.process import SupervisedProcess, free_port, tcp_answers
+from sophia.shared.files import private_secret, write_private
+
+USER = "sophia"
 
 
 def binary() -> Path:
@@ -22,20 +27,28 @@ class EmbeddedNats:
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir.resolve() / "nats"
+        self.password_file = data_dir.resolve() / "nats.password"
         self.port = free_port()
         self.process: SupervisedProcess | None = None
 
     @property
     def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+        password = quote(private_secret(self.password_file), safe="")
+        return f"nats://{USER}:{password}@127.0.0.1:{self.port}"
 
     async def _ready(self) -> bool:
         return await tcp_answers("127.0.0.1", self.port, b"", b"INFO ")
 
     async def start(self) -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        # The credentials in a 0600 file, not on the command line, where any local user reads them.
+        config = self.data_dir / "nats.conf"
+        password = json.dumps(private_secret(self.password_file))
+        write_private(config, f"authorization {{ user: {USER}, password: {password} }}\n")
         argv = [
             str(binary()),
+            "--config",
+            str(config),
             "--addr",
             "127.0.0.1",
             "--port",

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from urllib.parse import quote
 
 from sophia.engines.process import SupervisedProcess, free_port, tcp_answers
+from sophia.shared.files import private_secret, write_private
 
 
 def binary() -> Path:
@@ -20,21 +22,28 @@ class EmbeddedValkey:
 
     def __init__(self, data_dir: Path, *, max_memory: str = "1gb") -> None:
         self.data_dir = data_dir.resolve() / "valkey"
+        self.password_file = data_dir.resolve() / "valkey.password"
         self.port = free_port()
         self.max_memory = max_memory
         self.process: SupervisedProcess | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        password = quote(private_secret(self.password_file), safe="")
+        return f"redis://:{password}@127.0.0.1:{self.port}/0"
 
     async def _ready(self) -> bool:
-        return await tcp_answers("127.0.0.1", self.port, b"PING\r\n", b"+PONG")
+        auth = f"AUTH {private_secret(self.password_file)}\r\n".encode()
+        return await tcp_answers("127.0.0.1", self.port, auth, b"+OK")
 
     async def start(self) -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        # The password in a 0600 file, not on the command line, where any local user reads it.
+        config = self.data_dir / "valkey.conf"
+        write_private(config, f"requirepass {private_secret(self.password_file)}\n")
         argv = [
             str(binary()),
+            str(config),
             "--bind",
             "127.0.0.1",
             "--port",

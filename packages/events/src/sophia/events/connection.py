@@ -14,6 +14,7 @@ from nats.js import JetStreamContext
 
 from sophia.core.errors import Unavailable
 from sophia.shared.logging import get_logger
+from sophia.shared.urls import without_password
 
 log = get_logger(__name__)
 
@@ -41,20 +42,20 @@ class NatsConnection:
             # inside a connect attempt); it calls this after every failed attempt, so this ends it.
             raise asyncio.CancelledError
         if self._error_logged:
-            log.debug("nats_error", url=self.url, error=repr(error))
+            log.debug("nats_error", url=without_password(self.url), error=repr(error))
         else:
             self._error_logged = True
-            log.warning("nats_error", url=self.url, error=repr(error))
+            log.warning("nats_error", url=without_password(self.url), error=repr(error))
 
     async def _on_disconnected(self, client: Client) -> None:
         if client.is_closed:  # closed on purpose: nothing to warn about
-            log.debug("nats_closed", url=self.url)
+            log.debug("nats_closed", url=without_password(self.url))
         else:
-            log.warning("nats_disconnected", url=self.url)
+            log.warning("nats_disconnected", url=without_password(self.url))
 
     async def _on_reconnected(self) -> None:
         self._error_logged = False
-        log.info("nats_reconnected", url=self.url)
+        log.info("nats_reconnected", url=without_password(self.url))
 
     async def _connected(self) -> Client:
         async with self._lock:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 
@@ -14,3 +15,11 @@ def write_private(path: Path, content: str | bytes) -> None:
     with os.fdopen(descriptor, "wb") as file:
         file.write(content.encode() if isinstance(content, str) else content)
     os.replace(temporary, path)
+
+
+def private_secret(path: Path) -> str:
+    """The secret kept in `path` (0600), made at first use: an engine's password, the same across
+    restarts of that engine's data directory."""
+    if not path.exists():
+        write_private(path, secrets.token_urlsafe(24))
+    return path.read_text().strip()

@@ -134,6 +134,9 @@ class Settings(BaseSettings):
     workers_metrics_port: int = Field(
         0, ge=0, le=65535, description="Port of the workers' /metrics (0: not served)."
     )
+    workers_metrics_host: str = Field(
+        "127.0.0.1", description="Address the workers' /metrics binds (loopback unless told otherwise)."
+    )
     events_max_batch: int = Field(10_000, ge=1, description="Most events one POST /api/v1/events may carry.")
     events_max_body_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Largest POST /api/v1/events body (bytes)."

@@ -1,0 +1,58 @@
+"""The embedded Valkey and NATS let in only who holds their password (0600 files, never argv)."""
+
+import os
+
+import nats
+import pytest
+import redis.asyncio as redis
+from nats.errors import Error as NatsError
+from redis.exceptions import AuthenticationError
+
+from sophia.engines.nats import EmbeddedNats
+from sophia.engines.valkey import EmbeddedValkey
+
+
+def command_line(pid: int) -> str:
+    with open(f"/proc/{pid}/cmdline", "rb") as file:
+        return file.read().replace(b"\0", b" ").decode()
+
+
+async def test_valkey_refuses_a_client_without_the_password_and_hides_it_from_ps(tmp_path):
+    server = EmbeddedValkey(tmp_path)
+    await server.start()
+    try:
+        password = (tmp_path / "valkey.password").read_text().strip()
+        assert oct(os.stat(tmp_path / "valkey.password").st_mode & 0o777) == "0o600"
+        assert password in server.url
+        assert password not in command_line(server.process.pid)
+        anonymous = redis.Redis.from_url(f"redis://127.0.0.1:{server.port}/0")
+        with pytest.raises(AuthenticationError):
+            await anonymous.set("sophia:cache:planted", b"forged")
+        await anonymous.aclose()
+        trusted = redis.Redis.from_url(server.url)
+        assert await trusted.ping() is True
+        await trusted.aclose()
+    finally:
+        await server.stop()
+
+
+async def test_nats_refuses_a_client_without_the_password_and_hides_it_from_ps(tmp_path):
+    server = EmbeddedNats(tmp_path)
+    await server.start()
+    try:
+        password = (tmp_path / "nats.password").read_text().strip()
+        assert oct(os.stat(tmp_path / "nats.password").st_mode & 0o777) == "0o600"
+        assert password not in command_line(server.process.pid)
+        with pytest.raises(NatsError, match="Authorization Violation"):
+            await nats.connect(f"nats://127.0.0.1:{server.port}", allow_reconnect=False, connect_timeout=2)
+        client = await nats.connect(server.url, allow_reconnect=False)
+        assert (await client.jetstream().account_info()).streams == 0
+        await client.close()
+    finally:
+        await server.stop()
+
+
+async def test_a_restarted_engine_keeps_its_password(tmp_path):
+    first = EmbeddedValkey(tmp_path)
+    url = first.url
+    assert EmbeddedValkey(tmp_path).url.split("@")[0] == url.split("@")[0]
