@@ -122,3 +122,19 @@ async def test_readyz_names_a_probe_that_outlasts_its_own_timeout_and_leaves_the
     body = response.json()
     assert body["checks"] == {"postgres": "no answer within 0.05s", "redis": "ok", "nats": "ok"}
     assert body["outbox_depth"] is None
+
+
+async def test_without_anonymous_detail_a_caller_without_a_key_sees_the_status_alone(settings, api_keys):
+    from app_clients import app_client
+
+    private = settings.model_copy(update={"anonymous_detail": False, "readiness_reuse_s": 0})
+    async with app_client(private) as anonymous:
+        ready = await anonymous.get("/readyz")
+        assert (ready.status_code, ready.json()) == (200, {"status": "ready"})
+        refused = await anonymous.get("/metrics")
+        assert refused.status_code == 401
+        assert "SOPHIA_ANONYMOUS_DETAIL is off" in refused.json()["detail"]
+        assert (await anonymous.get("/healthz")).status_code == 200
+    async with app_client(private, api_keys["read"]) as keyed:
+        assert (await keyed.get("/readyz")).json()["checks"]["postgres"] == "ok"
+        assert "sophia_http_request_duration_seconds" in (await keyed.get("/metrics")).text

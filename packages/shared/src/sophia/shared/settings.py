@@ -54,6 +54,9 @@ class Settings(BaseSettings):
         2.0, gt=0, description="Wait for a pooled connection before answering 503."
     )
     engine_timeout_s: float = Field(2.0, gt=0, description="Timeout of a Redis or NATS probe.")
+    anonymous_detail: bool = Field(
+        True, description="Show /readyz's checks and /metrics without a key (false: a read key is needed)."
+    )
     readiness_reuse_s: float = Field(
         1.0, ge=0, description="How long a /readyz verdict is reused (probes reach the engines once per it)."
     )

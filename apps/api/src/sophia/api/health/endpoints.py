@@ -7,11 +7,12 @@ from collections.abc import Awaitable
 from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 
+from sophia.api.auth import authorize
 from sophia.api.health.service import Verdict
 from sophia.api.state import AppState, app_state
-from sophia.core.errors import Unavailable
+from sophia.core.errors import SophiaError, Unauthorized, Unavailable
 from sophia.database import outbox
 from sophia.shared.metrics import render_latest
 
@@ -69,12 +70,26 @@ async def _probe(state: AppState) -> Verdict:
     return Verdict(ready, report)
 
 
+async def _shows_detail(request: Request, state: AppState) -> bool:
+    """Whether this caller may see checks and metrics: anyone, or (`SOPHIA_ANONYMOUS_DETAIL` false)
+    a caller with a read key."""
+    if state.settings.anonymous_detail:
+        return True
+    try:
+        await authorize(request, "read")
+    except SophiaError:
+        return False
+    return True
+
+
 @router.get("/readyz", summary="Readiness: PostgreSQL, Redis and NATS answer, the models are loaded")
-async def readyz(state: State) -> Response:
-    """Probed at most once per `SOPHIA_READINESS_REUSE_S`; callers meanwhile get the same verdict."""
+async def readyz(request: Request, state: State) -> Response:
+    """Probed at most once per `SOPHIA_READINESS_REUSE_S`; callers meanwhile get the same verdict.
+    Without `SOPHIA_ANONYMOUS_DETAIL`, a caller without a key sees the status alone."""
     verdict = await state.readiness.verdict(lambda: _probe(state))
+    report = verdict.report if await _shows_detail(request, state) else {"status": verdict.report["status"]}
     return Response(
-        orjson.dumps(verdict.report),
+        orjson.dumps(report),
         status_code=200 if verdict.ready else 503,
         media_type="application/json",
         headers={} if verdict.ready else {"Retry-After": "2"},
@@ -82,7 +97,11 @@ async def readyz(state: State) -> Response:
 
 
 @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
-async def metrics(state: State) -> Response:
+async def metrics(request: Request, state: State) -> Response:
+    if not await _shows_detail(request, state):
+        raise Unauthorized(
+            "Metrics need a key (SOPHIA_ANONYMOUS_DETAIL is off): `Authorization: Bearer <key>`."
+        )
     state.database.observe()
     body, content_type = render_latest()
     return Response(body, media_type=content_type)
