@@ -136,8 +136,9 @@ async def test_a_full_stream_answers_503_with_retry_after_and_loses_no_accepted_
                 break
             accepted += response.json()["ids"]
         assert refused is not None, "a 1 MiB stream took 8 MiB"
-        assert_problem(refused, 503)
+        problem = assert_problem(refused, 503)
         assert int(refused.headers["retry-after"]) >= 1
+        assert len(problem["ids"]) == 20  # what to send again, with these ids: nothing twice
         js = await nats.jetstream()
         name = stream_specs(tiny)["user-events"].name
         info = await js.stream_info(name)

@@ -118,7 +118,9 @@ async def sophia_error(request: Request, error: Exception) -> Response:
     elif isinstance(error, Unauthorized):
         headers["WWW-Authenticate"] = 'Bearer realm="sophia"'
     errors = error.errors if isinstance(error, Invalid) else None
-    return problem(status, error.title, error.detail, request.url.path, errors, headers, **extra)
+    return problem(
+        status, error.title, error.detail, request.url.path, errors, headers, **extra, **error.context
+    )
 
 
 def _location(loc: tuple[Any, ...]) -> tuple[str | int, ...]:

@@ -14,13 +14,15 @@ class FieldError:
 
 
 class SophiaError(Exception):
-    """Base of every error a service raises on purpose."""
+    """Base of every error a service raises on purpose. `context`: more the client needs to act on
+    it (an RFC 9457 extension member each, e.g. the ids of a batch to send again)."""
 
     title = "Error"
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
         self.detail = detail
+        self.context: dict[str, object] = {}
 
 
 class Invalid(SophiaError):

@@ -14,7 +14,7 @@ from sophia.api.events.schemas import Accepted
 from sophia.api.problems import UnsupportedMediaType
 from sophia.api.records.endpoints import NDJSON_TYPES
 from sophia.api.state import AppState, app_state
-from sophia.core.errors import FieldError
+from sophia.core.errors import FieldError, Unavailable
 
 router = APIRouter(prefix="/api/v1", tags=["events"])
 State = Annotated[AppState, Depends(app_state)]
@@ -61,6 +61,11 @@ async def post_events(
         )
     request_id = structlog.contextvars.get_contextvars().get("request_id")
     batch = service.envelopes(events, request_id)
-    await service.ingest(state.events, batch)
+    try:
+        await service.ingest(state.events, batch)
+    except Unavailable as error:
+        # Some of the batch may be stored already: the ids let a resend add nothing twice.
+        error.context["ids"] = [envelope.id for envelope in batch]
+        raise
     body = {"accepted": len(batch), "ids": [envelope.id for envelope in batch]}
     return Response(orjson.dumps(body), status_code=202, media_type="application/json")
