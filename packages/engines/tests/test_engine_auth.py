@@ -56,3 +56,24 @@ async def test_a_restarted_engine_keeps_its_password(tmp_path):
     first = EmbeddedValkey(tmp_path)
     url = first.url
     assert EmbeddedValkey(tmp_path).url.split("@")[0] == url.split("@")[0]
+
+
+async def test_nats_flushes_to_disk_as_often_as_it_is_told(tmp_path):
+    server = EmbeddedNats(tmp_path, sync_interval="always")
+    await server.start()
+    try:
+        client = await nats.connect(server.url, allow_reconnect=False)
+        await client.close()
+        assert 'sync_interval: "always"' in (tmp_path / "nats" / "nats.conf").read_text()
+    finally:
+        await server.stop()
+
+
+def test_a_sync_interval_nats_would_not_read_is_refused_by_the_settings():
+    from pydantic import ValidationError
+
+    from sophia.shared.settings import Settings
+
+    assert Settings(nats_sync_interval="500ms").nats_sync_interval == "500ms"
+    with pytest.raises(ValidationError, match="nats_sync_interval"):
+        Settings(nats_sync_interval="soon")

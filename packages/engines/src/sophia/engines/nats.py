@@ -25,7 +25,8 @@ def binary() -> Path:
 class EmbeddedNats:
     """A single NATS server with JetStream storing under `data_dir`."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, sync_interval: str = "2m") -> None:
+        self.sync_interval = sync_interval
         self.data_dir = data_dir.resolve() / "nats"
         self.password_file = data_dir.resolve() / "nats.password"
         self.port = free_port()
@@ -44,7 +45,11 @@ class EmbeddedNats:
         # The credentials in a 0600 file, not on the command line, where any local user reads them.
         config = self.data_dir / "nats.conf"
         password = json.dumps(private_secret(self.password_file))
-        write_private(config, f"authorization {{ user: {USER}, password: {password} }}\n")
+        write_private(
+            config,
+            f"authorization {{ user: {USER}, password: {password} }}\n"
+            f"jetstream {{ sync_interval: {json.dumps(self.sync_interval)} }}\n",
+        )
         argv = [
             str(binary()),
             "--config",

@@ -42,7 +42,9 @@ class Engines:
         self.settings = settings
         self.postgres = None if settings.database_url else EmbeddedPostgres(data_dir, durable=durable)
         self.valkey = None if settings.redis_url else EmbeddedValkey(data_dir)
-        self.nats = None if settings.nats_url else EmbeddedNats(data_dir)
+        self.nats = (
+            None if settings.nats_url else EmbeddedNats(data_dir, sync_interval=settings.nats_sync_interval)
+        )
         self.started: list[_Engine] = []
 
     async def _start(self, engine: _Engine | None, configured: str | None) -> str:

@@ -134,6 +134,11 @@ class Settings(BaseSettings):
     events_max_bytes: int = Field(
         1024**3, ge=1024 * 1024, description="Bytes a stream may hold; when full, publishers are refused."
     )
+    nats_sync_interval: str = Field(
+        "2m",
+        pattern=r"^(always|[0-9]+(ms|s|m|h))$",
+        description="How often embedded JetStream flushes to disk ('always': before every ack).",
+    )
     workers_metrics_port: int = Field(
         0, ge=0, le=65535, description="Port of the workers' /metrics (0: not served)."
     )
