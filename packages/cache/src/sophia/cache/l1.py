@@ -7,11 +7,17 @@ wrappers and pickling on a path that here is one dict lookup. See docs/decisions
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 
 from sophia.cache.entry import Entry
+
+LRU_SLOT_BYTES = 104
+"""An OrderedDict slot (hash table entry and linked-list node), measured on CPython 3.11."""
+INDEX_SLOT_BYTES = 72
+"""A key's slot in one tag's set of the index, with the set's own share."""
 
 
 class MemoryCache:
@@ -52,7 +58,7 @@ class MemoryCache:
         A value larger than `max_bytes` is not stored at all.
         """
         self._remove(key)
-        size = self._size(key, entry)
+        size = self.size_of(key, entry)
         if size > self.max_bytes:
             return 0
         evicted = 0
@@ -87,14 +93,19 @@ class MemoryCache:
         return frozenset(self._keys_by_tag)
 
     @staticmethod
-    def _size(key: str, entry: Entry) -> int:
-        return len(key) + entry.size
+    def size_of(key: str, entry: Entry) -> int:
+        """What the entry really costs the process: its objects (key, value, etag, the entry, its
+        tags) and its slots in the LRU and the tag index, not only the value's bytes: a flood of
+        tiny entries under many tags (random list filters) is bounded as a few big ones are."""
+        tags = sum(sys.getsizeof(tag) + INDEX_SLOT_BYTES for tag in entry.tags)
+        objects = sys.getsizeof(key) + sys.getsizeof(entry.value) + sys.getsizeof(entry.etag)
+        return objects + sys.getsizeof(entry) + sys.getsizeof(entry.tags) + tags + LRU_SLOT_BYTES
 
     def _remove(self, key: str) -> bool:
         entry = self._entries.pop(key, None)
         if entry is None:
             return False
-        self.bytes -= self._size(key, entry)
+        self.bytes -= self.size_of(key, entry)
         for tag in entry.tags:
             keys = self._keys_by_tag.get(tag)
             if keys is not None:
