@@ -22,15 +22,14 @@ import time
 from collections.abc import Coroutine, Mapping
 from types import TracebackType
 
-import asyncpg
 from nats.errors import Error as NatsError
 
 from sophia.core.errors import Unavailable
 from sophia.core.event_types import EVENT_TYPES
 from sophia.core.events import Envelope, uuid7
 from sophia.database import Database, outbox
+from sophia.database.listener import Listener
 from sophia.database.outbox import OutboxEvent
-from sophia.database.pool import ENGINE_ERRORS
 from sophia.events.codec import encode
 from sophia.events.connection import NatsConnection
 from sophia.events.streams import StreamSpec, ensure_streams
@@ -40,8 +39,6 @@ from sophia.workers.metrics import OUTBOX_DEPTH, RELAY_BATCH_SECONDS, RELAY_FAIL
 
 DEPTH_OBSERVE_INTERVAL_S = 1.0
 
-LISTEN_ERRORS: tuple[type[BaseException], ...] = (*ENGINE_ERRORS, asyncpg.PostgresError)
-"""A LISTEN connection that cannot be had or kept: the relay polls instead."""
 log = get_logger(__name__)
 
 SOURCE = "catalog"
@@ -83,7 +80,12 @@ class OutboxRelay:
         self.poll_s = poll_s
         self.backoff_max_s = backoff_max_s
         self.wake = asyncio.Event()
-        self._listener: asyncpg.Connection | None = None
+        self._listener = Listener(
+            database.dsn or "",
+            outbox.NOTIFY_CHANNEL,
+            self.wake.set,
+            timeout_s=database.settings.engine_timeout_s,
+        )
         self._depth_observed_at = -DEPTH_OBSERVE_INTERVAL_S
         self._streams_ready = False
 
@@ -100,26 +102,13 @@ class OutboxRelay:
         await self._unlisten()
 
     async def _listen(self) -> None:
-        """LISTEN on a connection of its own (pooled ones keep no session state)."""
-        if self._listener is not None and not self._listener.is_closed():
-            return
-        try:
-            self._listener = await asyncpg.connect(
-                self.database.dsn, timeout=self.database.settings.engine_timeout_s
-            )
-            await self._listener.add_listener(outbox.NOTIFY_CHANNEL, self._notified)
-        except LISTEN_ERRORS as error:
-            self._listener = None
-            log.warning("outbox_listen_failed", error=type(error).__name__)
-
-    def _notified(self, *_: object) -> None:
-        self.wake.set()
+        """Woken by the outbox's NOTIFY; without it (PostgreSQL away) the relay polls."""
+        failure = await self._listener.open()
+        if failure is not None:
+            log.warning("outbox_listen_failed", error=failure.__name__)
 
     async def _unlisten(self) -> None:
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            with contextlib.suppress(*LISTEN_ERRORS):
-                await asyncio.wait_for(listener.close(), self.database.settings.engine_timeout_s)
+        await self._listener.close()
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Relay until `stop` is set (the batch in flight finishes first) or cancelled: drain, wait
