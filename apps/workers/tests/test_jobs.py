@@ -22,6 +22,7 @@ from sophia.core.errors import Invalid, NotFound, Unavailable
 from sophia.core.events import Envelope
 from sophia.database import Database, jobs
 from sophia.database.jobs import Job
+from sophia.events import consumer
 from sophia.events.codec import encode
 from sophia.events.connection import NatsConnection
 from sophia.events.streams import ensure_streams, stream_specs
@@ -543,10 +544,12 @@ async def test_a_runner_refused_its_consumer_keeps_retrying_until_it_gets_one(qu
     handler = Calls()
     runner = JobRunner(queue, {"echo": handler}, RunnerSpec("refused", idle_wait_s=0.2), reconnect_max_s=0.05)
     stop = asyncio.Event()
-    logs = logs_of(job_runner)
+    logs = logs_of(consumer)
     task = asyncio.create_task(runner.run(stop))
     try:
-        await eventually(lambda: logs.count("job_runner_failed") >= 2)
+        await eventually(
+            lambda: len([e for e in logs.events("consumer_failed") if e["consumer"] == "refused"]) >= 2
+        )
         assert handler.calls == {}
         await js.delete_consumer(queue.stream.name, "rival")
         await eventually(status_is(queue, job.id, "succeeded"))

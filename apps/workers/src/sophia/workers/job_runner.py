@@ -28,12 +28,12 @@ from prometheus_client import Counter
 from sophia.core.errors import Invalid, Unavailable
 from sophia.database import jobs
 from sophia.database.jobs import Job
+from sophia.events.consumer import NATS_FAILURES, ConsumerLoop
 from sophia.events.streams import ensure_streams
 from sophia.shared.logging import get_logger
-from sophia.shared.resilience import backoff_delays, honour_cancellation
+from sophia.shared.resilience import honour_cancellation
 from sophia.workers.dead_letter import describe
 from sophia.workers.jobs import Handler, JobQueue
-from sophia.workers.processor import NATS_FAILURES
 
 __all__ = ["JobRunner", "RunnerSpec"]
 
@@ -87,26 +87,11 @@ class JobRunner:
         self._sweep_due = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
-        failures, delays = 0, backoff_delays(12, 0.1, self.reconnect_max_s)
+        self._loop = ConsumerLoop(self.queue.nats, name=self.spec.name, reconnect_max_s=self.reconnect_max_s)
         try:
-            while not stop.is_set():
-                subscription = None
-                try:
-                    subscription = await self._subscribe()
-                    failures = 0
-                    await self._consume(subscription, stop)
-                except NATS_FAILURES as error:
-                    honour_cancellation()  # a swallowed cancel can surface as a NATS failure
-                    delay = delays[min(failures, len(delays) - 1)]
-                    failures += 1
-                    log.warning("job_runner_failed", error=repr(error), retry_s=round(delay, 3))
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), delay)
-                finally:
-                    if subscription is not None:
-                        with contextlib.suppress(*NATS_FAILURES):
-                            async with asyncio.timeout(self.queue.nats.timeout_s):
-                                await subscription.unsubscribe()
+            await self._loop.run(
+                self._subscribe, lambda subscription: self._consume(subscription, stop), stop
+            )
             await asyncio.gather(*self._tasks)
         finally:
             for task in self._tasks:
@@ -140,6 +125,7 @@ class JobRunner:
             except TimeoutError:
                 continue
             honour_cancellation()
+            self._loop.progressed()
             for message in messages:
                 task = asyncio.create_task(self._handle(message))
                 self._tasks.add(task)

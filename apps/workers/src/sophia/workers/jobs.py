@@ -24,10 +24,10 @@ from sophia.core.events import Envelope
 from sophia.database import Database, jobs, reprocess, views
 from sophia.database.jobs import Job
 from sophia.events.connection import NatsConnection
+from sophia.events.consumer import NATS_FAILURES
 from sophia.events.streams import StreamSpec, ensure_streams
 from sophia.shared.logging import get_logger
 from sophia.shared.settings import Settings
-from sophia.workers.processor import NATS_FAILURES
 from sophia.workers.sinks import Sink
 
 __all__ = [

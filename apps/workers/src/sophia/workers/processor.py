@@ -22,12 +22,10 @@ finished and acked.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from dataclasses import dataclass
 
 from nats.aio.msg import Msg
-from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 
@@ -35,9 +33,10 @@ from sophia.core.errors import Invalid, Unavailable
 from sophia.core.events import Envelope
 from sophia.events.codec import decode
 from sophia.events.connection import NatsConnection
+from sophia.events.consumer import NATS_FAILURES, ConsumerLoop
 from sophia.events.streams import StreamSpec
 from sophia.shared.logging import get_logger
-from sophia.shared.resilience import backoff_delays, honour_cancellation
+from sophia.shared.resilience import honour_cancellation
 from sophia.workers import metrics
 from sophia.workers.dead_letter import ensure_dead_letter, publish_dead_letter
 from sophia.workers.sinks import RawSink, Sink
@@ -46,7 +45,6 @@ __all__ = ["ConsumerSpec", "RawSink", "Sink", "StreamProcessor"]
 
 log = get_logger(__name__)
 
-NATS_FAILURES = (NatsError, OSError, TimeoutError, Unavailable)
 V1_ACK_TOKENS = 9
 
 
@@ -132,7 +130,7 @@ class StreamProcessor:
         )
         self._held: list[Msg] = []
         self._tasks: set[asyncio.Task[None]] = set()
-        self._failures = 0
+        self._consumer_loop: ConsumerLoop
         self._lag_due = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -147,26 +145,15 @@ class StreamProcessor:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _consume_until(self, stop: asyncio.Event) -> None:
-        delays = backoff_delays(12, 0.1, self.reconnect_max_s)
-        while not stop.is_set():
-            subscription = None
-            try:
-                subscription = await self._subscribe()
-                await self._consume(subscription, stop)
-            except NATS_FAILURES as error:
-                honour_cancellation()  # a swallowed cancel can surface as a NATS failure
-                metrics.CONSUMER_ERRORS.labels(self.spec.name, type(error).__name__).inc()
-                delay = delays[min(self._failures, len(delays) - 1)]
-                self._failures += 1
-                name, retry_s = self.spec.name, round(delay, 3)
-                log.warning("stream_consumer_failed", consumer=name, error=repr(error), retry_s=retry_s)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
-            finally:
-                if subscription is not None:
-                    with contextlib.suppress(*NATS_FAILURES):
-                        async with asyncio.timeout(self.nats.timeout_s):
-                            await subscription.unsubscribe()
+        def count(error: BaseException) -> None:
+            metrics.CONSUMER_ERRORS.labels(self.spec.name, type(error).__name__).inc()
+
+        self._consumer_loop = ConsumerLoop(
+            self.nats, name=self.spec.name, reconnect_max_s=self.reconnect_max_s, on_failure=count
+        )
+        await self._consumer_loop.run(
+            self._subscribe, lambda subscription: self._consume(subscription, stop), stop
+        )
 
     async def _subscribe(self) -> JetStreamContext.PullSubscription:
         js = await self.nats.jetstream()
@@ -185,7 +172,7 @@ class StreamProcessor:
                 continue
             messages = await self._fetch(subscription, room)
             honour_cancellation()  # before its sink starts: fetched and un-acked, it comes again
-            self._failures = 0
+            self._consumer_loop.progressed()
             if messages:
                 self._start(messages)
 
