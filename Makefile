@@ -74,6 +74,7 @@ bench: install tools
 	$(UV) run --frozen python bench/hit_rate.py
 	$(UV) run --frozen python bench/stampede.py
 	$(UV) run --frozen python bench/events.py
+	$(UV) run --frozen python bench/relay_drain.py
 
 clean:
 	rm -rf .sophia/postgres .sophia/valkey .sophia/nats .sophia/logs .coverage*

@@ -283,3 +283,14 @@ def test_reenrich_runs_both_sides_through_the_enrichment_sink(capsys):
     assert result["embedded"]["operations"] == result["reused"]["operations"] == 70
     assert result["ratio"] > 0
     assert_printed(capsys, result)
+
+
+def test_relay_drain_publishes_the_whole_backlog_and_compares_its_start_with_its_end(capsys):
+    result = load("relay_drain").main(["--rows", "5000", "--batch", "500", "--json"])
+
+    assert result["rows"] == 5000
+    assert result["start_per_s"] > 0
+    assert result["end_per_s"] > 0
+    assert result["ratio"] > 0
+    assert result["goal"] == 0.8
+    assert_printed(capsys, result)
