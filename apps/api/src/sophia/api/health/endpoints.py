@@ -9,7 +9,7 @@ from typing import Annotated
 import orjson
 from fastapi import APIRouter, Depends, Request, Response
 
-from sophia.api.auth import authorize
+from sophia.api.auth import bearer_secret
 from sophia.api.health.service import Verdict
 from sophia.api.state import AppState, app_state
 from sophia.core.errors import SophiaError, Unauthorized, Unavailable
@@ -75,8 +75,9 @@ async def _shows_detail(request: Request, state: AppState) -> bool:
     a caller with a read key."""
     if state.settings.anonymous_detail:
         return True
-    try:
-        await authorize(request, "read")
+    try:  # as KeyGate checks a key: remembered misses, and a limit per address
+        secret = bearer_secret(request.headers.get("authorization", ""))
+        await state.keys.admit(secret, request.client.host if request.client else "")
     except SophiaError:
         return False
     return True
