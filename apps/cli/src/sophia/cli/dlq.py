@@ -14,6 +14,7 @@ from rich.table import Table
 from sophia.cli.endpoints import resolve_settings
 from sophia.core.errors import NotFound, Unavailable
 from sophia.events.connection import NatsConnection
+from sophia.shared.urls import without_password
 from sophia.workers.dead_letter import (
     DeadLetter,
     dead_letter_spec,
@@ -45,7 +46,7 @@ def _with_nats(call: Callable[[NatsConnection, str], Awaitable[T]]) -> T:
     except NotFound as error:
         console.print(f"[red]{error.detail}[/red]")
     except Unavailable as error:
-        console.print(f"[red]{error.detail} ({url}).[/red]")
+        console.print(f"[red]{error.detail} ({without_password(url)}).[/red]")
     raise typer.Exit(1)
 
 

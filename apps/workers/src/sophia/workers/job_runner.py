@@ -122,7 +122,8 @@ class JobRunner:
                 continue
             try:
                 messages = await subscription.fetch(room, timeout=self.spec.idle_wait_s)
-            except TimeoutError:
+            except TimeoutError:  # nothing queued: JetStream answered all the same
+                self._loop.progressed()
                 continue
             honour_cancellation()
             self._loop.progressed()

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from sophia.api.auth import bearer_secret
 from sophia.api.health.service import Verdict
 from sophia.api.state import AppState, app_state
-from sophia.core.errors import SophiaError, Unauthorized, Unavailable
+from sophia.core.errors import Unauthorized, Unavailable
 from sophia.database import outbox
 from sophia.shared.metrics import render_latest
 
@@ -78,8 +78,8 @@ async def _shows_detail(request: Request, state: AppState) -> bool:
     try:  # as KeyGate checks a key: remembered misses, and a limit per address
         secret = bearer_secret(request.headers.get("authorization", ""))
         await state.keys.admit(secret, request.client.host if request.client else "")
-    except SophiaError:
-        return False
+    except Unauthorized:
+        return False  # PostgreSQL away (503) or an address over its limit (429) are said as such
     return True
 
 
