@@ -108,3 +108,36 @@ async def test_an_exhausted_pool_and_slow_statements_answer_unavailable_and_neve
         assert database.breaker.state.name == "CLOSED"
         async with database.connection() as connection:
             assert await connection.fetchval("SELECT 1") == 1
+
+
+async def test_a_server_that_accepts_and_never_answers_opens_the_breaker(settings):
+    """A blackholed host or a frozen postmaster shows only as timeouts: opening a connection that
+    never answers is an outage (the breaker opens), unlike a pool whose connections are all busy."""
+    import asyncio
+
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # held open, never answered
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    quiet = settings.model_copy(
+        update={"db_acquire_timeout_s": 0.2, "db_connect_timeout_s": 0.3, "breaker_min_calls": 2}
+    )
+    database = Database(quiet, dsn=f"postgresql://sophia:x@127.0.0.1:{port}/sophia")
+    await database.open(require_database=False)
+    try:
+        for _ in range(2):
+            with pytest.raises(Unavailable, match="PostgreSQL is unavailable: ConnectTimedOut"):
+                async with database.connection():
+                    pass
+        assert database.breaker.state.name == "OPEN"
+        with pytest.raises(Unavailable, match="postgres is unavailable"):  # refused at once now
+            async with database.connection():
+                pass
+    finally:
+        await database.close(timeout_s=1)
+        for writer in accepted:
+            writer.close()
+        server.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -39,8 +40,18 @@ ENGINE_ERRORS: tuple[type[BaseException], ...] = (
 )
 """What means "Postgres is unreachable", as opposed to "this statement was wrong"."""
 
+
+class PoolExhausted(Exception):
+    """Every connection of this process's pool is in use, and none came free in time."""
+
+
+class ConnectTimedOut(ConnectionError):
+    """PostgreSQL did not answer a new connection in time: a server gone quiet, not a busy pool."""
+
+
 SATURATION_ERRORS: tuple[type[BaseException], ...] = (
-    TimeoutError,  # our pool's acquire timeout, or a statement past its time limit
+    PoolExhausted,
+    TimeoutError,  # a statement past its time limit
     asyncpg.QueryCanceledError,  # statement_timeout on the server
     asyncpg.TooManyConnectionsError,
     asyncpg.TransactionRollbackError,
@@ -156,10 +167,12 @@ class Database:
     async def connection(self) -> AsyncIterator[asyncpg.pool.PoolConnectionProxy]:
         """A pooled connection; unreachable Postgres or an exhausted pool raise `Unavailable`."""
         try:
-            async with (
-                self.breaker,
-                self.pool.acquire(timeout=self.settings.db_acquire_timeout_s) as connection,
-            ):
+            async with self.breaker, contextlib.AsyncExitStack() as held:
+                acquiring = self.pool.acquire(timeout=self.settings.db_acquire_timeout_s)
+                try:
+                    connection = await held.enter_async_context(acquiring)
+                except TimeoutError as error:
+                    raise self._acquire_timed_out() from error
                 yield connection
         except BreakerOpen:
             raise
@@ -167,7 +180,7 @@ class Database:
             # The last line of defence: the edges validate, but a value PostgreSQL refuses
             # (NUL in text, NaN in JSON, a date or number out of range) is the caller's error.
             raise Invalid(f"PostgreSQL refused a value: {type(error).__name__}.") from error
-        except (TimeoutError, asyncpg.QueryCanceledError) as error:
+        except (PoolExhausted, TimeoutError, asyncpg.QueryCanceledError) as error:
             raise Unavailable(
                 "PostgreSQL is busy: no connection or no answer within the time limit "
                 f"({type(error).__name__})",
@@ -177,6 +190,14 @@ class Database:
             raise Unavailable(
                 f"PostgreSQL is unavailable: {type(error).__name__}", retry_after_s=2
             ) from error
+
+    def _acquire_timed_out(self) -> Exception:
+        """Saturation if every connection of the pool is in use; else the wait was for a new
+        connection that PostgreSQL never answered: an outage, which the breaker counts."""
+        pool = self.pool
+        if pool.get_size() >= self.settings.db_pool_max_size and pool.get_idle_size() == 0:
+            return PoolExhausted(f"all {pool.get_size()} connections of this process are in use")
+        return ConnectTimedOut(f"no new connection within {self.settings.db_acquire_timeout_s:g} s")
 
     def observe(self) -> None:
         """Copy pool usage into the Prometheus gauges (called when /metrics is scraped)."""
