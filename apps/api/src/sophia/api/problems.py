@@ -162,13 +162,14 @@ async def client_disconnected(request: Request, error: Exception) -> Response:
 
 async def unencodable_text(request: Request, error: Exception) -> Response:
     """A lone surrogate that Python's JSON parser let through, met by pydantic in a key: a 422
-    naming where (the body, already read, is searched for it), not a 500."""
-    where: tuple[str | int, ...] = ("body",)
-    message = "holds a lone surrogate, which is not text"
+    naming where (the body, already read, is searched for it). An encoding error the body does not
+    explain is ours: a logged 500, not the client's fault."""
+    found = None
     with contextlib.suppress(ValueError):
         found = document_problem(json.loads(await request.body()))
-        if found is not None:
-            where, message = ("body", *found[0]), found[1]
+    if found is None:
+        return await unexpected_error(request, error)
+    where, message = ("body", *found[0]), found[1]
     detail = f"{describe(where)}: {message}."
     return problem(422, "Invalid input", detail, request.url.path, [FieldError(where, message)])
 
