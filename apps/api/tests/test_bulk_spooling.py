@@ -78,3 +78,26 @@ async def test_a_body_past_the_memory_spool_goes_to_a_file_and_is_written_whole(
         assert response.json() == {"received": 500, "created": 500, "updated": 0}
         listed = await client.get("/api/v1/records", params={"source_system": source, "limit": 500})
     assert sorted(item["data"]["n"] for item in listed.json()["items"]) == list(range(1, 501))
+
+
+async def test_past_the_most_uploads_at_once_one_more_is_a_503_and_the_others_finish(settings, api_keys):
+    few = settings.model_copy(update={"bulk_max_uploads": 3})
+    source = f"most{uuid.uuid4().hex[:8]}"
+    async with app_client(few, api_keys["admin"]) as client:
+        stalled = [Stalling(f"{source}s{n}") for n in range(3)]
+        uploads = [
+            asyncio.create_task(client.post("/api/v1/records:bulk", content=body, headers=NDJSON))
+            for body in stalled
+        ]
+        await asyncio.sleep(0.2)  # the three hold every place
+        refused = await client.post("/api/v1/records:bulk", content=line(source, 9), headers=NDJSON)
+        problem = assert_problem(refused, 503)
+        assert "3 bulk uploads are in progress" in problem["detail"]
+        assert refused.headers["retry-after"] == "1"
+        for body in stalled:
+            body.release.set()
+        answers = await asyncio.gather(*uploads)
+        assert [answer.json()["received"] for answer in answers] == [2] * 3
+        # the places are given back: the next upload goes through
+        again = await client.post("/api/v1/records:bulk", content=line(source, 9), headers=NDJSON)
+        assert again.json() == {"received": 1, "created": 1, "updated": 0}

@@ -93,6 +93,28 @@ async def test_an_address_sending_bad_keys_gets_429_without_lookups_and_others_d
         assert welcome.status_code == 200
 
 
+async def test_made_up_keys_sent_at_once_are_held_to_the_limit_too(app, settings, api_keys):
+    """Attempts still in flight count: a burst sent concurrently cannot all reach PostgreSQL."""
+    limit = settings.auth_failure_limit
+    async with client_from(app, "192.0.2.15") as flood:
+        before = key_lookups()
+        answers = await asyncio.gather(
+            *(
+                flood.get("/api/v1/records", headers=bearer(f"sk_{n:08x}_{'D' * 43}"))
+                for n in range(limit * 3)
+            )
+        )
+        statuses = sorted(answer.status_code for answer in answers)
+        assert statuses == [401] * limit + [429] * (limit * 2)
+        assert key_lookups() - before == limit
+        # a valid key from the same address, once remembered, still passes; verifying one does
+        # not count against the address
+        async with client_from(app, "192.0.2.16") as fresh:
+            for _ in range(limit + 5):
+                ok = await fresh.get("/api/v1/records", headers=bearer(api_keys["read"]))
+                assert ok.status_code == 200
+
+
 async def test_the_routes_outside_the_api_need_no_key(app):
     async with client_from(app, "192.0.2.14") as http:
         for path in ("/healthz", "/readyz", "/openapi.json"):

@@ -21,6 +21,7 @@ from sophia.api.jobs.endpoints import router as jobs_router
 from sophia.api.middleware import RequestContext
 from sophia.api.ml.endpoints import router as ml_router
 from sophia.api.records.endpoints import router as records_router
+from sophia.api.records.spool import Spools
 from sophia.api.search.endpoints import router as search_router
 from sophia.api.state import AppState
 from sophia.cache import CacheConfig, TieredCache
@@ -95,8 +96,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if settings.ml_enabled:
                 models = await stack.enter_async_context(Models.load(settings, cache))
             readiness = Readiness(settings.readiness_reuse_s)
+            spools = Spools(
+                max_uploads=settings.bulk_max_uploads, memory_bytes=settings.bulk_spool_memory_bytes
+            )
             app.state.sophia = AppState(
-                settings, database, redis, nats, keys, cache, cache_control, events, readiness, models
+                settings,
+                database,
+                redis,
+                nats,
+                keys,
+                cache,
+                cache_control,
+                events,
+                readiness,
+                spools,
+                models,
             )
             log.info("api_started")
             yield

@@ -83,19 +83,35 @@ class KeyVerifier:
                 f"Too many requests with keys that did not verify from this address; retry in {retry_s} s.",
                 retry_after_s=retry_s,
             )
+        # Counted as a failure before the lookup is awaited and taken back if the key verifies:
+        # concurrent requests from one address see each other's attempts, so a burst of made-up
+        # keys in flight at once is held to the limit too, not only the ones that already failed.
+        window = self._count_failure(address, now)
         try:
-            return await self.verify(secret)
+            key = await self.verify(secret)
         except Unauthorized:
-            self._count_failure(address, now)
             raise
+        except BaseException:
+            self._take_back(address, window)
+            raise
+        self._take_back(address, window)
+        return key
 
-    def _count_failure(self, address: str, now: float) -> None:
+    def _count_failure(self, address: str, now: float) -> float:
+        """One more failure for `address`; the start of the window it was counted in."""
         began, failed = self._failures.pop(address, (now, 0))
         if now - began >= self.failure_window_s:
             began, failed = now, 0
         self._failures[address] = (began, failed + 1)
         if len(self._failures) > self.max_entries:
             self._failures.popitem(last=False)
+        return began
+
+    def _take_back(self, address: str, window: float) -> None:
+        """Undo a failure counted in `window` (the attempt verified, or was not a key's fault)."""
+        began, failed = self._failures.get(address, (None, 0))
+        if began == window and failed > 0:
+            self._failures[address] = (window, failed - 1)
 
     async def verify(self, secret: str) -> ApiKey:
         if not KEY_SHAPE.fullmatch(secret):  # never spend a pooled connection on a random string

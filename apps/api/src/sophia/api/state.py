@@ -8,6 +8,7 @@ from fastapi import Request
 
 from sophia.api.auth import KeyVerifier
 from sophia.api.health.service import Readiness
+from sophia.api.records.spool import Spools
 from sophia.cache import TieredCache
 from sophia.cache.connection import RedisConnection
 from sophia.database import Database
@@ -30,6 +31,8 @@ class AppState:
     events: EventPublisher
     readiness: Readiness
     """The last /readyz verdict and the probe in flight."""
+    spools: Spools
+    """What bulk bodies waiting for COPY may hold."""
     models: Models | None = None
     """The ML models, when `SOPHIA_ML_ENABLED`."""
 

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from sophia.api.records.service import bulk_ingest
+from sophia.api.records.spool import Spools
 from sophia.cache import TieredCache
 from sophia.cli.demo_data import generate, to_ndjson
 from sophia.database import Database
@@ -47,5 +48,6 @@ async def seed(
             chunks(),
             max_line_bytes,
             max_invalidate_keys,
+            spools=Spools(max_uploads=1, memory_bytes=database.settings.bulk_spool_memory_bytes),
             actor=None,  # Sophia's own
         )

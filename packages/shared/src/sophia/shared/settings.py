@@ -67,7 +67,12 @@ class Settings(BaseSettings):
     )
     max_line_bytes: int = Field(1_048_576, ge=256, description="Largest single NDJSON line (bytes).")
     bulk_spool_memory_bytes: int = Field(
-        32 * 1024 * 1024, ge=0, description="A bulk body's checked rows kept in memory before a temp file."
+        64 * 1024 * 1024,
+        ge=0,
+        description="Checked bulk rows kept in memory, all uploads of a process together (then temp files).",
+    )
+    bulk_max_uploads: int = Field(
+        16, ge=1, description="Bulk bodies a process spools at once; one more is a 503 with Retry-After."
     )
     body_idle_timeout_s: float = Field(
         30.0, gt=0, description="A bulk body that sends nothing for this long is refused (408)."

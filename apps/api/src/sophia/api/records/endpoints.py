@@ -176,6 +176,7 @@ async def bulk_ingest(
         request.stream(),
         settings.max_line_bytes,
         settings.cache_invalidate_max_keys,
+        spools=state.spools,
         actor=key.actor,
     )
     body = {"received": result.received, "created": result.created, "updated": result.updated}

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import tempfile
 from collections.abc import AsyncIterable, AsyncIterator
 from datetime import datetime
-from typing import BinaryIO, cast
 from uuid import UUID
 
 import orjson
@@ -15,6 +13,7 @@ from pydantic import ValidationError
 from sophia.api.pages import json_page
 from sophia.api.problems import BodyTimedOut
 from sophia.api.records.schemas import RecordLine, check_storable
+from sophia.api.records.spool import Spool, Spools
 from sophia.cache import CacheResult, Loaded, TieredCache
 from sophia.cache.catalog import catalog_changed, list_key, list_tags, record_key
 from sophia.core.cursor import decode_cursor, filter_fingerprint, split_page
@@ -194,20 +193,19 @@ async def arriving(chunks: AsyncIterable[bytes], idle_timeout_s: float) -> Async
 
 
 async def spool_rows(
-    chunks: AsyncIterable[bytes], spool: BinaryIO, max_line_bytes: int, scopes: set[tuple[str, str]]
+    chunks: AsyncIterable[bytes], spool: Spool, max_line_bytes: int, scopes: set[tuple[str, str]]
 ) -> int:
     """Check every line and write it to `spool` in binary COPY format; the rows spooled. Nothing
     of the database is held meanwhile."""
     received = 0
-    spool.write(ingest.COPY_HEADER)
+    await spool.write(ingest.COPY_HEADER)
     async for number, line in split_lines(chunks, max_line_bytes):
         if line.strip():
             row = parse_line(number, line)
             scopes.add((row[1], row[2]))
-            spool.write(ingest.copy_row(row))
+            await spool.write(ingest.copy_row(row))
             received += 1
-    spool.write(ingest.COPY_TRAILER)
-    spool.seek(0)
+    await spool.write(ingest.COPY_TRAILER)
     return received
 
 
@@ -218,20 +216,22 @@ async def bulk_ingest(
     max_line_bytes: int,
     max_invalidate_keys: int,
     *,
+    spools: Spools,
     actor: str | None,
 ) -> BulkResult:
     """All lines or none: a bad line anywhere aborts the whole batch. The body is read and checked
-    first (spooled to memory, then to a temporary file past `SOPHIA_BULK_SPOOL_MEMORY_BYTES`); a
-    connection is taken only for the COPY and the merge."""
+    first (spooled within `spools`' budget: to memory, then to a temporary file); a connection is
+    taken only for the COPY and the merge."""
     settings = database.settings
     scopes: set[tuple[str, str]] = set()
-    with tempfile.SpooledTemporaryFile(max_size=settings.bulk_spool_memory_bytes) as spool:
+    with spools.spool() as spool:
         body = arriving(chunks, settings.body_idle_timeout_s)
-        received = await spool_rows(body, cast(BinaryIO, spool), max_line_bytes, scopes)
+        received = await spool_rows(body, spool, max_line_bytes, scopes)
+        rows = await spool.finish()
         async with database.connection() as connection:
             result = await ingest.bulk_upsert(
                 connection,
-                cast(BinaryIO, spool),
+                rows,
                 received,
                 max_invalidate_keys,
                 settings.db_maintenance_timeout_s,
