@@ -3,8 +3,10 @@
 import asyncio
 from dataclasses import replace
 
+import pytest
 import redis.asyncio as redis
 from prometheus_client import REGISTRY
+from redis.exceptions import MaxConnectionsError
 
 from sophia.cache import CacheConfig, RedisConnection
 from sophia.cache.l2 import RedisTier
@@ -50,3 +52,49 @@ async def test_a_burst_past_the_pools_size_waits_its_turn_and_never_opens_the_br
         assert failures("burst") == before
         assert tier.breaker.state is BreakerState.CLOSED
         assert len(connection.client.connection_pool._in_use_connections) == 0  # type: ignore[attr-defined]
+
+
+def busy(operation: str) -> float:
+    return REGISTRY.get_sample_value("sophia_cache_redis_busy_total", {"operation": operation}) or 0.0
+
+
+async def test_a_wait_for_the_pool_that_runs_out_says_max_connections_not_redis_down(settings, config):
+    """redis-py's waiting pool says `ConnectionError("No connection available.")`: ours says what
+    it is, so the breaker and the cache do not take this process's own limit for an outage."""
+    async with RedisConnection(settings.redis_url or "", timeout_s=0.2, max_connections=1) as connection:
+        pool = connection.client.connection_pool
+        taken = await pool.get_connection()  # the only connection
+        try:
+            tier = RedisTier(connection.client, config)
+            before = failures("starved")
+            for _ in range(5):  # past the breaker's minimum of calls: all failures, were they counted
+                answer = await tier.call("starved", lambda client: client.get(f"{config.key_prefix}x"))
+                assert answer is None
+            assert failures("starved") - before == 5
+            assert tier.breaker.state is BreakerState.CLOSED
+            with pytest.raises(MaxConnectionsError, match="connections of this process were busy"):
+                await connection.client.get(f"{config.key_prefix}x")
+        finally:
+            await pool.release(taken)
+        assert await tier.call("fed", lambda client: client.ping()) is True
+
+
+async def test_reads_queued_past_the_timeout_are_skipped_and_invalidations_wait_their_turn(
+    redis_client: redis.Redis, config: CacheConfig
+) -> None:
+    tier = RedisTier(redis_client, replace(config, redis_in_flight=1, redis_timeout_s=0.45))
+
+    async def slow(client: redis.Redis) -> str:
+        await asyncio.sleep(0.3)
+        return "done"
+
+    before = busy("queued")
+    answers = await asyncio.gather(
+        *(tier.call("queued", slow) for _ in range(4)),
+        tier.call("queued-invalidation", slow, invalidates=True),
+    )
+    # one place, 0.3 s a call, 0.45 s of patience: the first two reads run, the last two are
+    # skipped as busy; the invalidation behind them waits and runs
+    assert answers == ["done", "done", None, None, "done"]
+    assert busy("queued") - before == 2
+    assert tier.breaker.state is BreakerState.CLOSED

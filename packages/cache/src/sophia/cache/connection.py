@@ -2,13 +2,33 @@
 
 from __future__ import annotations
 
+import asyncio
 from types import TracebackType
+from typing import Any
 
 import redis.asyncio as redis
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError, MaxConnectionsError, RedisError
 
 from sophia.core.errors import Unavailable
 from sophia.shared.settings import Settings
+
+
+class _WaitingPool(redis.BlockingConnectionPool):
+    """A pool that waits for a connection, and says `MaxConnectionsError` when the wait runs out:
+    redis-py's own says `ConnectionError("No connection available.")`, which reads as Redis being
+    down (an open breaker, dropped connections, a flushed cache) when this process is only busy."""
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().get_connection(*args, **kwargs)
+        except ConnectionError as error:
+            if isinstance(error, MaxConnectionsError) or not isinstance(
+                error.__cause__, asyncio.TimeoutError
+            ):
+                raise
+            raise MaxConnectionsError(
+                f"All {self.max_connections} connections of this process were busy for {self.timeout} s."
+            ) from error
 
 
 class RedisConnection:
@@ -19,7 +39,7 @@ class RedisConnection:
     being down when it is only this process being busy."""
 
     def __init__(self, url: str, timeout_s: float = 2.0, max_connections: int = 64) -> None:
-        pool = redis.BlockingConnectionPool.from_url(
+        pool = _WaitingPool.from_url(
             url,
             max_connections=max_connections,
             timeout=timeout_s,

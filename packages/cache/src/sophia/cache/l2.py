@@ -16,7 +16,7 @@ from typing import TypeVar
 import redis.asyncio as redis
 from redis.exceptions import ConnectionError, MaxConnectionsError, RedisError
 
-from sophia.cache.metrics import CACHE_REDIS_FAILURES
+from sophia.cache.metrics import CACHE_REDIS_BUSY, CACHE_REDIS_FAILURES
 from sophia.cache.ttl import CacheConfig
 from sophia.shared.logging import get_logger
 from sophia.shared.resilience import BreakerOpen, CircuitBreaker
@@ -151,18 +151,31 @@ class RedisTier:
         async def run(client: redis.Redis) -> int:
             return int(await client.eval(script, 1, self.epoch_key, self.epoch))
 
-        epoch = await self.call("epoch", run)
+        epoch = await self.call("epoch", run, invalidates=True)
         if epoch is not None:
             self.epoch = max(self.epoch, epoch)
         return epoch
 
-    async def call(self, operation: str, call: Callable[[redis.Redis], Awaitable[T]]) -> T | None:
-        """Run `call` on the client through the breaker with a timeout; None if it could not."""
+    async def call(
+        self, operation: str, call: Callable[[redis.Redis], Awaitable[T]], *, invalidates: bool = False
+    ) -> T | None:
+        """Run `call` on the client through the breaker with a timeout; None if it could not.
+
+        A read or a store waiting longer than `redis_timeout_s` for a place among the calls in
+        flight is skipped (counted as busy: the cache goes on without L2 for it). A call that
+        `invalidates` waits its turn however long: skipping it would make the cache clear
+        everything, a flush caused by nothing but this process being busy."""
         if self.client is None:
             return None
         client = self.client
         try:
-            async with self._in_flight, self.breaker:
+            async with asyncio.timeout(None if invalidates else self.config.redis_timeout_s):
+                await self._in_flight.acquire()
+        except TimeoutError:
+            CACHE_REDIS_BUSY.labels(operation).inc()
+            return None
+        try:
+            async with self.breaker:
                 return await asyncio.wait_for(call(client), self.config.redis_timeout_s)
         except BreakerOpen:
             CACHE_REDIS_FAILURES.labels(operation).inc()
@@ -173,6 +186,8 @@ class RedisTier:
             if isinstance(error, (ConnectionError, OSError)) and not isinstance(error, REDIS_SATURATION):
                 await _drop_idle_connections(client)
             return None
+        finally:
+            self._in_flight.release()
 
     async def set(
         self,
@@ -267,7 +282,7 @@ class RedisTier:
                 await client.delete(*doomed)
             return True
 
-        return bool(await self.call("delete", delete))
+        return bool(await self.call("delete", delete, invalidates=True))
 
     async def publish(self, message: bytes) -> bool:
         """False if Redis could not be asked."""
@@ -276,4 +291,4 @@ class RedisTier:
             await client.publish(self.config.channel, message)
             return True
 
-        return bool(await self.call("publish", publish))
+        return bool(await self.call("publish", publish, invalidates=True))

@@ -24,6 +24,11 @@ CACHE_REDIS_FAILURES = Counter(
     "Redis calls skipped or failed (the cache went on without L2)",
     ["operation"],
 )
+CACHE_REDIS_BUSY = Counter(
+    "sophia_cache_redis_busy_total",
+    "Redis calls skipped because this process's calls in flight stayed at their limit past the timeout",
+    ["operation"],
+)
 CACHE_LOCK_WAITS = Counter(
     "sophia_cache_lock_waits_total",
     "Misses that waited for another process's loader, by outcome (value, released, timeout)",
