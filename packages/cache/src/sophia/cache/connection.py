@@ -20,7 +20,7 @@ class _WaitingPool(redis.BlockingConnectionPool):
 
     async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
         try:
-            return await super().get_connection(*args, **kwargs)
+            return await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
         except ConnectionError as error:
             if isinstance(error, MaxConnectionsError) or not isinstance(
                 error.__cause__, asyncio.TimeoutError
