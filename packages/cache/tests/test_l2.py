@@ -98,3 +98,36 @@ async def test_reads_queued_past_the_timeout_are_skipped_and_invalidations_wait_
     assert answers == ["done", "done", None, None, "done"]
     assert busy("queued") - before == 2
     assert tier.breaker.state is BreakerState.CLOSED
+
+
+async def test_invalidating_a_tag_costs_one_counter_however_many_entries_carry_it(
+    redis_client: redis.Redis, config: CacheConfig
+) -> None:
+    """Random list filters once grew tag sets into the millions, and a write had to read them."""
+    tier = RedisTier(redis_client, replace(config, key_prefix=f"{config.key_prefix}many:"))
+    tags = ("lists", "list:a:*")
+    for number in range(2_000):
+        lookup = await tier.get_or_claim(f"page:{number}", "", 0, tags)
+        assert await tier.set(f"page:{number}", b"page", 60, tags, stamp=lookup.stamp or "") is True
+    namespace = tier.value_key("")[: -len("value:")]
+    others = [key async for key in redis_client.scan_iter(f"{namespace}*") if b":value:" not in key]
+    assert sorted(others) == sorted(tier.generation_key(tag).encode() for tag in tags)
+    assert await tier.delete([], ["list:a:*"]) is True
+    assert [(await tier.get_or_claim(f"page:{n}", "", 0, tags)).value for n in (0, 999, 1_999)] == [None] * 3
+
+
+async def test_a_generation_lost_to_eviction_never_brings_an_old_value_back(
+    redis_client: redis.Redis, config: CacheConfig
+) -> None:
+    tier = RedisTier(redis_client, config)
+    tags = ("evicted-tag",)
+    first = await tier.get_or_claim("evictable", "", 0, tags)
+    assert await tier.set("evictable", b"old", 60, tags, stamp=first.stamp or "") is True
+    await tier.delete([], tags)  # a write: the generation moves on
+    second = await tier.get_or_claim("evictable", "", 0, tags)
+    assert second.value is None
+    assert await tier.set("evictable", b"newer", 60, tags, stamp=second.stamp or "") is True
+    await redis_client.delete(tier.generation_key("evicted-tag"))  # what maxmemory's LRU may do
+    third = await tier.get_or_claim("evictable", "", 0, tags)
+    assert third.value is None  # neither value comes back: the generation restarts past both
+    assert int(third.stamp or 0) > int(second.stamp or 0) > int(first.stamp or 0)

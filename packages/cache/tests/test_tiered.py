@@ -48,7 +48,7 @@ async def test_l2_answers_once_l1_is_cleared(cache: TieredCache) -> None:
     loader = CountingLoader(b"payload")
     await cache.get_or_load("record:1", loader, tags=("list",))
     cache.l1.clear()
-    result = await cache.get_or_load("record:1", loader)
+    result = await cache.get_or_load("record:1", loader, tags=("list",))
     assert result.value == b"payload"
     assert loader.calls == 1
     assert "record:1" in cache.l1
@@ -193,8 +193,10 @@ async def test_invalidating_a_tag_drops_its_keys_everywhere(
     started = time.perf_counter()
     await cache.invalidate(tags=["records"])
     assert cache.l1.tags() == frozenset()
-    assert await redis_client.exists(cache.l2.value_key("page:1"), cache.l2.value_key("page:2")) == 0
-    assert await redis_client.exists(cache.l2.tag_key("records")) == 0
+    # in Redis the pages are left to expire, unreadable: the tag's generation moved on
+    assert (await cache.l2.get_or_claim("page:1", "", 0, ("records",))).value is None
+    assert (await cache.l2.get_or_claim("page:2", "", 0, ("records",))).value is None
+    assert (await cache.l2.get_or_claim("unrelated", "", 0)).value is not None
     await eventually(lambda: other_process.l1.tags() == frozenset(), timeout_s=1.0)
     latency_ms = (time.perf_counter() - started) * 1000
     print(f"cross-process invalidation by tag: {latency_ms:.1f} ms")
@@ -317,12 +319,20 @@ async def test_redis_refuses_a_value_loaded_before_an_invalidation_and_accepts_o
     cache: TieredCache, redis_client: redis.Redis, config: CacheConfig
 ) -> None:
     before = time.time() - 1
+    stamp_before = (await cache.l2.get_or_claim("tagged", "", 0, ("a-tag",))).stamp
+    assert stamp_before
     await cache.l2.delete(["guarded"], ["a-tag"])
     after = time.time() + 0.001
+    stamp_after = (await cache.l2.get_or_claim("tagged", "", 0, ("a-tag",))).stamp
+    assert stamp_after
+    assert stamp_after != stamp_before
     assert await cache.l2.set("guarded", b"old", 60, (), before) is False
-    assert await cache.l2.set("tagged", b"old", 60, ("a-tag",), before) is False
-    assert await cache.l2.set("guarded", b"new", 60, ("a-tag",), after) is True
+    assert await cache.l2.set("tagged", b"old", 60, ("a-tag",), before, stamp=stamp_before) is False
+    assert await cache.l2.set("guarded", b"new", 60, (), after) is True
+    assert await cache.l2.set("tagged", b"new", 60, ("a-tag",), after, stamp=stamp_after) is True
     assert await redis_client.get(cache.l2.value_key("guarded")) == b"new"
+    assert (await cache.l2.get_or_claim("tagged", "", 0, ("a-tag",))).value == b"new"
+    assert (await cache.l2.get_or_claim("tagged", "", 0, ("a-tag",))).stamp == stamp_after
 
 
 async def test_a_thousand_misses_in_each_of_two_processes_call_the_loader_once_in_all(
@@ -347,7 +357,7 @@ async def test_when_the_loading_process_fails_the_waiting_one_loads_itself(
     cache: TieredCache, other_process: TieredCache
 ) -> None:
     token = "held-by-a-process-that-will-fail"
-    assert await cache.l2.get_or_claim("contested", token, 5.0) == (None, Claim.CLAIMED)
+    assert (await cache.l2.get_or_claim("contested", token, 5.0))[:2] == (None, Claim.CLAIMED)
     loader = CountingLoader(b"loaded by the waiter")
     waiting = asyncio.create_task(other_process.get_or_load("contested", loader))
     await eventually(lambda: "contested" in other_process._flights)
@@ -364,7 +374,7 @@ async def test_clear_drops_every_tier_in_every_process_without_touching_each_key
     loader = CountingLoader(b"before")
     for key in ("a", "b"):
         await cache.get_or_load(key, loader, tags=("t",))
-        await other_process.get_or_load(key, loader)
+        await other_process.get_or_load(key, loader, tags=("t",))
     old_key = cache.l2.value_key("a")
     await cache.clear()
     assert len(cache.l1) == 0
@@ -373,8 +383,8 @@ async def test_clear_drops_every_tier_in_every_process_without_touching_each_key
     assert await redis_client.exists(old_key) == 1  # unreachable now; it lives out its TTL
     assert loader.calls == 2  # one per key (Redis served the other process)
     loader.value = b"after"
-    assert (await other_process.get_or_load("a", loader)).value == b"after"
-    assert (await cache.get_or_load("a", loader)).value == b"after"
+    assert (await other_process.get_or_load("a", loader, tags=("t",))).value == b"after"
+    assert (await cache.get_or_load("a", loader, tags=("t",))).value == b"after"
     assert loader.calls == 3  # loaded again once, then from Redis's new epoch
 
 

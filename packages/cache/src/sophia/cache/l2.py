@@ -1,4 +1,4 @@
-"""L2: entries in Redis, tags as Redis sets, every call behind a breaker and a timeout.
+"""L2: entries in Redis, tags as generation counters, every call behind a breaker and a timeout.
 
 Nothing here raises a Redis error: a failed or skipped call is counted, logged and answered as
 "nothing there", so callers go on with L1 and the loader.
@@ -11,7 +11,7 @@ import contextlib
 import enum
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import redis.asyncio as redis
 from redis.exceptions import ConnectionError, MaxConnectionsError, RedisError
@@ -29,27 +29,77 @@ REDIS_SATURATION: tuple[type[BaseException], ...] = (MaxConnectionsError,)
 
 log = get_logger(__name__)
 
+# A tag's generation: a counter in Redis that every invalidation of the tag moves forward, so an
+# invalidation costs O(1) per tag however many entries carry it (no set of keys to read and
+# delete). A tagged value is stored as `stamp|blob`, the stamp being its tags' generations when
+# its load began, and read only while the stamp is still theirs. A generation that is missing
+# (never moved, expired or evicted) starts at Redis's clock in microseconds, past any it had, so
+# a value stamped before can never match again. Scripts here share these two functions.
+_STAMPS = """
+local function stamp_of(first, ttl_ms)
+  local parts = {}
+  for i = first, #KEYS do
+    local generation = redis.call('GET', KEYS[i])
+    if not generation then
+      local now = redis.call('TIME')
+      generation = now[1] .. string.format('%06d', tonumber(now[2]))
+      redis.call('SET', KEYS[i], generation, 'PX', ttl_ms)
+    end
+    parts[#parts + 1] = generation
+  end
+  return table.concat(parts, ',')
+end
+local function unstamped(value, stamp)
+  local bar = string.find(value, '|', 1, true)
+  if bar and string.sub(value, 1, bar - 1) == stamp then return string.sub(value, bar + 1) end
+  return false
+end
+"""
+
 # Store a value unless it was invalidated after its load began: another process's invalidation may
 # land between this process reading the database and writing Redis, and the old value must not
-# outlive it. Tombstones (set by `delete`) hold the invalidation's time for `tombstone_s`.
-# KEYS: the value key, then tombstones (the value's and each tag's); ARGV: blob, px, load start
-# (epoch ms), the loading lock's key and our token ('' if we hold none), then the tag set keys.
-# One Valkey node: the lock and tag keys are not declared as KEYS. The lock goes either way.
-_GUARDED_SET = """
+# outlive it. By key, a tombstone (set by `delete`) holds the invalidation's time for
+# `tombstone_s`; by tag, the stamp the load began under must still be the tags' generations.
+# KEYS: the value key, its tombstone, then the tags' generation keys; ARGV: blob, px, load start
+# (epoch ms), the loading lock's key and our token ('' if we hold none), the stamp the load began
+# under ('': take the current one), the generations' TTL (ms).
+# One Valkey node: the lock key is not declared as a KEY. The lock goes either way.
+_GUARDED_SET = (
+    _STAMPS
+    + """
 if ARGV[5] ~= '' and redis.call('GET', ARGV[4]) == ARGV[5] then redis.call('DEL', ARGV[4]) end
-for i = 2, #KEYS do
-  local dropped = redis.call('GET', KEYS[i])
-  if dropped and tonumber(dropped) >= tonumber(ARGV[3]) then return 0 end
+local dropped = redis.call('GET', KEYS[2])
+if dropped and tonumber(dropped) >= tonumber(ARGV[3]) then return 0 end
+if #KEYS == 2 then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-for i = 6, #ARGV do
-  redis.call('SADD', ARGV[i], KEYS[1])
-  redis.call('PEXPIRE', ARGV[i], ARGV[2], 'NX')
-  redis.call('PEXPIRE', ARGV[i], ARGV[2], 'GT')
+local stamp = stamp_of(3, ARGV[7])
+if ARGV[6] ~= '' and ARGV[6] ~= stamp then return 0 end
+redis.call('SET', KEYS[1], stamp .. '|' .. ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+)
+
+# Drop values by key (leaving tombstones) and move tags' generations forward, in one call.
+# KEYS: n value keys, their n tombstones, then generation keys; ARGV: n, now (epoch ms), the
+# tombstones' px, the generations' TTL (ms).
+_INVALIDATE = """
+local n = tonumber(ARGV[1])
+for i = 1, n do
+  redis.call('SET', KEYS[n + i], ARGV[2], 'PX', ARGV[3])
+  redis.call('DEL', KEYS[i])
+end
+if #KEYS > 2 * n then
+  local now = redis.call('TIME')
+  local now_us = tonumber(now[1]) * 1000000 + tonumber(now[2])
+  for i = 2 * n + 1, #KEYS do
+    local held = tonumber(redis.call('GET', KEYS[i]) or '0')
+    redis.call('SET', KEYS[i], string.format('%.0f', math.max(held + 1, now_us)), 'PX', ARGV[4])
+  end
 end
 return 1
 """
-
 
 # KEYS: the epoch counter; ARGV: this process's epoch. Never moves the counter backwards.
 _SYNC_EPOCH = """
@@ -64,19 +114,37 @@ redis.call('SET', KEYS[1], next)
 return next
 """
 # The value, and a claim to load it unless it is fresh: one round trip on a miss. KEYS: value,
-# loading lock; ARGV: token, lock px (0: no lock), now (epoch s). Reply: {value or '', state},
-# state 0 no claim made, 1 claimed, 2 another holds it. A value's fresh-until is the big-endian
-# double after its version and flags bytes (entry.py's header).
-_GET_OR_CLAIM = """
+# loading lock, then the tags' generation keys; ARGV: token, lock px (0: no lock), now (epoch s),
+# the generations' TTL (ms). Reply: {value or '', state, stamp}, state 0 no claim made, 1
+# claimed, 2 another holds it. A value's fresh-until is the big-endian double after its version
+# and flags bytes (entry.py's header).
+_GET_OR_CLAIM = (
+    _STAMPS
+    + """
+local stamp = stamp_of(3, ARGV[4])
 local value = redis.call('GET', KEYS[1])
+if value and #KEYS > 2 then value = unstamped(value, stamp) end
 local px = tonumber(ARGV[2])
 if value and (px == 0 or (#value >= 26 and struct.unpack('>d', value, 3) > tonumber(ARGV[3]))) then
-  return {value, 0}
+  return {value, 0, stamp}
 end
-if px == 0 then return {value or '', 0} end
-if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', px) then return {value or '', 1} end
-return {value or '', 2}
+if px == 0 then return {value or '', 0, stamp} end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', px) then return {value or '', 1, stamp} end
+return {value or '', 2, stamp}
 """
+)
+# The value and whether another process claims to be loading it. KEYS and ARGV[1] as for
+# `_GET_OR_CLAIM`'s keys and generations' TTL. Reply: {value or '', 1 if claimed else 0}.
+_GET_OR_LOADING = (
+    _STAMPS
+    + """
+local value = redis.call('GET', KEYS[1])
+if value and #KEYS > 2 then value = unstamped(value, stamp_of(3, ARGV[1])) end
+local claimed = 0
+if redis.call('EXISTS', KEYS[2]) == 1 then claimed = 1 end
+return {value or '', claimed}
+"""
+)
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -92,6 +160,20 @@ class Claim(enum.IntEnum):
     HELD = 2
 
 
+GENERATION_TTL_MS = 86_400_000
+"""How long a tag's generation lives unmoved: past it, it starts again from Redis's clock (its
+values become misses, never stale reads), so unread tags do not accumulate."""
+
+
+class Lookup(NamedTuple):
+    """What `get_or_claim` found: the value (None: a miss), the claim, and the stamp of the tags'
+    generations to store a load under (None: Redis could not be asked)."""
+
+    value: bytes | None
+    claim: Claim
+    stamp: str | None
+
+
 async def _drop_idle_connections(client: redis.Redis) -> None:
     """After a connection failure the pooled ones are likely dead too: the next call dials afresh."""
     with contextlib.suppress(*REDIS_FAILURES):
@@ -99,7 +181,8 @@ async def _drop_idle_connections(client: redis.Redis) -> None:
 
 
 class RedisTier:
-    """Values under `{prefix}{epoch}:value:{key}`, tag sets under `{prefix}{epoch}:tag:{tag}`.
+    """Values under `{prefix}{epoch}:value:{key}`, tags' generations under
+    `{prefix}{epoch}:generation:{tag}`.
 
     The epoch (a counter in Redis) clears everything at once: bumping it leaves every old entry
     unreachable, to expire by its TTL, where deleting them could mean millions of keys."""
@@ -127,8 +210,8 @@ class RedisTier:
     def value_key(self, key: str, epoch: int | None = None) -> str:
         return f"{self._namespace(epoch)}value:{key}"
 
-    def tag_key(self, tag: str, epoch: int | None = None) -> str:
-        return f"{self._namespace(epoch)}tag:{tag}"
+    def generation_key(self, tag: str, epoch: int | None = None) -> str:
+        return f"{self._namespace(epoch)}generation:{tag}"
 
     def tombstone_key(self, kind: str, name: str, epoch: int | None = None) -> str:
         return f"{self._namespace(epoch)}dropped:{kind}:{name}"
@@ -198,23 +281,23 @@ class RedisTier:
         loaded_since: float = 0.0,
         epoch: int | None = None,
         lock_token: str = "",
+        stamp: str = "",
     ) -> bool | None:
-        """Store `blob` for `lifetime_s` and add `key` to each tag's set (which lives at least as long),
-        unless the key or a tag was invalidated after `loaded_since` (epoch seconds). `epoch`: the
-        one the load began in (a value loaded before a clear lands in the old, unread namespace).
-        `lock_token`: the loading lock this process holds on `key`, released in the same call.
+        """Store `blob` for `lifetime_s` unless it was invalidated after its load began: by key
+        after `loaded_since` (epoch seconds), by tag since `stamp` (the tags' generations the load
+        began under, from `get_or_claim`; '': the current ones). `epoch`: the one the load began in
+        (a value loaded before a clear lands in the old, unread namespace). `lock_token`: the
+        loading lock this process holds on `key`, released in the same call.
 
         True: stored; False: refused (invalidated meanwhile); None: Redis could not be asked."""
-        tags = tuple(tags)
         milliseconds = max(1, int(lifetime_s * 1000))
         keys = [
             self.value_key(key, epoch),
             self.tombstone_key("value", key, epoch),
-            *(self.tombstone_key("tag", tag, epoch) for tag in tags),
+            *(self.generation_key(tag, epoch) for tag in tags),
         ]
-        tag_keys = (self.tag_key(tag, epoch) for tag in tags)
         lock = self.lock_key(key, epoch)
-        arguments = [blob, milliseconds, int(loaded_since * 1000), lock, lock_token, *tag_keys]
+        arguments = [blob, milliseconds, int(loaded_since * 1000), lock, lock_token, stamp, GENERATION_TTL_MS]
 
         async def store(client: redis.Redis) -> bool:
             return bool(await client.eval(_GUARDED_SET, len(keys), *keys, *arguments))  # type: ignore[arg-type]
@@ -224,18 +307,20 @@ class RedisTier:
     def lock_key(self, key: str, epoch: int | None = None) -> str:
         return f"{self._namespace(epoch)}loading:{key}"
 
-    async def get_or_claim(self, key: str, token: str, lock_s: float) -> tuple[bytes | None, Claim]:
-        """The stored value of `key` and, unless it is fresh, a claim to load it for `lock_s`
-        (0: no claim). (None, NONE) when Redis cannot be asked."""
+    async def get_or_claim(self, key: str, token: str, lock_s: float, tags: Iterable[str] = ()) -> Lookup:
+        """The stored value of `key` (if its tags have not moved since it was stored) and, unless it
+        is fresh, a claim to load it for `lock_s` (0: no claim); (None, NONE, None) when Redis
+        cannot be asked."""
         milliseconds = max(1, int(lock_s * 1000)) if lock_s > 0 else 0
+        keys = (self.value_key(key), self.lock_key(key), *(self.generation_key(tag) for tag in tags))
 
-        async def read(client: redis.Redis) -> tuple[bytes | None, Claim]:
-            keys = (self.value_key(key), self.lock_key(key))
-            value, state = await client.eval(_GET_OR_CLAIM, 2, *keys, token, milliseconds, time.time())
-            return (value or None), Claim(int(state))
+        async def read(client: redis.Redis) -> Lookup:
+            arguments = (token, milliseconds, time.time(), GENERATION_TTL_MS)
+            value, state, stamp = await client.eval(_GET_OR_CLAIM, len(keys), *keys, *arguments)
+            return Lookup(value or None, Claim(int(state)), stamp.decode())
 
         answer = await self.call("get", read)
-        return answer if answer is not None else (None, Claim.NONE)
+        return answer if answer is not None else Lookup(None, Claim.NONE, None)
 
     async def release(self, key: str, token: str) -> None:
         """Give the claim back if it is still ours (it may have expired and passed on)."""
@@ -245,41 +330,34 @@ class RedisTier:
 
         await self.call("unlock", release)
 
-    async def get_or_loading(self, key: str) -> tuple[bytes | None, bool]:
-        """The stored value of `key` and whether another process still claims to be loading it;
-        (None, False) when Redis cannot be asked."""
+    async def get_or_loading(self, key: str, tags: Iterable[str] = ()) -> tuple[bytes | None, bool]:
+        """The stored value of `key` (as `get_or_claim` reads it) and whether another process still
+        claims to be loading it; (None, False) when Redis cannot be asked."""
+        keys = (self.value_key(key), self.lock_key(key), *(self.generation_key(tag) for tag in tags))
 
         async def read(client: redis.Redis) -> tuple[bytes | None, bool]:
-            value, claim = await client.mget(self.value_key(key), self.lock_key(key))
-            return (value if isinstance(value, bytes) else None), claim is not None
+            value, claimed = await client.eval(_GET_OR_LOADING, len(keys), *keys, GENERATION_TTL_MS)
+            return (value or None), bool(claimed)
 
         answer = await self.call("get", read)
         return answer if answer is not None else (None, False)
 
     async def delete(self, keys: Iterable[str], tags: Iterable[str]) -> bool:
-        """Delete `keys`, every key in the sets of `tags`, and those sets; leave tombstones behind.
-        False if Redis could not be asked."""
-        keys, tags = tuple(keys), tuple(tags)
-        value_keys = [self.value_key(key) for key in keys]
-        tag_keys = [self.tag_key(tag) for tag in tags]
-
-        tombstones = [
+        """Delete `keys` (leaving tombstones) and move `tags`' generations forward: O(1) per key
+        and per tag, whatever is cached under them. False if Redis could not be asked."""
+        keys = tuple(keys)
+        script_keys = [
+            *(self.value_key(key) for key in keys),
             *(self.tombstone_key("value", key) for key in keys),
-            *(self.tombstone_key("tag", tag) for tag in tags),
+            *(self.generation_key(tag) for tag in tags),
         ]
+        if not script_keys:
+            return True
+        tombstone_ms = int(self.config.tombstone_s * 1000)
 
         async def delete(client: redis.Redis) -> bool:
-            now_ms = int(time.time() * 1000)
-            async with client.pipeline(transaction=False) as pipe:
-                for tombstone in tombstones:  # first, so a load racing this delete cannot store after it
-                    pipe.set(tombstone, now_ms, px=int(self.config.tombstone_s * 1000))
-                await pipe.execute()
-            members: list[bytes | str] = []
-            for tag_key in tag_keys:
-                members += await client.smembers(tag_key)
-            doomed = [*value_keys, *members, *tag_keys]
-            if doomed:
-                await client.delete(*doomed)
+            arguments = (len(keys), int(time.time() * 1000), tombstone_ms, GENERATION_TTL_MS)
+            await client.eval(_INVALIDATE, len(script_keys), *script_keys, *arguments)
             return True
 
         return bool(await self.call("delete", delete, invalidates=True))

@@ -53,6 +53,16 @@ class _Claim:
 
 
 @dataclass(frozen=True, slots=True)
+class _Stored:
+    """Where a load began: L1's generation, Redis's epoch, and the stamp of the entry's tags'
+    generations (None: Redis could not be asked). A value is kept only where none has moved."""
+
+    generation: int
+    epoch: int
+    stamp: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class CacheResult:
     """What a lookup returns: the bytes, their ETag, and whether they are served stale (and why)."""
 
@@ -223,7 +233,7 @@ class TieredCache:
     ) -> CacheResult:
         generation, epoch = self._generation, self.l2.epoch
         claim = _Claim(uuid.uuid4().hex if self.config.lock_s > 0 else "")
-        blob, state = await self.l2.get_or_claim(key, claim.token, self.config.lock_s)
+        blob, state, stamp = await self.l2.get_or_claim(key, claim.token, self.config.lock_s, tags)
         claim.held = state is Claim.CLAIMED
         try:
             now = self._clock()
@@ -236,23 +246,24 @@ class TieredCache:
             if stored is not None and (fallback is None or stored.stale_until > fallback.stale_until):
                 fallback = stored
             if state is Claim.HELD:  # another process is loading it: its value beats a second query
-                other = await self._await_other_loader(key)
+                other = await self._await_other_loader(key, tags)
                 if other is not None:
                     self._keep(key, other, generation)
                     return _result(other)
-            return await self._load(key, loader, policy, tags, fallback, generation, epoch, claim)
+            stored_as = _Stored(generation, epoch, stamp)
+            return await self._load(key, loader, policy, tags, fallback, stored_as, claim)
         finally:
             if claim.held:  # not released by storing: the load failed or was overtaken
                 await self.l2.release(key, claim.token)
 
-    async def _await_other_loader(self, key: str) -> Entry | None:
+    async def _await_other_loader(self, key: str, tags: tuple[str, ...]) -> Entry | None:
         """The fresh value another process is loading, polled from Redis until its claim ends."""
         deadline = time.monotonic() + self.config.lock_s
         delay = LOCK_POLL_FIRST_S
         while time.monotonic() < deadline:
             await asyncio.sleep(delay)
             delay = min(delay * 2, LOCK_POLL_MAX_S)
-            blob, loading = await self.l2.get_or_loading(key)
+            blob, loading = await self.l2.get_or_loading(key, tags)
             now = self._clock()
             entry = decode(blob, now) if blob is not None else None
             if entry is not None and now < entry.fresh_until:
@@ -271,8 +282,7 @@ class TieredCache:
         policy: TtlClass,
         tags: tuple[str, ...],
         fallback: Entry | None,
-        generation: int,
-        epoch: int,
+        stored_as: _Stored,
         claim: _Claim,
     ) -> CacheResult:
         started = time.perf_counter()
@@ -283,7 +293,7 @@ class TieredCache:
             CACHE_LOAD_SECONDS.labels("not_found").observe(time.perf_counter() - started)
             negative = TtlClass(self.config.negative_ttl_s)
             entry = make_entry(error.detail.encode(), negative, self._clock(), tags, missing=True)
-            await self._store(key, entry, generation, epoch, loaded_since, claim)
+            await self._store(key, entry, stored_as, loaded_since, claim)
             raise
         except Exception as error:
             CACHE_LOAD_SECONDS.labels("error").observe(time.perf_counter() - started)
@@ -297,19 +307,30 @@ class TieredCache:
         CACHE_LOAD_SECONDS.labels("ok").observe(time.perf_counter() - started)
         value, etag = (loaded.value, loaded.etag) if isinstance(loaded, Loaded) else (loaded, None)
         entry = make_entry(value, policy, self._clock(), tags, etag=etag)
-        await self._store(key, entry, generation, epoch, loaded_since, claim)
+        await self._store(key, entry, stored_as, loaded_since, claim)
         return _result(entry)
 
     async def _store(
-        self, key: str, entry: Entry, generation: int, epoch: int, loaded_since: float, claim: _Claim
+        self, key: str, entry: Entry, stored_as: _Stored, loaded_since: float, claim: _Claim
     ) -> None:
-        if not self._keep(key, entry, generation):
+        if not self._keep(key, entry, stored_as.generation):
             return
+        if entry.tags and stored_as.stamp is None:
+            return  # Redis could not say the tags' generations when the load began: L1 only
         now = self._clock()
         lifetime_s = entry.stale_until - now
         blob = encode(entry, now)
         token = claim.token if claim.held else ""
-        stored = await self.l2.set(key, blob, lifetime_s, entry.tags, loaded_since, epoch, token)
+        stored = await self.l2.set(
+            key,
+            blob,
+            lifetime_s,
+            entry.tags,
+            loaded_since,
+            stored_as.epoch,
+            token,
+            stamp=stored_as.stamp or "",
+        )
         if stored is not None:
             claim.held = False  # the same script let it go
         if stored is False:  # refused: invalidated elsewhere after this load began
