@@ -10,8 +10,8 @@ from sophia.cli.main import app
 from sophia.core.events import Envelope
 from sophia.events.codec import encode
 from sophia.events.connection import NatsConnection
+from sophia.events.dead_letter import dead_letter_spec, list_dead_letters
 from sophia.events.streams import ensure_streams, stream_specs
-from sophia.workers.dead_letter import dead_letter_spec, list_dead_letters
 from sophia.workers.processor import ConsumerSpec, StreamProcessor
 
 runner = CliRunner()

@@ -25,9 +25,9 @@ from sophia.database.jobs import Job
 from sophia.events import consumer
 from sophia.events.codec import encode
 from sophia.events.connection import NatsConnection
+from sophia.events.dead_letter import dead_letter_spec
 from sophia.events.streams import ensure_streams, stream_specs
 from sophia.workers import job_runner
-from sophia.workers.dead_letter import dead_letter_spec
 from sophia.workers.job_runner import JobRunner, RunnerSpec
 from sophia.workers.jobs import (
     REEMBED_RECORDS,

@@ -24,10 +24,10 @@ from sophia.core.events import Envelope
 from sophia.engines.nats import EmbeddedNats
 from sophia.events.codec import decode, encode
 from sophia.events.connection import NatsConnection
+from sophia.events.dead_letter import dead_letter_spec, list_dead_letters, replay, show_dead_letter
 from sophia.events.streams import StreamSpec, ensure_streams, stream_specs
 from sophia.shared.resilience import retry
 from sophia.workers import processor as processor_module
-from sophia.workers.dead_letter import dead_letter_spec, list_dead_letters, replay, show_dead_letter
 from sophia.workers.processor import ConsumerSpec, Sink, StreamProcessor, deliveries
 
 FAILURES = (NatsError, OSError, TimeoutError, Unavailable)

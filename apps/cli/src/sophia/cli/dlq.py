@@ -14,14 +14,14 @@ from rich.table import Table
 from sophia.cli.endpoints import resolve_settings
 from sophia.core.errors import NotFound, Unavailable
 from sophia.events.connection import NatsConnection
-from sophia.shared.urls import without_password
-from sophia.workers.dead_letter import (
+from sophia.events.dead_letter import (
     DeadLetter,
     dead_letter_spec,
     list_dead_letters,
     replay,
     show_dead_letter,
 )
+from sophia.shared.urls import without_password
 
 app = typer.Typer(help="Dead letters: events a stream processor could not process.", no_args_is_help=True)
 console = Console()

@@ -14,12 +14,12 @@ from sophia.cache import CacheConfig, RedisConnection, TieredCache
 from sophia.core.errors import Unavailable
 from sophia.database import Database
 from sophia.events.connection import NatsConnection
+from sophia.events.dead_letter import dead_letter_spec
 from sophia.events.streams import StreamStorageRefused, stream_specs
 from sophia.ml.enrichment import DEFAULT_TEXT_FIELDS, Enricher, read_text_fields
 from sophia.ml.models import Models
 from sophia.shared.logging import configure_logging, get_logger
 from sophia.shared.settings import Settings
-from sophia.workers.dead_letter import dead_letter_spec
 from sophia.workers.job_runner import JobRunner, RunnerSpec
 from sophia.workers.jobs import (
     REEMBED_RECORDS,

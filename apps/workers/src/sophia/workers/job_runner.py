@@ -20,19 +20,17 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from nats.aio.msg import Msg
-from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig
 from prometheus_client import Counter
 
 from sophia.core.errors import Invalid, Unavailable
 from sophia.database import jobs
 from sophia.database.jobs import Job
-from sophia.events.consumer import NATS_FAILURES, ConsumerLoop
+from sophia.events.connection import NATS_FAILURES
+from sophia.events.consumer import ConsumerLoop, Message, Subscription, explicit_ack_consumer
+from sophia.events.dead_letter import describe
 from sophia.events.streams import ensure_streams
 from sophia.shared.logging import get_logger
 from sophia.shared.resilience import honour_cancellation
-from sophia.workers.dead_letter import describe
 from sophia.workers.jobs import Handler, JobQueue
 
 __all__ = ["JobRunner", "RunnerSpec"]
@@ -98,21 +96,19 @@ class JobRunner:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def _subscribe(self) -> JetStreamContext.PullSubscription:
+    async def _subscribe(self) -> Subscription:
         js = await self.queue.nats.jetstream()
         await ensure_streams(js, [self.queue.stream])
-        config = ConsumerConfig(
-            name=self.spec.name,
-            durable_name=self.spec.name,
-            ack_policy=AckPolicy.EXPLICIT,
-            ack_wait=self.spec.ack_wait_s,
-            max_deliver=-1,  # the runner counts attempts in Postgres; NAKs for `not_before` are no attempt
+        # The runner counts attempts in Postgres; NAKs for `not_before` are no attempt.
+        config = explicit_ack_consumer(
+            self.spec.name,
+            ack_wait_s=self.spec.ack_wait_s,
             max_ack_pending=max(self.spec.concurrency * 10, 100),
         )
         await js.add_consumer(self.queue.stream.name, config)
         return await js.pull_subscribe_bind(durable=self.spec.name, stream=self.queue.stream.name)
 
-    async def _consume(self, subscription: JetStreamContext.PullSubscription, stop: asyncio.Event) -> None:
+    async def _consume(self, subscription: Subscription, stop: asyncio.Event) -> None:
         while not stop.is_set():
             honour_cancellation()
             await self._sweep()
@@ -148,7 +144,7 @@ class JobRunner:
         except Unavailable as error:
             log.warning("job_sweep_failed", error=error.detail)
 
-    async def _handle(self, message: Msg) -> None:
+    async def _handle(self, message: Message) -> None:
         try:
             await self._run(message)
         except Exception as error:  # Postgres or NATS away (or a bug): no verdict; it comes back
@@ -158,7 +154,7 @@ class JobRunner:
                 async with asyncio.timeout(self.queue.nats.timeout_s):
                     await message.nak(delay=self.spec.backoff_s[0])
 
-    async def _run(self, message: Msg) -> None:
+    async def _run(self, message: Message) -> None:
         try:
             job_id = UUID(message.data.decode())
         except ValueError:
@@ -197,7 +193,7 @@ class JobRunner:
         await message.ack()
         JOBS_FINISHED.labels(job.kind, "succeeded").inc()
 
-    async def _finish(self, message: Msg, job: Job, error: Exception) -> None:
+    async def _finish(self, message: Message, job: Job, error: Exception) -> None:
         """Record a failed attempt: queued again with backoff, or `failed` for good."""
         final = isinstance(error, Invalid) or job.attempts >= self.spec.max_attempts
         async with self.queue.database.connection() as connection:
@@ -211,7 +207,7 @@ class JobRunner:
             await message.nak(delay=self.spec.backoff_after(job.attempts))
             JOBS_RETRIED.labels(job.kind).inc()
 
-    async def _call(self, handler: Handler, job: Job, message: Msg) -> Mapping[str, Any] | None:
+    async def _call(self, handler: Handler, job: Job, message: Message) -> Mapping[str, Any] | None:
         keep_alive = asyncio.create_task(self._keep_alive(message))
         try:
             return await handler(job)
@@ -219,7 +215,7 @@ class JobRunner:
             keep_alive.cancel()
             await asyncio.gather(keep_alive, return_exceptions=True)
 
-    async def _keep_alive(self, message: Msg) -> None:
+    async def _keep_alive(self, message: Message) -> None:
         """Tell JetStream a long job is still running, so it does not hand it to another runner."""
         while True:
             await asyncio.sleep(self.spec.ack_wait_s / 2)

@@ -12,20 +12,16 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
-
-from nats.js.api import RetentionPolicy, StreamConfig
 
 from sophia.core.errors import Invalid, NotFound, Unavailable
 from sophia.core.events import Envelope
 from sophia.database import Database, jobs, reprocess, views
 from sophia.database.jobs import Job
-from sophia.events.connection import NatsConnection
-from sophia.events.consumer import NATS_FAILURES
-from sophia.events.streams import StreamSpec, ensure_streams
+from sophia.events.connection import NATS_FAILURES, NatsConnection
+from sophia.events.streams import StreamSpec, WorkQueueSpec, ensure_streams
 from sophia.shared.logging import get_logger
 from sophia.shared.settings import Settings
 from sophia.workers.sinks import Sink
@@ -54,16 +50,6 @@ DEAL_EVENTS = frozenset({"record.upserted", "record.deleted"})
 
 Handler = Callable[[Job], Awaitable[Mapping[str, Any] | None]]
 """Runs one attempt of a job; what it returns becomes the job's `result`."""
-
-
-@dataclass(frozen=True, slots=True)
-class WorkQueueSpec(StreamSpec):
-    """A stream whose messages are gone once acked (each job id is taken by one runner)."""
-
-    def config(self) -> StreamConfig:
-        config = StreamSpec.config(self)
-        config.retention = RetentionPolicy.WORK_QUEUE
-        return config
 
 
 def jobs_stream(settings: Settings) -> WorkQueueSpec:

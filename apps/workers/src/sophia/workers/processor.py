@@ -25,20 +25,22 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from nats.aio.msg import Msg
-from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig
-
 from sophia.core.errors import Invalid, Unavailable
 from sophia.core.events import Envelope
 from sophia.events.codec import decode
-from sophia.events.connection import NatsConnection
-from sophia.events.consumer import NATS_FAILURES, ConsumerLoop
+from sophia.events.connection import NATS_FAILURES, NatsConnection
+from sophia.events.consumer import (
+    ConsumerConfig,
+    ConsumerLoop,
+    Message,
+    Subscription,
+    explicit_ack_consumer,
+)
+from sophia.events.dead_letter import ensure_dead_letter, publish_dead_letter
 from sophia.events.streams import StreamSpec
 from sophia.shared.logging import get_logger
 from sophia.shared.resilience import honour_cancellation
 from sophia.workers import metrics
-from sophia.workers.dead_letter import ensure_dead_letter, publish_dead_letter
 from sophia.workers.sinks import RawSink, Sink
 
 __all__ = ["ConsumerSpec", "RawSink", "Sink", "StreamProcessor"]
@@ -78,22 +80,19 @@ class ConsumerSpec:
             raise ValueError("batch_size, concurrency and max_deliver must be >= 1; backoff_s not empty")
 
     def config(self) -> ConsumerConfig:
-        return ConsumerConfig(
-            name=self.name,
-            durable_name=self.name,
-            filter_subject=self.filter_subject,
-            ack_policy=AckPolicy.EXPLICIT,
-            ack_wait=self.ack_wait_s,
-            # Unlimited: the processor, not the server, gives up on a message, and files it.
-            max_deliver=-1,
+        # No delivery limit: the processor, not the server, gives up on a message, and files it.
+        return explicit_ack_consumer(
+            self.name,
+            ack_wait_s=self.ack_wait_s,
             max_ack_pending=max(self.concurrency, 1000),
+            filter_subject=self.filter_subject,
         )
 
     def backoff_after(self, deliveries: int) -> float:
         return self.backoff_s[min(max(deliveries, 1), len(self.backoff_s)) - 1]
 
 
-def deliveries(message: Msg) -> int:
+def deliveries(message: Message) -> int:
     """How often JetStream has delivered `message`, read off its ack subject alone:
     `$JS.ACK.<stream>.<consumer>.<delivered>...` (9 tokens), or with a domain and an account hash
     before the stream (12). nats-py's `metadata` builds a datetime and two dataclasses per message,
@@ -128,7 +127,7 @@ class StreamProcessor:
         self._dead_letter_name = (
             dead_letter_stream.name if isinstance(dead_letter_stream, StreamSpec) else dead_letter_stream
         )
-        self._held: list[Msg] = []
+        self._held: list[Message] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._consumer_loop: ConsumerLoop
         self._lag_due = 0.0
@@ -155,14 +154,14 @@ class StreamProcessor:
             self._subscribe, lambda subscription: self._consume(subscription, stop), stop
         )
 
-    async def _subscribe(self) -> JetStreamContext.PullSubscription:
+    async def _subscribe(self) -> Subscription:
         js = await self.nats.jetstream()
         self._dead_letter_name = await ensure_dead_letter(js, self.dead_letter_stream)
         await js.add_consumer(self.spec.stream, self.spec.config())  # creates, or updates the config
         self._lag_due = 0.0
         return await js.pull_subscribe_bind(durable=self.spec.name, stream=self.spec.stream)
 
-    async def _consume(self, subscription: JetStreamContext.PullSubscription, stop: asyncio.Event) -> None:
+    async def _consume(self, subscription: Subscription, stop: asyncio.Event) -> None:
         while not stop.is_set():
             honour_cancellation()
             await self._refresh_lag(subscription)  # also notices a consumer or server gone
@@ -176,7 +175,7 @@ class StreamProcessor:
             if messages:
                 self._start(messages)
 
-    async def _refresh_lag(self, subscription: JetStreamContext.PullSubscription) -> None:
+    async def _refresh_lag(self, subscription: Subscription) -> None:
         now = time.monotonic()
         if now < self._lag_due:
             return
@@ -184,7 +183,7 @@ class StreamProcessor:
         info = await subscription.consumer_info()
         metrics.CONSUMER_LAG.labels(self.spec.name).set(info.num_pending or 0)
 
-    async def _fetch(self, subscription: JetStreamContext.PullSubscription, room: int) -> list[Msg]:
+    async def _fetch(self, subscription: Subscription, room: int) -> list[Message]:
         """A micro-batch of at most `room`: the first message, then what arrives in `batch_wait_s`."""
         if self._held:
             messages, self._held = self._held[:room], self._held[room:]
@@ -205,7 +204,7 @@ class StreamProcessor:
         messages, self._held = messages[:room], messages[room:]
         return messages
 
-    def _start(self, messages: list[Msg]) -> None:
+    def _start(self, messages: list[Message]) -> None:
         name = self.spec.name
         self.unacked += len(messages)
         metrics.CONSUMED.labels(name).inc(len(messages))
@@ -216,9 +215,9 @@ class StreamProcessor:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _process(self, messages: list[Msg]) -> None:
+    async def _process(self, messages: list[Message]) -> None:
         try:
-            decoded: list[tuple[Msg, Envelope | bytes]] = []
+            decoded: list[tuple[Message, Envelope | bytes]] = []
             for message in messages:
                 if self.spec.raw:
                     decoded.append((message, message.data))
@@ -235,7 +234,7 @@ class StreamProcessor:
         finally:
             self.unacked -= len(messages)
 
-    async def _deliver(self, decoded: list[tuple[Msg, Envelope | bytes]]) -> None:
+    async def _deliver(self, decoded: list[tuple[Message, Envelope | bytes]]) -> None:
         messages = [message for message, _ in decoded]
         try:
             await self._call_sink(messages, [item for _, item in decoded])
@@ -249,7 +248,7 @@ class StreamProcessor:
             return
         await self._ack(messages)
 
-    async def _isolate(self, decoded: list[tuple[Msg, Envelope | bytes]]) -> None:
+    async def _isolate(self, decoded: list[tuple[Message, Envelope | bytes]]) -> None:
         """The batch again, one message at a time: the good ones proceed, the bad one fails alone."""
         for message, item in decoded:
             try:
@@ -259,7 +258,7 @@ class StreamProcessor:
             else:
                 await self._ack([message])
 
-    async def _call_sink(self, messages: list[Msg], items: list[Envelope | bytes]) -> None:
+    async def _call_sink(self, messages: list[Message], items: list[Envelope | bytes]) -> None:
         keep_alive = asyncio.create_task(self._keep_alive(messages))
         started = time.perf_counter()
         try:
@@ -269,7 +268,7 @@ class StreamProcessor:
             keep_alive.cancel()
             await asyncio.gather(keep_alive, return_exceptions=True)
 
-    async def _keep_alive(self, messages: list[Msg]) -> None:
+    async def _keep_alive(self, messages: list[Message]) -> None:
         """Tell JetStream a slow sink is still at it, so it does not deliver the batch again."""
         while True:
             await asyncio.sleep(self.spec.ack_wait_s / 2)
@@ -281,13 +280,13 @@ class StreamProcessor:
                 log.info("stream_keep_alive_failed", consumer=self.spec.name, error=type(error).__name__)
                 return
 
-    async def _ack(self, messages: list[Msg]) -> None:
+    async def _ack(self, messages: list[Message]) -> None:
         async with asyncio.timeout(self.nats.timeout_s):
             for message in messages:
                 await message.ack()
         metrics.ACKED.labels(self.spec.name).inc(len(messages))
 
-    async def _fail(self, message: Msg, error: Exception) -> None:
+    async def _fail(self, message: Message, error: Exception) -> None:
         metrics.FAILED.labels(self.spec.name).inc()
         deliveries = message.metadata.num_delivered
         if isinstance(error, Unavailable) or deliveries < self.spec.max_deliver:
@@ -296,7 +295,7 @@ class StreamProcessor:
             return
         await self._dead_letter(message, error, "max_deliver")
 
-    async def _dead_letter(self, message: Msg, error: Exception, reason: str) -> None:
+    async def _dead_letter(self, message: Message, error: Exception, reason: str) -> None:
         js = await self.nats.jetstream()
         async with asyncio.timeout(self.nats.timeout_s):
             await publish_dead_letter(js, self._dead_letter_name, message, self.spec.name, error)

@@ -22,8 +22,6 @@ import time
 from collections.abc import Coroutine, Mapping
 from types import TracebackType
 
-from nats.errors import Error as NatsError
-
 from sophia.core.errors import Unavailable
 from sophia.core.event_types import EVENT_TYPES
 from sophia.core.events import Envelope, uuid7
@@ -31,7 +29,7 @@ from sophia.database import Database, outbox
 from sophia.database.listener import Listener
 from sophia.database.outbox import OutboxEvent
 from sophia.events.codec import encode
-from sophia.events.connection import NatsConnection
+from sophia.events.connection import NATS_FAILURES, NatsConnection
 from sophia.events.streams import StreamSpec, ensure_streams
 from sophia.shared.logging import get_logger
 from sophia.shared.resilience import backoff_delays, honour_cancellation
@@ -42,7 +40,7 @@ DEPTH_OBSERVE_INTERVAL_S = 1.0
 log = get_logger(__name__)
 
 SOURCE = "catalog"
-PUBLISH_FAILURES = (NatsError, OSError, TimeoutError, Unavailable)
+PUBLISH_FAILURES = NATS_FAILURES
 
 
 def envelope_of(event: OutboxEvent) -> Envelope:

@@ -3,14 +3,11 @@ with an error that names the knob, instead of every publish answering 503 for ev
 
 from __future__ import annotations
 
-from nats.errors import Error as NatsError
-
-from sophia.core.errors import Unavailable
-from sophia.events.connection import NatsConnection
+from sophia.events.connection import NATS_FAILURES, NatsConnection
+from sophia.events.dead_letter import dead_letter_spec
 from sophia.events.streams import StreamSpec, StreamStorageRefused, ensure_streams, stream_specs
 from sophia.shared.logging import get_logger
 from sophia.shared.settings import Settings
-from sophia.workers.dead_letter import dead_letter_spec
 from sophia.workers.jobs import jobs_stream
 
 log = get_logger(__name__)
@@ -28,5 +25,5 @@ async def check_streams(settings: Settings, nats: NatsConnection) -> None:
         await ensure_streams(await nats.jetstream(), all_streams(settings))
     except StreamStorageRefused:
         raise
-    except (NatsError, OSError, TimeoutError, Unavailable) as error:
+    except NATS_FAILURES as error:
         log.warning("streams_not_checked", error=type(error).__name__)

@@ -16,6 +16,10 @@ from sophia.core.errors import Unavailable
 from sophia.shared.logging import get_logger
 from sophia.shared.urls import without_password
 
+NATS_FAILURES: tuple[type[BaseException], ...] = (NatsError, OSError, TimeoutError, Unavailable)
+"""What a call to NATS raises when NATS is away, refuses, or a call times out: apps catch these,
+never nats-py's own types."""
+
 log = get_logger(__name__)
 
 

@@ -14,20 +14,44 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 
-from nats.errors import Error as NatsError
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig
 
-from sophia.core.errors import Unavailable
-from sophia.events.connection import NatsConnection
+from sophia.events.connection import NATS_FAILURES, NatsConnection
 from sophia.shared.logging import get_logger
 from sophia.shared.resilience import backoff_delays, honour_cancellation
 
+__all__ = [
+    "NATS_FAILURES",
+    "ConsumerConfig",
+    "ConsumerLoop",
+    "Message",
+    "Subscription",
+    "explicit_ack_consumer",
+]
+
 log = get_logger(__name__)
 
-NATS_FAILURES: tuple[type[BaseException], ...] = (NatsError, OSError, TimeoutError, Unavailable)
-"""What ends a subscription and starts the reconnect: NATS away or refusing, a probe timing out."""
-
 Subscription = JetStreamContext.PullSubscription
+Message = Msg
+"""A message fetched from a subscription (acked, nak'd or kept alive by its consumer)."""
+
+
+def explicit_ack_consumer(
+    name: str, *, ack_wait_s: float, max_ack_pending: int, filter_subject: str | None = None
+) -> ConsumerConfig:
+    """A durable pull consumer that acks each message itself and is never cut off by the server:
+    no delivery limit, since Sophia's consumers count attempts and give up themselves."""
+    return ConsumerConfig(
+        name=name,
+        durable_name=name,
+        filter_subject=filter_subject,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=ack_wait_s,
+        max_deliver=-1,
+        max_ack_pending=max_ack_pending,
+    )
 
 
 class ConsumerLoop:

@@ -59,6 +59,16 @@ class StreamSpec:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class WorkQueueSpec(StreamSpec):
+    """A stream whose messages are gone once acked: each is taken by one consumer (a job queue)."""
+
+    def config(self) -> StreamConfig:
+        config = StreamSpec.config(self)
+        config.retention = RetentionPolicy.WORK_QUEUE
+        return config
+
+
 class StreamStorageRefused(Unavailable):
     """JetStream cannot reserve a stream's `max_bytes`: an operator must lower the limit or give
     NATS more storage. Retrying does not help, so it says exactly which knob to turn."""
