@@ -8,11 +8,13 @@ from app_clients import app_client
 from nats.js.errors import NotFoundError
 from problem_assertions import assert_problem
 
+from sophia.core.documents import MAX_DEPTH, nesting_possible
 from sophia.core.events import uuid7
 from sophia.events.codec import decode
 from sophia.events.connection import NatsConnection
 from sophia.events.streams import stream_specs
 
+JSON = {"content-type": "application/json"}
 NDJSON = {"content-type": "application/x-ndjson"}
 
 
@@ -91,6 +93,33 @@ async def test_a_bad_event_is_a_422_naming_it_and_nothing_is_published(events_cl
     js = await events_client.nats.jetstream()
     with pytest.raises(NotFoundError):  # nothing was published, so not even the streams exist
         await js.stream_info(events_client.specs["user-events"].name)
+
+
+async def test_a_large_shallow_batch_is_spared_the_depth_walk_and_one_deep_payload_is_still_refused(
+    events_client,
+):
+    properties = {"tags": ["a", "b"], "page": {"path": "/deals/[id]"}}
+    batch = [
+        user_event(f"u-{n}", payload={"name": "deal.viewed", "properties": properties}) for n in range(1_000)
+    ]
+    body = orjson.dumps(batch)
+    assert body.count(b"[") + body.count(b"{") > 10 * MAX_DEPTH  # many brackets, none of them deep
+    assert not nesting_possible(body)  # so the service never walks this batch's payloads
+    response = await events_client.post("/api/v1/events", content=body, headers=JSON)
+    assert response.status_code == 202, response.text
+    assert response.json()["accepted"] == 1_000
+
+    deep: list = []
+    for _ in range(MAX_DEPTH):
+        deep = [deep]
+    batch[500] = user_event("deep", payload={"name": "x", "deep": deep})
+    response = await events_client.post("/api/v1/events", content=orjson.dumps(batch), headers=JSON)
+    problem = assert_problem(response, 422)
+    assert problem["errors"][0]["location"] == ["body", 500, "payload"]
+    assert f"nested deeper than {MAX_DEPTH} levels" in problem["detail"]
+    js = await events_client.nats.jetstream()
+    info = await js.stream_info(events_client.specs["user-events"].name)
+    assert info.state.messages == 1_000  # the first batch only: nothing of the refused one
 
 
 async def test_a_bad_ndjson_line_is_named_by_its_number(events_client):

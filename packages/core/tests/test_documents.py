@@ -1,8 +1,20 @@
 """One set of limits for documents: each problem found with where it is, in any order of nesting."""
 
-import pytest
+import json
 
-from sophia.core.documents import MAX_DEPTH, describe, document_problem, nesting_possible, text_problem
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sophia.core.documents import (
+    MAX_DEPTH,
+    bracket_depth,
+    describe,
+    document_problem,
+    nesting_possible,
+    text_problem,
+)
 
 
 def nested(levels: int) -> list:
@@ -10,6 +22,14 @@ def nested(levels: int) -> list:
     for _ in range(levels - 1):
         value = [value]
     return value
+
+
+def depth(value: object) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(depth, value), default=0)
+    return 0
 
 
 @pytest.mark.parametrize(
@@ -52,4 +72,61 @@ def test_a_long_location_is_shortened_in_the_middle():
 
 def test_brackets_tell_cheaply_whether_nesting_could_be_too_deep():
     assert not nesting_possible(b'{"a": [1, 2, {"b": []}]}')
-    assert nesting_possible(b"[" * (MAX_DEPTH + 1))
+    assert nesting_possible(b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1))
+    assert not nesting_possible(b"[" * MAX_DEPTH + b"]" * MAX_DEPTH)
+
+
+def test_a_large_batch_of_shallow_events_is_spared_the_walk_however_many_brackets_it_holds():
+    event = {"type": "user.event", "key": "u-1", "payload": {"name": "n", "properties": {"tags": ["a", "b"]}}}
+    batch = orjson.dumps([event] * 10_000)
+    assert batch.count(b"[") + batch.count(b"{") > 100 * MAX_DEPTH
+    assert bracket_depth(batch) == 5
+    assert not nesting_possible(batch)
+
+
+def test_one_deep_document_in_a_large_batch_is_still_caught():
+    shallow = {"type": "user.event", "key": "u-1", "payload": {"name": "n"}}
+    deep = {"type": "user.event", "key": "u-2", "payload": {"deep": nested(MAX_DEPTH)}}
+    assert nesting_possible(orjson.dumps([shallow] * 5_000 + [deep] + [shallow] * 5_000))
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["]" * 300, "}" * 300, '\\"]]]', '"]]]', "\\", "\\\\]", "[[[", '\\"[[['],
+    ids=[
+        "closings",
+        "braces",
+        "backslash-quote-closings",
+        "quote-closings",
+        "backslash",
+        "backslashes-closing",
+        "openings",
+        "backslash-quote-openings",
+    ],
+)
+def test_brackets_and_quotes_inside_text_neither_hide_depth_nor_add_to_it(text):
+    document = {"before": text, "deep": nested(MAX_DEPTH + 1), "after": [text, {text: text}]}
+    for raw in (orjson.dumps(document), json.dumps(document, ensure_ascii=True).encode()):
+        assert bracket_depth(raw) == MAX_DEPTH + 2
+        assert nesting_possible(raw)
+    assert bracket_depth(orjson.dumps({"before": text, "shallow": [[1]]})) == 3
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.text(alphabet='[]{}"\\ab\n\u00e9\U0001f680'),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.text(alphabet='[]{}"\\a', max_size=4), children, max_size=4)
+    ),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=json_values, escaped=st.booleans())
+def test_bracket_depth_is_the_nesting_of_any_document(value, escaped):
+    raw = json.dumps(value).encode() if escaped else orjson.dumps(value)  # `\\u00e9` or UTF-8
+    assert bracket_depth(raw) == depth(value)

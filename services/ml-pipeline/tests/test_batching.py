@@ -130,3 +130,39 @@ async def test_a_step_run_in_the_model_thread_runs_there_and_leaves_the_loop_fre
         assert await batcher.in_model_thread(step, 21) == 42
     assert threads == [threads[0]]
     assert threads[0].startswith("ml-steps")
+
+
+async def test_steps_waiting_for_the_model_thread_count_in_the_queue_bound_and_a_full_one_refuses_at_once():
+    model = Model()
+    model.gate.clear()
+    async with Batcher(model, name="t", max_batch=1, max_wait_s=0, max_queue=3) as batcher:
+        running = asyncio.create_task(batcher.submit([1], timeout_s=5))  # holds the thread
+        await asyncio.to_thread(model.started.wait, 5)
+        queued = asyncio.create_task(batcher.submit([2], timeout_s=5))
+        steps = [asyncio.create_task(batcher.in_model_thread(abs, -n, timeout_s=5)) for n in (3, 4)]
+        await asyncio.sleep(0)  # each caller has taken its place
+        with pytest.raises(Unavailable, match="busy") as refused:
+            await batcher.in_model_thread(abs, -5, timeout_s=5)
+        assert refused.value.retry_after_s >= 1
+        with pytest.raises(Unavailable, match="busy"):
+            await batcher.submit([6], timeout_s=5)  # the steps hold places an input would take
+        model.gate.set()
+        assert [await running, await queued, *[await step for step in steps]] == [[2], [4], 3, 4]
+        assert await batcher.in_model_thread(abs, -7, timeout_s=5) == 7  # places given back
+
+
+async def test_a_step_that_cannot_start_before_its_deadline_fails_and_never_runs():
+    model = Model()
+    model.gate.clear()
+    ran: list[int] = []
+    async with Batcher(model, name="t", max_batch=1, max_wait_s=0, max_queue=1) as batcher:
+        running = asyncio.create_task(batcher.submit([1], timeout_s=5))
+        await asyncio.to_thread(model.started.wait, 5)
+        with pytest.raises(DeadlineExceeded):
+            await batcher.in_model_thread(ran.append, 2, timeout_s=0.05)  # waits behind the held call
+        model.gate.set()
+        assert await running == [2]
+        with pytest.raises(DeadlineExceeded):
+            await batcher.in_model_thread(ran.append, 3, timeout_s=0)  # past its deadline already
+        await batcher.in_model_thread(ran.append, 4, timeout_s=5)  # after both, in the one thread
+    assert ran == [4]

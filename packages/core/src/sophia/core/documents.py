@@ -9,6 +9,7 @@ accepted fails later on its way to the catalog, a stream or a client.
 from __future__ import annotations
 
 import math
+from itertools import accumulate
 from typing import Any
 
 MAX_DEPTH = 128
@@ -67,7 +68,38 @@ def describe(where: Location) -> str:
     return ".".join(parts)
 
 
+_NOT_MARKS = bytes(sorted(set(range(256)) - set(b'"[]{}')))
+"""Every byte but quotes and brackets, deleted to keep only what tells the nesting."""
+
+_STEPS = bytes.maketrans(b"[{]}", bytes([1, 1, 255, 255]))
+"""Brackets as signed bytes: 1 opens a level, 255 (-1 as a signed byte) closes one."""
+
+
 def nesting_possible(raw: bytes, max_depth: int = MAX_DEPTH) -> bool:
-    """Whether raw JSON holds enough brackets to nest deeper than `max_depth` (a C-speed count that
-    spares the walk for almost every document)."""
-    return raw.count(b"[") + raw.count(b"{") > max_depth
+    """Whether `raw` (valid JSON: parse it first) may nest objects and arrays deeper than
+    `max_depth`: the cheap screen that decides whether the walk (`document_problem`) is needed.
+
+    Never False for a document nested too deep. The answer comes from the deepest nesting of the
+    brackets outside strings (`bracket_depth`), not from how many there are, so a large batch of
+    shallow documents is spared the walk however many brackets it holds in all."""
+    if raw.count(b"[") + raw.count(b"{") <= max_depth:
+        return False  # too few brackets in all: spares the passes below for almost every small document
+    return bracket_depth(raw) > max_depth
+
+
+def bracket_depth(raw: bytes) -> int:
+    """The deepest nesting of objects and arrays in `raw` (which must be valid JSON): 0 for a
+    scalar, 1 for `[]` or `{"a": 1}`. Linear in `len(raw)`."""
+    if b"\\" in raw:
+        # An escaped quote (`\"`) would be taken for the end of its string. JSON puts backslashes
+        # only inside strings, where each starts an escape of the next character, so dropping the
+        # escaped backslashes first, pairs from the left, leaves exactly the escaped quotes to drop.
+        raw = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
+    marks = raw.translate(None, _NOT_MARKS)
+    # Two quotes side by side hold nothing between them: dropping them keeps every bracket on its
+    # side of the strings and leaves few pieces to split (only strings that hold brackets).
+    marks = marks.replace(b'""', b"")
+    # Only the pieces between strings count: a `]` in a text would lower the depth of all after it.
+    structure = b"".join(marks.split(b'"')[::2])
+    steps = memoryview(structure.translate(_STEPS)).cast("b")  # +1 per opening, -1 per closing
+    return max(accumulate(steps), default=0)

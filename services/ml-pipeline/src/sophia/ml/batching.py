@@ -7,13 +7,15 @@ queue is bounded (`max_queue` inputs): when it is full a caller gets `Unavailabl
 Retry-After) at once instead of a queue that grows until every request times out. Each caller has
 a deadline; inputs whose deadline passes while queued are dropped before they cost a model call.
 The model runs in one worker thread (inference releases the GIL), so the event loop keeps
-answering while a batch computes.
+answering while a batch computes. CPU-bound steps run in that thread too (`in_model_thread`), under
+the same bound and the same deadlines: a step waiting for the thread is one more entry queued.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -72,6 +74,7 @@ class Batcher(Generic[In, Out]):
         self.run, self.name = run, name
         self.max_batch, self.max_wait_s, self.max_queue = max_batch, max_wait_s, max_queue
         self._queue: deque[_Pending[In, Out]] = deque()
+        self._steps = 0  # steps handed to the thread whose callers still wait for them
         self._arrived = asyncio.Event()
         self._full = asyncio.Event()
         self._closing = False
@@ -95,8 +98,7 @@ class Batcher(Generic[In, Out]):
     async def submit(self, items: Sequence[In], *, timeout_s: float) -> list[Out]:
         """The model's outputs for `items`, in order; `Unavailable` if the queue is full,
         `DeadlineExceeded` if `timeout_s` passes first."""
-        if len(self._queue) + len(items) > self.max_queue:
-            raise Unavailable(f"The {self.name} model is busy ({len(self._queue)} inputs queued).", 1)
+        self._check_room(len(items))
         loop = asyncio.get_running_loop()
         deadline = time.monotonic() + timeout_s
         pending = [_Pending(item, deadline, loop.create_future()) for item in items]
@@ -114,10 +116,44 @@ class Batcher(Generic[In, Out]):
             for waiting in pending:
                 waiting.future.cancel()  # still queued: skipped when its turn comes
 
-    async def in_model_thread(self, step: Callable[..., R], *args: Any) -> R:
-        """Run a CPU-bound step beside the model calls, in the model's thread, never on the event
-        loop (tokenizing 256 inputs of 20,000 characters took the loop for tens of ms)."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, step, *args)
+    async def in_model_thread(self, step: Callable[..., R], *args: Any, timeout_s: float | None = None) -> R:
+        """`step(*args)` run beside the model calls, in the model's thread, never on the event loop
+        (tokenizing 256 inputs of 20,000 characters took the loop for tens of ms).
+
+        A step waits for the same thread as the queued inputs and delays their batches as much as
+        one of them, so it counts as one entry in the same bound (`max_queue`, shared with `submit`):
+        `Unavailable` at once when the backlog is full. `DeadlineExceeded` if `timeout_s` passes
+        first; a step that has not started by then never runs. Without `timeout_s`, no deadline."""
+        self._check_room(1)
+        deadline = math.inf if timeout_s is None else time.monotonic() + timeout_s
+        timer = asyncio.timeout(timeout_s)
+        self._steps += 1
+        try:
+            async with timer:  # leaving it cancels a step still waiting: the thread skips it
+                return await asyncio.get_running_loop().run_in_executor(
+                    self._executor, self._start, deadline, step, args
+                )
+        except TimeoutError:
+            if not timer.expired():
+                raise  # the step's own error
+            raise DeadlineExceeded(
+                f"The {self.name} model's thread did not finish the step within {timeout_s} s.", 1
+            ) from None
+        finally:
+            self._steps -= 1
+
+    def _start(self, deadline: float, step: Callable[..., R], args: tuple[Any, ...]) -> R:
+        """In the thread: the step, unless its deadline passed while it waited (the caller's timer
+        may not have fired yet, if the event loop is busy)."""
+        if time.monotonic() >= deadline:
+            raise DeadlineExceeded(f"Queued past its deadline ({self.name}).", 1)
+        return step(*args)
+
+    def _check_room(self, count: int) -> None:
+        """`Unavailable` at once unless `count` more entries fit in the backlog (inputs and steps)."""
+        backlog = len(self._queue) + self._steps
+        if backlog + count > self.max_queue:
+            raise Unavailable(f"The {self.name} model is busy ({backlog} inputs and steps queued).", 1)
 
     async def _serve(self) -> None:
         while True:

@@ -59,9 +59,9 @@ class EmbeddingModel:
         """The batcher's model call (in its thread): vectors as float32 bytes, ready to cache."""
         return [row.tobytes() for row in self.encoder.encode(texts, batch_size=SUB_BATCH)]
 
-    async def count_tokens(self, texts: Sequence[str]) -> int:
-        """Tokens the model reads of `texts`, counted in the model's thread."""
-        return await self.batcher.in_model_thread(self.encoder.count_tokens, texts)
+    async def count_tokens(self, texts: Sequence[str], *, timeout_s: float) -> int:
+        """Tokens the model reads of `texts`, counted in the model's thread within `timeout_s`."""
+        return await self.batcher.in_model_thread(self.encoder.count_tokens, texts, timeout_s=timeout_s)
 
     async def embed(self, texts: Sequence[str], *, timeout_s: float) -> np.ndarray:
         """[len(texts), dimension] float32, in the order given."""

@@ -131,7 +131,9 @@ class Models:
     async def sentiment(self, texts: list[str], timeout_s: float) -> list[Prediction]:
         """The head on the texts' (cached) embeddings, or VADER on the texts themselves."""
         if self.sentiment_head is None:  # VADER's lexicon pass is CPU work too: off the event loop
-            return await self.embeddings.batcher.in_model_thread(self._vader.predict, texts)
+            return await self.embeddings.batcher.in_model_thread(
+                self._vader.predict, texts, timeout_s=timeout_s
+            )
         return self.sentiment_head.predict(await self.embeddings.embed(texts, timeout_s=timeout_s))
 
     async def __aexit__(

@@ -61,7 +61,8 @@ def parse_ndjson(body: bytes, max_events: int) -> list[UserEventIn | SystemEvent
 
 def _check_storable(item: dict[str, Any], where: tuple[str | int, ...]) -> None:
     """What no document may hold (NUL, nesting past `MAX_DEPTH`). Only for the rare batch whose raw
-    JSON holds an escaped NUL or enough brackets: walking every payload cost more than validating it."""
+    JSON holds an escaped NUL or may nest too deep (`nesting_possible`, by depth, not by how many
+    brackets a large batch holds): walking every payload cost more than validating it."""
     for name, value in item.items():
         try:
             check_storable(value)

@@ -134,7 +134,7 @@ async def openai_embeddings(
         )
     _check_inputs(texts, state.settings, "input")
     vectors = await model.embed(texts, timeout_s=state.settings.ml_timeout_s)
-    tokens = await model.count_tokens(texts)
+    tokens = await model.count_tokens(texts, timeout_s=state.settings.ml_timeout_s)
     data = [
         {
             "object": "embedding",
