@@ -100,14 +100,16 @@ async def live_server(
     grace_s: float,
     ready_timeout_s: float = 60.0,
     workers: int = 1,
+    extra_env: dict[str, str] | None = None,
 ) -> AsyncIterator[LiveServer]:
-    """A ready server; its log is printed if the body fails, and it is killed on the way out."""
+    """A ready server (`extra_env` on top of the session's settings); its log is printed if the
+    body fails, and it is killed on the way out."""
     port = free_port(HOST)
     log_path = log_dir / f"{server}-{port}.log"
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "sophia.api.server"],
-            env=server_environment(settings, server, port, grace_s, workers),
+            env=server_environment(settings, server, port, grace_s, workers) | (extra_env or {}),
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
