@@ -294,3 +294,47 @@ def test_relay_drain_publishes_the_whole_backlog_and_compares_its_start_with_its
     assert result["ratio"] > 0
     assert result["goal"] == 0.8
     assert_printed(capsys, result)
+
+
+def test_hostile_measures_the_good_client_quiet_then_under_every_attack(capsys):
+    result = load("hostile").main(
+        [
+            "--records",
+            "200",
+            "--duration",
+            "3",
+            "--warmup",
+            "0",
+            "--lead",
+            "1",
+            "--attack-scale",
+            "0.05",
+            "--embed-inputs",
+            "4",
+            "--embed-chars",
+            "200",
+            "--json",
+        ]
+    )
+
+    for phase in ("quiet", "attacked"):
+        good = result[phase]
+        assert good["requests"] > 0
+        assert sum(good["statuses"].values()) == good["requests"]  # every answer counted, by status
+        assert 0 < good["p50_ms"] <= good["p99_ms"]
+    assert result["ratio"] > 0
+    assert result["goal"] == 2.0
+    attackers = {"made_up_keys", "filters", "cursors", "embeddings", "readyz"}
+    assert set(result["attackers"]) == attackers
+    for side in result["attackers"].values():
+        assert side["requests"] > 0
+        assert sum(side["statuses"].values()) == side["requests"]
+    assert set(result["attackers"]["made_up_keys"]["statuses"]) <= {"401", "429"}
+    assert result["stalled_uploads"]["held"] == 1
+    assert result["stalled_uploads"]["opened"] >= 1
+    assert {"postgres", "redis-cache"} <= set(result["breakers_before"]) & set(result["breakers_after"])
+    assert isinstance(result["breakers_closed_throughout"], bool)
+    assert isinstance(result["cache_flushed"], bool)
+    assert result["key_lookups_attacked"] >= 0
+    assert set(result["cpu_s"]["attacked"]) >= {"api", "k6"}
+    assert_printed(capsys, result)

@@ -38,9 +38,8 @@ async def test_healthz_answers_within_50_ms_while_four_maximum_embedding_request
     async with live_server(settings, "granian", tmp_path, grace_s=1.0, extra_env=ml_on) as live:
         headers = {"Authorization": f"Bearer {api_keys['read']}"}
         async with httpx.AsyncClient(base_url=live.url, timeout=300) as http:
-            heavy = [
-                asyncio.create_task(http.post("/v1/embeddings", json=body, headers=headers)) for body in bodies
-            ]
+            embed = "/v1/embeddings"
+            heavy = [asyncio.create_task(http.post(embed, json=body, headers=headers)) for body in bodies]
             try:
                 await computing(http, (HEAVY_REQUESTS - 1) * settings.ml_max_inputs)
                 latencies = []
