@@ -8,6 +8,7 @@ says which are ready (`models.ready`, what `/readyz` reports). Closing drains ev
 from __future__ import annotations
 
 import asyncio
+import functools
 from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
@@ -27,6 +28,14 @@ from sophia.shared.logging import get_logger
 from sophia.shared.settings import Settings
 
 log = get_logger(__name__)
+
+
+@functools.cache
+def opened_encoder(cache_dir: Path, threads: int, quantized: bool) -> SentenceEncoder:
+    """The process's encoder of one graph and thread count, opened once: its ONNX session is
+    immutable and safe to run from several threads, and opening one costs about half a second of
+    CPU (an app started again in the same process, as the tests do, takes the same one)."""
+    return SentenceEncoder.create(cache_dir, threads=threads, quantized=quantized)
 
 
 class Models:
@@ -63,10 +72,7 @@ class Models:
         cache_dir = Path(settings.data_dir) / "models"
         loaders = {  # each opens in a thread of its own, all at once
             "embeddings": asyncio.to_thread(
-                SentenceEncoder.create,
-                cache_dir,
-                threads=settings.model_threads,
-                quantized=settings.ml_quantized,
+                opened_encoder, cache_dir, settings.model_threads, settings.ml_quantized
             ),
         }
         loaded = dict(zip(loaders, await asyncio.gather(*loaders.values()), strict=True))
