@@ -338,3 +338,23 @@ def test_hostile_measures_the_good_client_quiet_then_under_every_attack(capsys):
     assert result["key_lookups_attacked"] >= 0
     assert set(result["cpu_s"]["attacked"]) >= {"api", "k6"}
     assert_printed(capsys, result)
+
+
+def test_filters_measures_the_old_and_the_indexed_form_and_explains_the_indexed_one(capsys):
+    result = load("filters").main(["--records", "2000", "--queries", "10", "--json"])
+
+    assert result["records"] == 2000
+    for side in (result["old"], result["product"]):
+        assert side["queries"] == 10
+        assert side["timeouts"] == 0
+        assert side["per_s"] > 0
+        assert 0 < side["p50_ms"] <= side["p99_ms"]
+    assert set(result["by_class"]) == {"stage", "region", "owner", "account", "absent"}
+    for sides in result["by_class"].values():
+        assert sides["A"]["queries"] == sides["B"]["queries"] == 2
+    assert result["ratio"] > 0
+    assert set(result["gin_by_class"]) == set(result["by_class"])
+    assert result["gin_by_class"]["account"] is True  # ~10 matches among 2,000: the index answers
+    assert "@>" in result["explain"]["sql"]
+    assert any("catalog_data_path" in line for line in result["explain"]["plan"])
+    assert_printed(capsys, result)
