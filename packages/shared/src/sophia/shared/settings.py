@@ -192,6 +192,12 @@ class Settings(BaseSettings):
     ml_threads: int | None = Field(
         None, ge=1, description="Threads one model call uses (unset: the CPUs over the API workers)."
     )
+    ml_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="How far below request handling the model threads' CPU priority is (nice; 0: equal).",
+    )
     ml_max_batch: int = Field(64, ge=1, description="Most inputs one model call takes (dynamic batching).")
     ml_max_wait_s: float = Field(
         0.005, ge=0, description="How long a model call waits for its batch to fill after the first input."

@@ -27,6 +27,7 @@ from typing import Any, Generic, TypeVar
 from prometheus_client import Gauge, Histogram
 
 from sophia.core.errors import Unavailable
+from sophia.ml.priority import lower_this_thread
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -58,7 +59,8 @@ class _Pending(Generic[In, Out]):
 class Batcher(Generic[In, Out]):
     """`async with Batcher(run, name="embed") as batcher: await batcher.submit(texts, timeout_s=1)`.
 
-    `run(items) -> outputs` is the model call: synchronous, same length and order as `items`."""
+    `run(items) -> outputs` is the model call: synchronous, same length and order as `items`. The
+    model's thread runs `nice` steps below the event loop (`sophia.ml.priority`)."""
 
     def __init__(
         self,
@@ -68,6 +70,7 @@ class Batcher(Generic[In, Out]):
         max_batch: int = 64,
         max_wait_s: float = 0.005,
         max_queue: int = 2048,
+        nice: int = 0,
     ) -> None:
         if min(max_batch, max_queue) < 1 or max_wait_s < 0:
             raise ValueError("max_batch and max_queue must be >= 1, max_wait_s >= 0")
@@ -78,7 +81,9 @@ class Batcher(Generic[In, Out]):
         self._arrived = asyncio.Event()
         self._full = asyncio.Event()
         self._closing = False
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ml-{name}")
+        self._executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"ml-{name}", initializer=lower_this_thread, initargs=(nice,)
+        )
         self._loop_task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Batcher[In, Out]:

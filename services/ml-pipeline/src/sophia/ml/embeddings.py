@@ -41,11 +41,17 @@ class EmbeddingModel:
         max_batch: int = 64,
         max_wait_s: float = 0.005,
         max_queue: int = 4096,
+        nice: int = 0,
     ) -> None:
         self.encoder, self.cache, self.version = encoder, cache, version
         self.dimension = encoder.dimension
         self.batcher: Batcher[str, bytes] = Batcher(
-            self.compute, name="embeddings", max_batch=max_batch, max_wait_s=max_wait_s, max_queue=max_queue
+            self.compute,
+            name="embeddings",
+            max_batch=max_batch,
+            max_wait_s=max_wait_s,
+            max_queue=max_queue,
+            nice=nice,
         )
 
     async def __aenter__(self) -> EmbeddingModel:

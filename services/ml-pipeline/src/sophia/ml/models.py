@@ -23,6 +23,7 @@ from sophia.ml.labels import (
     LabelHead,
     ZeroShotClassifier,
 )
+from sophia.ml.priority import in_lowered_thread
 from sophia.ml.sentiment import EmbeddingSentiment, Prediction, VaderSentiment
 from sophia.shared.logging import get_logger
 from sophia.shared.settings import Settings
@@ -31,11 +32,12 @@ log = get_logger(__name__)
 
 
 @functools.cache
-def opened_encoder(cache_dir: Path, threads: int, quantized: bool) -> SentenceEncoder:
+def opened_encoder(cache_dir: Path, threads: int, quantized: bool, nice: int) -> SentenceEncoder:
     """The process's encoder of one graph and thread count, opened once: its ONNX session is
     immutable and safe to run from several threads, and opening one costs about half a second of
-    CPU (an app started again in the same process, as the tests do, takes the same one)."""
-    return SentenceEncoder.create(cache_dir, threads=threads, quantized=quantized)
+    CPU (an app started again in the same process, as the tests do, takes the same one). Opened in
+    a thread `nice` steps down, so the threads ONNX Runtime starts for it run as low."""
+    return in_lowered_thread(nice, SentenceEncoder.create, cache_dir, None, threads, quantized)
 
 
 class Models:
@@ -72,7 +74,7 @@ class Models:
         cache_dir = Path(settings.data_dir) / "models"
         loaders = {  # each opens in a thread of its own, all at once
             "embeddings": asyncio.to_thread(
-                opened_encoder, cache_dir, settings.model_threads, settings.ml_quantized
+                opened_encoder, cache_dir, settings.model_threads, settings.ml_quantized, settings.ml_nice
             ),
         }
         loaded = dict(zip(loaders, await asyncio.gather(*loaders.values()), strict=True))
@@ -92,6 +94,7 @@ class Models:
                 max_batch=settings.ml_max_batch,
                 max_wait_s=settings.ml_max_wait_s,
                 max_queue=settings.ml_max_queue,
+                nice=settings.ml_nice,
             )
         )
         self.ready["embeddings"] = True
