@@ -119,3 +119,22 @@ async def test_the_routes_outside_the_api_need_no_key(app):
     async with client_from(app, "192.0.2.14") as http:
         for path in ("/healthz", "/readyz", "/openapi.json"):
             assert (await http.get(path)).status_code == 200
+
+
+async def test_a_valid_key_checked_again_by_many_requests_at_once_is_looked_up_once_and_never_429(
+    app, settings, api_keys
+):
+    """A valid key's check that is due (its memory lasts `api_key_cache_ttl_s`) is no guess: a
+    burst of requests carrying it, past the failure limit, shares one lookup and is never refused."""
+    async with client_from(app, "192.0.2.17") as http:
+        assert (await http.get("/api/v1/records", headers=bearer(api_keys["read"]))).status_code == 200
+        await asyncio.sleep(settings.api_key_cache_ttl_s + 0.05)  # its memory has lapsed
+        before = key_lookups()
+        answers = await asyncio.gather(
+            *(
+                http.get("/api/v1/records", headers=bearer(api_keys["read"]))
+                for _ in range(settings.auth_failure_limit * 3)
+            )
+        )
+    assert [answer.status_code for answer in answers] == [200] * (settings.auth_failure_limit * 3)
+    assert key_lookups() - before == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 import time
@@ -62,6 +63,8 @@ class KeyVerifier:
         self._missed: OrderedDict[str, float] = OrderedDict()
         self._failures: OrderedDict[str, tuple[float, int]] = OrderedDict()
         """Per client address: when its window began, and its failures in it."""
+        self._lookups: dict[str, asyncio.Future[ApiKey | None]] = {}
+        """The lookup in flight of each key."""
 
     def remembered(self, secret: str) -> ApiKey | None:
         """The key if it was verified less than `ttl_s` ago (memory only; None: ask `verify`)."""
@@ -83,9 +86,15 @@ class KeyVerifier:
                 f"Too many requests with keys that did not verify from this address; retry in {retry_s} s.",
                 retry_after_s=retry_s,
             )
-        # Counted as a failure before the lookup is awaited and taken back if the key verifies:
-        # concurrent requests from one address see each other's attempts, so a burst of made-up
-        # keys in flight at once is held to the limit too, not only the ones that already failed.
+        if secret in self._verified:  # verified before, now due for a check: not a guess
+            try:
+                return await self.verify(secret)
+            except Unauthorized:
+                self._count_failure(address, now)
+                raise
+        # A key never verified is counted as a failure before its lookup is awaited, and taken
+        # back if it verifies: concurrent requests from one address see each other's attempts,
+        # so a burst of made-up keys in flight at once is held to the limit too.
         window = self._count_failure(address, now)
         try:
             key = await self.verify(secret)
@@ -123,10 +132,13 @@ class KeyVerifier:
         missed_until = self._missed.get(secret)
         if missed_until is not None and missed_until > now:
             raise Unauthorized("The API key is not valid or has been revoked.")
+        lookup = self._lookups.get(secret)
+        if lookup is None:  # one lookup per key at a time, however many requests carry it
+            lookup = asyncio.ensure_future(self._look_up(secret))
+            self._lookups[secret] = lookup
+            lookup.add_done_callback(lambda done: self._looked_up(secret, done))
         try:
-            async with self.database.connection() as connection:
-                KEY_LOOKUPS.inc()
-                key = await keys.find_active(connection, secret)
+            key = await asyncio.shield(lookup)
         except Unavailable:
             if cached is not None and now < cached[1] + self.stale_if_error_s:
                 return cached[0]
@@ -138,6 +150,16 @@ class KeyVerifier:
         self._missed.pop(secret, None)
         self._remember(self._verified, secret, (key, now + self.ttl_s))
         return key
+
+    def _looked_up(self, secret: str, lookup: asyncio.Future[ApiKey | None]) -> None:
+        self._lookups.pop(secret, None)
+        if not lookup.cancelled():
+            lookup.exception()  # retrieved: its callers may all have gone
+
+    async def _look_up(self, secret: str) -> ApiKey | None:
+        async with self.database.connection() as connection:
+            KEY_LOOKUPS.inc()
+            return await keys.find_active(connection, secret)
 
     def _remember(self, memory: OrderedDict[str, Any], secret: str, value: Any) -> None:
         memory[secret] = value
