@@ -244,3 +244,44 @@ async def test_with_the_fp32_graph_the_heads_do_not_fit_vader_and_zero_shot_serv
     assert (response.json()["model"], response.json()["version"]) == ("vader", "vader-3.3")
     assert response.json()["results"][0]["label"] == "positive"
     assert ready["checks"]["model:sentiment"] == "ok"
+
+
+async def test_while_the_models_backlog_is_full_a_request_is_refused_before_its_body_is_read(
+    settings, api_keys
+):
+    import threading
+
+    import httpx
+
+    from sophia.api.app import create_app
+
+    tiny = settings.model_copy(update={"ml_enabled": True, "ml_max_queue": 2})
+    app = create_app(tiny)
+    read = False
+
+    async def body():
+        nonlocal read
+        read = True
+        yield b'{"inputs": ["never parsed"]}'
+
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        headers = {"Authorization": f"Bearer {api_keys['read']}", "Content-Type": "application/json"}
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://sophia.test", headers=headers
+        ) as http:
+            batcher = app.state.sophia.models.embeddings.batcher
+            release = threading.Event()
+            holding = asyncio.create_task(batcher.in_model_thread(release.wait, 10))  # the thread is busy
+            await asyncio.sleep(0)
+            try:
+                refused = await http.post("/api/v1/ml/embed", content=body())
+                problem = assert_problem(refused, 503)
+                assert "The models are busy" in problem["detail"]
+                assert refused.headers["retry-after"] == "1"
+                assert not read
+            finally:
+                release.set()
+                await holding
+            admitted = await http.post("/api/v1/ml/embed", json={"inputs": ["once the backlog is free"]})
+            assert admitted.status_code == 200

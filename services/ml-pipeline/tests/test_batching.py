@@ -166,3 +166,27 @@ async def test_a_step_that_cannot_start_before_its_deadline_fails_and_never_runs
             await batcher.in_model_thread(ran.append, 3, timeout_s=0)  # past its deadline already
         await batcher.in_model_thread(ran.append, 4, timeout_s=5)  # after both, in the one thread
     assert ran == [4]
+
+
+async def test_inputs_that_would_wait_past_their_deadline_at_the_models_pace_are_refused_at_once():
+    import time
+
+    ran: list[list[str]] = []
+
+    def slow(items: list[str]) -> list[str]:
+        time.sleep(0.05 * len(items) if not ran else 0.001)  # 50 ms an input the first time
+        ran.append(items)
+        return items
+
+    async with Batcher(slow, name="paced", max_batch=4, max_wait_s=0) as batcher:
+        assert batcher.wait_s(100) == 0  # no pace known before the first batch
+        assert await batcher.submit(["a", "b"], timeout_s=5) == ["a", "b"]
+        assert batcher.wait_s(10) == pytest.approx(0.5, rel=0.5)
+        # idle, it takes even what its pace says is too much: only a run measures the pace again
+        assert await batcher.submit(["c", "d", "e", "f"], timeout_s=0.15) == ["c", "d", "e", "f"]
+        ahead = asyncio.create_task(batcher.submit(["g", "h", "i", "j"], timeout_s=5))
+        await asyncio.sleep(0)  # queued: now there is a backlog
+        with pytest.raises(Unavailable, match=r"would take about .* s, past this request's 0.1 s"):
+            await batcher.submit([f"late {n}" for n in range(10)], timeout_s=0.1)
+        assert await ahead == ["g", "h", "i", "j"]
+    assert ran == [["a", "b"], ["c", "d", "e", "f"], ["g", "h", "i", "j"]]  # never the refused ones

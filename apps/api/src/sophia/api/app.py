@@ -19,6 +19,7 @@ from sophia.api.health.service import Readiness
 from sophia.api.hot import HotReads
 from sophia.api.jobs.endpoints import router as jobs_router
 from sophia.api.middleware import RequestContext
+from sophia.api.ml.admission import ModelAdmission
 from sophia.api.ml.endpoints import router as ml_router
 from sophia.api.records.endpoints import router as records_router
 from sophia.api.records.spool import Spools
@@ -134,6 +135,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.ml_enabled:
         app.include_router(ml_router)
     app.add_middleware(HotReads)  # innermost: behind the request id, metrics, limits and the key
+    if settings.ml_enabled:  # a busy model refuses before the body is read
+        room = min(settings.ml_max_inputs, settings.ml_max_queue)
+        app.add_middleware(ModelAdmission, room=room, timeout_s=settings.ml_timeout_s)
     app.add_middleware(KeyGate)  # before any body is read
     app.add_middleware(RequestContext, settings=settings)
     return app

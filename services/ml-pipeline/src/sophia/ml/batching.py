@@ -4,8 +4,10 @@ A model call costs much less per input in a batch than one by one (one matrix pr
 sixty-four), so the batcher queues each caller's inputs and runs them in batches of at most
 `max_batch`, waiting at most `max_wait_s` after the first queued input for a batch to fill. The
 queue is bounded (`max_queue` inputs): when it is full a caller gets `Unavailable` (a 503 with
-Retry-After) at once instead of a queue that grows until every request times out. Each caller has
-a deadline; inputs whose deadline passes while queued are dropped before they cost a model call.
+Retry-After) at once instead of a queue that grows until every request times out. It is bounded
+in time too: inputs that, at the pace the model has kept (`wait_s`), would not be done before
+their caller's deadline are refused the same way rather than queued only to expire. Inputs whose
+deadline passes while queued anyway are dropped before they cost a model call.
 The model runs in one worker thread (inference releases the GIL), so the event loop keeps
 answering while a batch computes. CPU-bound steps run in that thread too (`in_model_thread`), under
 the same bound and the same deadlines: a step waiting for the thread is one more entry queued.
@@ -78,6 +80,7 @@ class Batcher(Generic[In, Out]):
         self.max_batch, self.max_wait_s, self.max_queue = max_batch, max_wait_s, max_queue
         self._queue: deque[_Pending[In, Out]] = deque()
         self._steps = 0  # steps handed to the thread whose callers still wait for them
+        self._input_s = 0.0  # the model's pace: seconds per input, a moving average (0: none run yet)
         self._arrived = asyncio.Event()
         self._full = asyncio.Event()
         self._closing = False
@@ -104,6 +107,12 @@ class Batcher(Generic[In, Out]):
         """The model's outputs for `items`, in order; `Unavailable` if the queue is full,
         `DeadlineExceeded` if `timeout_s` passes first."""
         self._check_room(len(items))
+        if self.would_expire(len(items), timeout_s):  # queued, they would only expire: refuse now
+            raise Unavailable(
+                f"The {self.name} model is busy: what is queued would take about "
+                f"{self.wait_s(len(items)):.1f} s, past this request's {timeout_s:g} s.",
+                1,
+            )
         loop = asyncio.get_running_loop()
         deadline = time.monotonic() + timeout_s
         pending = [_Pending(item, deadline, loop.create_future()) for item in items]
@@ -154,6 +163,22 @@ class Batcher(Generic[In, Out]):
             raise DeadlineExceeded(f"Queued past its deadline ({self.name}).", 1)
         return step(*args)
 
+    @property
+    def room(self) -> int:
+        """How many more entries (inputs and steps) the backlog takes now."""
+        return self.max_queue - len(self._queue) - self._steps
+
+    def wait_s(self, count: int = 0) -> float:
+        """About how long until `count` more inputs would be done, behind the backlog, at the pace
+        the model has kept so far (0 before its first batch)."""
+        return (len(self._queue) + self._steps + count) * self._input_s
+
+    def would_expire(self, count: int, timeout_s: float) -> bool:
+        """Whether `count` more inputs would wait past `timeout_s` behind what is queued. An idle
+        model takes them whatever its pace said: a pace measured badly once must not refuse
+        every request for ever (only a run measures it again)."""
+        return len(self._queue) + self._steps > 0 and self.wait_s(count) > timeout_s
+
     def _check_room(self, count: int) -> None:
         """`Unavailable` at once unless `count` more entries fit in the backlog (inputs and steps)."""
         backlog = len(self._queue) + self._steps
@@ -202,7 +227,10 @@ class Batcher(Generic[In, Out]):
                     pending.future.set_exception(error)
             return
         finally:
-            BATCH_SECONDS.labels(self.name).observe(time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            BATCH_SECONDS.labels(self.name).observe(elapsed)
+        per_input = elapsed / len(batch)
+        self._input_s = per_input if not self._input_s else 0.8 * self._input_s + 0.2 * per_input
         for pending, output in zip(batch, outputs, strict=True):
             if not pending.future.done():
                 pending.future.set_result(output)
