@@ -58,6 +58,13 @@ class _Pending(Generic[In, Out]):
     future: asyncio.Future[Out] = field(repr=False)
 
 
+PACE_TRUSTED_S = 60.0
+"""How long the model's measured pace is trusted to refuse work on an idle model."""
+PACE_MARGIN = 0.8
+"""Work is taken only if the pace says it is done within this share of its deadline: the pace is
+an average, and inputs done just past their deadline are all wasted (their caller got a 503)."""
+
+
 class Batcher(Generic[In, Out]):
     """`async with Batcher(run, name="embed") as batcher: await batcher.submit(texts, timeout_s=1)`.
 
@@ -81,6 +88,7 @@ class Batcher(Generic[In, Out]):
         self._queue: deque[_Pending[In, Out]] = deque()
         self._steps = 0  # steps handed to the thread whose callers still wait for them
         self._input_s = 0.0  # the model's pace: seconds per input, a moving average (0: none run yet)
+        self._paced_at = -math.inf  # when a batch last measured it
         self._arrived = asyncio.Event()
         self._full = asyncio.Event()
         self._closing = False
@@ -109,8 +117,9 @@ class Batcher(Generic[In, Out]):
         self._check_room(len(items))
         if self.would_expire(len(items), timeout_s):  # queued, they would only expire: refuse now
             raise Unavailable(
-                f"The {self.name} model is busy: what is queued would take about "
-                f"{self.wait_s(len(items)):.1f} s, past this request's {timeout_s:g} s.",
+                f"The {self.name} model is busy: these {len(items)} inputs would be done in about "
+                f"{self.wait_s(len(items)):.1f} s, too close to this request's {timeout_s:g} s "
+                "limit (send fewer inputs, or retry later).",
                 1,
             )
         loop = asyncio.get_running_loop()
@@ -174,10 +183,14 @@ class Batcher(Generic[In, Out]):
         return (len(self._queue) + self._steps + count) * self._input_s
 
     def would_expire(self, count: int, timeout_s: float) -> bool:
-        """Whether `count` more inputs would wait past `timeout_s` behind what is queued. An idle
-        model takes them whatever its pace said: a pace measured badly once must not refuse
-        every request for ever (only a run measures it again)."""
-        return len(self._queue) + self._steps > 0 and self.wait_s(count) > timeout_s
+        """Whether `count` more inputs would not be done within `timeout_s`, behind what is queued,
+        at the model's pace. An idle model whose pace was last measured more than
+        `PACE_TRUSTED_S` ago takes them anyway: a pace measured badly once must not refuse every
+        request for ever (only a run measures it again)."""
+        idle = len(self._queue) + self._steps == 0
+        if idle and time.monotonic() - self._paced_at > PACE_TRUSTED_S:
+            return False
+        return self.wait_s(count) > timeout_s * PACE_MARGIN
 
     def _check_room(self, count: int) -> None:
         """`Unavailable` at once unless `count` more entries fit in the backlog (inputs and steps)."""
@@ -231,6 +244,7 @@ class Batcher(Generic[In, Out]):
             BATCH_SECONDS.labels(self.name).observe(elapsed)
         per_input = elapsed / len(batch)
         self._input_s = per_input if not self._input_s else 0.8 * self._input_s + 0.2 * per_input
+        self._paced_at = time.monotonic()
         for pending, output in zip(batch, outputs, strict=True):
             if not pending.future.done():
                 pending.future.set_result(output)

@@ -32,9 +32,9 @@ class ModelAdmission:
         if scope["type"] == "http" and scope["path"].startswith(ML_PREFIXES):
             models = scope["app"].state.sophia.models
             batcher = models.embeddings.batcher if models is not None else None
-            if batcher is not None and (
-                batcher.room < self.room or batcher.would_expire(self.room, self.timeout_s)
-            ):
+            # Before the body, its size is unknown: refused if a full request would not fit, or if
+            # even one input would not be done in time (the batcher judges the real count).
+            if batcher is not None and (batcher.room < self.room or batcher.would_expire(1, self.timeout_s)):
                 busy = Unavailable(
                     "The models are busy: their queue cannot take another request now. Nothing "
                     "was read; retry shortly.",
