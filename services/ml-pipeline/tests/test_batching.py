@@ -186,7 +186,8 @@ async def test_inputs_that_would_not_be_done_by_their_deadline_at_the_models_pac
         assert batcher.wait_s(100) == 0  # no pace known before the first batch
         assert await batcher.submit(["a", "b"], timeout_s=5) == ["a", "b"]
         assert batcher.wait_s(10) == pytest.approx(0.5, rel=0.5)
-        with pytest.raises(Unavailable, match=r"these 10 inputs would be done in about .* s, too close to this request's 0.1 s"):
+        too_close = r"these 10 inputs would be done in about .* s, too close to this request's 0.1 s"
+        with pytest.raises(Unavailable, match=too_close):
             await batcher.submit([f"late {n}" for n in range(10)], timeout_s=0.1)
         # a pace no run has measured for a while does not refuse an idle model: it runs, and is
         # measured again
