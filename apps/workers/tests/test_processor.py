@@ -329,7 +329,9 @@ async def test_concurrency_bounds_the_messages_fetched_and_not_yet_acked(nats, s
     async with running(nats, consumer_spec, slow, dead_letter) as processor:
         await eventually(acks_are(nats, consumer_spec, (0, 60)))
     assert 5 < high_water <= 10  # two batches at once, never more than 10 messages
-    assert server_high_water <= 10
+    # JetStream's own count can lag by the acks of one batch still on their way to it (an ack is
+    # published, not awaited, and the next fetch may reach the consumer first)
+    assert server_high_water <= 10 + consumer_spec.batch_size
 
 
 async def test_a_sink_whose_dependency_is_down_never_dead_letters(nats, streams):
