@@ -12,7 +12,7 @@ import redis.asyncio as redis
 
 from sophia.cache.l2 import REDIS_FAILURES
 from sophia.shared.logging import get_logger
-from sophia.shared.resilience import backoff_delays
+from sophia.shared.resilience import backoff_delays, honour_cancellation
 
 log = get_logger(__name__)
 
@@ -78,6 +78,7 @@ class InvalidationListener:
     async def run(self) -> None:
         delays = backoff_delays(10, 0.05, self.reconnect_max_s)
         while True:
+            honour_cancellation()
             try:
                 await self._listen()
             except REDIS_FAILURES as error:
@@ -102,6 +103,9 @@ class InvalidationListener:
             self.subscribed.set()
             self.tried.set()
             while True:
+                # redis-py waits for each message under a timeout that can swallow a cancellation
+                # arriving as it expires (Python 3.11): the cache's exit then waited for ever
+                honour_cancellation()
                 message = await pubsub.get_message(timeout=1.0)
                 if message is None or message.get("type") != "message":
                     continue
