@@ -1,0 +1,175 @@
+"""API keys as callers present them: verified against their stored digest, remembered briefly,
+and failed guesses limited per client address. Shared by every process that admits callers (the
+API, the real-time service)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import time
+from collections import OrderedDict
+from typing import Any
+
+from prometheus_client import Counter
+
+from sophia.core.errors import TooManyRequests, Unauthorized, Unavailable
+from sophia.database import keys
+from sophia.database.keys import ApiKey
+from sophia.database.pool import Database
+
+KEY_SHAPE = re.compile(r"sk_[0-9a-f]{8}_[A-Za-z0-9_\-]{43}")
+"""What `keys.create` issues: `sk_<8 hex>_<43 url-safe base64>`."""
+
+KEY_LOOKUPS = Counter("sophia_api_key_lookups_total", "API keys looked up in PostgreSQL")
+
+SCOPE_RANK = {"read": 0, "write": 1, "admin": 2}
+"""admin may do what write may, write what read may."""
+
+
+class KeyVerifier:
+    """Verifies keys, trusting a verified key from memory for `ttl_s` (so a revocation lands within it).
+
+    While PostgreSQL cannot be asked, a key verified within `ttl_s` + `stale_if_error_s` is still
+    trusted: the window in which the cache serves stale reads, which would otherwise be refused
+    for want of a key check. A key revoked meanwhile works until PostgreSQL is back.
+
+    Unknown keys cost PostgreSQL at most once each per `miss_ttl_s`, and an address whose keys
+    failed `failure_limit` times within `failure_window_s` is answered 429 without a lookup: a
+    flood of made-up keys reaches the database a bounded number of times a second."""
+
+    def __init__(
+        self,
+        database: Database,
+        ttl_s: float,
+        max_entries: int = 10_000,
+        stale_if_error_s: float = 0.0,
+        *,
+        miss_ttl_s: float = 5.0,
+        failure_limit: int = 20,
+        failure_window_s: float = 10.0,
+    ) -> None:
+        self.database = database
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self.stale_if_error_s = stale_if_error_s
+        self.miss_ttl_s = miss_ttl_s
+        self.failure_limit = failure_limit
+        self.failure_window_s = failure_window_s
+        self._verified: OrderedDict[str, tuple[ApiKey, float]] = OrderedDict()
+        self._missed: OrderedDict[str, float] = OrderedDict()
+        self._failures: OrderedDict[str, tuple[float, int]] = OrderedDict()
+        """Per client address: when its window began, and its failures in it."""
+        self._lookups: dict[str, asyncio.Future[ApiKey | None]] = {}
+        """The lookup in flight of each key."""
+
+    def remembered(self, secret: str) -> ApiKey | None:
+        """The key if it was verified less than `ttl_s` ago (memory only; None: ask `verify`)."""
+        cached = self._verified.get(secret)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        return None
+
+    async def admit(self, secret: str, address: str) -> ApiKey:
+        """`verify` for a request from `address`, refused with 429 while that address is over its
+        limit of failed keys (a valid key remembered from before still passes)."""
+        if (key := self.remembered(secret)) is not None:
+            return key
+        now = time.monotonic()
+        began, failed = self._failures.get(address, (now, 0))
+        if now - began < self.failure_window_s and failed >= self.failure_limit:
+            retry_s = max(1, math.ceil(began + self.failure_window_s - now))
+            raise TooManyRequests(
+                f"Too many requests with keys that did not verify from this address; retry in {retry_s} s.",
+                retry_after_s=retry_s,
+            )
+        if secret in self._verified:  # verified before, now due for a check: not a guess
+            try:
+                return await self.verify(secret)
+            except Unauthorized:
+                self._count_failure(address, now)
+                raise
+        # A key never verified is counted as a failure before its lookup is awaited, and taken
+        # back if it verifies: concurrent requests from one address see each other's attempts,
+        # so a burst of made-up keys in flight at once is held to the limit too.
+        window = self._count_failure(address, now)
+        try:
+            key = await self.verify(secret)
+        except Unauthorized:
+            raise
+        except BaseException:
+            self._take_back(address, window)
+            raise
+        self._take_back(address, window)
+        return key
+
+    def _count_failure(self, address: str, now: float) -> float:
+        """One more failure for `address`; the start of the window it was counted in."""
+        began, failed = self._failures.pop(address, (now, 0))
+        if now - began >= self.failure_window_s:
+            began, failed = now, 0
+        self._failures[address] = (began, failed + 1)
+        if len(self._failures) > self.max_entries:
+            self._failures.popitem(last=False)
+        return began
+
+    def _take_back(self, address: str, window: float) -> None:
+        """Undo a failure counted in `window` (the attempt verified, or was not a key's fault)."""
+        began, failed = self._failures.get(address, (None, 0))
+        if began == window and failed > 0:
+            self._failures[address] = (window, failed - 1)
+
+    async def verify(self, secret: str) -> ApiKey:
+        if not KEY_SHAPE.fullmatch(secret):  # never spend a pooled connection on a random string
+            raise Unauthorized("The API key is not valid or has been revoked.")
+        now = time.monotonic()
+        cached = self._verified.get(secret)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        missed_until = self._missed.get(secret)
+        if missed_until is not None and missed_until > now:
+            raise Unauthorized("The API key is not valid or has been revoked.")
+        lookup = self._lookups.get(secret)
+        if lookup is None:  # one lookup per key at a time, however many requests carry it
+            lookup = asyncio.ensure_future(self._look_up(secret))
+            self._lookups[secret] = lookup
+            lookup.add_done_callback(lambda done: self._looked_up(secret, done))
+        try:
+            key = await asyncio.shield(lookup)
+        except Unavailable:
+            if cached is not None and now < cached[1] + self.stale_if_error_s:
+                return cached[0]
+            raise
+        if key is None:
+            self._verified.pop(secret, None)
+            self._remember(self._missed, secret, now + self.miss_ttl_s)
+            raise Unauthorized("The API key is not valid or has been revoked.")
+        self._missed.pop(secret, None)
+        self._remember(self._verified, secret, (key, now + self.ttl_s))
+        return key
+
+    def _looked_up(self, secret: str, lookup: asyncio.Future[ApiKey | None]) -> None:
+        self._lookups.pop(secret, None)
+        if not lookup.cancelled():
+            lookup.exception()  # retrieved: its callers may all have gone
+
+    async def _look_up(self, secret: str) -> ApiKey | None:
+        async with self.database.connection() as connection:
+            KEY_LOOKUPS.inc()
+            return await keys.find_active(connection, secret)
+
+    def _remember(self, memory: OrderedDict[str, Any], secret: str, value: Any) -> None:
+        memory[secret] = value
+        memory.move_to_end(secret)
+        if len(memory) > self.max_entries:
+            memory.popitem(last=False)
+
+
+def bearer_secret(header: str) -> str:
+    """The key of an `Authorization: Bearer <key>` header; `Unauthorized` saying what is wrong."""
+    scheme, _, secret = header.partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        if header:
+            raise Unauthorized("The Authorization header must be `Bearer <key>`.")
+        raise Unauthorized("Send an API key as `Authorization: Bearer <key>`.")
+    return secret.strip()
