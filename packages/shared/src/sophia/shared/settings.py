@@ -28,6 +28,19 @@ class Settings(BaseSettings):
 
     api_host: str = Field("127.0.0.1", description="Address the API binds.")
     api_port: int = Field(8000, ge=0, le=65535, description="Port the API binds (0: a free one).")
+    realtime_host: str = Field("127.0.0.1", description="Address the real-time service binds.")
+    realtime_port: int = Field(
+        8001, ge=0, le=65535, description="Port of the real-time service's /ws (0: a free one)."
+    )
+    realtime_max_queue: int = Field(
+        1000, ge=1, description="Frames queued for one WebSocket; a client further behind is disconnected."
+    )
+    realtime_max_subscriptions: int = Field(
+        100, ge=1, description="Channels one WebSocket may subscribe to."
+    )
+    realtime_max_frame_bytes: int = Field(
+        65_536, ge=1024, description="Largest frame a client may send (larger: closed with 1009)."
+    )
     api_workers: int = Field(2, ge=1, le=64, description="API worker processes.")
     api_server: Literal["granian", "uvicorn"] = Field(
         "granian", description="ASGI server (chosen by measurement, docs/decisions/0002-asgi-server.md)."

@@ -1,0 +1,102 @@
+"""The channels a client may subscribe to, which stream feeds each, who may read it, and which
+channels an event belongs to.
+
+| channel | events | scope |
+| --- | --- | --- |
+| `records` | every catalog change (`record.upserted`, `record.deleted`) | read |
+| `records:<source_system>` | the changes of one source system | read |
+| `records:<source_system>:<kind>` | of one kind of one source system | read |
+| `deals` | the changes of records of kind `deal` | read |
+| `ml-predictions` | every model result written back | read |
+| `system-events` | events of Sophia's and other systems | admin |
+| `user-events:<user_id>` | what one user did (clients' events) | admin |
+
+A position in a channel is its stream's: the JetStream sequence of the event and the stream's
+epoch (its creation time), so every channel fed by one stream shares one order.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from sophia.core.errors import FieldError, Forbidden, Invalid
+from sophia.core.records import IDENTIFIER_PATTERN
+from sophia.database.verifier import SCOPE_RANK
+
+FAMILIES: dict[str, tuple[str, str]] = {
+    "records": ("records", "read"),
+    "deals": ("records", "read"),
+    "ml-predictions": ("ml-predictions", "read"),
+    "system-events": ("system-events", "admin"),
+    "user-events": ("user-events", "admin"),
+}
+"""Channel family -> (the stream that feeds it, unprefixed; the scope that may read it)."""
+
+STREAMS = frozenset(stream for stream, _ in FAMILIES.values())
+RECORD_CHANGES = frozenset({"record.upserted", "record.deleted"})
+"""What the records channels carry (`record.reenrich` asks the models again: nothing changed)."""
+
+_SEGMENT = re.compile(IDENTIFIER_PATTERN)
+_USER = re.compile(r"^[A-Za-z0-9_.@:\-]{1,128}$")
+MAX_NAME_LENGTH = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    name: str
+    family: str
+    stream: str
+    """The unprefixed stream that feeds it."""
+    scope: str
+
+    def check_scope(self, scope: str) -> None:
+        """`Forbidden` unless a key of `scope` may read this channel."""
+        if SCOPE_RANK[scope] < SCOPE_RANK[self.scope]:
+            raise Forbidden(
+                f"Channel {self.name!r} needs a key with the {self.scope!r} scope; this key has {scope!r}."
+            )
+
+
+def parse_channel(name: object) -> Channel:
+    """The channel called `name`; `Invalid` saying what is wrong with it."""
+    if not isinstance(name, str) or not name or len(name) > MAX_NAME_LENGTH:
+        raise Invalid(
+            "A channel is a name such as `records` or `records:hubspot:deal`.",
+            [FieldError(("channel",), "not a channel name")],
+        )
+    family, *segments = name.split(":")
+    if family not in FAMILIES:
+        known = ", ".join(sorted(FAMILIES))
+        raise Invalid(
+            f"Unknown channel {name!r}: its family is one of {known}.", [FieldError(("channel",), "unknown")]
+        )
+    stream, scope = FAMILIES[family]
+    allowed = {"records": 2, "user-events": 1}.get(family, 0)
+    required = 1 if family == "user-events" else 0
+    pattern = _USER if family == "user-events" else _SEGMENT
+    if not required <= len(segments) <= allowed or not all(pattern.fullmatch(part) for part in segments):
+        raise Invalid(f"Malformed channel {name!r}.", [FieldError(("channel",), "malformed")])
+    return Channel(name, family, stream, scope)
+
+
+def channels_of(stream: str, event: dict[str, Any]) -> list[str]:
+    """The channels an event of `stream` (an envelope, parsed) is published on."""
+    payload = event.get("payload")
+    if not isinstance(payload, dict):
+        return []
+    if stream == "records":
+        if event.get("type") not in RECORD_CHANGES:
+            return []
+        source_system, kind = payload.get("source_system"), payload.get("kind")
+        if not isinstance(source_system, str) or not isinstance(kind, str):
+            return ["records"]
+        names = ["records", f"records:{source_system}", f"records:{source_system}:{kind}"]
+        return [*names, "deals"] if kind == "deal" else names
+    if stream == "user-events":
+        user = payload.get("user_id") or event.get("key")
+        return [f"user-events:{user}"] if isinstance(user, str) else []
+    if stream in STREAMS:
+        return [stream]
+    return []

@@ -1,0 +1,142 @@
+"""From JetStream to the hub: one ordered consumer per stream and process, and history on demand.
+
+Each process reads each stream once (an ordered push consumer from where the stream stood when it
+started: no gap before the first live event), parses each event once to find its channels, builds
+one publication frame per channel from the stored bytes, and hands it to the hub only if some
+client listens. History for a resume is read by a short-lived ordered consumer from the client's
+position up to where the stream stands.
+
+A stream's epoch is its creation time: a client's position from before the stream was made again
+(or from another deployment) has another epoch, and gets a resync instead of a silent gap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+
+import orjson
+from nats.aio.msg import Msg
+from nats.js.api import ConsumerConfig, DeliverPolicy
+from prometheus_client import Histogram
+
+from sophia.events.connection import NatsConnection
+from sophia.events.streams import StreamSpec
+from sophia.realtime.channels import channels_of
+from sophia.realtime.hub import Hub
+from sophia.realtime.protocol import publication
+from sophia.shared.logging import get_logger
+
+log = get_logger(__name__)
+
+FANOUT_SECONDS = Histogram(
+    "sophia_realtime_fanout_seconds",
+    "From an event stored in JetStream to its frames queued for every subscriber",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+REPLAY_MAX_EVENTS = 100_000
+"""The most events of a stream one resume reads; further behind, the client gets a resync."""
+REPLAY_IDLE_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class StreamState:
+    epoch: str
+    first_seq: int
+    last_seq: int
+
+
+class StreamFeed:
+    """The live feed of one stream into the hub, and its history (`replay`)."""
+
+    def __init__(self, nats: NatsConnection, spec: StreamSpec, family_stream: str, hub: Hub) -> None:
+        self.nats = nats
+        self.spec = spec
+        self.family_stream = family_stream
+        """The stream's unprefixed name (what `channels_of` knows it by)."""
+        self.hub = hub
+        self.epoch = ""
+        self.live_seq = 0
+        """The last sequence handed to the hub."""
+        self._subscription: object | None = None
+
+    async def state(self) -> StreamState:
+        js = await self.nats.jetstream()
+        info = await js.stream_info(self.spec.name)
+        created = info.created
+        epoch = str(int(created.timestamp() * 1_000_000)) if created is not None else "0"
+        return StreamState(epoch, int(info.state.first_seq), int(info.state.last_seq))
+
+    async def start(self) -> None:
+        js = await self.nats.jetstream()
+        state = await self.state()
+        self.epoch, self.live_seq = state.epoch, state.last_seq
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=state.last_seq + 1
+        )
+        self._subscription = await js.subscribe(
+            f"{self.spec.name}.>", cb=self._on_message, ordered_consumer=True, config=config
+        )
+        log.info(
+            "realtime_feed_started", stream=self.spec.name, epoch=self.epoch, from_seq=state.last_seq + 1
+        )
+
+    async def stop(self) -> None:
+        if self._subscription is not None:
+            with contextlib.suppress(Exception):
+                await self._subscription.unsubscribe()  # type: ignore[attr-defined]
+            self._subscription = None
+
+    async def _on_message(self, message: Msg) -> None:
+        seq = message.metadata.sequence.stream
+        if seq <= self.live_seq:
+            return
+        self.live_seq = seq
+        try:
+            event = orjson.loads(message.data)
+        except orjson.JSONDecodeError:
+            log.warning("realtime_event_unreadable", stream=self.spec.name, seq=seq)
+            return
+        if not isinstance(event, dict):
+            return
+        for channel in channels_of(self.family_stream, event):
+            if self.hub.listened(channel):
+                self.hub.publish(channel, seq, publication(channel, self.epoch, seq, message.data))
+        stored = message.metadata.timestamp
+        if stored is not None:
+            FANOUT_SECONDS.observe(max(0.0, time.time() - stored.timestamp()))
+
+    async def replay(self, channel: str, after_seq: int, until_seq: int) -> list[tuple[int, bytes]]:
+        """The publications of `channel` with sequences in (`after_seq`, `until_seq`], in order."""
+        frames: list[tuple[int, bytes]] = []
+        if until_seq <= after_seq:
+            return frames
+        js = await self.nats.jetstream()
+        config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after_seq + 1)
+        subscription = await js.subscribe(f"{self.spec.name}.>", ordered_consumer=True, config=config)
+        try:
+            while True:
+                try:
+                    message = await subscription.next_msg(timeout=REPLAY_IDLE_S)
+                except TimeoutError:  # nothing more stored (the rest was deleted): done
+                    break
+                seq = message.metadata.sequence.stream
+                if seq > until_seq:
+                    break
+                with contextlib.suppress(orjson.JSONDecodeError):
+                    event = orjson.loads(message.data)
+                    if isinstance(event, dict) and channel in channels_of(self.family_stream, event):
+                        frames.append((seq, publication(channel, self.epoch, seq, message.data)))
+                if seq >= until_seq:
+                    break
+        finally:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+        return frames
+
+
+async def wait_started(feeds: list[StreamFeed], timeout_s: float) -> None:
+    async with asyncio.timeout(timeout_s):
+        await asyncio.gather(*(feed.start() for feed in feeds))

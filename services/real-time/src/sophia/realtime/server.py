@@ -1,0 +1,266 @@
+"""The WebSocket server: `/ws` for clients with an API key, `/healthz` and `/metrics` beside it.
+
+A client authenticates in the handshake (`Authorization: Bearer <key>`; a key that does not
+verify is refused with 401 before any frame, an address sending bad keys with 429). Each
+connection has a reader (its frames, answered in order) and a writer (its queued frames); a
+subscription to a channel the key may not read, an unknown channel, a bad frame or a position in
+another epoch is answered with an error frame or a resync, never a crash. On shutdown the server
+stops accepting, lets every client's queue drain, then closes each with 1012 ("service restart":
+reconnect, elsewhere if need be, and resume).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from http import HTTPStatus
+
+from prometheus_client import Counter, Gauge
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from sophia.core.errors import Forbidden, Invalid, SophiaError, TooManyRequests, Unauthorized, Unavailable
+from sophia.database.keys import ApiKey
+from sophia.database.verifier import KeyVerifier, bearer_secret
+from sophia.realtime.channels import parse_channel
+from sophia.realtime.feed import REPLAY_MAX_EVENTS, StreamFeed
+from sophia.realtime.hub import Client, Hub, Subscription
+from sophia.realtime.protocol import FrameError, Position, error, parse_request, reply
+from sophia.realtime.protocol import Request as Frame
+from sophia.shared.logging import get_logger
+from sophia.shared.metrics import render_latest
+from sophia.shared.settings import Settings
+
+log = get_logger(__name__)
+
+CONNECTIONS = Gauge("sophia_realtime_connections", "WebSocket clients connected")
+RESUMES = Counter("sophia_realtime_resumes_total", "Subscriptions with a position, by outcome", ["outcome"])
+SLOW_CLOSE = 4008
+"""Close code for a client dropped for falling behind (it may reconnect and resume)."""
+RESTART_CLOSE = 1012
+DRAIN_S = 5.0
+
+
+class RealtimeServer:
+    """`async with RealtimeServer(settings, verifier, feeds)`: serving on `port` until left."""
+
+    def __init__(
+        self, settings: Settings, verifier: KeyVerifier, feeds: dict[str, StreamFeed], hub: Hub
+    ) -> None:
+        self.settings = settings
+        self.verifier = verifier
+        self.feeds = feeds
+        """By unprefixed stream name."""
+        self.hub = hub
+        self.port = 0
+        self._server: Server | None = None
+        self._keys: dict[ServerConnection, ApiKey] = {}
+        self._clients: dict[ServerConnection, Client] = {}
+
+    async def __aenter__(self) -> RealtimeServer:
+        self._server = await serve(
+            self._serve,
+            self.settings.realtime_host,
+            self.settings.realtime_port,
+            process_request=self._admit,
+            compression=None,  # permessage-deflate costs CPU per frame per client: off
+            max_size=self.settings.realtime_max_frame_bytes,
+            max_queue=16,
+            ping_interval=20,
+            ping_timeout=20,
+            close_timeout=5,
+        )
+        self.port = next(iter(self._server.sockets)).getsockname()[1]
+        log.info("realtime_started", host=self.settings.realtime_host, port=self.port)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.drain()
+
+    async def drain(self) -> None:
+        """Stop accepting; give every client `DRAIN_S` to receive what is queued; close each with 1012."""
+        if self._server is None:
+            return
+        server, self._server = self._server, None
+        server.close(close_connections=False)
+        flushed = [asyncio.ensure_future(client.flushed.wait()) for client in self._clients.values()]
+        if flushed:
+            await asyncio.wait(flushed, timeout=DRAIN_S)
+            for waiting in flushed:
+                waiting.cancel()
+        for connection in list(self._clients):
+            with contextlib.suppress(Exception):
+                await connection.close(RESTART_CLOSE, "service restart: reconnect and resume")
+        await server.wait_closed()
+
+    async def _admit(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        if path == "/healthz":
+            return connection.respond(HTTPStatus.OK, "ok\n")
+        if path == "/metrics":
+            body, content_type = render_latest()
+            return Response(200, "OK", Headers({"Content-Type": content_type}), body)
+        if path != "/ws":
+            return connection.respond(HTTPStatus.NOT_FOUND, "Not found: the WebSocket is at /ws.\n")
+        try:
+            secret = bearer_secret(request.headers.get("Authorization", ""))
+            address = connection.remote_address[0] if connection.remote_address else ""
+            self._keys[connection] = await self.verifier.admit(secret, address)
+        except Unauthorized as refused:
+            return connection.respond(HTTPStatus.UNAUTHORIZED, f"{refused.detail}\n")
+        except TooManyRequests as refused:
+            response = connection.respond(HTTPStatus.TOO_MANY_REQUESTS, f"{refused.detail}\n")
+            response.headers["Retry-After"] = str(refused.retry_after_s)
+            return response
+        except Unavailable as refused:
+            response = connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, f"{refused.detail}\n")
+            response.headers["Retry-After"] = str(refused.retry_after_s)
+            return response
+        return None
+
+    async def _serve(self, connection: ServerConnection) -> None:
+        key = self._keys.pop(connection)
+        client = Client(max_queue=self.settings.realtime_max_queue)
+        self._clients[connection] = client
+        CONNECTIONS.inc()
+        writer = asyncio.create_task(self._write(connection, client))
+        closer = asyncio.create_task(self._close_when_behind(connection, client, writer))
+        try:
+            async for data in connection:
+                if client.behind is not None:
+                    break
+                await self._answer(client, key, data)
+        except ConnectionClosed:
+            pass
+        finally:
+            for subscription in list(client.subscriptions.values()):
+                self.hub.remove(subscription)
+            for task in (writer, closer):
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                await writer
+            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                await closer
+            del self._clients[connection]
+            CONNECTIONS.dec()
+
+    async def _close_when_behind(
+        self, connection: ServerConnection, client: Client, writer: asyncio.Task[None]
+    ) -> None:
+        """A client dropped for falling behind is closed with `SLOW_CLOSE` at once, even while its
+        writer waits on a socket the peer does not read (the close frame follows what is sent)."""
+        await client.dropped.wait()
+        writer.cancel()
+        reason = f"{client.behind}; reconnect and resume from your last position"
+        await connection.close(SLOW_CLOSE, reason[:120])
+
+    async def _write(self, connection: ServerConnection, client: Client) -> None:
+        while True:
+            frames = await client.next_frames()
+            if client.behind is not None:
+                return
+            for frame in frames:
+                await connection.send(frame, text=True)
+            if not client.queued:
+                client.flushed.set()
+
+    async def _answer(self, client: Client, key: ApiKey, data: str | bytes) -> None:
+        try:
+            request = parse_request(data)
+            if request.op == "ping":
+                client.send(reply("pong", request.id))
+            elif request.op == "subscribe":
+                await self._subscribe(client, key, request)
+            else:
+                self._unsubscribe(client, request)
+        except FrameError as refused:
+            client.send(error(refused.code, refused.detail, refused.frame_id))
+
+    async def _subscribe(self, client: Client, key: ApiKey, request: Frame) -> None:
+        try:
+            channel = parse_channel(request.channel)
+            channel.check_scope(key.scope)
+        except Invalid as refused:
+            code = "unknown_channel" if "Unknown channel" in refused.detail else "bad_channel"
+            raise FrameError(code, refused.detail, request.id) from None
+        except Forbidden as refused:
+            raise FrameError("forbidden", refused.detail, request.id) from None
+        if channel.name in client.subscriptions:
+            raise FrameError("already_subscribed", f"Already subscribed to {channel.name!r}.", request.id)
+        if len(client.subscriptions) >= self.settings.realtime_max_subscriptions:
+            limit = self.settings.realtime_max_subscriptions
+            raise FrameError(
+                "too_many_subscriptions", f"At most {limit} channels per connection.", request.id
+            )
+        feed = self.feeds[channel.stream]
+        since = request.since
+        if since is None:
+            subscription = Subscription(client, channel.name, channel.family, feed.live_seq, replaying=False)
+            self.hub.add(subscription)
+            position = Position(feed.epoch, subscription.last_seq)
+            client.send(reply("subscribed", request.id, channel=channel.name, position=position.as_dict()))
+            return
+        await self._resume(client, request, channel.name, channel.family, feed, since)
+
+    async def _resume(
+        self, client: Client, request: Frame, channel: str, family: str, feed: StreamFeed, since: Position
+    ) -> None:
+        subscription = Subscription(client, channel, family, since.seq, replaying=True)
+        self.hub.add(subscription)  # live events are held from now on: none falls between
+        try:
+            state = await feed.state()
+        except (SophiaError, OSError, TimeoutError) as failed:
+            self.hub.remove(subscription)
+            raise FrameError(
+                "unavailable", f"History cannot be read now ({type(failed).__name__}); retry.", request.id
+            ) from None
+        reason = None
+        if since.epoch != feed.epoch:
+            reason = "the stream was made again since that position (another epoch)"
+        elif since.seq > state.last_seq:
+            reason = "that position is ahead of the stream"
+        elif since.seq + 1 < state.first_seq:
+            reason = "that position is older than the stream's history"
+        elif state.last_seq - since.seq > REPLAY_MAX_EVENTS:
+            reason = f"more than {REPLAY_MAX_EVENTS:,} events behind"
+        if reason is not None:
+            RESUMES.labels("resync").inc()
+            subscription.last_seq = feed.live_seq
+            client.send(
+                reply(
+                    "subscribed",
+                    request.id,
+                    channel=channel,
+                    position=Position(feed.epoch, subscription.last_seq).as_dict(),
+                    recovered=False,
+                    reason=f"Not resumed: {reason}. Read the current state again; live events follow.",
+                )
+            )
+            subscription.go_live()
+            return
+        client.send(
+            reply("subscribed", request.id, channel=channel, position=since.as_dict(), recovered=True)
+        )
+        try:
+            history = await feed.replay(channel, since.seq, state.last_seq)
+        except (SophiaError, OSError, TimeoutError) as failed:
+            self.hub.remove(subscription)
+            raise FrameError(
+                "unavailable", f"History cannot be read now ({type(failed).__name__}); retry.", request.id
+            ) from None
+        RESUMES.labels("recovered").inc()
+        for seq, frame in history:
+            if seq > subscription.last_seq:
+                subscription.last_seq = seq
+                client.send(frame)
+        subscription.last_seq = max(subscription.last_seq, state.last_seq)
+        subscription.go_live()
+
+    def _unsubscribe(self, client: Client, request: Frame) -> None:
+        subscription = client.subscriptions.get(request.channel) if isinstance(request.channel, str) else None
+        if subscription is None:
+            raise FrameError("not_subscribed", f"Not subscribed to {request.channel!r}.", request.id)
+        self.hub.remove(subscription)
+        client.send(reply("unsubscribed", request.id, channel=subscription.channel))

@@ -1,0 +1,214 @@
+"""The real-time service end to end: real JetStream, a real WebSocket server, real clients."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from sophia.core.events import Envelope
+from sophia.events.codec import encode
+from sophia.events.connection import NatsConnection
+from sophia.events.streams import stream_specs
+from sophia.realtime.service import RealtimeService
+
+
+@pytest.fixture
+async def realtime(own_streams) -> AsyncIterator[tuple[RealtimeService, Any]]:
+    settings = own_streams.model_copy(update={"realtime_port": 0, "realtime_max_queue": 500})
+    async with RealtimeService(settings) as service:
+        yield service, settings
+
+
+def record_event(source_system: str, kind: str, number: int, padding: int = 0) -> Envelope:
+    payload = {
+        "padding": "p" * padding,
+        "id": str(uuid.uuid4()),
+        "source_system": source_system,
+        "kind": kind,
+        "external_id": f"x-{number}",
+        "version": number,
+        "n": number,
+    }
+    return Envelope.new("record.upserted", f"{source_system}/{kind}/x-{number}", payload, source="catalog")
+
+
+async def publish(settings, events: list[Envelope]) -> None:
+    spec = stream_specs(settings)["records"]
+    async with NatsConnection(settings.nats_url) as nats:
+        js = await nats.jetstream()
+        for envelope in events:
+            await js.publish(spec.subject(envelope.key, envelope.type), encode(envelope), stream=spec.name)
+
+
+def ws(service: RealtimeService, secret: str | None) -> Any:
+    headers = {"Authorization": f"Bearer {secret}"} if secret else {}
+    return connect(f"ws://127.0.0.1:{service.port}/ws", additional_headers=headers, open_timeout=5)
+
+
+async def frame(client: ClientConnection, timeout_s: float = 5.0) -> dict[str, Any]:
+    return orjson.loads(await asyncio.wait_for(client.recv(), timeout_s))
+
+
+async def subscribe(
+    client: ClientConnection, channel: str, since: dict | None = None, frame_id: int = 1
+) -> dict[str, Any]:
+    request: dict[str, Any] = {"op": "subscribe", "id": frame_id, "channel": channel}
+    if since is not None:
+        request["since"] = since
+    await client.send(orjson.dumps(request).decode())
+    answer = await frame(client)
+    assert answer["type"] == "subscribed", answer
+    return answer
+
+
+async def publications(client: ClientConnection, count: int) -> list[dict[str, Any]]:
+    got = [await frame(client) for _ in range(count)]
+    assert all(item["type"] == "publication" for item in got), got
+    return got
+
+
+async def test_a_subscriber_gets_its_channels_events_in_order_with_positions(realtime, api_keys):
+    service, settings = realtime
+    async with ws(service, api_keys["read"]) as client:
+        subscribed = await subscribe(client, "records:crm:deal")
+        others = [record_event("erp", "deal", 9)]
+        await publish(settings, [record_event("crm", "deal", n) for n in range(3)] + others)
+        got = await publications(client, 3)
+    assert [item["event"]["payload"]["n"] for item in got] == [0, 1, 2]
+    assert {item["channel"] for item in got} == {"records:crm:deal"}
+    seqs = [item["position"]["seq"] for item in got]
+    assert seqs == sorted(seqs)
+    assert seqs[0] > subscribed["position"]["seq"]
+    assert {item["position"]["epoch"] for item in got} == {subscribed["position"]["epoch"]}
+
+
+async def test_a_client_resuming_from_its_position_gets_every_missed_event_once_in_order(realtime, api_keys):
+    service, settings = realtime
+    async with ws(service, api_keys["read"]) as client:
+        await subscribe(client, "records:crm")
+        await publish(settings, [record_event("crm", "deal", n) for n in range(2)])
+        seen = await publications(client, 2)
+    last = seen[-1]["position"]
+    await publish(settings, [record_event("crm", "call", n) for n in range(2, 6)])  # while it is away
+    async with ws(service, api_keys["read"]) as client:
+        resumed = await subscribe(client, "records:crm", since=last)
+        assert resumed["recovered"] is True
+        await publish(settings, [record_event("crm", "deal", n) for n in range(6, 8)])  # live again
+        got = await publications(client, 6)
+        with pytest.raises(TimeoutError):
+            await frame(client, timeout_s=0.3)  # and nothing twice
+    assert [item["event"]["payload"]["n"] for item in got] == [2, 3, 4, 5, 6, 7]
+    seqs = [item["position"]["seq"] for item in got]
+    assert seqs == sorted(set(seqs))
+
+
+async def test_a_position_of_another_epoch_or_ahead_of_the_stream_gets_an_explicit_resync(realtime, api_keys):
+    service, _ = realtime
+    async with ws(service, api_keys["read"]) as client:
+        stale = await subscribe(client, "records", since={"epoch": "1", "seq": 3})
+        assert stale["recovered"] is False
+        assert "another epoch" in stale["reason"]
+        current = stale["position"]
+        ahead = await subscribe(
+            client, "deals", since={"epoch": current["epoch"], "seq": current["seq"] + 1000}, frame_id=2
+        )
+        assert ahead["recovered"] is False
+        assert "ahead of the stream" in ahead["reason"]
+
+
+async def test_a_slow_consumer_is_disconnected_and_the_others_keep_receiving(realtime, api_keys):
+    service, settings = realtime
+    async with ws(service, api_keys["read"]) as slow, ws(service, api_keys["read"]) as quick:
+        await subscribe(slow, "records")
+        await subscribe(quick, "records")
+        # the slow one never reads: the sockets' buffers fill up (16 MB), then its queue (500 frames)
+        events = [record_event("crm", "note", n, padding=8000) for n in range(2000)]
+        receiving = asyncio.create_task(publications(quick, len(events)))
+        await publish(settings, events)
+        got = await asyncio.wait_for(receiving, 30)
+        assert [item["event"]["payload"]["n"] for item in got] == list(range(2000))
+
+        async def read_until_closed() -> None:
+            while True:
+                await asyncio.wait_for(slow.recv(), 10)
+
+        with pytest.raises(ConnectionClosed) as closed:
+            await read_until_closed()
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 4008
+    assert "frames behind" in closed.value.rcvd.reason
+
+
+async def test_no_key_or_a_bad_one_is_refused_in_the_handshake(realtime):
+    service, _ = realtime
+    for secret in (None, "sk_0123abcd_" + "Z" * 43):
+        with pytest.raises(InvalidStatus) as refused:
+            async with ws(service, secret):
+                pass
+        assert refused.value.response.status_code == 401
+
+
+async def test_a_read_key_cannot_subscribe_to_what_it_may_not_read(realtime, api_keys):
+    service, _ = realtime
+    async with ws(service, api_keys["read"]) as client:
+        await client.send(orjson.dumps({"op": "subscribe", "id": 7, "channel": "system-events"}).decode())
+        answer = await frame(client)
+    assert answer == {
+        "type": "error",
+        "id": 7,
+        "code": "forbidden",
+        "detail": "Channel 'system-events' needs a key with the 'admin' scope; this key has 'read'.",
+    }
+
+
+@pytest.mark.parametrize(
+    ("sent", "code"),
+    [
+        ("not json", "bad_frame"),
+        ("[1, 2]", "bad_frame"),
+        ('{"op": "dance"}', "unknown_op"),
+        ('{"op": "subscribe", "channel": "nope"}', "unknown_channel"),
+        ('{"op": "subscribe", "channel": "records:Bad Name"}', "bad_channel"),
+        ('{"op": "subscribe", "channel": "records", "extra": 1}', "bad_frame"),
+        ('{"op": "subscribe", "channel": "records", "since": {"seq": -1}}', "bad_position"),
+        ('{"op": "unsubscribe", "channel": "records"}', "not_subscribed"),
+        ('{"op": "ping", "id": {"deep": [[[[]]]]}}', "bad_frame"),
+        ('{"op": "subscribe", "channel": "records\\u0000"}', "unknown_channel"),
+        ('{"op": "subscribe", "channel": "records:\\ud800"}', "bad_frame"),
+    ],
+)
+async def test_a_bad_frame_gets_an_error_frame_and_the_connection_goes_on(realtime, api_keys, sent, code):
+    service, _ = realtime
+    async with ws(service, api_keys["read"]) as client:
+        await client.send(sent)
+        answer = await frame(client)
+        assert answer["type"] == "error"
+        assert answer["code"] == code
+        assert answer["detail"]
+        await client.send('{"op": "ping", "id": "still-there"}')
+        assert await frame(client) == {"type": "pong", "id": "still-there"}
+
+
+async def test_an_oversize_frame_closes_with_1009_and_a_flood_of_subscriptions_is_capped(realtime, api_keys):
+    service, settings = realtime
+    async with ws(service, api_keys["read"]) as client:
+        await client.send("x" * (settings.realtime_max_frame_bytes + 1))
+        with pytest.raises(ConnectionClosed) as closed:
+            await frame(client)
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 1009
+    limited = settings.model_copy(update={"realtime_max_subscriptions": 3})
+    service.server.settings = limited
+    async with ws(service, api_keys["read"]) as client:
+        for number, channel in enumerate(["records", "deals", "records:a", "records:b"]):
+            await client.send(orjson.dumps({"op": "subscribe", "id": number, "channel": channel}).decode())
+        answers = [await frame(client) for _ in range(4)]
+    assert [answer["type"] for answer in answers] == ["subscribed"] * 3 + ["error"]
+    assert answers[-1]["code"] == "too_many_subscriptions"
