@@ -117,7 +117,7 @@ class Batcher(Generic[In, Out]):
         self._check_room(len(items))
         if self.would_expire(len(items), timeout_s):  # queued, they would only expire: refuse now
             raise Unavailable(
-                f"The {self.name} model is busy: these {len(items)} inputs would be done in about "
+                f"The {self.name} model is busy: {_inputs(len(items))} would be done in about "
                 f"{self.wait_s(len(items)):.1f} s, too close to this request's {timeout_s:g} s "
                 "limit (send fewer inputs, or retry later).",
                 1,
@@ -248,3 +248,7 @@ class Batcher(Generic[In, Out]):
         for pending, output in zip(batch, outputs, strict=True):
             if not pending.future.done():
                 pending.future.set_result(output)
+
+
+def _inputs(count: int) -> str:
+    return "this input" if count == 1 else f"these {count} inputs"
