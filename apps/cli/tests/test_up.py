@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 import httpx
 import orjson
 import pytest
+from websockets.sync.client import connect
 
 README = Path(__file__).resolve().parents[3] / "README.md"
 
@@ -85,6 +86,20 @@ def test_up_serves_the_readme_examples_and_ctrl_c_stops_everything(tmp_path):
         headers = {"Authorization": f"Bearer {endpoints['api_key']}"}
         seeded = httpx.get(f"{endpoints['api']}/api/v1/records?limit=1", headers=headers, timeout=5).json()
         assert len(seeded["items"]) == 1
+        # a write through the API reaches a live subscriber: outbox, relay, JetStream, real-time
+        with connect(endpoints["realtime"], additional_headers=headers, open_timeout=10) as live:
+            live.send('{"op": "subscribe", "id": 1, "channel": "records:livecheck"}')
+            assert orjson.loads(live.recv(timeout=10))["type"] == "subscribed"
+            written = httpx.put(
+                f"{endpoints['api']}/api/v1/records/livecheck/deal/live-1",
+                json={"data": {"stage": "won"}},
+                headers=headers,
+                timeout=5,
+            )
+            assert written.status_code == 201
+            published = orjson.loads(live.recv(timeout=30))
+        assert published["type"] == "publication"
+        assert published["event"]["payload"]["external_id"] == "live-1"
 
         exports = subprocess.run(
             [sys.executable, "-m", "sophia.cli.main", "env"],
@@ -109,6 +124,7 @@ def test_up_serves_the_readme_examples_and_ctrl_c_stops_everything(tmp_path):
 
         ports = [
             urlparse(endpoints["api"]).port,
+            urlparse(endpoints["realtime"]).port,
             urlparse(endpoints["database_url"]).port,
             urlparse(endpoints["redis_url"]).port,
             urlparse(endpoints["nats_url"]).port,

@@ -31,9 +31,12 @@ DEV_KEY_FILE = "dev-api-key"
 
 def api_port(settings: Settings) -> int:
     """`SOPHIA_API_PORT` when nothing listens on it, else (or when it is 0) a free port."""
-    port = settings.api_port
-    if not port or not _port_free(settings.api_host, port):
-        port = free_port(settings.api_host)
+    return _port_or_free(settings.api_host, settings.api_port)
+
+
+def _port_or_free(host: str, port: int) -> int:
+    if not port or not _port_free(host, port):
+        port = free_port(host)
     return port
 
 
@@ -113,19 +116,39 @@ async def run_up(settings: Settings, seed_records: int) -> None:
             data_dir / "logs" / "workers.log",
             env={**env, "SOPHIA_WORKERS_METRICS_PORT": str(workers_port)},
         )
+        realtime_port = _port_or_free(settings.realtime_host, settings.realtime_port)
+        realtime_url = f"http://{settings.realtime_host}:{realtime_port}"
+        realtime = SupervisedProcess(
+            "realtime",
+            [sys.executable, "-m", "sophia.realtime"],
+            lambda: _answers(f"{realtime_url}/healthz"),
+            data_dir / "logs" / "realtime.log",
+            env={
+                **env,
+                "SOPHIA_REALTIME_PORT": str(realtime_port),
+                "SOPHIA_REALTIME_HOST": settings.realtime_host,
+            },
+        )
         await api.start()
         try:
             await workers.start()
-            details = {**_endpoints(base_url, urls, dev_key, data_dir), "workers_metrics": workers_metrics}
+            await realtime.start()
+            details = {
+                **_endpoints(base_url, urls, dev_key, data_dir),
+                "workers_metrics": workers_metrics,
+                "realtime": f"ws://{settings.realtime_host}:{realtime_port}/ws",
+                "realtime_metrics": f"{realtime_url}/metrics",
+            }
             written = endpoints.write(settings, details)
-            _announce(base_url, dev_key, written)
+            _announce(base_url, dev_key, written, details["realtime"])
             await stop.wait()
             console.print("Stopping ...")
         finally:
+            await realtime.stop(settings.shutdown_grace_s + 5)
             await workers.stop(settings.shutdown_grace_s + 5)
             await api.stop(settings.shutdown_grace_s + 5)
             endpoints.path(settings).unlink(missing_ok=True)
-    console.print("Stopped: API, workers and engines are down.")
+    console.print("Stopped: API, workers, real-time service and engines are down.")
 
 
 def _url_update(urls: EngineUrls) -> dict[str, str]:
@@ -162,10 +185,11 @@ def _endpoints(base_url: str, urls: EngineUrls, dev_key: str, data_dir: Path) ->
     }
 
 
-def _announce(base_url: str, dev_key: str, written: Path) -> None:
+def _announce(base_url: str, dev_key: str, written: Path, realtime: object) -> None:
     body = "\n".join(
         [
             f"API      {base_url}/api/v1",
+            f"Live     {realtime}   (WebSocket, same key)",
             f"Docs     {base_url}/docs   (ReDoc: {base_url}/redoc)",
             f"Metrics  {base_url}/metrics",
             f"Ready    {base_url}/readyz",
