@@ -33,6 +33,7 @@ def train_classifier(data_dir: Path, *arguments: str) -> Result:
     return runner.invoke(app, ["ml", "train-classifier", *arguments], env=environment)
 
 
+@pytest.mark.e2e  # a whole training run of the CLI: the e2e tier
 def test_training_a_head_reports_both_classifiers_and_writes_the_head(tmp_path, data_dir):
     with EXAMPLE_DATASET.open(encoding="utf-8", newline="") as file:
         rows = list(csv.DictReader(file))[::6]  # a sixth of the committed set: enough for each label

@@ -54,6 +54,7 @@ def counted(database: Database, query: str, *args: object):
     return check
 
 
+@pytest.mark.e2e  # the workers process end to end, models included: the e2e tier
 async def test_events_reach_postgres_and_catalog_writes_reach_the_audit_trail(own_streams, migrated_database):
     async with running_workers(own_streams, await migrated_database()) as stack:
         async with app_client(stack.settings, stack.secret) as client:
@@ -91,6 +92,7 @@ async def predictions_announced(nats: NatsConnection, settings: Settings, count:
     return int(info.state.messages) >= count
 
 
+@pytest.mark.e2e  # the workers process end to end, models included: the e2e tier
 async def test_with_the_models_a_catalog_write_is_enriched_and_found_by_meaning(
     own_streams, migrated_database
 ):
@@ -133,6 +135,7 @@ async def test_with_the_models_a_catalog_write_is_enriched_and_found_by_meaning(
     assert found.json()["items"][0]["record"]["external_id"] == "m-1"
 
 
+@pytest.mark.e2e  # the workers process end to end, models included: the e2e tier
 async def test_records_labeled_by_one_classifier_are_labeled_again_when_another_serves(
     own_streams, migrated_database, tmp_path
 ):

@@ -57,6 +57,7 @@ def test_the_int8_graph_matches_the_reference_model_on_every_text(encoder, texts
     assert_matches_the_reference(encoder, texts, reference)
 
 
+@pytest.mark.load  # builds the fp32 graph: the model-heavy checks run in the load tier
 def test_the_fp32_graph_matches_it_to_rounding(models_dir, texts, reference):
     exact = SentenceEncoder.create(models_dir, threads=1, quantized=False)
     assert cosines(exact.encode(texts[:40]), reference[:40]).min() >= 0.99999
