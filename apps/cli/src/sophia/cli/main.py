@@ -7,7 +7,7 @@ import asyncio
 import typer
 from rich.console import Console
 
-from sophia.cli import audit, dlq, jobs, keys, loadtest, ml
+from sophia.cli import audit, dlq, jobs, keys, loadtest, ml, tail
 from sophia.cli.endpoints import resolve_settings
 from sophia.shared.logging import configure_logging
 from sophia.shared.settings import Settings
@@ -21,6 +21,7 @@ app.add_typer(ml.app, name="ml")
 views = typer.Typer(help="Analytics views.", no_args_is_help=True)
 app.add_typer(views, name="views")
 app.command("loadtest")(loadtest.command)
+app.command("tail")(tail.command)
 console = Console()
 
 
@@ -53,7 +54,8 @@ def env_command() -> None:
     running = endpoints.read(Settings())
     if not running:
         raise SystemExit("The stack is not running: start it with `make up`.")
-    print(f"export SOPHIA_API={running['api']} SOPHIA_KEY={running['api_key']}")
+    realtime = f" SOPHIA_REALTIME={running['realtime']}" if running.get("realtime") else ""
+    print(f"export SOPHIA_API={running['api']} SOPHIA_KEY={running['api_key']}{realtime}")
 
 
 @app.command("migrate")

@@ -1,0 +1,137 @@
+"""`sophia tail`: a channel's events as they come, and after a dropped connection, the rest of
+them once and in order."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import uuid
+from typing import Any
+
+import orjson
+import pytest
+
+from sophia.cli.tail import tail
+from sophia.core.events import Envelope
+from sophia.engines.process import free_port
+from sophia.events.codec import encode
+from sophia.events.connection import NatsConnection
+from sophia.events.streams import stream_specs
+from sophia.realtime.service import RealtimeService
+
+
+def record_event(source_system: str, number: int) -> Envelope:
+    payload = {
+        "id": str(uuid.uuid4()),
+        "source_system": source_system,
+        "kind": "deal",
+        "external_id": f"d-{number}",
+        "version": 1,
+        "n": number,
+    }
+    return Envelope.new("record.upserted", f"{source_system}/deal/d-{number}", payload, source="catalog")
+
+
+async def publish(settings, events: list[Envelope]) -> None:
+    spec = stream_specs(settings)["records"]
+    async with NatsConnection(settings.nats_url) as nats:
+        js = await nats.jetstream()
+        for envelope in events:
+            await js.publish(spec.subject(envelope.key, envelope.type), encode(envelope), stream=spec.name)
+
+
+async def test_a_tail_that_loses_its_service_resumes_from_its_last_event_with_nothing_missed_or_twice(
+    own_streams, api_keys
+):
+    settings = own_streams.model_copy(update={"realtime_port": free_port("127.0.0.1")})
+    url = f"ws://127.0.0.1:{settings.realtime_port}/ws"
+    seen: list[dict[str, Any]] = []
+    stop = asyncio.Event()
+    service = await RealtimeService(settings).__aenter__()
+    try:
+        tailing = asyncio.create_task(
+            tail(
+                url,
+                api_keys["read"],
+                "records:tailed",
+                None,
+                seen.append,
+                stop=stop,
+                max_events=6,
+                reconnect_max_s=0.2,
+            )
+        )
+        async with asyncio.timeout(10):
+            while not service.hub.listened("records:tailed"):
+                await asyncio.sleep(0.01)
+        await publish(settings, [record_event("tailed", n) for n in range(2)])
+        async with asyncio.timeout(10):
+            while len(seen) < 2:
+                await asyncio.sleep(0.01)
+    finally:
+        await service.__aexit__(None, None, None)  # the tail's connection drops (1012)
+    await publish(settings, [record_event("tailed", n) for n in range(2, 4)])  # while it is away
+    async with RealtimeService(settings):  # back, on the same port
+        await publish(settings, [record_event("tailed", n) for n in range(4, 6)])
+        last = await asyncio.wait_for(tailing, 30)
+    assert [frame["event"]["payload"]["n"] for frame in seen] == [0, 1, 2, 3, 4, 5]
+    assert last == seen[-1]["position"]
+
+
+def run_tail(*arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sophia.cli.main", "tail", *arguments],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+async def test_the_command_prints_json_lines_and_a_bad_key_exits_2_saying_so(own_streams, api_keys):
+    settings = own_streams.model_copy(update={"realtime_port": 0})
+    async with RealtimeService(settings) as service:
+        url = f"ws://127.0.0.1:{service.port}/ws"
+        command = asyncio.create_task(
+            asyncio.to_thread(
+                run_tail,
+                "records:clitail",
+                "--url",
+                url,
+                "--key",
+                api_keys["read"],
+                "--json",
+                "--max-events",
+                "2",
+            )
+        )
+        async with asyncio.timeout(30):
+            while not service.hub.listened("records:clitail"):
+                await asyncio.sleep(0.05)
+        await publish(settings, [record_event("clitail", n) for n in range(2)])
+        done = await command
+        refused = await asyncio.to_thread(
+            run_tail, "records", "--url", url, "--key", "sk_0123abcd_" + "Q" * 43
+        )
+    assert done.returncode == 0, done.stderr
+    lines = [orjson.loads(line) for line in done.stdout.splitlines()]
+    assert [line["event"]["payload"]["n"] for line in lines] == [0, 1]
+    assert "last position:" in done.stderr
+    assert refused.returncode == 2
+    assert "refused the key (401)" in refused.stderr
+
+
+def test_since_must_be_epoch_and_sequence():
+    completed = run_tail("records", "--since", "nonsense", "--url", "ws://127.0.0.1:9/ws", "--key", "k")
+    assert completed.returncode == 2
+    assert "--since is EPOCH:SEQ" in completed.stderr
+
+
+@pytest.mark.parametrize("channel", ["system-events"])
+async def test_a_channel_the_key_may_not_read_exits_2_naming_why(own_streams, api_keys, channel):
+    settings = own_streams.model_copy(update={"realtime_port": 0})
+    async with RealtimeService(settings) as service:
+        url = f"ws://127.0.0.1:{service.port}/ws"
+        refused = await asyncio.to_thread(run_tail, channel, "--url", url, "--key", api_keys["read"])
+    assert refused.returncode == 2
+    assert "forbidden" in refused.stderr
