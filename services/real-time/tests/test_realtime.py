@@ -212,3 +212,22 @@ async def test_an_oversize_frame_closes_with_1009_and_a_flood_of_subscriptions_i
         answers = [await frame(client) for _ in range(4)]
     assert [answer["type"] for answer in answers] == ["subscribed"] * 3 + ["error"]
     assert answers[-1]["code"] == "too_many_subscriptions"
+
+
+async def test_two_instances_share_nothing_but_the_engines_and_each_fans_out_every_event(
+    own_streams, api_keys
+):
+    first_settings = own_streams.model_copy(update={"realtime_port": 0})
+    async with (
+        RealtimeService(first_settings) as first,
+        RealtimeService(first_settings) as second,
+        ws(first, api_keys["read"]) as one,
+        ws(second, api_keys["read"]) as other,
+    ):
+        await subscribe(one, "records:shared")
+        await subscribe(other, "records:shared")
+        await publish(first_settings, [record_event("shared", "deal", n) for n in range(5)])
+        got_one = await publications(one, 5)
+        got_other = await publications(other, 5)
+    assert [item["event"]["payload"]["n"] for item in got_one] == list(range(5))
+    assert [item["position"] for item in got_one] == [item["position"] for item in got_other]
