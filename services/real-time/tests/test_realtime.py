@@ -231,3 +231,24 @@ async def test_two_instances_share_nothing_but_the_engines_and_each_fans_out_eve
         got_other = await publications(other, 5)
     assert [item["event"]["payload"]["n"] for item in got_one] == list(range(5))
     assert [item["position"] for item in got_one] == [item["position"] for item in got_other]
+
+
+async def test_a_browser_connects_with_a_token_from_the_api_that_carries_its_keys_scope(realtime, api_keys):
+    from app_clients import app_client
+
+    service, settings = realtime
+    async with app_client(settings, api_keys["read"]) as api:
+        answer = await api.post("/api/v1/realtime/token")
+    assert answer.status_code == 200
+    body = answer.json()
+    assert (body["expires_in"], body["scope"]) == (60, "read")
+    url = f"ws://127.0.0.1:{service.port}/ws?token={body['token']}"
+    async with connect(url, open_timeout=5) as client:
+        await subscribe(client, "records")
+        await client.send(orjson.dumps({"op": "subscribe", "id": 2, "channel": "system-events"}).decode())
+        assert (await frame(client))["code"] == "forbidden"
+    for token in (body["token"][:-3] + "AAA", "rt1.e30.AAAA"):
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(f"ws://127.0.0.1:{service.port}/ws?token={token}", open_timeout=5):
+                pass
+        assert refused.value.response.status_code == 401

@@ -21,6 +21,7 @@ from sophia.api.jobs.endpoints import router as jobs_router
 from sophia.api.middleware import RequestContext
 from sophia.api.ml.admission import ModelAdmission
 from sophia.api.ml.endpoints import router as ml_router
+from sophia.api.realtime.endpoints import router as realtime_router
 from sophia.api.records.endpoints import router as records_router
 from sophia.api.records.spool import Spools
 from sophia.api.search.endpoints import router as search_router
@@ -132,6 +133,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(events_router)
     app.include_router(jobs_router)
     app.include_router(search_router)
+    app.include_router(realtime_router)
     if settings.ml_enabled:
         app.include_router(ml_router)
     app.add_middleware(HotReads)  # innermost: behind the request id, metrics, limits and the key

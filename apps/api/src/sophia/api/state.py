@@ -35,6 +35,8 @@ class AppState:
     """What bulk bodies waiting for COPY may hold."""
     models: Models | None = None
     """The ML models, when `SOPHIA_ML_ENABLED`."""
+    token_secret: bytes | None = None
+    """The real-time tokens' signing secret, read from PostgreSQL at the first token asked for."""
 
 
 async def app_state(request: Request) -> AppState:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from http import HTTPStatus
+from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import Counter, Gauge
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -22,7 +23,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from sophia.core.errors import Forbidden, Invalid, SophiaError, TooManyRequests, Unauthorized, Unavailable
-from sophia.database.keys import ApiKey
+from sophia.database import tokens
 from sophia.database.verifier import KeyVerifier, bearer_secret
 from sophia.realtime.channels import parse_channel
 from sophia.realtime.feed import REPLAY_MAX_EVENTS, StreamFeed
@@ -47,7 +48,13 @@ class RealtimeServer:
     """`async with RealtimeServer(settings, verifier, feeds)`: serving on `port` until left."""
 
     def __init__(
-        self, settings: Settings, verifier: KeyVerifier, feeds: dict[str, StreamFeed], hub: Hub
+        self,
+        settings: Settings,
+        verifier: KeyVerifier,
+        feeds: dict[str, StreamFeed],
+        hub: Hub,
+        *,
+        token_secret: bytes,
     ) -> None:
         self.settings = settings
         self.verifier = verifier
@@ -56,7 +63,9 @@ class RealtimeServer:
         self.hub = hub
         self.port = 0
         self._server: Server | None = None
-        self._keys: dict[ServerConnection, ApiKey] = {}
+        self.token_secret = token_secret
+        self._scopes: dict[ServerConnection, str] = {}
+        """The scope each connection was admitted with (its key's, or its token's)."""
         self._clients: dict[ServerConnection, Client] = {}
 
     async def __aenter__(self) -> RealtimeServer:
@@ -105,9 +114,7 @@ class RealtimeServer:
         if path != "/ws":
             return connection.respond(HTTPStatus.NOT_FOUND, "Not found: the WebSocket is at /ws.\n")
         try:
-            secret = bearer_secret(request.headers.get("Authorization", ""))
-            address = connection.remote_address[0] if connection.remote_address else ""
-            self._keys[connection] = await self.verifier.admit(secret, address)
+            self._scopes[connection] = await self._scope_of(connection, request)
         except Unauthorized as refused:
             return connection.respond(HTTPStatus.UNAUTHORIZED, f"{refused.detail}\n")
         except TooManyRequests as refused:
@@ -120,8 +127,18 @@ class RealtimeServer:
             return response
         return None
 
+    async def _scope_of(self, connection: ServerConnection, request: Request) -> str:
+        """The scope of the key in the `Authorization` header, or of the token in `?token=`
+        (what a browser sends: it cannot set headers on a WebSocket)."""
+        header = request.headers.get("Authorization", "")
+        token = parse_qs(urlsplit(request.path).query).get("token")
+        if not header and token:
+            return tokens.verify(self.token_secret, token[0]).scope
+        address = connection.remote_address[0] if connection.remote_address else ""
+        return (await self.verifier.admit(bearer_secret(header), address)).scope
+
     async def _serve(self, connection: ServerConnection) -> None:
-        key = self._keys.pop(connection)
+        scope = self._scopes.pop(connection)
         client = Client(max_queue=self.settings.realtime_max_queue)
         self._clients[connection] = client
         CONNECTIONS.inc()
@@ -131,7 +148,7 @@ class RealtimeServer:
             async for data in connection:
                 if client.behind is not None:
                     break
-                await self._answer(client, key, data)
+                await self._answer(client, scope, data)
         except ConnectionClosed:
             pass
         finally:
@@ -166,22 +183,22 @@ class RealtimeServer:
             if not client.queued:
                 client.flushed.set()
 
-    async def _answer(self, client: Client, key: ApiKey, data: str | bytes) -> None:
+    async def _answer(self, client: Client, scope: str, data: str | bytes) -> None:
         try:
             request = parse_request(data)
             if request.op == "ping":
                 client.send(reply("pong", request.id))
             elif request.op == "subscribe":
-                await self._subscribe(client, key, request)
+                await self._subscribe(client, scope, request)
             else:
                 self._unsubscribe(client, request)
         except FrameError as refused:
             client.send(error(refused.code, refused.detail, refused.frame_id))
 
-    async def _subscribe(self, client: Client, key: ApiKey, request: Frame) -> None:
+    async def _subscribe(self, client: Client, scope: str, request: Frame) -> None:
         try:
             channel = parse_channel(request.channel)
-            channel.check_scope(key.scope)
+            channel.check_scope(scope)
         except Invalid as refused:
             code = "unknown_channel" if "Unknown channel" in refused.detail else "bad_channel"
             raise FrameError(code, refused.detail, request.id) from None

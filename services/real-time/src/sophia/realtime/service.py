@@ -6,7 +6,7 @@ from __future__ import annotations
 from contextlib import AsyncExitStack
 from types import TracebackType
 
-from sophia.database import Database
+from sophia.database import Database, tokens
 from sophia.database.verifier import KeyVerifier
 from sophia.events.connection import NatsConnection
 from sophia.events.streams import ensure_streams, stream_specs
@@ -51,9 +51,10 @@ class RealtimeService:
                 failure_limit=settings.auth_failure_limit,
                 failure_window_s=settings.auth_failure_window_s,
             )
-            self.server = await self._stack.enter_async_context(
-                RealtimeServer(settings, verifier, feeds, self.hub)
-            )
+            async with database.connection() as connection:
+                token_secret = await tokens.signing_secret(connection)
+            server = RealtimeServer(settings, verifier, feeds, self.hub, token_secret=token_secret)
+            self.server = await self._stack.enter_async_context(server)
         except BaseException:
             await self._stack.aclose()
             raise
