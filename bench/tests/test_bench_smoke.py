@@ -359,3 +359,27 @@ def test_filters_measures_the_old_and_the_indexed_form_and_explains_the_indexed_
     assert "@>" in result["explain"]["sql"]
     assert any("catalog_data_path" in line for line in result["explain"]["plan"])
     assert_printed(capsys, result)
+
+
+def test_ws_servers_measures_both_locked_stacks_and_skips_picows_only_when_missing(capsys):
+    result = load("ws_servers").main(["--connections", "50", "--duration", "1", "--warmup", "0.5", *QUICK])
+
+    assert result["connections"] == 50
+    assert result["client"] in {"picows", "websockets"}
+    for name in ("granian", "websockets"):
+        server = result["servers"][name]
+        assert "error" not in server, server
+        assert server["connected"] == 50
+        assert server["rss_idle_mib"] > 0
+        assert server["rss_per_connection_kib"] is not None
+        for window in (server["saturated"], server["fixed_rate"]):
+            assert window["frames"] > 0
+            assert window["per_s"] > 0
+            assert 0 < window["p50_ms"] <= window["p99_ms"]
+            assert window["server_cores"] >= 0
+            assert window["generator_cores"] >= 0
+        assert server["fixed_rate"]["target_rounds_per_s"] > 0
+    assert ("picows" in result["skipped"]) != ("picows" in result["servers"])
+    assert result["recommendation"] in {None, *result["servers"]}
+    assert result["reason"]
+    assert_printed(capsys, result)
