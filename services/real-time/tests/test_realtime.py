@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 import pytest
+from waiting import eventually
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -252,3 +253,33 @@ async def test_a_browser_connects_with_a_token_from_the_api_that_carries_its_key
             async with connect(f"ws://127.0.0.1:{service.port}/ws?token={token}", open_timeout=5):
                 pass
         assert refused.value.response.status_code == 401
+
+
+def resumes(outcome: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value("sophia_realtime_resumes_total", {"outcome": outcome}) or 0.0
+
+
+async def test_a_recent_resume_is_served_from_memory_and_an_older_one_from_the_stream(own_streams, api_keys):
+    settings = own_streams.model_copy(update={"realtime_port": 0, "realtime_history_events": 3})
+    async with RealtimeService(settings) as service:
+        async with ws(service, api_keys["read"]) as client:
+            await subscribe(client, "records:mem")
+            await publish(settings, [record_event("mem", "deal", 0)])
+            [first] = await publications(client, 1)
+        feed = service.server.feeds["records"]
+        await publish(settings, [record_event("mem", "deal", n) for n in (1, 2)])
+        await eventually(lambda: feed.live_seq >= first["position"]["seq"] + 2)
+        memory, stream = resumes("from_memory"), resumes("from_stream")
+        async with ws(service, api_keys["read"]) as client:
+            assert (await subscribe(client, "records:mem", since=first["position"]))["recovered"] is True
+            recent = await publications(client, 2)
+        assert resumes("from_memory") == memory + 1
+        await publish(settings, [record_event("mem", "deal", n) for n in range(3, 7)])  # memory: 4, 5, 6
+        await eventually(lambda: feed.live_seq >= recent[-1]["position"]["seq"] + 4)
+        async with ws(service, api_keys["read"]) as client:
+            assert (await subscribe(client, "records:mem", since=recent[-1]["position"]))["recovered"] is True
+            older = await publications(client, 4)
+        assert resumes("from_stream") == stream + 1
+    assert [item["event"]["payload"]["n"] for item in recent + older] == [1, 2, 3, 4, 5, 6]

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
         1000, ge=1, description="Frames queued for one WebSocket; a client further behind is disconnected."
     )
     realtime_max_subscriptions: int = Field(100, ge=1, description="Channels one WebSocket may subscribe to.")
+    realtime_history_events: int = Field(
+        10_000, ge=0, description="Recent events of each stream a process keeps to serve resumes from memory."
+    )
     realtime_max_frame_bytes: int = Field(
         65_536, ge=1024, description="Largest frame a client may send (larger: closed with 1009)."
     )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from dataclasses import dataclass
 
 import orjson
@@ -51,7 +52,9 @@ class StreamState:
 class StreamFeed:
     """The live feed of one stream into the hub, and its history (`replay`)."""
 
-    def __init__(self, nats: NatsConnection, spec: StreamSpec, family_stream: str, hub: Hub) -> None:
+    def __init__(
+        self, nats: NatsConnection, spec: StreamSpec, family_stream: str, hub: Hub, *, history_events: int
+    ) -> None:
         self.nats = nats
         self.spec = spec
         self.family_stream = family_stream
@@ -60,6 +63,9 @@ class StreamFeed:
         self.epoch = ""
         self.live_seq = 0
         """The last sequence handed to the hub."""
+        self._recent: deque[tuple[int, bytes, tuple[str, ...]]] = deque(maxlen=history_events)
+        """The last `history_events` events the feed brought (sequence, stored bytes, channels):
+        most resumes are served from here without reading JetStream."""
         self._subscription: object | None = None
 
     async def state(self) -> StreamState:
@@ -101,12 +107,29 @@ class StreamFeed:
             return
         if not isinstance(event, dict):
             return
-        for channel in channels_of(self.family_stream, event):
+        channels = tuple(channels_of(self.family_stream, event))
+        self._recent.append((seq, message.data, channels))
+        for channel in channels:
             if self.hub.listened(channel):
                 self.hub.publish(channel, seq, publication(channel, self.epoch, seq, message.data))
         stored = message.metadata.timestamp
         if stored is not None:
             FANOUT_SECONDS.observe(max(0.0, time.time() - stored.timestamp()))
+
+    def recent(self, channel: str, after_seq: int) -> list[tuple[int, bytes]] | None:
+        """The publications of `channel` after `after_seq` up to `live_seq`, from memory; None if
+        memory does not reach back that far (read the stream: `replay`)."""
+        if after_seq > self.live_seq:  # ahead of this feed: the stream says whether it is real
+            return None
+        if after_seq == self.live_seq:
+            return []
+        if not self._recent or self._recent[0][0] > after_seq + 1:
+            return None
+        return [
+            (seq, publication(channel, self.epoch, seq, data))
+            for seq, data, channels in self._recent
+            if seq > after_seq and channel in channels
+        ]
 
     async def replay(self, channel: str, after_seq: int, until_seq: int) -> list[tuple[int, bytes]]:
         """The publications of `channel` with sequences in (`after_seq`, `until_seq`], in order."""

@@ -226,6 +226,13 @@ class RealtimeServer:
     ) -> None:
         subscription = Subscription(client, channel, family, since.seq, replaying=True)
         self.hub.add(subscription)  # live events are held from now on: none falls between
+        if since.epoch == feed.epoch:
+            # Read with no await since the hold began: whatever the feed brings next is held.
+            recent = feed.recent(channel, since.seq)
+            if recent is not None:
+                RESUMES.labels("from_memory").inc()
+                self._replay(client, request, since, subscription, recent, until_seq=feed.live_seq)
+                return
         try:
             state = await feed.state()
         except (SophiaError, OSError, TimeoutError) as failed:
@@ -257,9 +264,6 @@ class RealtimeServer:
             )
             subscription.go_live()
             return
-        client.send(
-            reply("subscribed", request.id, channel=channel, position=since.as_dict(), recovered=True)
-        )
         try:
             history = await feed.replay(channel, since.seq, state.last_seq)
         except (SophiaError, OSError, TimeoutError) as failed:
@@ -267,12 +271,30 @@ class RealtimeServer:
             raise FrameError(
                 "unavailable", f"History cannot be read now ({type(failed).__name__}); retry.", request.id
             ) from None
-        RESUMES.labels("recovered").inc()
+        RESUMES.labels("from_stream").inc()
+        self._replay(client, request, since, subscription, history, until_seq=state.last_seq)
+
+    def _replay(
+        self,
+        client: Client,
+        request: Frame,
+        since: Position,
+        subscription: Subscription,
+        history: list[tuple[int, bytes]],
+        *,
+        until_seq: int,
+    ) -> None:
+        """Confirm the resume, send `history` (everything of the channel up to `until_seq`), then
+        release what the live feed brought meanwhile past it."""
+        reply_frame = reply(
+            "subscribed", request.id, channel=subscription.channel, position=since.as_dict(), recovered=True
+        )
+        client.send(reply_frame)
         for seq, frame in history:
             if seq > subscription.last_seq:
                 subscription.last_seq = seq
                 client.send(frame)
-        subscription.last_seq = max(subscription.last_seq, state.last_seq)
+        subscription.last_seq = max(subscription.last_seq, until_seq)
         subscription.go_live()
 
     def _unsubscribe(self, client: Client, request: Frame) -> None:

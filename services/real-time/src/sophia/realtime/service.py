@@ -40,7 +40,12 @@ class RealtimeService:
             database = await self._stack.enter_async_context(Database(settings))
             specs = stream_specs(settings)
             await ensure_streams(await nats.jetstream(), [specs[name] for name in sorted(STREAMS)])
-            feeds = {name: StreamFeed(nats, specs[name], name, self.hub) for name in sorted(STREAMS)}
+            feeds = {
+                name: StreamFeed(
+                    nats, specs[name], name, self.hub, history_events=settings.realtime_history_events
+                )
+                for name in sorted(STREAMS)
+            }
             for feed in feeds.values():
                 self._stack.push_async_callback(feed.stop)
             await wait_started(list(feeds.values()), FEEDS_START_TIMEOUT_S)
