@@ -283,3 +283,26 @@ async def test_a_recent_resume_is_served_from_memory_and_an_older_one_from_the_s
             older = await publications(client, 4)
         assert resumes("from_stream") == stream + 1
     assert [item["event"]["payload"]["n"] for item in recent + older] == [1, 2, 3, 4, 5, 6]
+
+
+async def test_a_client_flooding_frames_is_closed_1008_and_others_are_not(own_streams, api_keys):
+    settings = own_streams.model_copy(update={"realtime_port": 0, "realtime_max_frames_per_s": 20})
+    async with RealtimeService(settings) as service, ws(service, api_keys["read"]) as calm:
+        async with ws(service, api_keys["read"]) as flood:
+            for number in range(100):  # far more than 20 a second with bursts of 40
+                try:
+                    await flood.send(orjson.dumps({"op": "ping", "id": number}).decode())
+                except ConnectionClosed:
+                    break
+
+            async def read_until_closed() -> None:
+                while True:
+                    await frame(flood)
+
+            with pytest.raises(ConnectionClosed) as closed:
+                await read_until_closed()
+        await calm.send('{"op": "ping", "id": "calm"}')
+        assert await frame(calm) == {"type": "pong", "id": "calm"}
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 1008
+    assert "frames a second" in closed.value.rcvd.reason

@@ -36,6 +36,11 @@ class Settings(BaseSettings):
         1000, ge=1, description="Frames queued for one WebSocket; a client further behind is disconnected."
     )
     realtime_max_subscriptions: int = Field(100, ge=1, description="Channels one WebSocket may subscribe to.")
+    realtime_max_frames_per_s: int = Field(
+        50,
+        ge=1,
+        description="Frames a second one WebSocket may send (bursts: twice that); more: closed 1008.",
+    )
     realtime_history_events: int = Field(
         10_000, ge=0, description="Recent events of each stream a process keeps to serve resumes from memory."
     )

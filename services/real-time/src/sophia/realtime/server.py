@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
 
@@ -38,10 +39,33 @@ log = get_logger(__name__)
 
 CONNECTIONS = Gauge("sophia_realtime_connections", "WebSocket clients connected")
 RESUMES = Counter("sophia_realtime_resumes_total", "Subscriptions with a position, by outcome", ["outcome"])
+FLOODS = Counter("sophia_realtime_floods_total", "Clients closed for sending frames too fast")
+FLOOD_CLOSE = 1008
+"""Close code (policy violation) for a client sending frames faster than its budget."""
 SLOW_CLOSE = 4008
 """Close code for a client dropped for falling behind (it may reconnect and resume)."""
 RESTART_CLOSE = 1012
 DRAIN_S = 5.0
+
+
+class FrameBudget:
+    """A token bucket of `per_s` frames a second, holding up to two seconds' worth: a client may
+    burst, not flood (each frame it sends is parsed and answered on the service's loop)."""
+
+    def __init__(self, per_s: int) -> None:
+        self.per_s = per_s
+        self.capacity = 2.0 * per_s
+        self.tokens = self.capacity
+        self.updated = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.per_s)
+        self.updated = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
 
 
 class RealtimeServer:
@@ -144,10 +168,20 @@ class RealtimeServer:
         CONNECTIONS.inc()
         writer = asyncio.create_task(self._write(connection, client))
         closer = asyncio.create_task(self._close_when_behind(connection, client, writer))
+        frames = FrameBudget(self.settings.realtime_max_frames_per_s)
+        closing: asyncio.Task[None] | None = None
         try:
             async for data in connection:
                 if client.behind is not None:
                     break
+                if closing is not None:
+                    continue  # read and dropped, so the peer's close reply gets through
+                if not frames.take():
+                    FLOODS.inc()
+                    limit = self.settings.realtime_max_frames_per_s
+                    reason = f"more than {limit} frames a second; slow down"
+                    closing = asyncio.create_task(connection.close(FLOOD_CLOSE, reason))
+                    continue
                 await self._answer(client, scope, data)
         except ConnectionClosed:
             pass
