@@ -138,3 +138,23 @@ async def test_a_valid_key_checked_again_by_many_requests_at_once_is_looked_up_o
         )
     assert [answer.status_code for answer in answers] == [200] * (settings.auth_failure_limit * 3)
     assert key_lookups() - before == 1
+
+
+async def test_a_valid_key_never_seen_before_sent_by_many_requests_at_once_is_never_429(
+    app, settings, api_keys, database
+):
+    """Clients reconnecting together after a restart: one key none of them had verified yet."""
+    from sophia.database import keys
+
+    async with database.connection() as connection:
+        _, fresh = await keys.create(connection, "burst", "read")
+    async with client_from(app, "192.0.2.18") as http:
+        before = key_lookups()
+        answers = await asyncio.gather(
+            *(
+                http.get("/api/v1/records", headers=bearer(fresh))
+                for _ in range(settings.auth_failure_limit * 3)
+            )
+        )
+    assert [answer.status_code for answer in answers] == [200] * (settings.auth_failure_limit * 3)
+    assert key_lookups() - before == 1

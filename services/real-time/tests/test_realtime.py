@@ -306,3 +306,17 @@ async def test_a_client_flooding_frames_is_closed_1008_and_others_are_not(own_st
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == 1008
     assert "frames a second" in closed.value.rcvd.reason
+
+
+async def test_a_resume_from_further_back_than_the_clients_queue_gets_all_of_it(realtime, api_keys):
+    """The queue holds 500 frames here: 1,200 missed events go out in steps, the client is not
+    taken for a slow consumer."""
+    service, settings = realtime
+    async with ws(service, api_keys["read"]) as client:
+        subscribed = await subscribe(client, "records:far")
+    await publish(settings, [record_event("far", "deal", n) for n in range(1200)])
+    async with ws(service, api_keys["read"]) as client:
+        resumed = await subscribe(client, "records:far", since=subscribed["position"])
+        assert resumed["recovered"] is True
+        got = await publications(client, 1200)
+    assert [item["event"]["payload"]["n"] for item in got] == list(range(1200))

@@ -83,7 +83,9 @@ class KeyVerifier:
                 f"Too many requests with keys that did not verify from this address; retry in {retry_s} s.",
                 retry_after_s=retry_s,
             )
-        if secret in self._verified:  # verified before, now due for a check: not a guess
+        if secret in self._verified or secret in self._lookups:
+            # Verified before and due for a check, or already being looked up for another request
+            # (counted once, by that one): not one more guess. Counted only if it fails.
             try:
                 return await self.verify(secret)
             except Unauthorized:

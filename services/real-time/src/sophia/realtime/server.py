@@ -45,6 +45,7 @@ FLOOD_CLOSE = 1008
 SLOW_CLOSE = 4008
 """Close code for a client dropped for falling behind (it may reconnect and resume)."""
 RESTART_CLOSE = 1012
+REPLAY_STEP_S = 30.0
 DRAIN_S = 5.0
 
 
@@ -265,7 +266,7 @@ class RealtimeServer:
             recent = feed.recent(channel, since.seq)
             if recent is not None:
                 RESUMES.labels("from_memory").inc()
-                self._replay(client, request, since, subscription, recent, until_seq=feed.live_seq)
+                await self._replay(client, request, since, subscription, recent, until_seq=feed.live_seq)
                 return
         try:
             state = await feed.state()
@@ -306,9 +307,9 @@ class RealtimeServer:
                 "unavailable", f"History cannot be read now ({type(failed).__name__}); retry.", request.id
             ) from None
         RESUMES.labels("from_stream").inc()
-        self._replay(client, request, since, subscription, history, until_seq=state.last_seq)
+        await self._replay(client, request, since, subscription, history, until_seq=state.last_seq)
 
-    def _replay(
+    async def _replay(
         self,
         client: Client,
         request: Frame,
@@ -319,17 +320,37 @@ class RealtimeServer:
         until_seq: int,
     ) -> None:
         """Confirm the resume, send `history` (everything of the channel up to `until_seq`), then
-        release what the live feed brought meanwhile past it."""
+        release what the live feed brought meanwhile past it.
+
+        History goes out in steps of half the client's queue, each written before the next is
+        queued: a resume from far back never overflows the queue (and is never mistaken for a
+        slow consumer), while a client that does not read it within `REPLAY_STEP_S` a step is."""
         reply_frame = reply(
             "subscribed", request.id, channel=subscription.channel, position=since.as_dict(), recovered=True
         )
         client.send(reply_frame)
+        step, queued = max(1, client.max_queue // 2), 1
         for seq, frame in history:
-            if seq > subscription.last_seq:
-                subscription.last_seq = seq
-                client.send(frame)
+            if seq <= subscription.last_seq:
+                continue
+            if queued >= step:
+                if not await self._written(client):
+                    return
+                queued = 0
+            subscription.last_seq = seq
+            client.send(frame)
+            queued += 1
         subscription.last_seq = max(subscription.last_seq, until_seq)
         subscription.go_live()
+
+    async def _written(self, client: Client) -> bool:
+        """Whether everything queued for `client` was written within `REPLAY_STEP_S`; if not, it
+        is dropped as behind."""
+        try:
+            await asyncio.wait_for(client.flushed.wait(), REPLAY_STEP_S)
+        except TimeoutError:
+            client.drop(f"did not read its history within {REPLAY_STEP_S:g} s a step")
+        return client.behind is None
 
     def _unsubscribe(self, client: Client, request: Frame) -> None:
         subscription = client.subscriptions.get(request.channel) if isinstance(request.channel, str) else None
