@@ -383,3 +383,49 @@ def test_ws_servers_measures_both_locked_stacks_and_skips_picows_only_when_missi
     assert result["recommendation"] in {None, *result["servers"]}
     assert result["reason"]
     assert_printed(capsys, result)
+
+
+def test_realtime_fans_posted_events_out_to_subscribers_and_measures_the_floor_alike(capsys):
+    result = load("realtime").main(
+        [
+            "--connections",
+            "20",
+            "--duration",
+            "1",
+            "--warmup",
+            "0.5",
+            "--resume-events",
+            "50",
+            "--settle",
+            "0",
+            "--json",
+        ]
+    )
+
+    assert result["connections"] == 20
+    for side in (result["floor"], result["sophia"]):
+        assert side["connected"] == 20
+        assert side["connect_failed"] == 0
+        assert side["rss_idle_mib"] > 0
+        assert side["rss_per_connection_kib"] is not None
+        for window in (side["saturated"], side["fixed_rate"]):
+            assert window["frames"] > 0
+            assert window["per_s"] > 0
+            assert 0 < window["p50_ms"] <= window["p99_ms"]
+            assert window["generator_cores"] >= 0
+            assert window["dropped"] == 0
+    sophia = result["sophia"]
+    for window in (sophia["saturated"], sophia["fixed_rate"]):
+        assert window["events"] > 0
+        assert window["post_errors"] == 0
+        assert window["realtime_cores"] >= 0
+    assert sophia["fixed_rate"]["target_events_per_s"] > 0
+    assert sophia["probe_closed"] is None
+    [resumed] = sophia["resume"]
+    assert resumed["events_back"] == 50
+    assert resumed["recovered"] is True
+    assert resumed["received"] == 50
+    assert resumed["error"] is None
+    assert result["ratio"] > 0
+    assert set(result["goals_met"]) == {"connections", "rss_per_connection_kib", "ratio", "p99_ms"}
+    assert_printed(capsys, result)
