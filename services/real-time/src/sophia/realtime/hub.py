@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 
 from prometheus_client import Counter, Gauge
 
@@ -21,17 +22,23 @@ SUBSCRIPTIONS = Gauge("sophia_realtime_subscriptions", "Subscriptions, by channe
 
 
 class Client:
-    """One WebSocket's side of the hub: its queue of frames and its subscriptions."""
+    """One WebSocket's side of the hub: its queue of frames and its subscriptions.
 
-    def __init__(self, *, max_queue: int) -> None:
+    Slotted, with one task per connection (its writer): at 10,000 connections every object a
+    connection holds counts (docs/benchmarks.md, real-time fan-out)."""
+
+    __slots__ = ("_frames", "_ready", "behind", "flushed", "max_queue", "on_drop", "subscriptions")
+
+    def __init__(self, *, max_queue: int, on_drop: Callable[[], None] = lambda: None) -> None:
         self.max_queue = max_queue
         self.subscriptions: dict[str, Subscription] = {}
         self.behind: str | None = None
         """Set (the reason) once the client was dropped for falling behind."""
+        self.on_drop = on_drop
+        """Called once when the client is dropped: its writer may be stuck on a socket the peer
+        does not read, so the connection is closed from outside it."""
         self._frames: deque[bytes] = deque()
         self._ready = asyncio.Event()
-        self.dropped = asyncio.Event()
-        """Set when the client is dropped: its writer may be stuck on a socket the peer does not read."""
         self.flushed = asyncio.Event()
         """Set while everything queued has been written (the writer sets it, a new frame clears it)."""
         self.flushed.set()
@@ -54,7 +61,7 @@ class Client:
             self._frames.clear()
             SLOW_DROPPED.inc()
             self._ready.set()
-            self.dropped.set()
+            self.on_drop()
 
     @property
     def queued(self) -> int:
@@ -71,6 +78,8 @@ class Client:
 
 class Subscription:
     """One client's subscription to one channel, at a position of the channel's stream."""
+
+    __slots__ = ("_held", "channel", "client", "family", "last_seq", "replaying")
 
     def __init__(self, client: Client, channel: str, family: str, last_seq: int, *, replaying: bool) -> None:
         self.client = client

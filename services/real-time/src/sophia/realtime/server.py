@@ -164,11 +164,15 @@ class RealtimeServer:
 
     async def _serve(self, connection: ServerConnection) -> None:
         scope = self._scopes.pop(connection)
-        client = Client(max_queue=self.settings.realtime_max_queue)
+        closer: list[asyncio.Task[None]] = []
+
+        def close_behind() -> None:  # a task only for a client that fell behind
+            closer.append(asyncio.create_task(self._close_behind(connection, client, writer)))
+
+        client = Client(max_queue=self.settings.realtime_max_queue, on_drop=close_behind)
         self._clients[connection] = client
         CONNECTIONS.inc()
         writer = asyncio.create_task(self._write(connection, client))
-        closer = asyncio.create_task(self._close_when_behind(connection, client, writer))
         frames = FrameBudget(self.settings.realtime_max_frames_per_s)
         closing: asyncio.Task[None] | None = None
         try:
@@ -189,21 +193,18 @@ class RealtimeServer:
         finally:
             for subscription in list(client.subscriptions.values()):
                 self.hub.remove(subscription)
-            for task in (writer, closer):
+            for task in (writer, *closer):
                 task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
-                await writer
-            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
-                await closer
+                with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                    await task
             del self._clients[connection]
             CONNECTIONS.dec()
 
-    async def _close_when_behind(
+    async def _close_behind(
         self, connection: ServerConnection, client: Client, writer: asyncio.Task[None]
     ) -> None:
-        """A client dropped for falling behind is closed with `SLOW_CLOSE` at once, even while its
+        """Close a client dropped for falling behind with `SLOW_CLOSE` at once, even while its
         writer waits on a socket the peer does not read (the close frame follows what is sent)."""
-        await client.dropped.wait()
         writer.cancel()
         reason = f"{client.behind}; reconnect and resume from your last position"
         await connection.close(SLOW_CLOSE, reason[:120])
