@@ -320,3 +320,16 @@ async def test_a_resume_from_further_back_than_the_clients_queue_gets_all_of_it(
         assert resumed["recovered"] is True
         got = await publications(client, 1200)
     assert [item["event"]["payload"]["n"] for item in got] == list(range(1200))
+
+
+async def test_metrics_need_a_key_when_anonymous_detail_is_off(own_streams, api_keys):
+    import httpx
+
+    private = own_streams.model_copy(update={"realtime_port": 0, "anonymous_detail": False})
+    async with RealtimeService(private) as service, httpx.AsyncClient(timeout=5) as http:
+        url = f"http://127.0.0.1:{service.port}/metrics"
+        assert (await http.get(url)).status_code == 401
+        shown = await http.get(url, headers={"Authorization": f"Bearer {api_keys['read']}"})
+        assert (await http.get(f"http://127.0.0.1:{service.port}/healthz")).status_code == 200
+    assert shown.status_code == 200
+    assert "sophia_realtime_connections" in shown.text

@@ -134,6 +134,11 @@ class RealtimeServer:
         if path == "/healthz":
             return connection.respond(HTTPStatus.OK, "ok\n")
         if path == "/metrics":
+            if not self.settings.anonymous_detail:  # as the API's: a key, checked as for /ws
+                try:
+                    await self._scope_of(connection, request)
+                except (Unauthorized, TooManyRequests, Unavailable) as refused:
+                    return connection.respond(HTTPStatus.UNAUTHORIZED, f"{refused.detail}\n")
             body, content_type = render_latest()
             return Response(200, "OK", Headers({"Content-Type": content_type}), body)
         if path != "/ws":
