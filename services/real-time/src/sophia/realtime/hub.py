@@ -11,7 +11,6 @@ reader never slows the others or grows memory without limit.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Callable
 
 from prometheus_client import Counter, Gauge
@@ -24,10 +23,20 @@ SUBSCRIPTIONS = Gauge("sophia_realtime_subscriptions", "Subscriptions, by channe
 class Client:
     """One WebSocket's side of the hub: its queue of frames and its subscriptions.
 
-    Slotted, with one task per connection (its writer): at 10,000 connections every object a
-    connection holds counts (docs/benchmarks.md, real-time fan-out)."""
+    Lean on purpose, since at 10,000 connections every object a connection holds counts: slotted,
+    a list for the queue and a future only while someone waits (an `asyncio.Event` or a `deque`
+    costs about 760 bytes each, empty)."""
 
-    __slots__ = ("_frames", "_ready", "behind", "flushed", "max_queue", "on_drop", "subscriptions")
+    __slots__ = (
+        "_frames",
+        "_wakeup",
+        "_writing",
+        "_written",
+        "behind",
+        "max_queue",
+        "on_drop",
+        "subscriptions",
+    )
 
     def __init__(self, *, max_queue: int, on_drop: Callable[[], None] = lambda: None) -> None:
         self.max_queue = max_queue
@@ -37,11 +46,12 @@ class Client:
         self.on_drop = on_drop
         """Called once when the client is dropped: its writer may be stuck on a socket the peer
         does not read, so the connection is closed from outside it."""
-        self._frames: deque[bytes] = deque()
-        self._ready = asyncio.Event()
-        self.flushed = asyncio.Event()
-        """Set while everything queued has been written (the writer sets it, a new frame clears it)."""
-        self.flushed.set()
+        self._frames: list[bytes] = []
+        self._writing = False
+        self._wakeup: asyncio.Future[None] | None = None
+        """The writer's wait for a frame."""
+        self._written: asyncio.Future[None] | None = None
+        """A wait for everything queued to be written (a drain, a resume between its steps)."""
 
     def send(self, frame: bytes) -> None:
         if self.behind is not None:
@@ -51,16 +61,16 @@ class Client:
             return
         self._frames.append(frame)
         FRAMES_OUT.inc()
-        self.flushed.clear()
-        self._ready.set()
+        _wake(self._wakeup)
 
     def drop(self, reason: str) -> None:
         """Stop queueing for this client: its connection is closed with `reason` (it may resume)."""
         if self.behind is None:
             self.behind = reason
-            self._frames.clear()
+            self._frames = []
             SLOW_DROPPED.inc()
-            self._ready.set()
+            _wake(self._wakeup)
+            _wake(self._written)
             self.on_drop()
 
     @property
@@ -68,12 +78,35 @@ class Client:
         return len(self._frames)
 
     async def next_frames(self) -> list[bytes]:
-        """Every frame queued, once there is one (none once the client is behind)."""
-        await self._ready.wait()
-        self._ready.clear()
-        frames = list(self._frames)
-        self._frames.clear()
+        """Every frame queued, once there is one (none once the client is behind). The caller
+        writes them, then calls `written()`."""
+        while not self._frames and self.behind is None:
+            self._wakeup = asyncio.get_running_loop().create_future()
+            try:
+                await self._wakeup
+            finally:
+                self._wakeup = None
+        frames, self._frames = self._frames, []
+        self._writing = bool(frames)
         return frames
+
+    def written(self) -> None:
+        """The frames `next_frames` gave were written."""
+        self._writing = False
+        if not self._frames:
+            _wake(self._written)
+
+    async def all_written(self) -> None:
+        """Until everything queued so far is written (or the client is dropped)."""
+        while (self._frames or self._writing) and self.behind is None:
+            if self._written is None or self._written.done():
+                self._written = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._written)
+
+
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
 
 
 class Subscription:

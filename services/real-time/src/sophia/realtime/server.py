@@ -119,7 +119,7 @@ class RealtimeServer:
             return
         server, self._server = self._server, None
         server.close(close_connections=False)
-        flushed = [asyncio.ensure_future(client.flushed.wait()) for client in self._clients.values()]
+        flushed = [asyncio.ensure_future(client.all_written()) for client in self._clients.values()]
         if flushed:
             await asyncio.wait(flushed, timeout=DRAIN_S)
             for waiting in flushed:
@@ -221,8 +221,7 @@ class RealtimeServer:
                 return
             for frame in frames:
                 await connection.send(frame, text=True)
-            if not client.queued:
-                client.flushed.set()
+            client.written()
 
     async def _answer(self, client: Client, scope: str, data: str | bytes) -> None:
         try:
@@ -353,7 +352,7 @@ class RealtimeServer:
         """Whether everything queued for `client` was written within `REPLAY_STEP_S`; if not, it
         is dropped as behind."""
         try:
-            await asyncio.wait_for(client.flushed.wait(), REPLAY_STEP_S)
+            await asyncio.wait_for(client.all_written(), REPLAY_STEP_S)
         except TimeoutError:
             client.drop(f"did not read its history within {REPLAY_STEP_S:g} s a step")
         return client.behind is None
