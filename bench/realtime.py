@@ -42,8 +42,7 @@ import harness
 from harness.realtime import RealtimeProcess
 from harness.realtime_load import Posted, Probe, closed_loop, events_client, fixed_rate, resume
 from ws.processes import WS_DIR, Generator, Server
-from ws.rounds import Command
-from ws_servers import raise_open_files_limit, settled_rss, window
+from ws_servers import raise_open_files_limit, saturated_then_half, settled_rss
 
 from sophia.engines.process import free_port
 
@@ -131,15 +130,7 @@ def floor(log_dir: Path, headers: dict[str, str], options: argparse.Namespace) -
         rss_base = settled_rss(server)
         connected = connect(generator, options, headers, None)
         rss_idle = settled_rss(server)
-        total_s = options.warmup + options.duration
-        saturated = window(server, generator, Command(total_s), options)
-        rounds_per_s = saturated["per_s"] / connected["connected"] / 2
-        if rounds_per_s <= 0:
-            raise RuntimeError("no frame arrived while saturating")
-        fixed = window(server, generator, Command(total_s, rounds_per_s), options)
-        fixed["target_rounds_per_s"] = round(rounds_per_s, 2)
-        expected = rounds_per_s * connected["connected"] * fixed["seconds"]
-        fixed["delivered_share"] = round(fixed["frames"] / expected, 3)
+        saturated, fixed = saturated_then_half(server, generator, options, connected["connected"])
     return {
         **connected,
         **memory(rss_base, rss_idle, connected["connected"]),

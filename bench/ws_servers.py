@@ -77,6 +77,22 @@ def raise_open_files_limit(needed: int) -> int:
     return target
 
 
+def saturated_then_half(
+    server: Any, generator: Any, options: argparse.Namespace, clients: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Rounds back to back, then rounds at half the rate they reached: both windows' figures, the
+    second with its target rate and the share of the frames it should have delivered."""
+    total_s = options.warmup + options.duration
+    saturated = window(server, generator, Command(total_s), options)
+    rounds_per_s = saturated["per_s"] / clients / 2
+    if rounds_per_s <= 0:
+        raise RuntimeError("no frame arrived while saturating")
+    fixed = window(server, generator, Command(total_s, rounds_per_s), options)
+    fixed["target_rounds_per_s"] = round(rounds_per_s, 2)
+    fixed["delivered_share"] = round(fixed["frames"] / (rounds_per_s * clients * fixed["seconds"]), 3)
+    return saturated, fixed
+
+
 def window(
     server: Server, generator: Generator, command: Command, options: argparse.Namespace
 ) -> dict[str, Any]:
@@ -155,15 +171,7 @@ def measure(name: str, client: str, log_dir: Path, options: argparse.Namespace) 
         if answer["connected"] == 0:
             raise RuntimeError(f"no client connected: {answer['error']}")
         rss_idle = settled_rss(server)
-        total_s = options.warmup + options.duration
-        saturated = window(server, generator, Command(total_s), options)
-        rounds_per_s = saturated["per_s"] / connected["connected"] / 2
-        if rounds_per_s <= 0:
-            raise RuntimeError("no frame arrived while saturating")
-        fixed_rate = window(server, generator, Command(total_s, rounds_per_s), options)
-        fixed_rate["target_rounds_per_s"] = round(rounds_per_s, 2)
-        expected = rounds_per_s * connected["connected"] * fixed_rate["seconds"]
-        fixed_rate["delivered_share"] = round(fixed_rate["frames"] / expected, 3)
+        saturated, fixed_rate = saturated_then_half(server, generator, options, connected["connected"])
     return {
         **connected,
         "rss_base_mib": round(rss_base / MIB, 1),

@@ -8,8 +8,15 @@ import uuid
 import orjson
 from app_clients import app_client
 from problem_assertions import assert_problem
+from prometheus_client import REGISTRY
+from waiting import eventually
 
 NDJSON = {"Content-Type": "application/x-ndjson"}
+
+
+def spooling() -> float:
+    """Bulk bodies being spooled in this process (every app of the tests counts together)."""
+    return REGISTRY.get_sample_value("sophia_bulk_spooling_uploads") or 0.0
 
 
 def line(source_system: str, number: int) -> bytes:
@@ -45,7 +52,7 @@ async def test_stalled_uploads_hold_no_connection_and_others_are_served_meanwhil
             asyncio.create_task(client.post("/api/v1/records:bulk", content=body, headers=NDJSON))
             for body in stalled
         ]
-        await asyncio.sleep(0.2)  # every upload has sent its first line and waits
+        await eventually(lambda: spooling() >= 16)  # every upload has sent its first line and waits
         others = [await client.get("/api/v1/records", params={"limit": 1}) for _ in range(5)]
         others += [
             await client.put(f"/api/v1/records/{source}/deal/x{n}", json={"data": {}}) for n in range(5)
@@ -89,7 +96,7 @@ async def test_past_the_most_uploads_at_once_one_more_is_a_503_and_the_others_fi
             asyncio.create_task(client.post("/api/v1/records:bulk", content=body, headers=NDJSON))
             for body in stalled
         ]
-        await asyncio.sleep(0.2)  # the three hold every place
+        await eventually(lambda: spooling() >= 3)  # the three hold every place
         refused = await client.post("/api/v1/records:bulk", content=line(source, 9), headers=NDJSON)
         problem = assert_problem(refused, 503)
         assert "3 bulk uploads are in progress" in problem["detail"]

@@ -14,6 +14,7 @@ import pytest
 from app_clients import app_client
 from problem_assertions import assert_problem
 from prometheus_client import REGISTRY
+from waiting import eventually
 
 from sophia.api.app import create_app
 from sophia.ml.embeddings import model_version
@@ -273,7 +274,7 @@ async def test_while_the_models_backlog_is_full_a_request_is_refused_before_its_
             batcher = app.state.sophia.models.embeddings.batcher
             release = threading.Event()
             holding = asyncio.create_task(batcher.in_model_thread(release.wait, 10))  # the thread is busy
-            await asyncio.sleep(0)
+            await eventually(lambda: batcher.room < tiny.ml_max_queue)
             try:
                 refused = await http.post("/api/v1/ml/embed", content=body())
                 problem = assert_problem(refused, 503)

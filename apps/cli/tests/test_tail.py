@@ -6,39 +6,16 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import uuid
 from typing import Any
 
 import orjson
 import pytest
+from record_events import publish, record_event
+from waiting import eventually
 
 from sophia.cli.tail import tail
-from sophia.core.events import Envelope
 from sophia.engines.process import free_port
-from sophia.events.codec import encode
-from sophia.events.connection import NatsConnection
-from sophia.events.streams import stream_specs
 from sophia.realtime.service import RealtimeService
-
-
-def record_event(source_system: str, number: int) -> Envelope:
-    payload = {
-        "id": str(uuid.uuid4()),
-        "source_system": source_system,
-        "kind": "deal",
-        "external_id": f"d-{number}",
-        "version": 1,
-        "n": number,
-    }
-    return Envelope.new("record.upserted", f"{source_system}/deal/d-{number}", payload, source="catalog")
-
-
-async def publish(settings, events: list[Envelope]) -> None:
-    spec = stream_specs(settings)["records"]
-    async with NatsConnection(settings.nats_url) as nats:
-        js = await nats.jetstream()
-        for envelope in events:
-            await js.publish(spec.subject(envelope.key, envelope.type), encode(envelope), stream=spec.name)
 
 
 async def test_a_tail_that_loses_its_service_resumes_from_its_last_event_with_nothing_missed_or_twice(
@@ -62,18 +39,14 @@ async def test_a_tail_that_loses_its_service_resumes_from_its_last_event_with_no
                 reconnect_max_s=0.2,
             )
         )
-        async with asyncio.timeout(10):
-            while not service.hub.listened("records:tailed"):
-                await asyncio.sleep(0.01)
-        await publish(settings, [record_event("tailed", n) for n in range(2)])
-        async with asyncio.timeout(10):
-            while len(seen) < 2:
-                await asyncio.sleep(0.01)
+        await eventually(lambda: service.hub.listened("records:tailed"))
+        await publish(settings, [record_event("tailed", "deal", n) for n in range(2)])
+        await eventually(lambda: len(seen) >= 2)
     finally:
         await service.__aexit__(None, None, None)  # the tail's connection drops (1012)
-    await publish(settings, [record_event("tailed", n) for n in range(2, 4)])  # while it is away
+    await publish(settings, [record_event("tailed", "deal", n) for n in range(2, 4)])  # while it is away
     async with RealtimeService(settings):  # back, on the same port
-        await publish(settings, [record_event("tailed", n) for n in range(4, 6)])
+        await publish(settings, [record_event("tailed", "deal", n) for n in range(4, 6)])
         last = await asyncio.wait_for(tailing, 30)
     assert [frame["event"]["payload"]["n"] for frame in seen] == [0, 1, 2, 3, 4, 5]
     assert last == seen[-1]["position"]
@@ -105,10 +78,8 @@ async def test_the_command_prints_json_lines_and_a_bad_key_exits_2_saying_so(own
                 "2",
             )
         )
-        async with asyncio.timeout(30):
-            while not service.hub.listened("records:clitail"):
-                await asyncio.sleep(0.05)
-        await publish(settings, [record_event("clitail", n) for n in range(2)])
+        await eventually(lambda: service.hub.listened("records:clitail"), timeout_s=30)
+        await publish(settings, [record_event("clitail", "deal", n) for n in range(2)])
         done = await command
         refused = await asyncio.to_thread(
             run_tail, "records", "--url", url, "--key", "sk_0123abcd_" + "Q" * 43

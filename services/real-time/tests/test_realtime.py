@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 import pytest
+from record_events import publish, record_event
 from waiting import eventually
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from sophia.core.events import Envelope
-from sophia.events.codec import encode
-from sophia.events.connection import NatsConnection
-from sophia.events.streams import stream_specs
 from sophia.realtime.service import RealtimeService
 
 
@@ -25,27 +21,6 @@ async def realtime(own_streams) -> AsyncIterator[tuple[RealtimeService, Any]]:
     settings = own_streams.model_copy(update={"realtime_port": 0, "realtime_max_queue": 500})
     async with RealtimeService(settings) as service:
         yield service, settings
-
-
-def record_event(source_system: str, kind: str, number: int, padding: int = 0) -> Envelope:
-    payload = {
-        "padding": "p" * padding,
-        "id": str(uuid.uuid4()),
-        "source_system": source_system,
-        "kind": kind,
-        "external_id": f"x-{number}",
-        "version": number,
-        "n": number,
-    }
-    return Envelope.new("record.upserted", f"{source_system}/{kind}/x-{number}", payload, source="catalog")
-
-
-async def publish(settings, events: list[Envelope]) -> None:
-    spec = stream_specs(settings)["records"]
-    async with NatsConnection(settings.nats_url) as nats:
-        js = await nats.jetstream()
-        for envelope in events:
-            await js.publish(spec.subject(envelope.key, envelope.type), encode(envelope), stream=spec.name)
 
 
 def ws(service: RealtimeService, secret: str | None) -> Any:

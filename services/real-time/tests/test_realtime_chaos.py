@@ -14,12 +14,11 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+from record_events import publish, record_event
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from sophia.engines.process import free_port
-
-from .test_realtime import publish, record_event
 
 pytestmark = pytest.mark.chaos
 
