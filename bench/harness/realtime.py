@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import sys
-import time
-from contextlib import suppress
 from pathlib import Path
-
-import httpx
 
 from harness.database import HOST, Environment
 from harness.workers import WorkersProcess
@@ -18,6 +14,9 @@ class RealtimeProcess(WorkersProcess):
 
     Started and stopped like the API (its own process group, SIGTERM, then SIGKILL for what is
     left), with the engines' URLs and `extra_env`; its /metrics is beside /ws (`metric_sums`)."""
+
+    ready_path = "/healthz"
+    what = "the real-time service"
 
     def __init__(
         self,
@@ -42,21 +41,6 @@ class RealtimeProcess(WorkersProcess):
     def __enter__(self) -> RealtimeProcess:
         super().__enter__()
         return self
-
-    def _wait_ready(self) -> None:
-        assert self._process is not None
-        deadline = time.monotonic() + self.ready_timeout_s
-        with httpx.Client(base_url=self.base_url, timeout=2.0) as client:
-            while time.monotonic() < deadline:
-                if self._process.poll() is not None:
-                    raise RuntimeError(
-                        f"the real-time service exited with {self._process.returncode}:\n{self.log_tail()}"
-                    )
-                with suppress(httpx.TransportError):
-                    if client.get("/healthz").status_code == 200:
-                        return
-                time.sleep(0.1)
-        raise TimeoutError(f"the real-time service was not ready within {self.ready_timeout_s}s")
 
     def check_running(self, what: str) -> None:
         if self._process is None or self._process.poll() is not None:

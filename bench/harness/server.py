@@ -23,6 +23,11 @@ class ApiServer:
     same environment: the engines' URLs and `SOPHIA_API_SERVER/WORKERS/HOST/PORT`.
     """
 
+    ready_path = "/readyz"
+    """Answers 200 once the child serves."""
+    what = "the API"
+    """How messages name the child."""
+
     def __init__(
         self,
         env: Environment,
@@ -79,14 +84,16 @@ class ApiServer:
         with httpx.Client(base_url=self.base_url, timeout=2.0) as client:
             while time.monotonic() < deadline:
                 if self._process.poll() is not None:
-                    raise RuntimeError(f"the API exited with {self._process.returncode}:\n{self.log_tail()}")
+                    raise RuntimeError(
+                        f"{self.what} exited with {self._process.returncode}:\n{self.log_tail()}"
+                    )
                 try:
-                    if client.get("/readyz").status_code == 200:
+                    if client.get(self.ready_path).status_code == 200:
                         return
                 except httpx.TransportError:
                     pass
                 time.sleep(0.1)
-        raise TimeoutError(f"the API was not ready within {self.ready_timeout_s}s:\n{self.log_tail()}")
+        raise TimeoutError(f"{self.what} was not ready within {self.ready_timeout_s}s:\n{self.log_tail()}")
 
     @property
     def pid(self) -> int | None:

@@ -18,6 +18,8 @@ class WorkersProcess(ApiServer):
     Started and stopped like the API (its own process group, SIGTERM, then SIGKILL for what is left),
     with the same environment: the engines' URLs and `extra_env`."""
 
+    what = "the workers"
+
     def __init__(
         self,
         env: Environment,
