@@ -9,11 +9,9 @@ control comes from the listeners' pause_writing/resume_writing. The loop is uvlo
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 
 import rounds
-import uvloop
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, WSUpgradeRequest, ws_create_server
 
 CLIENTS_PATH = rounds.CLIENTS_PATH.encode()  # picows gives the request's path as bytes
@@ -97,11 +95,7 @@ async def run(host: str, port: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    options = parser.parse_args()
-    uvloop.run(run(options.host, options.port))
+    rounds.serve_from_command_line(run, __doc__)
 
 
 if __name__ == "__main__":

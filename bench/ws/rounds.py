@@ -103,3 +103,16 @@ class Backpressure:
         if self._paused:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._clear.wait(), self.max_wait_s)
+
+
+def serve_from_command_line(run: Callable[[str, int], Awaitable[None]], description: str | None) -> None:
+    """`--host` and `--port` from the command line, then `run(host, port)` on uvloop."""
+    import argparse
+
+    import uvloop
+
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    options = parser.parse_args()
+    uvloop.run(run(options.host, options.port))

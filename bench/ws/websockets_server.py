@@ -10,10 +10,7 @@ defaults. The loop is uvloop, as the API runs.
 
 from __future__ import annotations
 
-import argparse
-
 import rounds
-import uvloop
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 
 
@@ -76,11 +73,7 @@ async def run(host: str, port: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    options = parser.parse_args()
-    uvloop.run(run(options.host, options.port))
+    rounds.serve_from_command_line(run, __doc__)
 
 
 if __name__ == "__main__":
