@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import weakref
 from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
 
@@ -89,7 +90,7 @@ class RealtimeServer:
         self.port = 0
         self._server: Server | None = None
         self.token_secret = token_secret
-        self._scopes: dict[ServerConnection, str] = {}
+        self._scopes: weakref.WeakKeyDictionary[ServerConnection, str] = weakref.WeakKeyDictionary()
         """The scope each connection was admitted with (its key's, or its token's)."""
         self._clients: dict[ServerConnection, Client] = {}
 
