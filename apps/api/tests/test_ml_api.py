@@ -234,6 +234,7 @@ async def test_sentiment_labels_texts_with_probabilities_from_the_trained_head(m
         assert abs(sum(result["scores"].values()) - 1.0) < 1e-5
 
 
+@pytest.mark.load  # builds the fp32 graph: the model-heavy checks run in the load tier
 async def test_with_the_fp32_graph_the_heads_do_not_fit_vader_and_zero_shot_serve(settings, api_keys):
     exact = settings.model_copy(update={"ml_enabled": True, "ml_quantized": False})
     async with app_client(exact, api_keys["read"]) as client:

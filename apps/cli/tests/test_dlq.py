@@ -138,7 +138,7 @@ def test_dlq_show_and_replay_of_an_unknown_sequence_exit_1(own, env):
 
 
 def test_dlq_with_nats_unreachable_exits_1_with_a_line_not_a_traceback(env):
-    unreachable = env | {"SOPHIA_NATS_URL": "nats://127.0.0.1:1", "SOPHIA_ENGINE_TIMEOUT_S": "0.5"}
+    unreachable = env | {"SOPHIA_NATS_URL": "nats://127.0.0.1:1", "SOPHIA_ENGINE_TIMEOUT_S": "0.1"}
     result = invoke(unreachable, "list")
     assert result.exit_code == 1
     assert "NATS is unreachable" in result.output

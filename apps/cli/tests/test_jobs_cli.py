@@ -96,7 +96,7 @@ def test_jobs_submit_with_a_malformed_param_is_a_usage_error(env):
 
 
 def test_jobs_submit_with_nats_unreachable_exits_1_with_a_line_not_a_traceback(env):
-    unreachable = env | {"SOPHIA_NATS_URL": "nats://127.0.0.1:1", "SOPHIA_ENGINE_TIMEOUT_S": "0.5"}
+    unreachable = env | {"SOPHIA_NATS_URL": "nats://127.0.0.1:1", "SOPHIA_ENGINE_TIMEOUT_S": "0.1"}
     result = invoke(unreachable, "submit", "refresh_active_deals")
     assert result.exit_code == 1
     assert "NATS is unreachable" in result.output

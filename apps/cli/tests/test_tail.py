@@ -11,8 +11,10 @@ from typing import Any
 import orjson
 import pytest
 from record_events import publish, record_event
+from typer.testing import CliRunner
 from waiting import eventually
 
+from sophia.cli.main import app
 from sophia.cli.tail import tail
 from sophia.engines.process import free_port
 from sophia.realtime.service import RealtimeService
@@ -61,6 +63,7 @@ def run_tail(*arguments: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.e2e  # a process of its own: the fast tier keeps the in-process tests
 async def test_the_command_prints_json_lines_and_a_bad_key_exits_2_saying_so(own_streams, api_keys):
     settings = own_streams.model_copy(update={"realtime_port": 0})
     async with RealtimeService(settings) as service:
@@ -93,11 +96,14 @@ async def test_the_command_prints_json_lines_and_a_bad_key_exits_2_saying_so(own
 
 
 def test_since_must_be_epoch_and_sequence():
-    completed = run_tail("records", "--since", "nonsense", "--url", "ws://127.0.0.1:9/ws", "--key", "k")
-    assert completed.returncode == 2
-    assert "--since is EPOCH:SEQ" in completed.stderr
+    completed = CliRunner().invoke(
+        app, ["tail", "records", "--since", "nonsense", "--url", "ws://127.0.0.1:9/ws", "--key", "k"]
+    )
+    assert completed.exit_code == 2
+    assert "--since is EPOCH:SEQ" in completed.output
 
 
+@pytest.mark.e2e  # a process of its own: the fast tier keeps the in-process tests
 @pytest.mark.parametrize("channel", ["system-events"])
 async def test_a_channel_the_key_may_not_read_exits_2_naming_why(own_streams, api_keys, channel):
     settings = own_streams.model_copy(update={"realtime_port": 0})

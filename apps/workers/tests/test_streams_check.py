@@ -69,6 +69,7 @@ def run(argv: list[str], huge, tmp_path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
 
 
+@pytest.mark.e2e  # a process of its own, 0.5 s and more
 def test_the_workers_process_exits_naming_the_setting(huge, tmp_path):
     done = run([sys.executable, "-m", "sophia.workers"], huge, tmp_path)
     assert done.returncode == 1
@@ -76,6 +77,7 @@ def test_the_workers_process_exits_naming_the_setting(huge, tmp_path):
     assert "SOPHIA_EVENTS_MAX_BYTES" in done.stderr
 
 
+@pytest.mark.e2e  # a process of its own, 0.5 s and more
 def test_sophia_up_stops_before_serving_and_names_the_setting(huge, tmp_path):
     done = run([sys.executable, "-m", "sophia.cli.main", "up", "--seed-records", "0"], huge, tmp_path)
     assert done.returncode == 1

@@ -57,18 +57,21 @@ def test_the_command_prints_the_findings_and_exits_1(built_for_avx512, capsys):
     assert out.endswith("1 files checked, 3 functions need AVX-512 without a CPU check\n")
 
 
+@pytest.mark.e2e  # objdump over the installed engines, 3 s: `make test` runs it after the fast tier
 def test_postgresql_server_runs_on_any_x86_64_cpu():
     server = stack_binaries()[0]
     assert server.name == "postgres"
     assert check(server) == []
 
 
+@pytest.mark.e2e  # objdump over the installed engines, 3 s: `make test` runs it after the fast tier
 def test_every_library_postgresql_may_load_runs_on_any_x86_64_cpu():
     libraries = [path for path in stack_binaries() if path.suffix == ".so"]
     assert {"vector.so", "pg_trgm.so", "btree_gist.so"} <= {path.name for path in libraries}
     assert [finding for library in libraries for finding in check(library)] == []
 
 
+@pytest.mark.e2e  # objdump over the installed engines, 3 s: `make test` runs it after the fast tier
 def test_valkey_and_nats_run_on_any_x86_64_cpu():
     valkey, nats = stack_binaries()[-2:]
     assert (valkey.name, nats.name) == ("valkey-server", "nats-server")

@@ -71,6 +71,10 @@ class Models:
 
     async def __aenter__(self) -> Models:
         settings = self.settings
+        version = model_version(settings.ml_quantized)
+        # A head the settings name is read and checked first: a start it refuses is refused before
+        # the encoder opens (seconds, for the fp32 graph).
+        named = await asyncio.to_thread(self._named_head, version)
         cache_dir = Path(settings.data_dir) / "models"
         loaders = {  # each opens in a thread of its own, all at once
             "embeddings": asyncio.to_thread(
@@ -78,10 +82,13 @@ class Models:
             ),
         }
         loaded = dict(zip(loaders, await asyncio.gather(*loaders.values()), strict=True))
-        version = model_version(settings.ml_quantized)
-        # Everything that can be refused (a head for other embeddings, a broken label set) before
-        # the batcher starts: a start that fails leaves nothing running.
-        labels = await asyncio.to_thread(self._classifier, loaded["embeddings"], version)
+        # Everything else that can be refused (a broken label set) before the batcher starts: a
+        # start that fails leaves nothing running.
+        labels: Classifier = (
+            named
+            if named is not None
+            else await asyncio.to_thread(self._classifier, loaded["embeddings"], version)
+        )
         try:
             self.sentiment_head = EmbeddingSentiment.load(model_version=version)
         except IncompatibleHead as error:  # the head was trained on other vectors: the baseline serves
@@ -106,21 +113,26 @@ class Models:
         self.ready["sentiment"] = True
         return self
 
-    def _classifier(self, encoder: SentenceEncoder, version: str) -> Classifier:
-        """The few-shot head `SOPHIA_ML_CLASSIFIER_FILE` names (refused at start if trained on other
-        embeddings: it was asked for); else zero-shot on `SOPHIA_ML_LABELS_FILE`'s labels; else the
-        built-in head, or zero-shot on the built-in labels where that head does not fit (fp32)."""
+    def _named_head(self, version: str) -> LabelHead | None:
+        """The few-shot head `SOPHIA_ML_CLASSIFIER_FILE` names, if it does: refused if unreadable or
+        trained on other embeddings (it was asked for, so nothing serves in its place)."""
         settings = self.settings
-        if settings.ml_classifier_file is not None:
-            try:
-                return LabelHead.load(settings.ml_classifier_file, model_version=version)
-            except IncompatibleHead as error:
-                raise IncompatibleHead(
-                    f"SOPHIA_ML_CLASSIFIER_FILE: {error}; train it again (`sophia ml train-classifier`) "
-                    "with this SOPHIA_ML_QUANTIZED"
-                ) from None
-            except ValueError as error:
-                raise ValueError(f"SOPHIA_ML_CLASSIFIER_FILE: {error}") from None
+        if settings.ml_classifier_file is None:
+            return None
+        try:
+            return LabelHead.load(settings.ml_classifier_file, model_version=version)
+        except IncompatibleHead as error:
+            raise IncompatibleHead(
+                f"SOPHIA_ML_CLASSIFIER_FILE: {error}; train it again (`sophia ml train-classifier`) "
+                "with this SOPHIA_ML_QUANTIZED"
+            ) from None
+        except ValueError as error:
+            raise ValueError(f"SOPHIA_ML_CLASSIFIER_FILE: {error}") from None
+
+    def _classifier(self, encoder: SentenceEncoder, version: str) -> Classifier:
+        """Where no head is named: zero-shot on `SOPHIA_ML_LABELS_FILE`'s labels; else the built-in
+        head, or zero-shot on the built-in labels where that head does not fit (fp32)."""
+        settings = self.settings
         if settings.ml_labels_file is None:
             try:
                 return LabelHead.load(DEFAULT_HEAD, model_version=version)
