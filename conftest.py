@@ -24,12 +24,26 @@ from types import ModuleType
 import pytest
 import structlog
 from structlog.testing import LogCapture, ReturnLogger
+from tiers import tier_of
 
 from sophia.engines import EnginesThread
 from sophia.shared.settings import Settings
 
 URL_VARIABLES = ("SOPHIA_DATABASE_URL", "SOPHIA_REDIS_URL", "SOPHIA_NATS_URL")
 ENGINES_START_TIMEOUT_S = 120.0
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """A module named for a tier that `-m` leaves out is not imported: its imports and its
+    parametrization (schemathesis's boundary cases: a second) would cost every xdist worker at
+    collection, in every run of the other tiers."""
+    tier = tier_of(collection_path)
+    if tier is None or not config.option.markexpr:
+        return None
+    from _pytest.mark.expression import Expression  # what `-m` itself evaluates
+
+    selected = Expression.compile(config.option.markexpr).evaluate(lambda name, **_: name == tier)
+    return True if not selected else None
 
 
 def _urls_file() -> Path:
@@ -210,7 +224,8 @@ class DatabaseStock:
     tests ran and orders the next, so a test waits for `CREATE DATABASE` (0.3 s, mostly the
     server's copy and checkpoint) only when it takes them faster than they are made. The thread
     runs its own event loop: pytest-asyncio cancels what the tests' loop leaves between tests.
-    Nothing is made before the first `take()`; what is left unused dies with the test server."""
+    Nothing is made before the first `fill()` or `take()`; what is left unused dies with the test
+    server."""
 
     def __init__(self, prefix: str, *, migrated: bool, ahead: int = 2) -> None:
         self.prefix = prefix
@@ -221,11 +236,15 @@ class DatabaseStock:
         self._numbers = itertools.count()
         self._template: str | None = None
 
+    def fill(self) -> None:
+        """Order what is missing of the databases made ahead (made in the stock's thread)."""
+        while len(self._ordered) <= self.ahead:
+            self._ordered.append(self._executor.submit(self._make, next(self._numbers)))
+
     async def take(self) -> str:
         import asyncio
 
-        while len(self._ordered) <= self.ahead:
-            self._ordered.append(self._executor.submit(self._make, next(self._numbers)))
+        self.fill()
         try:
             return await asyncio.wrap_future(self._ordered.popleft())
         except Exception:  # made while a chaos test had PostgreSQL down: make one now
@@ -251,11 +270,14 @@ def blank_database(worker_id: str):
     stock.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def migrated_database(worker_id: str):
     """A factory of databases migrated to the latest schema: returns a DSN. Each is a copy of one
-    template per worker migrated once (CREATE DATABASE ... TEMPLATE), a tenth of migrating each."""
+    template per worker migrated once (CREATE DATABASE ... TEMPLATE), a tenth of migrating each.
+    Autouse: the template and the first copies are made while the first tests run, so the first
+    test that takes one does not wait a second for them."""
     stock = DatabaseStock(f"sophia_migrated_{worker_id}", migrated=True)
+    stock.fill()
     yield stock.take
     stock.close()
 

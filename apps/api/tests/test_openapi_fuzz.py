@@ -1,93 +1,27 @@
 """Every operation in the OpenAPI schema, fuzzed by schemathesis: whatever arrives, never a 5xx.
 
-The app under fuzz is a fresh one on a database of its own: schemathesis runs it (and its lifespan) on
-its own event loop, and what it writes — schema examples such as hubspot deals included — must not leak
-into the databases other tests read. What the fuzzer found is pinned below as plain examples (NUL in
-text has its own in test_errors.py and test_bulk.py).
+The fast tier's run: ten fuzzed cases per operation. The boundary cases (schemathesis's coverage
+phase) and ten times the fuzzed cases run in the load tier (test_openapi_fuzz_load.py): building the
+boundary cases at collection cost every xdist worker about a second in every tier. What the fuzzer
+found is pinned below as plain examples (NUL in text has its own in test_errors.py and test_bulk.py).
 """
 
 from __future__ import annotations
 
 import uuid
 
-import asyncpg
 import pytest
 import schemathesis
+from fuzzing import OPENAPI, admin_headers, fuzz_config, fuzzed_app, fuzzed_database
 from schemathesis.checks import not_a_server_error
-from schemathesis.config import SchemathesisConfig
 
-from sophia.api.app import create_app
-from sophia.database import keys
-from sophia.shared.settings import Settings
+__all__ = ["admin_headers", "fuzzed_app", "fuzzed_database"]  # fixtures the tests below use
 
-
-def fuzz_config(examples: int, *, coverage: bool) -> SchemathesisConfig:
-    """Examples, boundary coverage (if `coverage`) and `examples` fuzzed cases per operation. The seed
-    makes a failure come back on the next run; no shrinking, so a failure reports as soon as found."""
-    return SchemathesisConfig.from_str(
-        f"""
-seed = 20260301
-
-[generation]
-max-examples = {examples}
-database = "none"
-no-shrink = true
-
-[phases.coverage]
-enabled = {"true" if coverage else "false"}
-"""
-    )
-
-
-# The bulk body is NDJSON text: send the generated string as it is.
-schemathesis.serializer.alias("application/x-ndjson", "text/plain")
-
-# Only the OpenAPI document is read here, at collection: an app that is never started needs no engines.
-_UNSTARTED = Settings(
-    database_url="postgresql://unused",
-    redis_url="redis://unused",
-    nats_url="nats://unused",
-    log_json=False,
-    log_level="WARNING",
-)
-_OPENAPI = create_app(_UNSTARTED).openapi()
-schema = schemathesis.openapi.from_dict(_OPENAPI, config=fuzz_config(10, coverage=True))
-"""The fast tier's run: the whole schema, its boundary cases included, in about two seconds."""
-deep_schema = schemathesis.openapi.from_dict(_OPENAPI, config=fuzz_config(100, coverage=False))
-"""The load tier's run: ten times the fuzzed cases. Not the boundary cases again: they are the same
-in every run, the fast tier's, and building them costs every xdist worker 1.3 s at collection."""
-
-
-@pytest.fixture(scope="module")
-async def fuzzed_database(migrated_database) -> tuple[str, str]:
-    """A migrated database of the fuzz run's own and an admin key on it: (DSN, secret)."""
-    url = await migrated_database()
-    connection = await asyncpg.connect(url)
-    try:
-        _, secret = await keys.create(connection, "fuzz-admin", "admin")
-    finally:
-        await connection.close()
-    return url, secret
-
-
-@pytest.fixture(scope="module")
-def fuzzed_app(settings, fuzzed_database):
-    return create_app(settings.model_copy(update={"database_url": fuzzed_database[0]}))
-
-
-@pytest.fixture(scope="module")
-def admin_headers(fuzzed_database) -> dict[str, str]:
-    return {"Authorization": f"Bearer {fuzzed_database[1]}"}
+schema = schemathesis.openapi.from_dict(OPENAPI, config=fuzz_config(10, coverage=False))
 
 
 @schema.parametrize()
 def test_no_operation_answers_with_a_server_error(case, fuzzed_app, admin_headers):
-    case.call_and_validate(app=fuzzed_app, headers=admin_headers, checks=[not_a_server_error])
-
-
-@pytest.mark.load
-@deep_schema.parametrize()
-def test_no_operation_answers_with_a_server_error_fuzzed_deeper(case, fuzzed_app, admin_headers):
     case.call_and_validate(app=fuzzed_app, headers=admin_headers, checks=[not_a_server_error])
 
 

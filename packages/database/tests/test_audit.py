@@ -23,11 +23,24 @@ def entry(number: int) -> AuditEntry:
     )
 
 
+@pytest.fixture(scope="module")
+async def trail_database(migrated_database) -> str:
+    """A migrated database of this module's own: tampering must not leak into other tests'."""
+    return await migrated_database()
+
+
 @pytest.fixture
-async def trail(migrated_database, settings):
-    """A connection to a database of this test's own, migrated (tampering must not leak)."""
-    url = await migrated_database()
-    async with Database(settings, dsn=url) as database, database.connection() as connection:
+async def trail(trail_database, settings):
+    """A connection to the module's database, its trail and outbox emptied first (behind the
+    trail's own triggers, as only its owner can), so each test starts a chain from the genesis."""
+    async with Database(settings, dsn=trail_database) as database, database.connection() as connection:
+        await connection.execute(
+            """
+            ALTER TABLE sophia_core.audit_log DISABLE TRIGGER USER;
+            TRUNCATE sophia_core.audit_log, sophia_core.outbox RESTART IDENTITY;
+            ALTER TABLE sophia_core.audit_log ENABLE TRIGGER USER;
+            """
+        )
         yield connection
 
 
@@ -57,10 +70,14 @@ async def test_an_entry_appended_twice_is_kept_once(trail):
     assert (await verdict(trail))[1] is None
 
 
-async def test_the_trail_refuses_updates_and_deletes(trail):
+async def test_the_trail_refuses_updates_deletes_and_truncation(trail):
     async with trail.transaction():
         await audit.append(trail, [entry(1)])
-    for statement in ("UPDATE sophia_core.audit_log SET actor = 'me'", "DELETE FROM sophia_core.audit_log"):
+    for statement in (
+        "UPDATE sophia_core.audit_log SET actor = 'me'",
+        "DELETE FROM sophia_core.audit_log",
+        "TRUNCATE sophia_core.audit_log",
+    ):
         with pytest.raises(asyncpg.RaiseError, match="append-only"):
             await trail.execute(statement)
 

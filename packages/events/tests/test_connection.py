@@ -19,6 +19,7 @@ def reconnect_loops() -> list[asyncio.Task[object]]:
     ]
 
 
+@pytest.mark.chaos  # stops a NATS server of its own
 async def test_a_probe_cut_short_while_nats_is_away_leaves_no_client_reconnecting(tmp_path, caplog):
     server = EmbeddedNats(tmp_path)
     url = await server.start()
@@ -40,6 +41,7 @@ async def test_a_probe_cut_short_while_nats_is_away_leaves_no_client_reconnectin
         await server.stop()
 
 
+@pytest.mark.chaos  # stops a NATS server of its own
 async def test_reconnects_after_nats_returns_on_the_same_port(tmp_path):
     server = EmbeddedNats(tmp_path)
     url = await server.start()

@@ -118,6 +118,7 @@ async def test_a_stream_deleted_under_a_publisher_fails_one_batch_and_is_made_ag
         assert len(await stored(publisher)) == 2
 
 
+@pytest.mark.chaos  # stops a NATS server of its own
 async def test_publishing_while_nats_is_away_is_unavailable(tmp_path, own_streams):
     server = EmbeddedNats(tmp_path)
     url = await server.start()
