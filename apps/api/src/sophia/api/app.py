@@ -10,7 +10,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 
-from sophia.api import problems
+from sophia.api import docs, problems
 from sophia.api.auth import KeyGate, KeyVerifier
 from sophia.api.deals.endpoints import router as deals_router
 from sophia.api.events.endpoints import router as events_router
@@ -123,8 +123,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
-        docs_url="/docs",
-        redoc_url="/redoc",
+        docs_url=None,  # FastAPI's pages load from a CDN: ours (sophia.api.docs) from the API itself
+        redoc_url=None,
     )
     problems.install(app)
     app.include_router(health_router)
@@ -136,6 +136,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(realtime_router)
     if settings.ml_enabled:
         app.include_router(ml_router)
+    docs.install(app)  # after the API's routes, which routing tries first
     app.add_middleware(HotReads)  # innermost: behind the request id, metrics, limits and the key
     if settings.ml_enabled:  # a busy model refuses before the body is read
         room = min(settings.ml_max_inputs, settings.ml_max_queue)
