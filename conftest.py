@@ -247,8 +247,9 @@ class DatabaseStock:
         self.fill()
         try:
             return await asyncio.wrap_future(self._ordered.popleft())
-        except Exception:  # made while a chaos test had PostgreSQL down: make one now
-            return await asyncio.to_thread(self._make, next(self._numbers))
+        except Exception:  # made while a chaos test had PostgreSQL down: make one now (in the
+            # stock's thread: one made beside the others could race them for the template)
+            return await asyncio.wrap_future(self._executor.submit(self._make, next(self._numbers)))
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)

@@ -195,3 +195,36 @@ def test_audit_verify_exits_1_naming_the_first_broken_row(settings, tmp_path, mi
     result = invoke({"SOPHIA_DATABASE_URL": url, "SOPHIA_DATA_DIR": str(tmp_path)}, "audit", "verify")
     assert result.exit_code == 1
     assert "broken at row 2" in result.output
+
+
+def test_analytics_rebuild_summarizes_every_deal_and_says_how_many(env, settings):
+    from sophia.core.records import RecordKey
+    from sophia.database import catalog
+
+    async def write_deal() -> str:
+        connection = await asyncpg.connect(settings.database_url)
+        try:
+            stored = await catalog.upsert(
+                connection,
+                RecordKey("rebuilt", "deal", "d-1"),
+                '{"dealstage": "contractsent", "amount": "70"}',
+            )
+            return str(stored.id)
+        finally:
+            await connection.close()
+
+    async def summarized(deal_id: str) -> tuple[str, str] | None:
+        connection = await asyncpg.connect(settings.database_url)
+        try:
+            row = await connection.fetchrow(
+                "SELECT stage, status FROM sophia_analytics.deal_facts WHERE deal_id = $1::uuid", deal_id
+            )
+            return None if row is None else (row["stage"], row["status"])
+        finally:
+            await connection.close()
+
+    deal_id = asyncio.run(write_deal())
+    result = invoke(env, "analytics", "rebuild")
+    assert result.exit_code == 0, result.output
+    assert "Rebuilt the analytics:" in result.output
+    assert asyncio.run(summarized(deal_id)) == ("contractsent", "open")

@@ -62,7 +62,9 @@ async def test_events_reach_postgres_and_catalog_writes_reach_the_audit_trail(ow
             accepted = await client.post("/api/v1/events", json=[event])
             assert accepted.status_code == 202, accepted.text
             event_id = accepted.json()["ids"][0]
-            written = await client.put("/api/v1/records/wsrc/deal/1", json={"data": {"v": 1}})
+            written = await client.put(
+                "/api/v1/records/wsrc/deal/1", json={"data": {"v": 1, "dealstage": "qualifiedtobuy"}}
+            )
             assert written.status_code == 201
         database = stack.database
         await eventually(
@@ -77,6 +79,16 @@ async def test_events_reach_postgres_and_catalog_writes_reach_the_audit_trail(ow
                 "SELECT actor FROM sophia_core.audit_log WHERE target = 'wsrc/deal/1'"
             )
         assert actor == f"key/{stack.secret.split('_')[1]}"
+        # the deal reaches the sales summaries, their freshness moved forward
+        await eventually(
+            counted(
+                database,
+                "SELECT count(*) FROM sophia_analytics.deal_summary WHERE source_system = 'wsrc' "
+                "AND stage = 'qualifiedtobuy' AND deals = 1",
+            ),
+            20,
+        )
+        await eventually(counted(database, "SELECT as_of > '-infinity' FROM sophia_analytics.freshness"), 20)
         # the admin action (the key made above): another stream, its own consumer
         await eventually(
             counted(database, "SELECT count(*) FROM sophia_core.audit_log WHERE action = 'key.created'"), 20

@@ -11,6 +11,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 
 from sophia.api import docs, problems
+from sophia.api.analytics.endpoints import router as analytics_router
 from sophia.api.auth import KeyGate, KeyVerifier
 from sophia.api.deals.endpoints import router as deals_router
 from sophia.api.events.endpoints import router as events_router
@@ -130,6 +131,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health_router)
     app.include_router(records_router)
     app.include_router(deals_router)
+    app.include_router(analytics_router)
     app.include_router(events_router)
     app.include_router(jobs_router)
     app.include_router(search_router)

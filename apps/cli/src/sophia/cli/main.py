@@ -20,6 +20,8 @@ app.add_typer(dlq.app, name="dlq")
 app.add_typer(ml.app, name="ml")
 views = typer.Typer(help="Analytics views.", no_args_is_help=True)
 app.add_typer(views, name="views")
+analytics_app = typer.Typer(help="Sales analytics (docs/analytics.md).", no_args_is_help=True)
+app.add_typer(analytics_app, name="analytics")
 app.command("loadtest")(loadtest.command)
 app.command("tail")(tail.command)
 console = Console()
@@ -112,6 +114,31 @@ def refresh_views() -> None:
 
     asyncio.run(run())
     console.print("Refreshed active_deals_mv.")
+
+
+@analytics_app.command("rebuild")
+def rebuild_analytics() -> None:
+    """Recompute every analytics summary from the catalog and the stage history (what the consumer
+    keeps incrementally, exactly); the consumer waits meanwhile and goes on after."""
+    from sophia.cache.catalog import ANALYTICS_TAG
+    from sophia.cli.caches import running_caches
+    from sophia.database import Database, analytics
+
+    settings = resolve_settings()
+
+    async def run() -> tuple[int, int]:
+        async with Database(settings) as database, running_caches(settings) as cache:
+            async with database.connection() as connection:
+                with console.status("Rebuilding the analytics ...") as status:
+                    counted = await analytics.rebuild(
+                        connection, status.update, settings.db_maintenance_timeout_s
+                    )
+            if cache is not None:
+                await cache.invalidate(tags=[ANALYTICS_TAG])
+        return counted
+
+    deals, changes = asyncio.run(run())
+    console.print(f"Rebuilt the analytics: {deals:,} deals, {changes:,} stage changes.")
 
 
 @app.command()

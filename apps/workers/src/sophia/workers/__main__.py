@@ -32,7 +32,15 @@ from sophia.workers.jobs import (
 )
 from sophia.workers.processor import ConsumerSpec, StreamProcessor
 from sophia.workers.relay import OutboxRelay
-from sophia.workers.sinks import RawSink, Sink, append_audit, enrich_records, invalidate_caches, store_events
+from sophia.workers.sinks import (
+    RawSink,
+    Sink,
+    append_audit,
+    enrich_records,
+    invalidate_caches,
+    store_events,
+    update_analytics,
+)
 from sophia.workers.streams import check_streams
 
 log = get_logger("sophia.workers")
@@ -68,6 +76,7 @@ def processors(
             invalidate_caches(cache, settings.cache_invalidate_max_keys),
         ),
         (ConsumerSpec("audit-records", streams["records"].name), append_audit(database)),
+        (ConsumerSpec("analytics", streams["records"].name), update_analytics(database, cache)),
         (ConsumerSpec("audit-admin", streams["audit-logs"].name), append_audit(database)),
         (
             ConsumerSpec("deal-refresh-debounce", streams["records"].name),

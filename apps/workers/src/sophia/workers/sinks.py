@@ -9,9 +9,9 @@ from datetime import datetime
 from uuid import UUID
 
 from sophia.cache import TieredCache
-from sophia.cache.catalog import catalog_changed
+from sophia.cache.catalog import ANALYTICS_TAG, catalog_changed
 from sophia.core.events import Envelope
-from sophia.database import Database, audit, enrichment, events
+from sophia.database import Database, analytics, audit, enrichment, events
 from sophia.database.reprocess import REENRICH
 from sophia.ml.embeddings import MODEL_ID
 from sophia.ml.enrichment import Enricher
@@ -21,6 +21,7 @@ RawSink = Callable[[list[bytes]], Awaitable[None]]
 """A sink of the messages' bytes as they are, for a consumer whose spec says `raw`."""
 
 ENRICHED = frozenset({"record.upserted", REENRICH})
+ANALYZED = frozenset({"record.upserted", "record.deleted"})
 
 
 def store_events(database: Database) -> RawSink:
@@ -46,6 +47,27 @@ def invalidate_caches(cache: TieredCache, max_keys: int) -> Sink:
             (str(envelope.payload["source_system"]), str(envelope.payload["kind"])) for envelope in changes
         ]
         await catalog_changed(cache, record_ids, scopes, max_keys=max_keys)
+
+    return sink
+
+
+def update_analytics(database: Database, cache: TieredCache) -> Sink:
+    """Deal changes move the sales summaries (`sophia.database.analytics`): in any order, any
+    number of times, to the same end. The cached answers that read them are dropped after."""
+
+    async def sink(batch: list[Envelope]) -> None:
+        deals = [
+            UUID(str(envelope.payload["id"]))
+            for envelope in batch
+            if envelope.type in ANALYZED and envelope.payload.get("kind") == "deal"
+        ]
+        if not deals:
+            return
+        newest = max(envelope.occurred_at for envelope in batch)
+        async with database.connection() as connection:
+            applied = await analytics.apply_deal_changes(connection, deals, newest)
+        if applied.deals or applied.stage_changes:
+            await cache.invalidate(tags=[ANALYTICS_TAG])
 
     return sink
 

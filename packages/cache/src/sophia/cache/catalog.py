@@ -24,6 +24,8 @@ from sophia.core.cursor import filter_fingerprint
 from sophia.core.records import RecordFilter
 
 ACTIVE_DEALS_TAG = "view:active_deals"
+ANALYTICS_TAG = "view:analytics"
+"""Every cached analytics answer carries it: the analytics consumer drops them when it moves a summary."""
 LISTS_TAG = "lists"
 """Every cached page carries it: a write spanning more scopes than `MAX_SCOPES` drops them all."""
 MAX_SCOPES = 64

@@ -1,0 +1,95 @@
+"""HTTP for the sales analytics. Each answer reads the summary tables (never the catalog), goes
+through the tiered cache under `ANALYTICS_TAG` (dropped when the consumer moves a summary), and says
+how fresh it is (`as_of`: the time of the newest change the summaries hold; null before the first)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import date
+from decimal import Decimal
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Query, Request, Response
+
+from sophia.api.auth import require
+from sophia.api.http_cache import cached_response
+from sophia.api.state import AppState, app_state
+from sophia.cache.catalog import ANALYTICS_TAG
+from sophia.core.errors import FieldError, Invalid
+from sophia.core.records import IDENTIFIER_PATTERN
+from sophia.database import analytics
+from sophia.database.pool import Connection
+
+router = APIRouter(prefix="/api/v1/analytics", tags=["analytics"])
+State = Annotated[AppState, Depends(app_state)]
+Query_ = Callable[[Connection, analytics.Filters], Awaitable[Any]]
+
+
+def filters(
+    since: Annotated[
+        date | None, Query(alias="from", description="First month counted (its day is ignored).")
+    ] = None,
+    until: Annotated[date | None, Query(alias="to", description="Last month counted (included).")] = None,
+    source_system: Annotated[str | None, Query(pattern=IDENTIFIER_PATTERN, max_length=64)] = None,
+    owner: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    pipeline: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+) -> analytics.Filters:
+    if since is not None and until is not None and until < since:
+        detail = f"`to` ({until}) is before `from` ({since})."
+        raise Invalid(detail, [FieldError(("query", "to"), detail)])
+    return analytics.Filters(since, until, source_system, owner, pipeline)
+
+
+Filters = Annotated[analytics.Filters, Depends(filters)]
+
+
+def _number(value: object) -> float:
+    """Sums are exact numerics in PostgreSQL; JSON gets them as numbers."""
+    if isinstance(value, Decimal):
+        return float(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+async def answer(
+    request: Request, state: State, name: str, where: analytics.Filters, query: Query_
+) -> Response:
+    """`{"as_of": ..., "<name>": ...}` for these filters, from the cache or the summaries."""
+
+    async def load() -> bytes:
+        async with state.database.connection() as connection:
+            fresh = await analytics.as_of(connection)
+            result = await query(connection, where)
+        return orjson.dumps({"as_of": fresh, name: result}, default=_number)
+
+    key = f"analytics:{request.url.path}:" + orjson.dumps(where).decode()
+    cached = await state.cache.get_or_load(key, load, "api", tags=(ANALYTICS_TAG,))
+    return cached_response(request, cached, state.cache_control)
+
+
+Read = Annotated[object, Depends(require("read"))]
+
+
+@router.get("/pipeline", summary="Open deals by stage: count, amount and probability-weighted amount")
+async def pipeline(request: Request, state: State, _key: Read, where: Filters) -> Response:
+    return await answer(request, state, "stages", where, analytics.pipeline)
+
+
+@router.get("/win-rate", summary="Won / (won + lost) by closing month, in all, by owner and by month")
+async def win_rate(request: Request, state: State, _key: Read, where: Filters) -> Response:
+    return await answer(request, state, "win_rate", where, analytics.win_rate)
+
+
+@router.get("/velocity", summary="Sales velocity: open deals x average size x win rate / cycle days")
+async def velocity(request: Request, state: State, _key: Read, where: Filters) -> Response:
+    return await answer(request, state, "velocity", where, analytics.velocity)
+
+
+@router.get("/cohorts", summary="Deals by created month: how many are won, lost and still open")
+async def cohorts(request: Request, state: State, _key: Read, where: Filters) -> Response:
+    return await answer(request, state, "cohorts", where, analytics.cohorts)
+
+
+@router.get("/funnel", summary="Deals reaching each stage, conversion from the previous, days in stage")
+async def funnel(request: Request, state: State, _key: Read, where: Filters) -> Response:
+    return await answer(request, state, "stages", where, analytics.funnel)

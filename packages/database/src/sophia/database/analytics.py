@@ -1,0 +1,479 @@
+"""Sales analytics kept incrementally: the summaries of `sophia_analytics` (migration 0015) moved
+forward deal by deal from the catalog's events, and rebuilt whole on demand.
+
+`apply_deal_changes` is the consumer's step. For each deal a batch names it reads the deal's row
+now (`current_deal_facts`, a function of the catalog row alone) and what the summaries hold of it
+(`deal_facts`, with the version read and the last stage-history row counted), and moves every
+summary by the difference, in one transaction. A replay, a late event or an event older than what
+was read changes nothing: the difference is then zero. `rebuild` recomputes the same tables from
+the catalog and the stage history with plain SQL, and must agree with it exactly (a property test
+holds the two to that).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from sophia.database.pool import Connection
+
+ADVISORY_NAMESPACE = 0x5A17
+"""First key of the per-deal advisory locks: one batch at a time moves a deal's contributions."""
+
+_FACT_COLUMNS = (
+    "deal_id, version, deleted, source_system, owner, pipeline, stage, status, amount, created_on, "
+    "closed_on, date_trunc('month', created_on)::date AS created_month, "
+    "date_trunc('month', closed_on)::date AS closed_month, "
+    "greatest(closed_on - created_on, 0) AS cycle_days"
+)
+
+_DEAL_SUMMARY_KEY = ("source_system", "owner", "pipeline", "stage", "status", "created_month")
+_CLOSED_SUMMARY_KEY = ("source_system", "owner", "pipeline", "status", "closed_month")
+_STAGE_SUMMARY_KEY = ("source_system", "owner", "pipeline", "stage", "month")
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What one step did: deals whose contributions moved, and stage changes counted."""
+
+    deals: int
+    stage_changes: int
+
+
+class _Deltas:
+    """Sums to add per summary row, keyed by the row's key."""
+
+    def __init__(self, width: int) -> None:
+        self.rows: defaultdict[tuple[Any, ...], list[Any]] = defaultdict(lambda: [0] * width)
+
+    def add(self, key: tuple[Any, ...], *values: Any) -> None:
+        row = self.rows[key]
+        for index, value in enumerate(values):
+            row[index] += value
+
+    def columns(self, key_width: int) -> list[list[Any]]:
+        """Column arrays for `unnest`, in key order (the order rows are locked in)."""
+        ordered = sorted(self.rows.items())
+        keys = [[key[i] for key, _ in ordered] for i in range(key_width)]
+        values = [[row[i] for _, row in ordered] for i in range(len(ordered[0][1]))] if ordered else []
+        return keys + values
+
+
+def _contribute(facts: Any, sign: int, deals: _Deltas, closed: _Deltas) -> None:
+    if facts is None or facts["deleted"]:
+        return
+    deals.add(tuple(facts[name] for name in _DEAL_SUMMARY_KEY), sign, sign * facts["amount"])
+    if facts["status"] != "open":
+        closed.add(
+            tuple(facts[name] for name in _CLOSED_SUMMARY_KEY),
+            sign,
+            sign * facts["amount"],
+            sign * facts["cycle_days"],
+        )
+
+
+async def apply_deal_changes(
+    connection: Connection, deal_ids: Iterable[UUID], as_of: datetime | None = None
+) -> Applied:
+    """Bring the summaries up to date with the deals `deal_ids` as they are now (idempotent);
+    `as_of`, the time of the newest change in hand, moves their freshness forward."""
+    ids = sorted(set(deal_ids))
+    if not ids and as_of is None:
+        return Applied(0, 0)
+    async with connection.transaction():
+        await connection.execute(
+            "SELECT pg_advisory_xact_lock($1, hashtext(id::text)) FROM unnest($2::uuid[]) AS id",
+            ADVISORY_NAMESPACE,
+            ids,
+        )
+        stored = {
+            row["deal_id"]: row
+            for row in await connection.fetch(
+                f"SELECT {_FACT_COLUMNS}, history_id FROM sophia_analytics.deal_facts "
+                "WHERE deal_id = ANY($1::uuid[])",
+                ids,
+            )
+        }
+        current = {
+            row["deal_id"]: row
+            for row in await connection.fetch(
+                f"SELECT {_FACT_COLUMNS} FROM sophia_analytics.current_deal_facts "
+                "WHERE deal_id = ANY($1::uuid[])",
+                ids,
+            )
+        }
+        history = await connection.fetch(
+            "SELECT h.id, h.deal_id, h.source_system, h.owner, h.pipeline, h.from_stage, h.to_stage, "
+            "date_trunc('month', h.at AT TIME ZONE 'UTC')::date AS month, "
+            "extract(epoch FROM h.at - h.entered_from_at) AS seconds "
+            "FROM sophia_analytics.stage_history AS h "
+            "LEFT JOIN sophia_analytics.deal_facts AS f ON f.deal_id = h.deal_id "
+            "WHERE h.deal_id = ANY($1::uuid[]) AND h.id > coalesce(f.history_id, 0) ORDER BY h.id",
+            ids,
+        )
+        deals, closed = _Deltas(2), _Deltas(3)
+        moved: list[tuple[UUID, Any, Any]] = []
+        for deal_id in ids:
+            before: Any = stored.get(deal_id)
+            now: Any = current.get(deal_id)
+            if now is None:  # not a deal (any more): what was counted of it is counted out
+                if before is None or before["deleted"]:
+                    continue
+                now = {**dict(before), "deleted": True}
+            elif before is not None and now["version"] <= before["version"]:
+                continue  # read at this version or a later one already: a replay
+            _contribute(before, -1, deals, closed)
+            _contribute(now, +1, deals, closed)
+            moved.append((deal_id, before, now))
+        stages = _Deltas(4)
+        last_history: dict[UUID, int] = {}
+        reached_now: list[tuple[UUID, str]] = []
+        if history:
+            already = {
+                (row["deal_id"], row["stage"])
+                for row in await connection.fetch(
+                    "SELECT deal_id, stage FROM sophia_analytics.stages_reached "
+                    "WHERE deal_id = ANY($1::uuid[])",
+                    sorted({row["deal_id"] for row in history}),
+                )
+            }
+            for row in history:
+                first = (row["deal_id"], row["to_stage"]) not in already
+                if first:
+                    already.add((row["deal_id"], row["to_stage"]))
+                    reached_now.append((row["deal_id"], row["to_stage"]))
+                where = (row["source_system"], row["owner"], row["pipeline"])
+                stages.add((*where, row["to_stage"], row["month"]), 1, int(first), 0, Decimal(0))
+                if row["from_stage"] is not None:
+                    stages.add((*where, row["from_stage"], row["month"]), 0, 0, 1, row["seconds"])
+                last_history[row["deal_id"]] = row["id"]
+        await _move_summary(connection, "deal_summary", _DEAL_SUMMARY_KEY, ("deals", "amount"), deals)
+        await _move_summary(
+            connection, "closed_summary", _CLOSED_SUMMARY_KEY, ("deals", "amount", "cycle_days"), closed
+        )
+        await _move_summary(
+            connection,
+            "stage_summary",
+            _STAGE_SUMMARY_KEY,
+            ("entered", "reached", "exited", "seconds_in_stage"),
+            stages,
+            empty="entered = 0 AND exited = 0",
+        )
+        if reached_now:
+            await connection.execute(
+                "INSERT INTO sophia_analytics.stages_reached (deal_id, stage) "
+                "SELECT * FROM unnest($1::uuid[], $2::text[])",
+                [deal for deal, _ in reached_now],
+                [stage for _, stage in reached_now],
+            )
+        await _store_facts(connection, moved, last_history, stored)
+        if as_of is not None:
+            await connection.execute(
+                "UPDATE sophia_analytics.freshness SET as_of = greatest(as_of, $1)", as_of
+            )
+        return Applied(len(moved), len(history))
+
+
+async def _move_summary(
+    connection: Connection,
+    table: str,
+    key: tuple[str, ...],
+    sums: tuple[str, ...],
+    deltas: _Deltas,
+    *,
+    empty: str | None = None,
+) -> None:
+    """Add `deltas` to the summary's rows (made where missing), then drop the rows left empty: a
+    rebuild has no row for a group without deals."""
+    if not deltas.rows:
+        return
+    columns = deltas.columns(len(key))
+    types = {
+        "created_month": "date",
+        "closed_month": "date",
+        "month": "date",
+        "deals": "bigint",
+        "entered": "bigint",
+        "reached": "bigint",
+        "exited": "bigint",
+        "cycle_days": "bigint",
+        "amount": "numeric",
+        "seconds_in_stage": "numeric",
+    }
+    names = (*key, *sums)
+    arrays = ", ".join(f"${i + 1}::{types.get(name, 'text')}[]" for i, name in enumerate(names))
+    await connection.execute(
+        f"INSERT INTO sophia_analytics.{table} AS s ({', '.join(names)}) "
+        f"SELECT * FROM unnest({arrays}) "
+        f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET "
+        + ", ".join(f"{name} = s.{name} + excluded.{name}" for name in sums),
+        *columns,
+    )
+    width = len(key)
+    keys = ", ".join(f"${i + 1}::{types.get(name, 'text')}[]" for i, name in enumerate(key))
+    await connection.execute(
+        f"DELETE FROM sophia_analytics.{table} AS s USING unnest({keys}) AS k({', '.join(key)}) "
+        f"WHERE ({', '.join(f's.{name}' for name in key)}) = ({', '.join(f'k.{name}' for name in key)}) "
+        f"AND {empty or sums[0] + ' = 0'}",
+        *columns[:width],
+    )
+
+
+async def _store_facts(
+    connection: Connection,
+    moved: list[tuple[UUID, Any, Any]],
+    last_history: dict[UUID, int],
+    stored: dict[UUID, Any],
+) -> None:
+    """The facts the summaries now hold and the stage-history high-water marks, per deal."""
+    rows: dict[UUID, tuple[Any, ...]] = {}
+    for deal_id, _, now in moved:
+        rows[deal_id] = (*(now[name] for name in _STORED), last_history.get(deal_id, 0))
+    for deal_id, history_id in last_history.items():
+        if deal_id in rows:
+            continue
+        before = stored.get(deal_id)
+        if before is None:  # the catalog keeps every deal (deletes are soft): not reached
+            continue
+        rows[deal_id] = (*(before[name] for name in _STORED), history_id)
+    if not rows:
+        return
+    ordered = [rows[deal_id] for deal_id in sorted(rows)]
+    columns = [list(column) for column in zip(*ordered, strict=True)]
+    await connection.execute(
+        "INSERT INTO sophia_analytics.deal_facts AS f "
+        f"({', '.join(_STORED)}, history_id) "
+        "SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::boolean[], $4::text[], $5::text[], $6::text[], "
+        "$7::text[], $8::text[], $9::numeric[], $10::date[], $11::date[], $12::bigint[]) "
+        "ON CONFLICT (deal_id) DO UPDATE SET "
+        + ", ".join(f"{name} = excluded.{name}" for name in _STORED[1:])
+        + ", history_id = greatest(f.history_id, excluded.history_id)",
+        *columns,
+    )
+
+
+_STORED = (
+    "deal_id",
+    "version",
+    "deleted",
+    "source_system",
+    "owner",
+    "pipeline",
+    "stage",
+    "status",
+    "amount",
+    "created_on",
+    "closed_on",
+)
+
+
+async def rebuild(
+    connection: Connection,
+    progress: Callable[[str], None] = lambda _: None,
+    timeout_s: float | None = None,
+) -> tuple[int, int]:
+    """Recompute every summary from the catalog and the stage history, in one transaction: the
+    consumer's batches wait for it and go on from what it wrote. Returns (deals, stage changes);
+    `timeout_s` bounds each of its two statements."""
+    async with connection.transaction():
+        progress("deals: summarizing the catalog's deals")
+        deals = await connection.fetchval("SELECT sophia_analytics.rebuild_facts()", timeout=timeout_s)
+        progress(f"deals: {deals:,} summarized; stage history: summarizing")
+        changes = await connection.fetchval("SELECT sophia_analytics.rebuild_stages()", timeout=timeout_s)
+        progress(f"stage history: {changes:,} stage changes summarized")
+    return int(deals), int(changes)
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """What an answer covers: months from `since` to `until` (both included; None: unbounded), and
+    deals of one source system, owner or pipeline where given."""
+
+    since: date | None = None
+    until: date | None = None
+    source_system: str | None = None
+    owner: str | None = None
+    pipeline: str | None = None
+
+    def where(self, month: str, args: list[Any], table: str = "s") -> str:
+        """SQL conditions on a summary aliased `table` whose month column is `month`."""
+        clauses = ["true"]
+        for name in ("source_system", "owner", "pipeline"):
+            value = getattr(self, name)
+            if value is not None:
+                args.append(value)
+                clauses.append(f"{table}.{name} = ${len(args)}")
+        if self.since is not None:
+            args.append(self.since.replace(day=1))
+            clauses.append(f"{table}.{month} >= ${len(args)}")
+        if self.until is not None:
+            args.append(self.until.replace(day=1))
+            clauses.append(f"{table}.{month} <= ${len(args)}")
+        return " AND ".join(clauses)
+
+
+async def as_of(connection: Connection) -> datetime | None:
+    """The time of the newest change the summaries hold (None: they hold none yet)."""
+    value = await connection.fetchval(
+        "SELECT nullif(as_of, '-infinity'::timestamptz) FROM sophia_analytics.freshness"
+    )
+    return value if isinstance(value, datetime) else None
+
+
+async def pipeline(connection: Connection, filters: Filters) -> list[dict[str, Any]]:
+    """Open deals by stage (created in the months asked): count, amount, and amount weighted by
+    the stage's probability; in funnel order."""
+    args: list[Any] = []
+    rows = await connection.fetch(
+        "SELECT s.stage, sum(s.deals) AS deals, sum(s.amount) AS amount, "
+        "sum(s.amount * coalesce(p.probability, 0)) AS weighted_amount, "
+        "min(coalesce(p.position, 2147483647)) AS position "
+        "FROM sophia_analytics.deal_summary AS s "
+        "LEFT JOIN sophia_analytics.stage_probabilities AS p "
+        "ON p.pipeline = s.pipeline AND p.stage = s.stage "
+        f"WHERE s.status = 'open' AND {filters.where('created_month', args)} "
+        "GROUP BY s.stage ORDER BY position, s.stage",
+        *args,
+    )
+    return [
+        {
+            "stage": row["stage"],
+            "deals": row["deals"],
+            "amount": row["amount"],
+            "weighted_amount": row["weighted_amount"],
+        }
+        for row in rows
+    ]
+
+
+def _closed_figures(won: int, lost: int, won_amount: Decimal, won_cycle_days: int) -> dict[str, Any]:
+    return {
+        "won": won,
+        "lost": lost,
+        "win_rate": won / (won + lost) if won + lost else None,
+        "average_deal_size": won_amount / won if won else None,
+        "average_cycle_days": won_cycle_days / won if won else None,
+    }
+
+
+_CLOSED_SUMS = (
+    "sum(s.deals) FILTER (WHERE s.status = 'won') AS won, "
+    "sum(s.deals) FILTER (WHERE s.status = 'lost') AS lost, "
+    "sum(s.amount) FILTER (WHERE s.status = 'won') AS won_amount, "
+    "sum(s.cycle_days) FILTER (WHERE s.status = 'won') AS won_cycle_days"
+)
+
+
+def _figures(row: Any) -> dict[str, Any]:
+    return _closed_figures(
+        int(row["won"] or 0),
+        int(row["lost"] or 0),
+        row["won_amount"] or Decimal(0),
+        int(row["won_cycle_days"] or 0),
+    )
+
+
+async def win_rate(connection: Connection, filters: Filters) -> dict[str, Any]:
+    """Deals won and lost in the months asked (by closing month): win rate = won / (won + lost),
+    average size and cycle of the won ones; in all, by owner and by month."""
+    args: list[Any] = []
+    where = filters.where("closed_month", args)
+    total = await connection.fetchrow(
+        f"SELECT {_CLOSED_SUMS} FROM sophia_analytics.closed_summary AS s WHERE {where}", *args
+    )
+    owners = await connection.fetch(
+        f"SELECT s.owner, {_CLOSED_SUMS} FROM sophia_analytics.closed_summary AS s WHERE {where} "
+        "GROUP BY s.owner ORDER BY s.owner",
+        *args,
+    )
+    months = await connection.fetch(
+        f"SELECT s.closed_month, {_CLOSED_SUMS} FROM sophia_analytics.closed_summary AS s WHERE {where} "
+        "GROUP BY s.closed_month ORDER BY s.closed_month",
+        *args,
+    )
+    return {
+        **_figures(total),
+        "by_owner": [{"owner": row["owner"], **_figures(row)} for row in owners],
+        "by_month": [{"month": row["closed_month"], **_figures(row)} for row in months],
+    }
+
+
+async def velocity(connection: Connection, filters: Filters) -> dict[str, Any]:
+    """Sales velocity = open deals x average won size x win rate / average cycle days: the amount
+    the pipeline turns into wins per day, at the pace of the months asked."""
+    args: list[Any] = []
+    closed = _figures(
+        await connection.fetchrow(
+            f"SELECT {_CLOSED_SUMS} FROM sophia_analytics.closed_summary AS s "
+            f"WHERE {filters.where('closed_month', args)}",
+            *args,
+        )
+    )
+    open_args: list[Any] = []
+    anytime = replace(filters, since=None, until=None)  # open now, whenever created
+    open_deals = await connection.fetchval(
+        "SELECT coalesce(sum(s.deals), 0) FROM sophia_analytics.deal_summary AS s "
+        f"WHERE s.status = 'open' AND {anytime.where('created_month', open_args)}",
+        *open_args,
+    )
+    parts = (closed["average_deal_size"], closed["win_rate"], closed["average_cycle_days"])
+    per_day = (
+        float(open_deals) * float(parts[0]) * parts[1] / parts[2] if None not in parts and parts[2] else None
+    )
+    return {"open_deals": int(open_deals), **closed, "velocity_per_day": per_day}
+
+
+async def cohorts(connection: Connection, filters: Filters) -> list[dict[str, Any]]:
+    """Deals by the month they were created: how many are won, lost and still open."""
+    args: list[Any] = []
+    rows = await connection.fetch(
+        "SELECT s.created_month, "
+        "sum(s.deals) FILTER (WHERE s.status = 'open') AS open, "
+        "sum(s.deals) FILTER (WHERE s.status = 'won') AS won, "
+        "sum(s.deals) FILTER (WHERE s.status = 'lost') AS lost "
+        f"FROM sophia_analytics.deal_summary AS s WHERE {filters.where('created_month', args)} "
+        "GROUP BY s.created_month ORDER BY s.created_month",
+        *args,
+    )
+    return [
+        {"month": row["created_month"], **{name: int(row[name] or 0) for name in ("open", "won", "lost")}}
+        for row in rows
+    ]
+
+
+async def funnel(connection: Connection, filters: Filters) -> list[dict[str, Any]]:
+    """Per stage, in funnel order: deals reaching it for the first time in the months asked, the
+    share of the previous stage's that is, and the average days spent in it before moving on."""
+    args: list[Any] = []
+    rows = await connection.fetch(
+        "SELECT s.stage, sum(s.reached) AS reached, sum(s.entered) AS entered, sum(s.exited) AS exited, "
+        "sum(s.seconds_in_stage) AS seconds, min(coalesce(p.position, 2147483647)) AS position "
+        "FROM sophia_analytics.stage_summary AS s "
+        "LEFT JOIN sophia_analytics.stage_probabilities AS p "
+        "ON p.pipeline = s.pipeline AND p.stage = s.stage "
+        f"WHERE {filters.where('month', args)} "
+        "GROUP BY s.stage ORDER BY position, s.stage",
+        *args,
+    )
+    stages: list[dict[str, Any]] = []
+    previous: int | None = None
+    for row in rows:
+        reached = int(row["reached"])
+        stages.append(
+            {
+                "stage": row["stage"],
+                "reached": reached,
+                "entered": int(row["entered"]),
+                "conversion": reached / previous if previous else None,
+                "average_days_in_stage": float(row["seconds"]) / int(row["exited"]) / 86400
+                if row["exited"]
+                else None,
+            }
+        )
+        previous = reached
+    return stages

@@ -1,0 +1,166 @@
+"""The analytics summaries: moved forward deal by deal from the catalog's events (replays and late
+events included), they hold exactly what a rebuild from the catalog and the stage history holds."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import orjson
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from sophia.core.records import RecordKey
+from sophia.database import analytics, catalog
+
+TABLES = ("deal_facts", "deal_summary", "closed_summary", "stage_summary", "stages_reached")
+STAGES = ["appointmentscheduled", "qualifiedtobuy", "contractsent", "closedwon", "closedlost", "", "Won"]
+CREATED = [datetime(2026, month, 3, 9, tzinfo=UTC) for month in (1, 2, 5)]
+
+
+@pytest.fixture(scope="module")
+async def analytics_database(migrated_database) -> str:
+    """A migrated database of this module's own: each example empties its catalog."""
+    return await migrated_database()
+
+
+async def snapshot(connection: asyncpg.Connection) -> dict[str, list[tuple[Any, ...]]]:
+    return {
+        table: sorted(
+            (tuple(row) for row in await connection.fetch(f"SELECT * FROM sophia_analytics.{table}")),
+            key=repr,
+        )
+        for table in TABLES
+    }
+
+
+async def empty(connection: asyncpg.Connection) -> None:
+    await connection.execute(
+        "TRUNCATE sophia_core.unified_data_catalog, sophia_core.outbox, sophia_analytics.stage_history, "
+        + ", ".join(f"sophia_analytics.{table}" for table in TABLES)
+    )
+
+
+def json(data: dict[str, Any]) -> str:
+    return orjson.dumps(data).decode()
+
+
+def deal(number: int) -> RecordKey:
+    return RecordKey("crm", "deal", f"d-{number}")
+
+
+puts = st.tuples(
+    st.just("put"),
+    st.integers(0, 4),
+    st.fixed_dictionaries(
+        {
+            "dealstage": st.sampled_from(STAGES),
+            "amount": st.sampled_from(["1000.50", "250", "not a number", "-40"]),
+            "hubspot_owner_id": st.sampled_from(["ann", "bo"]),
+            "pipeline": st.sampled_from(["default", "renewals", ""]),
+            "closedate": st.sampled_from(["2026-03-31", "2026-02-30", "soon", "2026-04-15T10:00:00Z"]),
+        }
+    ),
+    st.sampled_from(CREATED),
+)
+deletes = st.tuples(st.just("delete"), st.integers(0, 4))
+applies = st.tuples(st.just("apply"), st.integers(1, 6), st.booleans())
+
+
+async def run_scenario(url: str, operations: list[tuple[Any, ...]]) -> None:
+    connection = await asyncpg.connect(url)
+    try:
+        await empty(connection)
+        for operation in operations:
+            if operation[0] == "put":
+                _, number, data, created_at = operation
+                await catalog.upsert(connection, deal(number), json(data), created_at)
+            elif operation[0] == "delete":
+                with contextlib.suppress(catalog.NotFound):
+                    await catalog.soft_delete(connection, deal(operation[1]))
+            else:  # the consumer handles the last events (again, or in the wrong order)
+                _, count, backwards = operation
+                ids = await connection.fetch(
+                    "SELECT (payload ->> 'id')::uuid AS id FROM sophia_core.outbox ORDER BY id DESC LIMIT $1",
+                    count,
+                )
+                for row in ids if backwards else reversed(ids):
+                    await analytics.apply_deal_changes(connection, [row["id"]])
+        every = [
+            row["id"] for row in await connection.fetch("SELECT id FROM sophia_core.unified_data_catalog")
+        ]
+        await analytics.apply_deal_changes(connection, every)  # every event, at last
+        await analytics.apply_deal_changes(connection, every)  # and a replay of them all
+        incremental = await snapshot(connection)
+        await analytics.rebuild(connection)
+        rebuilt = await snapshot(connection)
+    finally:
+        await connection.close()
+    assert incremental == rebuilt
+
+
+def put(number: int, stage: str) -> tuple[Any, ...]:
+    data = {"dealstage": stage, "amount": "10", "hubspot_owner_id": "ann", "pipeline": "default"}
+    return ("put", number, data, CREATED[0])
+
+
+@example(
+    operations=[
+        put(0, "qualifiedtobuy"),
+        put(0, "contractsent"),
+        ("apply", 1, False),
+        put(0, "qualifiedtobuy"),
+    ]
+)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(operations=st.lists(st.one_of(puts, puts, deletes, applies), min_size=1, max_size=12))
+def test_incremental_summaries_equal_a_rebuild_after_any_writes_replays_and_late_events(
+    analytics_database, operations
+):
+    asyncio.run(run_scenario(analytics_database, operations))
+
+
+async def test_a_deal_moving_through_stages_is_counted_in_each_summary(analytics_database):
+    connection = await asyncpg.connect(analytics_database)
+    try:
+        await empty(connection)
+        january = datetime(2026, 1, 5, tzinfo=UTC)
+        first = {
+            "dealstage": "qualifiedtobuy",
+            "amount": "100",
+            "hubspot_owner_id": "ann",
+            "pipeline": "default",
+        }
+        await catalog.upsert(connection, deal(1), json(first), january)
+        await catalog.upsert(connection, deal(2), json({**first, "amount": "300"}), january)
+        stored = await catalog.upsert(
+            connection, deal(1), json({**first, "dealstage": "closedwon", "closedate": "2026-01-25"})
+        )
+        await analytics.apply_deal_changes(connection, [stored.id])
+        ids = [row["id"] for row in await connection.fetch("SELECT id FROM sophia_core.unified_data_catalog")]
+        applied = await analytics.apply_deal_changes(connection, ids)
+        assert applied.deals == 1  # the other was applied already
+        pipeline = await connection.fetch(
+            "SELECT stage, status, deals, amount FROM sophia_analytics.deal_summary ORDER BY stage"
+        )
+        assert [tuple(row) for row in pipeline] == [
+            ("closedwon", "won", 1, Decimal(100)),
+            ("qualifiedtobuy", "open", 1, Decimal(300)),
+        ]
+        closed = await connection.fetchrow("SELECT * FROM sophia_analytics.closed_summary")
+        assert (closed["status"], closed["deals"], closed["cycle_days"]) == ("won", 1, 20)
+        stages = {
+            row["stage"]: (row["entered"], row["reached"], row["exited"])
+            for row in await connection.fetch(
+                "SELECT stage, sum(entered) AS entered, sum(reached) AS reached, sum(exited) AS exited "
+                "FROM sophia_analytics.stage_summary GROUP BY stage"
+            )
+        }
+        assert stages == {"qualifiedtobuy": (2, 2, 1), "closedwon": (1, 1, 0)}
+    finally:
+        await connection.close()
