@@ -7,6 +7,7 @@ import uuid
 from uuid import UUID
 
 import httpx
+import orjson
 import pytest
 
 from sophia.cache.catalog import ANALYTICS_TAG
@@ -30,9 +31,10 @@ async def put_deal(client: httpx.AsyncClient, source: str, number: int, **data: 
 
 
 async def consume(app, ids: list[UUID]) -> None:
-    """What the analytics consumer does with these deals' events (the workers' sink, in-process)."""
+    """What the analytics consumer does with these records' events (the workers' sink, in-process)."""
     async with app.state.sophia.database.connection() as connection:
         await analytics.apply_deal_changes(connection, ids)
+        await analytics.apply_conversation_changes(connection, ids)
     await app.state.sophia.cache.invalidate(tags=[ANALYTICS_TAG])
 
 
@@ -94,17 +96,54 @@ async def test_an_answer_is_cached_until_the_consumer_moves_a_summary(app, clien
     assert [stage["stage"] for stage in after["stages"]] == ["contractsent"]
 
 
+async def test_sentiment_and_topics_count_calls_and_messages_per_week(app, client, source):
+    ids = []
+    for number, (kind, label, labels) in enumerate(
+        [
+            ("call", "positive", ["pricing"]),
+            ("call", "negative", ["pricing", "legal"]),
+            ("message", "positive", []),
+        ]
+    ):
+        response = await client.put(
+            f"/api/v1/records/{source}/{kind}/t-{number}",
+            json={"data": {"text": "hello"}, "created_at": "2026-03-04T10:00:00Z"},  # a Wednesday
+        )
+        record_id = UUID(response.json()["id"])
+        ids.append(record_id)
+        async with app.state.sophia.database.connection() as connection:
+            for task, prediction in (("sentiment", {"label": label}), ("classification", {"labels": labels})):
+                await connection.execute(
+                    "INSERT INTO sophia_core.record_predictions (record_id, task, model_version, "
+                    "record_version, prediction) VALUES ($1, $2, 'test', 1, $3::jsonb)",
+                    record_id,
+                    task,
+                    orjson.dumps(prediction).decode(),
+                )
+    await consume(app, ids)
+    weeks = (await get(client, "sentiment", source_system=source))["weeks"]
+    assert weeks == [{"week": "2026-03-02", "counts": {"negative": 1, "positive": 2}}]
+    calls = (await get(client, "sentiment", source_system=source, kind="call"))["weeks"]
+    assert calls[0]["counts"] == {"negative": 1, "positive": 1}
+    topics = (await get(client, "topics", source_system=source))["weeks"]
+    assert topics == [{"week": "2026-03-02", "counts": {"legal": 1, "pricing": 2}}]
+    later = await get(client, "topics", source_system=source, **{"from": "2026-03-09"})
+    assert later["weeks"] == []
+
+
 @pytest.mark.parametrize(
-    ("params", "where"),
+    ("path", "params", "where"),
     [
-        ({"from": "2026-03-01", "to": "2026-01-01"}, "to"),
-        ({"from": "March"}, "from"),
-        ({"source_system": "Not A Name"}, "source_system"),
-        ({"owner": ""}, "owner"),
+        ("pipeline", {"from": "2026-03-01", "to": "2026-01-01"}, "to"),
+        ("pipeline", {"from": "March"}, "from"),
+        ("pipeline", {"source_system": "Not A Name"}, "source_system"),
+        ("pipeline", {"owner": ""}, "owner"),
+        ("sentiment", {"kind": "deal"}, "kind"),
+        ("topics", {"from": "2026-03-09", "to": "2026-03-02"}, "to"),
     ],
 )
-async def test_a_bad_filter_is_a_422_naming_it(client, params, where):
-    response = await client.get("/api/v1/analytics/pipeline", params=params)
+async def test_a_bad_filter_is_a_422_naming_it(client, path, params, where):
+    response = await client.get(f"/api/v1/analytics/{path}", params=params)
     assert response.status_code == 422
     assert where in response.text
 

@@ -139,6 +139,14 @@ async def test_with_the_models_a_catalog_write_is_enriched_and_found_by_meaning(
             )
         assert "support_issue" in labels
         assert [tuple(row) for row in stored] == [("classification", 2), ("sentiment", 2)]
+        # the predictions reach the sentiment trend (the analytics-ml consumer)
+        await eventually(
+            counted(
+                stack.database,
+                "SELECT sum(records) = 2 FROM sophia_analytics.sentiment_summary WHERE kind = 'message'",
+            ),
+            20,
+        )
         found = await client.post(
             "/api/v1/search", json={"q": "integration broken, waiting on the help desk", "k": 2}
         )

@@ -18,7 +18,16 @@ from hypothesis import strategies as st
 from sophia.core.records import RecordKey
 from sophia.database import analytics, catalog
 
-TABLES = ("deal_facts", "deal_summary", "closed_summary", "stage_summary", "stages_reached")
+TABLES = (
+    "deal_facts",
+    "deal_summary",
+    "closed_summary",
+    "stage_summary",
+    "stages_reached",
+    "conversation_facts",
+    "sentiment_summary",
+    "topic_summary",
+)
 STAGES = ["appointmentscheduled", "qualifiedtobuy", "contractsent", "closedwon", "closedlost", "", "Won"]
 CREATED = [datetime(2026, month, 3, 9, tzinfo=UTC) for month in (1, 2, 5)]
 
@@ -41,13 +50,43 @@ async def snapshot(connection: asyncpg.Connection) -> dict[str, list[tuple[Any, 
 
 async def empty(connection: asyncpg.Connection) -> None:
     await connection.execute(
-        "TRUNCATE sophia_core.unified_data_catalog, sophia_core.outbox, sophia_analytics.stage_history, "
-        + ", ".join(f"sophia_analytics.{table}" for table in TABLES)
+        "TRUNCATE sophia_core.unified_data_catalog, sophia_core.outbox, sophia_core.record_predictions, "
+        "sophia_analytics.stage_history, " + ", ".join(f"sophia_analytics.{table}" for table in TABLES)
     )
 
 
 def json(data: dict[str, Any]) -> str:
     return orjson.dumps(data).decode()
+
+
+def talk(kind: str, number: int) -> RecordKey:
+    return RecordKey("chat", kind, f"{kind}-{number}")
+
+
+async def predict(
+    connection: asyncpg.Connection, key: RecordKey, label: str | None, labels: list[str]
+) -> None:
+    record_id = await connection.fetchval(
+        "SELECT id FROM sophia_core.unified_data_catalog WHERE source_system = $1 AND kind = $2 "
+        "AND external_id = $3",
+        key.source_system,
+        key.kind,
+        key.external_id,
+    )
+    if record_id is None:
+        return
+    found = {"classification": {"labels": labels, "scores": {}}}
+    if label is not None:
+        found["sentiment"] = {"label": label, "scores": {}}
+    for task, prediction in found.items():
+        await connection.execute(
+            "INSERT INTO sophia_core.record_predictions (record_id, task, model_version, record_version, "
+            "prediction) VALUES ($1, $2, 'test', 1, $3::jsonb) ON CONFLICT (record_id, task) "
+            "DO UPDATE SET prediction = excluded.prediction",
+            record_id,
+            task,
+            json(prediction),
+        )
 
 
 def deal(number: int) -> RecordKey:
@@ -69,6 +108,17 @@ puts = st.tuples(
     st.sampled_from(CREATED),
 )
 deletes = st.tuples(st.just("delete"), st.integers(0, 4))
+talks = st.tuples(
+    st.just("talk"), st.integers(0, 3), st.sampled_from(["call", "message"]), st.sampled_from(CREATED)
+)
+predictions = st.tuples(
+    st.just("predict"),
+    st.integers(0, 3),
+    st.sampled_from(["call", "message"]),
+    st.sampled_from([None, "positive", "negative"]),
+    st.lists(st.sampled_from(["pricing", "renewal", "legal"]), max_size=3),
+)
+silences = st.tuples(st.just("silence"), st.integers(0, 3), st.sampled_from(["call", "message"]))
 applies = st.tuples(st.just("apply"), st.integers(1, 6), st.booleans())
 
 
@@ -83,6 +133,15 @@ async def run_scenario(url: str, operations: list[tuple[Any, ...]]) -> None:
             elif operation[0] == "delete":
                 with contextlib.suppress(catalog.NotFound):
                     await catalog.soft_delete(connection, deal(operation[1]))
+            elif operation[0] == "talk":
+                _, number, kind, created_at = operation
+                await catalog.upsert(connection, talk(kind, number), json({"text": "hello"}), created_at)
+            elif operation[0] == "silence":
+                with contextlib.suppress(catalog.NotFound):
+                    await catalog.soft_delete(connection, talk(operation[2], operation[1]))
+            elif operation[0] == "predict":  # what the enrichment writes (its events come later)
+                _, number, kind, label, labels = operation
+                await predict(connection, talk(kind, number), label, labels)
             else:  # the consumer handles the last events (again, or in the wrong order)
                 _, count, backwards = operation
                 ids = await connection.fetch(
@@ -91,11 +150,13 @@ async def run_scenario(url: str, operations: list[tuple[Any, ...]]) -> None:
                 )
                 for row in ids if backwards else reversed(ids):
                     await analytics.apply_deal_changes(connection, [row["id"]])
+                    await analytics.apply_conversation_changes(connection, [row["id"]])
         every = [
             row["id"] for row in await connection.fetch("SELECT id FROM sophia_core.unified_data_catalog")
         ]
-        await analytics.apply_deal_changes(connection, every)  # every event, at last
-        await analytics.apply_deal_changes(connection, every)  # and a replay of them all
+        for _ in range(2):  # every event, at last, and a replay of them all
+            await analytics.apply_deal_changes(connection, every)
+            await analytics.apply_conversation_changes(connection, every)
         incremental = await snapshot(connection)
         await analytics.rebuild(connection)
         rebuilt = await snapshot(connection)
@@ -117,8 +178,23 @@ def put(number: int, stage: str) -> tuple[Any, ...]:
         put(0, "qualifiedtobuy"),
     ]
 )
+@example(
+    operations=[
+        ("talk", 0, "call", CREATED[0]),
+        ("predict", 0, "call", "positive", ["pricing"]),
+        ("apply", 1, False),
+        ("predict", 0, "call", "negative", ["legal"]),
+        ("apply", 1, False),
+        ("silence", 0, "call"),
+        ("apply", 1, False),
+    ]
+)
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(operations=st.lists(st.one_of(puts, puts, deletes, applies), min_size=1, max_size=12))
+@given(
+    operations=st.lists(
+        st.one_of(puts, puts, deletes, applies, talks, predictions, silences), min_size=1, max_size=14
+    )
+)
 def test_incremental_summaries_equal_a_rebuild_after_any_writes_replays_and_late_events(
     analytics_database, operations
 ):

@@ -126,7 +126,7 @@ def rebuild_analytics() -> None:
 
     settings = resolve_settings()
 
-    async def run() -> tuple[int, int]:
+    async def run() -> tuple[int, int, int]:
         async with Database(settings) as database, running_caches(settings) as cache:
             async with database.connection() as connection:
                 with console.status("Rebuilding the analytics ...") as status:
@@ -137,8 +137,10 @@ def rebuild_analytics() -> None:
                 await cache.invalidate(tags=[ANALYTICS_TAG])
         return counted
 
-    deals, changes = asyncio.run(run())
-    console.print(f"Rebuilt the analytics: {deals:,} deals, {changes:,} stage changes.")
+    deals, changes, talks = asyncio.run(run())
+    console.print(
+        f"Rebuilt the analytics: {deals:,} deals, {changes:,} stage changes, {talks:,} calls and messages."
+    )
 
 
 @app.command()

@@ -77,6 +77,7 @@ def processors(
         ),
         (ConsumerSpec("audit-records", streams["records"].name), append_audit(database)),
         (ConsumerSpec("analytics", streams["records"].name), update_analytics(database, cache)),
+        (ConsumerSpec("analytics-ml", streams["ml-predictions"].name), update_analytics(database, cache)),
         (ConsumerSpec("audit-admin", streams["audit-logs"].name), append_audit(database)),
         (
             ConsumerSpec("deal-refresh-debounce", streams["records"].name),

@@ -22,6 +22,7 @@ RawSink = Callable[[list[bytes]], Awaitable[None]]
 
 ENRICHED = frozenset({"record.upserted", REENRICH})
 ANALYZED = frozenset({"record.upserted", "record.deleted"})
+CONVERSATIONS = frozenset({"call", "message"})
 
 
 def store_events(database: Database) -> RawSink:
@@ -52,21 +53,28 @@ def invalidate_caches(cache: TieredCache, max_keys: int) -> Sink:
 
 
 def update_analytics(database: Database, cache: TieredCache) -> Sink:
-    """Deal changes move the sales summaries (`sophia.database.analytics`): in any order, any
-    number of times, to the same end. The cached answers that read them are dropped after."""
+    """Deal, call and message changes, and the models' predictions of calls and messages, move the
+    analytics summaries (`sophia.database.analytics`): in any order, any number of times, to the same
+    end. The cached answers that read them are dropped after."""
 
     async def sink(batch: list[Envelope]) -> None:
-        deals = [
-            UUID(str(envelope.payload["id"]))
-            for envelope in batch
-            if envelope.type in ANALYZED and envelope.payload.get("kind") == "deal"
-        ]
-        if not deals:
+        deals: list[UUID] = []
+        talks: list[UUID] = []
+        for envelope in batch:
+            payload = envelope.payload
+            if envelope.type in ANALYZED and payload.get("kind") == "deal":
+                deals.append(UUID(str(payload["id"])))
+            elif envelope.type in ANALYZED and payload.get("kind") in CONVERSATIONS:
+                talks.append(UUID(str(payload["id"])))
+            elif envelope.type == "ml.prediction" and payload.get("task") in ("sentiment", "classification"):
+                talks.append(UUID(str(payload["record_id"])))
+        if not deals and not talks:
             return
         newest = max(envelope.occurred_at for envelope in batch)
         async with database.connection() as connection:
-            applied = await analytics.apply_deal_changes(connection, deals, newest)
-        if applied.deals or applied.stage_changes:
+            applied = await analytics.apply_deal_changes(connection, deals, newest) if deals else None
+            moved = await analytics.apply_conversation_changes(connection, talks, newest)
+        if moved or (applied is not None and (applied.deals or applied.stage_changes)):
             await cache.invalidate(tags=[ANALYTICS_TAG])
 
     return sink

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -179,6 +179,74 @@ async def apply_deal_changes(
         return Applied(len(moved), len(history))
 
 
+_CONVERSATION_COLUMNS = ("record_id", "source_system", "kind", "week", "deleted", "sentiment", "labels")
+
+
+async def apply_conversation_changes(
+    connection: Connection, record_ids: Iterable[UUID], as_of: datetime | None = None
+) -> int:
+    """Bring the sentiment and topic trends up to date with the calls and messages `record_ids`
+    (their records and their latest predictions) as they are now; returns how many moved. The
+    difference from what is counted is applied, so any replay or order comes to the same end."""
+    ids = sorted(set(record_ids))
+    if not ids:
+        return 0
+    columns = ", ".join(_CONVERSATION_COLUMNS)
+    async with connection.transaction():
+        await connection.execute(
+            "SELECT pg_advisory_xact_lock($1, hashtext(id::text)) FROM unnest($2::uuid[]) AS id",
+            ADVISORY_NAMESPACE,
+            ids,
+        )
+        stored = {
+            row["record_id"]: row
+            for row in await connection.fetch(
+                f"SELECT {columns} FROM sophia_analytics.conversation_facts "
+                "WHERE record_id = ANY($1::uuid[])",
+                ids,
+            )
+        }
+        current = {
+            row["record_id"]: row
+            for row in await connection.fetch(
+                f"SELECT {columns} FROM sophia_analytics.current_conversation_facts "
+                "WHERE record_id = ANY($1::uuid[])",
+                ids,
+            )
+        }
+        sentiments, topics = _Deltas(1), _Deltas(1)
+        moved = []
+        for record_id in ids:
+            before: Any = stored.get(record_id)
+            now: Any = current.get(record_id)
+            if now is None or (before is not None and tuple(before) == tuple(now)):
+                continue
+            for facts, sign in ((before, -1), (now, +1)):
+                if facts is None or facts["deleted"]:
+                    continue
+                where = (facts["source_system"], facts["kind"], facts["week"])
+                if facts["sentiment"] is not None:
+                    sentiments.add((*where, facts["sentiment"]), sign)
+                for label in facts["labels"]:
+                    topics.add((*where, label), sign)
+            moved.append(tuple(now))
+        keys = ("source_system", "kind", "week")
+        await _move_summary(connection, "sentiment_summary", (*keys, "sentiment"), ("records",), sentiments)
+        await _move_summary(connection, "topic_summary", (*keys, "label"), ("records",), topics)
+        if moved:
+            await connection.executemany(
+                f"INSERT INTO sophia_analytics.conversation_facts ({columns}) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (record_id) DO UPDATE SET "
+                + ", ".join(f"{name} = excluded.{name}" for name in _CONVERSATION_COLUMNS[1:]),
+                moved,
+            )
+        if as_of is not None:
+            await connection.execute(
+                "UPDATE sophia_analytics.freshness SET as_of = greatest(as_of, $1)", as_of
+            )
+        return len(moved)
+
+
 async def _move_summary(
     connection: Connection,
     table: str,
@@ -197,6 +265,8 @@ async def _move_summary(
         "created_month": "date",
         "closed_month": "date",
         "month": "date",
+        "week": "date",
+        "records": "bigint",
         "deals": "bigint",
         "entered": "bigint",
         "reached": "bigint",
@@ -276,17 +346,22 @@ async def rebuild(
     connection: Connection,
     progress: Callable[[str], None] = lambda _: None,
     timeout_s: float | None = None,
-) -> tuple[int, int]:
-    """Recompute every summary from the catalog and the stage history, in one transaction: the
-    consumer's batches wait for it and go on from what it wrote. Returns (deals, stage changes);
+) -> tuple[int, int, int]:
+    """Recompute every summary from the catalog, the stage history and the predictions, in one
+    transaction: the consumer's batches wait for it and go on from what it wrote. Returns (deals,
+    stage changes, calls and messages);
     `timeout_s` bounds each of its two statements."""
     async with connection.transaction():
         progress("deals: summarizing the catalog's deals")
         deals = await connection.fetchval("SELECT sophia_analytics.rebuild_facts()", timeout=timeout_s)
         progress(f"deals: {deals:,} summarized; stage history: summarizing")
         changes = await connection.fetchval("SELECT sophia_analytics.rebuild_stages()", timeout=timeout_s)
-        progress(f"stage history: {changes:,} stage changes summarized")
-    return int(deals), int(changes)
+        progress(f"stage history: {changes:,} stage changes summarized; calls and messages: summarizing")
+        talks = await connection.fetchval(
+            "SELECT sophia_analytics.rebuild_conversations()", timeout=timeout_s
+        )
+        progress(f"calls and messages: {talks:,} summarized")
+    return int(deals), int(changes), int(talks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -477,3 +552,54 @@ async def funnel(connection: Connection, filters: Filters) -> list[dict[str, Any
         )
         previous = reached
     return stages
+
+
+@dataclass(frozen=True, slots=True)
+class TrendFilters:
+    """What a trend covers: weeks from `since` to `until` (both included; None: unbounded), calls
+    and messages of one source system or kind where given."""
+
+    since: date | None = None
+    until: date | None = None
+    source_system: str | None = None
+    kind: str | None = None
+
+    def where(self, args: list[Any]) -> str:
+        clauses = ["true"]
+        for name in ("source_system", "kind"):
+            value = getattr(self, name)
+            if value is not None:
+                args.append(value)
+                clauses.append(f"s.{name} = ${len(args)}")
+        if self.since is not None:
+            args.append(self.since - timedelta(days=self.since.weekday()))
+            clauses.append(f"s.week >= ${len(args)}")
+        if self.until is not None:
+            args.append(self.until - timedelta(days=self.until.weekday()))
+            clauses.append(f"s.week <= ${len(args)}")
+        return " AND ".join(clauses)
+
+
+async def _trend(
+    connection: Connection, table: str, label: str, filters: TrendFilters
+) -> list[dict[str, Any]]:
+    args: list[Any] = []
+    rows = await connection.fetch(
+        f"SELECT s.week, s.{label} AS label, sum(s.records) AS records FROM sophia_analytics.{table} AS s "
+        f"WHERE {filters.where(args)} GROUP BY s.week, s.{label} ORDER BY s.week, s.{label}",
+        *args,
+    )
+    weeks: dict[date, dict[str, int]] = {}
+    for row in rows:
+        weeks.setdefault(row["week"], {})[row["label"]] = int(row["records"])
+    return [{"week": week, "counts": counts} for week, counts in weeks.items()]
+
+
+async def sentiment(connection: Connection, filters: TrendFilters) -> list[dict[str, Any]]:
+    """Per week (Monday), calls and messages by the sentiment the model gave them."""
+    return await _trend(connection, "sentiment_summary", "sentiment", filters)
+
+
+async def topics(connection: Connection, filters: TrendFilters) -> list[dict[str, Any]]:
+    """Per week (Monday), calls and messages by topic label (one may carry several)."""
+    return await _trend(connection, "topic_summary", "label", filters)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from datetime import date
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -23,7 +23,7 @@ from sophia.database.pool import Connection
 
 router = APIRouter(prefix="/api/v1/analytics", tags=["analytics"])
 State = Annotated[AppState, Depends(app_state)]
-Query_ = Callable[[Connection, analytics.Filters], Awaitable[Any]]
+Query_ = Callable[[Connection, Any], Awaitable[Any]]
 
 
 def filters(
@@ -44,6 +44,23 @@ def filters(
 Filters = Annotated[analytics.Filters, Depends(filters)]
 
 
+def trend_filters(
+    since: Annotated[
+        date | None, Query(alias="from", description="First week counted (its Monday on).")
+    ] = None,
+    until: Annotated[date | None, Query(alias="to", description="Last week counted (included).")] = None,
+    source_system: Annotated[str | None, Query(pattern=IDENTIFIER_PATTERN, max_length=64)] = None,
+    kind: Annotated[Literal["call", "message"] | None, Query(description="Calls or messages alone.")] = None,
+) -> analytics.TrendFilters:
+    if since is not None and until is not None and until < since:
+        detail = f"`to` ({until}) is before `from` ({since})."
+        raise Invalid(detail, [FieldError(("query", "to"), detail)])
+    return analytics.TrendFilters(since, until, source_system, kind)
+
+
+TrendFilters = Annotated[analytics.TrendFilters, Depends(trend_filters)]
+
+
 def _number(value: object) -> float:
     """Sums are exact numerics in PostgreSQL; JSON gets them as numbers."""
     if isinstance(value, Decimal):
@@ -51,9 +68,7 @@ def _number(value: object) -> float:
     raise TypeError(f"{type(value).__name__} is not JSON")
 
 
-async def answer(
-    request: Request, state: State, name: str, where: analytics.Filters, query: Query_
-) -> Response:
+async def answer(request: Request, state: State, name: str, where: Any, query: Query_) -> Response:
     """`{"as_of": ..., "<name>": ...}` for these filters, from the cache or the summaries."""
 
     async def load() -> bytes:
@@ -93,3 +108,13 @@ async def cohorts(request: Request, state: State, _key: Read, where: Filters) ->
 @router.get("/funnel", summary="Deals reaching each stage, conversion from the previous, days in stage")
 async def funnel(request: Request, state: State, _key: Read, where: Filters) -> Response:
     return await answer(request, state, "stages", where, analytics.funnel)
+
+
+@router.get("/sentiment", summary="Calls and messages per week by the sentiment the model gave them")
+async def sentiment(request: Request, state: State, _key: Read, where: TrendFilters) -> Response:
+    return await answer(request, state, "weeks", where, analytics.sentiment)
+
+
+@router.get("/topics", summary="Calls and messages per week by topic label")
+async def topics(request: Request, state: State, _key: Read, where: TrendFilters) -> Response:
+    return await answer(request, state, "weeks", where, analytics.topics)

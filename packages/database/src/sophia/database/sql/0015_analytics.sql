@@ -149,6 +149,55 @@ CREATE TABLE sophia_analytics.stages_reached (
     PRIMARY KEY (deal_id, stage)
 );
 
+-- Calls and messages as the sentiment and topic trends count them: the week they happened (their
+-- record's created_at), and what the models said of them last (record_predictions).
+CREATE VIEW sophia_analytics.current_conversation_facts AS
+SELECT
+    c.id AS record_id,
+    c.source_system,
+    c.kind,
+    date_trunc('week', c.created_at AT TIME ZONE 'UTC')::date AS week,
+    c.deleted_at IS NOT NULL AS deleted,
+    s.prediction ->> 'label' AS sentiment,
+    coalesce(ARRAY(
+        SELECT DISTINCT label FROM jsonb_array_elements_text(
+            CASE WHEN jsonb_typeof(l.prediction -> 'labels') = 'array' THEN l.prediction -> 'labels' END
+        ) AS label ORDER BY label
+    ), '{}') AS labels
+FROM sophia_core.unified_data_catalog c
+LEFT JOIN sophia_core.record_predictions s ON s.record_id = c.id AND s.task = 'sentiment'
+LEFT JOIN sophia_core.record_predictions l ON l.record_id = c.id AND l.task = 'classification'
+WHERE c.kind IN ('call', 'message');
+
+CREATE TABLE sophia_analytics.conversation_facts (
+    record_id     uuid    PRIMARY KEY,
+    source_system text    NOT NULL,
+    kind          text    NOT NULL,
+    week          date    NOT NULL,
+    deleted       boolean NOT NULL,
+    sentiment     text,
+    labels        text[]  NOT NULL
+);
+
+-- Per week: calls and messages by sentiment label, and by topic label.
+CREATE TABLE sophia_analytics.sentiment_summary (
+    source_system text   NOT NULL,
+    kind          text   NOT NULL,
+    week          date   NOT NULL,
+    sentiment     text   NOT NULL,
+    records       bigint NOT NULL,
+    PRIMARY KEY (source_system, kind, week, sentiment)
+);
+
+CREATE TABLE sophia_analytics.topic_summary (
+    source_system text   NOT NULL,
+    kind          text   NOT NULL,
+    week          date   NOT NULL,
+    label         text   NOT NULL,
+    records       bigint NOT NULL,
+    PRIMARY KEY (source_system, kind, week, label)
+);
+
 -- How fresh the summaries are: the time of the newest change they hold.
 CREATE TABLE sophia_analytics.freshness (
     only_row boolean     PRIMARY KEY DEFAULT true CHECK (only_row),
@@ -206,7 +255,9 @@ DECLARE
     facts bigint;
 BEGIN
     TRUNCATE sophia_analytics.deal_facts, sophia_analytics.deal_summary, sophia_analytics.closed_summary,
-        sophia_analytics.stage_summary, sophia_analytics.stages_reached;
+        sophia_analytics.stage_summary, sophia_analytics.stages_reached,
+        sophia_analytics.conversation_facts, sophia_analytics.sentiment_summary,
+        sophia_analytics.topic_summary;
     INSERT INTO sophia_analytics.deal_facts
     SELECT f.*, coalesce((SELECT max(h.id) FROM sophia_analytics.stage_history h WHERE h.deal_id = f.deal_id), 0)
     FROM sophia_analytics.current_deal_facts f;
@@ -254,6 +305,26 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION sophia_analytics.rebuild_conversations() RETURNS bigint
+    LANGUAGE plpgsql AS $$
+DECLARE
+    conversations bigint;
+BEGIN
+    INSERT INTO sophia_analytics.conversation_facts
+    SELECT record_id, source_system, kind, week, deleted, sentiment, labels
+    FROM sophia_analytics.current_conversation_facts;
+    INSERT INTO sophia_analytics.sentiment_summary
+    SELECT source_system, kind, week, sentiment, count(*) FROM sophia_analytics.conversation_facts
+    WHERE NOT deleted AND sentiment IS NOT NULL GROUP BY 1, 2, 3, 4;
+    INSERT INTO sophia_analytics.topic_summary
+    SELECT source_system, kind, week, label, count(*)
+    FROM sophia_analytics.conversation_facts, unnest(labels) AS label
+    WHERE NOT deleted GROUP BY 1, 2, 3, 4;
+    SELECT count(*) INTO conversations FROM sophia_analytics.conversation_facts;
+    RETURN conversations;
+END;
+$$;
+
 -- Deals already in the catalog: each enters its stage when it was created, and the summaries start
 -- from them.
 INSERT INTO sophia_analytics.stage_history (deal_id, source_system, owner, pipeline, to_stage, at)
@@ -262,3 +333,4 @@ FROM sophia_analytics.current_deal_facts f JOIN sophia_core.unified_data_catalog
 ORDER BY c.created_at, c.id;
 SELECT sophia_analytics.rebuild_facts();
 SELECT sophia_analytics.rebuild_stages();
+SELECT sophia_analytics.rebuild_conversations();
