@@ -99,12 +99,20 @@ async def test_a_position_of_another_epoch_or_ahead_of_the_stream_gets_an_explic
         assert "ahead of the stream" in ahead["reason"]
 
 
+def slow_consumers() -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value("sophia_realtime_slow_consumers_total") or 0.0
+
+
 async def test_a_slow_consumer_is_disconnected_and_the_others_keep_receiving(realtime, api_keys):
     service, settings = realtime
+    dropped = slow_consumers()
     async with ws(service, api_keys["read"]) as slow, ws(service, api_keys["read"]) as quick:
         await subscribe(slow, "records")
         await subscribe(quick, "records")
-        # the slow one never reads: the sockets' buffers fill up (16 MB), then its queue (500 frames)
+        # the slow one never reads: the sockets' buffers fill up, its transport pushes back, then
+        # its backlog fills (500 frames) and it is dropped
         events = [record_event("crm", "note", n, padding=8000) for n in range(2000)]
         receiving = asyncio.create_task(publications(quick, len(events)))
         await publish(settings, events)
@@ -119,7 +127,31 @@ async def test_a_slow_consumer_is_disconnected_and_the_others_keep_receiving(rea
             await read_until_closed()
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == 4008
-    assert "frames behind" in closed.value.rcvd.reason
+    assert "more than 500 frames behind" in closed.value.rcvd.reason
+    assert slow_consumers() == dropped + 1  # the slow one only
+
+
+async def test_a_client_that_stops_reading_a_while_gets_all_of_it_from_its_backlog(own_streams, api_keys):
+    """It reads nothing while 24 MB are sent: the sockets' buffers fill up, its transport pushes
+    back and the rest waits in its backlog (bounded at 10,000 frames here); once it reads, every
+    frame comes, in order, once, and it is not taken for a slow consumer."""
+    settings = own_streams.model_copy(update={"realtime_port": 0, "realtime_max_queue": 10_000})
+    dropped = slow_consumers()
+    async with RealtimeService(settings) as service, ws(service, api_keys["read"]) as client:
+        subscribed = await subscribe(client, "records")
+        [served] = service.server.clients
+        feed = service.server.feeds["records"]
+        events = [record_event("crm", "note", n, padding=8000) for n in range(3000)]
+        await publish(settings, events)
+        await eventually(lambda: feed.live_seq >= subscribed["position"]["seq"] + len(events))
+        assert served.queued > 0  # held back: the transport took no more
+        got = await asyncio.wait_for(publications(client, len(events)), 30)
+        assert served.queued == 0
+        with pytest.raises(TimeoutError):
+            await frame(client, timeout_s=0.3)  # and nothing twice
+        assert served.behind is None
+    assert [item["event"]["payload"]["n"] for item in got] == list(range(len(events)))
+    assert slow_consumers() == dropped
 
 
 async def test_no_key_or_a_bad_one_is_refused_in_the_handshake(realtime):

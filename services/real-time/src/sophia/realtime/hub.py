@@ -1,17 +1,23 @@
-"""Who listens to what in one process, and each listener's bounded queue of frames.
+"""Who listens to what in one process, and each listener's bounded backlog of frames.
 
 `Hub.publish(channel, seq, frame)` hands the same bytes to every subscription of the channel. A
 subscription delivers each sequence once, in order (a frame at or before the last one it
 delivered is dropped), and while it replays history it holds live frames back and releases those
-past the replay afterwards: no gap and no duplicate where history meets the live feed. A client
-whose queue holds `max_queue` frames is dropped (it may resume from its last position): one slow
-reader never slows the others or grows memory without limit.
+past the replay afterwards: no gap and no duplicate where history meets the live feed.
+
+A client's frames are written to its connection at once, without awaiting, the way `websockets`'
+`broadcast()` writes: no task and no queue per connection. Only while the connection's transport
+holds more than its write limit unsent (flow control: the peer reads slower than it is sent to)
+do frames wait, in order, in the client's backlog, written as the transport drains. A client
+whose backlog holds `max_queue` frames is dropped (it may resume from its last position): one
+slow reader never slows the others or grows memory without limit.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Protocol
 
 from prometheus_client import Counter, Gauge
 
@@ -20,85 +26,105 @@ SLOW_DROPPED = Counter("sophia_realtime_slow_consumers_total", "Clients disconne
 SUBSCRIPTIONS = Gauge("sophia_realtime_subscriptions", "Subscriptions, by channel family", ["family"])
 
 
+class Link(Protocol):
+    """Where a client's frames go: its WebSocket connection (server.py's `Connection`)."""
+
+    @property
+    def paused(self) -> bool:
+        """Whether the transport holds more than its write limit unsent (asyncio flow control)."""
+        ...
+
+    def write_frame(self, frame: bytes) -> bool:
+        """Write `frame` as a text frame now, without waiting; False once the connection is closed."""
+        ...
+
+
+def _ignore(client: Client) -> None:
+    pass
+
+
 class Client:
-    """One WebSocket's side of the hub: its queue of frames and its subscriptions.
+    """One WebSocket's side of the hub: its subscriptions, and its backlog while its transport is full.
 
     Lean on purpose, since at 10,000 connections every object a connection holds counts: slotted,
-    a list for the queue and a future only while someone waits (an `asyncio.Event` or a `deque`
-    costs about 760 bytes each, empty)."""
+    no task, the backlog a list made only while the transport pushes back, a future only while
+    someone waits for it to empty (an `asyncio.Event` or a `deque` costs about 760 bytes each,
+    empty)."""
 
-    __slots__ = (
-        "_frames",
-        "_wakeup",
-        "_writing",
-        "_written",
-        "behind",
-        "max_queue",
-        "on_drop",
-        "subscriptions",
-    )
+    __slots__ = ("_backlog", "_written", "behind", "closed", "link", "max_queue", "on_drop", "subscriptions")
 
-    def __init__(self, *, max_queue: int, on_drop: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, link: Link, *, max_queue: int, on_drop: Callable[[Client], None] = _ignore) -> None:
+        self.link = link
         self.max_queue = max_queue
         self.subscriptions: dict[str, Subscription] = {}
         self.behind: str | None = None
         """Set (the reason) once the client was dropped for falling behind."""
+        self.closed = False
+        """Set once its connection is gone: nothing more is written."""
         self.on_drop = on_drop
-        """Called once when the client is dropped: its writer may be stuck on a socket the peer
-        does not read, so the connection is closed from outside it."""
-        self._frames: list[bytes] = []
-        self._writing = False
-        self._wakeup: asyncio.Future[None] | None = None
-        """The writer's wait for a frame."""
+        """Called once when the client is dropped: its connection is closed from there."""
+        self._backlog: list[bytes] | None = None
+        """Frames waiting for the transport to drain, in order; None while it takes them."""
         self._written: asyncio.Future[None] | None = None
-        """A wait for everything queued to be written (a drain, a resume between its steps)."""
+        """A wait for the backlog to be written (a drain, a resume between its steps)."""
 
     def send(self, frame: bytes) -> None:
-        if self.behind is not None:
+        if self.behind is not None or self.closed:
             return
-        if len(self._frames) >= self.max_queue:
+        backlog = self._backlog
+        if backlog is None:
+            if not self.link.paused:
+                if self.link.write_frame(frame):
+                    FRAMES_OUT.inc()
+                return
+            self._backlog = backlog = []
+        elif len(backlog) >= self.max_queue:
             self.drop(f"more than {self.max_queue} frames behind")
             return
-        self._frames.append(frame)
+        backlog.append(frame)
         FRAMES_OUT.inc()
-        _wake(self._wakeup)
 
     def drop(self, reason: str) -> None:
-        """Stop queueing for this client: its connection is closed with `reason` (it may resume)."""
-        if self.behind is None:
+        """Stop writing to this client: its connection is closed with `reason` (it may resume)."""
+        if self.behind is None and not self.closed:
             self.behind = reason
-            self._frames = []
+            self._backlog = None
             SLOW_DROPPED.inc()
-            _wake(self._wakeup)
             _wake(self._written)
-            self.on_drop()
+            self.on_drop(self)
 
     @property
     def queued(self) -> int:
-        return len(self._frames)
+        """Frames waiting for the transport to drain."""
+        return len(self._backlog) if self._backlog is not None else 0
 
-    async def next_frames(self) -> list[bytes]:
-        """Every frame queued, once there is one (none once the client is behind). The caller
-        writes them, then calls `written()`."""
-        while not self._frames and self.behind is None:
-            self._wakeup = asyncio.get_running_loop().create_future()
-            try:
-                await self._wakeup
-            finally:
-                self._wakeup = None
-        frames, self._frames = self._frames, []
-        self._writing = bool(frames)
-        return frames
-
-    def written(self) -> None:
-        """The frames `next_frames` gave were written."""
-        self._writing = False
-        if not self._frames:
+    def drained(self) -> None:
+        """The transport took its unsent bytes below its low-water mark: write the backlog, in
+        order, until it pushes back again."""
+        backlog = self._backlog
+        if backlog is None or self.behind is not None or self.closed:
+            return
+        link, written = self.link, 0
+        for frame in backlog:
+            if link.paused:
+                break
+            link.write_frame(frame)
+            written += 1
+        if written == len(backlog):
+            self._backlog = None
             _wake(self._written)
+        elif written:
+            del backlog[:written]
+
+    def lost(self) -> None:
+        """The connection is gone: drop the backlog, wake whoever waits for it."""
+        self.closed = True
+        self._backlog = None
+        _wake(self._written)
 
     async def all_written(self) -> None:
-        """Until everything queued so far is written (or the client is dropped)."""
-        while (self._frames or self._writing) and self.behind is None:
+        """Until everything sent so far is handed to the transport (or the client is dropped or gone)."""
+        while self._backlog is not None and self.behind is None and not self.closed:
             if self._written is None or self._written.done():
                 self._written = asyncio.get_running_loop().create_future()
             await asyncio.shield(self._written)
@@ -120,12 +146,16 @@ class Subscription:
         self.family = family
         self.last_seq = last_seq
         self.replaying = replaying
-        self._held: list[tuple[int, bytes]] = []
+        self._held: list[tuple[int, bytes]] | None = [] if replaying else None
+        """Live frames held back while the subscription replays history (None once live)."""
 
     def offer(self, seq: int, frame: bytes) -> None:
         if self.replaying:
-            self._held.append((seq, frame))
-            if len(self._held) > self.client.max_queue:  # the live feed outran the replay
+            held = self._held
+            if held is None:
+                self._held = held = []
+            held.append((seq, frame))
+            if len(held) > self.client.max_queue:  # the live feed outran the replay
                 self.client.drop(f"more than {self.client.max_queue} frames behind while catching up")
             return
         if seq > self.last_seq:
@@ -135,8 +165,8 @@ class Subscription:
     def go_live(self) -> None:
         """The replay is sent: release what the live feed brought meanwhile, past it."""
         self.replaying = False
-        held, self._held = self._held, []
-        for seq, frame in held:
+        held, self._held = self._held, None
+        for seq, frame in held or ():
             self.offer(seq, frame)
 
 

@@ -2,11 +2,13 @@
 
 A client authenticates in the handshake (`Authorization: Bearer <key>`; a key that does not
 verify is refused with 401 before any frame, an address sending bad keys with 429). Each
-connection has a reader (its frames, answered in order) and a writer (its queued frames); a
-subscription to a channel the key may not read, an unknown channel, a bad frame or a position in
-another epoch is answered with an error frame or a resync, never a crash. On shutdown the server
-stops accepting, lets every client's queue drain, then closes each with 1012 ("service restart":
-reconnect, elsewhere if need be, and resume).
+connection has one task, its reader (its frames, answered in order); what is sent to it is written
+to its transport at once (`Connection.write_frame`, as `broadcast()` writes), and waits in the
+client's backlog only while the transport pushes back (hub.py). A subscription to a channel the key
+may not read, an unknown channel, a bad frame or a position in another epoch is answered with an
+error frame or a resync, never a crash. On shutdown the server stops accepting, lets every
+client's backlog drain, then closes each with 1012 ("service restart": reconnect, elsewhere if
+need be, and resume).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import contextlib
 import time
 import weakref
 from http import HTTPStatus
+from typing import ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import Counter, Gauge
@@ -23,6 +26,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import OPEN
 
 from sophia.core.errors import Forbidden, Invalid, SophiaError, TooManyRequests, Unauthorized, Unavailable
 from sophia.database import tokens
@@ -54,6 +58,8 @@ class FrameBudget:
     """A token bucket of `per_s` frames a second, holding up to two seconds' worth: a client may
     burst, not flood (each frame it sends is parsed and answered on the service's loop)."""
 
+    __slots__ = ("capacity", "per_s", "tokens", "updated")
+
     def __init__(self, per_s: int) -> None:
         self.per_s = per_s
         self.capacity = 2.0 * per_s
@@ -68,6 +74,49 @@ class FrameBudget:
             return False
         self.tokens -= 1
         return True
+
+
+class Connection(ServerConnection):
+    """A `ServerConnection` whose frames are written without awaiting, and which tells its
+    client when its transport drains (the flow control the client's backlog follows)."""
+
+    clients: ClassVar[dict[ServerConnection, Client]] = {}
+    """The server's clients by connection (each server has its own: `connection_class`)."""
+
+    def write_frame(self, frame: bytes) -> bool:
+        """`frame` (UTF-8 JSON) as a text frame, written now, as `broadcast()` writes; False once
+        the connection is no longer open."""
+        if self.protocol.state is not OPEN:
+            return False
+        try:
+            self.protocol.send_text(frame)
+            self.send_data()
+        except Exception as failed:  # the transport failed: connection_lost follows
+            log.debug("realtime_write_failed", error=type(failed).__name__)
+            return False
+        return True
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        client = self.clients.get(self)
+        if client is not None:
+            client.drained()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        client = self.clients.get(self)
+        if client is not None:
+            client.lost()
+
+
+def connection_class(clients: dict[ServerConnection, Client]) -> type[Connection]:
+    """`Connection` for a server whose clients are `clients`."""
+
+    class ServedConnection(Connection):
+        pass
+
+    ServedConnection.clients = clients
+    return ServedConnection
 
 
 class RealtimeServer:
@@ -93,6 +142,9 @@ class RealtimeServer:
         self._scopes: weakref.WeakKeyDictionary[ServerConnection, str] = weakref.WeakKeyDictionary()
         """The scope each connection was admitted with (its key's, or its token's)."""
         self._clients: dict[ServerConnection, Client] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+        """Closes of clients dropped for falling behind, under way."""
+        self._on_drop = self._close_behind  # one bound method for every client
 
     async def __aenter__(self) -> RealtimeServer:
         self._server = await serve(
@@ -100,6 +152,7 @@ class RealtimeServer:
             self.settings.realtime_host,
             self.settings.realtime_port,
             process_request=self._admit,
+            create_connection=connection_class(self._clients),
             compression=None,  # permessage-deflate costs CPU per frame per client: off
             max_size=self.settings.realtime_max_frame_bytes,
             max_queue=16,
@@ -110,6 +163,11 @@ class RealtimeServer:
         self.port = next(iter(self._server.sockets)).getsockname()[1]
         log.info("realtime_started", host=self.settings.realtime_host, port=self.port)
         return self
+
+    @property
+    def clients(self) -> list[Client]:
+        """The clients connected now."""
+        return list(self._clients.values())
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.drain()
@@ -129,6 +187,8 @@ class RealtimeServer:
             with contextlib.suppress(Exception):
                 await connection.close(RESTART_CLOSE, "service restart: reconnect and resume")
         await server.wait_closed()
+        if self._closing:
+            await asyncio.wait(set(self._closing))
 
     async def _admit(self, connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
@@ -169,16 +229,11 @@ class RealtimeServer:
         return (await self.verifier.admit(bearer_secret(header), address)).scope
 
     async def _serve(self, connection: ServerConnection) -> None:
+        assert isinstance(connection, Connection)
         scope = self._scopes.pop(connection)
-        closer: list[asyncio.Task[None]] = []
-
-        def close_behind() -> None:  # a task only for a client that fell behind
-            closer.append(asyncio.create_task(self._close_behind(connection, client, writer)))
-
-        client = Client(max_queue=self.settings.realtime_max_queue, on_drop=close_behind)
+        client = Client(connection, max_queue=self.settings.realtime_max_queue, on_drop=self._on_drop)
         self._clients[connection] = client
         CONNECTIONS.inc()
-        writer = asyncio.create_task(self._write(connection, client))
         frames = FrameBudget(self.settings.realtime_max_frames_per_s)
         closing: asyncio.Task[None] | None = None
         try:
@@ -199,30 +254,18 @@ class RealtimeServer:
         finally:
             for subscription in list(client.subscriptions.values()):
                 self.hub.remove(subscription)
-            for task in (writer, *closer):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
-                    await task
+            client.lost()
             del self._clients[connection]
             CONNECTIONS.dec()
 
-    async def _close_behind(
-        self, connection: ServerConnection, client: Client, writer: asyncio.Task[None]
-    ) -> None:
-        """Close a client dropped for falling behind with `SLOW_CLOSE` at once, even while its
-        writer waits on a socket the peer does not read (the close frame follows what is sent)."""
-        writer.cancel()
+    def _close_behind(self, client: Client) -> None:
+        """Close a client dropped for falling behind with `SLOW_CLOSE` at once (a task only for
+        such a client): its backlog is dropped, the close frame follows what the transport holds."""
         reason = f"{client.behind}; reconnect and resume from your last position"
-        await connection.close(SLOW_CLOSE, reason[:120])
-
-    async def _write(self, connection: ServerConnection, client: Client) -> None:
-        while True:
-            frames = await client.next_frames()
-            if client.behind is not None:
-                return
-            for frame in frames:
-                await connection.send(frame, text=True)
-            client.written()
+        assert isinstance(client.link, Connection)
+        closing = asyncio.create_task(client.link.close(SLOW_CLOSE, reason[:120]))
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
 
     async def _answer(self, client: Client, scope: str, data: str | bytes) -> None:
         try:
@@ -328,9 +371,10 @@ class RealtimeServer:
         """Confirm the resume, send `history` (everything of the channel up to `until_seq`), then
         release what the live feed brought meanwhile past it.
 
-        History goes out in steps of half the client's queue, each written before the next is
-        queued: a resume from far back never overflows the queue (and is never mistaken for a
-        slow consumer), while a client that does not read it within `REPLAY_STEP_S` a step is."""
+        History goes out in steps of half the client's queue (`max_queue`), each handed to the
+        transport before the next is sent: a resume from far back never overflows the backlog
+        (and is never mistaken for a slow consumer), while a client that does not read it within
+        `REPLAY_STEP_S` a step is."""
         reply_frame = reply(
             "subscribed", request.id, channel=subscription.channel, position=since.as_dict(), recovered=True
         )
@@ -350,13 +394,13 @@ class RealtimeServer:
         subscription.go_live()
 
     async def _written(self, client: Client) -> bool:
-        """Whether everything queued for `client` was written within `REPLAY_STEP_S`; if not, it
-        is dropped as behind."""
+        """Whether everything sent to `client` was handed to its transport within `REPLAY_STEP_S`
+        (its backlog emptied); if not, it is dropped as behind."""
         try:
             await asyncio.wait_for(client.all_written(), REPLAY_STEP_S)
         except TimeoutError:
             client.drop(f"did not read its history within {REPLAY_STEP_S:g} s a step")
-        return client.behind is None
+        return client.behind is None and not client.closed
 
     def _unsubscribe(self, client: Client, request: Frame) -> None:
         subscription = client.subscriptions.get(request.channel) if isinstance(request.channel, str) else None
