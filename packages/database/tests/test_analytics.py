@@ -170,6 +170,11 @@ def put(number: int, stage: str) -> tuple[Any, ...]:
     return ("put", number, data, CREATED[0])
 
 
+OPERATIONS = st.lists(
+    st.one_of(puts, puts, deletes, applies, talks, predictions, silences), min_size=1, max_size=14
+)
+
+
 @example(
     operations=[
         put(0, "qualifiedtobuy"),
@@ -189,15 +194,18 @@ def put(number: int, stage: str) -> tuple[Any, ...]:
         ("apply", 1, False),
     ]
 )
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(
-    operations=st.lists(
-        st.one_of(puts, puts, deletes, applies, talks, predictions, silences), min_size=1, max_size=14
-    )
-)
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(operations=OPERATIONS)
 def test_incremental_summaries_equal_a_rebuild_after_any_writes_replays_and_late_events(
     analytics_database, operations
 ):
+    asyncio.run(run_scenario(analytics_database, operations))
+
+
+@pytest.mark.load  # the same, 200 sequences: 14 s
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(operations=OPERATIONS)
+def test_incremental_summaries_equal_a_rebuild_over_many_more_sequences(analytics_database, operations):
     asyncio.run(run_scenario(analytics_database, operations))
 
 

@@ -131,6 +131,7 @@ async def test_a_slow_consumer_is_disconnected_and_the_others_keep_receiving(rea
     assert slow_consumers() == dropped + 1  # the slow one only
 
 
+@pytest.mark.load  # 24 MB through loopback, 1.6 s: the backlog's logic is tested in test_backlog.py
 async def test_a_client_that_stops_reading_a_while_gets_all_of_it_from_its_backlog(own_streams, api_keys):
     """It reads nothing while 24 MB are sent: the sockets' buffers fill up, its transport pushes
     back and the rest waits in its backlog (bounded at 10,000 frames here); once it reads, every
