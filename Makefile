@@ -13,9 +13,9 @@ unexport PYTHONDONTWRITEBYTECODE
 # Each tier also has a wall-clock limit, so a hang outside any test (a session teardown) still ends.
 TIER_LIMIT := timeout --kill-after=30 1200
 PYTEST := $(TIER_LIMIT) $(UV) run --frozen pytest
-FAST := -m "not chaos and not load and not e2e"
+FAST := -m "not chaos and not load and not e2e and not browser"
 
-.PHONY: install tools up test test-fast test-e2e test-chaos test-load lint format bench clean
+.PHONY: install tools up test test-fast test-e2e test-chaos test-load test-browser lint format bench clean
 
 $(BOOTSTRAP)/bin/uv:
 	python3 -m venv $(BOOTSTRAP)
@@ -26,8 +26,9 @@ install: $(UV)
 
 # Debian packages the tests use: wrk drives the HTTP benchmarks (and their smoke runs in the load
 # tier); binutils' objdump, as and ld check native code for CPU-specific instructions; qemu-user
-# runs the engines on an emulated CPU without AVX-512 (docs/decisions/0001-engines.md).
-TOOLS := wrk:wrk objdump:binutils qemu-x86_64:qemu-user
+# runs the engines on an emulated CPU without AVX-512 (docs/decisions/0001-engines.md); chromium is
+# the browser the browser tier drives with Playwright (nothing is downloaded at run time).
+TOOLS := wrk:wrk objdump:binutils qemu-x86_64:qemu-user chromium:chromium
 tools:
 	@missing="$$(for pair in $(TOOLS); do command -v $${pair%%:*} >/dev/null || echo $${pair#*:}; done)"; \
 	if [ -n "$$missing" ]; then \
@@ -62,8 +63,11 @@ test-chaos: install
 test-load: install tools
 	$(PYTEST) -m load --cov --cov-branch --cov-append --cov-report= -q
 
+test-browser: install tools
+	$(PYTEST) -m browser --cov --cov-branch --cov-append --cov-report= -q
+
 test: FAST_COVERAGE := --cov --cov-branch --cov-report=
-test: lint test-fast test-e2e test-chaos test-load
+test: lint test-fast test-e2e test-chaos test-browser test-load
 	$(UV) run --frozen coverage report
 
 bench: install tools

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-TIERS = ("chaos", "load", "e2e")
+TIERS = ("chaos", "load", "e2e", "browser")
 """A test module named for one (test_relay_chaos.py) holds only its tests: the root conftest.py
 leaves it unread when `-m` deselects that tier."""
 
