@@ -99,15 +99,20 @@ async def test_a_position_of_another_epoch_or_ahead_of_the_stream_gets_an_explic
         assert "ahead of the stream" in ahead["reason"]
 
 
-def slow_consumers() -> float:
+def metric(name: str) -> float:
     from prometheus_client import REGISTRY
 
-    return REGISTRY.get_sample_value("sophia_realtime_slow_consumers_total") or 0.0
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
+def slow_consumers() -> float:
+    return metric("sophia_realtime_slow_consumers_total")
 
 
 async def test_a_slow_consumer_is_disconnected_and_the_others_keep_receiving(realtime, api_keys):
     service, settings = realtime
     dropped = slow_consumers()
+    sent, waiting = metric("sophia_realtime_bytes_total"), metric("sophia_realtime_backlog_frames")
     async with ws(service, api_keys["read"]) as slow, ws(service, api_keys["read"]) as quick:
         await subscribe(slow, "records")
         await subscribe(quick, "records")
@@ -129,6 +134,8 @@ async def test_a_slow_consumer_is_disconnected_and_the_others_keep_receiving(rea
     assert closed.value.rcvd.code == 4008
     assert "more than 500 frames behind" in closed.value.rcvd.reason
     assert slow_consumers() == dropped + 1  # the slow one only
+    assert metric("sophia_realtime_bytes_total") >= sent + 2000 * 8000  # the quick one's, at least
+    assert metric("sophia_realtime_backlog_frames") == waiting  # the dropped one's backlog forgotten
 
 
 @pytest.mark.load  # 24 MB through loopback, 1.6 s: the backlog's logic is tested in test_backlog.py

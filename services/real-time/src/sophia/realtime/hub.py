@@ -23,6 +23,12 @@ from prometheus_client import Counter, Gauge
 
 FRAMES_OUT = Counter("sophia_realtime_frames_total", "Frames queued for WebSocket clients")
 SLOW_DROPPED = Counter("sophia_realtime_slow_consumers_total", "Clients disconnected for falling behind")
+BYTES_OUT = Counter(
+    "sophia_realtime_bytes_total", "Bytes of the frames written or queued for WebSocket clients"
+)
+BACKLOG = Gauge(
+    "sophia_realtime_backlog_frames", "Frames waiting in clients' backlogs (their transports full)"
+)
 SUBSCRIPTIONS = Gauge("sophia_realtime_subscriptions", "Subscriptions, by channel family", ["family"])
 
 
@@ -76,6 +82,7 @@ class Client:
             if not self.link.paused:
                 if self.link.write_frame(frame):
                     FRAMES_OUT.inc()
+                    BYTES_OUT.inc(len(frame))
                 return
             self._backlog = backlog = []
         elif len(backlog) >= self.max_queue:
@@ -83,12 +90,14 @@ class Client:
             return
         backlog.append(frame)
         FRAMES_OUT.inc()
+        BYTES_OUT.inc(len(frame))
+        BACKLOG.inc()
 
     def drop(self, reason: str) -> None:
         """Stop writing to this client: its connection is closed with `reason` (it may resume)."""
         if self.behind is None and not self.closed:
             self.behind = reason
-            self._backlog = None
+            self._forget_backlog()
             SLOW_DROPPED.inc()
             _wake(self._written)
             self.on_drop(self)
@@ -110,6 +119,7 @@ class Client:
                 break
             link.write_frame(frame)
             written += 1
+        BACKLOG.dec(written)
         if written == len(backlog):
             self._backlog = None
             _wake(self._written)
@@ -119,8 +129,13 @@ class Client:
     def lost(self) -> None:
         """The connection is gone: drop the backlog, wake whoever waits for it."""
         self.closed = True
-        self._backlog = None
+        self._forget_backlog()
         _wake(self._written)
+
+    def _forget_backlog(self) -> None:
+        if self._backlog is not None:
+            BACKLOG.dec(len(self._backlog))
+            self._backlog = None
 
     async def all_written(self) -> None:
         """Until everything sent so far is handed to the transport (or the client is dropped or gone)."""
