@@ -271,14 +271,13 @@ def blank_database(worker_id: str):
     stock.close()
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="session")
 def migrated_database(worker_id: str):
     """A factory of databases migrated to the latest schema: returns a DSN. Each is a copy of one
     template per worker migrated once (CREATE DATABASE ... TEMPLATE), a tenth of migrating each.
-    Autouse: the template and the first copies are made while the first tests run, so the first
-    test that takes one does not wait a second for them."""
+    (Made from the first use on, not at the session's start: a stock that migrates in its thread
+    while an unrelated test runs logs into that test's captured output.)"""
     stock = DatabaseStock(f"sophia_migrated_{worker_id}", migrated=True)
-    stock.fill()
     yield stock.take
     stock.close()
 
