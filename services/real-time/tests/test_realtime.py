@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -136,6 +139,47 @@ async def test_a_slow_consumer_is_disconnected_and_the_others_keep_receiving(rea
     assert slow_consumers() == dropped + 1  # the slow one only
     assert metric("sophia_realtime_bytes_total") >= sent + 2000 * 8000  # the quick one's, at least
     assert metric("sophia_realtime_backlog_frames") == waiting  # the dropped one's backlog forgotten
+
+
+@pytest.mark.load  # 101 clients, 80 MB through loopback: seconds of both cores
+async def test_a_slow_consumer_is_dropped_while_a_hundred_others_keep_receiving_on_time(
+    own_streams, api_keys
+):
+    """The slow client reads nothing (through a 4 KiB receive buffer); the hundred others read
+    everything. It is dropped with 4008 once its kernel buffer (SOPHIA_REALTIME_SEND_BUFFER_BYTES),
+    transport and backlog are full, and every other gets every event, in order."""
+    settings = own_streams.model_copy(update={"realtime_port": 0, "realtime_max_queue": 100})
+    dropped = slow_consumers()
+    async with contextlib.AsyncExitStack() as stack:
+        service = await stack.enter_async_context(RealtimeService(settings))
+        small = socket.socket()
+        small.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: the window
+        small.connect(("127.0.0.1", service.port))
+        headers = {"Authorization": f"Bearer {api_keys['read']}"}
+        slow = await stack.enter_async_context(
+            connect(f"ws://127.0.0.1:{service.port}/ws", additional_headers=headers, sock=small)
+        )
+        quick = [await stack.enter_async_context(ws(service, api_keys["read"])) for _ in range(100)]
+        for client in [slow, *quick]:
+            await subscribe(client, "records")
+        events = [record_event("crm", "note", n, padding=2000) for n in range(400)]
+        started = time.monotonic()
+        receiving = [asyncio.create_task(publications(client, len(events))) for client in quick]
+        await publish(settings, events)
+        got = await asyncio.wait_for(asyncio.gather(*receiving), 60)
+        took_s = time.monotonic() - started
+        assert all([item["event"]["payload"]["n"] for item in one] == list(range(400)) for one in got)
+        await eventually(lambda: slow_consumers() == dropped + 1)
+
+        async def read_until_closed() -> None:  # what reached its socket before the drop, then the close
+            while True:
+                await asyncio.wait_for(slow.recv(), 10)
+
+        with pytest.raises(ConnectionClosed) as closed:
+            await read_until_closed()
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 4008
+    assert took_s < 30, f"the others took {took_s:.1f} s"
 
 
 @pytest.mark.load  # 24 MB through loopback, 1.6 s: the backlog's logic is tested in test_backlog.py

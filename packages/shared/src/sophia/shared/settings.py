@@ -35,6 +35,11 @@ class Settings(BaseSettings):
     realtime_max_queue: int = Field(
         1000, ge=1, description="Frames queued for one WebSocket; a client further behind is disconnected."
     )
+    realtime_send_buffer_bytes: int = Field(
+        131_072,
+        ge=0,
+        description="Kernel send buffer of each WebSocket (0: the kernel's autotuning, up to MBs a client).",
+    )
     realtime_max_subscriptions: int = Field(100, ge=1, description="Channels one WebSocket may subscribe to.")
     realtime_max_frames_per_s: int = Field(
         50,

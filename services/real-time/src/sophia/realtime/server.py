@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 import weakref
 from http import HTTPStatus
@@ -83,6 +84,18 @@ class Connection(ServerConnection):
     clients: ClassVar[dict[ServerConnection, Client]] = {}
     """The server's clients by connection (each server has its own: `connection_class`)."""
 
+    send_buffer_bytes: ClassVar[int] = 0
+    """The kernel send buffer each connection gets (0: the kernel's autotuning)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A bounded kernel buffer: what a client that stops reading can pin in the kernel, and how
+        # soon its transport pushes back so that its backlog (and the 4008 bound) takes over.
+        if self.send_buffer_bytes:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer_bytes)
+        super().connection_made(transport)
+
     def write_frame(self, frame: bytes) -> bool:
         """`frame` (UTF-8 JSON) as a text frame, written now, as `broadcast()` writes; False once
         the connection is no longer open."""
@@ -109,13 +122,14 @@ class Connection(ServerConnection):
             client.lost()
 
 
-def connection_class(clients: dict[ServerConnection, Client]) -> type[Connection]:
+def connection_class(clients: dict[ServerConnection, Client], send_buffer_bytes: int) -> type[Connection]:
     """`Connection` for a server whose clients are `clients`."""
 
     class ServedConnection(Connection):
         pass
 
     ServedConnection.clients = clients
+    ServedConnection.send_buffer_bytes = send_buffer_bytes
     return ServedConnection
 
 
@@ -152,7 +166,7 @@ class RealtimeServer:
             self.settings.realtime_host,
             self.settings.realtime_port,
             process_request=self._admit,
-            create_connection=connection_class(self._clients),
+            create_connection=connection_class(self._clients, self.settings.realtime_send_buffer_bytes),
             compression=None,  # permessage-deflate costs CPU per frame per client: off
             max_size=self.settings.realtime_max_frame_bytes,
             max_queue=16,
