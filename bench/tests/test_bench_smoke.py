@@ -429,3 +429,57 @@ def test_realtime_fans_posted_events_out_to_subscribers_and_measures_the_floor_a
     assert result["ratio"] > 0
     assert set(result["goals_met"]) == {"connections", "rss_per_connection_kib", "ratio", "p99_ms"}
     assert_printed(capsys, result)
+
+
+def test_analytics_checks_raw_sql_against_the_summaries_and_measures_ingest(capsys):
+    result = load("analytics").main(
+        [
+            "--deals",
+            "2000",
+            "--raw-queries",
+            "4",
+            "--queries",
+            "8",
+            "--requests",
+            "8",
+            "--consumer-changes",
+            "200",
+            "--ingest-rate",
+            "400",
+            "--ingest-duration",
+            "1",
+            "--ingest-batch",
+            "50",
+            "--progress",
+            "1",
+            *QUICK,
+        ]
+    )
+
+    assert result["data"]["deals"] == result["data"]["rebuilt"]["deals"] == 2000
+    assert result["data"]["stage_history_rows"] == result["data"]["rebuilt"]["stage_changes"] > 2000
+    assert result["data"]["rebuilt"]["conversations"] == 2000  # 1,000 calls and 1,000 messages
+    aggregates = {"pipeline", "win-rate", "velocity", "cohorts", "funnel", "sentiment", "topics"}
+    assert set(result["queries"]) == set(result["http"]) == aggregates
+    for side in result["queries"].values():  # A's answers matched B's, or main raised
+        assert side["checked_filters"] == 4
+        for measured in (side["raw"], side["summaries"]):
+            assert 0 < measured["p50_ms"] <= measured["p99_ms"]
+        assert side["ratio_p50"] > 0
+    for side in result["http"].values():
+        assert 0 < side["uncached"]["p50_ms"] <= side["uncached"]["p99_ms"]
+        assert 0 < side["cached"]["p50_ms"] <= side["cached"]["p99_ms"]
+    step = result["consumer_step"]
+    assert step["changes"] == 200
+    assert step["per_s"] > 0
+    assert result["active_deals_mv_refresh_s"] >= 0
+    assert set(result["ingest"]) == {"shipped", "no-mv-refresh"}
+    for ingest in result["ingest"].values():
+        assert 0 < ingest["written"] <= 400  # paced at 400/s for 1 s; none begun after the second
+        assert 0 < ingest["deals_changed"] <= ingest["written"]  # a deal may move twice
+        assert ingest["applied_per_s"] > 0
+        assert ingest["lag_samples"] > 0
+        assert 0 < ingest["lag_p50_ms"] <= ingest["lag_p99_ms"] <= ingest["lag_max_ms"]
+        assert ingest["stream_messages_acked"] >= ingest["written"]
+    assert {"uncached_p99_ms", "cached_p99_ms", "heaviest_ratio", "lag_p99_ms"} <= set(result["goals_met"])
+    assert_printed(capsys, result)
