@@ -35,6 +35,8 @@ async def consume(app, ids: list[UUID]) -> None:
     async with app.state.sophia.database.connection() as connection:
         await analytics.apply_deal_changes(connection, ids)
         await analytics.apply_conversation_changes(connection, ids)
+        following = await analytics.apply_activity_changes(connection, ids)
+        await analytics.apply_activity_changes(connection, following)
     await app.state.sophia.cache.invalidate(tags=[ANALYTICS_TAG])
 
 
@@ -131,6 +133,31 @@ async def test_sentiment_and_topics_count_calls_and_messages_per_week(app, clien
     assert later["weeks"] == []
 
 
+async def test_activity_per_company_counts_calls_through_their_deal(app, client, source):
+    deal = await put_deal(client, source, 1, dealstage="qualifiedtobuy", associated_company_id="acme")
+    ids = [deal]
+    for number, data in enumerate([{"deal_id": "d-1"}, {"deal_id": "d-1"}, {"company_id": "globex"}]):
+        response = await client.put(
+            f"/api/v1/records/{source}/call/c-{number}",
+            json={"data": {"text": "hi", **data}, "created_at": f"2026-03-0{number + 1}T10:00:00Z"},
+        )
+        ids.append(UUID(response.json()["id"]))
+    await consume(app, ids)
+    rows = (await get(client, "companies", source_system=source, order="calls"))["companies"]
+    assert [(row["company"], row["calls"], row["open_deals"]) for row in rows] == [
+        ("acme", 2, 1),
+        ("globex", 1, 0),
+    ]
+    assert rows[0]["last_touch"].startswith("2026-03-02")
+
+    moved = await put_deal(client, source, 1, dealstage="qualifiedtobuy", associated_company_id="initech")
+    await consume(app, [moved])  # the deal's calls follow it
+    rows = (await get(client, "companies", source_system=source, order="calls"))["companies"]
+    assert [(row["company"], row["calls"]) for row in rows] == [("initech", 2), ("globex", 1)]
+    one = (await get(client, "companies", source_system=source, company="globex"))["companies"]
+    assert [row["company"] for row in one] == ["globex"]
+
+
 @pytest.mark.parametrize(
     ("path", "params", "where"),
     [
@@ -140,6 +167,8 @@ async def test_sentiment_and_topics_count_calls_and_messages_per_week(app, clien
         ("pipeline", {"owner": ""}, "owner"),
         ("sentiment", {"kind": "deal"}, "kind"),
         ("topics", {"from": "2026-03-09", "to": "2026-03-02"}, "to"),
+        ("companies", {"order": "revenue"}, "order"),
+        ("companies", {"limit": 501}, "limit"),
     ],
 )
 async def test_a_bad_filter_is_a_422_naming_it(client, path, params, where):

@@ -27,6 +27,8 @@ TABLES = (
     "conversation_facts",
     "sentiment_summary",
     "topic_summary",
+    "activity_facts",
+    "activity_summary",
 )
 STAGES = ["appointmentscheduled", "qualifiedtobuy", "contractsent", "closedwon", "closedlost", "", "Won"]
 CREATED = [datetime(2026, month, 3, 9, tzinfo=UTC) for month in (1, 2, 5)]
@@ -60,7 +62,7 @@ def json(data: dict[str, Any]) -> str:
 
 
 def talk(kind: str, number: int) -> RecordKey:
-    return RecordKey("chat", kind, f"{kind}-{number}")
+    return RecordKey("crm", kind, f"{kind}-{number}")  # beside the deals: a call names one by id
 
 
 async def predict(
@@ -74,7 +76,7 @@ async def predict(
         key.external_id,
     )
     if record_id is None:
-        return
+        return None
     found = {"classification": {"labels": labels, "scores": {}}}
     if label is not None:
         found["sentiment"] = {"label": label, "scores": {}}
@@ -87,6 +89,7 @@ async def predict(
             task,
             json(prediction),
         )
+    return record_id
 
 
 def deal(number: int) -> RecordKey:
@@ -103,13 +106,18 @@ puts = st.tuples(
             "hubspot_owner_id": st.sampled_from(["ann", "bo"]),
             "pipeline": st.sampled_from(["default", "renewals", ""]),
             "closedate": st.sampled_from(["2026-03-31", "2026-02-30", "soon", "2026-04-15T10:00:00Z"]),
+            "associated_company_id": st.sampled_from(["acme", "globex", ""]),
         }
     ),
     st.sampled_from(CREATED),
 )
 deletes = st.tuples(st.just("delete"), st.integers(0, 4))
 talks = st.tuples(
-    st.just("talk"), st.integers(0, 3), st.sampled_from(["call", "message"]), st.sampled_from(CREATED)
+    st.just("talk"),
+    st.integers(0, 3),
+    st.sampled_from(["call", "message"]),
+    st.sampled_from(CREATED),
+    st.sampled_from([{}, {"deal_id": "d-0"}, {"deal_id": "d-1"}, {"company_id": "initech"}]),
 )
 predictions = st.tuples(
     st.just("predict"),
@@ -122,41 +130,61 @@ silences = st.tuples(st.just("silence"), st.integers(0, 3), st.sampled_from(["ca
 applies = st.tuples(st.just("apply"), st.integers(1, 6), st.booleans())
 
 
+async def apply_activity(connection: asyncpg.Connection, ids: list[Any]) -> None:
+    """As the consumer does: the records, then the calls whose deal moved."""
+    following = await analytics.apply_activity_changes(connection, ids)
+    if following:
+        await analytics.apply_activity_changes(connection, following)
+
+
+async def consume(connection: asyncpg.Connection, record_id: Any) -> None:
+    """What the consumers do with one event of the record `record_id`."""
+    await analytics.apply_deal_changes(connection, [record_id])
+    await analytics.apply_conversation_changes(connection, [record_id])
+    await apply_activity(connection, [record_id])
+
+
 async def run_scenario(url: str, operations: list[tuple[Any, ...]]) -> None:
+    """The operations, each write and prediction an event (the record it is of); the consumers
+    see the last ones when told (again, or in the wrong order), then at last each event they have
+    not seen, once, in order: never a record without an event of its own."""
     connection = await asyncpg.connect(url)
+    events: list[Any] = []
+    consumed: set[int] = set()
     try:
         await empty(connection)
         for operation in operations:
             if operation[0] == "put":
                 _, number, data, created_at = operation
-                await catalog.upsert(connection, deal(number), json(data), created_at)
+                events.append((await catalog.upsert(connection, deal(number), json(data), created_at)).id)
             elif operation[0] == "delete":
                 with contextlib.suppress(catalog.NotFound):
-                    await catalog.soft_delete(connection, deal(operation[1]))
+                    events.append((await catalog.soft_delete(connection, deal(operation[1])))[0])
             elif operation[0] == "talk":
-                _, number, kind, created_at = operation
-                await catalog.upsert(connection, talk(kind, number), json({"text": "hello"}), created_at)
+                _, number, kind, created_at, link = operation
+                written = await catalog.upsert(
+                    connection, talk(kind, number), json({"text": "hello", **link}), created_at
+                )
+                events.append(written.id)
             elif operation[0] == "silence":
                 with contextlib.suppress(catalog.NotFound):
-                    await catalog.soft_delete(connection, talk(operation[2], operation[1]))
-            elif operation[0] == "predict":  # what the enrichment writes (its events come later)
+                    events.append(
+                        (await catalog.soft_delete(connection, talk(operation[2], operation[1])))[0]
+                    )
+            elif operation[0] == "predict":  # what the enrichment writes, and its ml.prediction event
                 _, number, kind, label, labels = operation
-                await predict(connection, talk(kind, number), label, labels)
-            else:  # the consumer handles the last events (again, or in the wrong order)
+                predicted = await predict(connection, talk(kind, number), label, labels)
+                if predicted is not None:
+                    events.append(predicted)
+            else:
                 _, count, backwards = operation
-                ids = await connection.fetch(
-                    "SELECT (payload ->> 'id')::uuid AS id FROM sophia_core.outbox ORDER BY id DESC LIMIT $1",
-                    count,
-                )
-                for row in ids if backwards else reversed(ids):
-                    await analytics.apply_deal_changes(connection, [row["id"]])
-                    await analytics.apply_conversation_changes(connection, [row["id"]])
-        every = [
-            row["id"] for row in await connection.fetch("SELECT id FROM sophia_core.unified_data_catalog")
-        ]
-        for _ in range(2):  # every event, at last, and a replay of them all
-            await analytics.apply_deal_changes(connection, every)
-            await analytics.apply_conversation_changes(connection, every)
+                last = range(max(len(events) - count, 0), len(events))
+                for index in reversed(last) if backwards else last:
+                    await consume(connection, events[index])
+                    consumed.add(index)
+        for index, record_id in enumerate(events):  # the events not seen yet, once, in order
+            if index not in consumed:
+                await consume(connection, record_id)
         incremental = await snapshot(connection)
         await analytics.rebuild(connection)
         rebuilt = await snapshot(connection)
@@ -185,7 +213,27 @@ OPERATIONS = st.lists(
 )
 @example(
     operations=[
-        ("talk", 0, "call", CREATED[0]),
+        ("talk", 0, "call", CREATED[2], {"company_id": "initech"}),
+        ("talk", 1, "call", CREATED[0], {"company_id": "initech"}),
+        ("apply", 2, False),
+        ("silence", 0, "call"),  # the last touch goes back to the older call
+        ("apply", 1, False),
+    ]
+)
+@example(
+    operations=[
+        ("talk", 0, "call", CREATED[0], {"deal_id": "d-0"}),
+        ("put", 0, {"dealstage": "qualifiedtobuy", "associated_company_id": "acme"}, CREATED[0]),
+        ("apply", 2, False),
+        ("put", 0, {"dealstage": "qualifiedtobuy", "associated_company_id": "globex"}, CREATED[0]),
+        ("apply", 1, False),
+        ("delete", 0),
+        ("apply", 1, False),
+    ]
+)
+@example(
+    operations=[
+        ("talk", 0, "call", CREATED[0], {}),
         ("predict", 0, "call", "positive", ["pricing"]),
         ("apply", 1, False),
         ("predict", 0, "call", "negative", ["legal"]),

@@ -102,6 +102,12 @@ async def test_a_position_of_another_epoch_or_ahead_of_the_stream_gets_an_explic
         assert "ahead of the stream" in ahead["reason"]
 
 
+async def read_until_closed(client: ClientConnection) -> None:
+    """Read what comes until the connection closes (ConnectionClosed says how)."""
+    while True:
+        await asyncio.wait_for(client.recv(), 10)
+
+
 def metric(name: str) -> float:
     from prometheus_client import REGISTRY
 
@@ -127,12 +133,8 @@ async def test_a_slow_consumer_is_disconnected_and_the_others_keep_receiving(rea
         got = await asyncio.wait_for(receiving, 30)
         assert [item["event"]["payload"]["n"] for item in got] == list(range(2000))
 
-        async def read_until_closed() -> None:
-            while True:
-                await asyncio.wait_for(slow.recv(), 10)
-
         with pytest.raises(ConnectionClosed) as closed:
-            await read_until_closed()
+            await read_until_closed(slow)
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == 4008
     assert "more than 500 frames behind" in closed.value.rcvd.reason
@@ -171,12 +173,8 @@ async def test_a_slow_consumer_is_dropped_while_a_hundred_others_keep_receiving_
         assert all([item["event"]["payload"]["n"] for item in one] == list(range(400)) for one in got)
         await eventually(lambda: slow_consumers() == dropped + 1)
 
-        async def read_until_closed() -> None:  # what reached its socket before the drop, then the close
-            while True:
-                await asyncio.wait_for(slow.recv(), 10)
-
-        with pytest.raises(ConnectionClosed) as closed:
-            await read_until_closed()
+        with pytest.raises(ConnectionClosed) as closed:  # what reached its socket before the drop
+            await read_until_closed(slow)
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == 4008
     assert took_s < 30, f"the others took {took_s:.1f} s"

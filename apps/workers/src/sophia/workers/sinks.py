@@ -54,27 +54,35 @@ def invalidate_caches(cache: TieredCache, max_keys: int) -> Sink:
 
 def update_analytics(database: Database, cache: TieredCache) -> Sink:
     """Deal, call and message changes, and the models' predictions of calls and messages, move the
-    analytics summaries (`sophia.database.analytics`): in any order, any number of times, to the same
-    end. The cached answers that read them are dropped after."""
+    analytics summaries (`sophia.database.analytics`: pipeline, trends, activity per company): in any
+    order, any number of times, to the same end. The cached answers that read them are dropped after."""
 
     async def sink(batch: list[Envelope]) -> None:
         deals: list[UUID] = []
         talks: list[UUID] = []
+        changes: list[bool] = []  # per call or message: the record changed (not a prediction of it)
         for envelope in batch:
             payload = envelope.payload
             if envelope.type in ANALYZED and payload.get("kind") == "deal":
                 deals.append(UUID(str(payload["id"])))
             elif envelope.type in ANALYZED and payload.get("kind") in CONVERSATIONS:
                 talks.append(UUID(str(payload["id"])))
+                changes.append(True)
             elif envelope.type == "ml.prediction" and payload.get("task") in ("sentiment", "classification"):
                 talks.append(UUID(str(payload["record_id"])))
+                changes.append(False)
         if not deals and not talks:
             return
         newest = max(envelope.occurred_at for envelope in batch)
+        records = [*deals, *(talk for talk, changed in zip(talks, changes, strict=True) if changed)]
         async with database.connection() as connection:
             applied = await analytics.apply_deal_changes(connection, deals, newest) if deals else None
             moved = await analytics.apply_conversation_changes(connection, talks, newest)
-        if moved or (applied is not None and (applied.deals or applied.stage_changes)):
+            # a deal's company moves the calls that name it: those next, in a transaction of their own
+            following = await analytics.apply_activity_changes(connection, records, newest)
+            if following:
+                await analytics.apply_activity_changes(connection, following)
+        if moved or records or (applied is not None and (applied.deals or applied.stage_changes)):
             await cache.invalidate(tags=[ANALYTICS_TAG])
 
     return sink

@@ -86,11 +86,7 @@ async def apply_deal_changes(
     if not ids and as_of is None:
         return Applied(0, 0)
     async with connection.transaction():
-        await connection.execute(
-            "SELECT pg_advisory_xact_lock($1, hashtext(id::text)) FROM unnest($2::uuid[]) AS id",
-            ADVISORY_NAMESPACE,
-            ids,
-        )
+        await _lock(connection, ids)
         stored = {
             row["deal_id"]: row
             for row in await connection.fetch(
@@ -172,10 +168,7 @@ async def apply_deal_changes(
                 [stage for _, stage in reached_now],
             )
         await _store_facts(connection, moved, last_history, stored)
-        if as_of is not None:
-            await connection.execute(
-                "UPDATE sophia_analytics.freshness SET as_of = greatest(as_of, $1)", as_of
-            )
+        await _move_freshness(connection, as_of)
         return Applied(len(moved), len(history))
 
 
@@ -193,11 +186,7 @@ async def apply_conversation_changes(
         return 0
     columns = ", ".join(_CONVERSATION_COLUMNS)
     async with connection.transaction():
-        await connection.execute(
-            "SELECT pg_advisory_xact_lock($1, hashtext(id::text)) FROM unnest($2::uuid[]) AS id",
-            ADVISORY_NAMESPACE,
-            ids,
-        )
+        await _lock(connection, ids)
         stored = {
             row["record_id"]: row
             for row in await connection.fetch(
@@ -240,11 +229,129 @@ async def apply_conversation_changes(
                 + ", ".join(f"{name} = excluded.{name}" for name in _CONVERSATION_COLUMNS[1:]),
                 moved,
             )
-        if as_of is not None:
-            await connection.execute(
-                "UPDATE sophia_analytics.freshness SET as_of = greatest(as_of, $1)", as_of
-            )
+        await _move_freshness(connection, as_of)
         return len(moved)
+
+
+_REBUILT = ", ".join(
+    f"sophia_analytics.{table}"
+    for table in (
+        "deal_facts",
+        "deal_summary",
+        "closed_summary",
+        "stage_summary",
+        "stages_reached",
+        "conversation_facts",
+        "sentiment_summary",
+        "topic_summary",
+        "activity_facts",
+        "activity_summary",
+        "freshness",
+    )
+)
+_ACTIVITY_COLUMNS = ("record_id", "source_system", "kind", "company", "deleted", "open_deal", "touched_at")
+
+
+async def apply_activity_changes(
+    connection: Connection, record_ids: Iterable[UUID], as_of: datetime | None = None
+) -> list[UUID]:
+    """Bring the activity per company up to date with the deals, calls and messages `record_ids`
+    as they are now. Returns the calls and messages whose company may have moved with a deal that
+    moved (they name it by `deal_id`): apply them next, in a transaction of their own."""
+    ids = sorted(set(record_ids))
+    if not ids:
+        return []
+    columns = ", ".join(_ACTIVITY_COLUMNS)
+    async with connection.transaction():
+        await _lock(connection, ids)
+        stored = {
+            row["record_id"]: row
+            for row in await connection.fetch(
+                f"SELECT {columns} FROM sophia_analytics.activity_facts WHERE record_id = ANY($1::uuid[])",
+                ids,
+            )
+        }
+        current = {
+            row["record_id"]: row
+            for row in await connection.fetch(
+                f"SELECT {columns} FROM sophia_analytics.current_activity_facts "
+                "WHERE record_id = ANY($1::uuid[])",
+                ids,
+            )
+        }
+        counts = _Deltas(3)
+        moved: list[tuple[Any, ...]] = []
+        for record_id in ids:
+            before: Any = stored.get(record_id)
+            now: Any = current.get(record_id)
+            if now is None or (before is not None and tuple(before) == tuple(now)):
+                continue
+            for facts, sign in ((before, -1), (now, +1)):
+                if facts is None or facts["deleted"] or facts["company"] is None:
+                    continue
+                counts.add(
+                    (facts["source_system"], facts["company"]),
+                    sign * (facts["kind"] == "call"),
+                    sign * (facts["kind"] == "message"),
+                    sign * facts["open_deal"],
+                )
+            moved.append(tuple(now))
+        if counts.rows:
+            await _move_summary(
+                connection,
+                "activity_summary",
+                ("source_system", "company"),
+                ("calls", "messages", "open_deals"),
+                counts,
+                empty="calls = 0 AND messages = 0 AND open_deals = 0",
+            )
+        if moved:
+            await connection.executemany(
+                f"INSERT INTO sophia_analytics.activity_facts ({columns}) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (record_id) DO UPDATE SET "
+                + ", ".join(f"{name} = excluded.{name}" for name in _ACTIVITY_COLUMNS[1:]),
+                moved,
+            )
+        if counts.rows:  # the last touch is a maximum: read again where anything moved
+            companies = sorted(counts.rows)
+            await connection.execute(
+                "UPDATE sophia_analytics.activity_summary AS s SET last_touch = ("
+                "SELECT max(f.touched_at) FROM sophia_analytics.activity_facts AS f "
+                "WHERE f.source_system = s.source_system AND f.company = s.company "
+                "AND NOT f.deleted AND f.touched_at IS NOT NULL) "
+                "FROM unnest($1::text[], $2::text[]) AS k(source_system, company) "
+                "WHERE s.source_system = k.source_system AND s.company = k.company",
+                [source for source, _ in companies],
+                [company for _, company in companies],
+            )
+        await _move_freshness(connection, as_of)
+        deals = [row for row in moved if row[2] == "deal"]
+        if not deals:
+            return []
+        rows = await connection.fetch(
+            "SELECT t.id FROM sophia_core.unified_data_catalog AS d "
+            "JOIN sophia_core.unified_data_catalog AS t ON t.source_system = d.source_system "
+            "AND t.kind IN ('call', 'message') AND t.data @> jsonb_build_object('deal_id', d.external_id) "
+            "WHERE d.id = ANY($1::uuid[])",
+            [row[0] for row in deals],
+        )
+        return [row["id"] for row in rows]
+
+
+async def _lock(connection: Connection, ids: list[UUID]) -> None:
+    """Per-record advisory locks until the transaction ends, taken in `ids`' order (sorted): one
+    batch at a time moves a record's contributions, and two batches cannot deadlock."""
+    await connection.execute(
+        "SELECT pg_advisory_xact_lock($1, hashtext(id::text)) FROM unnest($2::uuid[]) AS id",
+        ADVISORY_NAMESPACE,
+        ids,
+    )
+
+
+async def _move_freshness(connection: Connection, as_of: datetime | None) -> None:
+    """The summaries now hold changes up to `as_of` (it only moves forward)."""
+    if as_of is not None:
+        await connection.execute("UPDATE sophia_analytics.freshness SET as_of = greatest(as_of, $1)", as_of)
 
 
 async def _move_summary(
@@ -274,6 +381,9 @@ async def _move_summary(
         "cycle_days": "bigint",
         "amount": "numeric",
         "seconds_in_stage": "numeric",
+        "calls": "bigint",
+        "messages": "bigint",
+        "open_deals": "bigint",
     }
     names = (*key, *sums)
     arrays = ", ".join(f"${i + 1}::{types.get(name, 'text')}[]" for i, name in enumerate(names))
@@ -352,6 +462,10 @@ async def rebuild(
     stage changes, calls and messages);
     `timeout_s` bounds each of its two statements."""
     async with connection.transaction():
+        # Every table first, the consumers' row of freshness last (they update it at the end of
+        # their transactions): a batch in flight finishes, and none can wait on the rebuild while
+        # holding what it waits for.
+        await connection.execute(f"LOCK TABLE {_REBUILT} IN ACCESS EXCLUSIVE MODE", timeout=timeout_s)
         progress("deals: summarizing the catalog's deals")
         deals = await connection.fetchval("SELECT sophia_analytics.rebuild_facts()", timeout=timeout_s)
         progress(f"deals: {deals:,} summarized; stage history: summarizing")
@@ -360,7 +474,9 @@ async def rebuild(
         talks = await connection.fetchval(
             "SELECT sophia_analytics.rebuild_conversations()", timeout=timeout_s
         )
-        progress(f"calls and messages: {talks:,} summarized")
+        progress(f"calls and messages: {talks:,} summarized; activity per company: summarizing")
+        companies = await connection.fetchval("SELECT sophia_analytics.rebuild_activity()", timeout=timeout_s)
+        progress(f"activity: {companies:,} companies")
     return int(deals), int(changes), int(talks)
 
 
@@ -603,3 +719,38 @@ async def sentiment(connection: Connection, filters: TrendFilters) -> list[dict[
 async def topics(connection: Connection, filters: TrendFilters) -> list[dict[str, Any]]:
     """Per week (Monday), calls and messages by topic label (one may carry several)."""
     return await _trend(connection, "topic_summary", "label", filters)
+
+
+@dataclass(frozen=True, slots=True)
+class CompanyFilters:
+    """Which companies, and in what order: the most recently touched first, or the most calls,
+    messages or open deals first."""
+
+    source_system: str | None = None
+    company: str | None = None
+    order: str = "last_touch"
+    limit: int = 50
+
+
+ACTIVITY_ORDERS = ("last_touch", "calls", "messages", "open_deals")
+
+
+async def companies(connection: Connection, filters: CompanyFilters) -> list[dict[str, Any]]:
+    """Activity per company: calls, messages, open deals and the last call or message."""
+    if filters.order not in ACTIVITY_ORDERS:
+        raise ValueError(f"order is one of {', '.join(ACTIVITY_ORDERS)}")
+    args: list[Any] = []
+    clauses = ["true"]
+    for name in ("source_system", "company"):
+        value = getattr(filters, name)
+        if value is not None:
+            args.append(value)
+            clauses.append(f"s.{name} = ${len(args)}")
+    args.append(filters.limit)
+    rows = await connection.fetch(
+        "SELECT s.source_system, s.company, s.calls, s.messages, s.open_deals, s.last_touch "
+        f"FROM sophia_analytics.activity_summary AS s WHERE {' AND '.join(clauses)} "
+        f"ORDER BY s.{filters.order} DESC NULLS LAST, s.source_system, s.company LIMIT ${len(args)}",
+        *args,
+    )
+    return [dict(row) for row in rows]

@@ -118,3 +118,21 @@ async def sentiment(request: Request, state: State, _key: Read, where: TrendFilt
 @router.get("/topics", summary="Calls and messages per week by topic label")
 async def topics(request: Request, state: State, _key: Read, where: TrendFilters) -> Response:
     return await answer(request, state, "weeks", where, analytics.topics)
+
+
+@router.get("/companies", summary="Activity per company: calls, messages, open deals and the last touch")
+async def companies(
+    request: Request,
+    state: State,
+    _key: Read,
+    source_system: Annotated[str | None, Query(pattern=IDENTIFIER_PATTERN, max_length=64)] = None,
+    company: Annotated[
+        str | None, Query(min_length=1, max_length=200, description="One company's id.")
+    ] = None,
+    order: Annotated[
+        Literal["last_touch", "calls", "messages", "open_deals"], Query(description="Most first.")
+    ] = "last_touch",
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> Response:
+    where = analytics.CompanyFilters(source_system, company, order, limit)
+    return await answer(request, state, "companies", where, analytics.companies)
