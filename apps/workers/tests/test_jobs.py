@@ -32,6 +32,7 @@ from sophia.workers.job_runner import JobRunner, RunnerSpec
 from sophia.workers.jobs import (
     REEMBED_RECORDS,
     REFRESH_ACTIVE_DEALS,
+    REFRESH_SHARE,
     REPROCESS_RECORDS,
     Handler,
     JobQueue,
@@ -475,6 +476,29 @@ async def test_a_job_not_before_a_time_waits_for_it(queue):
     started = (await queue.status(job.id)).started_at
     assert started is not None
     assert started >= not_before
+
+
+async def test_the_refresh_window_stretches_to_four_times_the_last_refresh(queue, db):
+    """At a million deals a refresh takes seconds: windows shorter than that would keep a core
+    refreshing, so the window is at least REFRESH_SHARE times the last refresh's duration."""
+    at = 40.0 * 50_000_000  # the start of a 40-s window (and of a 1-s one), of this test's own
+    payload = {"id": str(uuid.uuid4()), "source_system": "slow", "kind": "deal", "external_id": "1"}
+    change = Envelope.new("record.upserted", "slow/deal/1", payload, source="catalog")
+    async with db.connection() as connection:
+        await connection.execute(
+            "INSERT INTO sophia_core.jobs (kind, status, started_at, finished_at) "
+            "VALUES ($1, 'succeeded', now() - interval '10 seconds', now())",
+            REFRESH_ACTIVE_DEALS,
+        )
+    assert REFRESH_SHARE * 10.0 == 40.0
+    await debounce_deal_refresh(queue, 1.0, clock=lambda: at + 5)([change])
+    stretched = datetime.fromtimestamp(at + 40, UTC)  # the end of the 40-s window, not of the 1-s one
+    async with db.connection() as connection:
+        job = await jobs.find(connection, f"{REFRESH_ACTIVE_DEALS}:{stretched.isoformat()}")
+        unstretched = datetime.fromtimestamp(at + 6, UTC)
+        assert await jobs.find(connection, f"{REFRESH_ACTIVE_DEALS}:{unstretched.isoformat()}") is None
+    assert job is not None
+    assert job.not_before == stretched
 
 
 async def test_a_deal_change_after_its_windows_refresh_started_is_left_to_the_next_window(queue, db):

@@ -191,14 +191,30 @@ def reembed_key(model_version: str, task_versions: dict[str, str]) -> str:
     return f"{REEMBED_RECORDS}:{model_version}{tasks}"
 
 
+REFRESH_SHARE = 4
+"""A refresh of `active_deals_mv` runs at most once per this many times its own last duration: at
+a million deals one takes seconds, and a window shorter than that would keep a core refreshing."""
+REFRESH_TIMING_TTL_S = 30.0
+"""How long the last refresh's duration is reused before it is read again."""
+
+
 def debounce_deal_refresh(queue: JobQueue, debounce_s: float, clock: Callable[[], float] = time.time) -> Sink:
-    """A `records` sink: deal changes enqueue one `refresh_active_deals` per `debounce_s` window,
-    run once the window ends (so it sees every change of the window)."""
+    """A `records` sink: deal changes enqueue one `refresh_active_deals` per window, run once the
+    window ends (so it sees every change of the window). The window is `debounce_s`, or
+    `REFRESH_SHARE` times the last refresh's duration where that is longer."""
     if debounce_s <= 0:
         raise ValueError("debounce_s must be > 0")
+    timing: list[float] = [debounce_s, -math.inf]  # the window now, when it was read
 
-    async def submit(window: int) -> Job:
-        window_end = datetime.fromtimestamp((window + 1) * debounce_s, UTC)
+    async def window_s() -> float:
+        if clock() - timing[1] > REFRESH_TIMING_TTL_S:
+            async with queue.database.connection() as connection:
+                took = await jobs.last_run_s(connection, REFRESH_ACTIVE_DEALS)
+            timing[:] = [max(debounce_s, REFRESH_SHARE * (took or 0.0)), clock()]
+        return timing[0]
+
+    async def submit(window: int, size_s: float) -> Job:
+        window_end = datetime.fromtimestamp((window + 1) * size_s, UTC)
         key = f"{REFRESH_ACTIVE_DEALS}:{window_end.isoformat()}"
         job, _ = await queue.submit(REFRESH_ACTIVE_DEALS, idempotency_key=key, not_before=window_end)
         return job
@@ -206,10 +222,11 @@ def debounce_deal_refresh(queue: JobQueue, debounce_s: float, clock: Callable[[]
     async def sink(batch: list[Envelope]) -> None:
         if not any(e.type in DEAL_EVENTS and e.payload.get("kind") == "deal" for e in batch):
             return
-        window = math.floor(clock() / debounce_s)
-        if (await submit(window)).status != "queued":
+        size_s = await window_s()
+        window = math.floor(clock() / size_s)
+        if (await submit(window, size_s)).status != "queued":
             # That window's refresh already started (a runner's clock ahead of ours, or a slow
             # batch): it may not see this change, so the next window's refresh must.
-            await submit(window + 1)
+            await submit(window + 1, size_s)
 
     return sink
