@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as redis
 
 from sophia.cache import CacheConfig, TieredCache
-from sophia.cache.catalog import list_key, list_tags, record_key
+from sophia.cache.catalog import ACTIVE_DEALS_TAG, active_deals_key, list_key, list_tags, record_key
 from sophia.core.errors import Invalid
 from sophia.core.events import Envelope, uuid7
 from sophia.core.records import RecordFilter
@@ -143,6 +143,35 @@ async def test_a_record_to_enrich_again_drops_nothing_from_the_caches(settings):
 
         assert (await cache.get_or_load(record_key(record_id), reload)).value == b"{}"  # still cached
     await client.aclose()
+
+
+async def test_a_view_refreshed_elsewhere_drops_its_pages_and_is_not_audited_again(settings, database):
+    config = CacheConfig.from_settings(settings)
+    client = redis.Redis.from_url(settings.redis_url)
+    refreshed = Envelope.new(
+        "view.refreshed",
+        "view/active_deals_mv",
+        {"view": "active_deals_mv", "at": "2026-01-15T09:30:00Z"},
+        source="catalog",
+    )
+    async with TieredCache(client, config, name="workers") as cache:
+
+        async def load() -> bytes:
+            return b"{}"
+
+        await cache.get_or_load(active_deals_key(None, 50), load, tags=(ACTIVE_DEALS_TAG,))
+        await invalidate_caches(cache, max_keys=100)([refreshed])
+
+        async def reload() -> bytes:
+            return b'{"loaded": "again"}'
+
+        assert (await cache.get_or_load(active_deals_key(None, 50), reload)).value == b'{"loaded": "again"}'
+    await client.aclose()
+    async with database.connection() as connection:
+        before = await connection.fetchval("SELECT count(*) FROM sophia_core.audit_log")
+    await append_audit(database)([refreshed])
+    async with database.connection() as connection:
+        assert await connection.fetchval("SELECT count(*) FROM sophia_core.audit_log") == before
 
 
 async def test_catalog_changes_and_admin_actions_land_on_the_audit_chain_once(database):

@@ -245,6 +245,7 @@ def test_the_registry_covers_every_stream_and_names_each_type_by_its_key():
         "record.upserted": "records",
         "record.deleted": "records",
         "record.reenrich": "records",
+        "view.refreshed": "records",
         "user.event": "user-events",
         "system.event": "system-events",
         "ml.prediction": "ml-predictions",

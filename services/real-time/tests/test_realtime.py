@@ -16,6 +16,7 @@ from waiting import eventually
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from sophia.core.events import Envelope
 from sophia.realtime.service import RealtimeService
 
 
@@ -66,6 +67,25 @@ async def test_a_subscriber_gets_its_channels_events_in_order_with_positions(rea
     assert seqs == sorted(seqs)
     assert seqs[0] > subscribed["position"]["seq"]
     assert {item["position"]["epoch"] for item in got} == {subscribed["position"]["epoch"]}
+
+
+async def test_the_deals_channel_carries_deal_changes_and_view_refreshes(realtime, api_keys):
+    service, settings = realtime
+    refreshed = Envelope.new(
+        "view.refreshed",
+        "view/active_deals_mv",
+        {"view": "active_deals_mv", "at": "2026-01-15T09:30:00Z"},
+        source="catalog",
+    )
+    async with ws(service, api_keys["read"]) as deals, ws(service, api_keys["read"]) as records:
+        await subscribe(deals, "deals")
+        await subscribe(records, "records")
+        await publish(settings, [refreshed, record_event("crm", "deal", 1), record_event("crm", "note", 2)])
+        on_deals = await publications(deals, 2)
+        on_records = await publications(records, 2)
+    assert [item["event"]["type"] for item in on_deals] == ["view.refreshed", "record.upserted"]
+    assert on_deals[0]["event"]["payload"] == {"view": "active_deals_mv", "at": "2026-01-15T09:30:00Z"}
+    assert [item["event"]["payload"]["n"] for item in on_records] == [1, 2]  # no view event on records
 
 
 async def test_a_client_resuming_from_its_position_gets_every_missed_event_once_in_order(realtime, api_keys):

@@ -9,7 +9,7 @@ from datetime import datetime
 from uuid import UUID
 
 from sophia.cache import TieredCache
-from sophia.cache.catalog import ANALYTICS_TAG, catalog_changed
+from sophia.cache.catalog import ACTIVE_DEALS_TAG, ANALYTICS_TAG, catalog_changed
 from sophia.core.events import Envelope
 from sophia.database import Database, analytics, audit, enrichment, events
 from sophia.database.reprocess import REENRICH
@@ -22,6 +22,9 @@ RawSink = Callable[[list[bytes]], Awaitable[None]]
 
 ENRICHED = frozenset({"record.upserted", REENRICH})
 ANALYZED = frozenset({"record.upserted", "record.deleted"})
+RECORD_CHANGES = ANALYZED
+VIEW_REFRESHED = "view.refreshed"
+AUDITED = frozenset({*RECORD_CHANGES, "audit.entry"})
 CONVERSATIONS = frozenset({"call", "message"})
 
 
@@ -42,12 +45,14 @@ def invalidate_caches(cache: TieredCache, max_keys: int) -> Sink:
     every instance even when that API's own publish did not (it died, or Redis blinked)."""
 
     async def sink(batch: list[Envelope]) -> None:
-        changes = [envelope for envelope in batch if envelope.type != REENRICH]  # those changed nothing
+        changes = [envelope for envelope in batch if envelope.type in RECORD_CHANGES]  # not reenrich
         record_ids = [UUID(str(envelope.payload["id"])) for envelope in changes]
         scopes = [
             (str(envelope.payload["source_system"]), str(envelope.payload["kind"])) for envelope in changes
         ]
         await catalog_changed(cache, record_ids, scopes, max_keys=max_keys)
+        if any(envelope.type == VIEW_REFRESHED for envelope in batch):  # refreshed by another process
+            await cache.invalidate(tags=[ACTIVE_DEALS_TAG])
 
     return sink
 
@@ -113,7 +118,9 @@ def append_audit(database: Database) -> Sink:
     """Catalog changes and admin actions onto the audit trail's hash chain."""
 
     async def sink(batch: list[Envelope]) -> None:
-        entries = [audit_entry(envelope) for envelope in batch if envelope.type != REENRICH]  # no change
+        # what changed something: a catalog write or an admin action (a view refresh asked for is
+        # audited as the admin action it is; reenrich and the refresh's own event change no record)
+        entries = [audit_entry(envelope) for envelope in batch if envelope.type in AUDITED]
         async with database.connection() as connection, connection.transaction():
             await audit.append(connection, entries)
 

@@ -194,6 +194,23 @@ _TYPES = (
         example_source="ml",
     ),
     EventType(
+        name="view.refreshed",
+        stream="records",
+        schema_version=1,
+        description=(
+            "An analytics view was refreshed (`active_deals_mv`), in the refresh's transaction: "
+            "what it shows changed at once. Its caches are dropped, and the real-time `deals` "
+            "channel carries it beside the deal changes."
+        ),
+        key="`view/<name>`",
+        payload_schema=_payload_schema(
+            "view.refreshed", ["view", "at"], {"view": _NAME, "at": {"type": "string", "format": "date-time"}}
+        ),
+        example={"view": "active_deals_mv", "at": "2026-01-15T09:30:00Z"},
+        example_key="view/active_deals_mv",
+        example_source="catalog",
+    ),
+    EventType(
         name="audit.entry",
         stream="audit-logs",
         schema_version=1,

@@ -45,6 +45,16 @@ async def audit(
     )
 
 
+async def view_refreshed(connection: Connection, view: str) -> None:
+    """Say, in the caller's transaction, that `view` was refreshed (a `view.refreshed` on records)."""
+    await connection.execute(
+        f"""INSERT INTO sophia_core.outbox (topic, event_type, key, payload)
+            VALUES ('{RECORDS_TOPIC}', 'view.refreshed', 'view/' || $1::text,
+                    jsonb_build_object('view', $1::text, 'at', to_jsonb(now())))""",
+        view,
+    )
+
+
 async def claim(connection: Connection, limit: int) -> list[OutboxEvent]:
     """The oldest `limit` events no other relay holds, locked until this transaction ends.
 

@@ -16,12 +16,14 @@ ACTIVE_DEALS_JSON = """json_build_object(
 async def refresh_active_deals(
     connection: Connection, timeout_s: float | None = None, actor: str | None = None
 ) -> None:
-    """Rebuild the view without blocking readers (CONCURRENTLY needs its unique index); a refresh
-    an `actor` asked for is audited with it."""
+    """Rebuild the view without blocking readers (CONCURRENTLY needs its unique index), with a
+    `view.refreshed` event for its caches and live subscribers; a refresh an `actor` asked for is
+    audited with it."""
     async with connection.transaction():
         await connection.execute(
             "REFRESH MATERIALIZED VIEW CONCURRENTLY sophia_core.active_deals_mv", timeout=timeout_s
         )
+        await outbox.view_refreshed(connection, "active_deals_mv")
         if actor is not None:
             await outbox.audit(connection, actor, "view.refreshed", "view/active_deals_mv", {})
 

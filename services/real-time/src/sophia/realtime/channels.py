@@ -6,7 +6,7 @@ channels an event belongs to.
 | `records` | every catalog change (`record.upserted`, `record.deleted`) | read |
 | `records:<source_system>` | the changes of one source system | read |
 | `records:<source_system>:<kind>` | of one kind of one source system | read |
-| `deals` | the changes of records of kind `deal` | read |
+| `deals` | the changes of records of kind `deal`, and `view.refreshed` of `active_deals_mv` | read |
 | `ml-predictions` | every model result written back | read |
 | `system-events` | events of Sophia's and other systems | admin |
 | `user-events:<user_id>` | what one user did (clients' events) | admin |
@@ -37,6 +37,8 @@ FAMILIES: dict[str, tuple[str, str]] = {
 STREAMS = frozenset(stream for stream, _ in FAMILIES.values())
 RECORD_CHANGES = frozenset({"record.upserted", "record.deleted"})
 """What the records channels carry (`record.reenrich` asks the models again: nothing changed)."""
+VIEW_REFRESHED = "view.refreshed"
+"""On `deals` beside the deal changes: `active_deals_mv` shows something new."""
 
 _SEGMENT = re.compile(IDENTIFIER_PATTERN)
 _USER = re.compile(r"^[A-Za-z0-9_.@:\-]{1,128}$")
@@ -87,6 +89,8 @@ def channels_of(stream: str, event: dict[str, Any]) -> list[str]:
     if not isinstance(payload, dict):
         return []
     if stream == "records":
+        if event.get("type") == VIEW_REFRESHED:
+            return ["deals"]
         if event.get("type") not in RECORD_CHANGES:
             return []
         source_system, kind = payload.get("source_system"), payload.get("kind")
