@@ -18,18 +18,7 @@ from hypothesis import strategies as st
 from sophia.core.records import RecordKey
 from sophia.database import analytics, catalog
 
-TABLES = (
-    "deal_facts",
-    "deal_summary",
-    "closed_summary",
-    "stage_summary",
-    "stages_reached",
-    "conversation_facts",
-    "sentiment_summary",
-    "topic_summary",
-    "activity_facts",
-    "activity_summary",
-)
+TABLES = analytics.SUMMARY_TABLES
 STAGES = ["appointmentscheduled", "qualifiedtobuy", "contractsent", "closedwon", "closedlost", "", "Won"]
 CREATED = [datetime(2026, month, 3, 9, tzinfo=UTC) for month in (1, 2, 5)]
 

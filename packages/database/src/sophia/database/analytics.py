@@ -87,22 +87,18 @@ async def apply_deal_changes(
         return Applied(0, 0)
     async with connection.transaction():
         await _lock(connection, ids)
-        stored = {
-            row["deal_id"]: row
-            for row in await connection.fetch(
-                f"SELECT {_FACT_COLUMNS}, history_id FROM sophia_analytics.deal_facts "
-                "WHERE deal_id = ANY($1::uuid[])",
-                ids,
-            )
-        }
-        current = {
-            row["deal_id"]: row
-            for row in await connection.fetch(
-                f"SELECT {_FACT_COLUMNS} FROM sophia_analytics.current_deal_facts "
-                "WHERE deal_id = ANY($1::uuid[])",
-                ids,
-            )
-        }
+        stored = await _by_id(
+            connection,
+            f"SELECT {_FACT_COLUMNS}, history_id FROM sophia_analytics.deal_facts "
+            "WHERE deal_id = ANY($1::uuid[])",
+            ids,
+        )
+        current = await _by_id(
+            connection,
+            f"SELECT {_FACT_COLUMNS} FROM sophia_analytics.current_deal_facts "
+            "WHERE deal_id = ANY($1::uuid[])",
+            ids,
+        )
         history = await connection.fetch(
             "SELECT h.id, h.deal_id, h.source_system, h.owner, h.pipeline, h.from_stage, h.to_stage, "
             "date_trunc('month', h.at AT TIME ZONE 'UTC')::date AS month, "
@@ -187,22 +183,7 @@ async def apply_conversation_changes(
     columns = ", ".join(_CONVERSATION_COLUMNS)
     async with connection.transaction():
         await _lock(connection, ids)
-        stored = {
-            row["record_id"]: row
-            for row in await connection.fetch(
-                f"SELECT {columns} FROM sophia_analytics.conversation_facts "
-                "WHERE record_id = ANY($1::uuid[])",
-                ids,
-            )
-        }
-        current = {
-            row["record_id"]: row
-            for row in await connection.fetch(
-                f"SELECT {columns} FROM sophia_analytics.current_conversation_facts "
-                "WHERE record_id = ANY($1::uuid[])",
-                ids,
-            )
-        }
+        stored, current = await _facts(connection, _CONVERSATION_COLUMNS, "conversation_facts", ids)
         sentiments, topics = _Deltas(1), _Deltas(1)
         moved = []
         for record_id in ids:
@@ -233,22 +214,20 @@ async def apply_conversation_changes(
         return len(moved)
 
 
-_REBUILT = ", ".join(
-    f"sophia_analytics.{table}"
-    for table in (
-        "deal_facts",
-        "deal_summary",
-        "closed_summary",
-        "stage_summary",
-        "stages_reached",
-        "conversation_facts",
-        "sentiment_summary",
-        "topic_summary",
-        "activity_facts",
-        "activity_summary",
-        "freshness",
-    )
+SUMMARY_TABLES = (
+    "deal_facts",
+    "deal_summary",
+    "closed_summary",
+    "stage_summary",
+    "stages_reached",
+    "conversation_facts",
+    "sentiment_summary",
+    "topic_summary",
+    "activity_facts",
+    "activity_summary",
 )
+"""What the consumers keep and a rebuild recomputes (in the order the consumers lock them)."""
+_REBUILT = ", ".join(f"sophia_analytics.{table}" for table in (*SUMMARY_TABLES, "freshness"))
 _ACTIVITY_COLUMNS = ("record_id", "source_system", "kind", "company", "deleted", "open_deal", "touched_at")
 
 
@@ -264,21 +243,7 @@ async def apply_activity_changes(
     columns = ", ".join(_ACTIVITY_COLUMNS)
     async with connection.transaction():
         await _lock(connection, ids)
-        stored = {
-            row["record_id"]: row
-            for row in await connection.fetch(
-                f"SELECT {columns} FROM sophia_analytics.activity_facts WHERE record_id = ANY($1::uuid[])",
-                ids,
-            )
-        }
-        current = {
-            row["record_id"]: row
-            for row in await connection.fetch(
-                f"SELECT {columns} FROM sophia_analytics.current_activity_facts "
-                "WHERE record_id = ANY($1::uuid[])",
-                ids,
-            )
-        }
+        stored, current = await _facts(connection, _ACTIVITY_COLUMNS, "activity_facts", ids)
         counts = _Deltas(3)
         moved: list[tuple[Any, ...]] = []
         for record_id in ids:
@@ -336,6 +301,21 @@ async def apply_activity_changes(
             [row[0] for row in deals],
         )
         return [row["id"] for row in rows]
+
+
+async def _by_id(connection: Connection, query: str, ids: list[UUID]) -> dict[UUID, Any]:
+    """The rows of `query` (its first column an id, `$1` the ids asked for) by that id."""
+    return {row[0]: row for row in await connection.fetch(query, ids)}
+
+
+async def _facts(
+    connection: Connection, columns: tuple[str, ...], table: str, ids: list[UUID]
+) -> tuple[dict[UUID, Any], dict[UUID, Any]]:
+    """What is counted of each record (`table`) and what it is now (the view `current_<table>`)."""
+    names, where = ", ".join(columns), f"WHERE {columns[0]} = ANY($1::uuid[])"
+    stored = await _by_id(connection, f"SELECT {names} FROM sophia_analytics.{table} {where}", ids)
+    current = await _by_id(connection, f"SELECT {names} FROM sophia_analytics.current_{table} {where}", ids)
+    return stored, current
 
 
 async def _lock(connection: Connection, ids: list[UUID]) -> None:
