@@ -334,6 +334,26 @@ async def _move_freshness(connection: Connection, as_of: datetime | None) -> Non
         await connection.execute("UPDATE sophia_analytics.freshness SET as_of = greatest(as_of, $1)", as_of)
 
 
+_SQL_TYPES = {
+    "created_month": "date",
+    "closed_month": "date",
+    "month": "date",
+    "week": "date",
+    "records": "bigint",
+    "deals": "bigint",
+    "entered": "bigint",
+    "reached": "bigint",
+    "exited": "bigint",
+    "cycle_days": "bigint",
+    "amount": "numeric",
+    "seconds_in_stage": "numeric",
+    "calls": "bigint",
+    "messages": "bigint",
+    "open_deals": "bigint",
+}
+"""The type of each summary column in the arrays `_move_summary` unnests (text where absent)."""
+
+
 async def _move_summary(
     connection: Connection,
     table: str,
@@ -348,25 +368,8 @@ async def _move_summary(
     if not deltas.rows:
         return
     columns = deltas.columns(len(key))
-    types = {
-        "created_month": "date",
-        "closed_month": "date",
-        "month": "date",
-        "week": "date",
-        "records": "bigint",
-        "deals": "bigint",
-        "entered": "bigint",
-        "reached": "bigint",
-        "exited": "bigint",
-        "cycle_days": "bigint",
-        "amount": "numeric",
-        "seconds_in_stage": "numeric",
-        "calls": "bigint",
-        "messages": "bigint",
-        "open_deals": "bigint",
-    }
     names = (*key, *sums)
-    arrays = ", ".join(f"${i + 1}::{types.get(name, 'text')}[]" for i, name in enumerate(names))
+    arrays = ", ".join(f"${i + 1}::{_SQL_TYPES.get(name, 'text')}[]" for i, name in enumerate(names))
     await connection.execute(
         f"INSERT INTO sophia_analytics.{table} AS s ({', '.join(names)}) "
         f"SELECT * FROM unnest({arrays}) "
@@ -375,7 +378,7 @@ async def _move_summary(
         *columns,
     )
     width = len(key)
-    keys = ", ".join(f"${i + 1}::{types.get(name, 'text')}[]" for i, name in enumerate(key))
+    keys = ", ".join(f"${i + 1}::{_SQL_TYPES.get(name, 'text')}[]" for i, name in enumerate(key))
     await connection.execute(
         f"DELETE FROM sophia_analytics.{table} AS s USING unnest({keys}) AS k({', '.join(key)}) "
         f"WHERE ({', '.join(f's.{name}' for name in key)}) = ({', '.join(f'k.{name}' for name in key)}) "
