@@ -1,12 +1,12 @@
-"""Refresh the Swagger UI and ReDoc files that the API serves for /docs and /redoc, from npm.
+"""Refresh the npm files the platform serves (Swagger UI, ReDoc, and the dashboard's htmx and uPlot).
 
     python scripts/vendor_assets.py            # fetch the versions in PACKAGES, replace the vendored ones
     python scripts/vendor_assets.py --check    # exit 1 if the vendored files are not those of PACKAGES
 
-The API serves these files itself (sophia.api.docs), so the docs pages work on a machine without
-internet. A version bump is one edit of PACKAGES, then a run of this script: it runs
+The platform serves these files itself (sophia.web.assets), so the docs pages and the dashboard
+work on a machine without internet. A version bump is one edit of PACKAGES, then a run of this script: it runs
 `npm pack <package>@<version>` in a temporary folder, copies the files listed for the package into
-apps/api/src/sophia/api/static/vendor/<package>-<version>/, removes the package's other versions
+apps/web/src/sophia/web/static/vendor/<package>-<version>/, removes the package's other versions
 and rewrites static/vendor/README.md (package, version, license, source, and a SHA-256 of each
 file). It refuses a package whose license is no longer the one written here. `--check` needs no
 network and no npm: it compares the vendor folder with PACKAGES and the files with the SHA-256
@@ -60,10 +60,17 @@ PACKAGES = {
             "LICENSE",
         ),
     ),
+    # The dashboard (sophia.web): fragments swapped in place, and time-series charts.
+    "htmx.org": Package(version="2.0.11", license="0BSD", files=("dist/htmx.min.js", "LICENSE")),
+    "uplot": Package(
+        version="1.6.32",
+        license="MIT",
+        files=("dist/uPlot.iife.min.js", "dist/uPlot.min.css", "LICENSE"),
+    ),
 }
 
 ROOT = Path(__file__).resolve().parent.parent
-VENDOR = ROOT / "apps" / "api" / "src" / "sophia" / "api" / "static" / "vendor"
+VENDOR = ROOT / "apps" / "web" / "src" / "sophia" / "web" / "static" / "vendor"
 README = "README.md"
 SHA256_LINE = re.compile(r"^([0-9a-f]{64})  (\S+)$", re.MULTILINE)
 
@@ -99,9 +106,10 @@ def render_readme(vendor: Path) -> str:
     )
     return f"""# Vendored web assets
 
-Swagger UI (`/docs`) and ReDoc (`/redoc`) load these files from the API itself (`/static/vendor/...`),
-so the docs pages need no internet. They are copied unchanged from the npm packages below, each in
-a folder named after its version (served with a one-year immutable cache), with its license.
+Swagger UI (`/docs`), ReDoc (`/redoc`) and the dashboard (`/`: htmx, uPlot) load these files from
+the platform itself (`/static/vendor/...`), so the pages need no internet. They are copied
+unchanged from the npm packages below, each in a folder named after its version (served with a
+one-year immutable cache), with its license.
 
 Written by `scripts/vendor_assets.py`; do not edit by hand. To change a version, edit `PACKAGES`
 in the script and run `python scripts/vendor_assets.py` (needs npm); `--check` compares this folder

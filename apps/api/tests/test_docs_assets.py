@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sophia.api.docs import IMMUTABLE, STATIC_DIR
+from sophia.web.assets import IMMUTABLE, STATIC_DIR
 
 ROOT = Path(__file__).resolve().parents[3]
 PAGES = ["/docs", "/redoc", "/docs/oauth2-redirect"]

@@ -149,7 +149,13 @@ async def test_a_batch_without_a_changed_record_of_a_kind_with_text_needs_no_dat
     deleted = Envelope.new(
         "record.deleted", "s/message/e-1", {"id": str(uuid.uuid4()), "kind": "message"}, source="catalog"
     )
-    await sink([upserted(uuid.uuid4(), "contact"), deleted])  # nothing to enrich: returns at once
+    analytics_updated = Envelope.new(
+        "analytics.updated",
+        "analytics/summaries",
+        {"as_of": "2026-01-15T09:30:00+00:00", "deals": 1, "conversations": 0},
+        source="catalog",
+    )
+    await sink([upserted(uuid.uuid4(), "contact"), deleted, analytics_updated])  # nothing to enrich
     with pytest.raises(Unavailable, match="pool is not open"):
         await sink([upserted(uuid.uuid4(), "message")])
 

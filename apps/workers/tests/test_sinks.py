@@ -11,13 +11,23 @@ import pytest
 import redis.asyncio as redis
 
 from sophia.cache import CacheConfig, TieredCache
-from sophia.cache.catalog import ACTIVE_DEALS_TAG, active_deals_key, list_key, list_tags, record_key
+from sophia.cache.catalog import (
+    ACTIVE_DEALS_TAG,
+    ANALYTICS_TAG,
+    active_deals_key,
+    list_key,
+    list_tags,
+    record_key,
+)
 from sophia.core.errors import Invalid
 from sophia.core.events import Envelope, uuid7
-from sophia.core.records import RecordFilter
-from sophia.database import audit, events
+from sophia.core.records import RecordFilter, RecordKey
+from sophia.database import Database, audit, catalog, events, outbox
 from sophia.events.codec import encode
-from sophia.workers.sinks import append_audit, invalidate_caches, store_events
+from sophia.events.connection import NatsConnection
+from sophia.workers.jobs import JobQueue, debounce_deal_refresh, jobs_stream
+from sophia.workers.relay import envelope_of
+from sophia.workers.sinks import append_audit, invalidate_caches, store_events, update_analytics
 
 
 def user_event(key: str) -> Envelope:
@@ -208,3 +218,83 @@ async def test_catalog_changes_and_admin_actions_land_on_the_audit_chain_once(da
         ("cli", "key.revoked", "key/abcd1234"),
     ]
     assert verdicts[-1][1] is None
+
+
+def analytics_updated() -> Envelope:
+    payload = {"as_of": "2026-01-15T09:30:00+00:00", "deals": 1, "conversations": 0}
+    return Envelope.new("analytics.updated", "analytics/summaries", payload, source="catalog")
+
+
+async def outbox_updates(database: Database) -> list[outbox.OutboxEvent]:
+    async with database.connection() as connection:
+        rows = await connection.fetch(
+            "SELECT id, topic, event_type, key, payload, created_at FROM sophia_core.outbox "
+            "WHERE event_type = 'analytics.updated' ORDER BY id"
+        )
+    return [outbox.OutboxEvent(*row) for row in rows]
+
+
+async def test_a_batch_that_moves_the_analytics_drops_their_answers_then_says_so_once(
+    settings, migrated_database
+):
+    own = settings.model_copy(update={"database_url": await migrated_database()})
+    client = redis.Redis.from_url(own.redis_url)
+    page = f"analytics-{uuid.uuid4().hex}"
+    async with (
+        Database(own) as database,
+        TieredCache(client, CacheConfig.from_settings(own), name="workers") as cache,
+    ):
+        async with database.connection() as connection:
+            written = [
+                await catalog.upsert(connection, RecordKey("moving", "deal", f"d-{n}"), {"amount": "10"})
+                for n in range(3)
+            ]
+
+        async def load() -> bytes:
+            return b"{}"
+
+        async def reload() -> bytes:
+            return b'{"loaded": "again"}'
+
+        await cache.get_or_load(page, load, tags=(ANALYTICS_TAG,))
+        batch = [record_event("moving", f"d-{n}", record.id) for n, record in enumerate(written)]
+        sink = update_analytics(database, cache)
+        await sink(batch)
+        assert (await cache.get_or_load(page, reload)).value == b'{"loaded": "again"}'
+        [update] = await outbox_updates(database)
+        await sink([envelope_of(update)])  # its own event, delivered back: it passes, says nothing
+        assert len(await outbox_updates(database)) == 1
+    await client.aclose()
+    assert (update.topic, update.key) == ("records", "analytics/summaries")
+    assert (update.payload["deals"], update.payload["conversations"]) == (3, 0)  # one event for the batch
+    newest = max(envelope.occurred_at for envelope in batch)
+    assert datetime.fromisoformat(str(update.payload["as_of"])) == newest
+
+
+async def test_an_analytics_update_passes_the_other_consumers_of_records(settings, database):
+    """No record or list is dropped, nothing audited, no deal refresh asked for, and the analytics
+    consumer itself needs no database for it (an unopened one would refuse)."""
+    update = analytics_updated()
+    unopened = Database(settings)
+    client = redis.Redis.from_url(settings.redis_url)
+    record_id = uuid.uuid4()
+    async with TieredCache(client, CacheConfig.from_settings(settings), name="workers") as cache:
+
+        async def load() -> bytes:
+            return b"{}"
+
+        async def reload() -> bytes:
+            return b'{"loaded": "again"}'
+
+        await cache.get_or_load(record_key(record_id), load)
+        await invalidate_caches(cache, max_keys=100)([update])
+        assert (await cache.get_or_load(record_key(record_id), reload)).value == b"{}"  # still cached
+        await update_analytics(unopened, cache)([update])
+    await client.aclose()
+    queue = JobQueue(unopened, NatsConnection(settings.nats_url or ""), jobs_stream(settings))
+    await debounce_deal_refresh(queue, 1.0)([update])
+    async with database.connection() as connection:
+        before = await connection.fetchval("SELECT count(*) FROM sophia_core.audit_log")
+    await append_audit(database)([update])
+    async with database.connection() as connection:
+        assert await connection.fetchval("SELECT count(*) FROM sophia_core.audit_log") == before

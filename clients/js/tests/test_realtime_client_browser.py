@@ -1,4 +1,4 @@
-"""The real-time JS client (clients/js/sophia-realtime.js) in a real browser: Debian's chromium,
+"""The real-time JS client (sophia/web/static/sophia-realtime.js) in a real browser: Debian's chromium,
 driven by Playwright, against the real service, with a token from the real API. It receives a
 channel's publications in order and, when the service goes away and comes back, reconnects with a
 fresh token and resumes where it was: nothing missed, nothing twice."""
@@ -24,7 +24,7 @@ from sophia.realtime.service import RealtimeService
 
 pytestmark = pytest.mark.browser
 
-CLIENT = Path(__file__).resolve().parents[1] / "sophia-realtime.js"
+CLIENT = Path(__file__).resolve().parents[3] / "apps/web/src/sophia/web/static/sophia-realtime.js"
 PAGE = """<!doctype html>
 <meta charset="utf-8">
 <script type="module">

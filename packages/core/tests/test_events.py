@@ -246,6 +246,7 @@ def test_the_registry_covers_every_stream_and_names_each_type_by_its_key():
         "record.deleted": "records",
         "record.reenrich": "records",
         "view.refreshed": "records",
+        "analytics.updated": "records",
         "user.event": "user-events",
         "system.event": "system-events",
         "ml.prediction": "ml-predictions",
@@ -319,6 +320,8 @@ def test_envelope_schema_agrees_with_from_dict():
         ("system.event", {"name": "x", "extra": 1}),
         ("ml.prediction", {**EVENT_TYPES["ml.prediction"].example, "task": "translation"}),
         ("audit.entry", {**EVENT_TYPES["audit.entry"].example, "at": "yesterday"}),
+        ("analytics.updated", {**EVENT_TYPES["analytics.updated"].example, "deals": -1}),
+        ("analytics.updated", {"as_of": "2026-01-15T09:30:00Z", "deals": 1}),
     ],
 )
 def test_payload_schemas_refuse_what_their_type_does_not_allow(name, payload):

@@ -7,17 +7,28 @@ import contextlib
 import socket
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 import orjson
 import pytest
+from realtime_clients import frame, publications, subscribe, ws
 from record_events import publish, record_event
 from waiting import eventually
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from sophia.cache import CacheConfig, RedisConnection, TieredCache
 from sophia.core.events import Envelope
+from sophia.core.records import RecordKey
+from sophia.database import Database, catalog, keys
+from sophia.events.connection import NatsConnection
+from sophia.events.streams import stream_specs
 from sophia.realtime.service import RealtimeService
+from sophia.workers.__main__ import processors
+from sophia.workers.processor import StreamProcessor
+from sophia.workers.relay import OutboxRelay
 
 
 @pytest.fixture
@@ -25,33 +36,6 @@ async def realtime(own_streams) -> AsyncIterator[tuple[RealtimeService, Any]]:
     settings = own_streams.model_copy(update={"realtime_port": 0, "realtime_max_queue": 500})
     async with RealtimeService(settings) as service:
         yield service, settings
-
-
-def ws(service: RealtimeService, secret: str | None) -> Any:
-    headers = {"Authorization": f"Bearer {secret}"} if secret else {}
-    return connect(f"ws://127.0.0.1:{service.port}/ws", additional_headers=headers, open_timeout=5)
-
-
-async def frame(client: ClientConnection, timeout_s: float = 5.0) -> dict[str, Any]:
-    return orjson.loads(await asyncio.wait_for(client.recv(), timeout_s))
-
-
-async def subscribe(
-    client: ClientConnection, channel: str, since: dict | None = None, frame_id: int = 1
-) -> dict[str, Any]:
-    request: dict[str, Any] = {"op": "subscribe", "id": frame_id, "channel": channel}
-    if since is not None:
-        request["since"] = since
-    await client.send(orjson.dumps(request).decode())
-    answer = await frame(client)
-    assert answer["type"] == "subscribed", answer
-    return answer
-
-
-async def publications(client: ClientConnection, count: int) -> list[dict[str, Any]]:
-    got = [await frame(client) for _ in range(count)]
-    assert all(item["type"] == "publication" for item in got), got
-    return got
 
 
 async def test_a_subscriber_gets_its_channels_events_in_order_with_positions(realtime, api_keys):
@@ -86,6 +70,63 @@ async def test_the_deals_channel_carries_deal_changes_and_view_refreshes(realtim
     assert [item["event"]["type"] for item in on_deals] == ["view.refreshed", "record.upserted"]
     assert on_deals[0]["event"]["payload"] == {"view": "active_deals_mv", "at": "2026-01-15T09:30:00Z"}
     assert [item["event"]["payload"]["n"] for item in on_records] == [1, 2]  # no view event on records
+
+
+async def test_a_deal_written_to_the_catalog_reaches_the_analytics_channel_once_the_summaries_moved(
+    own_streams, migrated_database
+):
+    """A catalog write -> outbox -> relay -> `records` -> the workers' analytics consumer (summaries
+    moved, their cache dropped, one `analytics.updated` written) -> relay -> `analytics`, to a read
+    client; the consumer lets its own event pass."""
+    settings = own_streams.model_copy(update={"database_url": await migrated_database(), "realtime_port": 0})
+    records = stream_specs(settings)["records"].name
+    async with contextlib.AsyncExitStack() as stack:
+        database = await stack.enter_async_context(Database(settings))
+        async with database.connection() as connection:
+            _, secret = await keys.create(connection, "analytics-reader", "read")
+        nats = await stack.enter_async_context(NatsConnection(settings.nats_url or ""))
+        redis = await stack.enter_async_context(RedisConnection.from_settings(settings, settings.redis_url))
+        cache = await stack.enter_async_context(
+            TieredCache(redis.client, CacheConfig.from_settings(settings), name="workers")
+        )
+        relay = await stack.enter_async_context(
+            OutboxRelay(database, nats, stream_specs(settings), poll_s=0.2)
+        )
+        [configured] = [
+            each for each in processors(settings, database, nats, cache) if each.spec.name == "analytics"
+        ]
+        quick = replace(configured.spec, idle_wait_s=0.1)  # a stop waits for the fetch under way
+        analyzing = StreamProcessor(
+            nats, quick, configured.sink, dead_letter_stream=configured.dead_letter_stream
+        )
+        service = await stack.enter_async_context(RealtimeService(settings))
+        client = await stack.enter_async_context(ws(service, secret))
+        await subscribe(client, "analytics")
+        stop = asyncio.Event()
+        running = asyncio.gather(relay.run(stop), analyzing.run(stop))
+        try:
+            async with database.connection() as connection:
+                deal = {"dealstage": "qualifiedtobuy", "amount": "1200", "pipeline": "default"}
+                await catalog.upsert(connection, RecordKey("live", "deal", "d-1"), deal)
+            [update] = await publications(client, 1, timeout_s=15)
+            js = await nats.jetstream()
+
+            async def own_event_passed() -> bool:  # acked by the consumer, and nothing written after it
+                info = await js.consumer_info(records, "analytics")
+                return info.ack_floor.stream_seq >= update["position"]["seq"]
+
+            await eventually(own_event_passed)
+            async with database.connection() as connection:
+                assert await connection.fetchval("SELECT count(*) FROM sophia_core.outbox") == 0
+            assert (await js.stream_info(records)).state.last_seq == update["position"]["seq"]
+        finally:
+            stop.set()
+            await asyncio.wait_for(running, 15)
+    assert update["channel"] == "analytics"
+    event = update["event"]
+    assert (event["type"], event["key"]) == ("analytics.updated", "analytics/summaries")
+    assert (event["payload"]["deals"], event["payload"]["conversations"]) == (1, 0)
+    assert datetime.fromisoformat(event["payload"]["as_of"]) <= datetime.fromisoformat(event["occurred_at"])
 
 
 async def test_a_client_resuming_from_its_position_gets_every_missed_event_once_in_order(realtime, api_keys):

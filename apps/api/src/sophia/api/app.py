@@ -25,6 +25,7 @@ from sophia.api.ml.endpoints import router as ml_router
 from sophia.api.realtime.endpoints import router as realtime_router
 from sophia.api.records.endpoints import router as records_router
 from sophia.api.records.spool import Spools
+from sophia.api.search.endpoints import dashboard_search
 from sophia.api.search.endpoints import router as search_router
 from sophia.api.state import AppState
 from sophia.cache import CacheConfig, TieredCache
@@ -38,6 +39,7 @@ from sophia.shared.logging import configure_logging, get_logger
 from sophia.shared.metrics import forget_dead_workers
 from sophia.shared.process import die_with_parent
 from sophia.shared.settings import Settings
+from sophia.web import pages
 
 log = get_logger(__name__)
 
@@ -139,6 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.ml_enabled:
         app.include_router(ml_router)
     docs.install(app)  # after the API's routes, which routing tries first
+    pages.install(app, dashboard_search)  # the dashboard, at /
     app.add_middleware(HotReads)  # innermost: behind the request id, metrics, limits and the key
     if settings.ml_enabled:  # a busy model refuses before the body is read
         room = min(settings.ml_max_inputs, settings.ml_max_queue)

@@ -13,6 +13,7 @@ from sophia.api import problems
 from sophia.core.errors import Forbidden, SophiaError
 from sophia.database.keys import ApiKey
 from sophia.database.verifier import SCOPE_RANK, KeyVerifier, bearer_secret
+from sophia.web.session import SAFE_METHODS, cookie_secret, cross_site
 
 __all__ = [
     "GATED_PREFIXES",
@@ -37,7 +38,10 @@ GATED_PREFIXES = ("/api/v1/", "/v1/")
 class KeyGate:
     """Pure ASGI, outside routing: a request under `GATED_PREFIXES` is answered 401 (no key, a key
     that does not verify) or 429 (an address sending bad keys) before its body is read or parsed;
-    a verified key rides in the scope (`SCOPE_KEY`) to the route, which checks its scope."""
+    a verified key rides in the scope (`SCOPE_KEY`) to the route, which checks its scope.
+
+    Without an `Authorization` header, the dashboard's session cookie stands for the key it was
+    signed in with (`sophia.web.session`); a write so authenticated must come from this origin."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -49,7 +53,10 @@ class KeyGate:
         header = next((value for name, value in scope["headers"] if name == b"authorization"), b"")
         client = scope.get("client")
         try:
-            secret = bearer_secret(header.decode("latin-1"))
+            session = None if header else cookie_secret(scope)
+            if session is not None and scope["method"] not in SAFE_METHODS and cross_site(scope):
+                raise Forbidden("A write signed in by the dashboard's cookie must come from its own pages.")
+            secret = session or bearer_secret(header.decode("latin-1"))
             verifier: KeyVerifier = scope["app"].state.sophia.keys
             key = await verifier.admit(secret, client[0] if client else "")
         except SophiaError as error:

@@ -99,7 +99,17 @@ async def run_up(settings: Settings, seed_records: int) -> None:
             await check_streams(settings, nats)  # a limit NATS cannot hold stops here, named
         port = api_port(settings)
         base_url = f"http://{settings.api_host}:{port}"
+        workers_port = free_port(settings.api_host)
+        workers_metrics = f"http://{settings.api_host}:{workers_port}/metrics"
+        realtime_port = _port_or_free(settings.realtime_host, settings.realtime_port)
+        realtime_url = f"http://{settings.realtime_host}:{realtime_port}"
         env = {key.upper(): str(value) for key, value in _server_env(settings, urls, port).items()}
+        env |= {  # every process knows where the others are (the dashboard's ops view reads them)
+            "SOPHIA_REALTIME_PORT": str(realtime_port),
+            "SOPHIA_REALTIME_HOST": settings.realtime_host,
+            "SOPHIA_WEB_WORKERS_METRICS_URL": workers_metrics,
+            "SOPHIA_WEB_REALTIME_METRICS_URL": f"{realtime_url}/metrics",
+        }
         api = SupervisedProcess(
             "api",
             [sys.executable, "-m", "sophia.api.server"],
@@ -107,8 +117,6 @@ async def run_up(settings: Settings, seed_records: int) -> None:
             data_dir / "logs" / "api.log",
             env=env,
         )
-        workers_port = free_port(settings.api_host)
-        workers_metrics = f"http://{settings.api_host}:{workers_port}/metrics"
         workers = SupervisedProcess(
             "workers",
             [sys.executable, "-m", "sophia.workers"],
@@ -116,18 +124,12 @@ async def run_up(settings: Settings, seed_records: int) -> None:
             data_dir / "logs" / "workers.log",
             env={**env, "SOPHIA_WORKERS_METRICS_PORT": str(workers_port)},
         )
-        realtime_port = _port_or_free(settings.realtime_host, settings.realtime_port)
-        realtime_url = f"http://{settings.realtime_host}:{realtime_port}"
         realtime = SupervisedProcess(
             "realtime",
             [sys.executable, "-m", "sophia.realtime"],
             lambda: _answers(f"{realtime_url}/healthz"),
             data_dir / "logs" / "realtime.log",
-            env={
-                **env,
-                "SOPHIA_REALTIME_PORT": str(realtime_port),
-                "SOPHIA_REALTIME_HOST": settings.realtime_host,
-            },
+            env=env,
         )
         await api.start()
         try:

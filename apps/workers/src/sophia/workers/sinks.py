@@ -11,7 +11,7 @@ from uuid import UUID
 from sophia.cache import TieredCache
 from sophia.cache.catalog import ACTIVE_DEALS_TAG, ANALYTICS_TAG, catalog_changed
 from sophia.core.events import Envelope
-from sophia.database import Database, analytics, audit, enrichment, events
+from sophia.database import Database, analytics, audit, enrichment, events, outbox
 from sophia.database.reprocess import REENRICH
 from sophia.ml.embeddings import MODEL_ID
 from sophia.ml.enrichment import Enricher
@@ -60,7 +60,9 @@ def invalidate_caches(cache: TieredCache, max_keys: int) -> Sink:
 def update_analytics(database: Database, cache: TieredCache) -> Sink:
     """Deal, call and message changes, and the models' predictions of calls and messages, move the
     analytics summaries (`sophia.database.analytics`: pipeline, trends, activity per company): in any
-    order, any number of times, to the same end. The cached answers that read them are dropped after."""
+    order, any number of times, to the same end. The cached answers that read them are dropped after,
+    then one `analytics.updated` says so (the real-time `analytics` channel): whoever reacts to it
+    reads fresh answers. Its own event is no change of the summaries: it passes."""
 
     async def sink(batch: list[Envelope]) -> None:
         deals: list[UUID] = []
@@ -89,6 +91,9 @@ def update_analytics(database: Database, cache: TieredCache) -> Sink:
                 await analytics.apply_activity_changes(connection, following)
         if moved or records or (applied is not None and (applied.deals or applied.stage_changes)):
             await cache.invalidate(tags=[ANALYTICS_TAG])
+            deals_moved = applied.deals if applied is not None else 0
+            async with database.connection() as connection:
+                await outbox.analytics_updated(connection, newest, deals=deals_moved, conversations=moved)
 
     return sink
 

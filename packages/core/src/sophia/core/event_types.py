@@ -211,6 +211,43 @@ _TYPES = (
         example_source="catalog",
     ),
     EventType(
+        name="analytics.updated",
+        stream="records",
+        schema_version=1,
+        description=(
+            "The analytics summaries moved (pipeline, trends, activity per company): written by the "
+            "analytics consumer once per batch of changes it applied, after it dropped the cached "
+            "answers that read them, so whoever reacts to it reads fresh ones. The real-time "
+            "`analytics` channel carries it; the other consumers of `records` let it pass."
+        ),
+        key="`analytics/summaries`",
+        payload_schema=_payload_schema(
+            "analytics.updated",
+            ["as_of", "deals", "conversations"],
+            {
+                "as_of": {
+                    "description": "The time of the batch's newest change: the analytics API's `as_of` is "
+                    "at least this from now on.",
+                    "type": "string",
+                    "format": "date-time",
+                },
+                "deals": {
+                    "description": "Deals whose contributions to the summaries moved.",
+                    "type": "integer",
+                    "minimum": 0,
+                },
+                "conversations": {
+                    "description": "Calls and messages whose contributions to the trends moved.",
+                    "type": "integer",
+                    "minimum": 0,
+                },
+            },
+        ),
+        example={"as_of": "2026-01-15T09:29:58.412+00:00", "deals": 12, "conversations": 3},
+        example_key="analytics/summaries",
+        example_source="catalog",
+    ),
+    EventType(
         name="audit.entry",
         stream="audit-logs",
         schema_version=1,

@@ -20,6 +20,7 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+from sophia.core.errors import FieldError, Invalid
 from sophia.database.pool import Connection
 
 ADVISORY_NAMESPACE = 0x5A17
@@ -491,6 +492,13 @@ class Filters:
         return " AND ".join(clauses)
 
 
+def check_range(since: date | None, until: date | None) -> None:
+    """`Invalid`, located at the query's `to`, when the range ends before it begins."""
+    if since is not None and until is not None and until < since:
+        detail = f"`to` ({until}) is before `from` ({since})."
+        raise Invalid(detail, [FieldError(("query", "to"), detail)])
+
+
 async def as_of(connection: Connection) -> datetime | None:
     """The time of the newest change the summaries hold (None: they hold none yet)."""
     value = await connection.fetchval(
@@ -735,5 +743,15 @@ async def companies(connection: Connection, filters: CompanyFilters) -> list[dic
         f"FROM sophia_analytics.activity_summary AS s WHERE {' AND '.join(clauses)} "
         f"ORDER BY s.{filters.order} DESC NULLS LAST, s.source_system, s.company LIMIT ${len(args)}",
         *args,
+    )
+    return [dict(row) for row in rows]
+
+
+async def stage_history_of(connection: Connection, deal_id: UUID) -> list[dict[str, Any]]:
+    """A deal's stage changes, oldest first."""
+    rows = await connection.fetch(
+        """SELECT from_stage, to_stage, at FROM sophia_analytics.stage_history
+           WHERE deal_id = $1 ORDER BY id""",
+        deal_id,
     )
     return [dict(row) for row in rows]

@@ -12,6 +12,7 @@ import hashlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID
 
 import orjson
@@ -120,3 +121,14 @@ async def verify(connection: Connection, batch: int = 10_000) -> AsyncIterator[t
         if checked % batch == 0:
             yield checked, None
     yield checked, None
+
+
+async def entries_for(connection: Connection, target: str, limit: int = 50) -> list[dict[str, Any]]:
+    """The newest `limit` entries about `target` (a record's `source/kind/external_id`), newest first."""
+    rows = await connection.fetch(
+        """SELECT seq, occurred_at, actor, action, details FROM sophia_core.audit_log
+           WHERE target = $1 ORDER BY seq DESC LIMIT $2""",
+        target,
+        limit,
+    )
+    return [dict(row) for row in rows]

@@ -136,3 +136,13 @@ def vector_text(embedding: Sequence[float]) -> str:
     """pgvector's text form, `[x,y,...]` (asyncpg has no codec for the type); 9 significant
     digits round-trip a float32 exactly."""
     return "[" + ",".join(f"{value:.9g}" for value in embedding) + "]"
+
+
+async def predictions_of(connection: Connection, record_id: UUID) -> dict[str, dict[str, Any]]:
+    """What the models said of a record, by task (`sentiment`, `classification`, ...)."""
+    rows = await connection.fetch(
+        """SELECT task, model_version, record_version, prediction, updated_at
+           FROM sophia_core.record_predictions WHERE record_id = $1 ORDER BY task""",
+        record_id,
+    )
+    return {row["task"]: dict(row) for row in rows}

@@ -55,6 +55,25 @@ async def view_refreshed(connection: Connection, view: str) -> None:
     )
 
 
+ANALYTICS_KEY = "analytics/summaries"
+
+
+async def analytics_updated(
+    connection: Connection, as_of: datetime, *, deals: int, conversations: int
+) -> None:
+    """Say that the analytics summaries moved (an `analytics.updated` on records): `deals` deals and
+    `conversations` calls and messages, changes up to `as_of`."""
+    await connection.execute(
+        f"""INSERT INTO sophia_core.outbox (topic, event_type, key, payload)
+            VALUES ('{RECORDS_TOPIC}', 'analytics.updated', '{ANALYTICS_KEY}',
+                    jsonb_build_object('as_of', to_jsonb($1::timestamptz), 'deals', $2::int,
+                                       'conversations', $3::int))""",
+        as_of,
+        deals,
+        conversations,
+    )
+
+
 async def claim(connection: Connection, limit: int) -> list[OutboxEvent]:
     """The oldest `limit` events no other relay holds, locked until this transaction ends.
 

@@ -14,7 +14,7 @@ from typing import Any
 from prometheus_client import Counter
 
 from sophia.core.errors import TooManyRequests, Unauthorized, Unavailable
-from sophia.database import keys
+from sophia.database import keys, sessions
 from sophia.database.keys import ApiKey
 from sophia.database.pool import Database
 
@@ -122,15 +122,16 @@ class KeyVerifier:
             self._failures[address] = (window, failed - 1)
 
     async def verify(self, secret: str) -> ApiKey:
-        if not KEY_SHAPE.fullmatch(secret):  # never spend a pooled connection on a random string
-            raise Unauthorized("The API key is not valid or has been revoked.")
+        """The key of `secret`: an API key, or a dashboard session's secret (which stands for one)."""
+        if not (KEY_SHAPE.fullmatch(secret) or sessions.SESSION_SHAPE.fullmatch(secret)):
+            raise _refused(secret)  # never spend a pooled connection on a random string
         now = time.monotonic()
         cached = self._verified.get(secret)
         if cached is not None and cached[1] > now:
             return cached[0]
         missed_until = self._missed.get(secret)
         if missed_until is not None and missed_until > now:
-            raise Unauthorized("The API key is not valid or has been revoked.")
+            raise _refused(secret)
         lookup = self._lookups.get(secret)
         if lookup is None:  # one lookup per key at a time, however many requests carry it
             lookup = asyncio.ensure_future(self._look_up(secret))
@@ -145,7 +146,7 @@ class KeyVerifier:
         if key is None:
             self._verified.pop(secret, None)
             self._remember(self._missed, secret, now + self.miss_ttl_s)
-            raise Unauthorized("The API key is not valid or has been revoked.")
+            raise _refused(secret)
         self._missed.pop(secret, None)
         self._remember(self._verified, secret, (key, now + self.ttl_s))
         return key
@@ -158,13 +159,26 @@ class KeyVerifier:
     async def _look_up(self, secret: str) -> ApiKey | None:
         async with self.database.connection() as connection:
             KEY_LOOKUPS.inc()
+            if secret.startswith(sessions.SESSION_PREFIX):
+                return await sessions.find_active(connection, secret)
             return await keys.find_active(connection, secret)
+
+    def forget(self, secret: str) -> None:
+        """Trust `secret` no more from memory (a session ended here; other processes let go of it
+        within `ttl_s`)."""
+        self._verified.pop(secret, None)
 
     def _remember(self, memory: OrderedDict[str, Any], secret: str, value: Any) -> None:
         memory[secret] = value
         memory.move_to_end(secret)
         if len(memory) > self.max_entries:
             memory.popitem(last=False)
+
+
+def _refused(secret: str) -> Unauthorized:
+    if secret.startswith(f"{sessions.SESSION_PREFIX}_"):
+        return Unauthorized("The session has expired or was ended (or its key revoked): sign in again.")
+    return Unauthorized("The API key is not valid or has been revoked.")
 
 
 def bearer_secret(header: str) -> str:

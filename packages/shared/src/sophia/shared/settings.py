@@ -52,6 +52,22 @@ class Settings(BaseSettings):
     realtime_max_frame_bytes: int = Field(
         65_536, ge=1024, description="Largest frame a client may send (larger: closed with 1009)."
     )
+    realtime_ops_interval_s: float = Field(
+        1.0, gt=0, le=60, description="How often the `ops` channel carries the real-time service's figures."
+    )
+    web_realtime_url: str | None = Field(
+        None,
+        description="The real-time /ws URL browsers of the dashboard use (unset: page host, realtime_port).",
+    )
+    web_workers_metrics_url: str | None = Field(
+        None, description="The workers' /metrics, read by the dashboard's ops view (`sophia up` sets it)."
+    )
+    web_realtime_metrics_url: str | None = Field(
+        None, description="The real-time service's /metrics, read by the ops view (`sophia up` sets it)."
+    )
+    web_session_ttl_s: float = Field(
+        28_800, gt=0, le=2_592_000, description="How long a dashboard sign-in lasts (its cookie's lifetime)."
+    )
     api_workers: int = Field(2, ge=1, le=64, description="API worker processes.")
     api_server: Literal["granian", "uvicorn"] = Field(
         "granian", description="ASGI server (chosen by measurement, docs/decisions/0002-asgi-server.md)."

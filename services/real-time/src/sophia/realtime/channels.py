@@ -7,12 +7,16 @@ channels an event belongs to.
 | `records:<source_system>` | the changes of one source system | read |
 | `records:<source_system>:<kind>` | of one kind of one source system | read |
 | `deals` | the changes of records of kind `deal`, and `view.refreshed` of `active_deals_mv` | read |
+| `analytics` | `analytics.updated`: the analytics summaries moved (their cached answers dropped) | read |
 | `ml-predictions` | every model result written back | read |
 | `system-events` | events of Sophia's and other systems | admin |
 | `user-events:<user_id>` | what one user did (clients' events) | admin |
+| `ops` | `ops.tick`: this process's own figures, every `SOPHIA_REALTIME_OPS_INTERVAL_S` | admin |
 
 A position in a channel is its stream's: the JetStream sequence of the event and the stream's
-epoch (its creation time), so every channel fed by one stream shares one order.
+epoch (its creation time), so every channel fed by one stream shares one order. `ops` is fed by no
+stream but by the process itself (ops.py): its epoch names the process's ticker, and it keeps no
+history to resume from.
 """
 
 from __future__ import annotations
@@ -25,20 +29,29 @@ from sophia.core.errors import FieldError, Forbidden, Invalid
 from sophia.core.records import IDENTIFIER_PATTERN
 from sophia.database.verifier import SCOPE_RANK
 
-FAMILIES: dict[str, tuple[str, str]] = {
+OPS = "ops"
+"""The channel of the process's own figures (ops.py), fed by no stream."""
+
+FAMILIES: dict[str, tuple[str | None, str]] = {
     "records": ("records", "read"),
     "deals": ("records", "read"),
+    "analytics": ("records", "read"),
     "ml-predictions": ("ml-predictions", "read"),
     "system-events": ("system-events", "admin"),
     "user-events": ("user-events", "admin"),
+    OPS: (None, "admin"),
 }
-"""Channel family -> (the stream that feeds it, unprefixed; the scope that may read it)."""
+"""Channel family -> (the stream that feeds it, unprefixed, None for none; the scope that may read it)."""
 
-STREAMS = frozenset(stream for stream, _ in FAMILIES.values())
+STREAMS = frozenset(stream for stream, _ in FAMILIES.values() if stream is not None)
+"""The JetStream streams the service reads: one feed each."""
 RECORD_CHANGES = frozenset({"record.upserted", "record.deleted"})
 """What the records channels carry (`record.reenrich` asks the models again: nothing changed)."""
-VIEW_REFRESHED = "view.refreshed"
-"""On `deals` beside the deal changes: `active_deals_mv` shows something new."""
+RECORDS_STREAM_OTHERS: dict[str, tuple[str, ...]] = {
+    "view.refreshed": ("deals",),  # beside the deal changes: `active_deals_mv` shows something new
+    "analytics.updated": ("analytics",),  # the summaries moved: read the analytics again
+}
+"""The channels of the events of the records stream that are no record change."""
 
 _SEGMENT = re.compile(IDENTIFIER_PATTERN)
 _USER = re.compile(r"^[A-Za-z0-9_.@:\-]{1,128}$")
@@ -49,8 +62,8 @@ MAX_NAME_LENGTH = 200
 class Channel:
     name: str
     family: str
-    stream: str
-    """The unprefixed stream that feeds it."""
+    stream: str | None
+    """The unprefixed stream that feeds it; None for `ops`, fed by the process itself."""
     scope: str
 
     def check_scope(self, scope: str) -> None:
@@ -89,10 +102,11 @@ def channels_of(stream: str, event: dict[str, Any]) -> list[str]:
     if not isinstance(payload, dict):
         return []
     if stream == "records":
-        if event.get("type") == VIEW_REFRESHED:
-            return ["deals"]
-        if event.get("type") not in RECORD_CHANGES:
+        event_type = event.get("type")
+        if not isinstance(event_type, str):
             return []
+        if event_type not in RECORD_CHANGES:
+            return list(RECORDS_STREAM_OTHERS.get(event_type, ()))
         source_system, kind = payload.get("source_system"), payload.get("kind")
         if not isinstance(source_system, str) or not isinstance(kind, str):
             return ["records"]

@@ -208,6 +208,14 @@ class Hub:
     def listened(self, channel: str) -> bool:
         return channel in self._by_channel
 
+    def subscriptions_by_family(self) -> dict[str, int]:
+        """Subscriptions now, by channel family (a channel's name up to its first `:`)."""
+        counts: dict[str, int] = {}
+        for channel, listeners in self._by_channel.items():
+            family = channel.split(":", 1)[0]
+            counts[family] = counts.get(family, 0) + len(listeners)
+        return counts
+
     def publish(self, channel: str, seq: int, frame: bytes) -> None:
         for subscription in tuple(self._by_channel.get(channel, ())):
             subscription.offer(seq, frame)

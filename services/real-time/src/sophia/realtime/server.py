@@ -6,9 +6,9 @@ connection has one task, its reader (its frames, answered in order); what is sen
 to its transport at once (`Connection.write_frame`, as `broadcast()` writes), and waits in the
 client's backlog only while the transport pushes back (hub.py). A subscription to a channel the key
 may not read, an unknown channel, a bad frame or a position in another epoch is answered with an
-error frame or a resync, never a crash. On shutdown the server stops accepting, lets every
-client's backlog drain, then closes each with 1012 ("service restart": reconnect, elsewhere if
-need be, and resume).
+error frame or a resync, never a crash. The `ops` channel's ticker (ops.py) runs from the start
+until the drain begins. On shutdown the server stops accepting, lets every client's backlog drain,
+then closes each with 1012 ("service restart": reconnect, elsewhere if need be, and resume).
 """
 
 from __future__ import annotations
@@ -32,9 +32,10 @@ from websockets.protocol import OPEN
 from sophia.core.errors import Forbidden, Invalid, SophiaError, TooManyRequests, Unauthorized, Unavailable
 from sophia.database import tokens
 from sophia.database.verifier import KeyVerifier, bearer_secret
-from sophia.realtime.channels import parse_channel
+from sophia.realtime.channels import Channel, parse_channel
 from sophia.realtime.feed import REPLAY_MAX_EVENTS, StreamFeed
 from sophia.realtime.hub import Client, Hub, Subscription
+from sophia.realtime.ops import OpsTicker
 from sophia.realtime.protocol import FrameError, Position, error, parse_request, reply
 from sophia.realtime.protocol import Request as Frame
 from sophia.shared.logging import get_logger
@@ -52,6 +53,7 @@ SLOW_CLOSE = 4008
 """Close code for a client dropped for falling behind (it may reconnect and resume)."""
 RESTART_CLOSE = 1012
 REPLAY_STEP_S = 30.0
+RESYNC_REASON = "Not resumed: {}. Read the current state again; live events follow."
 DRAIN_S = 5.0
 
 
@@ -159,6 +161,7 @@ class RealtimeServer:
         self._closing: set[asyncio.Task[None]] = set()
         """Closes of clients dropped for falling behind, under way."""
         self._on_drop = self._close_behind  # one bound method for every client
+        self.ops = OpsTicker(hub, lambda: len(self._clients), interval_s=settings.realtime_ops_interval_s)
 
     async def __aenter__(self) -> RealtimeServer:
         self._server = await serve(
@@ -175,6 +178,7 @@ class RealtimeServer:
             close_timeout=5,
         )
         self.port = next(iter(self._server.sockets)).getsockname()[1]
+        self.ops.start()
         log.info("realtime_started", host=self.settings.realtime_host, port=self.port)
         return self
 
@@ -191,6 +195,7 @@ class RealtimeServer:
         if self._server is None:
             return
         server, self._server = self._server, None
+        await self.ops.stop()
         server.close(close_connections=False)
         flushed = [asyncio.ensure_future(client.all_written()) for client in self._clients.values()]
         if flushed:
@@ -309,15 +314,42 @@ class RealtimeServer:
             raise FrameError(
                 "too_many_subscriptions", f"At most {limit} channels per connection.", request.id
             )
+        if channel.stream is None:  # `ops`: the figures of now, no history to resume from
+            now = Position(self.ops.epoch, self.ops.live_seq)
+            not_resumed = None if request.since is None else "the ops channel keeps no history"
+            self._subscribe_live(client, request, channel, now, not_resumed)
+            return
         feed = self.feeds[channel.stream]
-        since = request.since
-        if since is None:
-            subscription = Subscription(client, channel.name, channel.family, feed.live_seq, replaying=False)
-            self.hub.add(subscription)
-            position = Position(feed.epoch, subscription.last_seq)
+        if request.since is None:
+            self._subscribe_live(client, request, channel, Position(feed.epoch, feed.live_seq))
+            return
+        await self._resume(client, request, channel.name, channel.family, feed, request.since)
+
+    def _subscribe_live(
+        self,
+        client: Client,
+        request: Frame,
+        channel: Channel,
+        position: Position,
+        not_resumed: str | None = None,
+    ) -> None:
+        """Subscribe `client` to what comes after `position`; `not_resumed` says why a `since`
+        given was not served."""
+        self.hub.add(Subscription(client, channel.name, channel.family, position.seq, replaying=False))
+        if not_resumed is None:
             client.send(reply("subscribed", request.id, channel=channel.name, position=position.as_dict()))
             return
-        await self._resume(client, request, channel.name, channel.family, feed, since)
+        RESUMES.labels("resync").inc()
+        client.send(
+            reply(
+                "subscribed",
+                request.id,
+                channel=channel.name,
+                position=position.as_dict(),
+                recovered=False,
+                reason=RESYNC_REASON.format(not_resumed),
+            )
+        )
 
     async def _resume(
         self, client: Client, request: Frame, channel: str, family: str, feed: StreamFeed, since: Position
@@ -357,7 +389,7 @@ class RealtimeServer:
                     channel=channel,
                     position=Position(feed.epoch, subscription.last_seq).as_dict(),
                     recovered=False,
-                    reason=f"Not resumed: {reason}. Read the current state again; live events follow.",
+                    reason=RESYNC_REASON.format(reason),
                 )
             )
             subscription.go_live()

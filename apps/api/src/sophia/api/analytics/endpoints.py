@@ -16,7 +16,6 @@ from sophia.api.auth import require
 from sophia.api.http_cache import cached_response
 from sophia.api.state import AppState, app_state
 from sophia.cache.catalog import ANALYTICS_TAG
-from sophia.core.errors import FieldError, Invalid
 from sophia.core.records import IDENTIFIER_PATTERN
 from sophia.database import analytics
 from sophia.database.pool import Connection
@@ -35,9 +34,7 @@ def filters(
     owner: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
     pipeline: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
 ) -> analytics.Filters:
-    if since is not None and until is not None and until < since:
-        detail = f"`to` ({until}) is before `from` ({since})."
-        raise Invalid(detail, [FieldError(("query", "to"), detail)])
+    analytics.check_range(since, until)
     return analytics.Filters(since, until, source_system, owner, pipeline)
 
 
@@ -52,9 +49,7 @@ def trend_filters(
     source_system: Annotated[str | None, Query(pattern=IDENTIFIER_PATTERN, max_length=64)] = None,
     kind: Annotated[Literal["call", "message"] | None, Query(description="Calls or messages alone.")] = None,
 ) -> analytics.TrendFilters:
-    if since is not None and until is not None and until < since:
-        detail = f"`to` ({until}) is before `from` ({since})."
-        raise Invalid(detail, [FieldError(("query", "to"), detail)])
+    analytics.check_range(since, until)
     return analytics.TrendFilters(since, until, source_system, kind)
 
 

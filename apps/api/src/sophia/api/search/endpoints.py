@@ -14,6 +14,7 @@ from sophia.api.auth import require
 from sophia.api.state import AppState, app_state
 from sophia.core.records import IDENTIFIER_PATTERN, RecordFilter
 from sophia.database import search
+from sophia.web.pages import SearchHit as PageHit
 
 router = APIRouter(prefix="/api/v1", tags=["search"])
 State = Annotated[AppState, Depends(app_state)]
@@ -60,18 +61,29 @@ async def search_records(
         body.filters.updated_since,
         tuple(sorted(body.filters.data.items())),
     )
-    embedding = None
-    if state.models is not None:
-        [embedding] = await state.models.embeddings.embed([body.q], timeout_s=state.settings.ml_timeout_s)
-    candidates = max(40, body.k * CANDIDATES_PER_RESULT)
-    async with state.database.connection() as connection, connection.transaction():
-        hits = await search.hybrid(
-            connection, body.q, None if embedding is None else embedding.tolist(), where, body.k, candidates
-        )
+    mode, hits = await find(state, body.q, body.k, where)
     items = b",".join(  # each record's JSON as PostgreSQL built it, not parsed and dumped again
         b'{"record":%s,"score":%s,"semantic_rank":%s,"lexical_rank":%s}'
         % (hit.json.encode(), *(orjson.dumps(v) for v in (hit.score, hit.semantic_rank, hit.lexical_rank)))
         for hit in hits
     )
-    mode = b"hybrid" if embedding is not None else b"lexical"
-    return Response(b'{"mode":"%s","items":[%s]}' % (mode, items), media_type="application/json")
+    return Response(b'{"mode":"%s","items":[%s]}' % (mode.encode(), items), media_type="application/json")
+
+
+async def find(state: AppState, q: str, k: int, where: RecordFilter) -> tuple[str, list[search.Hit]]:
+    """The search's mode (`hybrid`, or `lexical` without the models) and its best `k` hits."""
+    embedding = None
+    if state.models is not None:
+        [embedding] = await state.models.embeddings.embed([q], timeout_s=state.settings.ml_timeout_s)
+    candidates = max(40, k * CANDIDATES_PER_RESULT)
+    async with state.database.connection() as connection, connection.transaction():
+        hits = await search.hybrid(
+            connection, q, None if embedding is None else embedding.tolist(), where, k, candidates
+        )
+    return ("hybrid" if embedding is not None else "lexical"), hits
+
+
+async def dashboard_search(state: AppState, q: str, k: int) -> tuple[str, list[PageHit]]:
+    """The dashboard's search box: every record, parsed for its page."""
+    mode, hits = await find(state, q, k, RecordFilter())
+    return mode, [PageHit(orjson.loads(hit.json), hit.score) for hit in hits]
