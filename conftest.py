@@ -288,16 +288,12 @@ async def own_streams(settings: Settings):
     it may read or drain whole streams; every stream under the prefix is deleted afterwards."""
     import uuid
 
-    from sophia.events.connection import NatsConnection
+    from streams import delete_streams
 
     prefix = f"t{uuid.uuid4().hex[:10]}-"
     yield settings.model_copy(update={"events_stream_prefix": prefix})
     assert settings.nats_url
-    async with NatsConnection(settings.nats_url) as nats:
-        js = await nats.jetstream()
-        for info in await js.streams_info():
-            if info.config.name and info.config.name.startswith(prefix):
-                await js.delete_stream(info.config.name)
+    await delete_streams(settings.nats_url, prefix)
 
 
 class CapturedLogs(LogCapture):

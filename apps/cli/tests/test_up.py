@@ -101,6 +101,16 @@ def test_up_serves_the_readme_examples_and_ctrl_c_stops_everything(tmp_path):
         assert published["type"] == "publication"
         assert published["event"]["payload"]["external_id"] == "live-1"
 
+        # the dashboard: sign in with the dev key, as the panel says, and the business view opens
+        with httpx.Client(base_url=endpoints["api"], timeout=10) as browser:
+            assert browser.get(endpoints["dashboard"]).status_code == 303  # to /sign-in
+            signed = browser.post("/sign-in", data={"key": endpoints["api_key"]})
+            assert signed.status_code == 303
+            business = browser.get("/")
+            assert business.status_code == 200
+            assert 'id="tile-open-deals"' in business.text
+            assert browser.get("/ops").status_code == 200  # the dev key is an admin key
+
         exports = subprocess.run(
             [sys.executable, "-m", "sophia.cli.main", "env"],
             env=env,

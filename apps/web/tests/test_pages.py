@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from sophia.database import analytics, keys, sessions
-from sophia.web.pages import highlight
+from sophia.web.pages import _number, highlight
 from sophia.web.session import SESSION_COOKIE
 
 
@@ -220,3 +220,11 @@ def test_highlight_marks_the_query_words_and_escapes_everything_else():
     assert str(long).startswith("…")
     assert str(long).endswith("…")
     assert "<mark>price</mark>" in long
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [(None, "—"), ("64000.00", "64.0 k"), ("12.5", "12.50"), ("n/a", "n/a"), ("NaN", "NaN"), (3, "3")],
+)
+def test_numbers_from_the_catalog_are_formatted_and_text_is_left_alone(value, shown):
+    assert _number(value) == shown

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from app_clients import app_client
+from browsers import chromium
 from playwright.async_api import async_playwright
 from record_events import publish, record_event
 from waiting import eventually
@@ -39,13 +40,6 @@ PAGE = """<!doctype html>
   window.live.subscribe("records:jsclient", (publication) => window.seen.push(publication.event.payload.n));
 </script>
 """
-
-
-def chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        pytest.fail("chromium is not installed: run `make tools` (Debian package chromium)")
-    return found
 
 
 @contextlib.contextmanager

@@ -173,6 +173,7 @@ def _server_env(settings: Settings, urls: EngineUrls, port: int) -> dict[str, ob
 def _endpoints(base_url: str, urls: EngineUrls, dev_key: str, data_dir: Path) -> dict[str, object]:
     return {
         "api": base_url,
+        "dashboard": f"{base_url}/",
         "docs": f"{base_url}/docs",
         "redoc": f"{base_url}/redoc",
         "openapi": f"{base_url}/openapi.json",
@@ -190,15 +191,16 @@ def _endpoints(base_url: str, urls: EngineUrls, dev_key: str, data_dir: Path) ->
 def _announce(base_url: str, dev_key: str, written: Path, realtime: object) -> None:
     body = "\n".join(
         [
-            f"API      {base_url}/api/v1",
-            f"Live     {realtime}   (WebSocket, same key)",
-            f"Docs     {base_url}/docs   (ReDoc: {base_url}/redoc)",
-            f"Metrics  {base_url}/metrics",
-            f"Ready    {base_url}/readyz",
-            f"Dev key  {dev_key}",
+            f"Dashboard {base_url}/   (sign in with the dev key)",
+            f"API       {base_url}/api/v1",
+            f"Live      {realtime}   (WebSocket, same key)",
+            f"Docs      {base_url}/docs   (ReDoc: {base_url}/redoc)",
+            f"Metrics   {base_url}/metrics",
+            f"Ready     {base_url}/readyz",
+            f"Dev key   {dev_key}",
             "",
             f"Machine-readable: {written}",
-            'Shell: eval "$(uv run sophia env)"    Ctrl-C stops everything.',
+            'Shell: eval "$(.venv/bin/sophia env)"    Ctrl-C stops everything.',
         ]
     )
     console.print(Panel(body, title="Sophia is up", expand=False))

@@ -87,6 +87,14 @@ class SignInNeeded(SophiaError):
 def _number(value: object) -> str:
     if value is None:
         return "—"
+    if isinstance(value, str):  # a number as the catalog's JSON holds it ("64000.00")
+        try:
+            parsed = Decimal(value)
+        except ArithmeticError:
+            return value
+        if not parsed.is_finite():
+            return value
+        value = parsed
     if isinstance(value, Decimal | float | int):
         number = float(value)
         if abs(number) >= 1_000_000:

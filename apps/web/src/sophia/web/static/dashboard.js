@@ -38,6 +38,7 @@ function refreshAll() {
 // ---- charts -------------------------------------------------------------------------------------
 
 const COLORS = ["#2563eb", "#16a34a", "#dc2626", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777"];
+const MEANT = { negative: "#dc2626", neutral: "#94a3b8", positive: "#16a34a" }; // sentiment reads at a glance
 const charts = new Map();
 
 function drawCharts(root = document) {
@@ -56,7 +57,7 @@ function drawCharts(root = document) {
     const labels = [...new Set(weeks.flatMap((week) => Object.keys(week.counts)))].sort();
     const xs = weeks.map((week) => Date.parse(week.week + "T00:00:00Z") / 1000);
     const data = [xs, ...labels.map((label) => weeks.map((week) => week.counts[label] ?? 0))];
-    const series = [{}, ...labels.map((label, i) => ({ label, stroke: COLORS[i % COLORS.length], width: 2 }))];
+    const series = [{}, ...labels.map((label, i) => ({ label, stroke: MEANT[label] ?? COLORS[i % COLORS.length], width: 2 }))];
     const width = Math.max(280, box.clientWidth || 480);
     charts.set(name, new uPlot({ width, height: 220, series, axes: [{}, { size: 50 }] }, data, box));
   }
@@ -108,7 +109,7 @@ function connect() {
 
 if (page === "business" || page === "ops" || page === "record") {
   if (page !== "record") connect();
-  else setStatus("closed");
+  else statusBox?.remove(); // a record's page does not follow changes: no badge to read as a fault
   drawCharts();
   body.addEventListener("htmx:afterSwap", (event) => drawCharts(event.detail.target));
 }
