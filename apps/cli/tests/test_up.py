@@ -1,5 +1,6 @@
 """`sophia up` end to end: its own embedded engines, demo data, the README's examples, Ctrl-C."""
 
+import asyncio
 import os
 import re
 import shutil
@@ -12,8 +13,11 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import httpx
+import httpx2
 import orjson
 import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 from websockets.sync.client import connect
 
 README = Path(__file__).resolve().parents[3] / "README.md"
@@ -65,6 +69,12 @@ def wait_until(condition, timeout_s: float, what: str) -> None:
         time.sleep(0.1)
 
 
+async def mcp_tools(url: str, secret: str) -> list[str]:
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {secret}"}, timeout=30)
+    async with http, Client(streamable_http_client(url, http_client=http)) as agent:
+        return [tool.name for tool in (await agent.list_tools()).tools]
+
+
 @pytest.mark.e2e
 def test_up_serves_the_readme_examples_and_ctrl_c_stops_everything(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SOPHIA_")}
@@ -111,6 +121,9 @@ def test_up_serves_the_readme_examples_and_ctrl_c_stops_everything(tmp_path):
             assert 'id="tile-open-deals"' in business.text
             assert browser.get("/ops").status_code == 200  # the dev key is an admin key
 
+        # an AI agent: the official SDK's client, with the dev key, finds Sophia's tools
+        assert "search_records" in asyncio.run(mcp_tools(endpoints["mcp"], endpoints["api_key"]))
+
         exports = subprocess.run(
             [sys.executable, "-m", "sophia.cli.main", "env"],
             env=env,
@@ -135,6 +148,7 @@ def test_up_serves_the_readme_examples_and_ctrl_c_stops_everything(tmp_path):
         ports = [
             urlparse(endpoints["api"]).port,
             urlparse(endpoints["realtime"]).port,
+            urlparse(endpoints["mcp"]).port,
             urlparse(endpoints["database_url"]).port,
             urlparse(endpoints["redis_url"]).port,
             urlparse(endpoints["nats_url"]).port,

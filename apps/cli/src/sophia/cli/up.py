@@ -103,12 +103,16 @@ async def run_up(settings: Settings, seed_records: int) -> None:
         workers_metrics = f"http://{settings.api_host}:{workers_port}/metrics"
         realtime_port = _port_or_free(settings.realtime_host, settings.realtime_port)
         realtime_url = f"http://{settings.realtime_host}:{realtime_port}"
+        mcp_port = _port_or_free(settings.mcp_host, settings.mcp_port)
+        mcp_url = f"http://{settings.mcp_host}:{mcp_port}"
         env = {key.upper(): str(value) for key, value in _server_env(settings, urls, port).items()}
         env |= {  # every process knows where the others are (the dashboard's ops view reads them)
             "SOPHIA_REALTIME_PORT": str(realtime_port),
             "SOPHIA_REALTIME_HOST": settings.realtime_host,
             "SOPHIA_WEB_WORKERS_METRICS_URL": workers_metrics,
             "SOPHIA_WEB_REALTIME_METRICS_URL": f"{realtime_url}/metrics",
+            "SOPHIA_MCP_PORT": str(mcp_port),
+            "SOPHIA_MCP_HOST": settings.mcp_host,
         }
         api = SupervisedProcess(
             "api",
@@ -131,26 +135,36 @@ async def run_up(settings: Settings, seed_records: int) -> None:
             data_dir / "logs" / "realtime.log",
             env=env,
         )
+        gateway = SupervisedProcess(
+            "mcp-gateway",
+            [sys.executable, "-m", "sophia.mcp_gateway"],
+            lambda: _answers(f"{mcp_url}/healthz"),
+            data_dir / "logs" / "mcp-gateway.log",
+            env=env,
+        )
         await api.start()
         try:
             await workers.start()
             await realtime.start()
+            await gateway.start()
             details = {
                 **_endpoints(base_url, urls, dev_key, data_dir),
                 "workers_metrics": workers_metrics,
                 "realtime": f"ws://{settings.realtime_host}:{realtime_port}/ws",
                 "realtime_metrics": f"{realtime_url}/metrics",
+                "mcp": f"{mcp_url}/mcp",
             }
             written = endpoints.write(settings, details)
-            _announce(base_url, dev_key, written, details["realtime"])
+            _announce(base_url, dev_key, written, details["realtime"], details["mcp"])
             await stop.wait()
             console.print("Stopping ...")
         finally:
+            await gateway.stop(settings.shutdown_grace_s + 5)
             await realtime.stop(settings.shutdown_grace_s + 5)
             await workers.stop(settings.shutdown_grace_s + 5)
             await api.stop(settings.shutdown_grace_s + 5)
             endpoints.path(settings).unlink(missing_ok=True)
-    console.print("Stopped: API, workers, real-time service and engines are down.")
+    console.print("Stopped: API, workers, real-time service, MCP gateway and engines are down.")
 
 
 def _url_update(urls: EngineUrls) -> dict[str, str]:
@@ -188,12 +202,13 @@ def _endpoints(base_url: str, urls: EngineUrls, dev_key: str, data_dir: Path) ->
     }
 
 
-def _announce(base_url: str, dev_key: str, written: Path, realtime: object) -> None:
+def _announce(base_url: str, dev_key: str, written: Path, realtime: object, mcp: object) -> None:
     body = "\n".join(
         [
             f"Dashboard {base_url}/   (sign in with the dev key)",
             f"API       {base_url}/api/v1",
             f"Live      {realtime}   (WebSocket, same key)",
+            f"MCP       {mcp}   (Streamable HTTP for AI agents, same key)",
             f"Docs      {base_url}/docs   (ReDoc: {base_url}/redoc)",
             f"Metrics   {base_url}/metrics",
             f"Ready     {base_url}/readyz",

@@ -132,3 +132,22 @@ def outbox_insert(written: str, event_type: str, actor: str = "NULL") -> str:
                    'external_id', w.external_id, 'version', w.version, 'actor', {actor}::text))
         FROM {written} AS w
     """
+
+
+AuditEntry = tuple[str, str, str, dict[str, object], datetime]
+"""(actor, action, target, details, when it happened)."""
+
+
+async def audit_many(connection: Connection, entries: Sequence[AuditEntry]) -> None:
+    """`audit` for many entries at once, each with its own time: one statement, in the caller's
+    transaction (what a busy caller, such as the MCP gateway's tool calls, buffers and flushes)."""
+    await connection.executemany(
+        f"""INSERT INTO sophia_core.outbox (topic, event_type, key, payload)
+            VALUES ('{AUDIT_TOPIC}', 'audit.entry', $3,
+                    jsonb_build_object('actor', $1::text, 'action', $2::text, 'target', $3::text,
+                                       'at', to_jsonb($5::timestamptz), 'details', $4::text::jsonb))""",
+        [
+            (actor, action, target, orjson.dumps(details).decode(), at)
+            for actor, action, target, details, at in entries
+        ],
+    )

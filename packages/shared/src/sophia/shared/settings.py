@@ -68,6 +68,32 @@ class Settings(BaseSettings):
     web_session_ttl_s: float = Field(
         28_800, gt=0, le=2_592_000, description="How long a dashboard sign-in lasts (its cookie's lifetime)."
     )
+    mcp_host: str = Field("127.0.0.1", description="Address the MCP gateway binds.")
+    mcp_port: int = Field(8002, ge=0, le=65535, description="Port of the MCP gateway's /mcp (0: a free one).")
+    mcp_upstreams_file: Path | None = Field(
+        None, description="YAML file of the upstream MCP servers the gateway federates (re-read on change)."
+    )
+    mcp_call_timeout_s: float = Field(
+        30.0, gt=0, description="Longest a tool call through the gateway may take, end to end."
+    )
+    mcp_rate_per_s: float = Field(
+        200.0, gt=0, description="Requests a second one key may send to the gateway (bursts: twice that)."
+    )
+    mcp_allowed_hosts: str = Field(
+        "127.0.0.1:*,localhost:*,[::1]:*",
+        description="Host headers the gateway answers (DNS-rebinding protection), comma-separated.",
+    )
+    mcp_allowed_origins: str = Field(
+        "http://127.0.0.1:*,http://localhost:*,http://[::1]:*",
+        description="Origin headers the gateway accepts from browsers, comma-separated.",
+    )
+    mcp_jwt_issuer: str | None = Field(
+        None, description="Accept JWT bearer tokens from this issuer at the gateway (with mcp_jwt_key_file)."
+    )
+    mcp_jwt_audience: str | None = Field(None, description="The `aud` a gateway JWT must carry.")
+    mcp_jwt_key_file: Path | None = Field(
+        None, description="PEM public key (RS256/ES256) or a file holding the HS256 secret, for gateway JWTs."
+    )
     api_workers: int = Field(2, ge=1, le=64, description="API worker processes.")
     api_server: Literal["granian", "uvicorn"] = Field(
         "granian", description="ASGI server (chosen by measurement, docs/decisions/0002-asgi-server.md)."

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import time
 import weakref
 from http import HTTPStatus
 from typing import ClassVar
@@ -40,6 +39,7 @@ from sophia.realtime.protocol import FrameError, Position, error, parse_request,
 from sophia.realtime.protocol import Request as Frame
 from sophia.shared.logging import get_logger
 from sophia.shared.metrics import render_latest
+from sophia.shared.resilience import TokenBucket
 from sophia.shared.settings import Settings
 
 log = get_logger(__name__)
@@ -55,28 +55,6 @@ RESTART_CLOSE = 1012
 REPLAY_STEP_S = 30.0
 RESYNC_REASON = "Not resumed: {}. Read the current state again; live events follow."
 DRAIN_S = 5.0
-
-
-class FrameBudget:
-    """A token bucket of `per_s` frames a second, holding up to two seconds' worth: a client may
-    burst, not flood (each frame it sends is parsed and answered on the service's loop)."""
-
-    __slots__ = ("capacity", "per_s", "tokens", "updated")
-
-    def __init__(self, per_s: int) -> None:
-        self.per_s = per_s
-        self.capacity = 2.0 * per_s
-        self.tokens = self.capacity
-        self.updated = time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.per_s)
-        self.updated = now
-        if self.tokens < 1:
-            return False
-        self.tokens -= 1
-        return True
 
 
 class Connection(ServerConnection):
@@ -253,7 +231,7 @@ class RealtimeServer:
         client = Client(connection, max_queue=self.settings.realtime_max_queue, on_drop=self._on_drop)
         self._clients[connection] = client
         CONNECTIONS.inc()
-        frames = FrameBudget(self.settings.realtime_max_frames_per_s)
+        frames = TokenBucket(self.settings.realtime_max_frames_per_s)  # a burst, not a flood
         closing: asyncio.Task[None] | None = None
         try:
             async for data in connection:

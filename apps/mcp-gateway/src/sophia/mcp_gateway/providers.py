@@ -1,0 +1,63 @@
+"""What the gateway routes between: providers of tools. Sophia's own tools are one provider
+(`sophia.mcp_gateway.sophia_tools`); each upstream MCP server is another
+(`sophia.mcp_gateway.upstreams`). The gateway lists every provider's tools under the names the
+client sees, and hands a call to the provider that owns the name.
+
+A provider never raises for a failure of the tool itself: it answers a `CallToolResult` with
+`is_error` and a message the model can act on. It raises `ToolUnavailable` when it cannot run
+the tool now (its upstream is down, its breaker is open, the call timed out), which the gateway
+answers as a tool error saying so, and never as a failure of the whole request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import mcp_types as types
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who calls: a Sophia API key (or a JWT's subject) and its scope."""
+
+    key_id: str
+    """What rate limits count by: the key's id, or `jwt:<issuer>:<subject>`."""
+    prefix: str
+    """The key's public prefix, or the token's subject."""
+    scope: str
+    """`read`, `write` or `admin` (a JWT's scopes mapped onto these)."""
+    kind: str = "key"
+    """`key` (a Sophia API key) or `jwt`."""
+
+    @property
+    def actor(self) -> str:
+        """How the caller is named in the audit trail and the logs (never a secret)."""
+        return f"{self.kind}/{self.prefix}"
+
+
+class ToolUnavailable(Exception):
+    """The provider cannot run the tool now; `detail` says why, for the client."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class Provider(Protocol):
+    """A source of tools: Sophia's own, or one upstream MCP server."""
+
+    @property
+    def name(self) -> str:
+        """Stable, unique among providers (`sophia`, or the upstream's name in the config)."""
+        ...
+
+    async def list_tools(self, caller: Caller) -> list[types.Tool]:
+        """The tools this caller may see, named as the client sees them (namespaced), with their
+        input and output schemas and annotations untouched. `ToolUnavailable` when the provider
+        cannot say now (the gateway lists the others)."""
+        ...
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], caller: Caller) -> types.CallToolResult:
+        """Run the tool called `name` (as the client sees it) with `arguments`."""
+        ...

@@ -1,0 +1,113 @@
+"""Routing between providers: one list of every provider's tools (those the caller may see), and
+each call handed to the provider that owns the name, under the gateway's own time limit, counted,
+timed and audited.
+
+A provider that cannot list now (its upstream is down) leaves its tools out of the list, and the
+others are listed; a call to one of its tools is answered with a tool error saying so. A name two
+providers both claim is listed once, for the first provider, and the collision is logged and kept
+in `collisions` (the configuration refuses duplicate prefixes, so this takes a misbehaving
+upstream).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import mcp_types as types
+
+from sophia.mcp_gateway.audit import AuditTrail
+from sophia.mcp_gateway.metrics import CALL_SECONDS, CALLS, LISTS, PROVIDER_UNAVAILABLE
+from sophia.mcp_gateway.providers import Caller, Provider, ToolUnavailable
+from sophia.shared.logging import get_logger
+
+log = get_logger(__name__)
+
+INDEX_TTL_S = 5.0
+"""How long a caller scope's name -> provider index is trusted before the providers are listed again."""
+
+
+class UnknownTool(Exception):
+    """No provider offers this name to this caller (a protocol error: invalid params)."""
+
+
+def _text(message: str) -> types.CallToolResult:
+    return types.CallToolResult(content=[types.TextContent(type="text", text=message)], is_error=True)
+
+
+class Router:
+    def __init__(
+        self, providers: Callable[[], Sequence[Provider]], audit: AuditTrail | None, timeout_s: float
+    ) -> None:
+        self.providers = providers
+        """The providers now (the upstreams change when their file does)."""
+        self.audit = audit
+        self.timeout_s = timeout_s
+        self.collisions: dict[str, list[str]] = {}
+        self._index: dict[str, tuple[float, dict[str, Provider]]] = {}
+        """Per caller scope: when it was built, and the provider of each name."""
+
+    async def list_tools(self, caller: Caller) -> list[types.Tool]:
+        LISTS.inc()
+        providers = list(self.providers())
+        answers = await asyncio.gather(*(self._list(provider, caller) for provider in providers))
+        tools: list[types.Tool] = []
+        owners: dict[str, Provider] = {}
+        for provider, listed in zip(providers, answers, strict=True):
+            for tool in listed:
+                owner = owners.get(tool.name)
+                if owner is not None:
+                    self._collided(tool.name, owner, provider)
+                    continue
+                owners[tool.name] = provider
+                tools.append(tool)
+        self._index[caller.scope] = (time.monotonic(), owners)
+        return tools
+
+    async def _list(self, provider: Provider, caller: Caller) -> list[types.Tool]:
+        try:
+            return await asyncio.wait_for(provider.list_tools(caller), self.timeout_s)
+        except (ToolUnavailable, TimeoutError) as unavailable:
+            PROVIDER_UNAVAILABLE.labels(provider.name).inc()
+            log.warning("mcp_provider_unlisted", provider=provider.name, reason=str(unavailable) or "timeout")
+            return []
+
+    def _collided(self, name: str, kept: Provider, dropped: Provider) -> None:
+        claimants = self.collisions.setdefault(name, [kept.name])
+        if dropped.name not in claimants:
+            claimants.append(dropped.name)
+            log.warning("mcp_tool_name_collision", tool=name, kept=kept.name, dropped=dropped.name)
+
+    async def owner(self, name: str, caller: Caller) -> Provider:
+        built = self._index.get(caller.scope)
+        if built is None or time.monotonic() - built[0] > INDEX_TTL_S or name not in built[1]:
+            await self.list_tools(caller)
+            built = self._index[caller.scope]
+        provider = built[1].get(name)
+        if provider is None:
+            raise UnknownTool(f"Unknown tool {name!r}: tools/list names the tools this key may call.")
+        return provider
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], caller: Caller) -> types.CallToolResult:
+        provider = await self.owner(name, caller)
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            result = await asyncio.wait_for(provider.call_tool(name, arguments, caller), self.timeout_s)
+            outcome = "error" if result.is_error else "ok"
+        except ToolUnavailable as unavailable:
+            PROVIDER_UNAVAILABLE.labels(provider.name).inc()
+            outcome = "unavailable"
+            result = _text(f"{name} is unavailable now: {unavailable.detail} Try again later.")
+        except TimeoutError:
+            outcome = "timeout"
+            result = _text(f"{name} did not answer within {self.timeout_s:g} s; the call was cancelled.")
+        finally:
+            elapsed = time.perf_counter() - started
+            CALLS.labels(provider.name, name, outcome).inc()
+            CALL_SECONDS.labels(provider.name, name).observe(elapsed)
+            if self.audit is not None:
+                self.audit.record(caller, name, sorted(arguments), outcome, elapsed)
+        return result

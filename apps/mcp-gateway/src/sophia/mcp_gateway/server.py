@@ -1,0 +1,164 @@
+"""The gateway assembled: one Streamable HTTP endpoint, `/mcp`, served by the official SDK's
+low-level `Server` in stateless mode (any gateway process answers any request: no session to
+stick to, no session store), both protocol eras (2026-07-28 per-request envelopes; 2025-11-25
+`initialize`), JSON responses. In front of it: Host/Origin checks (the SDK's DNS-rebinding
+protection), keys or JWTs and a rate per caller (`auth.GatewayAuth`). Behind it: the router
+between Sophia's own tools and the upstreams'.
+
+`python -m sophia.mcp_gateway` runs it (uvicorn; `sophia up` starts it beside the API).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import mcp_types as types
+from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel.server import Server
+from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecuritySettings
+from mcp.shared.exceptions import MCPError
+from mcp_types import INTERNAL_ERROR, INVALID_PARAMS
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from sophia.cache import CacheConfig, TieredCache
+from sophia.cache.connection import RedisConnection
+from sophia.database import Database
+from sophia.database.verifier import KeyVerifier
+from sophia.mcp_gateway.audit import AuditTrail
+from sophia.mcp_gateway.auth import CALLER_KEY, GatewayAuth, JwtVerifier
+from sophia.mcp_gateway.providers import Caller, Provider
+from sophia.mcp_gateway.router import Router, UnknownTool
+from sophia.mcp_gateway.sophia_tools import Embed, SophiaTools
+from sophia.ml.models import Models
+from sophia.shared.logging import configure_logging, get_logger
+from sophia.shared.metrics import render_latest
+from sophia.shared.settings import Settings
+
+log = get_logger(__name__)
+
+NAME = "sophia-gateway"
+VERSION = "0.1.0"
+INSTRUCTIONS = (
+    "Sophia's business records (CRM deals and contacts, calls, messages, tickets) and their analytics, "
+    "beside the tools of the MCP servers this gateway federates (named <prefix>__<tool>). Results are "
+    "sized for your context: follow `next_cursor` for more."
+)
+
+
+def _caller(ctx: ServerRequestContext[Any, Any]) -> Caller:
+    request = ctx.request
+    caller = request.scope.get(CALLER_KEY) if isinstance(request, Request) else None
+    if not isinstance(caller, Caller):  # the auth middleware stands in front of every /mcp request
+        raise MCPError(INTERNAL_ERROR, "The request reached the gateway without a verified caller.")
+    return caller
+
+
+def mcp_server(router: Router) -> Server[Any]:
+    async def list_tools(
+        ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
+        return types.ListToolsResult(tools=await router.list_tools(_caller(ctx)))
+
+    async def call_tool(
+        ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
+    ) -> types.CallToolResult:
+        try:
+            return await router.call_tool(params.name, params.arguments or {}, _caller(ctx))
+        except UnknownTool as unknown:
+            raise MCPError(INVALID_PARAMS, str(unknown)) from None
+
+    return Server(
+        NAME, version=VERSION, instructions=INSTRUCTIONS, on_list_tools=list_tools, on_call_tool=call_tool
+    )
+
+
+async def _embedder(settings: Settings, stack: AsyncExitStack) -> Embed | None:
+    """With `SOPHIA_ML_ENABLED` (and Redis for the embeddings' cache), `semantic_search` ranks by
+    meaning too, with the API's model; without, it searches words only and says so."""
+    if not (settings.ml_enabled and settings.redis_url):
+        return None
+    redis = await stack.enter_async_context(RedisConnection.from_settings(settings))
+    cache = await stack.enter_async_context(
+        TieredCache(redis.client, CacheConfig.from_settings(settings), name="mcp")
+    )
+    models = await stack.enter_async_context(Models.load(settings, cache))
+
+    async def embed(texts: list[str]) -> list[list[float]]:
+        vectors = await models.embeddings.embed(texts, timeout_s=settings.ml_timeout_s)
+        return [[float(value) for value in vector] for vector in vectors]
+
+    return embed
+
+
+def _listed(text: str) -> list[str]:
+    return [entry.strip() for entry in text.split(",") if entry.strip()]
+
+
+def create_app(settings: Settings | None = None, extra: Sequence[Provider] = ()) -> Starlette:
+    """The gateway's ASGI app; `extra` providers are listed after Sophia's own (the upstreams)."""
+    settings = settings or Settings()
+    configure_logging(settings.log_level, settings.log_json)
+    if not settings.database_url:
+        raise RuntimeError("SOPHIA_DATABASE_URL must be set (`sophia up` sets it)")
+    providers: list[Provider] = []
+    router = Router(lambda: providers, None, settings.mcp_call_timeout_s)
+    server = mcp_server(router)
+    manager = StreamableHTTPSessionManager(
+        app=server,
+        json_response=True,
+        stateless=True,
+        security_settings=TransportSecuritySettings(
+            enable_dns_rebinding_protection=True,
+            allowed_hosts=_listed(settings.mcp_allowed_hosts),
+            allowed_origins=_listed(settings.mcp_allowed_origins),
+        ),
+    )
+    database = Database(settings)
+    keys = KeyVerifier(
+        database,
+        settings.api_key_cache_ttl_s,
+        stale_if_error_s=settings.cache_stale_if_error_s,
+        miss_ttl_s=settings.api_key_miss_ttl_s,
+        failure_limit=settings.auth_failure_limit,
+        failure_window_s=settings.auth_failure_window_s,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            await database.open(require_database=False)
+            stack.push_async_callback(database.close, settings.shutdown_grace_s)
+            router.audit = await stack.enter_async_context(AuditTrail(database))
+            providers.append(SophiaTools(settings, database, await _embedder(settings, stack)))
+            providers.extend(extra)
+            await stack.enter_async_context(manager.run())
+            log.info("mcp_gateway_started", providers=[provider.name for provider in providers])
+            yield
+            log.info("mcp_gateway_draining")
+
+    async def healthz(request: Request) -> Response:
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    async def metrics(request: Request) -> Response:
+        body, content_type = render_latest()
+        return Response(body, media_type=content_type)
+
+    app = Starlette(
+        routes=[
+            Route("/mcp", StreamableHTTPASGIApp(manager), methods=["GET", "POST", "DELETE"]),
+            Route("/healthz", healthz),
+            Route("/metrics", metrics),
+        ],
+        lifespan=lifespan,
+    )
+    app.add_middleware(
+        GatewayAuth, keys=keys, tokens=JwtVerifier.from_settings(settings), rate_per_s=settings.mcp_rate_per_s
+    )
+    app.state.router = router
+    return app

@@ -1,0 +1,211 @@
+"""The gateway over real HTTP, driven by the official SDK's `Client` in both protocol eras: Sophia's
+tools listed and called with a key, keys and JWTs refused or admitted, a rate per caller, Host
+checks, and an audit entry for every call."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+import httpx2
+import jwt
+import pytest
+import uvicorn
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+
+from sophia.database import keys
+from sophia.engines.process import free_port
+from sophia.mcp_gateway.server import create_app
+
+ERAS = ["legacy", "2026-07-28"]
+JWT_SECRET = "a-test-secret-of-thirty-two-bytes-or-more"
+
+
+@asynccontextmanager
+async def serving(settings) -> AsyncIterator[str]:
+    """The gateway on a free loopback port, for the duration; its /mcp URL."""
+    port = free_port("127.0.0.1")
+    config = uvicorn.Config(
+        create_app(settings), host="127.0.0.1", port=port, log_level="warning", loop="asyncio", lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.02)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@pytest.fixture(scope="module")
+async def gateway(settings, tmp_path_factory) -> AsyncIterator[str]:
+    key_file = tmp_path_factory.mktemp("jwt") / "secret"
+    key_file.write_text(JWT_SECRET)
+    own = settings.model_copy(
+        update={"mcp_jwt_issuer": "https://issuer.test", "mcp_jwt_key_file": key_file, "mcp_rate_per_s": 50.0}
+    )
+    async with serving(own) as url:
+        yield url
+
+
+@asynccontextmanager
+async def connected(url: str, secret: str, mode: str) -> AsyncIterator[Client]:
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {secret}"}, timeout=30)
+    async with http, Client(streamable_http_client(url, http_client=http), mode=mode) as client:
+        yield client
+
+
+def token(scope: str, **claims: object) -> str:
+    body = {
+        "iss": "https://issuer.test",
+        "sub": "agent-7",
+        "exp": int(time.time()) + 60,
+        "scope": scope,
+        **claims,
+    }
+    return jwt.encode(body, JWT_SECRET, algorithm="HS256")
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_an_agent_lists_and_calls_sophias_tools_in_either_era(gateway, client, api_keys, mode):
+    source = f"mcp{uuid.uuid4().hex[:8]}"
+    written = await client.put(f"/api/v1/records/{source}/deal/d-1", json={"data": {"dealname": "Acme"}})
+    record_id = written.json()["id"]
+    async with connected(gateway, api_keys["read"], mode) as agent:
+        listed = await agent.list_tools()
+        names = {tool.name for tool in listed.tools}
+        assert {"get_record", "search_records", "semantic_search", "active_deals", "pipeline"} <= names
+        assert all(tool.annotations and tool.annotations.read_only_hint for tool in listed.tools)
+        result = await agent.call_tool("get_record", {"id": record_id})
+    assert not result.is_error, result.content
+    assert result.structured_content["record"]["data"]["dealname"] == "Acme"
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_an_unknown_tool_is_a_protocol_error_naming_it(gateway, api_keys, mode):
+    async with connected(gateway, api_keys["read"], mode) as agent:
+        with pytest.raises(MCPError, match="no_such_tool"):
+            await agent.call_tool("no_such_tool", {})
+
+
+async def post(url: str, headers: dict[str, str]) -> httpx.Response:
+    body = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+    async with httpx.AsyncClient(timeout=10) as http:
+        return await http.post(
+            url, json=body, headers={"accept": "application/json, text/event-stream", **headers}
+        )
+
+
+async def test_no_key_a_wrong_key_or_a_bad_token_is_a_401_saying_so(gateway):
+    missing = await post(gateway, {})
+    assert missing.status_code == 401
+    assert missing.headers["www-authenticate"].startswith("Bearer")
+    assert "Authorization" in missing.json()["detail"]
+    wrong = await post(gateway, {"Authorization": "Bearer sk_00000000_" + "A" * 43})
+    assert wrong.status_code == 401
+    claims = {"iss": "https://issuer.test", "sub": "x", "exp": int(time.time()) + 60, "scope": "sophia:read"}
+    forged = jwt.encode(claims, "another-secret-of-thirty-two-bytes-or-more")
+    refused = await post(gateway, {"Authorization": f"Bearer {forged}"})
+    assert refused.status_code == 401
+    assert "not valid" in refused.json()["detail"]
+    expired = token("sophia:read", exp=int(time.time()) - 10)
+    assert (await post(gateway, {"Authorization": f"Bearer {expired}"})).status_code == 401
+    scopeless = token("openid profile")
+    assert "grants none" in (await post(gateway, {"Authorization": f"Bearer {scopeless}"})).json()["detail"]
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_a_jwt_with_a_sophia_scope_is_admitted(gateway, mode):
+    async with connected(gateway, token("openid sophia:read"), mode) as agent:
+        listed = await agent.list_tools()
+    assert any(tool.name == "get_record" for tool in listed.tools)
+
+
+async def test_a_caller_over_its_rate_is_answered_429_with_retry_after(gateway, database):
+    async with database.connection() as connection:
+        _, secret = await keys.create(connection, "mcp-rate", "read")
+    headers = {"Authorization": f"Bearer {secret}", "accept": "application/json, text/event-stream"}
+    body = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+    async with httpx.AsyncClient(timeout=10) as http:  # 50/s, bursts of 100: 150 at once is over
+        answers = await asyncio.gather(*(http.post(gateway, json=body, headers=headers) for _ in range(150)))
+    statuses = [answer.status_code for answer in answers]
+    assert set(statuses) == {200, 429}
+    assert statuses.count(200) >= 100
+    limited = next(answer for answer in answers if answer.status_code == 429)
+    assert int(limited.headers["retry-after"]) >= 1
+    assert "requests a second" in limited.json()["detail"]
+
+
+async def test_a_request_for_another_host_or_from_another_origin_is_refused(gateway, api_keys):
+    authorized = {"Authorization": f"Bearer {api_keys['read']}"}
+    rebound = await post(gateway, {**authorized, "Host": "evil.example"})
+    assert rebound.status_code == 421
+    assert "Host" in rebound.text
+    foreign = await post(gateway, {**authorized, "Origin": "https://evil.example"})
+    assert foreign.status_code == 403
+    assert "Origin" in foreign.text
+
+
+async def test_every_call_leaves_an_audit_entry_without_argument_values(gateway, api_keys, database):
+    marker = f"secret-{uuid.uuid4().hex}"
+    async with connected(gateway, api_keys["read"], "2026-07-28") as agent:
+        await agent.call_tool("search_records", {"source_system": "nothing", "limit": 1})
+        await agent.call_tool("semantic_search", {"query": marker})
+
+    async def audited() -> list[dict]:
+        async with database.connection() as connection:
+            rows = await connection.fetch(
+                """SELECT payload FROM sophia_core.outbox
+                   WHERE event_type = 'audit.entry' AND key = 'mcp/tool/semantic_search'"""
+            )
+        return [row["payload"] for row in rows]
+
+    for _ in range(50):  # flushed every 0.2 s
+        entries = await audited()
+        if entries:
+            break
+        await asyncio.sleep(0.1)
+    assert entries, "no audit entry for the call"
+    entry = entries[-1]
+    assert entry["actor"].startswith("key/")
+    assert entry["details"]["tool"] == "semantic_search"
+    assert entry["details"]["arguments"] == ["query"]
+    assert marker not in str(entries)
+
+
+async def test_malformed_oversize_or_deeply_nested_input_is_refused_not_a_500(gateway, api_keys):
+    headers = {
+        "Authorization": f"Bearer {api_keys['read']}",
+        "accept": "application/json, text/event-stream",
+        "content-type": "application/json",
+        "mcp-protocol-version": "2025-11-25",
+    }
+    async with httpx.AsyncClient(timeout=30) as http:
+        garbled = await http.post(gateway, content=b'{"jsonrpc": "2.0", "id": 1, "method": ', headers=headers)
+        huge = await http.post(
+            gateway, content=b'{"x": "' + b"a" * (5 * 1024 * 1024) + b'"}', headers=headers
+        )
+        surrogate = await http.post(
+            gateway, content=b'{"jsonrpc": "2.0", "id": 1, "method": "\\ud800"}', headers=headers
+        )
+    assert 400 <= garbled.status_code < 500
+    assert huge.status_code == 413
+    assert surrogate.status_code < 500
+    nested: dict = {}
+    inner = nested
+    for _ in range(200):
+        inner["a"] = {}
+        inner = inner["a"]
+    async with connected(gateway, api_keys["read"], "2026-07-28") as agent:
+        result = await agent.call_tool("search_records", {"data": nested})
+    assert result.is_error
