@@ -8,43 +8,16 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import httpx
-import httpx2
 import jwt
 import pytest
-import uvicorn
-from mcp import Client
-from mcp.client.streamable_http import streamable_http_client
+from gateway_clients import ERAS, connected, serving
 from mcp.shared.exceptions import MCPError
 
 from sophia.database import keys
-from sophia.engines.process import free_port
-from sophia.mcp_gateway.server import create_app
 
-ERAS = ["legacy", "2026-07-28"]
 JWT_SECRET = "a-test-secret-of-thirty-two-bytes-or-more"
-
-
-@asynccontextmanager
-async def serving(settings) -> AsyncIterator[str]:
-    """The gateway on a free loopback port, for the duration; its /mcp URL."""
-    port = free_port("127.0.0.1")
-    config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_level="warning", loop="asyncio", lifespan="on"
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.02)
-        yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        server.should_exit = True
-        await task
 
 
 @pytest.fixture(scope="module")
@@ -56,13 +29,6 @@ async def gateway(settings, tmp_path_factory) -> AsyncIterator[str]:
     )
     async with serving(own) as url:
         yield url
-
-
-@asynccontextmanager
-async def connected(url: str, secret: str, mode: str) -> AsyncIterator[Client]:
-    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {secret}"}, timeout=30)
-    async with http, Client(streamable_http_client(url, http_client=http), mode=mode) as client:
-        yield client
 
 
 def token(scope: str, **claims: object) -> str:

@@ -32,9 +32,11 @@ from sophia.database import Database
 from sophia.database.verifier import KeyVerifier
 from sophia.mcp_gateway.audit import AuditTrail
 from sophia.mcp_gateway.auth import CALLER_KEY, GatewayAuth, JwtVerifier
+from sophia.mcp_gateway.config import ConfigWatcher, load
 from sophia.mcp_gateway.providers import Caller, Provider
 from sophia.mcp_gateway.router import Router, UnknownTool
 from sophia.mcp_gateway.sophia_tools import Embed, SophiaTools
+from sophia.mcp_gateway.upstreams import Upstreams
 from sophia.ml.models import Models
 from sophia.shared.logging import configure_logging, get_logger
 from sophia.shared.metrics import render_latest
@@ -107,7 +109,13 @@ def create_app(settings: Settings | None = None, extra: Sequence[Provider] = ())
     if not settings.database_url:
         raise RuntimeError("SOPHIA_DATABASE_URL must be set (`sophia up` sets it)")
     providers: list[Provider] = []
-    router = Router(lambda: providers, None, settings.mcp_call_timeout_s)
+    federated: list[Upstreams] = []
+
+    def everyone() -> list[Provider]:
+        """Sophia's tools, `extra`, then the upstreams of the file as it is now."""
+        return [*providers, *(upstream for upstreams in federated for upstream in upstreams.providers())]
+
+    router = Router(everyone, None, settings.mcp_call_timeout_s)
     server = mcp_server(router)
     manager = StreamableHTTPSessionManager(
         app=server,
@@ -137,8 +145,13 @@ def create_app(settings: Settings | None = None, extra: Sequence[Provider] = ())
             router.audit = await stack.enter_async_context(AuditTrail(database))
             providers.append(SophiaTools(settings, database, await _embedder(settings, stack)))
             providers.extend(extra)
+            if settings.mcp_upstreams_file is not None:  # a bad file stops the start, naming the field
+                config = load(settings.mcp_upstreams_file)
+                federated.append(await stack.enter_async_context(Upstreams(config)))
+                watcher = ConfigWatcher(settings.mcp_upstreams_file, federated[0].apply, config)
+                await stack.enter_async_context(watcher)
             await stack.enter_async_context(manager.run())
-            log.info("mcp_gateway_started", providers=[provider.name for provider in providers])
+            log.info("mcp_gateway_started", providers=[provider.name for provider in everyone()])
             yield
             log.info("mcp_gateway_draining")
 

@@ -1,0 +1,87 @@
+"""The gateway federating real upstream MCP servers (a stdio command and a Streamable HTTP server),
+driven by the SDK's `Client` in both eras; and two gateway processes answering one client in turn.
+The e2e tier: the upstreams are processes of their own."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import httpx2
+import pytest
+import yaml
+from gateway_clients import ERAS, connected, serving
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+pytestmark = pytest.mark.e2e
+
+SERVER_SCRIPT = Path(__file__).with_name("upstream_servers.py")
+_spec = importlib.util.spec_from_file_location("upstream_servers", SERVER_SCRIPT)
+assert _spec is not None
+assert _spec.loader is not None
+upstream_servers = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(upstream_servers)
+
+
+@pytest.fixture(scope="module")
+def upstreams_file(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("upstreams")
+    with upstream_servers.serve_http(upstream_servers.build_server()) as url:
+        path = folder / "upstreams.yaml"
+        entries = [
+            {"name": "local", "command": sys.executable, "args": [str(SERVER_SCRIPT)]},
+            {"name": "remote", "prefix": "far", "url": url, "timeout_s": 5},
+        ]
+        path.write_text(yaml.safe_dump({"upstreams": entries}))
+        yield path
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_upstream_tools_are_listed_beside_sophias_and_called_through_the_gateway(
+    settings, api_keys, upstreams_file, mode
+):
+    own = settings.model_copy(update={"mcp_upstreams_file": upstreams_file})
+    async with serving(own) as url, connected(url, api_keys["read"], mode) as agent:
+        names = {tool.name for tool in (await agent.list_tools()).tools}
+        assert {"get_record", "local__echo", "far__echo", "local__add", "far__add"} <= names
+        echoed = await agent.call_tool("local__echo", {"text": "through stdio"})
+        added = await agent.call_tool("far__add", {"a": 2, "b": 3})
+        failed = await agent.call_tool("far__fail", {})
+    assert "through stdio" in echoed.content[0].text
+    assert added.structured_content == {"result": 5}
+    assert failed.is_error  # the upstream's own error, passed on as a result
+
+
+class Alternating(httpx2.AsyncBaseTransport):
+    """A load balancer in miniature: each request to the next gateway in turn."""
+
+    def __init__(self, ports: list[int]) -> None:
+        self.ports = ports
+        self.sent = 0
+        self.inner = httpx2.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        request.url = request.url.copy_with(port=self.ports[self.sent % len(self.ports)])
+        self.sent += 1
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_two_gateways_serve_one_client_in_turn_without_a_session_error(settings, api_keys, mode):
+    async with serving(settings) as first, serving(settings) as second:
+        ports = [int(first.rsplit(":", 1)[1].split("/")[0]), int(second.rsplit(":", 1)[1].split("/")[0])]
+        balancer = Alternating(ports)
+        http = httpx2.AsyncClient(
+            transport=balancer, headers={"Authorization": f"Bearer {api_keys['read']}"}, timeout=30
+        )
+        async with http, Client(streamable_http_client(first, http_client=http), mode=mode) as agent:
+            for _ in range(3):
+                assert any(tool.name == "pipeline" for tool in (await agent.list_tools()).tools)
+                answered = await agent.call_tool("pipeline", {})
+                assert not answered.is_error, answered.content
+    assert balancer.sent >= 6  # both gateways answered in turn
