@@ -98,3 +98,36 @@ def test_the_published_schema_states_the_defaults_the_loader_applies() -> None:
     assert loaded.prefix == "a"
     assert loaded.allow_tools is None
     assert loaded.transport == "stdio"
+
+
+def test_views_name_keys_or_scopes_and_the_tools_they_see() -> None:
+    text = """
+upstreams: []
+views:
+  - keys: [ab12cd34]
+    tools: [get_record, "files__*"]
+  - scopes: [read]
+    tools: [pipeline]
+"""
+    first, second = parse(text, "u.yaml").views
+    assert first.applies_to("ab12cd34", "admin")
+    assert not first.applies_to("ffffffff", "admin")
+    assert first.allows("files__read_file")
+    assert not first.allows("files")
+    assert second.applies_to("anyone", "read")
+    assert not second.allows("get_record")
+
+
+@pytest.mark.parametrize(
+    ("view", "words"),
+    [
+        ({"tools": ["x"]}, "view #1, field `(entry)`: give `keys` or `scopes`"),
+        ({"keys": ["k"], "tools": []}, "view #1, field `tools`"),
+        ({"scopes": ["root"], "tools": ["x"]}, "view #1, field `scopes.0`"),
+        ({"keys": ["k"], "tools": ["x"], "extra": 1}, "view #1"),
+    ],
+)
+def test_a_bad_view_is_refused_naming_it(view: dict[str, Any], words: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        parse(yaml.safe_dump({"upstreams": [], "views": [view]}), "u.yaml")
+    assert words in refused.value.detail

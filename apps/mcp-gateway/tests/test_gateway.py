@@ -175,3 +175,39 @@ async def test_malformed_oversize_or_deeply_nested_input_is_refused_not_a_500(ga
     async with connected(gateway, api_keys["read"], "2026-07-28") as agent:
         result = await agent.call_tool("search_records", {"data": nested})
     assert result.is_error
+
+
+async def test_past_the_list_limit_find_tools_finds_the_rest_and_they_stay_callable(settings, api_keys):
+    own = settings.model_copy(update={"mcp_list_max_tools": 3})
+    async with serving(own) as url, connected(url, api_keys["read"], "2026-07-28") as agent:
+        listed = [tool.name for tool in (await agent.list_tools()).tools]
+        found = await agent.call_tool(
+            "find_tools", {"query": "weekly sentiment of calls and messages", "limit": 3}
+        )
+        unlisted = await agent.call_tool("sentiment_trend", {})
+        refused = await agent.call_tool("find_tools", {"query": "", "limit": 500})
+    assert len(listed) == 3
+    assert listed[0] == "find_tools"
+    assert "sentiment_trend" not in listed
+    assert found.structured_content["mode"] == "words"
+    assert found.structured_content["tools"][0]["name"] == "sentiment_trend"
+    assert "input_schema" in found.structured_content["tools"][0]
+    assert not unlisted.is_error, unlisted.content
+    assert refused.is_error
+
+
+async def test_a_view_limits_what_the_keys_and_scopes_it_names_see_and_call(settings, api_keys, tmp_path):
+    views = tmp_path / "upstreams.yaml"
+    views.write_text("upstreams: []\nviews:\n  - scopes: [read]\n    tools: [get_record, 'find_*']\n")
+    own = settings.model_copy(update={"mcp_upstreams_file": views})
+    async with serving(own) as url:
+        async with connected(url, api_keys["read"], "2026-07-28") as reader:
+            seen = {tool.name for tool in (await reader.list_tools()).tools}
+            with pytest.raises(MCPError, match="pipeline"):
+                await reader.call_tool("pipeline", {})
+            found = await reader.call_tool("find_tools", {"query": "pipeline by stage"})
+        async with connected(url, api_keys["admin"], "2026-07-28") as admin:
+            everything = {tool.name for tool in (await admin.list_tools()).tools}
+    assert seen == {"get_record", "find_tools"}
+    assert "pipeline" not in [tool["name"] for tool in found.structured_content["tools"]]  # not for this key
+    assert "pipeline" in everything

@@ -8,6 +8,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import httpx
 import httpx2
 import pytest
 import yaml
@@ -85,3 +86,42 @@ async def test_two_gateways_serve_one_client_in_turn_without_a_session_error(set
                 answered = await agent.call_tool("pipeline", {})
                 assert not answered.is_error, answered.content
     assert balancer.sent >= 6  # both gateways answered in turn
+
+
+async def test_an_admin_adds_disables_and_removes_an_upstream_over_http(settings, api_keys, tmp_path):
+    path = tmp_path / "upstreams.yaml"
+    path.write_text("upstreams: []\n")
+    own = settings.model_copy(update={"mcp_upstreams_file": path})
+    with upstream_servers.serve_http(upstream_servers.build_server()) as upstream_url:
+        async with serving(own) as url:
+            base = url.removesuffix("/mcp")
+            admin = {"Authorization": f"Bearer {api_keys['admin']}"}
+            async with httpx.AsyncClient(base_url=base, headers=admin, timeout=30) as http:
+                refused = await http.get(
+                    "/admin/upstreams", headers={"Authorization": f"Bearer {api_keys['read']}"}
+                )
+                bad = await http.post("/admin/upstreams", json={"name": "x", "url": "ftp://nowhere"})
+                added = await http.post(
+                    "/admin/upstreams",
+                    json={"name": "far", "url": upstream_url, "headers": {"X-Token": "s3cret"}},
+                )
+                twice = await http.post("/admin/upstreams", json={"name": "far", "url": upstream_url})
+                async with connected(url, api_keys["read"], "2026-07-28") as agent:
+                    assert "far__echo" in {tool.name for tool in (await agent.list_tools()).tools}
+                    listed = (await http.get("/admin/upstreams")).json()
+                    disabled = await http.post("/admin/upstreams/far:disable")
+                    assert "far__echo" not in {tool.name for tool in (await agent.list_tools()).tools}
+                removed = await http.delete("/admin/upstreams/far")
+                missing = await http.delete("/admin/upstreams/far")
+    assert refused.status_code == 403
+    assert bad.status_code == 422
+    assert "field `url`" in bad.json()["detail"]
+    assert added.status_code == 201, added.text
+    assert twice.status_code == 409
+    [entry] = listed["upstreams"]
+    assert entry["name"] == "far"
+    assert "headers" not in entry  # secrets stay in the file
+    assert disabled.json() == {"name": "far", "enabled": False}
+    assert removed.status_code == 200
+    assert missing.status_code == 404
+    assert yaml.safe_load(path.read_text()) == {"upstreams": []}

@@ -31,6 +31,8 @@ from sophia.shared.settings import Settings
 CALLER_KEY = "sophia.caller"
 """Where the verified caller rides in the ASGI scope to the tool handlers."""
 GATED_PATH = "/mcp"
+ADMIN_PATH = "/admin/"
+"""Also gated: the upstreams' admin routes (which then ask for the admin scope)."""
 JWT_SCOPES = {"sophia:admin": "admin", "sophia:write": "write", "sophia:read": "read"}
 """A JWT's `scope` (space-separated, or a `scp` list) entries and the Sophia scope each grants."""
 SCOPE_ORDER = ("admin", "write", "read")
@@ -98,7 +100,8 @@ class GatewayAuth:
         self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].rstrip("/") != GATED_PATH:
+        path = scope["path"] if scope["type"] == "http" else ""
+        if path.rstrip("/") != GATED_PATH and not path.startswith(ADMIN_PATH):
             await self.app(scope, receive, send)
             return
         header = next((value for name, value in scope["headers"] if name == b"authorization"), b"")

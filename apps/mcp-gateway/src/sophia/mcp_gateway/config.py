@@ -25,6 +25,7 @@ configuration while the file is invalid.
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import functools
 import hashlib
 import json
@@ -91,8 +92,25 @@ class UpstreamConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ViewConfig:
+    """The tools (shell-style patterns on their names) the callers it names may see and call."""
+
+    tools: tuple[str, ...]
+    keys: frozenset[str] = frozenset()
+    """Key prefixes, or JWT subjects."""
+    scopes: frozenset[str] = frozenset()
+
+    def applies_to(self, prefix: str, scope: str) -> bool:
+        return prefix in self.keys or scope in self.scopes
+
+    def allows(self, tool: str) -> bool:
+        return any(fnmatch.fnmatchcase(tool, pattern) for pattern in self.tools)
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     upstreams: tuple[UpstreamConfig, ...] = ()
+    views: tuple[ViewConfig, ...] = ()
     source: str = "<none>"
     digest: str = ""
     """SHA-256 of the file's bytes: an unchanged file is not applied twice."""
@@ -133,7 +151,11 @@ def parse(data: bytes | str, source: str, environ: Mapping[str, str] = os.enviro
         problems.sort(key=lambda problem: [str(part) for part in problem.location])
         lines = "; ".join(problem.message for problem in problems)
         raise ConfigError(f"{source}: {lines}", problems)
-    return GatewayConfig(upstreams, source, hashlib.sha256(raw).hexdigest())
+    views = tuple(
+        ViewConfig(tuple(view["tools"]), frozenset(view.get("keys", ())), frozenset(view.get("scopes", ())))
+        for view in document.get("views", ())
+    )
+    return GatewayConfig(upstreams, views, source, hashlib.sha256(raw).hexdigest())
 
 
 def _label(document: Any, index: int) -> str:
@@ -145,6 +167,10 @@ def _label(document: Any, index: int) -> str:
 def _located(error: jsonschema.ValidationError, document: Any) -> FieldError:
     """A schema violation as `upstream 'x', field `y`: what`, whatever keyword failed."""
     path = list(error.absolute_path)
+    if path[:1] == ["views"] and len(path) >= 2:
+        where = ".".join(str(part) for part in path[2:]) or "(entry)"
+        message = "give `keys` or `scopes`" if error.validator == "anyOf" else error.message
+        return FieldError(tuple(path), f"view #{int(path[1]) + 1}, field `{where}`: {message}")
     if len(path) < 2:
         return FieldError(tuple(path), f"{'.'.join(map(str, path)) or 'the document'}: {error.message}")
     index = int(path[1])

@@ -19,6 +19,7 @@ from typing import Any
 import mcp_types as types
 
 from sophia.mcp_gateway.audit import AuditTrail
+from sophia.mcp_gateway.config import ViewConfig
 from sophia.mcp_gateway.metrics import CALL_SECONDS, CALLS, LISTS, PROVIDER_UNAVAILABLE
 from sophia.mcp_gateway.providers import Caller, Provider, ToolUnavailable
 from sophia.shared.logging import get_logger
@@ -39,15 +40,22 @@ def _text(message: str) -> types.CallToolResult:
 
 class Router:
     def __init__(
-        self, providers: Callable[[], Sequence[Provider]], audit: AuditTrail | None, timeout_s: float
+        self,
+        providers: Callable[[], Sequence[Provider]],
+        audit: AuditTrail | None,
+        timeout_s: float,
+        views: Callable[[], Sequence[ViewConfig]] = tuple,
     ) -> None:
         self.providers = providers
         """The providers now (the upstreams change when their file does)."""
+        self.views = views
+        """The views now: which tools the callers they name may see and call."""
         self.audit = audit
         self.timeout_s = timeout_s
         self.collisions: dict[str, list[str]] = {}
         self._index: dict[str, tuple[float, dict[str, Provider]]] = {}
-        """Per caller scope: when it was built, and the provider of each name."""
+        """Per viewer (a scope, or a scope and a key named by a view): when it was built, and the
+        provider of each name."""
 
     async def list_tools(self, caller: Caller) -> list[types.Tool]:
         LISTS.inc()
@@ -55,16 +63,24 @@ class Router:
         answers = await asyncio.gather(*(self._list(provider, caller) for provider in providers))
         tools: list[types.Tool] = []
         owners: dict[str, Provider] = {}
+        views = [view for view in self.views() if view.applies_to(caller.prefix, caller.scope)]
         for provider, listed in zip(providers, answers, strict=True):
             for tool in listed:
+                if views and not any(view.allows(tool.name) for view in views):
+                    continue
                 owner = owners.get(tool.name)
                 if owner is not None:
                     self._collided(tool.name, owner, provider)
                     continue
                 owners[tool.name] = provider
                 tools.append(tool)
-        self._index[caller.scope] = (time.monotonic(), owners)
+        self._index[self._viewer(caller)] = (time.monotonic(), owners)
         return tools
+
+    def _viewer(self, caller: Caller) -> str:
+        """What decides which tools a caller sees: its scope, and its key where a view names it."""
+        named = any(caller.prefix in view.keys for view in self.views())
+        return f"{caller.scope}:{caller.prefix}" if named else caller.scope
 
     async def _list(self, provider: Provider, caller: Caller) -> list[types.Tool]:
         try:
@@ -81,10 +97,11 @@ class Router:
             log.warning("mcp_tool_name_collision", tool=name, kept=kept.name, dropped=dropped.name)
 
     async def owner(self, name: str, caller: Caller) -> Provider:
-        built = self._index.get(caller.scope)
+        viewer = self._viewer(caller)
+        built = self._index.get(viewer)
         if built is None or time.monotonic() - built[0] > INDEX_TTL_S or name not in built[1]:
             await self.list_tools(caller)
-            built = self._index[caller.scope]
+            built = self._index[viewer]
         provider = built[1].get(name)
         if provider is None:
             raise UnknownTool(f"Unknown tool {name!r}: tools/list names the tools this key may call.")

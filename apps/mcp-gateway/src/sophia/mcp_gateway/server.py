@@ -30,9 +30,10 @@ from sophia.cache import CacheConfig, TieredCache
 from sophia.cache.connection import RedisConnection
 from sophia.database import Database
 from sophia.database.verifier import KeyVerifier
+from sophia.mcp_gateway import admin, find_tools
 from sophia.mcp_gateway.audit import AuditTrail
 from sophia.mcp_gateway.auth import CALLER_KEY, GatewayAuth, JwtVerifier
-from sophia.mcp_gateway.config import ConfigWatcher, load
+from sophia.mcp_gateway.config import ConfigWatcher, GatewayConfig, load
 from sophia.mcp_gateway.providers import Caller, Provider
 from sophia.mcp_gateway.router import Router, UnknownTool
 from sophia.mcp_gateway.sophia_tools import Embed, SophiaTools
@@ -61,11 +62,20 @@ def _caller(ctx: ServerRequestContext[Any, Any]) -> Caller:
     return caller
 
 
-def mcp_server(router: Router) -> Server[Any]:
+def shortlist(tools: list[types.Tool], most: int) -> list[types.Tool]:
+    """At most `most` tools, `find_tools` first among them when some are left out: what an agent's
+    context takes in, the rest found on demand."""
+    if len(tools) <= most:
+        return tools
+    finder = [tool for tool in tools if tool.name == find_tools.NAME]
+    return finder + [tool for tool in tools if tool.name != find_tools.NAME][: most - len(finder)]
+
+
+def mcp_server(router: Router, list_max_tools: int) -> Server[Any]:
     async def list_tools(
         ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
-        return types.ListToolsResult(tools=await router.list_tools(_caller(ctx)))
+        return types.ListToolsResult(tools=shortlist(await router.list_tools(_caller(ctx)), list_max_tools))
 
     async def call_tool(
         ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
@@ -110,13 +120,21 @@ def create_app(settings: Settings | None = None, extra: Sequence[Provider] = ())
         raise RuntimeError("SOPHIA_DATABASE_URL must be set (`sophia up` sets it)")
     providers: list[Provider] = []
     federated: list[Upstreams] = []
+    configured: list[GatewayConfig] = [GatewayConfig()]
+    """The upstreams file as last applied."""
 
     def everyone() -> list[Provider]:
-        """Sophia's tools, `extra`, then the upstreams of the file as it is now."""
+        """Sophia's tools, `find_tools`, `extra`, then the upstreams of the file as it is now."""
         return [*providers, *(upstream for upstreams in federated for upstream in upstreams.providers())]
 
-    router = Router(everyone, None, settings.mcp_call_timeout_s)
-    server = mcp_server(router)
+    router = Router(everyone, None, settings.mcp_call_timeout_s, lambda: configured[0].views)
+
+    async def changed(config: GatewayConfig) -> None:
+        """A new upstreams file (from the watcher or the admin API): applied, then its views."""
+        await federated[0].apply(config)
+        configured[0] = config
+
+    server = mcp_server(router, settings.mcp_list_max_tools)
     manager = StreamableHTTPSessionManager(
         app=server,
         json_response=True,
@@ -143,12 +161,16 @@ def create_app(settings: Settings | None = None, extra: Sequence[Provider] = ())
             await database.open(require_database=False)
             stack.push_async_callback(database.close, settings.shutdown_grace_s)
             router.audit = await stack.enter_async_context(AuditTrail(database))
-            providers.append(SophiaTools(settings, database, await _embedder(settings, stack)))
+            embed = await _embedder(settings, stack)
+            providers.append(SophiaTools(settings, database, embed))
+            providers.append(find_tools.ToolFinder(router.list_tools, embed))
             providers.extend(extra)
             if settings.mcp_upstreams_file is not None:  # a bad file stops the start, naming the field
-                config = load(settings.mcp_upstreams_file)
-                federated.append(await stack.enter_async_context(Upstreams(config)))
-                watcher = ConfigWatcher(settings.mcp_upstreams_file, federated[0].apply, config)
+                configured[0] = load(settings.mcp_upstreams_file)
+                upstreams = await stack.enter_async_context(Upstreams(configured[0]))
+                federated.append(upstreams)
+
+                watcher = ConfigWatcher(settings.mcp_upstreams_file, changed, configured[0])
                 await stack.enter_async_context(watcher)
             await stack.enter_async_context(manager.run())
             log.info("mcp_gateway_started", providers=[provider.name for provider in everyone()])
@@ -167,6 +189,7 @@ def create_app(settings: Settings | None = None, extra: Sequence[Provider] = ())
             Route("/mcp", StreamableHTTPASGIApp(manager), methods=["GET", "POST", "DELETE"]),
             Route("/healthz", healthz),
             Route("/metrics", metrics),
+            *admin.routes(settings.mcp_upstreams_file, lambda: federated[0] if federated else None, changed),
         ],
         lifespan=lifespan,
     )

@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     mcp_upstreams_file: Path | None = Field(
         None, description="YAML file of the upstream MCP servers the gateway federates (re-read on change)."
     )
+    mcp_list_max_tools: int = Field(
+        128,
+        ge=2,
+        le=10_000,
+        description="Most tools the gateway's tools/list shows (find_tools finds the rest).",
+    )
     mcp_call_timeout_s: float = Field(
         30.0, gt=0, description="Longest a tool call through the gateway may take, end to end."
     )

@@ -1,0 +1,168 @@
+"""The upstreams over HTTP, for an admin key: list them with their state, add one, disable,
+enable or remove one. The upstreams file stays the one source of truth: each change is checked as
+the whole new file would be, written in place of the old one (atomically; comments are not kept),
+and applied at once, as the watcher would apply it a second later.
+
+| route | does |
+| --- | --- |
+| `GET /admin/upstreams` | each upstream's configuration (not its headers or env: secrets) and state |
+| `POST /admin/upstreams` | add one (the body: one entry, as in the file) |
+| `POST /admin/upstreams/{name}:disable`, `:enable` | switch one off or on |
+| `DELETE /admin/upstreams/{name}` | remove one |
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from sophia.mcp_gateway.auth import CALLER_KEY
+from sophia.mcp_gateway.config import ConfigError, GatewayConfig, parse
+from sophia.mcp_gateway.providers import Caller
+from sophia.mcp_gateway.upstreams import Upstreams
+
+MAX_BODY = 65_536
+PREFIX = "/admin/upstreams"
+
+
+def _json(body: object, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+TITLES = {
+    400: "Bad request",
+    403: "Forbidden",
+    404: "Not found",
+    409: "Conflict",
+    413: "Too large",
+    422: "Invalid",
+}
+
+
+def _refused(status: int, detail: str, **more: object) -> Response:
+    return _json({"error": TITLES.get(status, "Error"), "detail": detail, **more}, status)
+
+
+def _entries(document: dict[str, Any]) -> list[dict[str, Any]]:
+    listed = document.get("upstreams")
+    return [entry for entry in listed if isinstance(entry, dict)] if isinstance(listed, list) else []
+
+
+def routes(
+    path: Path | None,
+    upstreams: Callable[[], Upstreams | None],
+    apply: Callable[[GatewayConfig], Awaitable[None]],
+) -> list[Route]:
+    """The admin routes over the upstreams file at `path` (None: the gateway has none)."""
+    editing = asyncio.Lock()  # one change at a time: each reads the file the last one wrote
+
+    def guard(request: Request) -> Response | None:
+        caller = request.scope.get(CALLER_KEY)
+        if not isinstance(caller, Caller) or caller.scope != "admin":
+            return _refused(403, "The upstreams are managed with an admin key.")
+        if path is None:
+            return _refused(409, "The gateway runs without an upstreams file (SOPHIA_MCP_UPSTREAMS_FILE).")
+        return None
+
+    def document() -> dict[str, Any]:
+        assert path is not None
+        loaded = yaml.safe_load(path.read_text()) or {}
+        return loaded if isinstance(loaded, dict) else {}
+
+    async def write(changed: dict[str, Any]) -> Response | None:
+        """Check, write and apply the changed file; a refusal, or None when done."""
+        assert path is not None
+        text = yaml.safe_dump(changed, sort_keys=False)
+        try:
+            config = parse(text, str(path))
+        except ConfigError as refused:
+            errors = [
+                {"location": list(error.location), "message": error.message} for error in refused.errors
+            ]
+            return _refused(422, refused.detail, errors=errors)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        with os.fdopen(handle, "w") as file:
+            file.write(text)
+        Path(temporary).replace(path)
+        await apply(config)
+        return None
+
+    async def listed(request: Request) -> Response:
+        if (refused := guard(request)) is not None:
+            return refused
+        running = upstreams()
+        states = {upstream.name: upstream.status() for upstream in (running.providers() if running else [])}
+        secret = ("headers", "env")
+        entries = [
+            {
+                **{key: value for key, value in entry.items() if key not in secret},
+                "state": states.get(entry.get("name", ""), {"session": "off"}),
+            }
+            for entry in _entries(document())
+        ]
+        return _json({"source": str(path), "upstreams": entries})
+
+    async def added(request: Request) -> Response:
+        if (refused := guard(request)) is not None:
+            return refused
+        body = await request.body()
+        if len(body) > MAX_BODY:
+            return _refused(413, f"An upstream entry is at most {MAX_BODY} bytes.")
+        try:
+            entry = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return _refused(400, "The body is one upstream entry as JSON; this is not valid JSON.")
+        if not isinstance(entry, dict):
+            return _refused(400, "The body is one upstream entry: a JSON object.")
+        async with editing:
+            changed = document()
+            changed.setdefault("upstreams", [])
+            if any(
+                isinstance(old, dict) and old.get("name") == entry.get("name") for old in changed["upstreams"]
+            ):
+                return _refused(409, f"An upstream named {entry.get('name')!r} exists; remove it first.")
+            changed["upstreams"].append(entry)
+            return await write(changed) or _json({"added": entry.get("name")}, 201)
+
+    async def switched(request: Request) -> Response:
+        if (refused := guard(request)) is not None:
+            return refused
+        name, _, action = request.path_params["target"].partition(":")
+        if action not in ("disable", "enable"):
+            return _refused(404, "Use /admin/upstreams/<name>:disable or :enable.")
+        async with editing:
+            changed = document()
+            entry = next((old for old in _entries(changed) if old.get("name") == name), None)
+            if entry is None:
+                return _refused(404, f"No upstream named {name!r}.")
+            entry["enabled"] = action == "enable"
+            return await write(changed) or _json({"name": name, "enabled": entry["enabled"]})
+
+    async def removed(request: Request) -> Response:
+        if (refused := guard(request)) is not None:
+            return refused
+        name = request.path_params["target"]
+        async with editing:
+            changed = document()
+            kept = [old for old in _entries(changed) if old.get("name") != name]
+            if len(kept) == len(_entries(changed)):
+                return _refused(404, f"No upstream named {name!r}.")
+            changed["upstreams"] = kept
+            return await write(changed) or _json({"removed": name})
+
+    return [
+        Route(PREFIX, listed, methods=["GET"]),
+        Route(PREFIX, added, methods=["POST"]),
+        Route(PREFIX + "/{target}", switched, methods=["POST"]),
+        Route(PREFIX + "/{target}", removed, methods=["DELETE"]),
+    ]
