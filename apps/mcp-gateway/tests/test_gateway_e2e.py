@@ -125,3 +125,16 @@ async def test_an_admin_adds_disables_and_removes_an_upstream_over_http(settings
     assert removed.status_code == 200
     assert missing.status_code == 404
     assert yaml.safe_load(path.read_text()) == {"upstreams": []}
+
+
+async def test_an_upstream_dying_mid_call_is_a_clean_tool_error_and_the_next_call_works(
+    settings, api_keys, upstreams_file
+):
+    own = settings.model_copy(update={"mcp_upstreams_file": upstreams_file})
+    async with serving(own) as url, connected(url, api_keys["read"], "2026-07-28") as agent:
+        crashed = await agent.call_tool("local__crash", {})
+        again = await agent.call_tool("local__echo", {"text": "back"})
+    assert crashed.is_error
+    assert "unavailable" in crashed.content[0].text
+    assert not again.is_error
+    assert "back" in again.content[0].text
