@@ -483,3 +483,31 @@ def test_analytics_checks_raw_sql_against_the_summaries_and_measures_ingest(caps
         assert ingest["stream_messages_acked"] >= ingest["written"]
     assert {"uncached_p99_ms", "cached_p99_ms", "heaviest_ratio", "lag_p99_ms"} <= set(result["goals_met"])
     assert_printed(capsys, result)
+
+
+def test_mcp_calls_the_upstream_directly_and_through_the_gateway_and_search_beside_rest(capsys):
+    result = load("mcp_gateway").main(["--smoke", "--json"])
+
+    for era in ("2026-07-28", "2025-11-25"):
+        sides = result["latency"][era]
+        for side in (sides["direct"], sides["gateway"]):
+            assert side["calls"] == 20
+            assert side["errors"] == 0
+            assert 0 < side["p50_ms"] <= side["p99_ms"]
+        assert {"added_p50_ms", "added_p99_ms"} <= set(sides)
+    calls = result["throughput"]
+    for name in ("direct", "gateway"):
+        assert_measured(calls[name], latency=True)  # every answer held `"isError":false`
+        assert calls[name]["server_cpu_s"] > 0
+        assert calls[name]["per_server_cpu_s"] > 0
+    assert calls["gateway"]["cpu_s"]["upstream"] > 0  # the gateway's calls reached the upstream
+    assert calls["ratio"] > 0
+    assert set(result["search_records"]) == {"post", "sdk", "cached"}
+    for pair in result["search_records"].values():
+        for side in (pair["rest"], pair["mcp"]):
+            assert side["calls"] == 20
+            assert side["errors"] == 0
+            assert 0 < side["p50_ms"] <= side["p99_ms"]
+        assert pair["ratio_p50"] > 0
+    assert set(result["goals_met"]) == {"added_p99_ms", "calls_per_gateway_core"}
+    assert_printed(capsys, result)

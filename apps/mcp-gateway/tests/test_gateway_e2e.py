@@ -4,26 +4,20 @@ The e2e tier: the upstreams are processes of their own."""
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
 import httpx
 import httpx2
 import pytest
+import upstream_servers
 import yaml
 from gateway_clients import ERAS, connected, serving
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from upstream_helpers import SERVER_SCRIPT, text
 
 pytestmark = pytest.mark.e2e
-
-SERVER_SCRIPT = Path(__file__).with_name("upstream_servers.py")
-_spec = importlib.util.spec_from_file_location("upstream_servers", SERVER_SCRIPT)
-assert _spec is not None
-assert _spec.loader is not None
-upstream_servers = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(upstream_servers)
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +44,7 @@ async def test_upstream_tools_are_listed_beside_sophias_and_called_through_the_g
         echoed = await agent.call_tool("local__echo", {"text": "through stdio"})
         added = await agent.call_tool("far__add", {"a": 2, "b": 3})
         failed = await agent.call_tool("far__fail", {})
-    assert "through stdio" in echoed.content[0].text
+    assert "through stdio" in text(echoed)
     assert added.structured_content == {"result": 5}
     assert failed.is_error  # the upstream's own error, passed on as a result
 
@@ -135,6 +129,6 @@ async def test_an_upstream_dying_mid_call_is_a_clean_tool_error_and_the_next_cal
         crashed = await agent.call_tool("local__crash", {})
         again = await agent.call_tool("local__echo", {"text": "back"})
     assert crashed.is_error
-    assert "unavailable" in crashed.content[0].text
+    assert "unavailable" in text(crashed)
     assert not again.is_error
-    assert "back" in again.content[0].text
+    assert "back" in text(again)

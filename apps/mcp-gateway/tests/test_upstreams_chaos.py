@@ -10,20 +10,17 @@ import signal
 import sys
 from pathlib import Path
 
-import mcp_types as types
 import pytest
 import yaml
-from prometheus_client import REGISTRY
+from upstream_helpers import ADMIN, SERVER_SCRIPT, alive, group_gone, sample, text
 from waiting import eventually
 
 from sophia.mcp_gateway.config import GatewayConfig, parse
-from sophia.mcp_gateway.providers import Caller, ToolUnavailable
+from sophia.mcp_gateway.providers import ToolUnavailable
 from sophia.mcp_gateway.upstreams import Upstreams
 
 pytestmark = pytest.mark.chaos
 
-SERVER_SCRIPT = Path(__file__).with_name("upstream_servers.py")
-ADMIN = Caller("admin-key", "adm", "admin")
 UPSTREAMS = 4
 ROUNDS = 25
 """Each round starts the command once: 4 x 25 = 100 restarts."""
@@ -42,33 +39,6 @@ def children(pid: int) -> dict[int, str]:
         if int(fields[1]) == pid:
             found[int(entry.name)] = fields[0]
     return found
-
-
-def gone(pid: int) -> bool:
-    """No process with this pid, or only a zombie (dead; reaping is its parent's, init's for orphans)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return True
-    return state in ("Z", "X")
-
-
-def group_gone(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return True
-    return False
-
-
-def text(result: types.CallToolResult) -> str:
-    block = result.content[0]
-    assert isinstance(block, types.TextContent)
-    return block.text
-
-
-def sample(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 @pytest.mark.timeout(600)
@@ -128,5 +98,5 @@ async def test_a_hundred_restarts_leave_no_process_behind() -> None:
     assert left == {}, "upstream processes outlived their sessions"
     assert [pid for pid, state in children(os.getpid()).items() if state == "Z"] == []
     assert [pid for pid in leaders if not group_gone(pid)] == []
-    await eventually(lambda: all(gone(pid) for pid in sleepers), timeout_s=10)
+    await eventually(lambda: all(not alive(pid) for pid in sleepers), timeout_s=10)
     assert sample("sophia_mcp_upstream_processes") == processes_before

@@ -5,82 +5,41 @@ e2e tier: each test starts processes of its own."""
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import os
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import mcp_types as types
 import pytest
+import upstream_servers
 import yaml
 from mcp import Client
-from prometheus_client import REGISTRY
+from upstream_helpers import (
+    ADMIN,
+    READER,
+    WRITER,
+    alive,
+    configured,
+    group_gone,
+    sample,
+    stdio,
+    text,
+)
 from waiting import eventually
 
 from sophia.engines.process import free_port
 from sophia.mcp_gateway.config import (
     ConfigWatcher,
-    UpstreamConfig,
     load,
     parse,
 )
-from sophia.mcp_gateway.providers import Caller, ToolUnavailable
+from sophia.mcp_gateway.providers import ToolUnavailable
 from sophia.mcp_gateway.upstreams import Upstream, Upstreams
 
 pytestmark = pytest.mark.e2e  # each test starts MCP servers of its own (processes, or uvicorn)
 
-SERVER_SCRIPT = Path(__file__).with_name("upstream_servers.py")
-_spec = importlib.util.spec_from_file_location("upstream_servers", SERVER_SCRIPT)
-assert _spec is not None
-assert _spec.loader is not None
-upstream_servers = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(upstream_servers)
-
-ADMIN = Caller("admin-key", "adm", "admin")
-WRITER = Caller("write-key", "wri", "write")
-READER = Caller("read-key", "rea", "read")
-
-
-def configured(name: str, **fields: Any) -> UpstreamConfig:
-    """One upstream as the loader makes it from a file."""
-    return parse(yaml.safe_dump({"upstreams": [{"name": name, **fields}]}), "test.yaml").upstreams[0]
-
-
-def stdio(name: str, **fields: Any) -> UpstreamConfig:
-    return configured(name, command=sys.executable, args=[str(SERVER_SCRIPT)], **fields)
-
-
-def alive(pid: int) -> bool:
-    """Running, and not a zombie waiting to be reaped."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state not in ("Z", "X")
-
-
-def group_gone(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return True
-    return False
-
 
 async def lists(upstream: Upstream, name: str) -> bool:
     return name in [tool.name for tool in await upstream.list_tools(ADMIN)]
-
-
-def text(result: types.CallToolResult) -> str:
-    block = result.content[0]
-    assert isinstance(block, types.TextContent)
-    return block.text
-
-
-def sample(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 @pytest.fixture(scope="module")

@@ -84,13 +84,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
             observer = asyncio.create_task(_observe_pool(database), name="observe-pool")
             stack.callback(observer.cancel)
-            keys = KeyVerifier(
-                database,
-                settings.api_key_cache_ttl_s,
-                stale_if_error_s=settings.cache_stale_if_error_s,
-                miss_ttl_s=settings.api_key_miss_ttl_s,
-                failure_limit=settings.auth_failure_limit,
-                failure_window_s=settings.auth_failure_window_s,
+            keys = KeyVerifier.from_settings(
+                database, settings, stale_if_error_s=settings.cache_stale_if_error_s
             )
             config = CacheConfig.from_settings(settings)
             redis_tier = redis.client if settings.cache_enabled else None

@@ -30,6 +30,9 @@ INDEX_TTL_S = 5.0
 """How long a caller scope's name -> provider index is trusted before the providers are listed again."""
 
 
+MAX_SCHEMAS = 20_000
+
+
 class UnknownTool(Exception):
     """No provider offers this name to this caller (a protocol error: invalid params)."""
 
@@ -53,6 +56,9 @@ class Router:
         self.audit = audit
         self.timeout_s = timeout_s
         self.collisions: dict[str, list[str]] = {}
+        self.schemas: dict[str, dict[str, Any]] = {}
+        """Each listed tool's input schema by name, for the SDK's check of `Mcp-Param-*` headers
+        (which would otherwise list every tool on every call to read one schema)."""
         self._index: dict[str, tuple[float, dict[str, Provider]]] = {}
         """Per viewer (a scope, or a scope and a key named by a view): when it was built, and the
         provider of each name."""
@@ -74,7 +80,11 @@ class Router:
                     continue
                 owners[tool.name] = provider
                 tools.append(tool)
+                self.schemas[tool.name] = tool.input_schema
         self._index[self._viewer(caller)] = (time.monotonic(), owners)
+        if len(self.schemas) > MAX_SCHEMAS:  # names come and go with the upstreams: start again
+            self.schemas.clear()  # in place: the SDK holds this dict's `get`
+            self.schemas.update((tool.name, tool.input_schema) for tool in tools)
         return tools
 
     def _viewer(self, caller: Caller) -> str:

@@ -86,7 +86,12 @@ def mcp_server(router: Router, list_max_tools: int) -> Server[Any]:
             raise MCPError(INVALID_PARAMS, str(unknown)) from None
 
     return Server(
-        NAME, version=VERSION, instructions=INSTRUCTIONS, on_list_tools=list_tools, on_call_tool=call_tool
+        NAME,
+        version=VERSION,
+        instructions=INSTRUCTIONS,
+        on_list_tools=list_tools,
+        on_call_tool=call_tool,
+        get_tool_input_schema=router.schemas.get,
     )
 
 
@@ -146,14 +151,7 @@ def create_app(settings: Settings | None = None, extra: Sequence[Provider] = ())
         ),
     )
     database = Database(settings)
-    keys = KeyVerifier(
-        database,
-        settings.api_key_cache_ttl_s,
-        stale_if_error_s=settings.cache_stale_if_error_s,
-        miss_ttl_s=settings.api_key_miss_ttl_s,
-        failure_limit=settings.auth_failure_limit,
-        failure_window_s=settings.auth_failure_window_s,
-    )
+    keys = KeyVerifier.from_settings(database, settings, stale_if_error_s=settings.cache_stale_if_error_s)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -29,7 +29,7 @@ from urllib.parse import parse_qs, urlencode
 from uuid import UUID
 
 import orjson
-from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup, escape
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -60,6 +60,31 @@ TRENDS_WEEKS = 26
 Sort = Annotated[Literal["amount", "name", "stage", "close_date", "updated_at"], Query()]
 Order = Annotated[Literal["asc", "desc"], Query()]
 Page = Annotated[int, Query(ge=0, lt=MAX_DEALS_PAGE)]
+
+
+def analytics_filters(
+    since: Annotated[date | None, Query(alias="from")] = None,
+    until: Annotated[date | None, Query(alias="to")] = None,
+    source_system: Annotated[str | None, Query(pattern=IDENTIFIER_PATTERN, max_length=64)] = None,
+    owner: Annotated[str | None, Query(max_length=200)] = None,
+    pipeline: Annotated[str | None, Query(max_length=200)] = None,
+) -> analytics.Filters:
+    """The business view's filters, as `/api/v1/analytics/*` takes them (an empty field: none)."""
+    analytics.check_range(since, until)
+    return analytics.Filters(since, until, source_system or None, owner or None, pipeline or None)
+
+
+def deal_filters(
+    source_system: Annotated[str | None, Query(pattern=IDENTIFIER_PATTERN, max_length=64)] = None,
+    owner: Annotated[str | None, Query(max_length=200)] = None,
+    pipeline: Annotated[str | None, Query(max_length=200)] = None,
+) -> analytics.Filters:
+    """The active deals' filters: the business view's without the months."""
+    return analytics_filters(None, None, source_system, owner, pipeline)
+
+
+Where = Annotated[analytics.Filters, Depends(analytics_filters)]
+DealsWhere = Annotated[analytics.Filters, Depends(deal_filters)]
 
 
 class Platform(Protocol):
@@ -318,16 +343,6 @@ def install(app: FastAPI, search: Search) -> None:
 
     # ---- the business view -------------------------------------------------------------------
 
-    def analytics_filters(
-        since: Annotated[date | None, Query(alias="from")] = None,
-        until: Annotated[date | None, Query(alias="to")] = None,
-        source_system: Annotated[str | None, Query(pattern=IDENTIFIER_PATTERN, max_length=64)] = None,
-        owner: Annotated[str | None, Query(max_length=200)] = None,
-        pipeline: Annotated[str | None, Query(max_length=200)] = None,
-    ) -> analytics.Filters:
-        analytics.check_range(since, until)
-        return analytics.Filters(since, until, source_system or None, owner or None, pipeline or None)
-
     async def business_figures(state: Platform, where: analytics.Filters) -> dict[str, Any]:
         trend = analytics.TrendFilters(where.since, where.until, where.source_system)
         async with state.database.connection() as connection:
@@ -374,18 +389,9 @@ def install(app: FastAPI, search: Search) -> None:
 
     @router.get("/")
     async def business(
-        request: Request,
-        sort: Sort = "amount",
-        order: Order = "desc",
-        page: Page = 0,
-        since: Annotated[date | None, Query(alias="from")] = None,
-        until: Annotated[date | None, Query(alias="to")] = None,
-        source_system: Annotated[str | None, Query(pattern=IDENTIFIER_PATTERN, max_length=64)] = None,
-        owner: Annotated[str | None, Query(max_length=200)] = None,
-        pipeline: Annotated[str | None, Query(max_length=200)] = None,
+        request: Request, where: Where, sort: Sort = "amount", order: Order = "desc", page: Page = 0
     ) -> HTMLResponse:
         key = await signed_in(request)
-        where = analytics_filters(since, until, source_system or None, owner, pipeline)
         state = platform(request)
         return render(
             request,
@@ -398,31 +404,16 @@ def install(app: FastAPI, search: Search) -> None:
         )
 
     @router.get("/ui/analytics")
-    async def analytics_fragment(
-        request: Request,
-        since: Annotated[date | None, Query(alias="from")] = None,
-        until: Annotated[date | None, Query(alias="to")] = None,
-        source_system: Annotated[str | None, Query(pattern=IDENTIFIER_PATTERN, max_length=64)] = None,
-        owner: Annotated[str | None, Query(max_length=200)] = None,
-        pipeline: Annotated[str | None, Query(max_length=200)] = None,
-    ) -> HTMLResponse:
+    async def analytics_fragment(request: Request, where: Where) -> HTMLResponse:
         await signed_in(request)
-        where = analytics_filters(since, until, source_system or None, owner, pipeline)
         figures = await business_figures(platform(request), where)
         return render(request, "analytics_panel.html", **figures)
 
     @router.get("/ui/deals")
     async def deals_fragment(
-        request: Request,
-        sort: Sort = "amount",
-        order: Order = "desc",
-        page: Page = 0,
-        source_system: Annotated[str | None, Query(pattern=IDENTIFIER_PATTERN, max_length=64)] = None,
-        owner: Annotated[str | None, Query(max_length=200)] = None,
-        pipeline: Annotated[str | None, Query(max_length=200)] = None,
+        request: Request, where: DealsWhere, sort: Sort = "amount", order: Order = "desc", page: Page = 0
     ) -> HTMLResponse:
         await signed_in(request)
-        where = analytics_filters(None, None, source_system or None, owner, pipeline)
         table = await deals_table(platform(request), where, sort, order, page)
         return render(request, "deals_table.html", **table)
 

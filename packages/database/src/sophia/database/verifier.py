@@ -17,6 +17,7 @@ from sophia.core.errors import TooManyRequests, Unauthorized, Unavailable
 from sophia.database import keys, sessions
 from sophia.database.keys import ApiKey
 from sophia.database.pool import Database
+from sophia.shared.settings import Settings
 
 KEY_SHAPE = re.compile(r"sk_[0-9a-f]{8}_[A-Za-z0-9_\-]{43}")
 """What `keys.create` issues: `sk_<8 hex>_<43 url-safe base64>`."""
@@ -62,6 +63,20 @@ class KeyVerifier:
         """Per client address: when its window began, and its failures in it."""
         self._lookups: dict[str, asyncio.Future[ApiKey | None]] = {}
         """The lookup in flight of each key."""
+
+    @classmethod
+    def from_settings(
+        cls, database: Database, settings: Settings, *, stale_if_error_s: float = 0.0
+    ) -> KeyVerifier:
+        """With the settings' memory, miss and failure limits (what every admitting process uses)."""
+        return cls(
+            database,
+            settings.api_key_cache_ttl_s,
+            stale_if_error_s=stale_if_error_s,
+            miss_ttl_s=settings.api_key_miss_ttl_s,
+            failure_limit=settings.auth_failure_limit,
+            failure_window_s=settings.auth_failure_window_s,
+        )
 
     def remembered(self, secret: str) -> ApiKey | None:
         """The key if it was verified less than `ttl_s` ago (memory only; None: ask `verify`)."""

@@ -49,7 +49,8 @@ def configure_logging(level: str = "INFO", json: bool = True) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for chatty in ("httpx", "httpcore"):  # one INFO line per probe request drowns everything else
+    # One INFO line per HTTP request (probes, the MCP gateway's upstream calls) drowns everything else.
+    for chatty in ("httpx", "httpcore", "httpx2", "httpcore2"):
         logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
 
 

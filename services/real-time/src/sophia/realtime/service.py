@@ -49,13 +49,7 @@ class RealtimeService:
             for feed in feeds.values():
                 self._stack.push_async_callback(feed.stop)
             await wait_started(list(feeds.values()), FEEDS_START_TIMEOUT_S)
-            verifier = KeyVerifier(
-                database,
-                settings.api_key_cache_ttl_s,
-                miss_ttl_s=settings.api_key_miss_ttl_s,
-                failure_limit=settings.auth_failure_limit,
-                failure_window_s=settings.auth_failure_window_s,
-            )
+            verifier = KeyVerifier.from_settings(database, settings)
             async with database.connection() as connection:
                 token_secret = await tokens.signing_secret(connection)
             server = RealtimeServer(settings, verifier, feeds, self.hub, token_secret=token_secret)
