@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import orjson
 import pytest
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from sophia.database import Database, outbox
 from sophia.shared.metrics import HTTP_LATENCY
@@ -194,19 +194,15 @@ async def test_the_workers_and_the_real_time_service_are_scraped_over_http(setti
     realtime = CollectorRegistry()
     Gauge(ops.CONNECTIONS, "connections", registry=realtime).set(7)
     Gauge(ops.BREAKERS, "breakers", ["dependency"], registry=realtime).labels("postgres").set(1)
-    workers_server, _ = start_http_server(0, addr="127.0.0.1", registry=workers)
-    try:
-        async with http_server(chunked(generate_latest(realtime))) as realtime_url:
-            scraped = settings.model_copy(
-                update={
-                    "web_workers_metrics_url": f"http://127.0.0.1:{workers_server.server_port}/metrics",
-                    "web_realtime_metrics_url": realtime_url,
-                }
-            )
-            snapshot = await view(scraped, database, ApiMetrics(), Clock()).snapshot()
-    finally:
-        workers_server.shutdown()
-        workers_server.server_close()
+    plain = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nConnection: close\r\n\r\n"
+    async with (
+        http_server(plain + generate_latest(workers)) as workers_url,
+        http_server(chunked(generate_latest(realtime))) as realtime_url,
+    ):
+        scraped = settings.model_copy(
+            update={"web_workers_metrics_url": workers_url, "web_realtime_metrics_url": realtime_url}
+        )
+        snapshot = await view(scraped, database, ApiMetrics(), Clock()).snapshot()
 
     assert snapshot["sources"] == {"api": "ok", "workers": "ok", "realtime": "ok", "database": "ok"}
     assert snapshot["consumer_lag"] == [{"consumer": "records-sink", "lag": 42}]
