@@ -21,17 +21,38 @@ export function positiveInteger(name, fallback) {
   return value;
 }
 
-/** k6 options every scenario shares: VUS and DURATION from the environment, the thresholds (p99 < 100 ms, errors < 0.01 %). */
+/**
+ * k6 options every scenario shares: the thresholds (p99 < 100 ms, errors < 0.01 %) and the load:
+ * VUS virtual users looping for DURATION (a closed loop: the rate is whatever they reach), or, with
+ * RATE set, RATE iterations a second on a fixed schedule for DURATION (k6's constant-arrival-rate,
+ * with up to VUS users in flight): a figure at a stated rate. Iterations k6 could not start on time
+ * (every user busy) count as `dropped_iterations`, and any of them crosses a threshold.
+ */
 export function options() {
-  return {
-    vus: positiveInteger('VUS', 8),
-    duration: __ENV.DURATION || '20s',
+  const shared = {
     thresholds: {
       http_req_duration: ['p(99)<100'],
       http_req_failed: ['rate<0.0001'],
     },
     summaryTrendStats: ['avg', 'min', 'med', 'max', 'p(90)', 'p(99)'],
     setupTimeout: '60s',
+  };
+  const vus = positiveInteger('VUS', 8);
+  const duration = __ENV.DURATION || '20s';
+  if (!__ENV.RATE) return { ...shared, vus, duration };
+  shared.thresholds.dropped_iterations = ['count<1'];
+  return {
+    ...shared,
+    scenarios: {
+      fixed_rate: {
+        executor: 'constant-arrival-rate',
+        rate: positiveInteger('RATE', 1),
+        timeUnit: '1s',
+        duration,
+        preAllocatedVUs: vus,
+        maxVUs: vus,
+      },
+    },
   };
 }
 

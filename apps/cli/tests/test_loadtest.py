@@ -79,6 +79,37 @@ async def test_scenario_writes_a_summary_and_a_chart_with_thresholds_and_no_fail
 
 @pytest.mark.load
 @requires_k6
+async def test_a_fixed_rate_run_sends_that_many_requests_a_second_and_counts_the_late_ones(
+    server, api_keys, tmp_path
+):
+    steady = await asyncio.to_thread(
+        run_loadtest, Scenario.cached_read, server.url, api_keys["admin"],
+        vus=4, duration="3s", reports_dir=tmp_path, rate=50,
+    )  # fmt: skip
+    summary = steady.summary
+    assert summary["rate"] == 50
+    assert 100 <= summary["requests"] - 1 <= 160  # 150 on schedule (and setup's one listing)
+    assert summary["dropped_iterations"] == 0
+    assert summary["thresholds"]["dropped_iterations"] == {"count<1": True}
+    # One user in flight cannot start 2,000 requests a second on time: the late ones are counted.
+    swamped = await asyncio.to_thread(
+        run_loadtest, Scenario.cached_read, server.url, api_keys["admin"],
+        vus=1, duration="2s", reports_dir=tmp_path, rate=2000,
+    )  # fmt: skip
+    assert swamped.summary["dropped_iterations"] > 0
+    assert swamped.summary["thresholds"]["dropped_iterations"] == {"count<1": False}
+    assert not swamped.thresholds_passed
+
+
+def test_a_rate_outside_one_to_the_maximum_is_refused(tmp_path):
+    with pytest.raises(LoadTestError, match="--rate"):
+        run_loadtest(
+            Scenario.mixed, "http://127.0.0.1:9", "sk", vus=1, duration="1s", reports_dir=tmp_path, rate=0
+        )
+
+
+@pytest.mark.load
+@requires_k6
 def test_command_exits_non_zero_when_a_threshold_is_crossed(server, api_keys, tmp_path):
     # A read-only key: the mixed scenario's writes are refused, so the failed-rate threshold is crossed.
     arguments = ["mixed", "--vus", "2", "--duration", "2s", "--url", server.url, "--key", api_keys["read"]]

@@ -208,7 +208,7 @@ def _announce(base_url: str, dev_key: str, written: Path, realtime: object, mcp:
             f"Dashboard {base_url}/   (sign in with the dev key)",
             f"API       {base_url}/api/v1",
             f"Live      {realtime}   (WebSocket, same key)",
-            f"MCP       {mcp}   (Streamable HTTP for AI agents, same key)",
+            f"MCP       {mcp}   (AI agents, same key)",
             f"Docs      {base_url}/docs   (ReDoc: {base_url}/redoc)",
             f"Metrics   {base_url}/metrics",
             f"Ready     {base_url}/readyz",
