@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import jwt
+import orjson
 import pytest
 from gateway_clients import ERAS, connected, serving
 from mcp.shared.exceptions import MCPError
@@ -211,3 +212,21 @@ async def test_a_view_limits_what_the_keys_and_scopes_it_names_see_and_call(sett
     assert seen == {"get_record", "find_tools"}
     assert "pipeline" not in [tool["name"] for tool in found.structured_content["tools"]]  # not for this key
     assert "pipeline" in everything
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_a_record_is_a_resource_by_its_uri(gateway, client, api_keys, mode):
+    source = f"mcp{uuid.uuid4().hex[:8]}"
+    written = await client.put(f"/api/v1/records/{source}/message/m-1", json={"data": {"text": "hello"}})
+    record_id = written.json()["id"]
+    async with connected(gateway, api_keys["read"], mode) as agent:
+        templates = await agent.list_resource_templates()
+        read = await agent.read_resource(f"sophia://records/{record_id}")
+        with pytest.raises(MCPError, match="No record with id"):
+            await agent.read_resource(f"sophia://records/{uuid.uuid4()}")
+        with pytest.raises(MCPError, match="Unknown resource"):
+            await agent.read_resource("file:///etc/passwd")
+    assert [template.uri_template for template in templates.resource_templates] == ["sophia://records/{id}"]
+    [contents] = read.contents
+    assert contents.mime_type == "application/json"
+    assert orjson.loads(contents.text)["record"]["data"] == {"text": "hello"}

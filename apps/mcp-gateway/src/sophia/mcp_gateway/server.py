@@ -54,6 +54,18 @@ INSTRUCTIONS = (
 )
 
 
+RECORD_URI_PREFIX = "sophia://records/"
+RECORD_TEMPLATE = types.ResourceTemplate(
+    name="record",
+    title="A catalog record",
+    uri_template=RECORD_URI_PREFIX + "{id}",
+    description="One record of Sophia's catalog by id, as the get_record tool answers it.",
+    mime_type="application/json",
+)
+RESOURCE_NOT_FOUND = -32002
+"""The spec's code for a resource that does not exist."""
+
+
 def _caller(ctx: ServerRequestContext[Any, Any]) -> Caller:
     request = ctx.request
     caller = request.scope.get(CALLER_KEY) if isinstance(request, Request) else None
@@ -85,12 +97,46 @@ def mcp_server(router: Router, list_max_tools: int) -> Server[Any]:
         except UnknownTool as unknown:
             raise MCPError(INVALID_PARAMS, str(unknown)) from None
 
+    async def list_resource_templates(
+        ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListResourceTemplatesResult:
+        return types.ListResourceTemplatesResult(resource_templates=[RECORD_TEMPLATE])
+
+    async def list_resources(
+        ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListResourcesResult:
+        return types.ListResourcesResult(resources=[])  # millions of records: by template, not by list
+
+    async def read_resource(
+        ctx: ServerRequestContext[Any, Any], params: types.ReadResourceRequestParams
+    ) -> types.ReadResourceResult:
+        """`sophia://records/<id>`: the record as `get_record` answers it (routed, audited, views
+        obeyed); a resource of any other shape, or a record that is not there, is an error."""
+        uri = str(params.uri)
+        record_id = uri.removeprefix(RECORD_URI_PREFIX)
+        if not uri.startswith(RECORD_URI_PREFIX) or not record_id:
+            raise MCPError(
+                INVALID_PARAMS, f"Unknown resource {uri!r}: records are {RECORD_TEMPLATE.uri_template}."
+            )
+        try:
+            result = await router.call_tool("get_record", {"id": record_id}, _caller(ctx))
+        except UnknownTool:
+            raise MCPError(INVALID_PARAMS, "Records are not readable with this key (its view).") from None
+        text = next((block.text for block in result.content if isinstance(block, types.TextContent)), "")
+        if result.is_error:
+            raise MCPError(RESOURCE_NOT_FOUND, f"{uri}: {text}")
+        contents = types.TextResourceContents(uri=uri, mime_type="application/json", text=text)
+        return types.ReadResourceResult(contents=[contents])
+
     return Server(
         NAME,
         version=VERSION,
         instructions=INSTRUCTIONS,
         on_list_tools=list_tools,
         on_call_tool=call_tool,
+        on_list_resources=list_resources,
+        on_list_resource_templates=list_resource_templates,
+        on_read_resource=read_resource,
         get_tool_input_schema=router.schemas.get,
     )
 
