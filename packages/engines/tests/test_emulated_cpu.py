@@ -37,6 +37,24 @@ EMBED = textwrap.dedent(
     sys.stdout.buffer.write(encoder.encode(["Acme asked for a discount on the enterprise plan."]).tobytes())
     """
 )
+GATEWAY_NATIVE = textwrap.dedent(
+    """
+    import jsonschema, jwt, markupsafe, rpds
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from sophia.mcp_gateway.server import create_app
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    signed = [jwt.encode({"sub": "a"}, rsa_key, "RS256"), jwt.encode({"sub": "b"}, ec_key, "ES256")]
+    subjects = [jwt.decode(signed[0], rsa_key.public_key(), ["RS256"])["sub"],
+                jwt.decode(signed[1], ec_key.public_key(), ["ES256"])["sub"]]
+    sealed = AESGCM(bytes(32)).encrypt(bytes(12), b"x" * 65536, None)
+    jsonschema.Draft202012Validator({"type": "object", "required": ["a"]}).validate({"a": 1})
+    print(subjects, len(sealed), rpds.HashTrieMap({"a": 1}).insert("b", 2)["b"], markupsafe.escape("<b>"))
+    """
+)
+"""What the MCP gateway and the dashboard added that is native code: OpenSSL in `cryptography` (JWT
+signatures; it carries AVX-512 paths chosen at run time), `rpds` (jsonschema's), `markupsafe`."""
 
 
 class EmulatedPostgres(EmbeddedPostgres):
@@ -100,3 +118,8 @@ def test_the_embedding_model_gives_the_same_vector_without_avx512(emulator, tmp_
     emulated = np.frombuffer(run_python(emulator, EMBED, str(tmp_path)), dtype=np.float32)
     assert native.shape == emulated.shape == (384,)
     assert float(native @ emulated) > 0.999  # other kernels, the same meaning
+
+
+def test_the_gateways_native_dependencies_run_without_avx512(emulator):
+    printed = run_python(emulator, GATEWAY_NATIVE).decode().strip()
+    assert printed == "['a', 'b'] 65552 2 &lt;b&gt;"
