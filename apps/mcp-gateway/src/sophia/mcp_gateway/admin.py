@@ -14,8 +14,6 @@ and applied at once, as the watcher would apply it a second later.
 from __future__ import annotations
 
 import asyncio
-import os
-import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from sophia.mcp_gateway.auth import CALLER_KEY
 from sophia.mcp_gateway.config import ConfigError, GatewayConfig, parse
 from sophia.mcp_gateway.providers import Caller
 from sophia.mcp_gateway.upstreams import Upstreams
+from sophia.shared.files import write_private
 
 MAX_BODY = 65_536
 PREFIX = "/admin/upstreams"
@@ -90,10 +89,7 @@ def routes(
                 {"location": list(error.location), "message": error.message} for error in refused.errors
             ]
             return _refused(422, refused.detail, errors=errors)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        with os.fdopen(handle, "w") as file:
-            file.write(text)
-        Path(temporary).replace(path)
+        write_private(path, text)  # its headers and env may hold secrets
         await apply(config)
         return None
 

@@ -48,7 +48,6 @@ log = get_logger(__name__)
 SCHEMA_PATH = Path(__file__).with_name("upstreams.schema.json")
 SEPARATOR = "__"
 """Between an upstream's prefix and its tool's own name."""
-SCOPES = ("read", "write", "admin")
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 

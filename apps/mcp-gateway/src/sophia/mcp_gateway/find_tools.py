@@ -17,7 +17,7 @@ from typing import Any
 import mcp_types as types
 import orjson
 
-from sophia.mcp_gateway.providers import Caller
+from sophia.mcp_gateway.providers import Caller, tool_error
 
 NAME = "find_tools"
 PROVIDER = "gateway"
@@ -128,7 +128,7 @@ class ToolFinder:
             else None
         )
         if problem is not None:
-            return types.CallToolResult(content=[types.TextContent(type="text", text=problem)], is_error=True)
+            return tool_error(problem)
         assert isinstance(query, str)
         tools = [tool for tool in await self.visible(caller) if tool.name != NAME]
         mode, scores = await self._scores(query, tools)

@@ -16,6 +16,8 @@ from typing import Any, Protocol
 
 import mcp_types as types
 
+from sophia.database.keys import SCOPES
+
 
 @dataclass(frozen=True, slots=True)
 class Caller:
@@ -34,6 +36,15 @@ class Caller:
     def actor(self) -> str:
         """How the caller is named in the audit trail and the logs (never a secret)."""
         return f"{self.kind}/{self.prefix}"
+
+    def has_scope(self, needed: str) -> bool:
+        """Whether its scope is `needed` or one above it (read < write < admin)."""
+        return self.scope in SCOPES and SCOPES.index(self.scope) >= SCOPES.index(needed)
+
+
+def tool_error(message: str) -> types.CallToolResult:
+    """A tool's failure as the model reads it: one text block, `is_error` set."""
+    return types.CallToolResult(content=[types.TextContent(type="text", text=message)], is_error=True)
 
 
 class ToolUnavailable(Exception):

@@ -21,7 +21,7 @@ import mcp_types as types
 from sophia.mcp_gateway.audit import AuditTrail
 from sophia.mcp_gateway.config import ViewConfig
 from sophia.mcp_gateway.metrics import CALL_SECONDS, CALLS, LISTS, PROVIDER_UNAVAILABLE
-from sophia.mcp_gateway.providers import Caller, Provider, ToolUnavailable
+from sophia.mcp_gateway.providers import Caller, Provider, ToolUnavailable, tool_error
 from sophia.shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -35,10 +35,6 @@ MAX_SCHEMAS = 20_000
 
 class UnknownTool(Exception):
     """No provider offers this name to this caller (a protocol error: invalid params)."""
-
-
-def _text(message: str) -> types.CallToolResult:
-    return types.CallToolResult(content=[types.TextContent(type="text", text=message)], is_error=True)
 
 
 class Router:
@@ -127,10 +123,10 @@ class Router:
         except ToolUnavailable as unavailable:
             PROVIDER_UNAVAILABLE.labels(provider.name).inc()
             outcome = "unavailable"
-            result = _text(f"{name} is unavailable now: {unavailable.detail} Try again later.")
+            result = tool_error(f"{name} is unavailable now: {unavailable.detail} Try again later.")
         except TimeoutError:
             outcome = "timeout"
-            result = _text(f"{name} did not answer within {self.timeout_s:g} s; the call was cancelled.")
+            result = tool_error(f"{name} did not answer within {self.timeout_s:g} s; the call was cancelled.")
         finally:
             elapsed = time.perf_counter() - started
             CALLS.labels(provider.name, name, outcome).inc()

@@ -33,8 +33,7 @@ from sophia.core.documents import describe, document_problem, printable
 from sophia.core.errors import FieldError, Invalid, NotFound, Unavailable
 from sophia.core.records import EXTERNAL_ID_MAX_LENGTH, IDENTIFIER_PATTERN, RecordFilter
 from sophia.database import Database, analytics, catalog, enrichment, search, views
-from sophia.database.keys import SCOPES
-from sophia.mcp_gateway.providers import Caller, ToolUnavailable
+from sophia.mcp_gateway.providers import Caller, ToolUnavailable, tool_error
 from sophia.shared.settings import Settings
 
 MAX_RESULT_CHARS = 16_000
@@ -583,10 +582,6 @@ class _Tool:
     run: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
-def _error(message: str) -> types.CallToolResult:
-    return types.CallToolResult(content=[types.TextContent(type="text", text=message)], is_error=True)
-
-
 def _answer(result: dict[str, Any]) -> types.CallToolResult:
     text = _dumps(result)
     return types.CallToolResult(
@@ -596,7 +591,7 @@ def _answer(result: dict[str, Any]) -> types.CallToolResult:
 
 def may_read(caller: Caller) -> bool:
     """Every scope from `read` up may call Sophia's tools."""
-    return caller.scope in SCOPES and SCOPES.index(caller.scope) >= SCOPES.index("read")
+    return caller.has_scope("read")
 
 
 class SophiaTools:
@@ -637,24 +632,24 @@ class SophiaTools:
 
     async def call_tool(self, name: str, arguments: dict[str, Any], caller: Caller) -> types.CallToolResult:
         if not may_read(caller):
-            return _error(
+            return tool_error(
                 f"Sophia's tools need an API key with the `read` scope; this caller's is `{caller.scope}`."
             )
         tool = self._tools.get(name)
         if tool is None:
             shown = printable(name[:100])
-            return _error(f"Unknown tool `{shown}`; Sophia's tools are: {', '.join(self._tools)}.")
+            return tool_error(f"Unknown tool `{shown}`; Sophia's tools are: {', '.join(self._tools)}.")
         problem = self._check(tool, arguments)
         if problem is not None:
-            return _error(problem)
+            return tool_error(problem)
         try:
             return _answer(await tool.run(arguments or {}))
         except BadArgument as error:
-            return _error(str(error))
+            return tool_error(str(error))
         except Invalid as error:
-            return _error(_invalid(error))
+            return tool_error(_invalid(error))
         except NotFound as error:
-            return _error(error.detail)
+            return tool_error(error.detail)
         except Unavailable as error:
             raise ToolUnavailable(error.detail) from error
 

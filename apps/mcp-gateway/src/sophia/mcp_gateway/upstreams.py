@@ -45,8 +45,8 @@ from mcp_types import CONNECTION_CLOSED
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import ValidationError
 
-from sophia.mcp_gateway.config import SCOPES, SEPARATOR, GatewayConfig, UpstreamConfig
-from sophia.mcp_gateway.providers import Caller, ToolUnavailable
+from sophia.mcp_gateway.config import SEPARATOR, GatewayConfig, UpstreamConfig
+from sophia.mcp_gateway.providers import Caller, ToolUnavailable, tool_error
 from sophia.shared.logging import get_logger
 from sophia.shared.process import die_with_parent
 from sophia.shared.resilience import BreakerOpen, BreakerState, CircuitBreaker, retry
@@ -111,10 +111,6 @@ def _describe(error: BaseException) -> str:
     if isinstance(error, MCPError):
         return error.message
     return str(error) or type(error).__name__
-
-
-def _error_result(message: str) -> types.CallToolResult:
-    return types.CallToolResult(content=[types.TextContent(type="text", text=message)], is_error=True)
 
 
 class UpstreamProcess:
@@ -482,7 +478,7 @@ class Upstream:
         return f"{self.config.prefix}{SEPARATOR}{tool_name}"
 
     def may_use(self, caller: Caller) -> bool:
-        return caller.scope in SCOPES and SCOPES.index(caller.scope) >= SCOPES.index(self.config.scope)
+        return caller.has_scope(self.config.scope)
 
     def allows(self, tool_name: str) -> bool:
         return self.config.allow_tools is None or tool_name in self.config.allow_tools
@@ -510,13 +506,13 @@ class Upstream:
         prefix = f"{self.config.prefix}{SEPARATOR}"
         tool_name = name.removeprefix(prefix)
         if not name.startswith(prefix) or not self.allows(tool_name) or not self.may_use(caller):
-            return _error_result(f"{self.name} offers no tool {name!r} to this caller.")
+            return tool_error(f"{self.name} offers no tool {name!r} to this caller.")
         self._in_flight += 1
         self._drained.clear()
         try:
             tool = await self._tool(tool_name)
             if tool is None:
-                return _error_result(f"{self.name} has no tool {tool_name!r} (any more).")
+                return tool_error(f"{self.name} has no tool {tool_name!r} (any more).")
             hints = tool.annotations
             repeatable = hints is not None and bool(hints.read_only_hint or hints.idempotent_hint)
             return await self._unavailable_as_error(
@@ -586,9 +582,9 @@ class Upstream:
         try:
             return await self._request(tool_name, lambda client: client.call_tool(tool_name, arguments))
         except MCPError as error:  # the upstream refused this call (bad arguments...): the tool's error
-            return _error_result(f"{self.namespaced(tool_name)}: {error.message}")
+            return tool_error(f"{self.namespaced(tool_name)}: {error.message}")
         except ValidationError as error:
-            return _error_result(
+            return tool_error(
                 f"{self.namespaced(tool_name)} answered something not MCP: {error.error_count()} errors"
             )
 
