@@ -109,6 +109,20 @@ class SignInNeeded(SophiaError):
     """No session, or one that ended: the page sends the browser to the sign-in form."""
 
 
+class ShownAsPage(SophiaError):
+    """A `Forbidden` or `NotFound` met by a page a browser navigated to: answered as an HTML page
+    saying so (a fragment htmx asked for keeps the API's problem+json)."""
+
+    def __init__(self, error: Forbidden | NotFound) -> None:
+        super().__init__(error.detail)
+        self.title = error.title
+        self.status = 403 if isinstance(error, Forbidden) else 404
+
+
+def _as_page(request: Request, error: Forbidden | NotFound) -> SophiaError:
+    return error if request.headers.get("hx-request") else ShownAsPage(error)
+
+
 def _number(value: object) -> str:
     if value is None:
         return "—"
@@ -265,9 +279,10 @@ def install(app: FastAPI, search: Search) -> None:
         except Unauthorized as refused:
             raise SignInNeeded(refused.detail) from None
         if SCOPE_RANK[key.scope] < SCOPE_RANK[scope]:
-            raise Forbidden(
+            forbidden = Forbidden(
                 f"This page needs a key with the {scope!r} scope; you signed in with {key.scope!r}."
             )
+            raise _as_page(request, forbidden)
         return key
 
     def secure(request: Request) -> bool:
@@ -312,7 +327,7 @@ def install(app: FastAPI, search: Search) -> None:
         state = platform(request)
         client = request.client.host if request.client else ""
         try:
-            if key_text.startswith(f"{sessions.SESSION_PREFIX}_"):
+            if key_text.startswith(sessions.SESSION_PREFIX):
                 raise Unauthorized("Sign in with an API key (`sophia keys create`), not a session.")
             key = await state.keys.admit(key_text, client)
         except Unauthorized as refused:
@@ -437,7 +452,10 @@ def install(app: FastAPI, search: Search) -> None:
         key = await signed_in(request)
         state = platform(request)
         async with state.database.connection() as connection:
-            stored = await catalog.get(connection, record_id)  # NotFound: a 404 page
+            try:
+                stored = await catalog.get(connection, record_id)
+            except NotFound as missing:
+                raise _as_page(request, missing) from None
             record = orjson.loads(stored.json)
             target = f"{record['source_system']}/{record['kind']}/{record['external_id']}"
             predictions = await enrichment.predictions_of(connection, record_id)
@@ -476,37 +494,9 @@ def install(app: FastAPI, search: Search) -> None:
         await signed_in(request, "admin")
         return render(request, "ops_panel.html", ops=await ops_view(request).snapshot())
 
-    app.include_router(router)
-
     async def page_error(request: Request, error: Exception) -> Response:
-        """Forbidden and NotFound on a page: an HTML page saying so (the API's stay problem+json)."""
-        assert isinstance(error, SophiaError)
-        status = 403 if isinstance(error, Forbidden) else 404
-        return render(request, "error.html", status, title=error.title, detail=error.detail)
+        assert isinstance(error, ShownAsPage)
+        return render(request, "error.html", error.status, title=error.title, detail=error.detail)
 
-    install_page_errors(app, page_error)
-
-
-PAGE_PREFIXES = ("/ops", "/records/", "/ui/")
-
-
-def install_page_errors(app: FastAPI, handler: Callable[[Request, Exception], Awaitable[Response]]) -> None:
-    """Forbidden and NotFound raised under the dashboard's paths are answered as HTML pages; the
-    handlers already installed (the API's problem+json) keep answering everything else."""
-    for error in (Forbidden, NotFound):
-        previous = app.exception_handlers.get(error) or app.exception_handlers.get(SophiaError)
-
-        async def dispatch(
-            request: Request,
-            exc: Exception,
-            previous: Callable[[Request, Exception], Any] | None = previous,
-        ) -> Response:
-            path = request.url.path
-            if (path == "/" or path.startswith(PAGE_PREFIXES)) and not request.headers.get("hx-request"):
-                return await handler(request, exc)
-            if previous is None:
-                raise exc
-            result = previous(request, exc)
-            return await result if isinstance(result, Awaitable) else result  # type: ignore[no-any-return]
-
-        app.add_exception_handler(error, dispatch)
+    app.add_exception_handler(ShownAsPage, page_error)
+    app.include_router(router)

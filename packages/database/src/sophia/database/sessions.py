@@ -13,8 +13,8 @@ from datetime import timedelta
 from sophia.database.keys import ApiKey, digest
 from sophia.database.pool import Connection
 
-SESSION_PREFIX = "ss"
-SESSION_SHAPE = re.compile(r"ss_[A-Za-z0-9_\-]{43}")
+SESSION_PREFIX = "ss_"
+SESSION_SHAPE = re.compile(SESSION_PREFIX + r"[A-Za-z0-9_\-]{43}")
 """What `create` issues: `ss_<43 url-safe base64>` (256 random bits)."""
 EXPIRED_KEPT = timedelta(days=1)
 """Expired sessions are deleted at the next sign-in once this old (nothing reads them)."""
@@ -22,7 +22,7 @@ EXPIRED_KEPT = timedelta(days=1)
 
 async def create(connection: Connection, key: ApiKey, ttl_s: float) -> str:
     """A new session of `key`, valid `ttl_s` seconds; its secret, which is never stored."""
-    secret = f"{SESSION_PREFIX}_{secrets.token_urlsafe(32)}"
+    secret = f"{SESSION_PREFIX}{secrets.token_urlsafe(32)}"
     async with connection.transaction():
         await connection.execute(
             "DELETE FROM sophia_core.web_sessions WHERE expires_at < now() - $1::interval", EXPIRED_KEPT

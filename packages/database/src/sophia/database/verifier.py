@@ -191,7 +191,7 @@ class KeyVerifier:
 
 
 def _refused(secret: str) -> Unauthorized:
-    if secret.startswith(f"{sessions.SESSION_PREFIX}_"):
+    if secret.startswith(sessions.SESSION_PREFIX):
         return Unauthorized("The session has expired or was ended (or its key revoked): sign in again.")
     return Unauthorized("The API key is not valid or has been revoked.")
 
