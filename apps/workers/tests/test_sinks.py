@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import UTC, datetime
 
 import asyncpg
 import pytest
 import redis.asyncio as redis
+from waiting import eventually
 
 from sophia.cache import CacheConfig, TieredCache
 from sophia.cache.catalog import (
@@ -128,9 +128,7 @@ async def test_catalog_changes_drop_the_record_and_its_lists_from_every_process(
         await api.get_or_load(record_key(record_id), load)
         await api.get_or_load(list_key(where, None, 50), load, tags=list_tags(where))
         await invalidate_caches(worker, max_keys=100)([record_event(source, "d-1", record_id)])
-        async with asyncio.timeout(2):
-            while len(api.l1):
-                await asyncio.sleep(0.001)
+        await eventually(lambda: not len(api.l1), timeout_s=2)
     await api_client.aclose()
     await worker_client.aclose()
 

@@ -21,8 +21,7 @@ RawSink = Callable[[list[bytes]], Awaitable[None]]
 """A sink of the messages' bytes as they are, for a consumer whose spec says `raw`."""
 
 ENRICHED = frozenset({"record.upserted", REENRICH})
-ANALYZED = frozenset({"record.upserted", "record.deleted"})
-RECORD_CHANGES = ANALYZED
+RECORD_CHANGES = frozenset({"record.upserted", "record.deleted"})
 VIEW_REFRESHED = "view.refreshed"
 AUDITED = frozenset({*RECORD_CHANGES, "audit.entry"})
 CONVERSATIONS = frozenset({"call", "message"})
@@ -66,22 +65,21 @@ def update_analytics(database: Database, cache: TieredCache) -> Sink:
 
     async def sink(batch: list[Envelope]) -> None:
         deals: list[UUID] = []
-        talks: list[UUID] = []
-        changes: list[bool] = []  # per call or message: the record changed (not a prediction of it)
+        talks: list[UUID] = []  # calls and messages changed, or predicted again
+        changed_talks: list[UUID] = []  # those of them whose record changed
         for envelope in batch:
             payload = envelope.payload
-            if envelope.type in ANALYZED and payload.get("kind") == "deal":
+            if envelope.type in RECORD_CHANGES and payload.get("kind") == "deal":
                 deals.append(UUID(str(payload["id"])))
-            elif envelope.type in ANALYZED and payload.get("kind") in CONVERSATIONS:
+            elif envelope.type in RECORD_CHANGES and payload.get("kind") in CONVERSATIONS:
                 talks.append(UUID(str(payload["id"])))
-                changes.append(True)
+                changed_talks.append(talks[-1])
             elif envelope.type == "ml.prediction" and payload.get("task") in ("sentiment", "classification"):
                 talks.append(UUID(str(payload["record_id"])))
-                changes.append(False)
         if not deals and not talks:
             return
         newest = max(envelope.occurred_at for envelope in batch)
-        records = [*deals, *(talk for talk, changed in zip(talks, changes, strict=True) if changed)]
+        records = [*deals, *changed_talks]
         async with database.connection() as connection:
             applied = await analytics.apply_deal_changes(connection, deals, newest) if deals else None
             moved = await analytics.apply_conversation_changes(connection, talks, newest)

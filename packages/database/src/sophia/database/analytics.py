@@ -13,7 +13,7 @@ holds the two to that).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -181,20 +181,13 @@ async def apply_conversation_changes(
     ids = sorted(set(record_ids))
     if not ids:
         return 0
-    columns = ", ".join(_CONVERSATION_COLUMNS)
     async with connection.transaction():
         await _lock(connection, ids)
         stored, current = await _facts(connection, _CONVERSATION_COLUMNS, "conversation_facts", ids)
         sentiments, topics = _Deltas(1), _Deltas(1)
-        moved = []
-        for record_id in ids:
-            before: Any = stored.get(record_id)
-            now: Any = current.get(record_id)
-            if now is None or (before is not None and tuple(before) == tuple(now)):
-                continue
-            for facts, sign in ((before, -1), (now, +1)):
-                if facts is None or facts["deleted"]:
-                    continue
+        moved: list[tuple[Any, ...]] = []
+        for before, now in _changed(ids, stored, current):
+            for facts, sign in _counted(before, now):
                 where = (facts["source_system"], facts["kind"], facts["week"])
                 if facts["sentiment"] is not None:
                     sentiments.add((*where, facts["sentiment"]), sign)
@@ -204,13 +197,7 @@ async def apply_conversation_changes(
         keys = ("source_system", "kind", "week")
         await _move_summary(connection, "sentiment_summary", (*keys, "sentiment"), ("records",), sentiments)
         await _move_summary(connection, "topic_summary", (*keys, "label"), ("records",), topics)
-        if moved:
-            await connection.executemany(
-                f"INSERT INTO sophia_analytics.conversation_facts ({columns}) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (record_id) DO UPDATE SET "
-                + ", ".join(f"{name} = excluded.{name}" for name in _CONVERSATION_COLUMNS[1:]),
-                moved,
-            )
+        await _upsert_facts(connection, "conversation_facts", _CONVERSATION_COLUMNS, moved)
         await _move_freshness(connection, as_of)
         return len(moved)
 
@@ -241,19 +228,14 @@ async def apply_activity_changes(
     ids = sorted(set(record_ids))
     if not ids:
         return []
-    columns = ", ".join(_ACTIVITY_COLUMNS)
     async with connection.transaction():
         await _lock(connection, ids)
         stored, current = await _facts(connection, _ACTIVITY_COLUMNS, "activity_facts", ids)
         counts = _Deltas(3)
         moved: list[tuple[Any, ...]] = []
-        for record_id in ids:
-            before: Any = stored.get(record_id)
-            now: Any = current.get(record_id)
-            if now is None or (before is not None and tuple(before) == tuple(now)):
-                continue
-            for facts, sign in ((before, -1), (now, +1)):
-                if facts is None or facts["deleted"] or facts["company"] is None:
+        for before, now in _changed(ids, stored, current):
+            for facts, sign in _counted(before, now):
+                if facts["company"] is None:
                     continue
                 counts.add(
                     (facts["source_system"], facts["company"]),
@@ -262,22 +244,15 @@ async def apply_activity_changes(
                     sign * facts["open_deal"],
                 )
             moved.append(tuple(now))
-        if counts.rows:
-            await _move_summary(
-                connection,
-                "activity_summary",
-                ("source_system", "company"),
-                ("calls", "messages", "open_deals"),
-                counts,
-                empty="calls = 0 AND messages = 0 AND open_deals = 0",
-            )
-        if moved:
-            await connection.executemany(
-                f"INSERT INTO sophia_analytics.activity_facts ({columns}) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (record_id) DO UPDATE SET "
-                + ", ".join(f"{name} = excluded.{name}" for name in _ACTIVITY_COLUMNS[1:]),
-                moved,
-            )
+        await _move_summary(
+            connection,
+            "activity_summary",
+            ("source_system", "company"),
+            ("calls", "messages", "open_deals"),
+            counts,
+            empty="calls = 0 AND messages = 0 AND open_deals = 0",
+        )
+        await _upsert_facts(connection, "activity_facts", _ACTIVITY_COLUMNS, moved)
         if counts.rows:  # the last touch is a maximum: read again where anything moved
             companies = sorted(counts.rows)
             await connection.execute(
@@ -317,6 +292,38 @@ async def _facts(
     stored = await _by_id(connection, f"SELECT {names} FROM sophia_analytics.{table} {where}", ids)
     current = await _by_id(connection, f"SELECT {names} FROM sophia_analytics.current_{table} {where}", ids)
     return stored, current
+
+
+def _changed(ids: list[UUID], stored: dict[UUID, Any], current: dict[UUID, Any]) -> Iterator[tuple[Any, Any]]:
+    """(what is counted, what it is now) of each record in `ids` whose facts moved; a record gone
+    from its view (no longer a call, message or deal) keeps what is counted."""
+    for record_id in ids:
+        before, now = stored.get(record_id), current.get(record_id)
+        if now is None or (before is not None and tuple(before) == tuple(now)):
+            continue
+        yield before, now
+
+
+def _counted(before: Any, now: Any) -> Iterator[tuple[Any, int]]:
+    """The facts to count out (-1) and in (+1): those of a record that exists and is not deleted."""
+    for facts, sign in ((before, -1), (now, +1)):
+        if facts is not None and not facts["deleted"]:
+            yield facts, sign
+
+
+async def _upsert_facts(
+    connection: Connection, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]
+) -> None:
+    """Store `rows` (one per record, the record's id first) as what `table` now counts."""
+    if not rows:
+        return
+    await connection.executemany(
+        f"INSERT INTO sophia_analytics.{table} ({', '.join(columns)}) "
+        f"VALUES ({', '.join(f'${i + 1}' for i in range(len(columns)))}) "
+        f"ON CONFLICT ({columns[0]}) DO UPDATE SET "
+        + ", ".join(f"{name} = excluded.{name}" for name in columns[1:]),
+        rows,
+    )
 
 
 async def _lock(connection: Connection, ids: list[UUID]) -> None:
