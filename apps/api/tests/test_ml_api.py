@@ -9,7 +9,6 @@ import shutil
 
 import httpx
 import numpy as np
-import openai
 import pytest
 from app_clients import app_client
 from problem_assertions import assert_problem
@@ -68,6 +67,8 @@ async def test_a_text_embedded_again_comes_from_the_cache(ml):
 
 
 async def test_the_official_openai_client_works_unchanged(ml_settings, api_keys):
+    import openai  # here, not at the top: half a second of every xdist worker's collection
+
     app = create_app(ml_settings)
     async with app.router.lifespan_context(app):
         http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app))

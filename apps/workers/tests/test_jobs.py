@@ -469,7 +469,7 @@ def test_each_combination_of_served_models_has_a_reembed_job_of_its_own():
 
 async def test_a_job_not_before_a_time_waits_for_it(queue):
     handler = Calls()
-    not_before = datetime.now(UTC) + timedelta(seconds=0.6)
+    not_before = datetime.now(UTC) + timedelta(seconds=0.3)
     job, _ = await queue.submit("later", not_before=not_before)
     async with running(queue, {"later": handler}):
         await eventually(status_is(queue, job.id, "succeeded"))

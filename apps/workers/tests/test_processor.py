@@ -168,7 +168,7 @@ async def test_micro_batches_are_bounded_by_size(nats, streams):
     sink = Recorder()
     events = [event(n) for n in range(25)]
     await publish(nats, spec, events)
-    consumer_spec = consumer(spec, batch_size=10, concurrency=10, batch_wait_s=0.5)
+    consumer_spec = consumer(spec, batch_size=10, concurrency=10, batch_wait_s=0.2)
     async with running(nats, consumer_spec, sink, dead_letter):
         await eventually(lambda: len(sink.stored) == 25)
     assert [len(batch) for batch in sink.batches] == [10, 10, 5]

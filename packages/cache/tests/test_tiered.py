@@ -443,7 +443,7 @@ async def test_an_invalidation_that_missed_redis_becomes_a_clear_once_redis_answ
 ) -> None:
     from dataclasses import replace
 
-    quick = replace(config, breaker_open_s=0.5)
+    quick = replace(config, breaker_open_s=0.2)
     other_client = redis.Redis.from_url(settings.redis_url)  # type: ignore[attr-defined]
     loader = CountingLoader(b"old")
     async with (

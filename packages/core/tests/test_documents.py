@@ -125,8 +125,19 @@ json_values = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=None)
-@given(value=json_values, escaped=st.booleans())
-def test_bracket_depth_is_the_nesting_of_any_document(value, escaped):
+def check_bracket_depth(value: object, escaped: bool) -> None:
     raw = json.dumps(value).encode() if escaped else orjson.dumps(value)  # `\\u00e9` or UTF-8
     assert bracket_depth(raw) == depth(value)
+
+
+@settings(max_examples=100, deadline=None)  # generating the documents is most of its 0.3 s
+@given(value=json_values, escaped=st.booleans())
+def test_bracket_depth_is_the_nesting_of_any_document(value, escaped):
+    check_bracket_depth(value, escaped)
+
+
+@pytest.mark.load  # the same, 2,000 documents
+@settings(max_examples=2000, deadline=None)
+@given(value=json_values, escaped=st.booleans())
+def test_bracket_depth_is_the_nesting_of_many_more_documents(value, escaped):
+    check_bracket_depth(value, escaped)

@@ -40,10 +40,14 @@ async def snapshot(connection: asyncpg.Connection) -> dict[str, list[tuple[Any, 
 
 
 async def empty(connection: asyncpg.Connection) -> None:
-    await connection.execute(
-        "TRUNCATE sophia_core.unified_data_catalog, sophia_core.outbox, sophia_core.record_predictions, "
-        "sophia_analytics.stage_history, " + ", ".join(f"sophia_analytics.{table}" for table in TABLES)
-    )
+    """DELETE, not TRUNCATE: on a few rows it is 2 ms where TRUNCATE's new files take 50."""
+    emptied = [
+        *(f"sophia_core.{table}" for table in ("record_predictions", "unified_data_catalog", "outbox")),
+        *(f"sophia_analytics.{table}" for table in ("stage_history", *TABLES)),
+    ]
+    async with connection.transaction():
+        for table in emptied:
+            await connection.execute(f"DELETE FROM {table}")
 
 
 def json(data: dict[str, Any]) -> str:

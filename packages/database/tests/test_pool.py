@@ -123,7 +123,7 @@ async def test_a_server_that_accepts_and_never_answers_opens_the_breaker(setting
     server = await asyncio.start_server(silent, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     quiet = settings.model_copy(
-        update={"db_acquire_timeout_s": 0.2, "db_connect_timeout_s": 0.3, "breaker_min_calls": 2}
+        update={"db_acquire_timeout_s": 0.1, "db_connect_timeout_s": 0.15, "breaker_min_calls": 2}
     )
     database = Database(quiet, dsn=f"postgresql://sophia:x@127.0.0.1:{port}/sophia")
     await database.open(require_database=False)

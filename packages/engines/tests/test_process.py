@@ -41,7 +41,7 @@ async def test_a_child_that_ignores_the_stop_signal_is_killed_after_the_timeout(
     process = SupervisedProcess("stubborn", IGNORES_SIGTERM, ignoring_sigterm, log)
     await process.start()
     pid = process.pid
-    await process.stop(timeout_s=0.5)
+    await process.stop(timeout_s=0.2)
     assert not alive(pid)
 
 

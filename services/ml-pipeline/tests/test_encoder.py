@@ -71,6 +71,7 @@ def test_a_texts_embedding_does_not_depend_on_its_batch(encoder, texts):
     assert cosines(encoder.encode(sample[::-1])[::-1], batched).min() >= 0.99999  # input order kept
 
 
+@pytest.mark.e2e  # a whole build of the graph: 0.8 s of a core
 def test_the_graph_is_built_once_and_reused(model_cache):
     files = ModelFiles.from_package()
     first = ensure_onnx_model(files, model_cache, quantized=True)

@@ -90,7 +90,7 @@ async def test_a_deal_written_to_the_catalog_reaches_the_analytics_channel_once_
             TieredCache(redis.client, CacheConfig.from_settings(settings), name="workers")
         )
         relay = await stack.enter_async_context(
-            OutboxRelay(database, nats, stream_specs(settings), poll_s=0.2)
+            OutboxRelay(database, nats, stream_specs(settings), poll_s=0.05)
         )
         [configured] = [
             each for each in processors(settings, database, nats, cache) if each.spec.name == "analytics"
@@ -179,29 +179,42 @@ def slow_consumers() -> float:
     return metric("sophia_realtime_slow_consumers_total")
 
 
-async def test_a_slow_consumer_is_disconnected_and_the_others_keep_receiving(realtime, api_keys):
-    service, settings = realtime
+async def test_a_slow_consumer_is_disconnected_and_the_others_keep_receiving(own_streams, api_keys):
+    settings = own_streams.model_copy(update={"realtime_port": 0, "realtime_max_queue": 100})
     dropped = slow_consumers()
     sent, waiting = metric("sophia_realtime_bytes_total"), metric("sophia_realtime_backlog_frames")
-    async with ws(service, api_keys["read"]) as slow, ws(service, api_keys["read"]) as quick:
+    async with contextlib.AsyncExitStack() as stack:
+        service = await stack.enter_async_context(RealtimeService(settings))
+        slow = await stack.enter_async_context(narrow_client(service, api_keys["read"]))
+        quick = await stack.enter_async_context(ws(service, api_keys["read"]))
         await subscribe(slow, "records")
         await subscribe(quick, "records")
-        # the slow one never reads: the sockets' buffers fill up, its transport pushes back, then
-        # its backlog fills (500 frames) and it is dropped
-        events = [record_event("crm", "note", n, padding=8000) for n in range(2000)]
+        # the slow one never reads: its 4 KiB window and the service's send buffer fill up, its
+        # transport pushes back, then its backlog fills (100 frames) and it is dropped
+        events = [record_event("crm", "note", n, padding=2000) for n in range(400)]
         receiving = asyncio.create_task(publications(quick, len(events)))
         await publish(settings, events)
         got = await asyncio.wait_for(receiving, 30)
-        assert [item["event"]["payload"]["n"] for item in got] == list(range(2000))
+        assert [item["event"]["payload"]["n"] for item in got] == list(range(400))
+        await eventually(lambda: slow_consumers() == dropped + 1)
 
-        with pytest.raises(ConnectionClosed) as closed:
+        with pytest.raises(ConnectionClosed) as closed:  # what reached its socket before the drop
             await read_until_closed(slow)
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == 4008
-    assert "more than 500 frames behind" in closed.value.rcvd.reason
+    assert "more than 100 frames behind" in closed.value.rcvd.reason
     assert slow_consumers() == dropped + 1  # the slow one only
-    assert metric("sophia_realtime_bytes_total") >= sent + 2000 * 8000  # the quick one's, at least
+    assert metric("sophia_realtime_bytes_total") >= sent + 400 * 2000  # the quick one's, at least
     assert metric("sophia_realtime_backlog_frames") == waiting  # the dropped one's backlog forgotten
+
+
+def narrow_client(service: RealtimeService, secret: str) -> Any:
+    """A client whose socket takes at most 4 KiB in flight: a slow reader fills up at once."""
+    small = socket.socket()
+    small.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: the window
+    small.connect(("127.0.0.1", service.port))
+    headers = {"Authorization": f"Bearer {secret}"}
+    return connect(f"ws://127.0.0.1:{service.port}/ws", additional_headers=headers, sock=small)
 
 
 @pytest.mark.load  # 101 clients, 80 MB through loopback: seconds of both cores
@@ -215,13 +228,7 @@ async def test_a_slow_consumer_is_dropped_while_a_hundred_others_keep_receiving_
     dropped = slow_consumers()
     async with contextlib.AsyncExitStack() as stack:
         service = await stack.enter_async_context(RealtimeService(settings))
-        small = socket.socket()
-        small.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: the window
-        small.connect(("127.0.0.1", service.port))
-        headers = {"Authorization": f"Bearer {api_keys['read']}"}
-        slow = await stack.enter_async_context(
-            connect(f"ws://127.0.0.1:{service.port}/ws", additional_headers=headers, sock=small)
-        )
+        slow = await stack.enter_async_context(narrow_client(service, api_keys["read"]))
         quick = [await stack.enter_async_context(ws(service, api_keys["read"])) for _ in range(100)]
         for client in [slow, *quick]:
             await subscribe(client, "records")
