@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -44,6 +45,7 @@ def train_classifier_command(
     output = output or settings.data_dir / "models" / "classifier_head.npz"
     try:
         rows = read_labeled(file, holdout)
+        _check_writable(output)  # before the training's minutes, not after
         version = model_version(settings.ml_quantized)
         console.print(f"building the encoder ({version})...")
         encoder = SentenceEncoder.create(
@@ -61,6 +63,14 @@ def train_classifier_command(
     _report(training)
     _plain(f"wrote {output} ({training.head.version})")
     _plain(f"Serve it: SOPHIA_ML_CLASSIFIER_FILE={output.resolve()}, then restart the API and the workers.")
+
+
+def _check_writable(output: Path) -> None:
+    if output.is_dir():
+        raise IsADirectoryError(f"{output} is a directory: name the file the head goes to")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if not os.access(output.parent, os.W_OK):
+        raise PermissionError(f"{output.parent} is not writable: the head cannot go there")
 
 
 def _plain(line: str) -> None:
