@@ -59,6 +59,16 @@ API_SAMPLES = {
 CACHE_SAMPLES = {"sophia_cache_hits_total": "hits", "sophia_cache_misses_total": "misses"}
 
 
+HEADLINE = harness.Headline(
+    anchor="offline encoding, batches of 16, every core",
+    subject="`POST /api/v1/ml/embed`, one new text a request",
+    a=harness.Figure("raw.per_s", "embeddings/s"),
+    b=harness.Figure("api.per_s", "embeddings/s"),
+    goals=(harness.Goal(f"B/A ≥ {GOAL}", at_least=GOAL),),
+    section="Embeddings served over HTTP",
+)
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--texts", type=int, default=4_096, help="texts A encodes in a round")
@@ -405,7 +415,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "cache_hits": {**runs.hits.as_dict(), "hot_texts": options.hot} if runs.hits else None,
         }
     result["goal_met"] = result["ratio"] >= GOAL
-    harness.emit(result, report(result), options.json)
+    harness.emit(result, report(result), options, HEADLINE)
     return result
 
 

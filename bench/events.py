@@ -50,6 +50,16 @@ FROM (SELECT received_at, extract(epoch FROM received_at - occurred_at)::float8 
 """
 
 
+HEADLINE = harness.Headline(
+    anchor="raw nats-py JetStream publishing",
+    subject="`POST /api/v1/events` to rows in PostgreSQL",
+    a=harness.Figure("anchor_per_min", "events/min"),
+    b=harness.Figure("persisted_per_min", "events/min"),
+    goals=(harness.Goal(f"≥ {GOAL_PER_MIN:,} events/min persisted, all accepted", path="goal_met"),),
+    section="Events end to end",
+)
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--duration", type=float, default=120.0, help="seconds the clients send (B)")
@@ -296,7 +306,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             **summarize(run, stored_events, anchors),
             "machine": harness.machine(env),
         }
-    harness.emit(result, report(result), options.json)
+    harness.emit(result, report(result), options, HEADLINE)
     return result
 
 

@@ -50,6 +50,16 @@ Sample = tuple[str, float, bool]
 """One query: its key class, its seconds, and whether it was cancelled at its time limit."""
 
 
+HEADLINE = harness.Headline(
+    anchor="`data ->> key = value`, no index",
+    subject="`catalog.list_page`: `data @>` on the GIN index",
+    a=harness.Figure("old.p50_ms", "ms p50"),
+    b=harness.Figure("product.p50_ms", "ms p50"),
+    ratio_label="A/B",
+    section="`data.<key>=<value>` filters",
+)
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--records", type=int, default=1_000_000, help="records seeded before measuring")
@@ -246,7 +256,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "explain": {"filter": f"{shown[1]}={shown[2]}", "sql": sql, "plan": plan},
         "machine": info,
     }
-    harness.emit(result, text(result, options), options.json)
+    harness.emit(result, text(result, options), options, HEADLINE)
     return result
 
 

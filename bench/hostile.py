@@ -106,6 +106,20 @@ export function readyz() { http.get(`${env.BASE_URL}/readyz`, { timeout }); }
 """
 
 
+HEADLINE = harness.Headline(
+    anchor="the well-behaved client alone",
+    subject="the same client beside every attacker at once",
+    a=harness.Figure("quiet.p99_ms", "ms p99"),
+    b=harness.Figure("attacked.p99_ms", "ms p99"),
+    goals=(
+        harness.Goal(
+            f"no errors, p99 ≤ {GOAL_P99_RATIO:g}× quiet, breakers closed, no cache flush", path="goal_met"
+        ),
+    ),
+    section="Hostile clients",
+)
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--records", type=int, default=10_000, help="records seeded, read by id")
@@ -373,7 +387,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "k6": harness.k6_version(),
         "machine": machine,
     }
-    harness.emit(result, summary(result, options), options.json)
+    harness.emit(result, summary(result, options), options, HEADLINE)
     return result
 
 

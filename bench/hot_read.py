@@ -39,6 +39,22 @@ SERVER_HEADERS = {"date", "server"}
 IN_PROCESS_HITS = 200_000
 
 
+HEADLINE = harness.Headline(
+    anchor="bare ASGI app (`bench/bare_app.py`), granian ×2",
+    subject="`GET /api/v1/records/{id}`, cache on (L1 hits)",
+    a=harness.Figure("raw.per_s", "req/s"),
+    b=harness.Figure("api.per_s", "req/s"),
+    goals=(
+        harness.Goal(f"B/A ≥ {GOAL}", at_least=GOAL),
+        harness.Goal(f"B ≥ {GOAL_API_PER_S:,} req/s", path="api.per_s", at_least=GOAL_API_PER_S),
+        harness.Goal(
+            f"B p99 ≤ {GOAL_P99_MS:g} ms at a fixed rate", path="fixed_rate.api.p99_ms", at_most=GOAL_P99_MS
+        ),
+    ),
+    section="Hot reads",
+)
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--records", type=int, default=1_000, help="records seeded, all of them hot")
@@ -208,7 +224,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"  in process: an L1 hit of TieredCache.get_or_load takes {l1_hit_us:.2f} µs",
         )
     )
-    harness.emit(result, text, options.json)
+    harness.emit(result, text, options, HEADLINE)
     return result
 
 

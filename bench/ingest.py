@@ -25,6 +25,16 @@ GOAL = 0.6
 CHUNK_BYTES = 64 * 1024
 
 
+HEADLINE = harness.Headline(
+    anchor="raw asyncpg COPY",
+    subject="`POST /api/v1/records:bulk`, NDJSON",
+    a=harness.Figure("raw.per_s", "rows/s"),
+    b=harness.Figure("api.per_s", "rows/s"),
+    goals=(harness.Goal(f"B/A ≥ {GOAL}", at_least=GOAL),),
+    section="Results",
+)
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--records", type=int, default=100_000, help="rows written by each side")
@@ -142,7 +152,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"  ratio B/A {result['ratio']:.2f} (goal >= {GOAL})",
         )
     )
-    harness.emit(result, text, options.json)
+    harness.emit(result, text, options, HEADLINE)
     return result
 
 

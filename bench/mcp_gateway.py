@@ -94,6 +94,23 @@ end
 """
 
 
+HEADLINE = harness.Headline(
+    anchor="the echo upstream called directly",
+    subject="the same tool through the gateway",
+    a=harness.Figure("throughput.direct.per_s", "calls/s"),
+    b=harness.Figure("throughput.gateway.per_s", "calls/s"),
+    ratio="throughput.ratio",
+    goals=(
+        harness.Goal(
+            f"p99 added ≤ {GOALS['added_p99_ms']:g} ms, ≥ {GOALS['calls_per_gateway_core']:,} calls "
+            "per gateway core",
+            path="goals_met",
+        ),
+    ),
+    section="MCP gateway",
+)
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--calls", type=int, default=2_000, help="calls a side, one at a time (1 and 3)")
@@ -394,7 +411,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     options = parse(argv)
     with harness.environment() as env:
         result = {
-            "benchmark": "mcp",
+            "benchmark": "mcp_gateway",
             "calls": options.calls,
             "warmup_calls": options.warmup_calls,
             "duration_s": options.duration,
@@ -408,7 +425,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "machine": harness.machine(env),
         }
     result["goals_met"] = goals_met(result)
-    harness.emit(result, summary(result), options.json)
+    harness.emit(result, summary(result), options, HEADLINE)
     return result
 
 

@@ -22,12 +22,22 @@ import harness
 
 from sophia.database.catalog import CATALOG, RECORD_JSON
 
-GOAL = 0.4
+GOAL = 0.6  # raised from 0.4 on 2026-12-05: the API must cost less of the cores it shares
 LOOKUP = (
     f"SELECT c.id, c.version, {RECORD_JSON} AS json "
     f"FROM {CATALOG} AS c WHERE c.id = $1 AND c.deleted_at IS NULL"
 )
 MAX_LOOKUPS_PER_TASK = 10_000_000
+
+
+HEADLINE = harness.Headline(
+    anchor="raw asyncpg prepared lookups",
+    subject="`GET /api/v1/records/{id}`, cache off",
+    a=harness.Figure("raw.per_s", "req/s"),
+    b=harness.Figure("api.per_s", "req/s"),
+    goals=(harness.Goal(f"B/A ≥ {GOAL}", at_least=GOAL),),
+    section="Results",
+)
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -130,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"  ratio B/A {result['ratio']:.2f} (goal >= {GOAL})",
         )
     )
-    harness.emit(result, text, options.json)
+    harness.emit(result, text, options, HEADLINE)
     return result
 
 

@@ -51,6 +51,22 @@ MIB = 1024**2
 GOALS = {"connections": 10_000, "rss_per_connection_kib": 20.0, "ratio": 0.5, "p99_ms": 50.0}
 
 
+HEADLINE = harness.Headline(
+    anchor="a bare `websockets` `broadcast()`",
+    subject="`sophia.realtime`: events posted to the API",
+    a=harness.Figure("floor.saturated.per_s", "deliveries/s"),
+    b=harness.Figure("sophia.saturated.per_s", "deliveries/s"),
+    goals=(
+        harness.Goal(
+            f"≥ {GOALS['connections']:,} clients, ≤ {GOALS['rss_per_connection_kib']:g} KiB a connection, "
+            f"B/A ≥ {GOALS['ratio']}, p99 ≤ {GOALS['p99_ms']:g} ms at half load",
+            path="goals_met",
+        ),
+    ),
+    section="Real-time fan-out",
+)
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--connections", type=int, default=2000, help="clients held by the generator")
@@ -269,7 +285,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "machine": harness.machine(env),
         }
     result["goals_met"] = goals_met(result)
-    harness.emit(result, summary(result), options.json)
+    harness.emit(result, summary(result), options, HEADLINE)
     return result
 
 

@@ -34,6 +34,16 @@ DEADLINE_S_PER_ROW = 0.001
 """A relay slower than 1,000 events/s has failed: give up rather than wait for ever."""
 
 
+HEADLINE = harness.Headline(
+    anchor="the relay over the backlog's last fifth",
+    subject="over its first fifth, the whole backlog waiting",
+    a=harness.Figure("end_per_s", "events/s"),
+    b=harness.Figure("start_per_s", "events/s"),
+    goals=(harness.Goal(f"B/A ≥ {GOAL}", at_least=GOAL),),
+    section="Outbox drain after an outage",
+)
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--rows", type=int, default=2_000_000, help="outbox events waiting at the start")
@@ -131,7 +141,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"  B first fifth  {measured['start_per_s']:>10,.0f} events/s  (the whole backlog waiting)\n"
         f"  ratio B/A {measured['ratio']:.2f} (goal >= {GOAL}); {measured['seconds']:.1f} s in all"
     )
-    harness.emit(result, text, options.json)
+    harness.emit(result, text, options, HEADLINE)
     return result
 
 

@@ -35,6 +35,18 @@ GOAL = 0.95
 TABLE = "sophia_core.record_embeddings"
 
 
+HEADLINE = harness.Headline(
+    anchor="exact nearest neighbours (sequential scan)",
+    subject="HNSW at the last `--ef-search` (200, what search uses)",
+    a=harness.Figure("exact.p50_ms", "ms p50"),
+    b=harness.Figure("hnsw.-1.p50_ms", "ms p50"),
+    ratio="hnsw.-1.recall",
+    ratio_label="recall@10",
+    goals=(harness.Goal(f"recall@10 ≥ {GOAL}", path="hnsw.-1.recall", at_least=GOAL),),
+    section="Search recall",
+)
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--vectors", type=int, default=100_000, help="embeddings in the table")
@@ -171,7 +183,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "goal": GOAL,
             "machine": harness.machine(env),
         }
-    harness.emit(result, report(result), options.json)
+    harness.emit(result, report(result), options, HEADLINE)
     return result
 
 

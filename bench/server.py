@@ -18,6 +18,16 @@ import harness
 ENDPOINTS = ("records", "healthz")
 
 
+HEADLINE = harness.Headline(
+    anchor="uvicorn ×2, `GET /api/v1/records/{id}`",
+    subject="granian ×2 (the default), the same",
+    a=harness.Figure("results.server=uvicorn,workers=2,endpoint=records.per_s", "req/s"),
+    b=harness.Figure("results.server=granian,workers=2,endpoint=records.per_s", "req/s"),
+    ratio="ratios.granian/uvicorn records x2",
+    section="ASGI server and workers",
+)
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--records", type=int, default=10_000, help="records seeded before measuring")
@@ -89,7 +99,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "fastest": fastest(results),
         "machine": info,
     }
-    harness.emit(result, summary(result, options), options.json)
+    harness.emit(result, summary(result, options), options, HEADLINE)
     return result
 
 

@@ -26,6 +26,17 @@ import redis.asyncio as redis
 
 from sophia.cache import CacheConfig, TieredCache
 
+HEADLINE = harness.Headline(
+    anchor="no lock: single-flight in each process only",
+    subject="the Redis loading lock (the default)",
+    a=harness.Figure("unlocked.loader_calls_per_key", "loader calls/key"),
+    b=harness.Figure("locked.loader_calls_per_key", "loader calls/key"),
+    ratio="loader_calls_ratio",
+    ratio_label="A/B",
+    goals=(harness.Goal("1 loader call a cold key", path="locked.loader_calls_per_key", at_most=1.0),),
+    section="Stampede protection",
+)
+
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -134,7 +145,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"  an uncontended miss costs {cost_locked:.3f} ms with the lock, {cost_unlocked:.3f} ms without",
         ]
     )
-    harness.emit(result, text, options.json)
+    harness.emit(result, text, options, HEADLINE)
     return result
 
 

@@ -49,6 +49,21 @@ TIE_SHARE = 0.9
 """Servers within this share of the best deliveries per core are tied; the least memory wins."""
 
 
+HEADLINE = harness.Headline(
+    anchor="granian's ASGI WebSockets",
+    subject="`websockets` (the server chosen)",
+    a=harness.Figure("servers.granian.rss_per_connection_kib", "KiB/idle conn"),
+    b=harness.Figure("servers.websockets.rss_per_connection_kib", "KiB/idle conn"),
+    ratio=None,
+    goals=(
+        harness.Goal(
+            "≤ 20 KiB per idle connection", path="servers.websockets.rss_per_connection_kib", at_most=20.0
+        ),
+    ),
+    section="WebSocket server for the real-time service",
+)
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--connections", type=int, default=2000, help="clients held by the generator")
@@ -256,7 +271,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "reason": reason,
         "machine": harness.machine(),
     }
-    harness.emit(result, summary(result), options.json)
+    harness.emit(result, summary(result), options, HEADLINE)
     return result
 
 

@@ -1,6 +1,7 @@
 """What every benchmark shares: engines and a migrated database, the API server and the workers as
 child processes, the wrk and k6 load generators, raw JetStream publishing, synthetic catalog rows,
-percentiles, CPU by component and a description of the machine.
+percentiles, CPU by component, a description of the machine, and each benchmark's headline: its row
+of the table at the top of docs/benchmarks.md, saved with `--save` (`make bench` saves every one).
 
 Engines named by `SOPHIA_DATABASE_URL` / `SOPHIA_REDIS_URL` / `SOPHIA_NATS_URL` are used as they are
 (the test session sets them); the missing ones are started embedded in a temporary directory. Either
@@ -35,7 +36,7 @@ from harness.measure import (
     settle,
     side_line,
 )
-from harness.report import add_common_arguments, describe, emit, machine
+from harness.report import Figure, Goal, Headline, add_common_arguments, describe, emit, machine
 from harness.server import ApiServer
 from harness.workers import WorkersProcess
 from harness.wrk import wrk, wrk_binary, wrk_records
@@ -47,7 +48,10 @@ __all__ = [
     "ApiServer",
     "CpuSplit",
     "Environment",
+    "Figure",
     "FixedRate",
+    "Goal",
+    "Headline",
     "Measurement",
     "OtherCpu",
     "WorkersProcess",

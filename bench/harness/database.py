@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
+import nats
 import orjson
+import redis.asyncio as redis
 import structlog
 
 from sophia.database import keys
@@ -51,6 +53,8 @@ class Environment:
     nats_url: str
     admin_key: str
     postgres_version: str
+    valkey_version: str
+    nats_version: str
     work_dir: Path
     load_average_1m: float
     """The machine's load when the run began: above ~0.5, something else competes for the CPUs."""
@@ -79,6 +83,23 @@ async def _prepare(database_url: str) -> tuple[str, str]:
     return secret, str(version)
 
 
+async def _versions(redis_url: str, nats_url: str) -> tuple[str, str]:
+    """Valkey's and NATS's versions as the servers report them, configured engines included."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        info = await client.info("server")
+    finally:
+        await client.aclose()
+    servers = [url.strip() for url in nats_url.split(",") if url.strip()]
+    connection = await nats.connect(servers=servers, name="sophia-bench", connect_timeout=5)
+    try:
+        server = connection.connected_server_version
+        nats_version = f"{server.major}.{server.minor}.{server.patch}"
+    finally:
+        await connection.close()
+    return str(info.get("valkey_version") or info.get("redis_version", "unknown")), nats_version
+
+
 @contextmanager
 def environment() -> Iterator[Environment]:
     """Engines (configured or embedded, non-durable) and a database for this run only."""
@@ -95,12 +116,15 @@ def environment() -> Iterator[Environment]:
         created = True
         database_url = urls.database_url.rsplit("/", 1)[0] + f"/{name}"
         admin_key, postgres_version = run_async(_prepare(database_url))
+        valkey_version, nats_version = run_async(_versions(urls.redis_url, urls.nats_url))
         yield Environment(
             database_url,
             urls.redis_url,
             urls.nats_url,
             admin_key,
             postgres_version,
+            valkey_version,
+            nats_version,
             work_dir,
             load_average_1m,
         )
