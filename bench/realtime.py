@@ -2,8 +2,12 @@
 
     uv run --frozen python bench/realtime.py [--connections 2000] [--duration 10] [--json]
 
-One generator process (bench/ws/subscribers.py) holds --connections `websockets` clients, each
-sending `Authorization: Bearer <admin key>` in its handshake, on both sides:
+Generator processes (bench/ws/subscribers.py) hold --connections `websockets` clients, each
+sending `Authorization: Bearer <admin key>` in its handshake: one process on side A, whose rounds
+one control connection drives; --generators processes (2) sharing the clients on side B, so that
+the 2,000 frames of one event are read by two processes at once rather than queued behind each
+other in one (with one, the last client's frame waits for the other 1,999 to be parsed in Python:
+that wait, not the service, was most of the p99):
 
 - A, the floor: bench/ws/websockets_server.py, the `websockets` asyncio server (Sophia's stack)
   writing one prepared 200-byte frame to every connection with `broadcast()`.
@@ -30,11 +34,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import contextlib
 import os
 import secrets
 import sys
 import tempfile
 import time
+from array import array
 from pathlib import Path
 from typing import Any
 
@@ -81,13 +88,19 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--api-workers", type=int, default=1, help="API processes (B)")
     parser.add_argument(
+        "--generators", type=int, default=2, help="B: client processes sharing the connections"
+    )
+    parser.add_argument(
         "--settle", type=float, default=20.0, help="at most this many seconds to wait for a quiet machine"
     )
     harness.add_common_arguments(parser, timed=False)
     options = parser.parse_args(argv)
     options.resume_events = [int(part) for part in options.resume_events.split(",") if part.strip()]
-    if min(options.connections, options.connect_concurrency, options.in_flight, options.api_workers) < 1:
-        parser.error("--connections, --connect-concurrency, --in-flight and --api-workers must be >= 1")
+    counts = (options.connections, options.connect_concurrency, options.in_flight, options.api_workers)
+    if min(*counts, options.generators) < 1:
+        parser.error(
+            "--connections, --connect-concurrency, --in-flight, --api-workers and --generators must be >= 1"
+        )
     if options.duration <= 0 or options.warmup < 0 or min(options.resume_events, default=1) < 1:
         parser.error("--duration must be > 0, --warmup >= 0, --resume-events >= 1 each")
     return options
@@ -96,33 +109,97 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 class Subscribers(Generator):
     """bench/ws/subscribers.py, spoken to like generator.py (ws/processes.py)."""
 
-    def __init__(self, url: str, log_dir: Path) -> None:
+    def __init__(self, url: str, log_dir: Path, number: int = 1) -> None:
         super().__init__(url, "websockets", log_dir)
         self.command = [sys.executable, str(WS_DIR / "subscribers.py"), "--url", url]
-        self.log_path = log_dir / f"subscribers-{url.rsplit(':', 1)[1].split('/')[0]}.log"
+        port = url.rsplit(":", 1)[1].split("/")[0]
+        self.log_path = log_dir / f"subscribers-{port}-{number}.log"
+
+
+class SubscriberGroup:
+    """Several subscriber processes told the same things at once; their answers are combined."""
+
+    def __init__(self, url: str, log_dir: Path, count: int) -> None:
+        self.members = [Subscribers(url, log_dir, number) for number in range(1, count + 1)]
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> SubscriberGroup:
+        with self._stack as stack:
+            for member in self.members:
+                stack.enter_context(member)
+            self._stack = stack.pop_all()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stack.close()
+
+    def roots(self) -> dict[str, int]:
+        """CpuSplit's roots: `generator`, `generator-2`, ... (summed by `generator_cores`)."""
+        return {
+            "generator" if number == 1 else f"generator-{number}": member.pid
+            for number, member in enumerate(self.members, 1)
+        }
+
+    def send(self, request: dict[str, Any]) -> None:
+        for member in self.members:
+            member.send(request)
+
+    def expect(self, event: str, timeout_s: float) -> list[dict[str, Any]]:
+        return [member.expect(event, timeout_s) for member in self.members]
+
+
+def generator_cores(cores: dict[str, float]) -> float:
+    return round(sum(value for name, value in cores.items() if name.startswith("generator")), 3)
+
+
+def merged_window(answers: list[dict[str, Any]]) -> dict[str, Any]:
+    """One window's result of several generators: their latencies merged, counts added."""
+    latencies = array("q")
+    for answer in answers:
+        latencies.frombytes(base64.b64decode(answer.pop("latencies_ns_b64", "")))
+    ordered = sorted(latencies)
+    return {
+        "frames": sum(answer["frames"] for answer in answers),
+        "seconds": max(answer["seconds"] for answer in answers),
+        "dropped": sum(answer["dropped"] for answer in answers),
+        "connections_open": sum(answer["connections_open"] for answer in answers),
+        **{
+            name: round(harness.percentile(ordered, fraction) / 1e6, 3) if ordered else None
+            for name, fraction in (("p50_ms", 0.5), ("p99_ms", 0.99), ("p999_ms", 0.999), ("max_ms", 1.0))
+        },
+    }
 
 
 def connect(
-    generator: Subscribers, options: argparse.Namespace, headers: dict[str, str], channel: str | None
+    generator: Subscribers | SubscriberGroup,
+    options: argparse.Namespace,
+    headers: dict[str, str],
+    channel: str | None,
 ) -> dict[str, Any]:
-    generator.send(
-        {
-            "op": "connect",
-            "count": options.connections,
-            "concurrency": options.connect_concurrency,
-            "timeout_s": 10,
-            "headers": headers,
-            "channel": channel,
-        }
-    )
-    answer = generator.expect("connected", timeout_s=60 + options.connections / 20)
-    if answer["connected"] == 0:
-        raise RuntimeError(f"no client connected: {answer['error']}")
+    members = generator.members if isinstance(generator, SubscriberGroup) else [generator]
+    whole, left = divmod(options.connections, len(members))
+    shares = [whole + (1 if number < left else 0) for number in range(len(members))]
+    for member, share in zip(members, shares, strict=True):
+        member.send(
+            {
+                "op": "connect",
+                "count": share,
+                "concurrency": options.connect_concurrency,
+                "timeout_s": 10,
+                "headers": headers,
+                "channel": channel,
+            }
+        )
+    answers = [member.expect("connected", timeout_s=60 + options.connections / 20) for member in members]
+    connected = sum(answer["connected"] for answer in answers)
+    errors = [answer["error"] for answer in answers if answer["error"]]
+    if connected == 0:
+        raise RuntimeError(f"no client connected: {errors[0] if errors else 'no answer'}")
     return {
-        "connected": answer["connected"],
-        "connect_failed": answer["failed"],
-        "connect_s": answer["seconds"],
-        "connect_error": answer["error"],
+        "connected": connected,
+        "connect_failed": sum(answer["failed"] for answer in answers),
+        "connect_s": max(answer["seconds"] for answer in answers),
+        "connect_error": errors[0] if errors else None,
     }
 
 
@@ -156,17 +233,17 @@ def floor(log_dir: Path, headers: dict[str, str], options: argparse.Namespace) -
 
 
 async def sophia_window(
-    processes: dict[str, Any], generator: Subscribers, drive: Any, options: argparse.Namespace
+    processes: dict[str, Any], generator: SubscriberGroup, drive: Any, options: argparse.Namespace
 ) -> dict[str, Any]:
-    """One window of side B: `drive(stop, posted)` posts events while the generator counts."""
+    """One window of side B: `drive(stop, posted)` posts events while the generators count."""
     await asyncio.to_thread(harness.settle, options.settle)
     stop, posted = asyncio.Event(), Posted()
     driver = asyncio.create_task(drive(stop, posted))
-    generator.send({"op": "count", "warmup_s": options.warmup, "duration_s": options.duration})
+    generator.send({"op": "count", "warmup_s": options.warmup, "duration_s": options.duration, "raw": True})
     try:
         await asyncio.to_thread(generator.expect, "window", options.warmup + 30)
         events_before, started = posted.events, time.monotonic()
-        roots = {name: process.pid for name, process in processes.items()}
+        roots = {name: process.pid for name, process in processes.items()} | generator.roots()
         with harness.CpuSplit(roots) as cpu, harness.OtherCpu() as other_cpu:
             await asyncio.to_thread(generator.expect, "window_end", options.duration + 30)
         wall_s = time.monotonic() - started
@@ -174,8 +251,7 @@ async def sophia_window(
     finally:
         stop.set()
         await asyncio.wait_for(driver, 60)
-    result = await asyncio.to_thread(generator.expect, "result", 150)
-    result.pop("event")
+    result = merged_window(await asyncio.to_thread(generator.expect, "result", 150))
     processes["realtime"].check_running("the real-time service")
     per_s = result["frames"] / result["seconds"]
     cores = {name: round(seconds / wall_s, 3) for name, seconds in cpu.seconds.items()}
@@ -189,7 +265,7 @@ async def sophia_window(
         "post_error": posted.first_error,
         "max_late_ms": round(posted.max_late_s * 1000, 1),
         "realtime_cores": realtime_cores,
-        "generator_cores": cores.get("generator", 0.0),
+        "generator_cores": generator_cores(cores),
         "per_realtime_core": round(per_s / realtime_cores, 1) if realtime_cores > 0 else None,
         "cores": cores,
         "other_cpu": other_cpu.share,
@@ -205,8 +281,8 @@ async def sophia(
 ) -> dict[str, Any]:
     """Side B: events posted to the API, fanned out by the real-time service to every client."""
     headers = {"Authorization": f"Bearer {env.admin_key}"}
-    with Subscribers(realtime.ws_url, log_dir) as generator:
-        processes = {"realtime": realtime, "api": api, "generator": generator}
+    with SubscriberGroup(realtime.ws_url, log_dir, options.generators) as generator:
+        processes = {"realtime": realtime, "api": api}
         rss_base = await asyncio.to_thread(settled_rss, realtime)
         connected = await asyncio.to_thread(connect, generator, options, headers, CHANNEL)
         rss_idle = await asyncio.to_thread(settled_rss, realtime)
@@ -276,6 +352,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "warmup_s": options.warmup,
             "in_flight": options.in_flight,
             "api_workers": options.api_workers,
+            "generators": options.generators,
             "channel": CHANNEL,
             "open_files_limit": open_files,
             "floor": side_a,
@@ -303,7 +380,8 @@ def goals_met(result: dict[str, Any]) -> dict[str, bool]:
 def summary(result: dict[str, Any]) -> str:
     a, b = result["floor"], result["sophia"]
     lines = [
-        f"real-time fan-out, {result['connections']:,} websockets clients in one generator process, "
+        f"real-time fan-out, {result['connections']:,} websockets clients in one generator process (A), "
+        f"{result['generators']} (B), "
         f"{result['duration_s']:g} s windows; B: POST /api/v1/events -> JetStream -> sophia.realtime "
         f"-> `{result['channel']}` subscribers",
         f"  ratio B/A deliveries/s {result['ratio']:.3f} (goal >= {GOALS['ratio']})",

@@ -8,9 +8,11 @@ The commands of generator.py (`control`, `run`, `close`), with two changes:
 - `{"op": "connect", "count": N, "concurrency": C, "timeout_s": T, "headers": {...},
   "channel": "system-events" or null}`: each client sends the headers in its handshake, then
   `{"op": "subscribe", "id": 1, "channel": ...}` and waits for `subscribed`;
-- `{"op": "count", "warmup_s": 1, "duration_s": 10}`: a window like `run`'s but without a control
-  connection (someone else makes the frames) -> `window`, `window_end`, then `result` once the
-  clients went quiet.
+- `{"op": "count", "warmup_s": 1, "duration_s": 10, "raw": false}`: a window like `run`'s but
+  without a control connection (someone else makes the frames) -> `window`, `window_end`, then
+  `result` once the clients went quiet; with `raw`, the result also carries every latency
+  (`latencies_ns_b64`: int64 in native order, base64), for merging the windows of several
+  generator processes.
 
 A frame's latency is its receive time minus the `time.time_ns()` stamp it carries: at its head (a
 bare server's round, rounds.py) or after `"stamp_ns":` (a Sophia publication whose event payload
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import json
 import sys
@@ -99,7 +102,7 @@ class Subscribers(generator.Generator):
         self.tally = StampTally()
         self.clients = SubscribedClients(self.tally)
 
-    async def count(self, *, warmup_s: float, duration_s: float) -> dict[str, Any]:
+    async def count(self, *, warmup_s: float, duration_s: float, raw: bool = False) -> dict[str, Any]:
         dropped_before = self.tally.dropped
         await asyncio.sleep(warmup_s)
         self.tally.latencies_ns = array("q")
@@ -112,7 +115,7 @@ class Subscribers(generator.Generator):
         generator.emit({"event": "window_end"})
         await self._quiet(deadline_s=60)
         latencies = sorted(self.tally.latencies_ns)
-        return {
+        answer = {
             "event": "result",
             "frames": len(latencies),
             "seconds": round(seconds, 3),
@@ -120,6 +123,9 @@ class Subscribers(generator.Generator):
             "connections_open": len(self.clients.readers),
             **generator.percentiles_ms(latencies),
         }
+        if raw:
+            answer["latencies_ns_b64"] = base64.b64encode(self.tally.latencies_ns.tobytes()).decode()
+        return answer
 
 
 async def serve_commands(subscribers: Subscribers) -> None:
@@ -142,7 +148,11 @@ async def serve_commands(subscribers: Subscribers) -> None:
                 generator.emit(answer)
             case "count":
                 generator.emit(
-                    await subscribers.count(warmup_s=request["warmup_s"], duration_s=request["duration_s"])
+                    await subscribers.count(
+                        warmup_s=request["warmup_s"],
+                        duration_s=request["duration_s"],
+                        raw=bool(request.get("raw")),
+                    )
                 )
             case "close":
                 with contextlib.suppress(TimeoutError):
