@@ -91,6 +91,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--generators", type=int, default=2, help="B: client processes sharing the connections"
     )
     parser.add_argument(
+        "--client",
+        choices=("raw", "websockets"),
+        default="raw",
+        help="the clients: raw (bench/ws/raw_client.py, a frame header's cost) or websockets",
+    )
+    parser.add_argument(
         "--settle", type=float, default=20.0, help="at most this many seconds to wait for a quiet machine"
     )
     harness.add_common_arguments(parser, timed=False)
@@ -109,9 +115,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 class Subscribers(Generator):
     """bench/ws/subscribers.py, spoken to like generator.py (ws/processes.py)."""
 
-    def __init__(self, url: str, log_dir: Path, number: int = 1) -> None:
+    def __init__(self, url: str, log_dir: Path, client: str, number: int = 1) -> None:
         super().__init__(url, "websockets", log_dir)
-        self.command = [sys.executable, str(WS_DIR / "subscribers.py"), "--url", url]
+        self.command = [sys.executable, str(WS_DIR / "subscribers.py"), "--url", url, "--client", client]
         port = url.rsplit(":", 1)[1].split("/")[0]
         self.log_path = log_dir / f"subscribers-{port}-{number}.log"
 
@@ -119,8 +125,8 @@ class Subscribers(Generator):
 class SubscriberGroup:
     """Several subscriber processes told the same things at once; their answers are combined."""
 
-    def __init__(self, url: str, log_dir: Path, count: int) -> None:
-        self.members = [Subscribers(url, log_dir, number) for number in range(1, count + 1)]
+    def __init__(self, url: str, log_dir: Path, client: str, count: int) -> None:
+        self.members = [Subscribers(url, log_dir, client, number) for number in range(1, count + 1)]
         self._stack = contextlib.ExitStack()
 
     def __enter__(self) -> SubscriberGroup:
@@ -216,7 +222,7 @@ def floor(log_dir: Path, headers: dict[str, str], options: argparse.Namespace) -
     port = free_port(harness.HOST)
     with (
         Server("websockets", harness.HOST, port, options.connections, log_dir) as server,
-        Subscribers(f"ws://{harness.HOST}:{port}/ws", log_dir) as generator,
+        Subscribers(f"ws://{harness.HOST}:{port}/ws", log_dir, options.client) as generator,
     ):
         generator.send({"op": "control"})
         generator.expect("control", timeout_s=30)
@@ -281,7 +287,7 @@ async def sophia(
 ) -> dict[str, Any]:
     """Side B: events posted to the API, fanned out by the real-time service to every client."""
     headers = {"Authorization": f"Bearer {env.admin_key}"}
-    with SubscriberGroup(realtime.ws_url, log_dir, options.generators) as generator:
+    with SubscriberGroup(realtime.ws_url, log_dir, options.client, options.generators) as generator:
         processes = {"realtime": realtime, "api": api}
         rss_base = await asyncio.to_thread(settled_rss, realtime)
         connected = await asyncio.to_thread(connect, generator, options, headers, CHANNEL)
@@ -353,6 +359,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "in_flight": options.in_flight,
             "api_workers": options.api_workers,
             "generators": options.generators,
+            "client": options.client,
             "channel": CHANNEL,
             "open_files_limit": open_files,
             "floor": side_a,

@@ -34,6 +34,7 @@ from typing import Any
 import generator
 import rounds
 import uvloop
+from raw_client import RawClients
 from websockets.asyncio.client import connect
 from websockets.exceptions import WebSocketException
 
@@ -97,10 +98,10 @@ class SubscribedClients(generator.WebsocketsClients):
 class Subscribers(generator.Generator):
     """generator.py's generator with subscribed clients and windows driven from outside."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, client: str = "raw") -> None:
         super().__init__(url, "websockets")
         self.tally = StampTally()
-        self.clients = SubscribedClients(self.tally)
+        self.clients = RawClients(self.tally) if client == "raw" else SubscribedClients(self.tally)
 
     async def count(self, *, warmup_s: float, duration_s: float, raw: bool = False) -> dict[str, Any]:
         dropped_before = self.tally.dropped
@@ -164,8 +165,14 @@ async def serve_commands(subscribers: Subscribers) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--url", required=True, help="the clients' URL, ending in /ws")
+    parser.add_argument(
+        "--client",
+        choices=("raw", "websockets"),
+        default="raw",
+        help="raw: raw_client.py's frame reader (the default); websockets: its asyncio client",
+    )
     options = parser.parse_args()
-    uvloop.run(serve_commands(Subscribers(options.url)))
+    uvloop.run(serve_commands(Subscribers(options.url, options.client)))
 
 
 if __name__ == "__main__":

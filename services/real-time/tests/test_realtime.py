@@ -129,6 +129,17 @@ async def test_a_deal_written_to_the_catalog_reaches_the_analytics_channel_once_
     assert datetime.fromisoformat(event["payload"]["as_of"]) <= datetime.fromisoformat(event["occurred_at"])
 
 
+@pytest.mark.parametrize("padding", [0, 70_000])  # a length in 16 bits, in 64 (a pong's is in 7)
+async def test_publications_of_every_length_arrive_whole(realtime, api_keys, padding):
+    service, settings = realtime
+    async with ws(service, api_keys["read"]) as client:
+        await subscribe(client, "records:crm:note")
+        await publish(settings, [record_event("crm", "note", 1, padding=padding)])
+        [got] = await publications(client, 1)
+    assert got["event"]["payload"]["n"] == 1
+    assert len(got["event"]["payload"]["padding"]) == padding
+
+
 async def test_a_client_resuming_from_its_position_gets_every_missed_event_once_in_order(realtime, api_keys):
     service, settings = realtime
     async with ws(service, api_keys["read"]) as client:
