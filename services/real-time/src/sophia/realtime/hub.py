@@ -5,8 +5,8 @@ subscription delivers each sequence once, in order (a frame at or before the las
 delivered is dropped), and while it replays history it holds live frames back and releases those
 past the replay afterwards: no gap and no duplicate where history meets the live feed.
 
-A client's frames are written to its connection at once, without awaiting, the way `websockets`'
-`broadcast()` writes: no task and no queue per connection. Only while the connection's transport
+A client's frames are written to its connection at once, without awaiting (server.py's
+`Connection.write_frame`): no task and no queue per connection. Only while the connection's transport
 holds more than its write limit unsent (flow control: the peer reads slower than it is sent to)
 do frames wait, in order, in the client's backlog, written as the transport drains. A client
 whose backlog holds `max_queue` frames is dropped (it may resume from its last position): one

@@ -3,8 +3,8 @@
 A client authenticates in the handshake (`Authorization: Bearer <key>`; a key that does not
 verify is refused with 401 before any frame, an address sending bad keys with 429). Each
 connection has one task, its reader (its frames, answered in order); what is sent to it is written
-to its transport at once (`Connection.write_frame`, as `broadcast()` writes), and waits in the
-client's backlog only while the transport pushes back (hub.py). A subscription to a channel the key
+to its transport at once (`Connection.write_frame`, the frame's bytes put together here), and
+waits in the client's backlog only while the transport pushes back (hub.py). A subscription to a channel the key
 may not read, an unknown channel, a bad frame or a position in another epoch is answered with an
 error frame or a resync, never a crash. The `ops` channel's ticker (ops.py) runs from the start
 until the drain begins. On shutdown the server stops accepting, lets every client's backlog drain,
