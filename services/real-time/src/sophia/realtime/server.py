@@ -4,11 +4,12 @@ A client authenticates in the handshake (`Authorization: Bearer <key>`; a key th
 verify is refused with 401 before any frame, an address sending bad keys with 429). Each
 connection has one task, its reader (its frames, answered in order); what is sent to it is written
 to its transport at once (`Connection.write_frame`, the frame's bytes put together here), and
-waits in the client's backlog only while the transport pushes back (hub.py). A subscription to a channel the key
-may not read, an unknown channel, a bad frame or a position in another epoch is answered with an
-error frame or a resync, never a crash. The `ops` channel's ticker (ops.py) runs from the start
-until the drain begins. On shutdown the server stops accepting, lets every client's backlog drain,
-then closes each with 1012 ("service restart": reconnect, elsewhere if need be, and resume).
+waits in the client's backlog only while the transport pushes back (hub.py). A subscription to a
+channel the key may not read, an unknown channel, a bad frame or a position in another epoch is
+answered with an error frame or a resync, never a crash. The `ops` channel's ticker (ops.py) runs
+from the start until the drain begins. On shutdown the server stops accepting, lets every
+client's backlog drain, then closes each with 1012 ("service restart": reconnect, elsewhere if
+need be, and resume).
 """
 
 from __future__ import annotations
@@ -68,6 +69,24 @@ def text_frame(payload: bytes) -> bytes:
     return b"\x81\x7f" + size.to_bytes(8, "big") + payload
 
 
+class _LastFrame:
+    """The last payload written and its frame: a publication goes to each subscriber in turn, so
+    its frame is put together once and the same bytes go to every one of them."""
+
+    __slots__ = ("frame", "payload")
+
+    def __init__(self) -> None:
+        self.payload, self.frame = b"", text_frame(b"")
+
+    def of(self, payload: bytes) -> bytes:
+        if payload is not self.payload:  # identity: the reference held here keeps it alive
+            self.payload, self.frame = payload, text_frame(payload)
+        return self.frame
+
+
+_LAST_FRAME = _LastFrame()
+
+
 class Connection(ServerConnection):
     """A `ServerConnection` whose frames are written without awaiting, and which tells its
     client when its transport drains (the flow control the client's backlog follows)."""
@@ -97,7 +116,7 @@ class Connection(ServerConnection):
         if self.protocol.state is not OPEN:
             return False
         try:
-            self.transport.write(text_frame(frame))
+            self.transport.write(_LAST_FRAME.of(frame))
         except Exception as failed:  # the transport failed: connection_lost follows
             log.debug("realtime_write_failed", error=type(failed).__name__)
             return False
