@@ -1,4 +1,5 @@
-"""The hot read path: a record fresh in L1 is answered before FastAPI, exactly as FastAPI would."""
+"""The hot read path: a record fresh in L1, or loaded for the read, is answered before FastAPI,
+exactly as FastAPI would answer it."""
 
 import uuid
 
@@ -22,6 +23,15 @@ async def cached_record(client) -> str:
     return f"/api/v1/records/{response.json()['id']}"
 
 
+def direct_reads() -> float:
+    return REGISTRY.get_sample_value("sophia_api_direct_reads_total") or 0.0
+
+
+def long_way(url: str) -> str:
+    """The same record by an id spelled in capitals: only the route, not the hot path, reads it."""
+    return url.upper().replace("/API/V1/RECORDS/", "/api/v1/records/")
+
+
 def comparable(response) -> tuple:
     headers = {name: value for name, value in response.headers.items() if name != "x-request-id"}
     return response.status_code, headers, response.content
@@ -29,13 +39,38 @@ def comparable(response) -> tuple:
 
 async def test_a_hit_is_answered_before_routing_with_the_same_bytes_and_headers(client):
     url = await cached_record(client)
+    routed = await client.get(long_way(url))  # through FastAPI, fills L1
     before = hot_reads()
-    long_way = await client.get(url)  # a miss: through FastAPI, fills L1
-    assert hot_reads() == before
     hot = await client.get(url)
     assert hot_reads() == before + 1
-    assert comparable(hot) == comparable(long_way)
-    assert hot.headers["x-request-id"] != long_way.headers["x-request-id"]
+    assert comparable(hot) == comparable(routed)
+    assert hot.headers["x-request-id"] != routed.headers["x-request-id"]
+
+
+async def test_a_miss_is_loaded_and_answered_before_routing_with_the_same_bytes_and_headers(
+    settings, api_keys
+):
+    uncached = settings.model_copy(update={"cache_enabled": False})
+    async with app_client(uncached, api_keys["write"]) as client:
+        url = await cached_record(client)
+        routed = await client.get(long_way(url))
+        etag = routed.headers["etag"]
+        before, hits = direct_reads(), hot_reads()
+        direct = await client.get(url)
+        not_modified = await client.get(url, headers={"If-None-Match": etag})
+        routed_not_modified = await client.get(long_way(url), headers={"If-None-Match": etag})
+    assert (direct_reads(), hot_reads()) == (before + 2, hits)
+    assert comparable(direct) == comparable(routed)
+    assert comparable(not_modified) == comparable(routed_not_modified)
+    assert not_modified.status_code == 304
+
+
+async def test_a_record_that_is_not_there_is_the_routes_404_problem(client):
+    before = direct_reads()
+    response = await client.get(f"/api/v1/records/{uuid.uuid4()}")
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+    assert direct_reads() == before
 
 
 async def test_a_hit_honours_if_none_match(client):
@@ -52,10 +87,7 @@ async def test_a_hit_honours_if_none_match(client):
 @pytest.mark.parametrize(
     "make_request",
     [
-        pytest.param(
-            lambda client, url: client.get(url.upper().replace("/API/V1/RECORDS/", "/api/v1/records/")),
-            id="uppercase-id",
-        ),
+        pytest.param(lambda client, url: client.get(long_way(url)), id="uppercase-id"),
         pytest.param(
             lambda client, url: client.get(url, headers={"Authorization": "Bearer sk_nope"}), id="unknown-key"
         ),
@@ -67,8 +99,9 @@ async def test_anything_but_a_remembered_key_reading_a_canonical_id_goes_the_lon
     url = await cached_record(client)
     await client.get(url)
     before = hot_reads()
+    direct = direct_reads()
     response = await make_request(client, url)
-    assert hot_reads() == before
+    assert (hot_reads(), direct_reads()) == (before, direct)
     assert response.status_code in (200, 401, 405)
 
 
