@@ -66,6 +66,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rate", type=int, default=5_000, help="requests a second of the fixed-rate run")
     parser.add_argument("--rate-duration", type=float, default=10.0, help="seconds of the fixed-rate run")
     parser.add_argument("--rate-vus", type=int, help="k6 virtual users (connections); default rate / 100")
+    parser.add_argument(
+        "--plain-anchor",
+        action="store_true",
+        help="A sends each record's bytes with only Content-Type and Content-Length (the plainest app)",
+    )
     harness.add_common_arguments(parser)
     options = parser.parse_args(argv)
     harness.wrk_binary()  # fail before starting anything when the load generator is missing
@@ -95,6 +100,13 @@ def record_responses(server: harness.ApiServer, ids: list[str]) -> dict[str, Any
                 ],
             }
     return responses
+
+
+def plain(response: dict[str, Any]) -> dict[str, Any]:
+    """The same body with the two headers any server of JSON sends, none of the API's own (ETag,
+    Cache-Control, X-Request-ID): `--plain-anchor`'s floor."""
+    kept = {"content-type", "content-length"}
+    return {**response, "headers": [header for header in response["headers"] if header[0].lower() in kept]}
 
 
 def l1_lookups(server: harness.ApiServer) -> dict[str, float]:
@@ -143,6 +155,8 @@ def measure(env: harness.Environment, ids: list[str], options: argparse.Namespac
         if options.warmup > 0:  # fills L1 in every worker
             harness.wrk_records(api, ids, duration_s=options.warmup, **load)
         responses = record_responses(api, ids)
+        if options.plain_anchor:
+            responses = {record_id: plain(response) for record_id, response in responses.items()}
         responses_file = env.work_dir / "responses.json"
         responses_file.write_bytes(orjson.dumps(responses))
         bare = harness.ApiServer(
@@ -193,6 +207,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "workers": options.workers,
             "wrk_threads": options.threads,
             "rounds": options.rounds,
+            "plain_anchor": options.plain_anchor,
             **harness.comparison(sides.bare_rounds, sides.api_rounds, GOAL, env),
             "goal_api_per_s": GOAL_API_PER_S,
             "l1_hit_share": round(sides.l1_hit_share, 5),
