@@ -118,6 +118,7 @@ def test_the_labeled_set_is_split_70_30_in_every_label():
     assert {row.split for row in rows} == {"train", "test"}
 
 
+@pytest.mark.e2e  # the training script run whole: 1.2 s of a core
 def test_the_training_command_writes_a_head_and_reports_both_models(
     tmp_path, monkeypatch, capsys, models_dir
 ):
