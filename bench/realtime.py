@@ -177,12 +177,9 @@ def merged_window(answers: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def connect(
-    generator: Subscribers | SubscriberGroup,
-    options: argparse.Namespace,
-    headers: dict[str, str],
-    channel: str | None,
+    members: list[Subscribers], options: argparse.Namespace, headers: dict[str, str], channel: str | None
 ) -> dict[str, Any]:
-    members = generator.members if isinstance(generator, SubscriberGroup) else [generator]
+    """--connections clients shared by `members` as evenly as they go; their answers combined."""
     whole, left = divmod(options.connections, len(members))
     shares = [whole + (1 if number < left else 0) for number in range(len(members))]
     for member, share in zip(members, shares, strict=True):
@@ -227,7 +224,7 @@ def floor(log_dir: Path, headers: dict[str, str], options: argparse.Namespace) -
         generator.send({"op": "control"})
         generator.expect("control", timeout_s=30)
         rss_base = settled_rss(server)
-        connected = connect(generator, options, headers, None)
+        connected = connect([generator], options, headers, None)
         rss_idle = settled_rss(server)
         saturated, fixed = saturated_then_half(server, generator, options, connected["connected"])
     return {
@@ -290,7 +287,7 @@ async def sophia(
     with SubscriberGroup(realtime.ws_url, log_dir, options.client, options.generators) as generator:
         processes = {"realtime": realtime, "api": api}
         rss_base = await asyncio.to_thread(settled_rss, realtime)
-        connected = await asyncio.to_thread(connect, generator, options, headers, CHANNEL)
+        connected = await asyncio.to_thread(connect, generator.members, options, headers, CHANNEL)
         rss_idle = await asyncio.to_thread(settled_rss, realtime)
         async with (
             events_client(api.base_url, env.admin_key) as client,

@@ -20,6 +20,7 @@ import orjson
 
 from harness.database import Environment
 from sophia.engines import nats, postgres, valkey
+from sophia.shared.files import write_private
 
 RESULTS_ENV = "SOPHIA_BENCH_RESULTS"
 """A folder every run saves its result to when `--save` is not given (`make bench`: .sophia/bench)."""
@@ -264,13 +265,11 @@ def _commit() -> str:
 def save(folder: Path, result: dict[str, Any], headline: Headline, options: argparse.Namespace) -> Path:
     """Write folder/<benchmark>.json (the headline row, the options, the whole result) and clear the
     mark a failed run of `make bench` left for this benchmark."""
-    folder.mkdir(parents=True, exist_ok=True)
     name = result["benchmark"]
     saved = {"headline": headline.row(result), "options": vars(options), "result": result}
     path = folder / f"{name}.json"
-    partial = path.with_suffix(".json.partial")
-    partial.write_bytes(orjson.dumps(saved, option=orjson.OPT_INDENT_2, default=str))
-    partial.replace(path)  # a reader sees the old file or the new one, never half of one
+    # whole or not at all (a reader sees the old file or the new one), beside the engines' secrets
+    write_private(path, orjson.dumps(saved, option=orjson.OPT_INDENT_2, default=str))
     (folder / f"{name}.failed").unlink(missing_ok=True)
     return path
 

@@ -40,6 +40,8 @@ class _Route:
 
 
 RECORD_ROUTE = _Route(RECORD_PREFIX + "{record_id}")
+CONTENT_TYPE = (b"content-type", JSON.encode())
+STALE = (b"warning", STALE_WARNING.encode())
 HOT_READS = Counter("sophia_api_hot_reads_total", "Reads answered from L1 before routing")
 DIRECT_READS = Counter(
     "sophia_api_direct_reads_total", "Reads loaded (L2 or PostgreSQL) and answered before routing"
@@ -80,13 +82,13 @@ class HotReads:
         quoted = f'"{etag}"'.encode()
         headers = [(b"etag", quoted), (b"cache-control", state.cache_control.encode())]
         if stale:
-            headers.append((b"warning", STALE_WARNING.encode()))
-        if_none_match = next((value for name, value in scope["headers"] if name == b"if-none-match"), None)
+            headers.append(STALE)
+        if_none_match = next((header for name, header in scope["headers"] if name == b"if-none-match"), None)
         if if_none_match is not None and matches(if_none_match.decode("latin-1"), quoted.decode()):
             await send({"type": "http.response.start", "status": 304, "headers": headers})
             await send({"type": "http.response.body", "body": b""})
             return True
-        headers += [(b"content-length", str(len(value)).encode()), (b"content-type", JSON.encode())]
+        headers += [(b"content-length", str(len(value)).encode()), CONTENT_TYPE]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": value})
         return True
