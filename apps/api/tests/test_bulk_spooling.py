@@ -7,8 +7,8 @@ import uuid
 
 import orjson
 from app_clients import app_client
+from metrics import sample
 from problem_assertions import assert_problem
-from prometheus_client import REGISTRY
 from waiting import eventually
 
 NDJSON = {"Content-Type": "application/x-ndjson"}
@@ -16,7 +16,7 @@ NDJSON = {"Content-Type": "application/x-ndjson"}
 
 def spooling() -> float:
     """Bulk bodies being spooled in this process (every app of the tests counts together)."""
-    return REGISTRY.get_sample_value("sophia_bulk_spooling_uploads") or 0.0
+    return sample("sophia_bulk_spooling_uploads")
 
 
 def line(source_system: str, number: int) -> bytes:

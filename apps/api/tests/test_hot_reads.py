@@ -5,15 +5,15 @@ import uuid
 
 import pytest
 from app_clients import app_client
-from prometheus_client import REGISTRY
+from metrics import sample
 
 
 def key_lookups() -> float:
-    return REGISTRY.get_sample_value("sophia_api_key_lookups_total") or 0.0
+    return sample("sophia_api_key_lookups_total")
 
 
 def hot_reads() -> float:
-    return REGISTRY.get_sample_value("sophia_api_hot_reads_total") or 0.0
+    return sample("sophia_api_hot_reads_total")
 
 
 async def cached_record(client) -> str:
@@ -24,7 +24,7 @@ async def cached_record(client) -> str:
 
 
 def direct_reads() -> float:
-    return REGISTRY.get_sample_value("sophia_api_direct_reads_total") or 0.0
+    return sample("sophia_api_direct_reads_total")
 
 
 def long_way(url: str) -> str:

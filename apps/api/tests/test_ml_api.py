@@ -11,8 +11,8 @@ import httpx
 import numpy as np
 import pytest
 from app_clients import app_client
+from metrics import sample
 from problem_assertions import assert_problem
-from prometheus_client import REGISTRY
 from waiting import eventually
 
 from sophia.api.app import create_app
@@ -41,7 +41,7 @@ async def ml(ml_settings, api_keys):
 
 
 def cache_hits() -> float:
-    return sum(REGISTRY.get_sample_value("sophia_cache_hits_total", {"tier": t}) or 0 for t in ("l1", "l2"))
+    return sum(sample("sophia_cache_hits_total", tier=t) for t in ("l1", "l2"))
 
 
 async def test_embed_answers_unit_vectors_in_order_and_the_same_text_the_same_vector(ml):

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from upstream_helpers import ADMIN, SERVER_SCRIPT, alive, group_gone, sample, text
+from metrics import sample
+from upstream_helpers import ADMIN, SERVER_SCRIPT, alive, group_gone, text
 from waiting import eventually
 
 from sophia.mcp_gateway.config import GatewayConfig, parse

@@ -13,6 +13,7 @@ import pytest
 import upstream_servers
 import yaml
 from mcp import Client
+from metrics import sample
 from upstream_helpers import (
     ADMIN,
     READER,
@@ -20,7 +21,6 @@ from upstream_helpers import (
     alive,
     configured,
     group_gone,
-    sample,
     stdio,
     text,
 )

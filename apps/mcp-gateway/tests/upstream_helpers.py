@@ -10,7 +10,6 @@ from typing import Any
 
 import mcp_types as types
 import yaml
-from prometheus_client import REGISTRY
 
 from sophia.mcp_gateway.config import UpstreamConfig, parse
 from sophia.mcp_gateway.providers import Caller
@@ -52,7 +51,3 @@ def text(result: types.CallToolResult) -> str:
     block = result.content[0]
     assert isinstance(block, types.TextContent)
     return block.text
-
-
-def sample(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0

@@ -12,10 +12,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from metrics import sample
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.errors import NotFoundError
-from prometheus_client import REGISTRY
 from waiting import eventually
 
 from sophia.core.errors import Invalid, NotFound, Unavailable
@@ -632,7 +632,7 @@ async def test_a_result_that_cannot_be_stored_is_no_verdict_and_the_job_runs_aga
         return {"at": object()} if calls[job.id] == 1 else {"ok": True}  # JSON has no object()
 
     def verdicts_failed() -> float:
-        return REGISTRY.get_sample_value("sophia_jobs_verdict_failed_total", {"reason": "TypeError"}) or 0
+        return sample("sophia_jobs_verdict_failed_total", reason="TypeError")
 
     before = verdicts_failed()
     job, _ = await queue.submit("unstorable")

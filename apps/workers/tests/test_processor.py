@@ -13,10 +13,10 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 
 import pytest
+from metrics import sample, total
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js.errors import NotFoundError
-from prometheus_client import REGISTRY
 from waiting import eventually
 
 from sophia.core.errors import NotFound, Unavailable
@@ -95,16 +95,9 @@ def acks_are(nats: NatsConnection, spec: ConsumerSpec, expected: tuple[int, int]
     return check
 
 
-def metric(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
-
-
 def consumer_errors(consumer: str) -> float:
     """NATS failures the processor met, whatever their kind."""
-    [family] = [family for family in REGISTRY.collect() if family.name == "sophia_stream_consumer_errors"]
-    return sum(
-        s.value for s in family.samples if s.name.endswith("_total") and s.labels["consumer"] == consumer
-    )
+    return total("sophia_stream_consumer_errors_total", consumer=consumer)
 
 
 class Recorder:
@@ -140,7 +133,7 @@ async def test_a_batch_is_acked_only_after_its_sink_returns(nats, streams):
         sink.gate.set()
         await eventually(lambda: sink.stored == [e.id for e in events])
         await eventually(acks_are(nats, consumer_spec, (0, 3)))
-    assert metric("sophia_stream_acked_total", consumer=consumer_spec.name) == 3
+    assert sample("sophia_stream_acked_total", consumer=consumer_spec.name) == 3
 
 
 async def test_a_sink_that_raises_leaves_its_batch_to_be_delivered_again(nats, streams):
@@ -158,8 +151,8 @@ async def test_a_sink_that_raises_leaves_its_batch_to_be_delivered_again(nats, s
     async with running(nats, consumer_spec, sink, dead_letter):
         await eventually(lambda: sorted(sink.stored) == sorted(e.id for e in events))
         await eventually(acks_are(nats, consumer_spec, (0, 3)))
-    assert metric("sophia_stream_redelivered_total", consumer=consumer_spec.name) >= 3
-    assert metric("sophia_stream_failed_total", consumer=consumer_spec.name) >= 3
+    assert sample("sophia_stream_redelivered_total", consumer=consumer_spec.name) >= 3
+    assert sample("sophia_stream_failed_total", consumer=consumer_spec.name) >= 3
     assert await list_dead_letters(nats, dead_letter.name) == []
 
 
@@ -210,7 +203,7 @@ async def test_a_poison_message_is_dead_lettered_after_max_deliver_and_its_batch
     assert (letter.deliveries, letter.error_type) == (3, "ValueError")
     assert letter.error == f"bad payload in {poison.id}"
     assert letter.data == encode(poison)
-    assert metric("sophia_stream_dead_lettered_total", consumer=consumer_spec.name, reason="max_deliver") == 1
+    assert sample("sophia_stream_dead_lettered_total", consumer=consumer_spec.name, reason="max_deliver") == 1
 
 
 async def test_a_raw_consumer_hands_over_bytes_and_a_bad_one_is_found_alone_and_dead_lettered(nats, streams):
@@ -403,7 +396,7 @@ async def test_a_batch_of_undecodable_messages_never_reaches_the_sink(nats, stre
         b"{not json",
         b"[]",
     ]
-    assert metric("sophia_stream_dead_lettered_total", consumer=consumer_spec.name, reason="undecodable") == 2
+    assert sample("sophia_stream_dead_lettered_total", consumer=consumer_spec.name, reason="undecodable") == 2
 
 
 async def test_a_dead_letter_the_full_dead_letter_stream_refuses_is_kept_until_it_has_room(nats, streams):
@@ -442,7 +435,7 @@ async def test_a_sink_working_past_the_ack_wait_keeps_its_batch_from_being_deliv
     finally:
         await acks_seen.unsubscribe()
     assert progress[:6] == [b"+WPI"] * 6  # both messages, every half ack wait
-    assert metric("sophia_stream_redelivered_total", consumer=consumer_spec.name) == 0
+    assert sample("sophia_stream_redelivered_total", consumer=consumer_spec.name) == 0
 
 
 async def test_a_batch_whose_nats_client_closed_under_its_sink_is_delivered_again(
@@ -467,7 +460,7 @@ async def test_a_batch_whose_nats_client_closed_under_its_sink_is_delivered_agai
         await eventually(acks_are(nats, consumer_spec, (0, 1)))  # on a client of its own again
     assert calls == 2
     assert logs.count("stream_verdict_failed") == 1
-    assert metric("sophia_stream_redelivered_total", consumer=consumer_spec.name) == 1
+    assert sample("sophia_stream_redelivered_total", consumer=consumer_spec.name) == 1
 
 
 async def test_a_processor_stopped_after_its_nats_client_closed_returns_leaving_its_batch_unacked(

@@ -5,7 +5,7 @@ from dataclasses import replace
 
 import pytest
 import redis.asyncio as redis
-from prometheus_client import REGISTRY
+from metrics import sample
 from redis.exceptions import MaxConnectionsError
 
 from sophia.cache import CacheConfig, RedisConnection
@@ -15,7 +15,7 @@ from sophia.shared.resilience import BreakerState
 
 
 def failures(operation: str) -> float:
-    return REGISTRY.get_sample_value("sophia_cache_redis_failures_total", {"operation": operation}) or 0.0
+    return sample("sophia_cache_redis_failures_total", operation=operation)
 
 
 async def test_a_command_redis_refuses_is_answered_as_nothing_and_keeps_the_pooled_connections(
@@ -55,7 +55,7 @@ async def test_a_burst_past_the_pools_size_waits_its_turn_and_never_opens_the_br
 
 
 def busy(operation: str) -> float:
-    return REGISTRY.get_sample_value("sophia_cache_redis_busy_total", {"operation": operation}) or 0.0
+    return sample("sophia_cache_redis_busy_total", operation=operation)
 
 
 async def test_a_wait_for_the_pool_that_runs_out_says_max_connections_not_redis_down(settings, config):

@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as redis
-from prometheus_client import REGISTRY
+from metrics import sample
 from waiting import eventually
 
 from sophia.cache import CacheConfig, Loaded, TieredCache, TtlClass
@@ -226,10 +226,6 @@ class GatedLoader:
         self.started.set()
         await self.release.wait()
         return self.value
-
-
-def sample(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 async def test_lookups_are_counted_per_tier_and_stale_serves_by_reason(

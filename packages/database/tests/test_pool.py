@@ -2,7 +2,7 @@
 
 import asyncpg
 import pytest
-from prometheus_client import REGISTRY
+from metrics import sample
 from waiting import eventually
 
 from sophia.core.errors import Unavailable
@@ -45,7 +45,7 @@ async def test_a_close_that_waits_too_long_on_a_busy_connection_terminates_the_p
 
 async def test_pool_gauges_follow_an_open_pool_and_are_left_alone_once_it_is_closed(settings):
     def gauge(name: str) -> float | None:
-        return REGISTRY.get_sample_value(name)
+        return sample(name)
 
     database = Database(settings.model_copy(update={"db_pool_min_size": 2}))
     async with database:

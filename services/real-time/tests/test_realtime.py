@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 import pytest
+from metrics import sample
 from realtime_clients import frame, publications, subscribe, ws
 from record_events import publish, record_event
 from waiting import eventually
@@ -181,9 +182,7 @@ async def read_until_closed(client: ClientConnection) -> None:
 
 
 def metric(name: str) -> float:
-    from prometheus_client import REGISTRY
-
-    return REGISTRY.get_sample_value(name) or 0.0
+    return sample(name)
 
 
 def slow_consumers() -> float:
@@ -392,9 +391,7 @@ async def test_a_browser_connects_with_a_token_from_the_api_that_carries_its_key
 
 
 def resumes(outcome: str) -> float:
-    from prometheus_client import REGISTRY
-
-    return REGISTRY.get_sample_value("sophia_realtime_resumes_total", {"outcome": outcome}) or 0.0
+    return sample("sophia_realtime_resumes_total", outcome=outcome)
 
 
 async def test_a_recent_resume_is_served_from_memory_and_an_older_one_from_the_stream(own_streams, api_keys):
