@@ -145,6 +145,22 @@ async def test_a_full_queue_answers_503_with_retry_after_and_the_model_recovers(
         ).status_code == 200
 
 
+async def test_a_request_the_model_cannot_take_whole_is_refused_whole_and_none_of_it_computed(
+    settings, api_keys
+):
+    """Six new texts against a queue of four: refused before any is queued. (Queued one by one,
+    the first four were computed after the 503, for nobody.)"""
+    small = settings.model_copy(update={"ml_enabled": True, "ml_max_queue": 4})
+    async with app_client(small, api_keys["read"]) as client:
+        computed = sample("sophia_ml_batch_size_sum", model="embeddings")
+        refused = await client.post("/api/v1/ml/embed", json={"inputs": [f"whole {n}" for n in range(6)]})
+        assert "at most 4 inputs; this request has 6" in assert_problem(refused, 503)["detail"]
+        assert int(refused.headers["retry-after"]) >= 1
+        answered = await client.post("/api/v1/ml/embed", json={"inputs": ["the request after it"]})
+        assert answered.status_code == 200, answered.text
+        assert sample("sophia_ml_batch_size_sum", model="embeddings") == computed + 1  # its one input
+
+
 async def test_readiness_reports_the_model(ml):
     body = (await ml.get("/readyz")).json()
     assert body["checks"]["model:embeddings"] == "ok"

@@ -194,3 +194,40 @@ async def test_inputs_that_would_not_be_done_by_their_deadline_at_the_models_pac
         monkeypatch.setattr(batching, "PACE_TRUSTED_S", 0.0)
         assert await batcher.submit(["c", "d", "e", "f"], timeout_s=0.15) == ["c", "d", "e", "f"]
     assert ran == [["a", "b"], ["c", "d", "e", "f"]]  # never the refused ones
+
+
+async def test_a_request_is_admitted_whole_or_refused_before_any_of_it_is_queued():
+    model = Model()
+    async with Batcher(model, name="whole", max_batch=2, max_wait_s=0, max_queue=3) as batcher:
+        with (
+            pytest.raises(Unavailable, match="queues at most 3 inputs; this request has 4"),
+            batcher.reserve(4, 1),
+        ):
+            pass
+        with batcher.reserve(3, timeout_s=1) as reservation:
+            assert batcher.room == 0  # held for this request: nobody else is admitted into it
+            with pytest.raises(Unavailable, match="busy"):
+                await batcher.submit([9], timeout_s=1)
+            answers = await asyncio.gather(
+                *(batcher.submit([n], timeout_s=1, reservation=reservation) for n in range(2))
+            )
+        assert batcher.room == 3  # the input it did not submit is given back
+    assert answers == [[0], [2]]
+    assert sorted(item for batch in model.batches for item in batch) == [0, 1]
+
+
+async def test_while_the_first_batch_runs_its_time_so_far_bounds_the_pace():
+    """No batch has finished, so no pace is known; the one running has taken 0.1 s an input so
+    far, so ten inputs due in 0.5 s are refused rather than queued behind it."""
+    model = Model()
+    model.gate.clear()
+    async with Batcher(model, name="first", max_batch=2, max_wait_s=0) as batcher:
+        first = asyncio.create_task(batcher.submit([1, 2], timeout_s=5))
+        await asyncio.to_thread(model.started.wait, 5)
+        await asyncio.sleep(0.2)
+        assert batcher.wait_s(10) >= 1.0
+        with pytest.raises(Unavailable, match="these 10 inputs would be done in about"):
+            await batcher.submit(list(range(10)), timeout_s=0.5)
+        model.gate.set()
+        assert await first == [2, 4]
+    assert model.batches == [[1, 2]]

@@ -20,7 +20,7 @@ import contextlib
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -58,6 +58,19 @@ class _Pending(Generic[In, Out]):
     future: asyncio.Future[Out] = field(repr=False)
 
 
+class Reservation:
+    """Room in a batcher's backlog held for one request's inputs (`Batcher.reserve`)."""
+
+    def __init__(self, batcher: Batcher[Any, Any], count: int) -> None:
+        self.batcher, self.left = batcher, count
+
+    def use(self, count: int) -> None:
+        """`count` of the reserved inputs are queued now (or given back): no longer held here."""
+        taken = min(count, self.left)
+        self.left -= taken
+        self.batcher._reserved -= taken
+
+
 PACE_TRUSTED_S = 60.0
 """How long the model's measured pace is trusted to refuse work on an idle model."""
 PACE_MARGIN = 0.8
@@ -87,8 +100,10 @@ class Batcher(Generic[In, Out]):
         self.max_batch, self.max_wait_s, self.max_queue = max_batch, max_wait_s, max_queue
         self._queue: deque[_Pending[In, Out]] = deque()
         self._steps = 0  # steps handed to the thread whose callers still wait for them
+        self._reserved = 0  # inputs admitted with their request (`reserve`) and not queued yet
         self._input_s = 0.0  # the model's pace: seconds per input, a moving average (0: none run yet)
         self._paced_at = -math.inf  # when a batch last measured it
+        self._running: tuple[float, int] | None = None  # the batch in the thread: (started, inputs)
         self._arrived = asyncio.Event()
         self._full = asyncio.Event()
         self._closing = False
@@ -111,17 +126,16 @@ class Batcher(Generic[In, Out]):
         await self._loop_task
         self._executor.shutdown(wait=True)
 
-    async def submit(self, items: Sequence[In], *, timeout_s: float) -> list[Out]:
+    async def submit(
+        self, items: Sequence[In], *, timeout_s: float, reservation: Reservation | None = None
+    ) -> list[Out]:
         """The model's outputs for `items`, in order; `Unavailable` if the queue is full,
-        `DeadlineExceeded` if `timeout_s` passes first."""
-        self._check_room(len(items))
-        if self.would_expire(len(items), timeout_s):  # queued, they would only expire: refuse now
-            raise Unavailable(
-                f"The {self.name} model is busy: {_inputs(len(items))} would be done in about "
-                f"{self.wait_s(len(items)):.1f} s, too close to this request's {timeout_s:g} s "
-                "limit (send fewer inputs, or retry later).",
-                1,
-            )
+        `DeadlineExceeded` if `timeout_s` passes first. Items of a `reservation` were admitted with
+        the rest of their request and are not refused on their own part-way through it."""
+        if reservation is None:
+            self.admit(len(items), timeout_s)
+        else:
+            reservation.use(len(items))
         loop = asyncio.get_running_loop()
         deadline = time.monotonic() + timeout_s
         pending = [_Pending(item, deadline, loop.create_future()) for item in items]
@@ -175,26 +189,72 @@ class Batcher(Generic[In, Out]):
     @property
     def room(self) -> int:
         """How many more entries (inputs and steps) the backlog takes now."""
-        return self.max_queue - len(self._queue) - self._steps
+        return self.max_queue - self._backlog()
 
     def wait_s(self, count: int = 0) -> float:
         """About how long until `count` more inputs would be done, behind the backlog, at the pace
-        the model has kept so far (0 before its first batch)."""
-        return (len(self._queue) + self._steps + count) * self._input_s
+        the model has kept so far (0 before its first batch starts)."""
+        return (self._backlog() + count) * self._pace()
+
+    def _pace(self) -> float:
+        """Seconds an input: the average kept, or more if the batch running now has already taken
+        longer an input. Without that bound, nothing would be refused while the first batch runs
+        (no pace yet): every maximum-size request was admitted behind it, for a 503 each."""
+        if self._running is None:
+            return self._input_s
+        started, inputs = self._running
+        return max(self._input_s, (time.monotonic() - started) / inputs)
 
     def would_expire(self, count: int, timeout_s: float) -> bool:
         """Whether `count` more inputs would not be done within `timeout_s`, behind what is queued,
         at the model's pace. An idle model whose pace was last measured more than
         `PACE_TRUSTED_S` ago takes them anyway: a pace measured badly once must not refuse every
         request for ever (only a run measures it again)."""
-        idle = len(self._queue) + self._steps == 0
+        idle = self._backlog() == 0 and self._running is None
         if idle and time.monotonic() - self._paced_at > PACE_TRUSTED_S:
             return False
         return self.wait_s(count) > timeout_s * PACE_MARGIN
 
+    @contextlib.contextmanager
+    def reserve(self, count: int, timeout_s: float) -> Iterator[Reservation]:
+        """Room for `count` inputs of one request, admitted together (`admit`) and held while the
+        block runs: its inputs, submitted separately with the reservation, are not refused part-way
+        through it, nor is anyone else admitted into their room. What the block did not submit is
+        given back at its end. A request refused part-way would leave its queued inputs computed
+        for an answer nobody reads."""
+        if count:
+            self.admit(count, timeout_s)
+        reservation = Reservation(self, count)
+        self._reserved += count
+        try:
+            yield reservation
+        finally:
+            reservation.use(reservation.left)
+
+    def admit(self, count: int, timeout_s: float) -> None:
+        """`Unavailable` at once unless `count` more inputs fit in the backlog and, at the model's
+        pace, would be done within `timeout_s`."""
+        self._check_room(count)
+        if self.would_expire(count, timeout_s):  # queued, they would only expire: refuse now
+            raise Unavailable(
+                f"The {self.name} model is busy: {_inputs(count)} would be done in about "
+                f"{self.wait_s(count):.1f} s, too close to this request's {timeout_s:g} s "
+                "limit (send fewer inputs, or retry later).",
+                1,
+            )
+
+    def _backlog(self) -> int:
+        return len(self._queue) + self._steps + self._reserved
+
     def _check_room(self, count: int) -> None:
         """`Unavailable` at once unless `count` more entries fit in the backlog (inputs and steps)."""
-        backlog = len(self._queue) + self._steps
+        backlog = self._backlog()
+        if count > self.max_queue:
+            raise Unavailable(
+                f"The {self.name} model queues at most {self.max_queue} inputs; "
+                f"this request has {count} (send fewer at a time).",
+                1,
+            )
         if backlog + count > self.max_queue:
             raise Unavailable(f"The {self.name} model is busy ({backlog} inputs and steps queued).", 1)
 
@@ -231,6 +291,7 @@ class Batcher(Generic[In, Out]):
     async def _run(self, batch: list[_Pending[In, Out]]) -> None:
         BATCH_SIZE.labels(self.name).observe(len(batch))
         started = time.perf_counter()
+        self._running = (time.monotonic(), len(batch))
         loop = asyncio.get_running_loop()
         try:
             outputs = await loop.run_in_executor(self._executor, self.run, [p.item for p in batch])
@@ -240,6 +301,7 @@ class Batcher(Generic[In, Out]):
                     pending.future.set_exception(error)
             return
         finally:
+            self._running = None
             elapsed = time.perf_counter() - started
             BATCH_SECONDS.labels(self.name).observe(elapsed)
         per_input = elapsed / len(batch)
