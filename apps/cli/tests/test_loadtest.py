@@ -68,7 +68,7 @@ async def test_scenario_writes_a_summary_and_a_chart_with_thresholds_and_no_fail
     assert report.png_path.read_bytes().startswith(b"\x89PNG")
     summary = orjson.loads(report.json_path.read_bytes())
     assert summary["thresholds"] == {
-        "http_req_duration": {"p(99)<100": summary["latency_ms"]["p99"] < 100},
+        "http_req_duration{phase:measured}": {"p(99)<100": summary["latency_ms"]["p99"] < 100},
         "http_req_failed": {"rate<0.0001": True},
     }
     assert summary["failed_requests"] == 0
@@ -83,22 +83,30 @@ async def test_scenario_writes_a_summary_and_a_chart_with_thresholds_and_no_fail
 async def test_a_fixed_rate_run_sends_that_many_requests_a_second_and_counts_the_late_ones(
     server, api_keys, tmp_path
 ):
+    """2 s of warm-up, then 3 s measured, by the same users: the figures and the latency and
+    on-time thresholds are the measured seconds' only."""
     steady = await asyncio.to_thread(
         run_loadtest, Scenario.cached_read, server.url, api_keys["admin"],
-        vus=4, duration="3s", reports_dir=tmp_path, rate=50,
+        vus=4, duration="3s", reports_dir=tmp_path, rate=50, warmup="2s",
     )  # fmt: skip
     summary = steady.summary
-    assert summary["rate"] == 50
-    assert 100 <= summary["requests"] - 1 <= 160  # 150 on schedule (and setup's one listing)
+    assert (summary["rate"], summary["warmup_s"], summary["duration_s"]) == (50, 2, 3)
+    assert 120 <= summary["requests"] <= 160  # 150 on the measured schedule, the warm-up's 100 left out
+    assert summary["requests_per_s"] == round(summary["requests"] / 3, 1)
+    assert len(summary["per_second"]) <= 4
     assert summary["dropped_iterations"] == 0
-    assert summary["thresholds"]["dropped_iterations"] == {"count<1": True}
+    assert summary["thresholds"] == {
+        "http_req_duration{phase:measured}": {"p(99)<100": summary["latency_ms"]["p99"] < 100},
+        "http_req_failed": {"rate<0.0001": True},
+        "dropped_iterations{phase:measured}": {"count<1": True},
+    }
     # One user in flight cannot start 2,000 requests a second on time: the late ones are counted.
     swamped = await asyncio.to_thread(
         run_loadtest, Scenario.cached_read, server.url, api_keys["admin"],
-        vus=1, duration="2s", reports_dir=tmp_path, rate=2000,
+        vus=1, duration="2s", reports_dir=tmp_path, rate=2000, warmup="0s",
     )  # fmt: skip
     assert swamped.summary["dropped_iterations"] > 0
-    assert swamped.summary["thresholds"]["dropped_iterations"] == {"count<1": False}
+    assert swamped.summary["thresholds"]["dropped_iterations{phase:measured}"] == {"count<1": False}
     assert not swamped.thresholds_passed
 
 
@@ -211,6 +219,25 @@ def test_the_command_without_a_url_and_no_running_stack_says_how_to_start_one(tm
     assert not (tmp_path / "reports").exists()
 
 
+def test_a_warmup_without_a_rate_or_not_a_duration_is_refused_before_k6_runs(tmp_path):
+    with pytest.raises(LoadTestError, match="--warmup goes with --rate"):
+        run_loadtest(
+            Scenario.cached_read,
+            "http://127.0.0.1:1",
+            "key",
+            vus=1,
+            duration="1s",
+            reports_dir=tmp_path,
+            warmup="5s",
+        )
+    with pytest.raises(LoadTestError, match="warmup 'soon' is not like 20s"):
+        run_loadtest(
+            Scenario.cached_read, "http://127.0.0.1:1", "key",
+            vus=1, duration="1s", reports_dir=tmp_path, rate=10, warmup="soon",
+        )  # fmt: skip
+    assert not (tmp_path / "reports").exists()
+
+
 @requires_k6
 def test_the_command_against_the_stack_with_no_api_listening_exits_1_with_k6s_reason(tmp_path):
     url = f"http://127.0.0.1:{free_port()}"
@@ -262,4 +289,4 @@ def test_a_run_whose_only_requests_were_setups_has_no_per_second_figures(tmp_pat
     }
     metric = {"type": "Metric", "metric": "http_req_duration", "data": {"type": "trend"}}
     points.write_bytes(orjson.dumps(metric) + b"\n" + orjson.dumps(setup_point) + b"\n")
-    assert loadtest._per_second(points) == []
+    assert loadtest._per_second(points) == ([], 0)

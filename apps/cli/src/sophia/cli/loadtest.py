@@ -42,6 +42,9 @@ DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 TREND_STATS = "avg,min,med,max,p(90),p(99)"
 SCENARIO_DIR = Path(__file__).resolve().parents[5] / "loadtest"  # the workspace's loadtest/
 # Scenario settings passed through from the environment when set (see docs/loadtest.md).
+DEFAULT_WARMUP = "10s"
+"""With --rate: seconds at the rate before the measured ones (caches, pools and k6's own users
+fill up; a run's first seconds were 100-280 ms at p99 where the rest were 15-60 ms)."""
 SCENARIO_VARIABLES = ("HOT_SET", "MAX_IDS", "WRITE_PERCENT", "IDS_FILE")
 
 
@@ -82,15 +85,15 @@ def find_k6() -> Path:
     return Path(found)
 
 
-def duration_seconds(text: str) -> int:
+def duration_seconds(text: str, *, name: str = "duration", least: int = 1) -> int:
     """Seconds in a k6 duration such as `20s`, `2m` or `1m30s`; bounded to an hour."""
     match = DURATION.fullmatch(text.strip())
     if not text.strip() or match is None:
-        raise LoadTestError(f"duration {text!r} is not like 20s, 2m or 1m30s")
+        raise LoadTestError(f"{name} {text!r} is not like 20s, 2m or 1m30s")
     hours, minutes, seconds = (int(part or 0) for part in match.groups())
     total = hours * 3600 + minutes * 60 + seconds
-    if not 1 <= total <= MAX_DURATION_S:
-        raise LoadTestError(f"duration must be between 1s and {MAX_DURATION_S}s, got {text}")
+    if not least <= total <= MAX_DURATION_S:
+        raise LoadTestError(f"{name} must be between {least}s and {MAX_DURATION_S}s, got {text}")
     return total
 
 
@@ -103,12 +106,15 @@ def run_loadtest(
     duration: str,
     reports_dir: Path,
     rate: int | None = None,
+    warmup: str | None = None,
     console: Console | None = None,
 ) -> LoadReport:
     """Run one scenario with k6 and write `<scenario>-<timestamp>.json` and `.png` to `reports_dir`.
 
     Without `rate`, `vus` users loop for the duration (a closed loop); with it, k6 starts `rate`
-    iterations a second on a fixed schedule, with at most `vus` in flight."""
+    iterations a second on a fixed schedule, with at most `vus` in flight, after `warmup` (default
+    `DEFAULT_WARMUP`) at the same rate that the figures and the latency and on-time thresholds
+    leave out."""
     base_url = base_url.rstrip("/")
     if not LOCAL_URL.fullmatch(base_url):
         raise LoadTestError(f"load tests run against http://127.0.0.1 only, not {base_url}")
@@ -117,6 +123,9 @@ def run_loadtest(
     if rate is not None and not 1 <= rate <= MAX_RATE:
         raise LoadTestError(f"--rate must be between 1 and {MAX_RATE} requests a second")
     duration_s = duration_seconds(duration)
+    if warmup is not None and rate is None:
+        raise LoadTestError("--warmup goes with --rate: a closed loop has no schedule to warm up")
+    warmup_s = duration_seconds(warmup or DEFAULT_WARMUP, name="warmup", least=0) if rate is not None else 0
     started = datetime.now(UTC)
     with tempfile.TemporaryDirectory(prefix="sophia-k6-") as work:
         summary_path, points_path, log_path = (Path(work) / name for name in ("summary", "points", "log"))
@@ -130,7 +139,7 @@ def run_loadtest(
             f"--summary-trend-stats={TREND_STATS}",
             f"--summary-export={summary_path}",
             f"--out=json={points_path}",
-            "--system-tags=status,method,name,group,expected_response",
+            "--system-tags=status,method,name,group,expected_response,scenario",
             str(SCENARIO_DIR / f"{scenario.value}.js"),
         ]
         environment = {
@@ -142,19 +151,23 @@ def run_loadtest(
             "DURATION": f"{duration_s}s",
         } | {name: os.environ[name] for name in SCENARIO_VARIABLES if name in os.environ}
         if rate is not None:
-            environment["RATE"] = str(rate)
+            environment |= {"RATE": str(rate), "WARMUP_S": str(warmup_s)}
         load = f"{rate} req/s (at most {vus} in flight)" if rate is not None else f"{vus} VUs"
-        label = f"{scenario.value}: {load} for {duration_s}s against {base_url}"
-        status = _run_k6(command, environment, log_path, duration_s, label, console or Console())
+        warming = f" after {warmup_s}s of warm-up" if warmup_s else ""
+        label = f"{scenario.value}: {load} for {duration_s}s{warming} against {base_url}"
+        status = _run_k6(command, environment, log_path, warmup_s + duration_s, label, console or Console())
         if status not in (0, THRESHOLDS_CROSSED) or not summary_path.exists():
             tail = log_path.read_text(errors="replace")[-2000:]
             raise LoadTestError(f"k6 exited with {status}:\n{tail}")
-        figures = _summarize(orjson.loads(summary_path.read_bytes()), _per_second(points_path))
+        per_second, late = _per_second(points_path)
+        export = orjson.loads(summary_path.read_bytes())
+        figures = _summarize(export, per_second, late if rate is not None else None, duration_s)
     summary = {
         "scenario": scenario.value,
         "base_url": base_url,
         "vus": vus,
         "rate": rate,
+        "warmup_s": warmup_s,
         "duration_s": duration_s,
         "started_at": started.isoformat(),
         **figures,
@@ -200,26 +213,36 @@ def _run_k6(
     return process.returncode
 
 
-def _per_second(points_path: Path) -> list[dict[str, float]]:
-    """Requests, failures and p50/p99 latency for each second of the run (setup() left out)."""
+def _per_second(points_path: Path) -> tuple[list[dict[str, float]], int]:
+    """Requests, failures and p50/p99 latency for each measured second of the run (setup() and
+    a fixed rate's warm-up left out), and the iterations k6 could not start on time from the first
+    measured request on."""
     durations: dict[str, list[float]] = defaultdict(list)
     failures: dict[str, int] = defaultdict(int)
+    late: list[str] = []
     with points_path.open("rb") as points:
         for line in points:
             is_duration = b'"metric":"http_req_duration"' in line
-            if not (is_duration or b'"metric":"http_req_failed"' in line) or b'"::setup"' in line:
+            is_dropped = b'"metric":"dropped_iterations"' in line
+            if not (is_duration or is_dropped or b'"metric":"http_req_failed"' in line):
+                continue
+            if b'"::setup"' in line or b'"phase":"warmup"' in line:
                 continue
             point = orjson.loads(line)
             if point.get("type") != "Point":
                 continue
-            second = point["data"]["time"][:19]  # RFC 3339: the second, without fraction or zone
-            if is_duration:
+            when = point["data"]["time"]
+            second = when[:19]  # RFC 3339: the second, without fraction or zone
+            if is_dropped:
+                late.append(when)
+            elif is_duration:
                 durations[second].append(point["data"]["value"])
             else:
                 failures[second] += int(point["data"]["value"])
     if not durations:
-        return []
-    first = datetime.fromisoformat(min(durations))
+        return [], len(late)
+    begun = min(durations)
+    first = datetime.fromisoformat(begun)
     series = []
     for second, values in sorted(durations.items()):
         values.sort()
@@ -232,7 +255,7 @@ def _per_second(points_path: Path) -> list[dict[str, float]]:
                 "p99_ms": _percentile(values, 99),
             }
         )
-    return series
+    return series, sum(when[:19] >= begun for when in late)
 
 
 def _percentile(ordered: list[float], percent: float) -> float:
@@ -241,16 +264,26 @@ def _percentile(ordered: list[float], percent: float) -> float:
     return ordered[int(rank) - 1]
 
 
-def _summarize(export: dict[str, Any], per_second: list[dict[str, float]]) -> dict[str, Any]:
-    """The figures of k6's summary export that matter here; k6 marks a crossed threshold `true`."""
+def _summarize(
+    export: dict[str, Any], per_second: list[dict[str, float]], late: int | None, duration_s: int
+) -> dict[str, Any]:
+    """The figures of k6's summary export that matter here; k6 marks a crossed threshold `true`.
+    Latency is the measured requests' (the sub-metric of their threshold). With a fixed rate
+    (`late`: iterations not started on time while measured), the requests are those of the
+    measured seconds and every iteration must start on time; failures count over the whole run."""
     metrics = export["metrics"]
-    duration, failed = metrics["http_req_duration"], metrics["http_req_failed"]
+    duration, failed = metrics["http_req_duration{phase:measured}"], metrics["http_req_failed"]
     requests = metrics["http_reqs"]
+    if late is not None:
+        count = sum(int(row["requests"]) for row in per_second)
+        requests = {"count": count, "rate": count / duration_s}
     thresholds = {
         name: {rule: not crossed for rule, crossed in metric.get("thresholds", {}).items()}
         for name, metric in metrics.items()
         if metric.get("thresholds")
     }
+    if late is not None:
+        thresholds["dropped_iterations{phase:measured}"] = {"count<1": late < 1}
     return {
         "requests": requests["count"],
         "requests_per_s": round(requests["rate"], 1),
@@ -260,7 +293,7 @@ def _summarize(export: dict[str, Any], per_second: list[dict[str, float]]) -> di
         }
         | {"max": round(duration["max"], 3)},
         "failed_rate": failed["value"],
-        "dropped_iterations": int(metrics.get("dropped_iterations", {}).get("count", 0)),
+        "dropped_iterations": late or 0,
         "failed_requests": failed["passes"],  # a Rate counts its non-zero samples as passes
         "thresholds": thresholds,
         "thresholds_passed": bool(thresholds) and all(all(rules.values()) for rules in thresholds.values()),
@@ -306,6 +339,11 @@ def command(
         help="Requests a second on a fixed schedule (default: a closed loop of --vus).",
     ),
     duration: str = typer.Option("20s", "--duration", help="How long, as k6 writes it: 20s, 2m, 1m30s."),
+    warmup: str = typer.Option(
+        None,
+        "--warmup",
+        help=f"With --rate: first this long at the rate, left out of the figures (default {DEFAULT_WARMUP}).",
+    ),
     url: str = typer.Option(None, "--url", envvar="SOPHIA_API", help="API base URL (default: the stack)."),
     key: str = typer.Option(None, "--key", envvar="SOPHIA_KEY", help="API key (default: the stack's)."),
 ) -> None:
@@ -320,7 +358,7 @@ def command(
     try:
         report = run_loadtest(
             scenario, url, key, vus=vus, duration=duration, reports_dir=Path(settings.data_dir) / "reports",
-            rate=rate, console=console,
+            rate=rate, warmup=warmup, console=console,
         )  # fmt: skip
     except LoadTestError as error:
         raise SystemExit(str(error)) from None
@@ -330,6 +368,7 @@ def command(
         f"p50 {latency['p50']} ms, p90 {latency['p90']} ms, p99 {latency['p99']} ms; "
         f"failed {summary['failed_rate']:.4%}"
         + (f"; {summary['dropped_iterations']} not started on time" if rate is not None else "")
+        + (f" (after {summary['warmup_s']}s of warm-up, left out)" if summary["warmup_s"] else "")
     )
     console.print(f"Report: {report.json_path}\nChart:  {report.png_path}")
     if not report.thresholds_passed:
