@@ -44,17 +44,14 @@ async def test_a_close_that_waits_too_long_on_a_busy_connection_terminates_the_p
 
 
 async def test_pool_gauges_follow_an_open_pool_and_are_left_alone_once_it_is_closed(settings):
-    def gauge(name: str) -> float | None:
-        return sample(name)
-
     database = Database(settings.model_copy(update={"db_pool_min_size": 2}))
     async with database:
         database.observe()
-        assert gauge("sophia_db_pool_connections") == database.pool.get_size() >= 2
-        assert gauge("sophia_db_pool_idle_connections") == database.pool.get_idle_size()
-    size = gauge("sophia_db_pool_connections")
+        assert sample("sophia_db_pool_connections") == database.pool.get_size() >= 2
+        assert sample("sophia_db_pool_idle_connections") == database.pool.get_idle_size()
+    size = sample("sophia_db_pool_connections")
     database.observe()
-    assert gauge("sophia_db_pool_connections") == size
+    assert sample("sophia_db_pool_connections") == size
 
 
 GONE_AWAY = [

@@ -41,10 +41,10 @@ LOCAL_URL = re.compile(r"http://127\.0\.0\.1(:\d{1,5})?")
 DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 TREND_STATS = "avg,min,med,max,p(90),p(99)"
 SCENARIO_DIR = Path(__file__).resolve().parents[5] / "loadtest"  # the workspace's loadtest/
-# Scenario settings passed through from the environment when set (see docs/loadtest.md).
 DEFAULT_WARMUP = "10s"
 """With --rate: seconds at the rate before the measured ones (caches, pools and k6's own users
 fill up; a run's first seconds were 100-280 ms at p99 where the rest were 15-60 ms)."""
+# Scenario settings passed through from the environment when set (see docs/loadtest.md).
 SCENARIO_VARIABLES = ("HOT_SET", "MAX_IDS", "WRITE_PERCENT", "IDS_FILE")
 
 
@@ -139,7 +139,7 @@ def run_loadtest(
             f"--summary-trend-stats={TREND_STATS}",
             f"--summary-export={summary_path}",
             f"--out=json={points_path}",
-            "--system-tags=status,method,name,group,expected_response,scenario",
+            "--system-tags=status,method,name,group,expected_response",
             str(SCENARIO_DIR / f"{scenario.value}.js"),
         ]
         environment = {

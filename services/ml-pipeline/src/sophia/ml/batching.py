@@ -58,17 +58,12 @@ class _Pending(Generic[In, Out]):
     future: asyncio.Future[Out] = field(repr=False)
 
 
+@dataclass(slots=True)
 class Reservation:
-    """Room in a batcher's backlog held for one request's inputs (`Batcher.reserve`)."""
+    """Room in a batcher's backlog held for one request's inputs (`Batcher.reserve`): `left` of
+    them not queued yet."""
 
-    def __init__(self, batcher: Batcher[Any, Any], count: int) -> None:
-        self.batcher, self.left = batcher, count
-
-    def use(self, count: int) -> None:
-        """`count` of the reserved inputs are queued now (or given back): no longer held here."""
-        taken = min(count, self.left)
-        self.left -= taken
-        self.batcher._reserved -= taken
+    left: int
 
 
 PACE_TRUSTED_S = 60.0
@@ -135,7 +130,7 @@ class Batcher(Generic[In, Out]):
         if reservation is None:
             self.admit(len(items), timeout_s)
         else:
-            reservation.use(len(items))
+            self._release(reservation, len(items))  # queued now: held by the queue itself
         loop = asyncio.get_running_loop()
         deadline = time.monotonic() + timeout_s
         pending = [_Pending(item, deadline, loop.create_future()) for item in items]
@@ -224,12 +219,17 @@ class Batcher(Generic[In, Out]):
         for an answer nobody reads."""
         if count:
             self.admit(count, timeout_s)
-        reservation = Reservation(self, count)
+        reservation = Reservation(count)
         self._reserved += count
         try:
             yield reservation
         finally:
-            reservation.use(reservation.left)
+            self._release(reservation, reservation.left)
+
+    def _release(self, reservation: Reservation, count: int) -> None:
+        taken = min(count, reservation.left)
+        reservation.left -= taken
+        self._reserved -= taken
 
     def admit(self, count: int, timeout_s: float) -> None:
         """`Unavailable` at once unless `count` more inputs fit in the backlog and, at the model's

@@ -9,7 +9,7 @@ import numpy as np
 
 from sophia.cache import Entry, TieredCache
 from sophia.ml import onnx_graph
-from sophia.ml.batching import Batcher, Reservation
+from sophia.ml.batching import Batcher
 from sophia.ml.encoder import SentenceEncoder
 from sophia.ml.predictions import TTL_CLASS, prediction_key
 
@@ -81,16 +81,17 @@ class EmbeddingModel:
         known = [self.cache.peek(key) for key in keys]
         missing = {key for key, entry in zip(keys, known, strict=True) if entry is None}
 
-        async def one(text: str, key: str, entry: Entry | None, reservation: Reservation) -> bytes:
-            if entry is not None:
-                return entry.value
-
-            async def load() -> bytes:
-                [vector] = await self.batcher.submit([text], timeout_s=timeout_s, reservation=reservation)
-                return vector
-
-            return (await self.cache.get_or_load(key, load, TTL_CLASS)).value
-
         with self.batcher.reserve(len(missing), timeout_s) as reservation:
-            vectors = await asyncio.gather(*(map(one, texts, keys, known, [reservation] * len(texts))))
+
+            async def one(text: str, key: str, entry: Entry | None) -> bytes:
+                if entry is not None:
+                    return entry.value
+
+                async def load() -> bytes:
+                    [vector] = await self.batcher.submit([text], timeout_s=timeout_s, reservation=reservation)
+                    return vector
+
+                return (await self.cache.get_or_load(key, load, TTL_CLASS)).value
+
+            vectors = await asyncio.gather(*map(one, texts, keys, known))
         return np.frombuffer(b"".join(vectors), dtype=np.float32).reshape(len(texts), self.dimension)
