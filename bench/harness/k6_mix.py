@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -119,13 +120,16 @@ async def k6_mix(
     latency_s: float = 0.1,
     timeout_s: float = 10.0,
     max_vus: int = 300,
+    nice: int = 0,
 ) -> dict[str, Traffic]:
     """Run `script` (exporting a function per key of `per_s`) with each at its rate a second, from
     address `source` (any 127.x.y.z: a client of its own to the API's limits per address).
 
     Virtual users are started up front for answers within `latency_s` (k6 growing its pool mid-run
     costs CPU the server would miss on a small machine), and grow up to what `timeout_s`-long answers
-    need, at most `max_vus` a scenario: past that, what falls due is dropped, and counted."""
+    need, at most `max_vus` a scenario: past that, what falls due is dropped, and counted. With
+    `nice`, k6 runs that many steps below normal CPU priority (all its threads: started through
+    `nice`), for load that would come from other machines than the server's."""
     plans = {
         name: {
             "per_min": max(1, round(rate * 60)),  # a minute as the unit: fractional rates a second
@@ -148,6 +152,8 @@ async def k6_mix(
         }
         argv = [str(find_k6()), "run", "--quiet", "--no-color", "--no-usage-report", "--address="]
         argv += [f"--local-ips={source}", str(script_file)]
+        if nice:
+            argv = [shutil.which("nice") or "nice", "-n", str(nice), *argv]
         with output.open("wb") as log:  # k6 warns on every failed request: a file, not a pipe to fill
             process = await asyncio.create_subprocess_exec(*argv, env=environment, stdout=log, stderr=log)
             try:

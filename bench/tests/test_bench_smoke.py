@@ -337,6 +337,10 @@ def test_hostile_measures_the_good_client_quiet_then_under_every_attack(capsys):
     assert isinstance(result["cache_flushed"], bool)
     assert result["key_lookups_attacked"] >= 0
     assert set(result["cpu_s"]["attacked"]) >= {"api", "k6"}
+    delivered = result["attack_delivered"]
+    assert delivered["due"] >= sum(side["requests"] for side in result["attackers"].values())
+    assert delivered["delivered"] == (delivered["dropped"] <= 0.01 * delivered["due"])
+    assert result["attackers_nice"] == 10
     assert_printed(capsys, result)
 
 

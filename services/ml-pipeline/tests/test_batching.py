@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
+from metrics import sample
 from waiting import eventually
 
 from sophia.core.errors import Unavailable
-from sophia.ml.batching import Batcher, DeadlineExceeded
+from sophia.ml.batching import Abandoned, Batcher, DeadlineExceeded
 
 
 class Model:
@@ -231,3 +233,31 @@ async def test_while_the_first_batch_runs_its_time_so_far_bounds_the_pace():
         model.gate.set()
         assert await first == [2, 4]
     assert model.batches == [[1, 2]]
+
+
+async def test_a_model_call_nobody_waits_for_any_more_stops_part_way_and_sets_the_pace():
+    """The model computes one input a step and asks `wanted()` before each: once its only caller
+    has been answered 503 (deadline), it stops, the stopped inputs are counted, the pace says how
+    slow the steps were, and the next caller is served."""
+    steps: list[int] = []
+    stop = threading.Event()
+
+    def model(items: list[int]) -> list[int]:
+        for number, _ in enumerate(items):
+            if number and not batcher.wanted():
+                stop.set()
+                raise Abandoned(number)
+            steps.append(number)
+            time.sleep(0.05)
+        return [item * 2 for item in items]
+
+    before = sample("sophia_ml_abandoned_inputs_total", model="slow")
+    async with Batcher(model, name="slow", max_batch=100, max_wait_s=0) as batcher:
+        with pytest.raises(DeadlineExceeded):
+            await batcher.submit(list(range(100)), timeout_s=0.2)
+        await asyncio.to_thread(stop.wait, 5)
+        await eventually(lambda: batcher._running is None)
+        assert 2 <= len(steps) < 20  # stopped soon after the deadline, not after 100 steps (5 s)
+        assert sample("sophia_ml_abandoned_inputs_total", model="slow") - before == 100 - len(steps)
+        assert batcher.wait_s(1) >= 0.04  # the steps it did measured the pace: 0.05 s an input
+        assert await batcher.submit([3], timeout_s=5) == [6]

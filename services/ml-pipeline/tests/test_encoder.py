@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sophia.ml.batching import Abandoned
 from sophia.ml.encoder import ModelFiles, SentenceEncoder, ensure_onnx_model
 
 REFERENCE = Path(__file__).parent / "reference"
@@ -79,3 +80,17 @@ def test_the_graph_is_built_once_and_reused(model_cache):
     assert ensure_onnx_model(files, model_cache, quantized=True) == first
     assert first.stat().st_mtime_ns == built_at
     assert not list(model_cache.glob("*.tmp"))  # nothing half-written left behind
+
+
+def test_an_encoding_nobody_wants_any_more_stops_between_batches(encoder, texts):
+    asked: list[int] = []
+
+    def wanted() -> bool:
+        asked.append(1)
+        return len(asked) < 2  # the second batch is the last one wanted
+
+    with pytest.raises(Abandoned) as stopped:
+        encoder.encode(texts[:10], batch_size=4, wanted=wanted)
+    assert stopped.value.done == 8  # two batches of four computed, the third never started
+    assert len(asked) == 2  # asked before the second and the third, not before the first
+    assert encoder.encode(texts[:10], batch_size=4, wanted=lambda: True).shape == (10, encoder.dimension)

@@ -37,7 +37,7 @@ from sophia.events.streams import stream_specs
 from sophia.ml.models import Models
 from sophia.shared.logging import configure_logging, get_logger
 from sophia.shared.metrics import forget_dead_workers
-from sophia.shared.process import die_with_parent
+from sophia.shared.process import die_with_parent, settle_heap
 from sophia.shared.settings import Settings
 from sophia.web import pages
 
@@ -112,6 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 spools,
                 models,
             )
+            settle_heap()
             log.info("api_started")
             yield
             log.info("api_draining")

@@ -41,6 +41,7 @@ from sophia.mcp_gateway.upstreams import Upstreams
 from sophia.ml.models import Models
 from sophia.shared.logging import configure_logging, get_logger
 from sophia.shared.metrics import render_latest
+from sophia.shared.process import settle_heap
 from sophia.shared.settings import Settings
 
 log = get_logger(__name__)
@@ -217,6 +218,7 @@ def create_app(settings: Settings | None = None, extra: Sequence[Provider] = ())
                 watcher = ConfigWatcher(settings.mcp_upstreams_file, changed, configured[0])
                 await stack.enter_async_context(watcher)
             await stack.enter_async_context(manager.run())
+            settle_heap()
             log.info("mcp_gateway_started", providers=[provider.name for provider in everyone()])
             yield
             log.info("mcp_gateway_draining")

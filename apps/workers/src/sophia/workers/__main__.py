@@ -19,6 +19,7 @@ from sophia.events.streams import StreamStorageRefused, stream_specs
 from sophia.ml.enrichment import DEFAULT_TEXT_FIELDS, Enricher, read_text_fields
 from sophia.ml.models import Models
 from sophia.shared.logging import configure_logging, get_logger
+from sophia.shared.process import settle_heap
 from sophia.shared.settings import Settings
 from sophia.workers.job_runner import JobRunner, RunnerSpec
 from sophia.workers.jobs import (
@@ -126,6 +127,7 @@ async def _run(settings: Settings, nats: NatsConnection, redis_url: str, stop: a
         ) as relay,
         AsyncExitStack() as stack,
     ):
+        settle_heap()
         log.info("workers_started")
         queue = JobQueue(database, nats, jobs_stream(settings))
         handlers = default_handlers(database, settings.db_maintenance_timeout_s)

@@ -7,7 +7,10 @@ queue is bounded (`max_queue` inputs): when it is full a caller gets `Unavailabl
 Retry-After) at once instead of a queue that grows until every request times out. It is bounded
 in time too: inputs that, at the pace the model has kept (`wait_s`), would not be done before
 their caller's deadline are refused the same way rather than queued only to expire. Inputs whose
-deadline passes while queued anyway are dropped before they cost a model call.
+deadline passes while queued anyway are dropped before they cost a model call, and a model call
+that checks `wanted()` between its steps stops (`Abandoned`) once nobody waits for its answers:
+a batch of long inputs admitted on an idle machine can take many times its callers' deadline on a
+busy one, and every second of it past the deadline was computed for nobody.
 The model runs in one worker thread (inference releases the GIL), so the event loop keeps
 answering while a batch computes. CPU-bound steps run in that thread too (`in_model_thread`), under
 the same bound and the same deadlines: a step waiting for the thread is one more entry queued.
@@ -26,7 +29,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
-from prometheus_client import Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from sophia.core.errors import Unavailable
 from sophia.ml.priority import lower_this_thread
@@ -39,6 +42,11 @@ BATCH_SIZE = Histogram(
     "sophia_ml_batch_size", "Inputs per model call", ["model"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256)
 )
 QUEUE_DEPTH = Gauge("sophia_ml_queue_depth", "Inputs waiting for a model call", ["model"])
+ABANDONED = Counter(
+    "sophia_ml_abandoned_inputs_total",
+    "Inputs of a model call stopped part-way because nobody waited for them any more",
+    ["model"],
+)
 BATCH_SECONDS = Histogram(
     "sophia_ml_batch_seconds",
     "Time of one model call",
@@ -49,6 +57,15 @@ BATCH_SECONDS = Histogram(
 
 class DeadlineExceeded(Unavailable):
     """The caller's deadline passed before its inputs reached the model."""
+
+
+class Abandoned(Exception):
+    """Raised by a model call that found, between two of its steps, that nobody waits for its
+    answers any more (`Batcher.wanted`); `done` inputs were computed before it stopped."""
+
+    def __init__(self, done: int) -> None:
+        super().__init__(f"stopped after {done} inputs: nobody waits for the rest")
+        self.done = done
 
 
 @dataclass(slots=True)
@@ -99,6 +116,7 @@ class Batcher(Generic[In, Out]):
         self._input_s = 0.0  # the model's pace: seconds per input, a moving average (0: none run yet)
         self._paced_at = -math.inf  # when a batch last measured it
         self._running: tuple[float, int] | None = None  # the batch in the thread: (started, inputs)
+        self._batch: list[_Pending[In, Out]] = []  # its inputs, read by `wanted` from the thread
         self._arrived = asyncio.Event()
         self._full = asyncio.Event()
         self._closing = False
@@ -180,6 +198,13 @@ class Batcher(Generic[In, Out]):
         if time.monotonic() >= deadline:
             raise DeadlineExceeded(f"Queued past its deadline ({self.name}).", 1)
         return step(*args)
+
+    def wanted(self) -> bool:
+        """Whether anyone still waits for the batch running now: called by the model, in its
+        thread, between steps of a long call, which raises `Abandoned` when it is not (a caller
+        past its deadline or gone has been answered 503 already)."""
+        now = time.monotonic()
+        return any(not pending.future.done() and pending.deadline > now for pending in self._batch)
 
     @property
     def room(self) -> int:
@@ -291,25 +316,42 @@ class Batcher(Generic[In, Out]):
     async def _run(self, batch: list[_Pending[In, Out]]) -> None:
         BATCH_SIZE.labels(self.name).observe(len(batch))
         started = time.perf_counter()
-        self._running = (time.monotonic(), len(batch))
+        self._running, self._batch = (time.monotonic(), len(batch)), batch
         loop = asyncio.get_running_loop()
+        done: int | None = len(batch)  # inputs computed, for the pace (None: the model failed)
         try:
             outputs = await loop.run_in_executor(self._executor, self.run, [p.item for p in batch])
+        except Abandoned as stopped:  # its callers all gave up: they were answered already
+            done = stopped.done
+            ABANDONED.labels(self.name).inc(len(batch) - done)
+            self._fail(batch, DeadlineExceeded(f"Queued past its deadline ({self.name}).", 1))
+            return
         except Exception as error:  # the model failed: every caller of this batch hears it
-            for pending in batch:
-                if not pending.future.done():
-                    pending.future.set_exception(error)
+            done = None
+            self._fail(batch, error)
             return
         finally:
-            self._running = None
+            self._running, self._batch = None, []
             elapsed = time.perf_counter() - started
             BATCH_SECONDS.labels(self.name).observe(elapsed)
-        per_input = elapsed / len(batch)
-        self._input_s = per_input if not self._input_s else 0.8 * self._input_s + 0.2 * per_input
-        self._paced_at = time.monotonic()
+            if done:
+                self._measure(elapsed / done)
+            elif done == 0:  # stopped before its first input was done: one takes at least this long
+                self._measure(elapsed)
         for pending, output in zip(batch, outputs, strict=True):
             if not pending.future.done():
                 pending.future.set_result(output)
+
+    def _measure(self, per_input: float) -> None:
+        """Fold one call's seconds per input into the model's pace."""
+        self._input_s = per_input if not self._input_s else 0.8 * self._input_s + 0.2 * per_input
+        self._paced_at = time.monotonic()
+
+    @staticmethod
+    def _fail(batch: list[_Pending[In, Out]], error: BaseException) -> None:
+        for pending in batch:
+            if not pending.future.done():
+                pending.future.set_exception(error)
 
 
 def _inputs(count: int) -> str:

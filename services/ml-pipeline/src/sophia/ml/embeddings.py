@@ -62,8 +62,10 @@ class EmbeddingModel:
         await self.batcher.__aexit__(None, None, None)
 
     def compute(self, texts: list[str]) -> list[bytes]:
-        """The batcher's model call (in its thread): vectors as float32 bytes, ready to cache."""
-        return [row.tobytes() for row in self.encoder.encode(texts, batch_size=SUB_BATCH)]
+        """The batcher's model call (in its thread): vectors as float32 bytes, ready to cache;
+        stopped between sub-batches once nobody waits for them (`Batcher.wanted`)."""
+        vectors = self.encoder.encode(texts, batch_size=SUB_BATCH, wanted=self.batcher.wanted)
+        return [row.tobytes() for row in vectors]
 
     async def count_tokens(self, texts: Sequence[str], *, timeout_s: float) -> int:
         """Tokens the model reads of `texts`, counted in the model's thread within `timeout_s`."""

@@ -21,13 +21,15 @@ import functools
 import json
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 from tokenizers import Tokenizer
+
+from sophia.ml.batching import Abandoned
 
 DEFAULT_BATCH_SIZE = 8  # measured best on 2 cores (docs/decisions/0005-ml-runtime.md)
 DEFAULT_THREADS = 2
@@ -141,13 +143,23 @@ class SentenceEncoder:
         """Tokens the model reads of `texts` (after truncation), special tokens included."""
         return sum(len(encoding.ids) for encoding in self._tokenizer.encode_batch(list(texts)))
 
-    def encode(self, texts: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
-        """Embed ``texts``; returns float32 [len(texts), dim], unit-norm rows, in input order."""
+    def encode(
+        self,
+        texts: Sequence[str],
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        wanted: Callable[[], bool] | None = None,
+    ) -> np.ndarray:
+        """Embed ``texts``; returns float32 [len(texts), dim], unit-norm rows, in input order.
+
+        ``wanted`` is asked before each batch after the first; when it says no, `Abandoned` is
+        raised with how many texts were done (the caller waiting for them has gone)."""
         token_ids = [e.ids for e in self._tokenizer.encode_batch(list(texts))]
         order = sorted(range(len(token_ids)), key=lambda i: len(token_ids[i]))
         batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
         result = np.empty((len(token_ids), self.dimension), dtype=np.float32)
-        for batch in batches:
+        for number, batch in enumerate(batches):
+            if number and wanted is not None and not wanted():
+                raise Abandoned(number * batch_size)
             result[batch] = self._backend(*_pad([token_ids[i] for i in batch]))
         return result
 

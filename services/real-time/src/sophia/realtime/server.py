@@ -40,6 +40,7 @@ from sophia.realtime.protocol import FrameError, Position, error, parse_request,
 from sophia.realtime.protocol import Request as Frame
 from sophia.shared.logging import get_logger
 from sophia.shared.metrics import render_latest
+from sophia.shared.process import settle_heap
 from sophia.shared.resilience import TokenBucket
 from sophia.shared.settings import Settings
 
@@ -190,6 +191,7 @@ class RealtimeServer:
         )
         self.port = next(iter(self._server.sockets)).getsockname()[1]
         self.ops.start()
+        settle_heap()
         log.info("realtime_started", host=self.settings.realtime_host, port=self.port)
         return self
 
