@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import anyio
 import httpx
 import httpx2
 import pytest
@@ -132,3 +133,49 @@ async def test_an_upstream_dying_mid_call_is_a_clean_tool_error_and_the_next_cal
     assert "unavailable" in text(crashed)
     assert not again.is_error
     assert "back" in text(again)
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_an_upstreams_progress_reaches_the_client_under_its_own_token(
+    settings, api_keys, upstreams_file, mode
+):
+    own = settings.model_copy(update={"mcp_upstreams_file": upstreams_file})
+    heard: list[tuple[float, float | None, str | None]] = []
+
+    async def progress(done: float, total: float | None, message: str | None) -> None:
+        heard.append((done, total, message))
+
+    async with serving(own) as url, connected(url, api_keys["read"], mode) as agent:
+        for tool in ("local__count", "far__count"):  # a stdio upstream and an HTTP one
+            heard.clear()
+            counted = await agent.call_tool(tool, {"steps": 3}, progress_callback=progress)
+            assert counted.structured_content == {"result": 3}
+            assert heard == [(1, 3, "step 1"), (2, 3, "step 2"), (3, 3, "step 3")]
+        plain = await agent.call_tool("far__count", {"steps": 2})  # no token asked: a JSON answer
+        assert plain.structured_content == {"result": 2}
+
+
+async def test_clients_listening_hear_when_an_upstream_or_the_file_changes_the_tools(
+    settings, api_keys, tmp_path
+):
+    with upstream_servers.serve_http(upstream_servers.build_server()) as upstream_url:
+        path = tmp_path / "upstreams.yaml"
+        entries = [{"name": "growing", "url": upstream_url, "timeout_s": 5}]
+        path.write_text(yaml.safe_dump({"upstreams": entries}))
+        own = settings.model_copy(update={"mcp_upstreams_file": path})
+        async with (
+            serving(own) as url,
+            connected(url, api_keys["admin"], "2026-07-28") as listener,
+            connected(url, api_keys["admin"], "2026-07-28") as agent,
+            listener.listen(tools_list_changed=True) as changes,
+        ):
+            await agent.call_tool("growing__grow", {"name": "sprout"})  # the upstream says it changed
+            with anyio.fail_after(10):
+                await anext(aiter(changes))
+            assert "growing__sprout" in {tool.name for tool in (await agent.list_tools()).tools}
+
+            entries.append({"name": "second", "url": upstream_url, "timeout_s": 5})
+            path.write_text(yaml.safe_dump({"upstreams": entries}))  # the file gains an upstream
+            with anyio.fail_after(10):
+                await anext(aiter(changes))
+            assert "second__echo" in {tool.name for tool in (await agent.list_tools()).tools}

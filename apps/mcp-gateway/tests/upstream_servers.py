@@ -16,6 +16,7 @@ change it. Both speak both protocol eras.
 | `crash_once_read_only` | read-only | the same |
 | `spawn_sleeper` | none | starts a `sleep` in the server's process group; answers its pid |
 | `grow` | none | adds a tool `name` and says the list changed (both eras' ways) |
+| `count` | none | reports progress `steps` times (`step i`, i of steps), then answers `steps` |
 """
 
 from __future__ import annotations
@@ -107,6 +108,13 @@ def build_server(ttl_ms: int | None = None, *, list_echo_twice: bool = False) ->
         if ctx.protocol_version == "2025-11-25":
             await ctx.session.send_tool_list_changed()
         return name
+
+    @server.tool()
+    async def count(steps: int, ctx: Context) -> int:
+        """Report progress `steps` times, then answer `steps`."""
+        for step in range(1, steps + 1):
+            await ctx.report_progress(step, steps, f"step {step}")
+        return steps
 
     return server
 

@@ -11,6 +11,7 @@ answers as a tool error saying so, and never as a failure of the whole request.
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -40,6 +41,18 @@ class Caller:
     def has_scope(self, needed: str) -> bool:
         """Whether its scope is `needed` or one above it (read < write < admin)."""
         return self.scope in SCOPES and SCOPES.index(self.scope) >= SCOPES.index(needed)
+
+
+class Progress(Protocol):
+    """Reports a call's progress to its client (the SDK's progress callback)."""
+
+    async def __call__(self, progress: float, total: float | None, message: str | None) -> None: ...
+
+
+PROGRESS: ContextVar[Progress | None] = ContextVar("sophia_mcp_progress", default=None)
+"""Where the provider running a tool call reports its progress, set by the gateway for each call
+whose client asked for progress (a `progressToken`); None otherwise. An upstream's progress
+notifications, under the gateway's own token, are sent on under the client's."""
 
 
 def tool_error(message: str) -> types.CallToolResult:

@@ -1,7 +1,8 @@
 """The gateway assembled: one Streamable HTTP endpoint, `/mcp`, served by the official SDK's
 low-level `Server` in stateless mode (any gateway process answers any request: no session to
 stick to, no session store), both protocol eras (2026-07-28 per-request envelopes; 2025-11-25
-`initialize`), JSON responses. In front of it: Host/Origin checks (the SDK's DNS-rebinding
+`initialize`), JSON responses (streams for progress and `subscriptions/listen`:
+`sophia.mcp_gateway.notices`). In front of it: Host/Origin checks (the SDK's DNS-rebinding
 protection), keys or JWTs and a rate per caller (`auth.GatewayAuth`). Behind it: the router
 between Sophia's own tools and the upstreams'.
 
@@ -34,7 +35,8 @@ from sophia.mcp_gateway import admin, find_tools
 from sophia.mcp_gateway.audit import AuditTrail
 from sophia.mcp_gateway.auth import CALLER_KEY, GatewayAuth, JwtVerifier
 from sophia.mcp_gateway.config import ConfigWatcher, GatewayConfig, load
-from sophia.mcp_gateway.providers import Caller, Provider
+from sophia.mcp_gateway.notices import ListChanges, ProgressAware
+from sophia.mcp_gateway.providers import PROGRESS, Caller, Progress, Provider
 from sophia.mcp_gateway.router import Router, UnknownTool
 from sophia.mcp_gateway.sophia_tools import Embed, SophiaTools
 from sophia.mcp_gateway.upstreams import Upstreams
@@ -63,6 +65,7 @@ RECORD_TEMPLATE = types.ResourceTemplate(
     description="One record of Sophia's catalog by id, as the get_record tool answers it.",
     mime_type="application/json",
 )
+MCP_METHODS = ["GET", "POST", "DELETE"]
 RESOURCE_NOT_FOUND = -32002
 """The spec's code for a resource that does not exist."""
 
@@ -75,6 +78,16 @@ def _caller(ctx: ServerRequestContext[Any, Any]) -> Caller:
     return caller
 
 
+def _progress_to(ctx: ServerRequestContext[Any, Any], token: str | int) -> Progress:
+    """Sends a provider's progress to the client under the token the client chose."""
+
+    async def report(progress: float, total: float | None, message: str | None) -> None:
+        related = str(ctx.request_id) if ctx.request_id is not None else None
+        await ctx.session.send_progress_notification(token, progress, total, message, related)
+
+    return report
+
+
 def shortlist(tools: list[types.Tool], most: int) -> list[types.Tool]:
     """At most `most` tools, `find_tools` first among them when some are left out: what an agent's
     context takes in, the rest found on demand."""
@@ -84,7 +97,7 @@ def shortlist(tools: list[types.Tool], most: int) -> list[types.Tool]:
     return finder + [tool for tool in tools if tool.name != find_tools.NAME][: most - len(finder)]
 
 
-def mcp_server(router: Router, list_max_tools: int) -> Server[Any]:
+def mcp_server(router: Router, list_max_tools: int, changes: ListChanges) -> Server[Any]:
     async def list_tools(
         ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
@@ -93,10 +106,14 @@ def mcp_server(router: Router, list_max_tools: int) -> Server[Any]:
     async def call_tool(
         ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
+        token = ctx.meta.get("progress_token") if ctx.meta else None
+        reporting = PROGRESS.set(_progress_to(ctx, token) if token is not None else None)
         try:
             return await router.call_tool(params.name, params.arguments or {}, _caller(ctx))
         except UnknownTool as unknown:
             raise MCPError(INVALID_PARAMS, str(unknown)) from None
+        finally:
+            PROGRESS.reset(reporting)
 
     async def list_resource_templates(
         ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
@@ -138,6 +155,7 @@ def mcp_server(router: Router, list_max_tools: int) -> Server[Any]:
         on_list_resources=list_resources,
         on_list_resource_templates=list_resource_templates,
         on_read_resource=read_resource,
+        on_subscriptions_listen=changes.handler,
         get_tool_input_schema=router.schemas.get,
     )
 
@@ -181,22 +199,26 @@ def create_app(settings: Settings | None = None, extra: Sequence[Provider] = ())
 
     router = Router(everyone, None, settings.mcp_call_timeout_s, lambda: configured[0].views)
 
+    changes = ListChanges()
+
     async def changed(config: GatewayConfig) -> None:
-        """A new upstreams file (from the watcher or the admin API): applied, then its views."""
+        """A new upstreams file (from the watcher or the admin API): applied, then its views; the
+        clients listening hear that the list changed."""
         await federated[0].apply(config)
         configured[0] = config
+        changes.changed()
 
-    server = mcp_server(router, settings.mcp_list_max_tools)
-    manager = StreamableHTTPSessionManager(
-        app=server,
-        json_response=True,
-        stateless=True,
-        security_settings=TransportSecuritySettings(
-            enable_dns_rebinding_protection=True,
-            allowed_hosts=_listed(settings.mcp_allowed_hosts),
-            allowed_origins=_listed(settings.mcp_allowed_origins),
-        ),
+    server = mcp_server(router, settings.mcp_list_max_tools, changes)
+    security = TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=_listed(settings.mcp_allowed_hosts),
+        allowed_origins=_listed(settings.mcp_allowed_origins),
     )
+    # Both stateless, on the same server: JSON answers, and streams for calls asking for progress.
+    managers = [
+        StreamableHTTPSessionManager(server, json_response=json, stateless=True, security_settings=security)
+        for json in (True, False)
+    ]
     database = Database(settings)
     keys = KeyVerifier.from_settings(database, settings, stale_if_error_s=settings.cache_stale_if_error_s)
 
@@ -212,12 +234,14 @@ def create_app(settings: Settings | None = None, extra: Sequence[Provider] = ())
             providers.extend(extra)
             if settings.mcp_upstreams_file is not None:  # a bad file stops the start, naming the field
                 configured[0] = load(settings.mcp_upstreams_file)
-                upstreams = await stack.enter_async_context(Upstreams(configured[0]))
+                upstreams = await stack.enter_async_context(Upstreams(configured[0], changes.changed))
                 federated.append(upstreams)
 
                 watcher = ConfigWatcher(settings.mcp_upstreams_file, changed, configured[0])
                 await stack.enter_async_context(watcher)
-            await stack.enter_async_context(manager.run())
+            for manager in managers:
+                await stack.enter_async_context(manager.run())
+            stack.callback(changes.close)  # first thing on the way out: listen streams end cleanly
             settle_heap()
             log.info("mcp_gateway_started", providers=[provider.name for provider in everyone()])
             yield
@@ -232,7 +256,7 @@ def create_app(settings: Settings | None = None, extra: Sequence[Provider] = ())
 
     app = Starlette(
         routes=[
-            Route("/mcp", StreamableHTTPASGIApp(manager), methods=["GET", "POST", "DELETE"]),
+            Route("/mcp", ProgressAware(*map(StreamableHTTPASGIApp, managers)), methods=MCP_METHODS),
             Route("/healthz", healthz),
             Route("/metrics", metrics),
             *admin.routes(settings.mcp_upstreams_file, lambda: federated[0] if federated else None, changed),

@@ -46,7 +46,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from pydantic import ValidationError
 
 from sophia.mcp_gateway.config import SEPARATOR, GatewayConfig, UpstreamConfig
-from sophia.mcp_gateway.providers import Caller, ToolUnavailable, tool_error
+from sophia.mcp_gateway.providers import PROGRESS, Caller, ToolUnavailable, tool_error
 from sophia.shared.logging import get_logger
 from sophia.shared.process import die_with_parent
 from sophia.shared.resilience import BreakerOpen, BreakerState, CircuitBreaker, retry
@@ -440,8 +440,10 @@ class ToolListing:
 class Upstream:
     """One upstream MCP server as a provider of tools (see the module's contract)."""
 
-    def __init__(self, config: UpstreamConfig) -> None:
+    def __init__(self, config: UpstreamConfig, on_list_changed: Callable[[], None] = lambda: None) -> None:
         self.config = config
+        self.on_list_changed = on_list_changed
+        """Called when the upstream says its tools changed (the gateway tells its clients)."""
         self.breaker = CircuitBreaker(
             f"mcp_upstream:{config.name}",
             failure_rate=config.breaker.failure_rate,
@@ -580,7 +582,10 @@ class Upstream:
 
     async def _call_once(self, tool_name: str, arguments: dict[str, Any]) -> types.CallToolResult:
         try:
-            return await self._request(tool_name, lambda client: client.call_tool(tool_name, arguments))
+            progress = PROGRESS.get()
+            return await self._request(
+                tool_name, lambda client: client.call_tool(tool_name, arguments, progress_callback=progress)
+            )
         except MCPError as error:  # the upstream refused this call (bad arguments...): the tool's error
             return tool_error(f"{self.namespaced(tool_name)}: {error.message}")
         except ValidationError as error:
@@ -628,13 +633,17 @@ class Upstream:
             REQUESTS.labels(self.name, tool, outcome).inc()
             REQUEST_SECONDS.labels(self.name, tool).observe(time.perf_counter() - started)
 
+    def _tools_changed(self) -> None:
+        self.listing.invalidate()
+        self.on_list_changed()
+
     def _session(self) -> Session:
         """The open session, or a new one starting (no await: two callers never start two)."""
         session = self.session
         if session is None or session.ended_because is not None:
             if session is not None:  # ending on its own; `close` waits for those not yet ended
                 self._ended = {ended for ended in self._ended if not ended.finished()} | {session}
-            session = self.session = Session(self.config, self.listing.invalidate)
+            session = self.session = Session(self.config, self._tools_changed)
             session.start()
             self.listing.expire()  # a new process may be a new version: its tools are listed anew
         return session
@@ -671,7 +680,11 @@ class Upstreams:
     added, removed or disabled ones closed, changed ones replaced while calls in flight on the old
     one finish there. Use as ``async with Upstreams(config) as upstreams:``."""
 
-    def __init__(self, config: GatewayConfig | None = None) -> None:
+    def __init__(
+        self, config: GatewayConfig | None = None, on_list_changed: Callable[[], None] = lambda: None
+    ) -> None:
+        self.on_list_changed = on_list_changed
+        """Given to each upstream: called when one says its tools changed."""
         self.config = GatewayConfig()
         self._upstreams: dict[str, Upstream] = {}
         self._closing: set[asyncio.Task[None]] = set()
@@ -708,7 +721,7 @@ class Upstreams:
             if old is not None and old.config == upstream_config:
                 kept[name] = old
                 continue
-            kept[name] = Upstream(upstream_config)
+            kept[name] = Upstream(upstream_config, self.on_list_changed)
             if old is not None:
                 self._retire(old, kept[name])
         self._upstreams = kept
