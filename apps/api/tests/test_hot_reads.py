@@ -3,9 +3,13 @@ exactly as FastAPI would answer it."""
 
 import uuid
 
+import httpx
 import pytest
 from app_clients import app_client
 from metrics import sample
+
+from sophia.api.app import create_app
+from sophia.api.hot import answer_hit
 
 
 def key_lookups() -> float:
@@ -117,3 +121,64 @@ async def test_a_key_not_verified_within_its_memory_ttl_is_checked_again_before_
         assert (await client.get(url)).status_code == 200
         assert hot_reads() == reads + 2
         assert key_lookups() == lookups + 2  # nothing is remembered: each read verified the key first
+
+
+def latency_count(status: str) -> float:
+    return sample(
+        "sophia_http_request_duration_seconds_count",
+        method="GET",
+        route="/api/v1/records/{record_id}",
+        status=status,
+    )
+
+
+async def test_a_hit_answered_at_the_front_door_keeps_the_request_id_and_the_latency_metric(client):
+    url = await cached_record(client)
+    await client.get(url)  # the key is remembered, the record in L1
+    reads, counted, not_modified = hot_reads(), latency_count("200"), latency_count("304")
+    hit = await client.get(url, headers={"X-Request-ID": "trace-42"})
+    etag = hit.headers["etag"]
+    again = await client.get(url, headers={"If-None-Match": etag})
+    assert hit.status_code == 200
+    assert hit.headers["x-request-id"] == "trace-42"
+    assert again.status_code == 304
+    assert len(again.headers["x-request-id"]) == 32  # one of ours
+    assert hot_reads() == reads + 2
+    assert (latency_count("200"), latency_count("304")) == (counted + 1, not_modified + 1)
+    refused = await client.get(url, headers={"X-Request-ID": "bad id with spaces"})
+    assert refused.status_code == 400  # the whole path's answer, not a hit
+    assert hot_reads() == reads + 2
+
+
+async def test_the_front_door_answers_a_hit_itself_and_leaves_anything_else_alone(settings, api_keys):
+    app = create_app(settings)
+    secret = api_keys["read"]
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        headers = {"Authorization": f"Bearer {api_keys['write']}"}
+        async with httpx.AsyncClient(transport=transport, base_url="http://t", headers=headers) as client:
+            url = await cached_record(client)
+            routed = await client.get(long_way(url), headers={"Authorization": f"Bearer {secret}"})
+        state = app.state.sophia
+
+        async def front(authorization: str) -> list[dict]:
+            sent: list[dict] = []
+
+            async def send(message: dict) -> None:
+                sent.append(message)
+
+            scope = {
+                "type": "http",
+                "method": "GET",
+                "path": url,
+                "headers": [(b"authorization", authorization.encode())],
+            }
+            assert await answer_hit(state, scope, send) == bool(sent)
+            return sent
+
+        start, body = await front(f"Bearer {secret}")
+        assert start["status"] == 200
+        assert body["body"] == routed.content
+        assert dict((k.decode(), v.decode()) for k, v in start["headers"])["etag"] == routed.headers["etag"]
+        assert await front("Bearer sk_never_verified") == []  # KeyGate's to check, the long way
+        assert await answer_hit(None, {"type": "http", "path": url, "headers": []}, None) is False

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
 from sophia.api import docs, problems
 from sophia.api.analytics.endpoints import router as analytics_router
@@ -17,7 +18,7 @@ from sophia.api.deals.endpoints import router as deals_router
 from sophia.api.events.endpoints import router as events_router
 from sophia.api.health.endpoints import router as health_router
 from sophia.api.health.service import Readiness
-from sophia.api.hot import HotReads
+from sophia.api.hot import HotReads, answer_hit
 from sophia.api.jobs.endpoints import router as jobs_router
 from sophia.api.middleware import RequestContext
 from sophia.api.ml.admission import ModelAdmission
@@ -60,6 +61,18 @@ async def _observe_pool(database: Database) -> None:
     while True:
         database.observe()
         await asyncio.sleep(POOL_OBSERVE_INTERVAL_S)
+
+
+class SophiaApi(FastAPI):
+    """FastAPI with a front door: a cached record for a key verified recently is answered before
+    any of FastAPI's or Sophia's middleware runs (`sophia.api.hot.answer_hit`); everything else
+    goes the whole way."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        front = scope["type"] == "http" and scope["method"] == "GET"
+        if front and await answer_hit(getattr(self.state, "sophia", None), scope, send):
+            return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -117,7 +130,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
             log.info("api_draining")
 
-    app = FastAPI(
+    app = SophiaApi(
         title="Sophia API",
         version="0.1.0",
         description=DESCRIPTION,

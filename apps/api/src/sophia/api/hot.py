@@ -1,5 +1,10 @@
 """The hot read: `GET /api/v1/records/{id}` answered before FastAPI is involved at all.
 
+`answer_hit` is the front door, called before FastAPI and every middleware (`SophiaApi`): a record
+fresh in L1 for a bearer key this process verified recently is answered there, request id and
+latency metric included; a third less of the API's CPU per cached read than below. `HotReads`
+answers the rest of the reads by id it can:
+
 Pure ASGI, innermost of Sophia's middleware. A GET of `/api/v1/records/{id}` (the id in its
 canonical spelling) whose key `KeyGate` verified (from memory, if this process verified it less
 than `SOPHIA_API_KEY_CACHE_TTL_S` ago) is answered here. A record fresh in L1 costs a dict
@@ -14,18 +19,22 @@ its problem+json. The answer is byte for byte the one the application gives, hea
 
 from __future__ import annotations
 
+import time
+import uuid
 from dataclasses import dataclass
 from uuid import UUID
 
 from prometheus_client import Counter
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from sophia.api.auth import SCOPE_KEY
+from sophia.api.auth import SCOPE_KEY, bearer_secret
 from sophia.api.http_cache import JSON, STALE_WARNING, matches
+from sophia.api.middleware import REQUEST_ID
 from sophia.api.records import service
 from sophia.api.state import AppState
 from sophia.cache.catalog import record_key
 from sophia.core.errors import SophiaError
+from sophia.shared.metrics import HTTP_LATENCY
 
 RECORD_PREFIX = "/api/v1/records/"
 CANONICAL_ID_LENGTH = 36
@@ -108,3 +117,54 @@ def canonical_id(path: str) -> UUID | None:
 def record_key_of(path: str) -> str:
     """The cache key of the record a canonical path names: `record_key` of its id, unparsed."""
     return record_key(path[len(RECORD_PREFIX) :])
+
+
+HOT_PATH_LENGTH = len(RECORD_PREFIX) + CANONICAL_ID_LENGTH
+LATENCY = {status: HTTP_LATENCY.labels("GET", RECORD_ROUTE.path, str(status)) for status in (200, 304)}
+
+
+async def answer_hit(state: AppState | None, scope: Scope, send: Send) -> bool:
+    """The front door, before FastAPI and every middleware: a GET of a record fresh in L1 by a
+    bearer key this process verified less than `SOPHIA_API_KEY_CACHE_TTL_S` ago, answered with the
+    bytes, headers and metrics the whole path gives it (its request id, its latency under the
+    route's template); False for anything else, which goes the whole way (no key, a key to check,
+    a miss, a bad request id, an access log to write)."""
+    started = time.perf_counter()
+    path: str = scope["path"]
+    if state is None or len(path) != HOT_PATH_LENGTH or not path.startswith(RECORD_PREFIX):
+        return False
+    authorization = if_none_match = given = None
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            authorization = value
+        elif name == b"if-none-match":
+            if_none_match = value
+        elif name == b"x-request-id":
+            given = value
+    if authorization is None or state.settings.access_log:
+        return False
+    try:
+        secret = bearer_secret(authorization.decode("latin-1"))
+    except SophiaError:
+        return False
+    if state.keys.remembered(secret) is None:
+        return False
+    request_id = given.decode("latin-1") if given is not None else uuid.uuid4().hex
+    if given is not None and not REQUEST_ID.fullmatch(request_id):
+        return False
+    entry = state.cache.peek(record_key_of(path))
+    if entry is None:
+        return False
+    HOT_READS.inc()
+    quoted = f'"{entry.etag}"'.encode()
+    headers = [(b"etag", quoted), (b"cache-control", state.cache_control.encode())]
+    if if_none_match is not None and matches(if_none_match.decode("latin-1"), quoted.decode()):
+        status, body = 304, b""
+    else:
+        status, body = 200, entry.value
+        headers += [(b"content-length", str(len(body)).encode()), CONTENT_TYPE]
+    headers.append((b"x-request-id", request_id.encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+    LATENCY[status].observe(time.perf_counter() - started)
+    return True
