@@ -20,7 +20,6 @@ its problem+json. The answer is byte for byte the one the application gives, hea
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -29,7 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sophia.api.auth import SCOPE_KEY, bearer_secret
 from sophia.api.http_cache import JSON, STALE_WARNING, matches
-from sophia.api.middleware import REQUEST_ID
+from sophia.api.middleware import REQUEST_ID, new_request_id
 from sophia.api.records import service
 from sophia.api.state import AppState
 from sophia.cache.catalog import record_key
@@ -149,7 +148,7 @@ async def answer_hit(state: AppState | None, scope: Scope, send: Send) -> bool:
         return False
     if state.keys.remembered(secret) is None:
         return False
-    request_id = given.decode("latin-1") if given is not None else uuid.uuid4().hex
+    request_id = given.decode("latin-1") if given is not None else new_request_id()
     if given is not None and not REQUEST_ID.fullmatch(request_id):
         return False
     entry = state.cache.peek(record_key_of(path))
