@@ -23,12 +23,13 @@ import time
 from dataclasses import dataclass
 from uuid import UUID
 
+import structlog
 from prometheus_client import Counter
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sophia.api.auth import SCOPE_KEY, bearer_secret
 from sophia.api.http_cache import JSON, STALE_WARNING, matches
-from sophia.api.middleware import REQUEST_ID, new_request_id
+from sophia.api.middleware import REQUEST_ID, log_request, new_request_id
 from sophia.api.records import service
 from sophia.api.state import AppState
 from sophia.cache.catalog import record_key
@@ -123,11 +124,13 @@ LATENCY = {status: HTTP_LATENCY.labels("GET", RECORD_ROUTE.path, str(status)) fo
 
 
 async def answer_hit(state: AppState | None, scope: Scope, send: Send) -> bool:
-    """The front door, before FastAPI and every middleware: a GET of a record fresh in L1 by a
-    bearer key this process verified less than `SOPHIA_API_KEY_CACHE_TTL_S` ago, answered with the
-    bytes, headers and metrics the whole path gives it (its request id, its latency under the
-    route's template); False for anything else, which goes the whole way (no key, a key to check,
-    a miss, a bad request id, an access log to write)."""
+    """The front door, before FastAPI and every middleware: a GET of a record by a bearer key this
+    process verified less than `SOPHIA_API_KEY_CACHE_TTL_S` ago, answered with the bytes, headers
+    and metrics the whole path gives it (its request id, its latency under the route's template):
+    from L1 when it is fresh there, else loaded as the route loads it (L2, then PostgreSQL, with
+    the request id bound to what that logs, and a slow one logged). False for anything else, which
+    goes the whole way (no key, a key to check, a bad request id, an access log to write, and a
+    load that failed: a 404 or an engine down, answered in the route's words)."""
     started = time.perf_counter()
     path: str = scope["path"]
     if state is None or len(path) != HOT_PATH_LENGTH or not path.startswith(RECORD_PREFIX):
@@ -152,18 +155,36 @@ async def answer_hit(state: AppState | None, scope: Scope, send: Send) -> bool:
     if given is not None and not REQUEST_ID.fullmatch(request_id):
         return False
     entry = state.cache.peek(record_key_of(path))
-    if entry is None:
-        return False
-    HOT_READS.inc()
-    quoted = f'"{entry.etag}"'.encode()
+    if entry is not None:
+        HOT_READS.inc()
+        value, etag, stale = entry.value, entry.etag, False
+    else:
+        record_id = canonical_id(path)
+        if record_id is None:
+            return False
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        try:
+            cached = await service.get_record(state.database, state.cache, record_id)
+        except SophiaError:
+            return False  # the application answers it (and binds the request id again)
+        finally:
+            structlog.contextvars.clear_contextvars()
+        DIRECT_READS.inc()
+        value, etag, stale = cached.value, cached.etag, cached.stale
+    quoted = f'"{etag}"'.encode()
     headers = [(b"etag", quoted), (b"cache-control", state.cache_control.encode())]
+    if stale:
+        headers.append(STALE)
     if if_none_match is not None and matches(if_none_match.decode("latin-1"), quoted.decode()):
         status, body = 304, b""
     else:
-        status, body = 200, entry.value
+        status, body = 200, value
         headers += [(b"content-length", str(len(body)).encode()), CONTENT_TYPE]
     headers.append((b"x-request-id", request_id.encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-    LATENCY[status].observe(time.perf_counter() - started)
+    elapsed = time.perf_counter() - started
+    LATENCY[status].observe(elapsed)
+    if elapsed >= state.settings.slow_request_s:
+        log_request("GET", path, RECORD_ROUTE.path, status, elapsed)
     return True

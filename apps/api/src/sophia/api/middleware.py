@@ -102,15 +102,16 @@ class RequestContext:
             method = scope["method"] if scope["method"] in METHODS else "OTHER"
             self._latency(method, template, status).observe(elapsed)
             if self.access_log or status >= 500 or elapsed >= self.slow_request_s:
-                log.info(
-                    "request",
-                    method=method,
-                    path=scope["path"],
-                    route=template,
-                    status=status,
-                    duration_ms=round(elapsed * 1000, 2),
-                )
+                log_request(method, scope["path"], template, status, elapsed)
             structlog.contextvars.clear_contextvars()
+
+
+def log_request(method: str, path: str, route: str, status: int, elapsed: float) -> None:
+    """The access log's line for one request (every one with the access log on; else the slow ones
+    and the 5xx)."""
+    log.info(
+        "request", method=method, path=path, route=route, status=status, duration_ms=round(elapsed * 1000, 2)
+    )
 
 
 def _bad_request_id(instance: str, given: str) -> Response:
