@@ -39,6 +39,9 @@ from sophia.shared.metrics import HTTP_LATENCY
 RECORD_PREFIX = "/api/v1/records/"
 CANONICAL_ID_LENGTH = 36
 """`str(UUID)`: the only spelling of an id that L1 holds; other spellings go the long way."""
+HOT_PATH_LENGTH = len(RECORD_PREFIX) + CANONICAL_ID_LENGTH
+Found = tuple[bytes, str, bool]
+"""A record to answer: its bytes, its ETag, and whether it is stale."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,39 +71,62 @@ class HotReads:
 
     async def _answer(self, scope: Scope, send: Send) -> bool:
         path: str = scope["path"]
-        if not path.startswith(RECORD_PREFIX) or len(path) != len(RECORD_PREFIX) + CANONICAL_ID_LENGTH:
+        if not path.startswith(RECORD_PREFIX) or len(path) != HOT_PATH_LENGTH:
             return False
         if SCOPE_KEY not in scope:
             return False  # not behind KeyGate (every key it lets through may read)
         state: AppState = scope["app"].state.sophia  # set by the lifespan, which servers run first
-        entry = state.cache.peek(record_key_of(path))
-        if entry is not None:
-            HOT_READS.inc()
-            value, etag, stale = entry.value, entry.etag, False
-        else:
-            record_id = canonical_id(path)
-            if record_id is None:
-                return False
-            try:
-                cached = await service.get_record(state.database, state.cache, record_id)
-            except SophiaError:
-                return False  # a 404, an engine down...: the application answers, in its words
-            DIRECT_READS.inc()
-            value, etag, stale = cached.value, cached.etag, cached.stale
+        found = await _record(state, path)
+        if found is None:
+            return False
         scope["route"] = RECORD_ROUTE
-        quoted = f'"{etag}"'.encode()
-        headers = [(b"etag", quoted), (b"cache-control", state.cache_control.encode())]
-        if stale:
-            headers.append(STALE)
         if_none_match = next((header for name, header in scope["headers"] if name == b"if-none-match"), None)
-        if if_none_match is not None and matches(if_none_match.decode("latin-1"), quoted.decode()):
-            await send({"type": "http.response.start", "status": 304, "headers": headers})
-            await send({"type": "http.response.body", "body": b""})
-            return True
-        headers += [(b"content-length", str(len(value)).encode()), CONTENT_TYPE]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": value})
+        status, headers, body = _response(state, found, if_none_match)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
         return True
+
+
+async def _record(
+    state: AppState, path: str, request_id: str | None = None
+) -> tuple[bytes, str, bool] | None:
+    """`(value, etag, stale)` of the record a canonical path names: from L1 (a hot read), or loaded
+    as the route loads it, L2 then PostgreSQL (a direct read; what it logs carries `request_id`
+    where given). None where the application must answer: another spelling of the id, a 404, an
+    engine down."""
+    entry = state.cache.peek(record_key_of(path))
+    if entry is not None:
+        HOT_READS.inc()
+        return entry.value, entry.etag, False
+    record_id = canonical_id(path)
+    if record_id is None:
+        return None
+    if request_id is not None:
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+    try:
+        cached = await service.get_record(state.database, state.cache, record_id)
+    except SophiaError:
+        return None  # the application answers, in its words
+    finally:
+        if request_id is not None:
+            structlog.contextvars.clear_contextvars()
+    DIRECT_READS.inc()
+    return cached.value, cached.etag, cached.stale
+
+
+def _response(
+    state: AppState, found: Found, if_none_match: bytes | None
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """Status, headers and body of the route's answer: 304 when the client holds this ETag."""
+    value, etag, stale = found
+    quoted = f'"{etag}"'.encode()
+    headers = [(b"etag", quoted), (b"cache-control", state.cache_control.encode())]
+    if stale:
+        headers.append(STALE)
+    if if_none_match is not None and matches(if_none_match.decode("latin-1"), quoted.decode()):
+        return 304, headers, b""
+    headers += [(b"content-length", str(len(value)).encode()), CONTENT_TYPE]
+    return 200, headers, value
 
 
 def canonical_id(path: str) -> UUID | None:
@@ -119,7 +145,6 @@ def record_key_of(path: str) -> str:
     return record_key(path[len(RECORD_PREFIX) :])
 
 
-HOT_PATH_LENGTH = len(RECORD_PREFIX) + CANONICAL_ID_LENGTH
 LATENCY = {status: HTTP_LATENCY.labels("GET", RECORD_ROUTE.path, str(status)) for status in (200, 304)}
 
 
@@ -154,32 +179,10 @@ async def answer_hit(state: AppState | None, scope: Scope, send: Send) -> bool:
     request_id = given.decode("latin-1") if given is not None else new_request_id()
     if given is not None and not REQUEST_ID.fullmatch(request_id):
         return False
-    entry = state.cache.peek(record_key_of(path))
-    if entry is not None:
-        HOT_READS.inc()
-        value, etag, stale = entry.value, entry.etag, False
-    else:
-        record_id = canonical_id(path)
-        if record_id is None:
-            return False
-        structlog.contextvars.bind_contextvars(request_id=request_id)
-        try:
-            cached = await service.get_record(state.database, state.cache, record_id)
-        except SophiaError:
-            return False  # the application answers it (and binds the request id again)
-        finally:
-            structlog.contextvars.clear_contextvars()
-        DIRECT_READS.inc()
-        value, etag, stale = cached.value, cached.etag, cached.stale
-    quoted = f'"{etag}"'.encode()
-    headers = [(b"etag", quoted), (b"cache-control", state.cache_control.encode())]
-    if stale:
-        headers.append(STALE)
-    if if_none_match is not None and matches(if_none_match.decode("latin-1"), quoted.decode()):
-        status, body = 304, b""
-    else:
-        status, body = 200, value
-        headers += [(b"content-length", str(len(body)).encode()), CONTENT_TYPE]
+    found = await _record(state, path, request_id)
+    if found is None:
+        return False
+    status, headers, body = _response(state, found, if_none_match)
     headers.append((b"x-request-id", request_id.encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
