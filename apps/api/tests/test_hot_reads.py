@@ -182,3 +182,20 @@ async def test_the_front_door_answers_a_hit_itself_and_leaves_anything_else_alon
         assert dict((k.decode(), v.decode()) for k, v in start["headers"])["etag"] == routed.headers["etag"]
         assert await front("Bearer sk_never_verified") == []  # KeyGate's to check, the long way
         assert await answer_hit(None, {"type": "http", "path": url, "headers": []}, None) is False
+
+
+async def test_a_record_not_there_is_answered_at_the_front_door_as_the_route_answers_it(
+    settings, api_keys, client
+):
+    url = f"/api/v1/records/{uuid.uuid4()}"
+    await client.get(url)  # the key is remembered from here on
+    reads = direct_reads()
+    front = await client.get(url, headers={"X-Request-ID": "trace-404"})
+    unremembered = settings.model_copy(update={"api_key_cache_ttl_s": 0})
+    async with app_client(unremembered, api_keys["read"]) as routed_client:
+        routed = await routed_client.get(url)  # a key checked again: the whole way, the route's 404
+    assert front.status_code == routed.status_code == 404
+    assert comparable(front) == comparable(routed)
+    assert front.headers["x-request-id"] == "trace-404"
+    assert direct_reads() == reads
+    assert latency_count("404") >= 2

@@ -25,8 +25,10 @@ from uuid import UUID
 
 import structlog
 from prometheus_client import Counter
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.requests import Request as StarletteRequest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sophia.api import problems
 from sophia.api.auth import SCOPE_KEY, bearer_secret
 from sophia.api.http_cache import JSON, STALE_WARNING, matches
 from sophia.api.middleware import REQUEST_ID, log_request, new_request_id
@@ -76,7 +78,10 @@ class HotReads:
         if SCOPE_KEY not in scope:
             return False  # not behind KeyGate (every key it lets through may read)
         state: AppState = scope["app"].state.sophia  # set by the lifespan, which servers run first
-        found = await _record(state, path)
+        try:
+            found = await _record(state, path)
+        except SophiaError:
+            return False  # a 404, an engine down...: the application answers, in its words
         if found is None:
             return False
         scope["route"] = RECORD_ROUTE
@@ -87,13 +92,11 @@ class HotReads:
         return True
 
 
-async def _record(
-    state: AppState, path: str, request_id: str | None = None
-) -> tuple[bytes, str, bool] | None:
+async def _record(state: AppState, path: str, request_id: str | None = None) -> Found | None:
     """`(value, etag, stale)` of the record a canonical path names: from L1 (a hot read), or loaded
     as the route loads it, L2 then PostgreSQL (a direct read; what it logs carries `request_id`
-    where given). None where the application must answer: another spelling of the id, a 404, an
-    engine down."""
+    where given). None for another spelling of the id (the route's to answer); the service's
+    `SophiaError` for a record that is not there or an engine down."""
     entry = state.cache.peek(record_key_of(path))
     if entry is not None:
         HOT_READS.inc()
@@ -105,8 +108,6 @@ async def _record(
         structlog.contextvars.bind_contextvars(request_id=request_id)
     try:
         cached = await service.get_record(state.database, state.cache, record_id)
-    except SophiaError:
-        return None  # the application answers, in its words
     finally:
         if request_id is not None:
             structlog.contextvars.clear_contextvars()
@@ -153,9 +154,10 @@ async def answer_hit(state: AppState | None, scope: Scope, send: Send) -> bool:
     process verified less than `SOPHIA_API_KEY_CACHE_TTL_S` ago, answered with the bytes, headers
     and metrics the whole path gives it (its request id, its latency under the route's template):
     from L1 when it is fresh there, else loaded as the route loads it (L2, then PostgreSQL, with
-    the request id bound to what that logs, and a slow one logged). False for anything else, which
-    goes the whole way (no key, a key to check, a bad request id, an access log to write, and a
-    load that failed: a 404 or an engine down, answered in the route's words)."""
+    the request id bound to what that logs, and a slow one logged); a load that failed (a 404, an
+    engine down) answered with the application's problem, not loaded again by the route. False
+    for anything else, which goes the whole way (no key, a key to check, a bad request id, an
+    access log to write, another spelling of the id)."""
     started = time.perf_counter()
     path: str = scope["path"]
     if state is None or len(path) != HOT_PATH_LENGTH or not path.startswith(RECORD_PREFIX):
@@ -179,15 +181,41 @@ async def answer_hit(state: AppState | None, scope: Scope, send: Send) -> bool:
     request_id = given.decode("latin-1") if given is not None else new_request_id()
     if given is not None and not REQUEST_ID.fullmatch(request_id):
         return False
-    found = await _record(state, path, request_id)
-    if found is None:
-        return False
-    status, headers, body = _response(state, found, if_none_match)
-    headers.append((b"x-request-id", request_id.encode()))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    try:
+        found = await _record(state, path, request_id)
+    except SophiaError as error:  # answered here: the route would only load it a second time
+        status = await _problem(scope, send, error, request_id)
+    else:
+        if found is None:
+            return False
+        status, headers, body = _response(state, found, if_none_match)
+        headers.append((b"x-request-id", request_id.encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
     elapsed = time.perf_counter() - started
-    LATENCY[status].observe(elapsed)
-    if elapsed >= state.settings.slow_request_s:
+    (LATENCY.get(status) or HTTP_LATENCY.labels("GET", RECORD_ROUTE.path, str(status))).observe(elapsed)
+    if status >= 500 or elapsed >= state.settings.slow_request_s:
         log_request("GET", path, RECORD_ROUTE.path, status, elapsed)
     return True
+
+
+async def _problem(scope: Scope, send: Send, error: SophiaError, request_id: str) -> int:
+    """A failed load answered as the application answers it (its problem+json, `Retry-After`, the
+    warning it logs), with the request id; its status."""
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    try:
+        response = await problems.sophia_error(StarletteRequest(scope), error)
+    finally:
+        structlog.contextvars.clear_contextvars()
+
+    async def send_with_id(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+        await send(message)
+
+    await response(scope, _no_body, send_with_id)
+    return response.status_code
+
+
+async def _no_body() -> Message:
+    return {"type": "http.request", "body": b"", "more_body": False}
