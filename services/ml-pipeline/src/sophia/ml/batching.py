@@ -115,8 +115,8 @@ class Batcher(Generic[In, Out]):
         self._reserved = 0  # inputs admitted with their request (`reserve`) and not queued yet
         self._input_s = 0.0  # the model's pace: seconds per input, a moving average (0: none run yet)
         self._paced_at = -math.inf  # when a batch last measured it
-        self._running: tuple[float, int] | None = None  # the batch in the thread: (started, inputs)
-        self._batch: list[_Pending[In, Out]] = []  # its inputs, read by `wanted` from the thread
+        self._running: tuple[float, list[_Pending[In, Out]]] | None = None  # the batch in the thread
+        """(when it started, its inputs); read by `wanted` from the thread."""
         self._arrived = asyncio.Event()
         self._full = asyncio.Event()
         self._closing = False
@@ -203,8 +203,9 @@ class Batcher(Generic[In, Out]):
         """Whether anyone still waits for the batch running now: called by the model, in its
         thread, between steps of a long call, which raises `Abandoned` when it is not (a caller
         past its deadline or gone has been answered 503 already)."""
-        now = time.monotonic()
-        return any(not pending.future.done() and pending.deadline > now for pending in self._batch)
+        running, now = self._running, time.monotonic()
+        batch = running[1] if running is not None else []
+        return any(not pending.future.done() and pending.deadline > now for pending in batch)
 
     @property
     def room(self) -> int:
@@ -222,8 +223,8 @@ class Batcher(Generic[In, Out]):
         (no pace yet): every maximum-size request was admitted behind it, for a 503 each."""
         if self._running is None:
             return self._input_s
-        started, inputs = self._running
-        return max(self._input_s, (time.monotonic() - started) / inputs)
+        started, batch = self._running
+        return max(self._input_s, (time.monotonic() - started) / len(batch))
 
     def would_expire(self, count: int, timeout_s: float) -> bool:
         """Whether `count` more inputs would not be done within `timeout_s`, behind what is queued,
@@ -316,7 +317,7 @@ class Batcher(Generic[In, Out]):
     async def _run(self, batch: list[_Pending[In, Out]]) -> None:
         BATCH_SIZE.labels(self.name).observe(len(batch))
         started = time.perf_counter()
-        self._running, self._batch = (time.monotonic(), len(batch)), batch
+        self._running = (time.monotonic(), batch)
         loop = asyncio.get_running_loop()
         done: int | None = len(batch)  # inputs computed, for the pace (None: the model failed)
         try:
@@ -331,13 +332,11 @@ class Batcher(Generic[In, Out]):
             self._fail(batch, error)
             return
         finally:
-            self._running, self._batch = None, []
+            self._running = None
             elapsed = time.perf_counter() - started
             BATCH_SECONDS.labels(self.name).observe(elapsed)
-            if done:
-                self._measure(elapsed / done)
-            elif done == 0:  # stopped before its first input was done: one takes at least this long
-                self._measure(elapsed)
+            if done is not None:  # a call stopped before its first input: one input took all of it
+                self._measure(elapsed / max(done, 1))
         for pending, output in zip(batch, outputs, strict=True):
             if not pending.future.done():
                 pending.future.set_result(output)
