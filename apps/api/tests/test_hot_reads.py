@@ -173,7 +173,7 @@ async def test_the_front_door_answers_a_hit_itself_and_leaves_anything_else_alon
                 "path": url,
                 "headers": [(b"authorization", authorization.encode())],
             }
-            assert await answer_hit(state, scope, send) == bool(sent)
+            assert await answer_hit(state, scope, None, send) == bool(sent)
             return sent
 
         start, body = await front(f"Bearer {secret}")
@@ -181,7 +181,7 @@ async def test_the_front_door_answers_a_hit_itself_and_leaves_anything_else_alon
         assert body["body"] == routed.content
         assert dict((k.decode(), v.decode()) for k, v in start["headers"])["etag"] == routed.headers["etag"]
         assert await front("Bearer sk_never_verified") == []  # KeyGate's to check, the long way
-        assert await answer_hit(None, {"type": "http", "path": url, "headers": []}, None) is False
+        assert await answer_hit(None, {"type": "http", "path": url, "headers": []}, None, None) is False
 
 
 async def test_a_record_not_there_is_answered_at_the_front_door_as_the_route_answers_it(

@@ -70,7 +70,7 @@ class SophiaApi(FastAPI):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         front = scope["type"] == "http" and scope["method"] == "GET"
-        if front and await answer_hit(getattr(self.state, "sophia", None), scope, send):
+        if front and await answer_hit(getattr(self.state, "sophia", None), scope, receive, send):
             return
         await super().__call__(scope, receive, send)
 

@@ -31,12 +31,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from sophia.api import problems
 from sophia.api.auth import SCOPE_KEY, bearer_secret
 from sophia.api.http_cache import JSON, STALE_WARNING, matches
-from sophia.api.middleware import REQUEST_ID, log_request, new_request_id
+from sophia.api.middleware import REQUEST_ID, latency, log_request, new_request_id
 from sophia.api.records import service
 from sophia.api.state import AppState
 from sophia.cache.catalog import record_key
 from sophia.core.errors import SophiaError
-from sophia.shared.metrics import HTTP_LATENCY
 
 RECORD_PREFIX = "/api/v1/records/"
 CANONICAL_ID_LENGTH = 36
@@ -146,10 +145,7 @@ def record_key_of(path: str) -> str:
     return record_key(path[len(RECORD_PREFIX) :])
 
 
-LATENCY = {status: HTTP_LATENCY.labels("GET", RECORD_ROUTE.path, str(status)) for status in (200, 304)}
-
-
-async def answer_hit(state: AppState | None, scope: Scope, send: Send) -> bool:
+async def answer_hit(state: AppState | None, scope: Scope, receive: Receive, send: Send) -> bool:
     """The front door, before FastAPI and every middleware: a GET of a record by a bearer key this
     process verified less than `SOPHIA_API_KEY_CACHE_TTL_S` ago, answered with the bytes, headers
     and metrics the whole path gives it (its request id, its latency under the route's template):
@@ -184,7 +180,7 @@ async def answer_hit(state: AppState | None, scope: Scope, send: Send) -> bool:
     try:
         found = await _record(state, path, request_id)
     except SophiaError as error:  # answered here: the route would only load it a second time
-        status = await _problem(scope, send, error, request_id)
+        status = await _problem(scope, receive, send, error, request_id)
     else:
         if found is None:
             return False
@@ -193,13 +189,13 @@ async def answer_hit(state: AppState | None, scope: Scope, send: Send) -> bool:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
     elapsed = time.perf_counter() - started
-    (LATENCY.get(status) or HTTP_LATENCY.labels("GET", RECORD_ROUTE.path, str(status))).observe(elapsed)
+    latency("GET", RECORD_ROUTE.path, status).observe(elapsed)
     if status >= 500 or elapsed >= state.settings.slow_request_s:
         log_request("GET", path, RECORD_ROUTE.path, status, elapsed)
     return True
 
 
-async def _problem(scope: Scope, send: Send, error: SophiaError, request_id: str) -> int:
+async def _problem(scope: Scope, receive: Receive, send: Send, error: SophiaError, request_id: str) -> int:
     """A failed load answered as the application answers it (its problem+json, `Retry-After`, the
     warning it logs), with the request id; its status."""
     structlog.contextvars.bind_contextvars(request_id=request_id)
@@ -213,9 +209,5 @@ async def _problem(scope: Scope, send: Send, error: SophiaError, request_id: str
             message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
         await send(message)
 
-    await response(scope, _no_body, send_with_id)
+    await response(scope, receive, send_with_id)
     return response.status_code
-
-
-async def _no_body() -> Message:
-    return {"type": "http.request", "body": b"", "more_body": False}
