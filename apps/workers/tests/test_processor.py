@@ -285,21 +285,22 @@ async def test_stop_finishes_the_batch_in_hand_and_acks_it(nats, streams):
 
 
 async def test_messages_fetched_past_the_room_and_never_started_are_handed_back_at_the_stop(nats, streams):
-    """nats-py can hand over more than asked (a late delivery of an earlier pull): the processor
-    holds the extra for its next batch, and at the stop NAKs what it still holds, so JetStream
-    delivers it again at once instead of after the ack wait."""
+    """Messages can arrive past what a batch took (a request asked for more than the room left by
+    then): they wait for the next batch, and at the stop the processor NAKs what is still waiting,
+    so JetStream delivers it again at once instead of after the ack wait."""
     spec, dead_letter = streams
     consumer_spec = consumer(spec, ack_wait_s=30.0)
     await publish(nats, spec, [event(1), event(2)])
     processor = StreamProcessor(nats, consumer_spec, Recorder(), dead_letter_stream=dead_letter)
     subscription = await processor._subscribe()
     try:
-        processor._held = await subscription.fetch(2, timeout=5)  # as if they came past the room
+        first = await subscription.take(2, wait_s=5, fill_s=5)
+        subscription._ready = first  # as if they had arrived past the room and were never taken
         await processor._finish()
-        again = await subscription.fetch(2, timeout=5)  # long before the 30 s ack wait
+        assert subscription.held() == []
+        again = await subscription.take(2, wait_s=5, fill_s=5)  # long before the 30 s ack wait
         assert sorted(decode(m.data).payload["n"] for m in again) == [1, 2]
         assert {deliveries(m) for m in again} == {2}
-        assert processor._held == []
     finally:
         await subscription.unsubscribe()
 

@@ -10,7 +10,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 
 from sophia.events import consumer
 from sophia.events.connection import NatsConnection
-from sophia.events.consumer import ConsumerLoop
+from sophia.events.consumer import ConsumerLoop, PullSubscription
 from sophia.events.streams import StreamSpec, ensure_streams
 
 
@@ -68,3 +68,72 @@ async def test_a_stop_during_the_backoff_ends_the_loop_at_once(nats):
         raise AssertionError("never subscribed")
 
     await asyncio.wait_for(loop.run(subscribe, consume, stop), 2)
+
+
+async def pull_of(nats, own_streams, name: str, **config) -> tuple[StreamSpec, PullSubscription]:
+    spec = StreamSpec(own_streams.events_stream_prefix + name, partitions=1)
+    js = await nats.jetstream()
+    await ensure_streams(js, [spec])
+    await js.add_consumer(
+        spec.name, ConsumerConfig(durable_name=name, ack_policy=AckPolicy.EXPLICIT, **config)
+    )
+    return spec, await PullSubscription.bind(nats, spec.name, name)
+
+
+async def publish_n(nats, spec: StreamSpec, count: int, start: int = 0) -> None:
+    js = await nats.jetstream()
+    for n in range(start, start + count):
+        await js.publish(spec.subject("k", "t"), str(n).encode())
+
+
+async def test_a_pull_takes_at_most_its_room_and_never_asks_past_it(nats, own_streams):
+    spec, pull = await pull_of(nats, own_streams, "room")
+    try:
+        await publish_n(nats, spec, 10)
+        first = await pull.take(4, wait_s=2, fill_s=1)
+        assert [m.data for m in first] == [b"0", b"1", b"2", b"3"]
+        # asked for 4, all taken and not acked: JetStream holds the other 6 back
+        js = await nats.jetstream()
+        info = await js.consumer_info(spec.name, "room")
+        assert (info.num_ack_pending, info.num_pending) == (4, 6)
+        rest = await pull.take(10, wait_s=2, fill_s=0.5)
+        assert [m.data for m in rest] == [str(n).encode() for n in range(4, 10)]
+        assert pull.held() == []
+    finally:
+        await pull.unsubscribe()
+
+
+async def test_a_request_that_expired_empty_stops_counting(nats, own_streams):
+    spec, pull = await pull_of(nats, own_streams, "expired")
+    try:
+        assert await pull.take(3, wait_s=0.2) == []  # JetStream ends it with a 408
+        await publish_n(nats, spec, 3)
+        # were the expired request still counted, no new one would ask for these
+        taken = await pull.take(3, wait_s=2, fill_s=0.5)
+        assert [m.data for m in taken] == [b"0", b"1", b"2"]
+    finally:
+        await pull.unsubscribe()
+
+
+async def test_what_arrives_past_a_take_waits_for_the_next_and_is_handed_back_at_the_end(nats, own_streams):
+    spec, pull = await pull_of(nats, own_streams, "late")
+    try:
+        await publish_n(nats, spec, 1)
+        assert [m.data for m in await pull.take(5, wait_s=2)] == [b"0"]  # no fill: the first
+        await publish_n(nats, spec, 2, start=1)  # the open request asked for 4 more
+        await asyncio.sleep(0.3)
+        held = pull.held()
+        assert [m.data for m in held] == [b"1", b"2"]
+    finally:
+        await pull.unsubscribe()
+
+
+async def test_a_pull_on_a_consumer_that_is_gone_fails(nats, own_streams):
+    spec, pull = await pull_of(nats, own_streams, "gone")
+    try:
+        js = await nats.jetstream()
+        await js.delete_consumer(spec.name, "gone")
+        with pytest.raises(NatsError):  # JetStream's refusal (no responders) comes to the inbox
+            await pull.take(1, wait_s=0.5)
+    finally:
+        await pull.unsubscribe()

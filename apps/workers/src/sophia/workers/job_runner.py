@@ -26,7 +26,13 @@ from sophia.core.errors import Invalid, Unavailable
 from sophia.database import jobs
 from sophia.database.jobs import Job
 from sophia.events.connection import NATS_FAILURES
-from sophia.events.consumer import ConsumerLoop, Message, Subscription, explicit_ack_consumer
+from sophia.events.consumer import (
+    ConsumerLoop,
+    Message,
+    PullSubscription,
+    Subscription,
+    explicit_ack_consumer,
+)
 from sophia.events.dead_letter import describe
 from sophia.events.streams import ensure_streams
 from sophia.shared.logging import get_logger
@@ -106,7 +112,7 @@ class JobRunner:
             max_ack_pending=max(self.spec.concurrency * 10, 100),
         )
         await js.add_consumer(self.queue.stream.name, config)
-        return await js.pull_subscribe_bind(durable=self.spec.name, stream=self.queue.stream.name)
+        return await PullSubscription.bind(self.queue.nats, self.queue.stream.name, self.spec.name)
 
     async def _consume(self, subscription: Subscription, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -116,11 +122,7 @@ class JobRunner:
             if room <= 0:
                 await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
                 continue
-            try:
-                messages = await subscription.fetch(room, timeout=self.spec.idle_wait_s)
-            except TimeoutError:  # nothing queued: JetStream answered all the same
-                self._loop.progressed()
-                continue
+            messages = await subscription.take(room, wait_s=self.spec.idle_wait_s)
             honour_cancellation()
             self._loop.progressed()
             for message in messages:

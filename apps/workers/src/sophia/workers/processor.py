@@ -33,6 +33,7 @@ from sophia.events.consumer import (
     ConsumerConfig,
     ConsumerLoop,
     Message,
+    PullSubscription,
     Subscription,
     explicit_ack_consumer,
 )
@@ -127,7 +128,7 @@ class StreamProcessor:
         self._dead_letter_name = (
             dead_letter_stream.name if isinstance(dead_letter_stream, StreamSpec) else dead_letter_stream
         )
-        self._held: list[Message] = []
+        self._subscription: Subscription | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._consumer_loop: ConsumerLoop
         self._lag_due = 0.0
@@ -159,7 +160,8 @@ class StreamProcessor:
         self._dead_letter_name = await ensure_dead_letter(js, self.dead_letter_stream)
         await js.add_consumer(self.spec.stream, self.spec.config())  # creates, or updates the config
         self._lag_due = 0.0
-        return await js.pull_subscribe_bind(durable=self.spec.name, stream=self.spec.stream)
+        self._subscription = await PullSubscription.bind(self.nats, self.spec.stream, self.spec.name)
+        return self._subscription
 
     async def _consume(self, subscription: Subscription, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -169,7 +171,9 @@ class StreamProcessor:
             if room <= 0:
                 await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
                 continue
-            messages = await self._fetch(subscription, room)
+            messages = await subscription.take(
+                room, wait_s=self.spec.idle_wait_s, fill_s=self.spec.batch_wait_s
+            )
             honour_cancellation()  # before its sink starts: fetched and un-acked, it comes again
             self._consumer_loop.progressed()
             if messages:
@@ -182,27 +186,6 @@ class StreamProcessor:
         self._lag_due = now + self.lag_refresh_s
         info = await subscription.consumer_info()
         metrics.CONSUMER_LAG.labels(self.spec.name).set(info.num_pending or 0)
-
-    async def _fetch(self, subscription: Subscription, room: int) -> list[Message]:
-        """A micro-batch of at most `room`: the first message, then what arrives in `batch_wait_s`."""
-        if self._held:
-            messages, self._held = self._held[:room], self._held[room:]
-            return messages
-        loop = asyncio.get_running_loop()
-        async with asyncio.timeout(self.spec.idle_wait_s + self.spec.batch_wait_s + self.nats.timeout_s):
-            try:
-                messages = await subscription.fetch(1, timeout=self.spec.idle_wait_s)
-            except TimeoutError:
-                return []
-            deadline = loop.time() + self.spec.batch_wait_s
-            while len(messages) < room and (left := deadline - loop.time()) > 0.001:
-                try:
-                    messages += await subscription.fetch(room - len(messages), timeout=left)
-                except TimeoutError:
-                    break
-        # nats-py hands over whatever its queue holds, which a late delivery can push past `room`.
-        messages, self._held = messages[:room], messages[room:]
-        return messages
 
     def _start(self, messages: list[Message]) -> None:
         name = self.spec.name
@@ -305,9 +288,9 @@ class StreamProcessor:
         log.warning("stream_dead_lettered", consumer=self.spec.name, sequence=sequence, reason=reason)
 
     async def _finish(self) -> None:
-        """Hand back what was fetched past `room` and never started, and make sure the last acks
-        left this process before it exits."""
-        held, self._held = self._held, []
+        """Hand back what arrived and was never started, and make sure the last acks left this
+        process before it exits."""
+        held = self._subscription.held() if self._subscription is not None else []
         client = self.nats.client
         try:
             async with asyncio.timeout(self.nats.timeout_s):

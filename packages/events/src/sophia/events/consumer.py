@@ -6,17 +6,25 @@ connection's timeout), wait a backoff with full jitter (cut short by `stop`) and
 `consume` calls `progressed()` once it has fetched, so a consumer that subscribes but never fetches
 keeps backing off instead of retrying at the first delay. Cancellation is honoured at every turn,
 including one Python 3.11's `wait_for` swallowed (see `honour_cancellation`).
+
+`PullSubscription` is how every consumer receives: pull requests answered on an inbox of its own, the
+messages collected by a callback and handed over in batches by `take`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import Awaitable, Callable
 
+import orjson
+from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription as InboxSubscription
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig
+from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo
+from nats.js.errors import APIError
 
 from sophia.events.connection import NATS_FAILURES, NatsConnection
 from sophia.shared.logging import get_logger
@@ -27,15 +35,20 @@ __all__ = [
     "ConsumerConfig",
     "ConsumerLoop",
     "Message",
+    "PullSubscription",
     "Subscription",
     "explicit_ack_consumer",
 ]
 
 log = get_logger(__name__)
 
-Subscription = JetStreamContext.PullSubscription
 Message = Msg
 """A message fetched from a subscription (acked, nak'd or kept alive by its consumer)."""
+
+ENDED = frozenset({"404", "408", "409"})
+"""Statuses of a pull request JetStream ended unfilled: no messages, expired, or a conflict (too many
+requests waiting, a leadership change, the consumer deleted); what it still asked for will not come."""
+HEARTBEAT = "100"
 
 
 def explicit_ack_consumer(
@@ -52,6 +65,119 @@ def explicit_ack_consumer(
         max_deliver=-1,
         max_ack_pending=max_ack_pending,
     )
+
+
+class PullSubscription:
+    """A durable pull consumer bound to an inbox of its own: `await PullSubscription.bind(nats,
+    stream, durable)`, then `take` batches until `unsubscribe`.
+
+    nats-py's `fetch` awaits each message of a batch with a `wait_for` of its own, a task and a
+    timer a message: consuming a stream that way cost 27 µs of CPU a message, 12 µs this way (both
+    acking every message; `docs/streams.md`). Here pull requests go out for at most the room the
+    caller has, counting what was asked and has not arrived yet; a callback collects the messages;
+    `take` hands over what has arrived. A request counts until it is filled, ended by JetStream (a
+    status in `ENDED`) or past its expiry by the connection's timeout (a reconnect can lose one):
+    so what is asked, arrived and taken and not yet acked never passes what the caller had room for.
+    Any other status (no responders: the consumer is gone) fails the next `take` with `APIError`.
+    """
+
+    def __init__(
+        self, client: Client, js: JetStreamContext, stream: str, durable: str, timeout_s: float
+    ) -> None:
+        self._client, self._js = client, js
+        self.stream, self.durable, self.timeout_s = stream, durable, timeout_s
+        self._next = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
+        self._inbox = client.new_inbox()
+        self._inbox_subscription: InboxSubscription | None = None
+        self._ready: list[Msg] = []
+        self._open: deque[list[float]] = deque()  # [messages still to come, local deadline] a request
+        self._asked = 0
+        self._want = 1
+        self._arrived = asyncio.Event()
+        self._error: APIError | None = None
+
+    @classmethod
+    async def bind(cls, nats: NatsConnection, stream: str, durable: str) -> PullSubscription:
+        js = await nats.jetstream()  # connects first if needed
+        client = nats.client
+        assert client is not None  # connected by jetstream()
+        pull = cls(client, js, stream, durable, nats.timeout_s)
+        pull._inbox_subscription = await client.subscribe(pull._inbox, cb=pull._arrive)
+        return pull
+
+    async def _arrive(self, message: Msg) -> None:
+        if message.reply:  # a message of the stream (a status has no ack subject)
+            self._ready.append(message)
+            if self._open:
+                self._asked -= 1
+                self._open[0][0] -= 1
+                if self._open[0][0] <= 0:
+                    self._open.popleft()
+        else:
+            status = (message.headers or {}).get("Status", "")
+            if status == HEARTBEAT:
+                return
+            if status in ENDED:
+                if self._open:
+                    self._asked -= int(self._open.popleft()[0])
+            else:
+                description = (message.headers or {}).get("Description", "")
+                self._error = APIError(code=int(status or 0), description=description or "pull refused")
+        if len(self._ready) >= self._want or not self._asked or self._error is not None:
+            self._arrived.set()
+
+    async def take(self, room: int, *, wait_s: float, fill_s: float = 0.0) -> list[Msg]:
+        """At most `room` messages: what has arrived, else the first to arrive within `wait_s`, and
+        then what else arrives within `fill_s`, until `room` have or nothing more is asked for.
+        An empty list: nothing came in `wait_s`."""
+        self._raise_error()
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        while self._open and self._open[0][1] < now:  # lost in a reconnect, or its status was
+            self._asked -= int(self._open.popleft()[0])
+        if (ask := room - len(self._ready) - self._asked) > 0:
+            payload = orjson.dumps({"batch": ask, "expires": int(wait_s * 1e9)})
+            await self._client.publish(self._next, payload, reply=self._inbox)
+            self._open.append([ask, now + wait_s + self.timeout_s])
+            self._asked += ask
+        if not self._ready:
+            await self._until(1, wait_s + self.timeout_s)
+        if self._ready and fill_s > 0:
+            await self._until(room, fill_s)
+        self._raise_error()
+        taken, self._ready = self._ready[:room], self._ready[room:]
+        return taken
+
+    async def _until(self, count: int, timeout_s: float) -> None:
+        self._want = count
+        self._arrived.clear()
+        if len(self._ready) >= count or not self._asked or self._error is not None:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._arrived.wait()
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def held(self) -> list[Msg]:
+        """The messages that arrived and were never taken (the caller NAKs them at its stop)."""
+        held, self._ready = self._ready, []
+        return held
+
+    async def consumer_info(self) -> ConsumerInfo:
+        info: ConsumerInfo = await self._js.consumer_info(self.stream, self.durable)
+        return info
+
+    async def unsubscribe(self) -> None:
+        if self._inbox_subscription is not None:
+            subscription, self._inbox_subscription = self._inbox_subscription, None
+            await subscription.unsubscribe()
+
+
+Subscription = PullSubscription
 
 
 class ConsumerLoop:
