@@ -11,6 +11,7 @@ from sophia.core.events import TRACE_ID_MAX_LENGTH, UUID7_PATTERN
 from sophia.core.records import IDENTIFIER_PATTERN
 
 KEY_MAX_LENGTH = 512
+SOURCE_MAX_LENGTH = 64
 
 
 class UserEventPayload(BaseModel):
@@ -41,7 +42,7 @@ class _EventIn(BaseModel):
     )
     id: Annotated[str, Field(pattern=UUID7_PATTERN)] | None = None
     occurred_at: CreatedAt = None
-    source: str = Field("api", pattern=IDENTIFIER_PATTERN, max_length=64)
+    source: str = Field("api", pattern=IDENTIFIER_PATTERN, max_length=SOURCE_MAX_LENGTH)
     trace_id: str | None = Field(None, min_length=1, max_length=TRACE_ID_MAX_LENGTH)
 
     def payload_dict(self) -> dict[str, Any]:
@@ -61,7 +62,6 @@ class SystemEventIn(_EventIn):
 
 EventIn = Annotated[UserEventIn | SystemEventIn, Field(discriminator="type")]
 EVENT = TypeAdapter(EventIn)
-BATCH = TypeAdapter(list[EventIn])
 
 
 class Accepted(BaseModel):

@@ -2,25 +2,39 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from pydantic import ValidationError
 
-from sophia.api.events.schemas import BATCH, EVENT, SystemEventIn, UserEventIn
+from sophia.api.events.schemas import EVENT, KEY_MAX_LENGTH, SOURCE_MAX_LENGTH, SystemEventIn, UserEventIn
 from sophia.api.records.schemas import check_storable
 from sophia.core.documents import nesting_possible
 from sophia.core.errors import FieldError, Invalid
 from sophia.core.event_types import EVENT_TYPES
-from sophia.core.events import Envelope, uuid7
+from sophia.core.events import TRACE_ID_MAX_LENGTH, UUID7_PATTERN, Envelope, uuid7
+from sophia.core.records import IDENTIFIER_PATTERN
 from sophia.events.publisher import EventPublisher
 
 NUL = b"\\u0000"
 """How JSON spells the NUL character, which no PostgreSQL text or jsonb value may hold."""
 
 
-def parse_json_array(body: bytes, max_events: int) -> list[UserEventIn | SystemEventIn]:
+class Event(NamedTuple):
+    """One accepted event, its fields as the schema (`schemas.EventIn`) leaves them."""
+
+    id: str | None
+    type: str
+    occurred_at: datetime | None
+    source: str
+    key: str
+    payload: dict[str, Any]
+    trace_id: str | None
+
+
+def parse_json_array(body: bytes, max_events: int) -> list[Event]:
     try:  # strict JSON: NaN, Infinity and numbers beyond a double are refused here
         items = orjson.loads(body)
     except orjson.JSONDecodeError as error:
@@ -28,17 +42,14 @@ def parse_json_array(body: bytes, max_events: int) -> list[UserEventIn | SystemE
     if not isinstance(items, list):
         raise Invalid("Send a JSON array of events.", [FieldError(("body",), "not an array")])
     _check_count(len(items), max_events)
-    try:
-        events = BATCH.validate_python(items)
-    except ValidationError as error:
-        raise _invalid(error, ("body",)) from None
+    events = [validated(item, ("body", index)) for index, item in enumerate(items)]
     if NUL in body or nesting_possible(body):
         for index, item in enumerate(items):
             _check_storable(item, ("body", index))
     return events
 
 
-def parse_ndjson(body: bytes, max_events: int) -> list[UserEventIn | SystemEventIn]:
+def parse_ndjson(body: bytes, max_events: int) -> list[Event]:
     lines = [(number, line) for number, line in enumerate(body.split(b"\n"), 1) if line.strip()]
     _check_count(len(lines), max_events)
     events = []
@@ -50,13 +61,116 @@ def parse_ndjson(body: bytes, max_events: int) -> list[UserEventIn | SystemEvent
                 f"Line {number} is not valid JSON ({error}). Nothing was accepted.",
                 [FieldError(("line", number), str(error))],
             ) from None
-        try:
-            events.append(EVENT.validate_python(item))
-        except ValidationError as error:
-            raise _invalid(error, ("line", number)) from None
+        events.append(validated(item, ("line", number)))
         if NUL in line or nesting_possible(line):
             _check_storable(item, ("line", number))
     return events
+
+
+def validated(item: Any, where: tuple[str | int, ...]) -> Event:
+    """`item` as an event, or `Invalid` naming what is wrong with it at `where` (the schema's words)."""
+    if (event := plain_event(item)) is not None:
+        return event
+    try:
+        model: UserEventIn | SystemEventIn = EVENT.validate_python(item)
+    except ValidationError as error:
+        raise _invalid(error, where) from None
+    return Event(
+        model.id, model.type, model.occurred_at, model.source, model.key, model.payload_dict(), model.trace_id
+    )
+
+
+_ABSENT: Any = object()
+_EVENT_FIELDS = frozenset({"type", "key", "id", "occurred_at", "source", "trace_id", "payload"})
+_USER_FIELDS = frozenset({"name", "user_id", "properties"})
+_SYSTEM_FIELDS = frozenset({"name", "severity", "attributes"})
+_SEVERITIES = frozenset({"debug", "info", "warning", "error"})
+_UUID7 = re.compile(UUID7_PATTERN)
+_SOURCE = re.compile(IDENTIFIER_PATTERN)
+_MOMENT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|[+-]\d\d:\d\d)")
+
+
+def plain_event(item: Any) -> Event | None:
+    """`item` as an event when it is plainly valid, in the shapes clients send: exactly the fields
+    the schema's validation (pydantic, 4 µs an event) would leave, in a fraction of its time.
+    None for anything else, valid or not: the schema then decides, and names what is wrong. A
+    property test holds the two to the same answers (`test_events_fast_path.py`)."""
+    if type(item) is not dict or not item.keys() <= _EVENT_FIELDS:
+        return None
+    key, payload, kind = item.get("key"), item.get("payload"), item.get("type")
+    if type(key) is not str or not 0 < len(key) <= KEY_MAX_LENGTH or type(payload) is not dict:
+        return None
+    if kind == "user.event":
+        payload = _user_payload(payload)
+    elif kind == "system.event":
+        payload = _system_payload(payload)
+    else:
+        return None
+    event_id, occurred, trace_id = item.get("id"), item.get("occurred_at"), item.get("trace_id")
+    source = item.get("source", "api")
+    if (
+        payload is None
+        or (event_id is not None and (type(event_id) is not str or not _UUID7.fullmatch(event_id)))
+        or (type(source) is not str or len(source) > SOURCE_MAX_LENGTH or not _SOURCE.fullmatch(source))
+        or (
+            trace_id is not None
+            and (type(trace_id) is not str or not 0 < len(trace_id) <= TRACE_ID_MAX_LENGTH)
+        )
+    ):
+        return None
+    moment = None
+    if occurred is not None:
+        if type(occurred) is not str or not _MOMENT.fullmatch(occurred):
+            return None
+        try:
+            moment = datetime.fromisoformat(occurred)
+            moment.astimezone(UTC)  # out of range in UTC: the schema says so
+        except (ValueError, OverflowError):
+            return None
+    return Event(event_id, kind, moment, source, key, payload, trace_id)
+
+
+def _user_payload(payload: dict[str, Any]) -> dict[str, Any] | None:
+    name, user_id = payload.get("name"), payload.get("user_id")
+    properties = payload.get("properties", _ABSENT)
+    if properties is _ABSENT:
+        properties = {}
+    if (
+        type(name) is not str
+        or not name
+        or (user_id is not None and (type(user_id) is not str or not user_id))
+        or type(properties) is not dict
+    ):
+        return None
+    plain: dict[str, Any] = {"name": name}
+    if user_id is not None:
+        plain["user_id"] = user_id
+    plain["properties"] = properties
+    for field, value in payload.items():  # the extra fields, but those set to null (as the schema)
+        if value is not None and field not in _USER_FIELDS:
+            plain[field] = value
+    return plain
+
+
+def _system_payload(payload: dict[str, Any]) -> dict[str, Any] | None:
+    if not payload.keys() <= _SYSTEM_FIELDS:
+        return None
+    name, severity = payload.get("name"), payload.get("severity")
+    attributes = payload.get("attributes", _ABSENT)
+    if attributes is _ABSENT:
+        attributes = {}
+    if (
+        type(name) is not str
+        or not name
+        or (severity is not None and (type(severity) is not str or severity not in _SEVERITIES))
+        or type(attributes) is not dict
+    ):
+        return None
+    plain: dict[str, Any] = {"name": name}
+    if severity is not None:
+        plain["severity"] = severity
+    plain["attributes"] = attributes
+    return plain
 
 
 def _check_storable(item: dict[str, Any], where: tuple[str | int, ...]) -> None:
@@ -90,18 +204,19 @@ def _invalid(error: ValidationError, where: tuple[str | int, ...]) -> Invalid:
     return Invalid(f"{place}: {first.message}. Nothing was accepted.", errors)
 
 
-def envelopes(events: list[UserEventIn | SystemEventIn], trace_id: str | None) -> list[Envelope]:
+def envelopes(events: list[Event], trace_id: str | None) -> list[Envelope]:
     now = datetime.now(UTC)
-    return [
+    versions = {name: event_type.schema_version for name, event_type in EVENT_TYPES.items()}
+    return [  # positional: 0.3 µs an event less than by keyword
         Envelope(
-            id=event.id or str(uuid7()),
-            type=event.type,
-            schema_version=EVENT_TYPES[event.type].schema_version,
-            occurred_at=event.occurred_at or now,
-            source=event.source,
-            key=event.key,
-            payload=event.payload_dict(),
-            trace_id=event.trace_id or trace_id,
+            event.id or str(uuid7()),
+            event.type,
+            versions[event.type],
+            event.occurred_at or now,
+            event.source,
+            event.key,
+            event.payload,
+            event.trace_id or trace_id,
         )
         for event in events
     ]
