@@ -223,8 +223,11 @@ async def apply_activity_changes(
     connection: Connection, record_ids: Iterable[UUID], as_of: datetime | None = None
 ) -> list[UUID]:
     """Bring the activity per company up to date with the deals, calls and messages `record_ids`
-    as they are now. Returns the calls and messages whose company may have moved with a deal that
-    moved (they name it by `deal_id`): apply them next, in a transaction of their own."""
+    as they are now. Returns the calls and messages whose company may have moved with a deal whose
+    company moved, or that came or went (they name it by `deal_id`): apply them next, in a
+    transaction of their own. A deal that only moved stage moves none of them (finding them is a
+    join over every call and message: most of the analytics consumer's time under a stream of stage
+    changes)."""
     ids = sorted(set(record_ids))
     if not ids:
         return []
@@ -233,6 +236,7 @@ async def apply_activity_changes(
         stored, current = await _facts(connection, _ACTIVITY_COLUMNS, "activity_facts", ids)
         counts = _Deltas(3)
         moved: list[tuple[Any, ...]] = []
+        followed: list[UUID] = []  # deals the calls and messages naming them may follow
         for before, now in _changed(ids, stored, current):
             for facts, sign in _counted(before, now):
                 if facts["company"] is None:
@@ -244,6 +248,10 @@ async def apply_activity_changes(
                     sign * facts["open_deal"],
                 )
             moved.append(tuple(now))
+            if now["kind"] == "deal" and (
+                before is None or (before["company"], before["deleted"]) != (now["company"], now["deleted"])
+            ):
+                followed.append(now["record_id"])
         await _move_summary(
             connection,
             "activity_summary",
@@ -266,15 +274,14 @@ async def apply_activity_changes(
                 [company for _, company in companies],
             )
         await _move_freshness(connection, as_of)
-        deals = [row for row in moved if row[2] == "deal"]
-        if not deals:
+        if not followed:
             return []
         rows = await connection.fetch(
             "SELECT t.id FROM sophia_core.unified_data_catalog AS d "
             "JOIN sophia_core.unified_data_catalog AS t ON t.source_system = d.source_system "
             "AND t.kind IN ('call', 'message') AND t.data @> jsonb_build_object('deal_id', d.external_id) "
             "WHERE d.id = ANY($1::uuid[])",
-            [row[0] for row in deals],
+            followed,
         )
         return [row["id"] for row in rows]
 
