@@ -235,6 +235,31 @@ async def test_while_the_first_batch_runs_its_time_so_far_bounds_the_pace():
     assert model.batches == [[1, 2]]
 
 
+async def test_a_model_call_that_would_end_after_every_deadline_stops_at_once_and_answers_503_early():
+    """No pace known (an idle model): a request whose inputs, at the pace the first steps keep,
+    would be done long after its deadline is admitted; the model stops after its first step, and
+    the caller hears 503 then, not at its deadline."""
+    steps: list[int] = []
+
+    def model(items: list[int]) -> list[int]:
+        for number, _ in enumerate(items):
+            if number and not batcher.wanted(number):
+                raise Abandoned(number)
+            steps.append(number)
+            time.sleep(0.05)
+        return [item * 2 for item in items]
+
+    async with Batcher(model, name="hopeless", max_batch=100, max_wait_s=0) as batcher:
+        started = time.monotonic()
+        with pytest.raises(DeadlineExceeded):  # 100 steps of 0.05 s: 5 s, against a 2 s deadline
+            await batcher.submit(list(range(100)), timeout_s=2.0)
+        assert time.monotonic() - started < 1.0  # told at the first step, not at the deadline
+        assert steps == [0]
+        # a request that fits its deadline at that pace runs to its end
+        assert await batcher.submit(list(range(10)), timeout_s=5.0) == [item * 2 for item in range(10)]
+        assert steps[-1] == 9
+
+
 async def test_a_model_call_nobody_waits_for_any_more_stops_part_way_and_sets_the_pace():
     """The model computes one input a step and asks `wanted()` before each: once its only caller
     has been answered 503 (deadline), it stops, the stopped inputs are counted, the pace says how

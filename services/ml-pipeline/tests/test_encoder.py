@@ -85,12 +85,12 @@ def test_the_graph_is_built_once_and_reused(model_cache):
 def test_an_encoding_nobody_wants_any_more_stops_between_batches(encoder, texts):
     asked: list[int] = []
 
-    def wanted() -> bool:
-        asked.append(1)
+    def wanted(done: int) -> bool:
+        asked.append(done)
         return len(asked) < 2  # the second batch is the last one wanted
 
     with pytest.raises(Abandoned) as stopped:
         encoder.encode(texts[:10], batch_size=4, wanted=wanted)
     assert stopped.value.done == 8  # two batches of four computed, the third never started
-    assert len(asked) == 2  # asked before the second and the third, not before the first
-    assert encoder.encode(texts[:10], batch_size=4, wanted=lambda: True).shape == (10, encoder.dimension)
+    assert asked == [4, 8]  # asked before the second and the third (with what was done), not before the first
+    assert encoder.encode(texts[:10], batch_size=4, wanted=lambda done: True).shape == (10, encoder.dimension)

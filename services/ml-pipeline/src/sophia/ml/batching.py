@@ -8,9 +8,10 @@ Retry-After) at once instead of a queue that grows until every request times out
 in time too: inputs that, at the pace the model has kept (`wait_s`), would not be done before
 their caller's deadline are refused the same way rather than queued only to expire. Inputs whose
 deadline passes while queued anyway are dropped before they cost a model call, and a model call
-that checks `wanted()` between its steps stops (`Abandoned`) once nobody waits for its answers:
-a batch of long inputs admitted on an idle machine can take many times its callers' deadline on a
-busy one, and every second of it past the deadline was computed for nobody.
+that checks `wanted(done)` between its steps stops (`Abandoned`) once nobody waits for its answers,
+or once, at the pace its first steps kept, it would end after every waiting caller's deadline: a
+batch of long inputs admitted on an idle machine (no pace known yet) can take many times its
+callers' deadline on a busy one, and every second of it past the deadline was computed for nobody.
 The model runs in one worker thread (inference releases the GIL), so the event loop keeps
 answering while a batch computes. CPU-bound steps run in that thread too (`in_model_thread`), under
 the same bound and the same deadlines: a step waiting for the thread is one more entry queued.
@@ -199,13 +200,23 @@ class Batcher(Generic[In, Out]):
             raise DeadlineExceeded(f"Queued past its deadline ({self.name}).", 1)
         return step(*args)
 
-    def wanted(self) -> bool:
-        """Whether anyone still waits for the batch running now: called by the model, in its
-        thread, between steps of a long call, which raises `Abandoned` when it is not (a caller
-        past its deadline or gone has been answered 503 already)."""
+    def wanted(self, done: int = 0) -> bool:
+        """Whether anyone still waits for the batch running now, and, with `done` of its inputs
+        computed, would still get the answer in time at the pace this batch keeps (at
+        `PACE_MARGIN` of it: a slow first step does not stop what could make it). Called by the
+        model, in its thread, between steps of a long call, which raises `Abandoned` when it is
+        not: a caller past its deadline, or gone, has been answered 503 already, and one whose
+        deadline passes before the batch ends gets its 503 now instead of at its deadline, with
+        nothing more computed for it. (A maximum-size request admitted on an idle model whose
+        pace was not known took both cores for its whole deadline: bench/hostile.py.)"""
         running, now = self._running, time.monotonic()
-        batch = running[1] if running is not None else []
-        return any(not pending.future.done() and pending.deadline > now for pending in batch)
+        if running is None:
+            return False
+        started, batch = running
+        finish = now
+        if 0 < done < len(batch):
+            finish += (len(batch) - done) * (now - started) / done * PACE_MARGIN
+        return any(not pending.future.done() and pending.deadline > finish for pending in batch)
 
     @property
     def room(self) -> int:

@@ -147,18 +147,19 @@ class SentenceEncoder:
         self,
         texts: Sequence[str],
         batch_size: int = DEFAULT_BATCH_SIZE,
-        wanted: Callable[[], bool] | None = None,
+        wanted: Callable[[int], bool] | None = None,
     ) -> np.ndarray:
         """Embed ``texts``; returns float32 [len(texts), dim], unit-norm rows, in input order.
 
-        ``wanted`` is asked before each batch after the first; when it says no, `Abandoned` is
-        raised with how many texts were done (the caller waiting for them has gone)."""
+        ``wanted(done)`` is asked before each batch after the first, with how many texts are done;
+        when it says no, `Abandoned` is raised with that count (the caller waiting for them has
+        gone, or would be answered too late)."""
         token_ids = [e.ids for e in self._tokenizer.encode_batch(list(texts))]
         order = sorted(range(len(token_ids)), key=lambda i: len(token_ids[i]))
         batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
         result = np.empty((len(token_ids), self.dimension), dtype=np.float32)
         for number, batch in enumerate(batches):
-            if number and wanted is not None and not wanted():
+            if number and wanted is not None and not wanted(number * batch_size):
                 raise Abandoned(number * batch_size)
             result[batch] = self._backend(*_pad([token_ids[i] for i in batch]))
         return result
