@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -82,7 +83,6 @@ def validated(item: Any, where: tuple[str | int, ...]) -> Event:
 
 _ABSENT: Any = object()
 _EVENT_FIELDS = frozenset({"type", "key", "id", "occurred_at", "source", "trace_id", "payload"})
-_USER_FIELDS = frozenset({"name", "user_id", "properties"})
 _SYSTEM_FIELDS = frozenset({"name", "severity", "attributes"})
 _SEVERITIES = frozenset({"debug", "info", "warning", "error"})
 _UUID7 = re.compile(UUID7_PATTERN)
@@ -131,45 +131,39 @@ def plain_event(item: Any) -> Event | None:
 
 
 def _user_payload(payload: dict[str, Any]) -> dict[str, Any] | None:
-    name, user_id = payload.get("name"), payload.get("user_id")
-    properties = payload.get("properties", _ABSENT)
-    if properties is _ABSENT:
-        properties = {}
-    if (
-        type(name) is not str
-        or not name
-        or (user_id is not None and (type(user_id) is not str or not user_id))
-        or type(properties) is not dict
-    ):
-        return None
-    plain: dict[str, Any] = {"name": name}
-    if user_id is not None:
-        plain["user_id"] = user_id
-    plain["properties"] = properties
-    for field, value in payload.items():  # the extra fields, but those set to null (as the schema)
-        if value is not None and field not in _USER_FIELDS:
-            plain[field] = value
-    return plain
+    return _plain_payload(payload, "user_id", bool, "properties", extras=True)
 
 
 def _system_payload(payload: dict[str, Any]) -> dict[str, Any] | None:
     if not payload.keys() <= _SYSTEM_FIELDS:
         return None
-    name, severity = payload.get("name"), payload.get("severity")
-    attributes = payload.get("attributes", _ABSENT)
-    if attributes is _ABSENT:
-        attributes = {}
+    return _plain_payload(payload, "severity", _SEVERITIES.__contains__, "attributes", extras=False)
+
+
+def _plain_payload(
+    payload: dict[str, Any], optional: str, valid: Callable[[str], bool], mapping: str, *, extras: bool
+) -> dict[str, Any] | None:
+    """A payload of a `name`, an `optional` text (`valid`, or null) and a `mapping` object ({} when
+    left out), as the schema's `model_dump(exclude_none=True)` leaves it: None if it is not plain."""
+    name, chosen = payload.get("name"), payload.get(optional)
+    inner = payload.get(mapping, _ABSENT)
+    if inner is _ABSENT:
+        inner = {}
     if (
         type(name) is not str
         or not name
-        or (severity is not None and (type(severity) is not str or severity not in _SEVERITIES))
-        or type(attributes) is not dict
+        or (chosen is not None and (type(chosen) is not str or not valid(chosen)))
+        or type(inner) is not dict
     ):
         return None
     plain: dict[str, Any] = {"name": name}
-    if severity is not None:
-        plain["severity"] = severity
-    plain["attributes"] = attributes
+    if chosen is not None:
+        plain[optional] = chosen
+    plain[mapping] = inner
+    if extras:  # the other fields, but those set to null (as the schema)
+        for field, value in payload.items():
+            if value is not None and field not in ("name", optional, mapping):
+                plain[field] = value
     return plain
 
 
