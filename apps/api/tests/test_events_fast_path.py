@@ -140,7 +140,7 @@ def schema_event(item: object) -> service.Event | None:
     )
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(event_strategy(wrong=True))
 def test_what_the_fast_check_accepts_the_schema_accepts_the_same(item):
     fast = service.plain_event(item)
@@ -148,7 +148,7 @@ def test_what_the_fast_check_accepts_the_schema_accepts_the_same(item):
         assert_same(fast, schema_event(item))
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(event_strategy(wrong=False))
 def test_a_valid_event_in_a_plain_shape_takes_the_fast_path_to_the_same_fields(item):
     schema = schema_event(item)
