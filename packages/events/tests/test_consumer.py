@@ -7,6 +7,7 @@ import asyncio
 import pytest
 from nats.errors import Error as NatsError
 from nats.js.api import AckPolicy, ConsumerConfig
+from waiting import eventually
 
 from sophia.events import consumer
 from sophia.events.connection import NatsConnection
@@ -121,7 +122,7 @@ async def test_what_arrives_past_a_take_waits_for_the_next_and_is_handed_back_at
         await publish_n(nats, spec, 1)
         assert [m.data for m in await pull.take(5, wait_s=2)] == [b"0"]  # no fill: the first
         await publish_n(nats, spec, 2, start=1)  # the open request asked for 4 more
-        await asyncio.sleep(0.3)
+        await eventually(lambda: len(pull._ready) == 2)  # arrived, not taken
         held = pull.held()
         assert [m.data for m in held] == [b"1", b"2"]
     finally:

@@ -30,7 +30,6 @@ from sophia.events.consumer import (
     ConsumerLoop,
     Message,
     PullSubscription,
-    Subscription,
     explicit_ack_consumer,
 )
 from sophia.events.dead_letter import describe
@@ -102,7 +101,7 @@ class JobRunner:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def _subscribe(self) -> Subscription:
+    async def _subscribe(self) -> PullSubscription:
         js = await self.queue.nats.jetstream()
         await ensure_streams(js, [self.queue.stream])
         # The runner counts attempts in Postgres; NAKs for `not_before` are no attempt.
@@ -114,7 +113,7 @@ class JobRunner:
         await js.add_consumer(self.queue.stream.name, config)
         return await PullSubscription.bind(self.queue.nats, self.queue.stream.name, self.spec.name)
 
-    async def _consume(self, subscription: Subscription, stop: asyncio.Event) -> None:
+    async def _consume(self, subscription: PullSubscription, stop: asyncio.Event) -> None:
         while not stop.is_set():
             honour_cancellation()
             await self._sweep()

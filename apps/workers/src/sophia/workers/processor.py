@@ -34,7 +34,6 @@ from sophia.events.consumer import (
     ConsumerLoop,
     Message,
     PullSubscription,
-    Subscription,
     explicit_ack_consumer,
 )
 from sophia.events.dead_letter import ensure_dead_letter, publish_dead_letter
@@ -128,7 +127,7 @@ class StreamProcessor:
         self._dead_letter_name = (
             dead_letter_stream.name if isinstance(dead_letter_stream, StreamSpec) else dead_letter_stream
         )
-        self._subscription: Subscription | None = None
+        self._subscription: PullSubscription | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._consumer_loop: ConsumerLoop
         self._lag_due = 0.0
@@ -155,7 +154,7 @@ class StreamProcessor:
             self._subscribe, lambda subscription: self._consume(subscription, stop), stop
         )
 
-    async def _subscribe(self) -> Subscription:
+    async def _subscribe(self) -> PullSubscription:
         js = await self.nats.jetstream()
         self._dead_letter_name = await ensure_dead_letter(js, self.dead_letter_stream)
         await js.add_consumer(self.spec.stream, self.spec.config())  # creates, or updates the config
@@ -163,7 +162,7 @@ class StreamProcessor:
         self._subscription = await PullSubscription.bind(self.nats, self.spec.stream, self.spec.name)
         return self._subscription
 
-    async def _consume(self, subscription: Subscription, stop: asyncio.Event) -> None:
+    async def _consume(self, subscription: PullSubscription, stop: asyncio.Event) -> None:
         while not stop.is_set():
             honour_cancellation()
             await self._refresh_lag(subscription)  # also notices a consumer or server gone
@@ -179,7 +178,7 @@ class StreamProcessor:
             if messages:
                 self._start(messages)
 
-    async def _refresh_lag(self, subscription: Subscription) -> None:
+    async def _refresh_lag(self, subscription: PullSubscription) -> None:
         now = time.monotonic()
         if now < self._lag_due:
             return

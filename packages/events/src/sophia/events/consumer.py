@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import orjson
 from nats.aio.client import Client
@@ -36,7 +37,6 @@ __all__ = [
     "ConsumerLoop",
     "Message",
     "PullSubscription",
-    "Subscription",
     "explicit_ack_consumer",
 ]
 
@@ -48,7 +48,6 @@ Message = Msg
 ENDED = frozenset({"404", "408", "409"})
 """Statuses of a pull request JetStream ended unfilled: no messages, expired, or a conflict (too many
 requests waiting, a leadership change, the consumer deleted); what it still asked for will not come."""
-HEARTBEAT = "100"
 
 
 def explicit_ack_consumer(
@@ -65,6 +64,16 @@ def explicit_ack_consumer(
         max_deliver=-1,
         max_ack_pending=max_ack_pending,
     )
+
+
+@dataclass(slots=True)
+class _Request:
+    """A pull request JetStream has not filled or ended yet."""
+
+    left: int
+    """Messages it asked for that have not arrived."""
+    deadline: float
+    """Past it (its expiry and the connection's timeout), it is taken for lost."""
 
 
 class PullSubscription:
@@ -90,8 +99,7 @@ class PullSubscription:
         self._inbox = client.new_inbox()
         self._inbox_subscription: InboxSubscription | None = None
         self._ready: list[Msg] = []
-        self._open: deque[list[float]] = deque()  # [messages still to come, local deadline] a request
-        self._asked = 0
+        self._open: deque[_Request] = deque()  # oldest first: JetStream fills them in that order
         self._want = 1
         self._arrived = asyncio.Event()
         self._error: APIError | None = None
@@ -109,21 +117,19 @@ class PullSubscription:
         if message.reply:  # a message of the stream (a status has no ack subject)
             self._ready.append(message)
             if self._open:
-                self._asked -= 1
-                self._open[0][0] -= 1
-                if self._open[0][0] <= 0:
+                self._open[0].left -= 1
+                if self._open[0].left <= 0:
                     self._open.popleft()
         else:
-            status = (message.headers or {}).get("Status", "")
-            if status == HEARTBEAT:
-                return
+            headers = message.headers or {}
+            status = headers.get("Status", "")
             if status in ENDED:
                 if self._open:
-                    self._asked -= int(self._open.popleft()[0])
+                    self._open.popleft()
             else:
-                description = (message.headers or {}).get("Description", "")
-                self._error = APIError(code=int(status or 0), description=description or "pull refused")
-        if len(self._ready) >= self._want or not self._asked or self._error is not None:
+                description = headers.get("Description") or "pull refused"
+                self._error = APIError(code=int(status or 0), description=description)
+        if len(self._ready) >= self._want or not self._open or self._error is not None:
             self._arrived.set()
 
     async def take(self, room: int, *, wait_s: float, fill_s: float = 0.0) -> list[Msg]:
@@ -133,13 +139,12 @@ class PullSubscription:
         self._raise_error()
         loop = asyncio.get_running_loop()
         now = loop.time()
-        while self._open and self._open[0][1] < now:  # lost in a reconnect, or its status was
-            self._asked -= int(self._open.popleft()[0])
-        if (ask := room - len(self._ready) - self._asked) > 0:
+        while self._open and self._open[0].deadline < now:  # lost in a reconnect, or its status was
+            self._open.popleft()
+        if (ask := room - len(self._ready) - sum(request.left for request in self._open)) > 0:
             payload = orjson.dumps({"batch": ask, "expires": int(wait_s * 1e9)})
             await self._client.publish(self._next, payload, reply=self._inbox)
-            self._open.append([ask, now + wait_s + self.timeout_s])
-            self._asked += ask
+            self._open.append(_Request(ask, now + wait_s + self.timeout_s))
         if not self._ready:
             await self._until(1, wait_s + self.timeout_s)
         if self._ready and fill_s > 0:
@@ -151,7 +156,7 @@ class PullSubscription:
     async def _until(self, count: int, timeout_s: float) -> None:
         self._want = count
         self._arrived.clear()
-        if len(self._ready) >= count or not self._asked or self._error is not None:
+        if len(self._ready) >= count or not self._open or self._error is not None:
             return
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
@@ -177,9 +182,6 @@ class PullSubscription:
             await subscription.unsubscribe()
 
 
-Subscription = PullSubscription
-
-
 class ConsumerLoop:
     """Subscribe, consume, reconnect with backoff; `failures` counts failures since progress."""
 
@@ -203,8 +205,8 @@ class ConsumerLoop:
 
     async def run(
         self,
-        subscribe: Callable[[], Awaitable[Subscription]],
-        consume: Callable[[Subscription], Awaitable[None]],
+        subscribe: Callable[[], Awaitable[PullSubscription]],
+        consume: Callable[[PullSubscription], Awaitable[None]],
         stop: asyncio.Event,
     ) -> None:
         while not stop.is_set():
