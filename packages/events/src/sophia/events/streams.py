@@ -83,10 +83,11 @@ class StreamStorageRefused(Unavailable):
         )
 
 
-@functools.lru_cache(maxsize=65_536)
+@functools.lru_cache(maxsize=8_192)
 def partition_of(key: str, partitions: int) -> int:
     """The partition of `key`: the same in every process and every run. Remembered for the most
-    recent keys: a hash is 0.5 µs, and a busy key is published again and again."""
+    recent keys: a hash is 0.5 µs, and a busy key is published again and again. Keys are the
+    clients' (up to 512 characters), so the memory is bounded by few entries: 5 MB at most."""
     digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") % partitions
 

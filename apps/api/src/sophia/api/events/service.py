@@ -81,7 +81,6 @@ def validated(item: Any, where: tuple[str | int, ...]) -> Event:
     )
 
 
-_ABSENT: Any = object()
 _EVENT_FIELDS = frozenset({"type", "key", "id", "occurred_at", "source", "trace_id", "payload"})
 _SYSTEM_FIELDS = frozenset({"name", "severity", "attributes"})
 _SEVERITIES = frozenset({"debug", "info", "warning", "error"})
@@ -145,10 +144,7 @@ def _plain_payload(
 ) -> dict[str, Any] | None:
     """A payload of a `name`, an `optional` text (`valid`, or null) and a `mapping` object ({} when
     left out), as the schema's `model_dump(exclude_none=True)` leaves it: None if it is not plain."""
-    name, chosen = payload.get("name"), payload.get(optional)
-    inner = payload.get(mapping, _ABSENT)
-    if inner is _ABSENT:
-        inner = {}
+    name, chosen, inner = payload.get("name"), payload.get(optional), payload.get(mapping, {})
     if (
         type(name) is not str
         or not name
@@ -200,12 +196,11 @@ def _invalid(error: ValidationError, where: tuple[str | int, ...]) -> Invalid:
 
 def envelopes(events: list[Event], trace_id: str | None) -> list[Envelope]:
     now = datetime.now(UTC)
-    versions = {name: event_type.schema_version for name, event_type in EVENT_TYPES.items()}
     return [  # positional: 0.3 µs an event less than by keyword
         Envelope(
             event.id or str(uuid7()),
             event.type,
-            versions[event.type],
+            EVENT_TYPES[event.type].schema_version,
             event.occurred_at or now,
             event.source,
             event.key,
