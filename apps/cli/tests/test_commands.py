@@ -104,7 +104,7 @@ def test_commands_find_the_database_from_a_running_stack(env, tmp_path):
 def test_views_refresh_without_redis_refreshes_with_no_cache_to_drop(env):
     result = invoke(env | {"SOPHIA_REDIS_URL": ""}, "views", "refresh")
     assert result.exit_code == 0, result.output
-    assert "Refreshed active_deals_mv." in result.output
+    assert "Refreshed active_deals_mv: 0 rows mended." in result.output
 
 
 def test_serve_runs_the_api_server_with_the_running_stacks_engines(env, tmp_path, monkeypatch):

@@ -13,7 +13,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from sophia.core.records import RecordKey
-from sophia.database import Database, analytics, catalog, enrichment, views
+from sophia.database import Database, analytics, catalog, enrichment
 from sophia.database.enrichment import Enrichment
 from sophia.mcp_gateway.providers import Caller, ToolUnavailable
 from sophia.mcp_gateway.sophia_tools import (
@@ -206,8 +206,6 @@ async def test_active_deals_sort_and_page_by_cursor(tools, database, source):
             database, source, "deal", f"d-{n}", dealname=f"Deal {n}", amount=str(amount), dealstage="open"
         )
     await put(database, source, "deal", "d-won", dealname="Won", amount="900", dealstage="closedwon")
-    async with database.connection() as connection:
-        await views.refresh_active_deals(connection)
     amounts: list[float] = []
     arguments: dict[str, Any] = {"source_system": source, "limit": 3, "sort": "amount", "order": "desc"}
     while True:

@@ -154,11 +154,6 @@ class Stack:
         assert written.status_code in {200, 201}, written.text
         return str(written.json()["id"])
 
-    async def refresh_active_deals(self) -> None:
-        async with self.api("admin") as http:
-            refreshed = await http.post("/api/v1/admin/views/active-deals:refresh")
-        assert refreshed.status_code == 204, refreshed.text
-
 
 async def seed(stack: Stack) -> str:
     """Demo companies, deals, calls and messages through the bulk API, until the summaries, the
@@ -171,7 +166,6 @@ async def seed(stack: Stack) -> str:
             headers={"content-type": "application/x-ndjson"},
         )
     assert loaded.status_code == 200, loaded.text
-    await stack.refresh_active_deals()
     deals = [line["data"]["dealstage"] for line in lines if line["kind"] == "deal"]
     open_deals = sum(stage not in CLOSED_STAGES for stage in deals)
     conversations = sum(line["kind"] in {"call", "message"} for line in lines)
@@ -383,7 +377,6 @@ async def test_each_view_renders_without_a_script_error_and_the_live_ones_go_liv
 async def test_a_deal_moved_through_the_rest_api_shows_on_the_open_business_page(browser, stack):
     source = f"crm{uuid.uuid4().hex[:8]}"  # the analytics of this source: this deal alone
     deal = await stack.put_deal(source, "d-moving", RENEWAL, "appointmentscheduled")
-    await stack.refresh_active_deals()
     async with signed_in(browser, stack, "read") as tab:
         await tab.page.goto(f"{stack.url}/?source_system={source}&sort=updated_at&order=desc")
         await live(tab.page, "deals", "analytics")
@@ -440,7 +433,6 @@ async def test_the_ops_view_shows_the_figures_and_refreshes_on_each_tick(browser
 
 async def test_a_dropped_websocket_reconnects_and_catches_up_without_a_reload(browser, stack, tmp_path):
     deal = await stack.put_deal("hubspot", "deal-web-offline", EXPANSION, "qualifiedtobuy")
-    await stack.refresh_active_deals()
     async with signed_in(browser, stack, "read") as tab:
         page = tab.page
         await page.goto(f"{stack.url}/?sort=updated_at&order=desc")

@@ -30,14 +30,13 @@ from sophia.events.streams import ensure_streams, stream_specs
 from sophia.workers import job_runner
 from sophia.workers.job_runner import JobRunner, RunnerSpec
 from sophia.workers.jobs import (
+    ANNOUNCE_ACTIVE_DEALS,
     REEMBED_RECORDS,
-    REFRESH_ACTIVE_DEALS,
-    REFRESH_SHARE,
     REPROCESS_RECORDS,
     Handler,
     JobQueue,
     WorkQueueSpec,
-    debounce_deal_refresh,
+    announce_deal_changes,
     default_handlers,
     jobs_stream,
     reembed_handler,
@@ -264,7 +263,7 @@ async def test_a_burst_of_deal_changes_gives_one_refresh_per_window_and_it_runs(
 
     debounce_s, now = 0.5, [time.time()]
     window_end = datetime.fromtimestamp((now[0] // debounce_s + 1) * debounce_s, UTC)
-    sink = debounce_deal_refresh(queue, debounce_s, clock=lambda: now[0])
+    sink = announce_deal_changes(queue, debounce_s, clock=lambda: now[0])
     consumer = ConsumerSpec("deal-refresh", records.name, batch_size=7, batch_wait_s=0.01, idle_wait_s=0.2)
     processor = StreamProcessor(nats, consumer, sink, dead_letter_stream=dead_letter_spec(own))
     stop = asyncio.Event()
@@ -278,7 +277,7 @@ async def test_a_burst_of_deal_changes_gives_one_refresh_per_window_and_it_runs(
             # One job per window: 50 changes gave one (two if, on a slow machine, the refresh had
             # already started and the last changes fell to the next window), never one per change.
             assert await refresh_jobs_at_most(db, started, 2)()
-            key = f"{REFRESH_ACTIVE_DEALS}:{window_end.isoformat()}"
+            key = f"{ANNOUNCE_ACTIVE_DEALS}:{window_end.isoformat()}"
             async with db.connection() as connection:
                 job = await jobs.find(connection, key)
             assert job is not None
@@ -287,7 +286,7 @@ async def test_a_burst_of_deal_changes_gives_one_refresh_per_window_and_it_runs(
             now[0] += debounce_s  # the next window: changes there get a refresh of their own
             await publish(99)
             await eventually(all_acked(nats, consumer, 52))
-            next_key = f"{REFRESH_ACTIVE_DEALS}:{(window_end + timedelta(seconds=debounce_s)).isoformat()}"
+            next_key = f"{ANNOUNCE_ACTIVE_DEALS}:{(window_end + timedelta(seconds=debounce_s)).isoformat()}"
             async with db.connection() as connection:
                 assert await jobs.find(connection, next_key) is not None
     finally:
@@ -300,12 +299,13 @@ async def test_a_burst_of_deal_changes_gives_one_refresh_per_window_and_it_runs(
         in_view = await connection.fetch(
             "SELECT id FROM sophia_core.active_deals_mv WHERE source_system = $1", source
         )
-        audited = await connection.fetchval(
-            "SELECT count(*) FROM sophia_core.outbox WHERE payload ->> 'action' = 'view.refreshed'"
-            " AND payload ->> 'actor' = 'jobs'"
+        announced = await connection.fetchval(
+            "SELECT count(*) FROM sophia_core.outbox"
+            " WHERE event_type = 'view.refreshed' AND created_at >= $1",
+            started,
         )
-    assert sorted(row["id"] for row in in_view) == sorted(deal_ids)
-    assert audited >= 1
+    assert sorted(row["id"] for row in in_view) == sorted(deal_ids)  # kept by the catalog's writes
+    assert announced >= 1
 
 
 def all_acked(nats: NatsConnection, consumer: ConsumerSpec, sequence: int):
@@ -327,7 +327,7 @@ def refresh_jobs_at_most(db: Database, since: datetime, count: int):
         async with db.connection() as connection:
             found = await connection.fetchval(
                 "SELECT count(*) FROM sophia_core.jobs WHERE kind = $1 AND created_at >= $2",
-                REFRESH_ACTIVE_DEALS,
+                ANNOUNCE_ACTIVE_DEALS,
                 since,
             )
         return bool(1 <= found <= count)
@@ -478,50 +478,27 @@ async def test_a_job_not_before_a_time_waits_for_it(queue):
     assert started >= not_before
 
 
-async def test_the_refresh_window_stretches_to_four_times_the_last_refresh(queue, db):
-    """At a million deals a refresh takes seconds: windows shorter than that would keep a core
-    refreshing, so the window is at least REFRESH_SHARE times the last refresh's duration."""
-    at = 40.0 * 50_000_000  # the start of a 40-s window (and of a 1-s one), of this test's own
-    payload = {"id": str(uuid.uuid4()), "source_system": "slow", "kind": "deal", "external_id": "1"}
-    change = Envelope.new("record.upserted", "slow/deal/1", payload, source="catalog")
-    async with db.connection() as connection:
-        await connection.execute(
-            "INSERT INTO sophia_core.jobs (kind, status, started_at, finished_at) "
-            "VALUES ($1, 'succeeded', now() - interval '10 seconds', now())",
-            REFRESH_ACTIVE_DEALS,
-        )
-    assert REFRESH_SHARE * 10.0 == 40.0
-    await debounce_deal_refresh(queue, 1.0, clock=lambda: at + 5)([change])
-    stretched = datetime.fromtimestamp(at + 40, UTC)  # the end of the 40-s window, not of the 1-s one
-    async with db.connection() as connection:
-        job = await jobs.find(connection, f"{REFRESH_ACTIVE_DEALS}:{stretched.isoformat()}")
-        unstretched = datetime.fromtimestamp(at + 6, UTC)
-        assert await jobs.find(connection, f"{REFRESH_ACTIVE_DEALS}:{unstretched.isoformat()}") is None
-    assert job is not None
-    assert job.not_before == stretched
-
-
-async def test_a_deal_change_after_its_windows_refresh_started_is_left_to_the_next_window(queue, db):
+async def test_a_deal_change_after_its_windows_announcement_went_is_left_to_the_next_window(queue, db):
     hour = 3600.0 * 300_000  # an hour's start, long ago: windows of this test's own
-    sink = debounce_deal_refresh(queue, 3600.0, clock=lambda: hour + 1800)
+    sink = announce_deal_changes(queue, 3600.0, clock=lambda: hour + 1800)
     payload = {"id": str(uuid.uuid4()), "source_system": "late", "kind": "deal", "external_id": "1"}
     change = Envelope.new("record.deleted", "late/deal/1", payload, source="catalog")
     contact = Envelope.new(
         "record.upserted", "late/contact/1", payload | {"kind": "contact"}, source="catalog"
     )
     this_window, next_window = (datetime.fromtimestamp(hour + 3600 * n, UTC) for n in (1, 2))
-    await sink([contact])  # no deal in it: nothing to refresh
+    await sink([contact])  # no deal in it: nothing to announce
     async with db.connection() as connection:
-        assert await jobs.find(connection, f"{REFRESH_ACTIVE_DEALS}:{this_window.isoformat()}") is None
+        assert await jobs.find(connection, f"{ANNOUNCE_ACTIVE_DEALS}:{this_window.isoformat()}") is None
     await sink([contact, change])
     async with db.connection() as connection:
-        first = await jobs.find(connection, f"{REFRESH_ACTIVE_DEALS}:{this_window.isoformat()}")
+        first = await jobs.find(connection, f"{ANNOUNCE_ACTIVE_DEALS}:{this_window.isoformat()}")
         assert first is not None
         assert first.not_before == this_window
         await jobs.mark_running(connection, first.id)  # a runner whose clock is ahead took it early
     await sink([change])
     async with db.connection() as connection:
-        later = await jobs.find(connection, f"{REFRESH_ACTIVE_DEALS}:{next_window.isoformat()}")
+        later = await jobs.find(connection, f"{ANNOUNCE_ACTIVE_DEALS}:{next_window.isoformat()}")
     assert later is not None
     assert (later.status, later.not_before) == ("queued", next_window)
 
@@ -726,7 +703,7 @@ async def test_reprocess_records_with_bad_params_fails_at_once_saying_why(queue,
     assert (failed.attempts, failed.error) == (1, f"Invalid: {error}")
 
 
-@pytest.mark.parametrize("debounce_s", [0.0, -1.0])
-def test_a_debounce_window_must_be_positive(queue, debounce_s):
-    with pytest.raises(ValueError, match="debounce_s must be > 0"):
-        debounce_deal_refresh(queue, debounce_s)
+@pytest.mark.parametrize("window_s", [0.0, -1.0])
+def test_a_debounce_window_must_be_positive(queue, window_s):
+    with pytest.raises(ValueError, match="window_s must be > 0"):
+        announce_deal_changes(queue, window_s)

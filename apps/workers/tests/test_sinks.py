@@ -25,7 +25,7 @@ from sophia.core.records import RecordFilter, RecordKey
 from sophia.database import Database, audit, catalog, events, outbox
 from sophia.events.codec import encode
 from sophia.events.connection import NatsConnection
-from sophia.workers.jobs import JobQueue, debounce_deal_refresh, jobs_stream
+from sophia.workers.jobs import JobQueue, announce_deal_changes, jobs_stream
 from sophia.workers.relay import envelope_of
 from sophia.workers.sinks import append_audit, invalidate_caches, store_events, update_analytics
 
@@ -290,7 +290,7 @@ async def test_an_analytics_update_passes_the_other_consumers_of_records(setting
         await update_analytics(unopened, cache)([update])
     await client.aclose()
     queue = JobQueue(unopened, NatsConnection(settings.nats_url or ""), jobs_stream(settings))
-    await debounce_deal_refresh(queue, 1.0)([update])
+    await announce_deal_changes(queue, 1.0)([update])
     async with database.connection() as connection:
         before = await connection.fetchval("SELECT count(*) FROM sophia_core.audit_log")
     await append_audit(database)([update])

@@ -97,7 +97,8 @@ def seed_command(
 
 @views.command("refresh")
 def refresh_views() -> None:
-    """Refresh active_deals_mv CONCURRENTLY (readers are not blocked)."""
+    """Check active_deals_mv against the catalog and mend what differs (the catalog's writes keep it;
+    needed after a load with triggers off or a restore). Readers are not blocked."""
     from sophia.cache.catalog import ACTIVE_DEALS_TAG
     from sophia.cli.caches import running_caches
     from sophia.database import Database
@@ -105,15 +106,18 @@ def refresh_views() -> None:
 
     settings = resolve_settings()
 
-    async def run() -> None:
+    async def run() -> int:
         async with Database(settings) as database, running_caches(settings) as cache:
             async with database.connection() as connection:
-                await view_store.refresh_active_deals(connection, settings.db_maintenance_timeout_s, "cli")
+                mended = await view_store.refresh_active_deals(
+                    connection, settings.db_maintenance_timeout_s, "cli"
+                )
             if cache is not None:
                 await cache.invalidate(tags=[ACTIVE_DEALS_TAG])
+        return mended
 
-    asyncio.run(run())
-    console.print("Refreshed active_deals_mv.")
+    mended = asyncio.run(run())
+    console.print(f"Refreshed active_deals_mv: {mended} rows mended.")
 
 
 @analytics_app.command("rebuild")

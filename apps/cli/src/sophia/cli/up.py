@@ -55,8 +55,6 @@ async def prepare_database(settings: Settings, seed_records: int) -> str:
             )
         if empty and seed_records:
             result = await seed(database, seed_records, 42, settings.max_line_bytes)
-            async with database.connection() as connection:
-                await connection.execute("REFRESH MATERIALIZED VIEW sophia_core.active_deals_mv")
             console.print(f"Loaded {result.received} demo records.")
         key_file = Path(settings.data_dir) / DEV_KEY_FILE
         async with database.connection() as connection:

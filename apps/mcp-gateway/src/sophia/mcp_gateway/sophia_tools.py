@@ -159,10 +159,6 @@ DEAL = _shape(
         **dict.fromkeys(("name", "stage", "pipeline", "close_date", "owner_id"), OPTIONAL_TEXT),
         "amount": NUMBER,
         "updated_at": TEXT,
-        "live_stage": _described(OPTIONAL_TEXT, "The stage in the catalog now (the view may be older)."),
-        "live_name": OPTIONAL_TEXT,
-        "live_amount": OPTIONAL_TEXT,
-        "deleted": _described({"type": ["boolean", "null"]}, "Deleted from the catalog since the refresh."),
     }
 )
 FIGURES = {
@@ -267,8 +263,8 @@ TOOLS = (
     ToolSpec(
         "active_deals",
         "Active deals",
-        "Open deals (the active-deals view), sorted, of one source system, owner or pipeline where "
-        "given, each with its stage, name and amount in the catalog now beside the view's." + LIST_BUDGET,
+        "Open deals (the active-deals view, kept by the catalog's writes), sorted, of one source "
+        "system, owner or pipeline where given." + LIST_BUDGET,
         _arguments(
             {
                 "sort": {"type": "string", "enum": list(views.ACTIVE_DEALS_SORTS), "default": "amount"},

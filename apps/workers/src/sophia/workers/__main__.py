@@ -25,7 +25,7 @@ from sophia.workers.job_runner import JobRunner, RunnerSpec
 from sophia.workers.jobs import (
     REEMBED_RECORDS,
     JobQueue,
-    debounce_deal_refresh,
+    announce_deal_changes,
     default_handlers,
     jobs_stream,
     reembed_handler,
@@ -87,7 +87,7 @@ def processors(
         (ConsumerSpec("audit-admin", streams["audit-logs"].name), append_audit(database)),
         (
             ConsumerSpec("deal-refresh-debounce", streams["records"].name),
-            debounce_deal_refresh(JobQueue(database, nats, jobs_stream(settings)), settings.jobs_debounce_s),
+            announce_deal_changes(JobQueue(database, nats, jobs_stream(settings)), settings.jobs_debounce_s),
         ),
     ]
     if enrichment is not None:  # calls, messages and deals get embeddings, labels and sentiment

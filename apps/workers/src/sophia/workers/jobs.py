@@ -4,7 +4,8 @@ A job is a row in `sophia_core.jobs` (its status, attempts, result) and its id o
 work-queue stream `<prefix>jobs`, subject `<prefix>jobs.<kind>`, published with `Nats-Msg-Id` =
 the job id. Submitting with an idempotency key already used finds that job instead of adding one.
 `sophia.workers.job_runner` runs them; this module submits them, answers for their status and
-holds Sophia's job kinds and the debounced view refresh on deal changes.
+holds Sophia's job kinds and the debounced announcement of deal changes to `active_deals_mv`'s
+caches and live subscribers.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from uuid import UUID
 
 from sophia.core.errors import Invalid, NotFound, Unavailable
 from sophia.core.events import Envelope
-from sophia.database import Database, jobs, reprocess, views
+from sophia.database import Database, jobs, outbox, reprocess, views
 from sophia.database.jobs import Job
 from sophia.events.connection import NATS_FAILURES, NatsConnection
 from sophia.events.streams import StreamSpec, WorkQueueSpec, ensure_streams
@@ -27,6 +28,7 @@ from sophia.shared.settings import Settings
 from sophia.workers.sinks import Sink
 
 __all__ = [
+    "ANNOUNCE_ACTIVE_DEALS",
     "REEMBED_RECORDS",
     "REFRESH_ACTIVE_DEALS",
     "REPROCESS_RECORDS",
@@ -34,7 +36,7 @@ __all__ = [
     "Job",
     "JobQueue",
     "WorkQueueSpec",
-    "debounce_deal_refresh",
+    "announce_deal_changes",
     "default_handlers",
     "jobs_stream",
     "reembed_handler",
@@ -44,6 +46,7 @@ __all__ = [
 log = get_logger(__name__)
 
 REFRESH_ACTIVE_DEALS = "refresh_active_deals"
+ANNOUNCE_ACTIVE_DEALS = "announce_active_deals"
 REPROCESS_RECORDS = "reprocess_records"
 REEMBED_RECORDS = "reembed_records"
 DEAL_EVENTS = frozenset({"record.upserted", "record.deleted"})
@@ -110,11 +113,17 @@ class JobQueue:
 
 
 def default_handlers(database: Database, timeout_s: float, reprocess_batch: int = 1000) -> dict[str, Handler]:
-    """Sophia's job kinds: `refresh_active_deals` and `reprocess_records`."""
+    """Sophia's job kinds: `refresh_active_deals` (check the view against the catalog and mend it),
+    `announce_active_deals` (a `view.refreshed` after deal changes) and `reprocess_records`."""
 
     async def refresh_active_deals(job: Job) -> dict[str, Any]:
         async with database.connection() as connection:
-            await views.refresh_active_deals(connection, timeout_s, actor="jobs")
+            mended = await views.refresh_active_deals(connection, timeout_s, actor="jobs")
+        return {"view": "active_deals_mv", "mended": mended}
+
+    async def announce_active_deals(job: Job) -> dict[str, Any]:
+        async with database.connection() as connection:
+            await outbox.view_refreshed(connection, "active_deals_mv")
         return {"view": "active_deals_mv"}
 
     async def reprocess_records(job: Job) -> dict[str, Any]:
@@ -137,7 +146,11 @@ def default_handlers(database: Database, timeout_s: float, reprocess_batch: int 
                 emitted, after = emitted + count, last_id
                 await jobs.save_progress(connection, job.id, {"emitted": emitted, "after": str(after)})
 
-    return {REFRESH_ACTIVE_DEALS: refresh_active_deals, REPROCESS_RECORDS: reprocess_records}
+    return {
+        REFRESH_ACTIVE_DEALS: refresh_active_deals,
+        ANNOUNCE_ACTIVE_DEALS: announce_active_deals,
+        REPROCESS_RECORDS: reprocess_records,
+    }
 
 
 def reembed_handler(
@@ -191,42 +204,26 @@ def reembed_key(model_version: str, task_versions: dict[str, str]) -> str:
     return f"{REEMBED_RECORDS}:{model_version}{tasks}"
 
 
-REFRESH_SHARE = 4
-"""A refresh of `active_deals_mv` runs at most once per this many times its own last duration: at
-a million deals one takes seconds, and a window shorter than that would keep a core refreshing."""
-REFRESH_TIMING_TTL_S = 30.0
-"""How long the last refresh's duration is reused before it is read again."""
+def announce_deal_changes(queue: JobQueue, window_s: float, clock: Callable[[], float] = time.time) -> Sink:
+    """A `records` sink: deal changes enqueue one `announce_active_deals` per window of `window_s`,
+    run once the window ends (so it covers every change of the window): `active_deals_mv` itself
+    is kept by the catalog's writes, its caches and live subscribers are told once a window."""
+    if window_s <= 0:
+        raise ValueError("window_s must be > 0")
 
-
-def debounce_deal_refresh(queue: JobQueue, debounce_s: float, clock: Callable[[], float] = time.time) -> Sink:
-    """A `records` sink: deal changes enqueue one `refresh_active_deals` per window, run once the
-    window ends (so it sees every change of the window). The window is `debounce_s`, or
-    `REFRESH_SHARE` times the last refresh's duration where that is longer."""
-    if debounce_s <= 0:
-        raise ValueError("debounce_s must be > 0")
-    timing: list[float] = [debounce_s, -math.inf]  # the window now, when it was read
-
-    async def window_s() -> float:
-        if clock() - timing[1] > REFRESH_TIMING_TTL_S:
-            async with queue.database.connection() as connection:
-                took = await jobs.last_run_s(connection, REFRESH_ACTIVE_DEALS)
-            timing[:] = [max(debounce_s, REFRESH_SHARE * (took or 0.0)), clock()]
-        return timing[0]
-
-    async def submit(window: int, size_s: float) -> Job:
-        window_end = datetime.fromtimestamp((window + 1) * size_s, UTC)
-        key = f"{REFRESH_ACTIVE_DEALS}:{window_end.isoformat()}"
-        job, _ = await queue.submit(REFRESH_ACTIVE_DEALS, idempotency_key=key, not_before=window_end)
+    async def submit(window: int) -> Job:
+        window_end = datetime.fromtimestamp((window + 1) * window_s, UTC)
+        key = f"{ANNOUNCE_ACTIVE_DEALS}:{window_end.isoformat()}"
+        job, _ = await queue.submit(ANNOUNCE_ACTIVE_DEALS, idempotency_key=key, not_before=window_end)
         return job
 
     async def sink(batch: list[Envelope]) -> None:
         if not any(e.type in DEAL_EVENTS and e.payload.get("kind") == "deal" for e in batch):
             return
-        size_s = await window_s()
-        window = math.floor(clock() / size_s)
-        if (await submit(window, size_s)).status != "queued":
-            # That window's refresh already started (a runner's clock ahead of ours, or a slow
-            # batch): it may not see this change, so the next window's refresh must.
-            await submit(window + 1, size_s)
+        window = math.floor(clock() / window_s)
+        if (await submit(window)).status != "queued":
+            # That window's announcement already went (a runner's clock ahead of ours, or a slow
+            # batch): it may have gone before this change, so the next window's must say it.
+            await submit(window + 1)
 
     return sink

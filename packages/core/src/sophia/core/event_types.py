@@ -198,9 +198,10 @@ _TYPES = (
         stream="records",
         schema_version=1,
         description=(
-            "An analytics view was refreshed (`active_deals_mv`), in the refresh's transaction: "
-            "what it shows changed at once. Its caches are dropped, and the real-time `deals` "
-            "channel carries it beside the deal changes."
+            "An analytics view shows something new (`active_deals_mv`): deals changed in the last "
+            "window (announced once a window while they change), or a refresh mended it, in the "
+            "refresh's transaction. Its caches are dropped, and the real-time `deals` channel "
+            "carries it beside the deal changes."
         ),
         key="`view/<name>`",
         payload_schema=_payload_schema(

@@ -187,14 +187,3 @@ async def counts(connection: Connection, kind: str | None = None) -> dict[str, i
         kind,
     )
     return {status: 0 for status in STATUSES} | {row[0]: int(row[1]) for row in rows}
-
-
-async def last_run_s(connection: Connection, kind: str) -> float | None:
-    """How long the latest finished, successful job of `kind` ran (None: none has yet)."""
-    value = await connection.fetchval(
-        "SELECT extract(epoch FROM finished_at - started_at) FROM sophia_core.jobs "
-        "WHERE kind = $1 AND status = 'succeeded' AND started_at IS NOT NULL "
-        "ORDER BY created_at DESC LIMIT 1",
-        kind,
-    )
-    return None if value is None else float(value)

@@ -1,4 +1,9 @@
-"""The analytics views over the catalog (`active_deals_mv`)."""
+"""The analytics views over the catalog (`active_deals_mv`).
+
+`active_deals_mv` is the open deals of the catalog, kept by the catalog's own writes (a trigger, in
+the writing transaction: migration 0018), not recomputed. A refresh checks it against the catalog
+and mends what differs (after a load with triggers off, or a restore), and announces it.
+"""
 
 from __future__ import annotations
 
@@ -12,20 +17,46 @@ ACTIVE_DEALS_JSON = """json_build_object(
     'amount', d.amount, 'stage', d.stage, 'pipeline', d.pipeline, 'close_date', d.close_date,
     'owner_id', d.owner_id, 'updated_at', d.updated_at)::text"""
 
+_MEND = """
+WITH current AS (
+    SELECT a.* FROM sophia_core.unified_data_catalog c CROSS JOIN LATERAL sophia_core.active_deal_of(c) a
+    WHERE c.kind = 'deal'
+), gone AS (
+    DELETE FROM sophia_core.active_deals_mv m
+    WHERE NOT EXISTS (SELECT FROM current WHERE current.id = m.id)
+    RETURNING 1
+), mended AS (
+    INSERT INTO sophia_core.active_deals_mv SELECT * FROM current
+    ON CONFLICT (id) DO UPDATE SET
+        source_system = excluded.source_system, external_id = excluded.external_id,
+        name = excluded.name, amount = excluded.amount, stage = excluded.stage,
+        pipeline = excluded.pipeline, close_date = excluded.close_date, owner_id = excluded.owner_id,
+        created_at = excluded.created_at, updated_at = excluded.updated_at
+    WHERE (active_deals_mv.*) IS DISTINCT FROM (excluded.*)
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM gone) + (SELECT count(*) FROM mended)"""
+
 
 async def refresh_active_deals(
     connection: Connection, timeout_s: float | None = None, actor: str | None = None
-) -> None:
-    """Rebuild the view without blocking readers (CONCURRENTLY needs its unique index), with a
-    `view.refreshed` event for its caches and live subscribers; a refresh an `actor` asked for is
-    audited with it."""
+) -> int:
+    """Check `active_deals_mv` against the catalog and mend the rows that differ (none, while the
+    trigger has seen every write); how many it mended. Writers of the catalog's deals wait for it
+    (the table is locked against writes, not reads: a write meanwhile could be undone by the
+    mend's older snapshot). Announced with a `view.refreshed` event for its caches and live
+    subscribers; a refresh an `actor` asked for is audited with it."""
     async with connection.transaction():
         await connection.execute(
-            "REFRESH MATERIALIZED VIEW CONCURRENTLY sophia_core.active_deals_mv", timeout=timeout_s
+            "LOCK TABLE sophia_core.active_deals_mv IN EXCLUSIVE MODE", timeout=timeout_s
         )
+        mended: int = await connection.fetchval(_MEND, timeout=timeout_s)
         await outbox.view_refreshed(connection, "active_deals_mv")
         if actor is not None:
-            await outbox.audit(connection, actor, "view.refreshed", "view/active_deals_mv", {})
+            await outbox.audit(
+                connection, actor, "view.refreshed", "view/active_deals_mv", {"mended": mended}
+            )
+    return mended
 
 
 async def active_deals_page(connection: Connection, after: UUID | None, limit: int) -> list[tuple[UUID, str]]:
@@ -60,22 +91,16 @@ async def active_deals_table(
     pipeline: str | None = None,
 ) -> list[dict[str, object]]:
     """A page of `active_deals_mv` (of one source system, owner or pipeline where given) in the
-    order asked for, with each deal's current name, stage and amount read from the catalog beside
-    the view's (so a stage moved since the last refresh shows at once; `deleted` if it is gone)."""
+    order asked for."""
     order = ACTIVE_DEALS_SORTS[sort]  # a KeyError for anything else: callers validate `sort`
     direction = "DESC NULLS LAST" if descending else "ASC NULLS LAST"
     rows = await connection.fetch(
         f"""SELECT d.id, d.source_system, d.external_id, d.name, d.amount, d.stage, d.pipeline,
-                   d.close_date, d.owner_id, d.updated_at,
-                   coalesce(c.data ->> 'dealstage', c.data ->> 'stage') AS live_stage,
-                   coalesce(c.data ->> 'dealname', c.data ->> 'name') AS live_name,
-                   c.data ->> 'amount' AS live_amount, c.deleted_at IS NOT NULL AS deleted
-            FROM (SELECT * FROM sophia_core.active_deals_mv AS d
-                  WHERE ($3::text IS NULL OR d.source_system = $3) AND ($4::text IS NULL OR d.owner_id = $4)
-                    AND ($5::text IS NULL OR d.pipeline = $5)
-                  ORDER BY {order} {direction}, d.id LIMIT $2 OFFSET $1) AS d
-            LEFT JOIN sophia_core.unified_data_catalog AS c ON c.id = d.id
-            ORDER BY {order} {direction}, d.id""",
+                   d.close_date, d.owner_id, d.updated_at
+            FROM sophia_core.active_deals_mv AS d
+            WHERE ($3::text IS NULL OR d.source_system = $3) AND ($4::text IS NULL OR d.owner_id = $4)
+              AND ($5::text IS NULL OR d.pipeline = $5)
+            ORDER BY {order} {direction}, d.id LIMIT $2 OFFSET $1""",
         offset,
         limit,
         source_system,

@@ -243,7 +243,10 @@ class Settings(BaseSettings):
         description="Most events a store processor holds un-acked (2 batches: one fetched while one stores).",
     )
     jobs_debounce_s: float = Field(
-        5.0, gt=0, description="Window of the debounced active_deals_mv refresh after deal changes."
+        5.0,
+        gt=0,
+        description="Window in which deal changes are announced once to active_deals_mv's caches and "
+        "live subscribers.",
     )
     jobs_concurrency: int = Field(4, ge=1, description="Background jobs one workers process runs at once.")
     jobs_max_attempts: int = Field(5, ge=1, description="Attempts of a job before it is failed.")

@@ -45,7 +45,7 @@ async def active_deals(
 @router.post(
     "/admin/views/active-deals:refresh",
     status_code=204,
-    summary="Refresh active_deals_mv now (CONCURRENTLY: readers are not blocked)",
+    summary="Check active_deals_mv against the catalog and mend what differs (readers are not blocked)",
 )
 async def refresh_active_deals(state: State, key: Annotated[ApiKey, Depends(require("admin"))]) -> Response:
     async with state.database.connection() as connection:
