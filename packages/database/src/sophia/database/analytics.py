@@ -100,14 +100,18 @@ async def apply_deal_changes(
             "WHERE deal_id = ANY($1::uuid[])",
             ids,
         )
+        # Each deal's history after the last row counted, from the high-water marks just read: a
+        # join with deal_facts instead was planned as a hash join over all of it (24 ms a batch of
+        # 1,000 at 200,000 deals, against a few ms for these index lookups).
         history = await connection.fetch(
             "SELECT h.id, h.deal_id, h.source_system, h.owner, h.pipeline, h.from_stage, h.to_stage, "
             "date_trunc('month', h.at AT TIME ZONE 'UTC')::date AS month, "
             "extract(epoch FROM h.at - h.entered_from_at) AS seconds "
-            "FROM sophia_analytics.stage_history AS h "
-            "LEFT JOIN sophia_analytics.deal_facts AS f ON f.deal_id = h.deal_id "
-            "WHERE h.deal_id = ANY($1::uuid[]) AND h.id > coalesce(f.history_id, 0) ORDER BY h.id",
+            "FROM unnest($1::uuid[], $2::bigint[]) AS w(deal_id, after) "
+            "JOIN sophia_analytics.stage_history AS h ON h.deal_id = w.deal_id AND h.id > w.after "
+            "ORDER BY h.id",
             ids,
+            [(stored[deal_id]["history_id"] or 0) if deal_id in stored else 0 for deal_id in ids],
         )
         deals, closed = _Deltas(2), _Deltas(3)
         moved: list[tuple[UUID, Any, Any]] = []
@@ -474,7 +478,11 @@ async def rebuild(
         )
         progress(f"calls and messages: {talks:,} summarized; activity per company: summarizing")
         companies = await connection.fetchval("SELECT sophia_analytics.rebuild_activity()", timeout=timeout_s)
-        progress(f"activity: {companies:,} companies")
+        progress(f"activity: {companies:,} companies; analyzing the summaries")
+    # Statistics for the tables just filled, before the consumers' next batch is planned: without
+    # them, `stages_reached`'s lookup of a batch's deals was planned as a scan of the whole table
+    # (44 ms a batch of 1,000 at 200,000 deals, against about 3 by its primary key).
+    await connection.execute(f"ANALYZE {_REBUILT}", timeout=timeout_s)
     return int(deals), int(changes), int(talks)
 
 
