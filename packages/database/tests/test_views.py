@@ -6,6 +6,8 @@ from contextlib import asynccontextmanager
 from decimal import Decimal
 
 import orjson
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sophia.database import views
 
@@ -124,3 +126,37 @@ async def test_emptying_the_catalog_empties_the_open_deals(database):
         await connection.execute(WRITE, "emptied", "deal", "d-1", deal)
         await connection.execute("TRUNCATE sophia_core.unified_data_catalog CASCADE")
         assert await connection.fetchval("SELECT count(*) FROM sophia_core.active_deals_mv") == 0
+
+
+STAGES = ["qualifiedtobuy", "contractsent", "closedwon", "Lost", None]
+WRITES = st.lists(
+    st.tuples(
+        st.integers(0, 2),  # which deal
+        st.sampled_from(["write", "delete", "restore", "purge"]),
+        st.sampled_from(STAGES),
+        st.sampled_from(["12.5", "a lot", None]),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(writes=WRITES)
+async def test_after_any_writes_the_trigger_left_nothing_for_a_refresh_to_mend(database, writes):
+    """Whatever the writes, deletes, restores and purges, the table is what the view's definition
+    gives: a refresh finds nothing to mend."""
+    async with rolled_back(database) as connection:
+        for deal, action, stage, amount in writes:
+            if action == "write":
+                data = {"dealstage": stage, "amount": amount, "dealname": f"n{deal}"}
+                await connection.execute(WRITE, "any", "deal", f"d-{deal}", orjson.dumps(data).decode())
+                continue
+            change = {
+                "delete": "UPDATE sophia_core.unified_data_catalog SET deleted_at = now()",
+                "restore": "UPDATE sophia_core.unified_data_catalog SET deleted_at = NULL",
+                "purge": "DELETE FROM sophia_core.unified_data_catalog",
+            }[action]
+            await connection.execute(
+                f"{change} WHERE source_system = 'any' AND external_id = $1", f"d-{deal}"
+            )
+        assert await views.refresh_active_deals(connection) == 0

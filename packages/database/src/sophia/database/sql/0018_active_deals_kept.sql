@@ -43,28 +43,26 @@ CREATE FUNCTION sophia_core.active_deal_of(c sophia_core.unified_data_catalog)
           NOT IN ('closedwon', 'closedlost', 'closed_won', 'closed_lost', 'won', 'lost')
 $$;
 
+-- A row trigger, so that writes of anything but deals pay nothing (its WHEN skips them): it adds
+-- about 12 µs to each deal written (a 500-deal merge, 73 -> 85 µs a row). A statement trigger with
+-- transition tables cost deals 3 µs, but captured every row of every write: 3 µs more for each
+-- call or message written (29 -> 32 µs a row), the bulk of what the catalog takes in.
 CREATE FUNCTION sophia_core.keep_active_deal() RETURNS trigger
     LANGUAGE plpgsql AS $$
-DECLARE
-    line sophia_core.active_deals_mv;
 BEGIN
     IF TG_OP = 'DELETE' THEN
         DELETE FROM sophia_core.active_deals_mv WHERE id = OLD.id;
         RETURN NULL;
     END IF;
-    SELECT * INTO line FROM sophia_core.active_deal_of(NEW);
-    IF line.id IS NULL THEN
-        IF TG_OP = 'UPDATE' THEN
-            DELETE FROM sophia_core.active_deals_mv WHERE id = NEW.id;
-        END IF;
-        RETURN NULL;
-    END IF;
-    INSERT INTO sophia_core.active_deals_mv VALUES (line.*)
+    INSERT INTO sophia_core.active_deals_mv SELECT * FROM sophia_core.active_deal_of(NEW)
     ON CONFLICT (id) DO UPDATE SET
         source_system = excluded.source_system, external_id = excluded.external_id,
         name = excluded.name, amount = excluded.amount, stage = excluded.stage,
         pipeline = excluded.pipeline, close_date = excluded.close_date, owner_id = excluded.owner_id,
         created_at = excluded.created_at, updated_at = excluded.updated_at;
+    IF NOT FOUND AND TG_OP = 'UPDATE' THEN  -- no longer an open deal
+        DELETE FROM sophia_core.active_deals_mv WHERE id = NEW.id;
+    END IF;
     RETURN NULL;
 END;
 $$;
