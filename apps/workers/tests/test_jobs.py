@@ -32,6 +32,7 @@ from sophia.workers.job_runner import JobRunner, RunnerSpec
 from sophia.workers.jobs import (
     ANNOUNCE_ACTIVE_DEALS,
     REEMBED_RECORDS,
+    REFRESH_ACTIVE_DEALS,
     REPROCESS_RECORDS,
     Handler,
     JobQueue,
@@ -333,6 +334,22 @@ def refresh_jobs_at_most(db: Database, since: datetime, count: int):
         return bool(1 <= found <= count)
 
     return check
+
+
+async def test_a_refresh_job_mends_the_view_and_says_how_many_rows(queue, db):
+    source = f"mend{uuid.uuid4().hex[:6]}"
+    [deal] = await insert_records(db, source, "deal", 1)
+    async with db.connection() as connection:  # what a load around the trigger leaves
+        await connection.execute("DELETE FROM sophia_core.active_deals_mv WHERE id = $1", deal)
+    job, _ = await queue.submit(REFRESH_ACTIVE_DEALS)
+    async with running(queue, default_handlers(db, 60.0)):
+        await eventually(status_is(queue, job.id, "succeeded"))
+    assert (await queue.status(job.id)).result == {"view": "active_deals_mv", "mended": 1}
+    async with db.connection() as connection:
+        back = await connection.fetchval(
+            "SELECT count(*) FROM sophia_core.active_deals_mv WHERE id = $1", deal
+        )
+    assert back == 1
 
 
 async def test_reprocess_records_reemits_exactly_the_matching_records_events(queue, db):

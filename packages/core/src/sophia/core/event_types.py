@@ -116,7 +116,7 @@ _TYPES = (
         description=(
             "A catalog record to enrich again with the models now served (a `reembed_records` job "
             "re-emits it): nothing about the record changed, so only the ML enrichment acts on it; "
-            "caches, the audit trail and the deal refresh let it pass."
+            "caches, the audit trail and the deal announcement let it pass."
         ),
         key=_RECORD_KEY,
         payload_schema=_payload_schema("record.reenrich", _RECORD_REQUIRED, _RECORD_PROPERTIES),
