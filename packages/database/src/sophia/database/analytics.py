@@ -149,6 +149,16 @@ async def apply_deal_changes(
                 if row["from_stage"] is not None:
                     stages.add((*where, row["from_stage"], row["month"]), 0, 0, 1, row["seconds"])
                 last_history[row["deal_id"]] = row["id"]
+        # The rows of these deals first, the summaries' rows (which every batch moves) last: another
+        # batch waits for those until this one commits, so they are held as briefly as can be.
+        if reached_now:
+            await connection.execute(
+                "INSERT INTO sophia_analytics.stages_reached (deal_id, stage) "
+                "SELECT * FROM unnest($1::uuid[], $2::text[])",
+                [deal for deal, _ in reached_now],
+                [stage for _, stage in reached_now],
+            )
+        await _store_facts(connection, moved, last_history, stored)
         await _move_summary(connection, "deal_summary", _DEAL_SUMMARY_KEY, ("deals", "amount"), deals)
         await _move_summary(
             connection, "closed_summary", _CLOSED_SUMMARY_KEY, ("deals", "amount", "cycle_days"), closed
@@ -161,14 +171,6 @@ async def apply_deal_changes(
             stages,
             empty="entered = 0 AND exited = 0",
         )
-        if reached_now:
-            await connection.execute(
-                "INSERT INTO sophia_analytics.stages_reached (deal_id, stage) "
-                "SELECT * FROM unnest($1::uuid[], $2::text[])",
-                [deal for deal, _ in reached_now],
-                [stage for _, stage in reached_now],
-            )
-        await _store_facts(connection, moved, last_history, stored)
         await _move_freshness(connection, as_of)
         return Applied(len(moved), len(history))
 
