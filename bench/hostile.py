@@ -185,6 +185,7 @@ class Load:
             latency_s=latency_s,
             timeout_s=TIMEOUT_S,
             nice=nice,
+            seconds="good" in per_s,  # the good client's longest answer of each second
         )
 
 
@@ -412,6 +413,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return result
 
 
+def slow_seconds(label: str, side: dict[str, Any], quiet_p99_ms: float) -> str:
+    """How many seconds of a phase held an answer slower than the goal allows: a tail from a few bad
+    seconds (a burst) reads differently from one spread over the whole phase (queueing)."""
+    longest = side.get("second_max_ms") or []
+    over = sum(ms > GOAL_P99_RATIO * quiet_p99_ms for ms in longest)
+    return (
+        f"  {label:<9}seconds with an answer over {GOAL_P99_RATIO:g}x the quiet p99: {over} of {len(longest)}"
+        f"  (longest answer a second: {', '.join(f'{ms:.0f}' for ms in longest)} ms)"
+    )
+
+
 def summary(result: dict[str, Any], options: argparse.Namespace) -> str:
     def good(label: str, side: dict[str, Any]) -> str:
         return (
@@ -431,6 +443,7 @@ def summary(result: dict[str, Any], options: argparse.Namespace) -> str:
         good("quiet", result["quiet"]),
         good("attacked", result["attacked"]),
         f"  ratio attacked p99 / quiet p99 {result['ratio']:.2f} (goal <= {GOAL_P99_RATIO:g})",
+        *(slow_seconds(label, result[label], result["quiet"]["p99_ms"]) for label in ("quiet", "attacked")),
         "  attackers:",
         *(
             f"    {name:<13}{side['target_per_s']:>7,.1f}/s {side['requests']:>8,} sent  dropped "

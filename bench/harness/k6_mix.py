@@ -7,7 +7,7 @@ import math
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,9 @@ class Traffic:
     max_ms: float
     dropped: int
     """Requests due while every virtual user of the scenario waited on an answer."""
+    second_max_ms: list[float] | None = None
+    """The longest answer of each second of the run, in order (`k6_mix(..., seconds=True)`): shows
+    whether a tail is a few bad seconds or spread over all of them."""
 
     @property
     def errors(self) -> int:
@@ -121,6 +124,7 @@ async def k6_mix(
     timeout_s: float = 10.0,
     max_vus: int = 300,
     nice: int = 0,
+    seconds: bool = False,
 ) -> dict[str, Traffic]:
     """Run `script` (exporting a function per key of `per_s`) with each at its rate a second, from
     address `source` (any 127.x.y.z: a client of its own to the API's limits per address).
@@ -129,7 +133,8 @@ async def k6_mix(
     costs CPU the server would miss on a small machine), and grow up to what `timeout_s`-long answers
     need, at most `max_vus` a scenario: past that, what falls due is dropped, and counted. With
     `nice`, k6 runs that many steps below normal CPU priority (all its threads: started through
-    `nice`), for load that would come from other machines than the server's."""
+    `nice`), for load that would come from other machines than the server's. With `seconds`, k6
+    also writes every answer's time (`--out json`) and each scenario gets `second_max_ms`."""
     plans = {
         name: {
             "per_min": max(1, round(rate * 60)),  # a minute as the unit: fractional rates a second
@@ -139,7 +144,9 @@ async def k6_mix(
         for name, rate in per_s.items()
     }
     with tempfile.TemporaryDirectory(prefix="sophia-k6-") as folder:
-        script_file, summary, output = (Path(folder) / name for name in ("mix.js", "summary.json", "k6.log"))
+        script_file, summary, output, points = (
+            Path(folder) / name for name in ("mix.js", "summary.json", "k6.log", "points.json")
+        )
         script_file.write_text(script + OPTIONS)
         environment = {
             **variables,
@@ -151,7 +158,7 @@ async def k6_mix(
             "MIX_SUMMARY": str(summary),
         }
         argv = [str(find_k6()), "run", "--quiet", "--no-color", "--no-usage-report", "--address="]
-        argv += [f"--local-ips={source}", str(script_file)]
+        argv += [f"--local-ips={source}", *(["--out", f"json={points}"] if seconds else []), str(script_file)]
         if nice:
             argv = [shutil.which("nice") or "nice", "-n", str(nice), *argv]
         with output.open("wb") as log:  # k6 warns on every failed request: a file, not a pipe to fill
@@ -166,4 +173,24 @@ async def k6_mix(
             tail = output.read_text(errors="replace")[-2000:]
             raise RuntimeError(f"k6 failed ({process.returncode}): {tail}")
         metrics = orjson.loads(summary.read_bytes())
-    return {name: _traffic(metrics, name, rate) for name, rate in per_s.items()}
+        longest = _second_max_ms(points) if seconds else {}
+    return {
+        name: replace(_traffic(metrics, name, rate), second_max_ms=longest.get(name) if seconds else None)
+        for name, rate in per_s.items()
+    }
+
+
+def _second_max_ms(points: Path) -> dict[str, list[float]]:
+    """Per scenario, the longest answer of each second, from k6's JSON output (one object a line;
+    an answer's time is written to the second first, so its first 19 characters name its second)."""
+    longest: dict[str, dict[str, float]] = {}
+    with points.open("rb") as lines:
+        for line in lines:
+            point = orjson.loads(line)
+            if point.get("type") != "Point" or point.get("metric") != "http_req_duration":
+                continue
+            data = point["data"]
+            second = data["time"][:19]
+            seconds = longest.setdefault(data["tags"].get("scenario", ""), {})
+            seconds[second] = max(seconds.get(second, 0.0), float(data["value"]))
+    return {name: [round(seconds[key], 2) for key in sorted(seconds)] for name, seconds in longest.items()}

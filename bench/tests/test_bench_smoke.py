@@ -322,6 +322,9 @@ def test_hostile_measures_the_good_client_quiet_then_under_every_attack(capsys):
         assert good["requests"] > 0
         assert sum(good["statuses"].values()) == good["requests"]  # every answer counted, by status
         assert 0 < good["p50_ms"] <= good["p99_ms"]
+        longest = good["second_max_ms"]  # the longest answer of each second of the phase
+        assert 3 <= len(longest) <= 5
+        assert max(longest) == pytest.approx(good["max_ms"], abs=0.01)
     assert result["ratio"] > 0
     assert result["goal"] == 2.0
     attackers = {"made_up_keys", "filters", "cursors", "embeddings", "readyz"}
