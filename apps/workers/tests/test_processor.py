@@ -22,7 +22,7 @@ from waiting import eventually
 from sophia.core.errors import NotFound, Unavailable
 from sophia.core.events import Envelope
 from sophia.engines.nats import EmbeddedNats
-from sophia.events.codec import decode, encode
+from sophia.events.codec import encode
 from sophia.events.connection import NatsConnection
 from sophia.events.dead_letter import dead_letter_spec, list_dead_letters, replay, show_dead_letter
 from sophia.events.streams import StreamSpec, ensure_streams, stream_specs
@@ -282,27 +282,6 @@ async def test_stop_finishes_the_batch_in_hand_and_acks_it(nats, streams):
     await asyncio.wait_for(task, 5)
     assert len(sink.stored) == 4
     await eventually(acks_are(nats, consumer_spec, (0, 4)))  # sent and flushed; JetStream applies them after
-
-
-async def test_messages_fetched_past_the_room_and_never_started_are_handed_back_at_the_stop(nats, streams):
-    """Messages can arrive past what a batch took (a request asked for more than the room left by
-    then): they wait for the next batch, and at the stop the processor NAKs what is still waiting,
-    so JetStream delivers it again at once instead of after the ack wait."""
-    spec, dead_letter = streams
-    consumer_spec = consumer(spec, ack_wait_s=30.0)
-    await publish(nats, spec, [event(1), event(2)])
-    processor = StreamProcessor(nats, consumer_spec, Recorder(), dead_letter_stream=dead_letter)
-    subscription = await processor._subscribe()
-    try:
-        first = await subscription.take(2, wait_s=5, fill_s=5)
-        subscription._ready = first  # as if they had arrived past the room and were never taken
-        await processor._finish()
-        assert subscription.held() == []
-        again = await subscription.take(2, wait_s=5, fill_s=5)  # long before the 30 s ack wait
-        assert sorted(decode(m.data).payload["n"] for m in again) == [1, 2]
-        assert {deliveries(m) for m in again} == {2}
-    finally:
-        await subscription.unsubscribe()
 
 
 async def test_concurrency_bounds_the_messages_fetched_and_not_yet_acked(nats, streams):

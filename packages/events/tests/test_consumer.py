@@ -99,7 +99,7 @@ async def test_a_pull_takes_at_most_its_room_and_never_asks_past_it(nats, own_st
         assert (info.num_ack_pending, info.num_pending) == (4, 6)
         rest = await pull.take(10, wait_s=2, fill_s=0.2)
         assert [m.data for m in rest] == [str(n).encode() for n in range(4, 10)]
-        assert pull.held() == []
+        assert await pull.take(10, wait_s=0.2) == []  # nothing more, held or in the stream
     finally:
         await pull.unsubscribe()
 
@@ -117,16 +117,24 @@ async def test_a_request_that_expired_empty_stops_counting(nats, own_streams):
 
 
 async def test_what_arrives_past_a_take_waits_for_the_next_and_is_handed_back_at_the_end(nats, own_streams):
-    spec, pull = await pull_of(nats, own_streams, "late")
+    """Messages can arrive past what a take handed over (a request asked for more than was taken):
+    they wait for the next take, and `unsubscribe` (every consumer's stop and reconnect) NAKs them,
+    so JetStream delivers them again at once instead of after the ack wait."""
+    spec, pull = await pull_of(nats, own_streams, "late", ack_wait=30.0)
     try:
         await publish_n(nats, spec, 1)
         assert [m.data for m in await pull.take(5, wait_s=2)] == [b"0"]  # no fill: the first
         await publish_n(nats, spec, 2, start=1)  # the open request asked for 4 more
         await eventually(lambda: len(pull._ready) == 2)  # arrived, not taken
-        held = pull.held()
-        assert [m.data for m in held] == [b"1", b"2"]
     finally:
         await pull.unsubscribe()
+    again = await PullSubscription.bind(nats, spec.name, "late")
+    try:
+        taken = await again.take(2, wait_s=5, fill_s=5)  # long before the 30 s ack wait
+        assert [m.data for m in taken] == [b"1", b"2"]
+        assert {m.metadata.num_delivered for m in taken} == {2}
+    finally:
+        await again.unsubscribe()
 
 
 async def test_a_pull_on_a_consumer_that_is_gone_fails(nats, own_streams):

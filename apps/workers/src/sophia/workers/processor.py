@@ -127,7 +127,6 @@ class StreamProcessor:
         self._dead_letter_name = (
             dead_letter_stream.name if isinstance(dead_letter_stream, StreamSpec) else dead_letter_stream
         )
-        self._subscription: PullSubscription | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._consumer_loop: ConsumerLoop
         self._lag_due = 0.0
@@ -159,8 +158,7 @@ class StreamProcessor:
         self._dead_letter_name = await ensure_dead_letter(js, self.dead_letter_stream)
         await js.add_consumer(self.spec.stream, self.spec.config())  # creates, or updates the config
         self._lag_due = 0.0
-        self._subscription = await PullSubscription.bind(self.nats, self.spec.stream, self.spec.name)
-        return self._subscription
+        return await PullSubscription.bind(self.nats, self.spec.stream, self.spec.name)
 
     async def _consume(self, subscription: PullSubscription, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -287,14 +285,11 @@ class StreamProcessor:
         log.warning("stream_dead_lettered", consumer=self.spec.name, sequence=sequence, reason=reason)
 
     async def _finish(self) -> None:
-        """Hand back what arrived and was never started, and make sure the last acks left this
-        process before it exits."""
-        held = self._subscription.held() if self._subscription is not None else []
+        """Make sure the last acks (and the NAKs of what the subscription held: `unsubscribe`) left
+        this process before it exits."""
         client = self.nats.client
         try:
             async with asyncio.timeout(self.nats.timeout_s):
-                for message in held:
-                    await message.nak()
                 if client is not None and client.is_connected:
                     await client.flush(timeout=max(int(self.nats.timeout_s), 1))
         except NATS_FAILURES as error:  # JetStream delivers what it did not hear of again

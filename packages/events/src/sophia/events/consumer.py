@@ -167,19 +167,19 @@ class PullSubscription:
             error, self._error = self._error, None
             raise error
 
-    def held(self) -> list[Msg]:
-        """The messages that arrived and were never taken (the caller NAKs them at its stop)."""
-        held, self._ready = self._ready, []
-        return held
-
     async def consumer_info(self) -> ConsumerInfo:
         info: ConsumerInfo = await self._js.consumer_info(self.stream, self.durable)
         return info
 
     async def unsubscribe(self) -> None:
+        """Stop receiving, and hand back what arrived and was never taken (NAK: JetStream delivers it
+        again at once, not after the ack wait), as every consumer's stop and reconnect should."""
         if self._inbox_subscription is not None:
             subscription, self._inbox_subscription = self._inbox_subscription, None
             await subscription.unsubscribe()
+        held, self._ready = self._ready, []
+        for message in held:
+            await message.nak()
 
 
 class ConsumerLoop:
