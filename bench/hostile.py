@@ -416,7 +416,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 def slow_seconds(label: str, side: dict[str, Any], quiet_p99_ms: float) -> str:
     """How many seconds of a phase held an answer slower than the goal allows: a tail from a few bad
     seconds (a burst) reads differently from one spread over the whole phase (queueing)."""
-    longest = side.get("second_max_ms") or []
+    longest = side["second_max_ms"]
     over = sum(ms > GOAL_P99_RATIO * quiet_p99_ms for ms in longest)
     return (
         f"  {label:<9}seconds with an answer over {GOAL_P99_RATIO:g}x the quiet p99: {over} of {len(longest)}"

@@ -175,7 +175,7 @@ async def k6_mix(
         metrics = orjson.loads(summary.read_bytes())
         longest = _second_max_ms(points) if seconds else {}
     return {
-        name: replace(_traffic(metrics, name, rate), second_max_ms=longest.get(name) if seconds else None)
+        name: replace(_traffic(metrics, name, rate), second_max_ms=longest.get(name))
         for name, rate in per_s.items()
     }
 

@@ -111,7 +111,7 @@ async def apply_deal_changes(
             "JOIN sophia_analytics.stage_history AS h ON h.deal_id = w.deal_id AND h.id > w.after "
             "ORDER BY h.id",
             ids,
-            [(stored[deal_id]["history_id"] or 0) if deal_id in stored else 0 for deal_id in ids],
+            [stored[deal_id]["history_id"] if deal_id in stored else 0 for deal_id in ids],
         )
         deals, closed = _Deltas(2), _Deltas(3)
         moved: list[tuple[UUID, Any, Any]] = []

@@ -17,40 +17,16 @@ ACTIVE_DEALS_JSON = """json_build_object(
     'amount', d.amount, 'stage', d.stage, 'pipeline', d.pipeline, 'close_date', d.close_date,
     'owner_id', d.owner_id, 'updated_at', d.updated_at)::text"""
 
-_MEND = """
-WITH current AS (
-    SELECT a.* FROM sophia_core.unified_data_catalog c CROSS JOIN LATERAL sophia_core.active_deal_of(c) a
-    WHERE c.kind = 'deal'
-), gone AS (
-    DELETE FROM sophia_core.active_deals_mv m
-    WHERE NOT EXISTS (SELECT FROM current WHERE current.id = m.id)
-    RETURNING 1
-), mended AS (
-    INSERT INTO sophia_core.active_deals_mv SELECT * FROM current
-    ON CONFLICT (id) DO UPDATE SET
-        source_system = excluded.source_system, external_id = excluded.external_id,
-        name = excluded.name, amount = excluded.amount, stage = excluded.stage,
-        pipeline = excluded.pipeline, close_date = excluded.close_date, owner_id = excluded.owner_id,
-        created_at = excluded.created_at, updated_at = excluded.updated_at
-    WHERE (active_deals_mv.*) IS DISTINCT FROM (excluded.*)
-    RETURNING 1
-)
-SELECT (SELECT count(*) FROM gone) + (SELECT count(*) FROM mended)"""
-
 
 async def refresh_active_deals(
     connection: Connection, timeout_s: float | None = None, actor: str | None = None
 ) -> int:
     """Check `active_deals_mv` against the catalog and mend the rows that differ (none, while the
-    trigger has seen every write); how many it mended. Writers of the catalog's deals wait for it
-    (the table is locked against writes, not reads: a write meanwhile could be undone by the
-    mend's older snapshot). Announced with a `view.refreshed` event for its caches and live
-    subscribers; a refresh an `actor` asked for is audited with it."""
+    trigger has seen every write); how many it mended (`sophia_core.mend_active_deals`: deal
+    writers wait for it, readers do not). Announced with a `view.refreshed` event for its caches
+    and live subscribers; a refresh an `actor` asked for is audited with it."""
     async with connection.transaction():
-        await connection.execute(
-            "LOCK TABLE sophia_core.active_deals_mv IN EXCLUSIVE MODE", timeout=timeout_s
-        )
-        mended: int = await connection.fetchval(_MEND, timeout=timeout_s)
+        mended: int = await connection.fetchval("SELECT sophia_core.mend_active_deals()", timeout=timeout_s)
         await outbox.view_refreshed(connection, "active_deals_mv")
         if actor is not None:
             await outbox.audit(

@@ -85,6 +85,36 @@ $$;
 CREATE TRIGGER active_deals_truncated AFTER TRUNCATE ON sophia_core.unified_data_catalog
     FOR EACH STATEMENT EXECUTE FUNCTION sophia_core.empty_active_deals();
 
-INSERT INTO sophia_core.active_deals_mv
-SELECT a.* FROM sophia_core.unified_data_catalog c CROSS JOIN LATERAL sophia_core.active_deal_of(c) a
-WHERE c.kind = 'deal';
+-- The table checked against the catalog and mended where it differs (`sophia views refresh`): what a
+-- load with triggers off or a restore of one table leaves. Rows mended (none while the trigger has
+-- seen every write). Deal writers wait meanwhile (the table is locked against writes, not reads):
+-- one during the mend could be undone by its older snapshot.
+CREATE FUNCTION sophia_core.mend_active_deals() RETURNS bigint
+    LANGUAGE plpgsql AS $$
+DECLARE
+    mended bigint;
+BEGIN
+    LOCK TABLE sophia_core.active_deals_mv IN EXCLUSIVE MODE;
+    WITH current AS (
+        SELECT a.* FROM sophia_core.unified_data_catalog c CROSS JOIN LATERAL sophia_core.active_deal_of(c) a
+        WHERE c.kind = 'deal'
+    ), gone AS (
+        DELETE FROM sophia_core.active_deals_mv m
+        WHERE NOT EXISTS (SELECT FROM current WHERE current.id = m.id)
+        RETURNING 1
+    ), changed AS (
+        INSERT INTO sophia_core.active_deals_mv SELECT * FROM current
+        ON CONFLICT (id) DO UPDATE SET
+            source_system = excluded.source_system, external_id = excluded.external_id,
+            name = excluded.name, amount = excluded.amount, stage = excluded.stage,
+            pipeline = excluded.pipeline, close_date = excluded.close_date, owner_id = excluded.owner_id,
+            created_at = excluded.created_at, updated_at = excluded.updated_at
+        WHERE (active_deals_mv.*) IS DISTINCT FROM (excluded.*)
+        RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM gone) + (SELECT count(*) FROM changed) INTO mended;
+    RETURN mended;
+END;
+$$;
+
+SELECT sophia_core.mend_active_deals();  -- filled from the catalog
