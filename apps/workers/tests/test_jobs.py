@@ -245,7 +245,7 @@ async def gone(queue: JobQueue, job_id: uuid.UUID) -> bool:
     return False
 
 
-async def test_a_burst_of_deal_changes_gives_one_refresh_per_window_and_it_runs(queue, db, nats, own):
+async def test_a_burst_of_deal_changes_gives_one_announcement_per_window_and_it_runs(queue, db, nats, own):
     source, started = f"burst{uuid.uuid4().hex[:6]}", datetime.now(UTC) - timedelta(seconds=1)
     deal_ids = await insert_records(db, source, "deal", 50)
     records = stream_specs(own)["records"]
@@ -275,16 +275,16 @@ async def test_a_burst_of_deal_changes_gives_one_refresh_per_window_and_it_runs(
                 await publish(number)
             await publish(0, kind="contact")
             await eventually(all_acked(nats, consumer, 51))
-            # One job per window: 50 changes gave one (two if, on a slow machine, the refresh had
+            # One job per window: 50 changes gave one (two if, on a slow machine, the announcement had
             # already started and the last changes fell to the next window), never one per change.
-            assert await refresh_jobs_at_most(db, started, 2)()
+            assert await announcements_at_most(db, started, 2)()
             key = f"{ANNOUNCE_ACTIVE_DEALS}:{window_end.isoformat()}"
             async with db.connection() as connection:
                 job = await jobs.find(connection, key)
             assert job is not None
             assert job.not_before == window_end
             await eventually(status_is(queue, job.id, "succeeded"))
-            now[0] += debounce_s  # the next window: changes there get a refresh of their own
+            now[0] += debounce_s  # the next window: changes there get an announcement of their own
             await publish(99)
             await eventually(all_acked(nats, consumer, 52))
             next_key = f"{ANNOUNCE_ACTIVE_DEALS}:{(window_end + timedelta(seconds=debounce_s)).isoformat()}"
@@ -293,9 +293,9 @@ async def test_a_burst_of_deal_changes_gives_one_refresh_per_window_and_it_runs(
     finally:
         stop.set()
         await asyncio.wait_for(processing, 10)
-    refreshed = await queue.status(job.id)
-    assert refreshed.started_at is not None
-    assert refreshed.started_at >= window_end
+    announced_job = await queue.status(job.id)
+    assert announced_job.started_at is not None
+    assert announced_job.started_at >= window_end
     async with db.connection() as connection:
         in_view = await connection.fetch(
             "SELECT id FROM sophia_core.active_deals_mv WHERE source_system = $1", source
@@ -323,7 +323,7 @@ def all_acked(nats: NatsConnection, consumer: ConsumerSpec, sequence: int):
     return check
 
 
-def refresh_jobs_at_most(db: Database, since: datetime, count: int):
+def announcements_at_most(db: Database, since: datetime, count: int):
     async def check() -> bool:
         async with db.connection() as connection:
             found = await connection.fetchval(
