@@ -41,6 +41,7 @@ from sophia.core.events import Envelope
 from sophia.events.codec import encode
 from sophia.events.connection import NatsConnection
 from sophia.events.streams import StreamSpec, ensure_streams
+from sophia.events.wire import batch_frame, write_frames
 
 PUBLISH_CHUNK = 1_000
 """Each started thousand events of a batch adds the connection's timeout to the batch's deadline.
@@ -138,16 +139,27 @@ class EventPublisher:
         client = self.nats.client
         assert client is not None, "jetstream() connected first"
         batch_id, last = uuid.uuid4().hex, len(targets)
+        messages = [
+            (spec.subject(envelope.key, envelope.type), envelope.id, encode(envelope))
+            for spec, envelope in targets
+        ]
         answer: dict[str, Any] = {}
-        for sequence, (spec, envelope) in enumerate(targets, 1):
-            subject, payload = spec.subject(envelope.key, envelope.type), encode(envelope)
+        for sequence in sorted({1, last}):  # the opening request, the middle at once, the commit
+            if sequence == last and last > 2:
+                middle = messages[1:-1]
+                await write_frames(
+                    client,
+                    (
+                        batch_frame(subject, batch_id, number, id_, payload)
+                        for number, (subject, id_, payload) in enumerate(middle, 2)
+                    ),
+                    (len(payload) for _, _, payload in middle),
+                )
+            subject, message_id, payload = messages[sequence - 1]
             headers = {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(sequence)}
-            headers["Nats-Msg-Id"] = envelope.id
+            headers["Nats-Msg-Id"] = message_id
             if sequence == last:
                 headers["Nats-Batch-Commit"] = "1"
-            if sequence not in (1, last):
-                await client.publish(subject, payload, headers=headers)
-                continue
             reply = await client.request(subject, payload, headers=headers, timeout=self.nats.timeout_s)
             answer = orjson.loads(reply.data) if reply.data else {}
             if "error" in answer:

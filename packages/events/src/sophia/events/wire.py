@@ -1,0 +1,66 @@
+"""Many publishes written to NATS as one: the middle of an atomic batch, in NATS's wire protocol.
+
+nats-py's `publish` does per message what a batch needs once: it checks every header name with a
+regular expression and every value for line breaks, builds the header block byte by byte, formats
+the `HPUB` line, appends to its write buffer and asks its flusher to run. For the plain publishes
+between an atomic batch's opening and committing requests, that was about a third of the API's CPU
+under `bench/events` (docs/benchmarks.md). Here the batch's frames are formatted in one pass from
+headers that are ours (a hex batch id, a count, an event's UUID) and handed to the client's buffer
+at once, through the one private method nats-py writes with (`_send_command`): the bytes are those
+`publish` would write (a test holds them to nats-py's own `hpub_cmd`), and the client's checks that
+matter for a batch (closed, draining, disconnected without buffer, payload over the server's limit)
+are made here the same way, with nats-py's errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from nats.aio.client import Client
+from nats.errors import (
+    ConnectionClosedError,
+    ConnectionDrainingError,
+    MaxPayloadError,
+    OutboundBufferLimitError,
+)
+
+__all__ = ["batch_frame", "write_frames"]
+
+_UNSAFE = ("\r", "\n", " ", "\t")
+
+
+def batch_frame(subject: str, batch_id: str, sequence: int, message_id: str, payload: bytes) -> bytes:
+    """The `HPUB` frame of one plain publish of an atomic batch: the headers `Nats-Batch-Id`,
+    `Nats-Batch-Sequence` and `Nats-Msg-Id`, in that order, then `payload`.
+
+    `ValueError` for a subject or header value that would break the frame (whitespace or a line
+    break: never in Sophia's subjects, hex batch ids and UUIDs, but this writes them unchecked)."""
+    for text in (subject, batch_id, message_id):
+        if not text or any(character in text for character in _UNSAFE):
+            raise ValueError(f"{text!r} cannot go into a NATS frame")
+    headers = (
+        f"NATS/1.0\r\nNats-Batch-Id: {batch_id}\r\nNats-Batch-Sequence: {sequence}\r\n"
+        f"Nats-Msg-Id: {message_id}\r\n\r\n"
+    ).encode()
+    line = f"HPUB {subject}  {len(headers)} {len(headers) + len(payload)}\r\n".encode()
+    return b"".join((line, headers, payload, b"\r\n"))
+
+
+async def write_frames(client: Client, frames: Iterable[bytes], payload_sizes: Iterable[int]) -> None:
+    """Hand `frames` (from `batch_frame`) to `client`'s write buffer as one write, in order after
+    everything published before; raises what `client.publish` would for the same messages."""
+    if client.is_closed:
+        raise ConnectionClosedError
+    if client.is_draining_pubs:
+        raise ConnectionDrainingError
+    if any(size > client.max_payload for size in payload_sizes):
+        raise MaxPayloadError
+    data = b"".join(frames)
+    pending_limit = client._max_pending_size  # the buffer publish() bounds the same way
+    if not client.is_connected and (
+        pending_limit <= 0 or len(data) + client.pending_data_size > pending_limit
+    ):
+        raise OutboundBufferLimitError
+    await client._send_command(data)  # the one write path nats-py has
+    if client._flush_queue is not None and client._flush_queue.empty():
+        await client._flush_pending()  # as publish() does: the flusher writes it out
