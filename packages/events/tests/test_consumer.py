@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from nats.errors import ConnectionClosedError, MsgAlreadyAckdError
 from nats.errors import Error as NatsError
 from nats.js.api import AckPolicy, ConsumerConfig
 from waiting import eventually
 
 from sophia.events import consumer
-from sophia.events.connection import NatsConnection
+from sophia.events.connection import Delivered, NatsConnection
 from sophia.events.consumer import ConsumerLoop, PullSubscription
 from sophia.events.streams import StreamSpec, ensure_streams
+from sophia.events.wire import ack_all
 
 
 @pytest.fixture
@@ -144,5 +146,46 @@ async def test_a_pull_on_a_consumer_that_is_gone_fails(nats, own_streams):
         await js.delete_consumer(spec.name, "gone")
         with pytest.raises(NatsError):  # JetStream's refusal (no responders) comes to the inbox
             await pull.take(1, wait_s=0.5)
+    finally:
+        await pull.unsubscribe()
+
+
+async def test_a_pulled_message_comes_directly_with_its_headers_parsed_when_read(nats, own_streams):
+    spec, pull = await pull_of(nats, own_streams, "direct")
+    try:
+        js = await nats.jetstream()
+        sent = {"Nats-Msg-Id": "m-1", "Trace": "a: b", "Empty": "", "Note": "café"}
+        await js.publish(spec.subject("k", "t"), b"{}", headers=sent)
+        await publish_n(nats, spec, 1)  # one without headers
+        with_headers, without = await pull.take(2, wait_s=2, fill_s=1)
+        assert isinstance(with_headers, Delivered)
+        assert with_headers.data == b"{}"
+        assert with_headers.headers == sent  # parsed when read, as nats-py parses them
+        assert without.headers is None
+        assert with_headers.metadata.sequence.stream == 1  # an ack subject as nats-py's own message
+    finally:
+        await pull.unsubscribe()
+
+
+async def test_messages_acked_at_once_are_settled_and_cannot_be_acked_again(nats, own_streams):
+    spec, pull = await pull_of(nats, own_streams, "acked", ack_wait=30.0)
+    try:
+        await publish_n(nats, spec, 5)
+        taken = await pull.take(5, wait_s=2, fill_s=1)
+        await ack_all(nats.client, taken[:3])
+        js = await nats.jetstream()
+
+        async def settled() -> bool:
+            info = await js.consumer_info(spec.name, "acked")
+            return (info.num_ack_pending, info.ack_floor.stream_seq) == (2, 3)
+
+        await eventually(settled)
+        with pytest.raises(MsgAlreadyAckdError):
+            await taken[0].ack()
+        with pytest.raises(MsgAlreadyAckdError):  # nothing of a refused call is written
+            await ack_all(nats.client, [taken[3], taken[1]])
+        assert (await js.consumer_info(spec.name, "acked")).num_ack_pending == 2
+        with pytest.raises(ConnectionClosedError):
+            await ack_all(None, taken[3:])
     finally:
         await pull.unsubscribe()

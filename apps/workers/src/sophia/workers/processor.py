@@ -38,6 +38,7 @@ from sophia.events.consumer import (
 )
 from sophia.events.dead_letter import ensure_dead_letter, publish_dead_letter
 from sophia.events.streams import StreamSpec
+from sophia.events.wire import ack_all
 from sophia.shared.logging import get_logger
 from sophia.shared.resilience import honour_cancellation
 from sophia.workers import metrics
@@ -262,8 +263,7 @@ class StreamProcessor:
 
     async def _ack(self, messages: list[Message]) -> None:
         async with asyncio.timeout(self.nats.timeout_s):
-            for message in messages:
-                await message.ack()
+            await ack_all(self.nats.client, messages)
         metrics.ACKED.labels(self.spec.name).inc(len(messages))
 
     async def _fail(self, message: Message, error: Exception) -> None:

@@ -27,7 +27,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo
 from nats.js.errors import APIError
 
-from sophia.events.connection import NATS_FAILURES, NatsConnection
+from sophia.events.connection import NATS_FAILURES, DeliveringClient, NatsConnection
 from sophia.shared.logging import get_logger
 from sophia.shared.resilience import backoff_delays, honour_cancellation
 
@@ -111,9 +111,13 @@ class PullSubscription:
         assert client is not None  # connected by jetstream()
         pull = cls(client, js, stream, durable, nats.timeout_s)
         pull._inbox_subscription = await client.subscribe(pull._inbox, cb=pull._arrive)
+        client.deliver_to(pull._inbox_subscription._id, pull._take_in)  # its sid
         return pull
 
     async def _arrive(self, message: Msg) -> None:
+        self._take_in(message)
+
+    def _take_in(self, message: Msg) -> None:
         if message.reply:  # a message of the stream (a status has no ack subject)
             self._ready.append(message)
             if self._open:
@@ -176,6 +180,8 @@ class PullSubscription:
         again at once, not after the ack wait), as every consumer's stop and reconnect should."""
         if self._inbox_subscription is not None:
             subscription, self._inbox_subscription = self._inbox_subscription, None
+            if isinstance(self._client, DeliveringClient):
+                self._client.deliver_to(subscription._id, None)
             await subscription.unsubscribe()
         held, self._ready = self._ready, []
         for message in held:

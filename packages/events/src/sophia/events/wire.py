@@ -14,17 +14,20 @@ are made here the same way, with nats-py's errors.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.errors import (
     ConnectionClosedError,
     ConnectionDrainingError,
     MaxPayloadError,
+    MsgAlreadyAckdError,
+    NotJSMessageError,
     OutboundBufferLimitError,
 )
 
-__all__ = ["batch_frame", "write_frames"]
+__all__ = ["ack_all", "batch_frame", "write_frames"]
 
 _UNSAFE = ("\r", "\n", " ", "\t")
 
@@ -44,6 +47,25 @@ def batch_frame(subject: str, batch_id: str, sequence: int, message_id: str, pay
     ).encode()
     line = f"HPUB {subject}  {len(headers)} {len(headers) + len(payload)}\r\n".encode()
     return b"".join((line, headers, payload, b"\r\n"))
+
+
+async def ack_all(client: Client | None, messages: Sequence[Msg]) -> None:
+    """Acknowledge JetStream `messages` in one write: the `PUB <ack subject>` frames `Msg.ack` writes
+    one by one (any connection may ack), with its errors for a message that has no ack subject or
+    was acked before."""
+    if client is None:
+        raise ConnectionClosedError
+    frames = []
+    for message in messages:
+        reply = message.reply
+        if not reply or any(character in reply for character in _UNSAFE):
+            raise NotJSMessageError
+        if message._ackd:  # nats-py's own mark, kept so its checks still hold
+            raise MsgAlreadyAckdError(message)
+        frames.append(f"PUB {reply}  0\r\n\r\n".encode())
+    await write_frames(client, frames, ())
+    for message in messages:
+        message._ackd = True
 
 
 async def write_frames(client: Client, frames: Iterable[bytes], payload_sizes: Iterable[int]) -> None:
