@@ -189,3 +189,30 @@ async def test_messages_acked_at_once_are_settled_and_cannot_be_acked_again(nats
             await ack_all(None, taken[3:])
     finally:
         await pull.unsubscribe()
+
+
+async def test_statuses_come_the_direct_way_in_order_with_the_messages(nats, own_streams):
+    """A pull subscription counts its open requests by the order of messages and statuses: a
+    status handed over later than the messages after it would leave a request counted that is
+    gone, and the consumer would stop asking until its deadline."""
+    spec, pull = await pull_of(nats, own_streams, "ordered")
+    try:
+        arrived: list[str] = []
+        client = nats.client
+        sid = pull._inbox_subscription._id
+
+        def record(message) -> None:
+            status = (message.headers or {}).get("Status")
+            arrived.append(status or message.data.decode())
+
+        client.deliver_to(sid, record)
+        await publish_n(nats, spec, 1)
+        next_ = f"$JS.API.CONSUMER.MSG.NEXT.{spec.name}.ordered"
+        await client.publish(next_, b'{"batch": 2, "expires": 200000000}', reply=pull._inbox)
+        await eventually(lambda: len(arrived) == 2)  # the message, then the request's end
+        await publish_n(nats, spec, 1, start=1)
+        await client.publish(next_, b'{"batch": 1, "expires": 2000000000}', reply=pull._inbox)
+        await eventually(lambda: len(arrived) == 3)
+        assert arrived == ["0", "408", "1"]
+    finally:
+        await pull.unsubscribe()

@@ -51,18 +51,19 @@ class Delivered(Msg):
 
 
 class DeliveringClient(Client):
-    """nats-py's client, but the stream messages of a subscription registered with `deliver_to`
-    go straight to a plain function, as `Delivered` messages: no header parsing (until read), no
-    queue and no task switch a message, which were a third of a consumer's CPU (docs/streams.md).
-    Messages without a reply subject (JetStream's statuses: 404, 408, 409) take nats-py's usual
-    path to the subscription's callback."""
+    """nats-py's client, but every message of a subscription registered with `deliver_to` goes
+    straight to a plain function, in the order it came, as a `Delivered` message: no header
+    parsing for a stream message until they are read, no queue and no task switch a message,
+    which were half of a consumer's CPU (docs/streams.md). JetStream's statuses (404, 408, 409:
+    no ack subject) come the same way, their headers parsed by nats-py at once: a pull
+    subscription counts its open requests by the order of messages and statuses."""
 
     def __init__(self) -> None:
         super().__init__()
         self._direct: dict[int, Callable[[Msg], None]] = {}
 
     def deliver_to(self, sid: int, deliver: Callable[[Msg], None] | None) -> None:
-        """Hand subscription `sid`'s stream messages to `deliver` (None: back to its callback)."""
+        """Hand subscription `sid`'s messages to `deliver` (None: back to its callback)."""
         if deliver is None:
             self._direct.pop(sid, None)
         else:
@@ -72,13 +73,18 @@ class DeliveringClient(Client):
         self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes
     ) -> None:  # `headers` is None for a message without (nats-py's hint says bytes)
         deliver = self._direct.get(sid)
-        if deliver is None or not reply or (headers and headers[HEADERS_AT - 2 : HEADERS_AT - 1] == b" "):
+        if deliver is None:
             await super()._process_msg(sid, subject, reply, data, headers)
             return
         self.stats["in_msgs"] += 1
         self.stats["in_bytes"] += len(data)
         try:
-            deliver(Delivered(self, sid, subject.decode(), reply.decode(), data, headers))
+            if reply and not (headers and headers[HEADERS_AT - 2 : HEADERS_AT - 1] == b" "):
+                message = Delivered(self, sid, subject.decode(), reply.decode(), data, headers)
+            else:  # a status (its line after the version), or no ack subject: nats-py's parse
+                message = Delivered(self, sid, subject.decode(), reply.decode(), data, None)
+                message.headers = await self._process_headers(headers)
+            deliver(message)
         except Exception as error:  # as nats-py reports a callback's failure: the connection goes on
             await self._error_cb(error)
 
