@@ -216,3 +216,48 @@ async def test_statuses_come_the_direct_way_in_order_with_the_messages(nats, own
         assert arrived == ["0", "408", "1"]
     finally:
         await pull.unsubscribe()
+
+
+async def test_a_delivery_that_raises_is_reported_and_the_connection_goes_on(nats, own_streams):
+    spec, pull = await pull_of(nats, own_streams, "raising")
+    try:
+        client = nats.client
+        sid = pull._inbox_subscription._id
+        calls = 0
+
+        def fail_once(message) -> None:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise RuntimeError("a sink's bug")
+            pull._take_in(message)
+
+        client.deliver_to(sid, fail_once)
+        await publish_n(nats, spec, 2)
+        taken = await pull.take(2, wait_s=2, fill_s=0.5)
+        assert calls >= 2
+        assert [m.data for m in taken] == [b"1"]  # the first was lost to the bug, not the connection
+        assert client.is_connected
+    finally:
+        await pull.unsubscribe()
+
+
+async def test_a_subscription_that_ends_takes_its_direct_route_with_it(nats, own_streams):
+    _, pull = await pull_of(nats, own_streams, "ended")
+    client = nats.client
+    sid = pull._inbox_subscription._id
+    assert sid in client._direct
+    await pull.unsubscribe()
+    assert sid not in client._direct
+
+
+async def test_a_message_twice_in_one_ack_call_is_refused_before_anything_is_written(nats, own_streams):
+    spec, pull = await pull_of(nats, own_streams, "twice", ack_wait=30.0)
+    try:
+        await publish_n(nats, spec, 1)
+        (message,) = await pull.take(1, wait_s=2)
+        with pytest.raises(MsgAlreadyAckdError):
+            await ack_all(nats.client, [message, message])
+        await ack_all(nats.client, [message])  # nothing was written, nor marked: it acks now
+    finally:
+        await pull.unsubscribe()

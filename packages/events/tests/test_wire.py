@@ -6,13 +6,14 @@ import asyncio
 
 import nats
 import pytest
-from nats.errors import ConnectionClosedError, MaxPayloadError
-from nats.protocol.command import hpub_cmd
+from nats.errors import BadHeaderError, BadSubjectError, ConnectionClosedError, MaxPayloadError
+from nats.protocol.command import hpub_cmd, pub_cmd
 
-from sophia.events.wire import batch_frame, write_frames
+from sophia.events.wire import ack_frame, batch_frame, write_frames
 
 BATCH_ID = "0f" * 16
 MESSAGE_ID = "01a24a62-e3fc-7000-8000-000000000001"
+LIMIT = 1024 * 1024
 
 
 def test_a_frame_is_the_bytes_nats_py_writes_for_the_same_publish():
@@ -21,22 +22,36 @@ def test_a_frame_is_the_bytes_nats_py_writes_for_the_same_publish():
         f"Nats-Msg-Id: {MESSAGE_ID}\r\n\r\n"
     )
     expected = hpub_cmd("events.3.user.event", "", headers.encode(), b'{"a":1}')
-    assert batch_frame("events.3.user.event", BATCH_ID, 7, MESSAGE_ID, b'{"a":1}') == expected
+    assert batch_frame("events.3.user.event", BATCH_ID, 7, MESSAGE_ID, b'{"a":1}', LIMIT) == expected
+
+
+def test_an_ack_is_the_bytes_nats_py_writes_for_msg_ack():
+    reply = "$JS.ACK.events.consumer.1.5.5.1733480000000000000.0"
+    assert ack_frame(reply) == pub_cmd(reply, "", b"")
 
 
 @pytest.mark.parametrize(
-    ("subject", "batch_id", "message_id"),
+    ("subject", "batch_id", "message_id", "refused"),
     [
-        ("events.1 x", BATCH_ID, MESSAGE_ID),
-        ("", BATCH_ID, MESSAGE_ID),
-        ("events.1", "ab\r\nEvil: 1", MESSAGE_ID),
-        ("events.1", BATCH_ID, "id\n"),
-        ("events.1", BATCH_ID, ""),
+        ("events.1 x", BATCH_ID, MESSAGE_ID, BadSubjectError),
+        ("", BATCH_ID, MESSAGE_ID, BadSubjectError),
+        ("events.1", "ab\r\nEvil: 1", MESSAGE_ID, BadHeaderError),
+        ("events.1", BATCH_ID, "id\n", BadHeaderError),
+        ("events.1", BATCH_ID, "", BadHeaderError),
     ],
 )
-def test_a_value_that_would_break_the_frame_is_refused(subject, batch_id, message_id):
-    with pytest.raises(ValueError, match="cannot go into a NATS frame"):
-        batch_frame(subject, batch_id, 1, message_id, b"{}")
+def test_a_value_that_would_break_the_frame_is_refused_as_publish_refuses_it(
+    subject, batch_id, message_id, refused
+):
+    with pytest.raises(refused):
+        batch_frame(subject, batch_id, 1, message_id, b"{}", LIMIT)
+
+
+def test_headers_and_payload_together_must_fit_the_servers_limit():
+    fits = batch_frame("events.1", BATCH_ID, 1, MESSAGE_ID, b"x" * 100, 100 + 200)
+    assert fits.endswith(b"x" * 100 + b"\r\n")
+    with pytest.raises(MaxPayloadError):  # the payload alone fits; with its headers it does not
+        batch_frame("events.1", BATCH_ID, 1, MESSAGE_ID, b"x" * 100, 100 + 60)
 
 
 async def test_frames_written_at_once_arrive_in_order_with_their_headers(own_streams):
@@ -54,8 +69,11 @@ async def test_frames_written_at_once_arrive_in_order_with_their_headers(own_str
         await client.subscribe(f"{subject}.>", cb=collect)
         await client.publish(f"{subject}.0", b"before", headers={"Nats-Msg-Id": "first"})
         payloads = [b'{"n":1}', b'{"n":2}', b"x" * 70_000]
-        frames = [batch_frame(f"{subject}.{n}", BATCH_ID, n, f"id-{n}", p) for n, p in enumerate(payloads, 1)]
-        await write_frames(client, frames, map(len, payloads))
+        frames = [
+            batch_frame(f"{subject}.{n}", BATCH_ID, n, f"id-{n}", p, client.max_payload)
+            for n, p in enumerate(payloads, 1)
+        ]
+        await write_frames(client, frames)
         await asyncio.wait_for(done.wait(), 5)
     finally:
         await client.close()
@@ -67,11 +85,10 @@ async def test_frames_written_at_once_arrive_in_order_with_their_headers(own_str
     ]
 
 
-async def test_writing_refuses_what_publish_would_refuse(own_streams):
+async def test_writing_on_a_closed_client_refuses_and_writes_nothing(own_streams):
     client = await nats.connect(own_streams.nats_url)
-    too_big = client.max_payload + 1
-    with pytest.raises(MaxPayloadError):
-        await write_frames(client, [batch_frame("wire-test.1", BATCH_ID, 1, "id", b"x")], [1, too_big])
+    frame = batch_frame("wire-test.1", BATCH_ID, 1, "id", b"x", client.max_payload)
     await client.close()
     with pytest.raises(ConnectionClosedError):
-        await write_frames(client, [batch_frame("wire-test.1", BATCH_ID, 1, "id", b"x")], [1])
+        await write_frames(client, [frame])
+    assert client.pending_data_size == 0

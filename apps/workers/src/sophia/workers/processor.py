@@ -262,6 +262,7 @@ class StreamProcessor:
                 return
 
     async def _ack(self, messages: list[Message]) -> None:
+        """Every message acked in one write, or none (any connection may ack: the shared one)."""
         async with asyncio.timeout(self.nats.timeout_s):
             await ack_all(self.nats.client, messages)
         metrics.ACKED.labels(self.spec.name).inc(len(messages))

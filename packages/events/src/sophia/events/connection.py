@@ -30,7 +30,9 @@ HEADERS_AT = len(b"NATS/1.0\r\n")
 
 class Delivered(Msg):
     """A message handed over directly (`DeliveringClient`), its headers parsed when first read:
-    a stream consumer's sink reads the message's bytes, and only a dead letter its headers."""
+    a stream consumer's sink reads the message's bytes, and only a dead letter its headers.
+    Everything a `Msg` does works on it (ack, nak, metadata, headers); it is made only here, so
+    `dataclasses.replace` of one is not supported, and it never equals a plain `Msg`."""
 
     def __init__(
         self, client: Client, sid: int, subject: str, reply: str, data: bytes, raw: bytes | None
@@ -69,11 +71,15 @@ class DeliveringClient(Client):
         else:
             self._direct[sid] = deliver
 
+    def _remove_sub(self, sid: int, max_msgs: int = 0) -> None:
+        self._direct.pop(sid, None)  # however nats-py drops a subscription, its route goes too
+        super()._remove_sub(sid, max_msgs)
+
     async def _process_msg(
         self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes
     ) -> None:  # `headers` is None for a message without (nats-py's hint says bytes)
         deliver = self._direct.get(sid)
-        if deliver is None:
+        if deliver is None or sid not in self._subs:  # nats-py's path drops what nobody wants
             await super()._process_msg(sid, subject, reply, data, headers)
             return
         self.stats["in_msgs"] += 1
@@ -86,7 +92,10 @@ class DeliveringClient(Client):
                 message.headers = await self._process_headers(headers)
             deliver(message)
         except Exception as error:  # as nats-py reports a callback's failure: the connection goes on
-            await self._error_cb(error)
+            try:
+                await self._error_cb(error)
+            except Exception:  # nats-py's read loop would end on it, and the connection hang
+                log.exception("nats_deliver_failed", error=repr(error))
 
 
 class NatsConnection:

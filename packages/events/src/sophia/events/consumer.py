@@ -27,7 +27,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo
 from nats.js.errors import APIError
 
-from sophia.events.connection import NATS_FAILURES, DeliveringClient, NatsConnection
+from sophia.events.connection import NATS_FAILURES, NatsConnection
 from sophia.shared.logging import get_logger
 from sophia.shared.resilience import backoff_delays, honour_cancellation
 
@@ -180,9 +180,7 @@ class PullSubscription:
         again at once, not after the ack wait), as every consumer's stop and reconnect should."""
         if self._inbox_subscription is not None:
             subscription, self._inbox_subscription = self._inbox_subscription, None
-            if isinstance(self._client, DeliveringClient):
-                self._client.deliver_to(subscription._id, None)
-            await subscription.unsubscribe()
+            await subscription.unsubscribe()  # its direct route goes with it
         held, self._ready = self._ready, []
         for message in held:
             await message.nak()

@@ -149,11 +149,10 @@ class EventPublisher:
                 middle = messages[1:-1]
                 await write_frames(
                     client,
-                    (
-                        batch_frame(subject, batch_id, number, id_, payload)
+                    [
+                        batch_frame(subject, batch_id, number, id_, payload, client.max_payload)
                         for number, (subject, id_, payload) in enumerate(middle, 2)
-                    ),
-                    (len(payload) for _, _, payload in middle),
+                    ],
                 )
             subject, message_id, payload = messages[sequence - 1]
             headers = {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(sequence)}

@@ -19,6 +19,8 @@ from collections.abc import Iterable, Sequence
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import (
+    BadHeaderError,
+    BadSubjectError,
     ConnectionClosedError,
     ConnectionDrainingError,
     MaxPayloadError,
@@ -27,26 +29,40 @@ from nats.errors import (
     OutboundBufferLimitError,
 )
 
-__all__ = ["ack_all", "batch_frame", "write_frames"]
+__all__ = ["ack_all", "ack_frame", "batch_frame", "write_frames"]
 
 _UNSAFE = ("\r", "\n", " ", "\t")
 
 
-def batch_frame(subject: str, batch_id: str, sequence: int, message_id: str, payload: bytes) -> bytes:
+def batch_frame(
+    subject: str, batch_id: str, sequence: int, message_id: str, payload: bytes, max_payload: int
+) -> bytes:
     """The `HPUB` frame of one plain publish of an atomic batch: the headers `Nats-Batch-Id`,
     `Nats-Batch-Sequence` and `Nats-Msg-Id`, in that order, then `payload`.
 
-    `ValueError` for a subject or header value that would break the frame (whitespace or a line
-    break: never in Sophia's subjects, hex batch ids and UUIDs, but this writes them unchecked)."""
-    for text in (subject, batch_id, message_id):
-        if not text or any(character in text for character in _UNSAFE):
-            raise ValueError(f"{text!r} cannot go into a NATS frame")
+    nats-py's errors for what `publish` would refuse: `BadSubjectError` for a subject, and
+    `BadHeaderError` for a header value, that would break the frame (empty, whitespace or a line
+    break: never in Sophia's subjects, hex batch ids and UUIDs); `MaxPayloadError` for headers and
+    payload together over the server's `max_payload` (which the server counts, and answers with
+    a disconnect)."""
+    if not subject or any(character in subject for character in _UNSAFE):
+        raise BadSubjectError
+    for value in (batch_id, message_id):
+        if not value or any(character in value for character in _UNSAFE):
+            raise BadHeaderError(value)
     headers = (
         f"NATS/1.0\r\nNats-Batch-Id: {batch_id}\r\nNats-Batch-Sequence: {sequence}\r\n"
         f"Nats-Msg-Id: {message_id}\r\n\r\n"
     ).encode()
-    line = f"HPUB {subject}  {len(headers)} {len(headers) + len(payload)}\r\n".encode()
-    return b"".join((line, headers, payload, b"\r\n"))
+    size = len(headers) + len(payload)
+    if size > max_payload:
+        raise MaxPayloadError
+    return b"".join((f"HPUB {subject}  {len(headers)} {size}\r\n".encode(), headers, payload, b"\r\n"))
+
+
+def ack_frame(reply: str) -> bytes:
+    """The frame `Msg.ack` writes: an empty publish to the message's ack subject."""
+    return f"PUB {reply}  0\r\n\r\n".encode()
 
 
 async def ack_all(client: Client | None, messages: Sequence[Msg]) -> None:
@@ -55,28 +71,29 @@ async def ack_all(client: Client | None, messages: Sequence[Msg]) -> None:
     was acked before."""
     if client is None:
         raise ConnectionClosedError
-    frames = []
+    frames: list[bytes] = []
+    seen: set[int] = set()
     for message in messages:
         reply = message.reply
         if not reply or any(character in reply for character in _UNSAFE):
             raise NotJSMessageError
-        if message._ackd:  # nats-py's own mark, kept so its checks still hold
+        if message._ackd or id(message) in seen:  # nats-py's own mark, kept so its checks hold
             raise MsgAlreadyAckdError(message)
-        frames.append(f"PUB {reply}  0\r\n\r\n".encode())
-    await write_frames(client, frames, ())
+        seen.add(id(message))
+        frames.append(ack_frame(reply))
+    await write_frames(client, frames)
     for message in messages:
         message._ackd = True
 
 
-async def write_frames(client: Client, frames: Iterable[bytes], payload_sizes: Iterable[int]) -> None:
-    """Hand `frames` (from `batch_frame`) to `client`'s write buffer as one write, in order after
-    everything published before; raises what `client.publish` would for the same messages."""
+async def write_frames(client: Client, frames: Iterable[bytes]) -> None:
+    """Hand `frames` (from `batch_frame`, or acks) to `client`'s write buffer as one write, in
+    order after everything published before; raises what `client.publish` would for the same
+    messages. All or none: a refused call writes nothing."""
     if client.is_closed:
         raise ConnectionClosedError
     if client.is_draining_pubs:
         raise ConnectionDrainingError
-    if any(size > client.max_payload for size in payload_sizes):
-        raise MaxPayloadError
     data = b"".join(frames)
     pending_limit = client._max_pending_size  # the buffer publish() bounds the same way
     if not client.is_connected and (
