@@ -176,6 +176,9 @@ class Tally:
         )
 
 
+REFUSED_PAUSE_S = 0.05
+
+
 def next_body(bodies: Iterator[bytes]) -> bytes:
     body = next(bodies, None)
     if body is None:  # sending a text again would be a cache hit
@@ -186,14 +189,24 @@ def next_body(bodies: Iterator[bytes]) -> bytes:
 async def closed_loop(
     server: harness.ApiServer, clients: int, bodies: Iterator[bytes], per_request: int, duration_s: float
 ) -> tuple[harness.Measurement, Tally]:
-    """`clients` connections, each posting the next body as soon as its last was answered."""
+    """`clients` connections, each posting the next body as soon as its last was answered. A body
+    refused (503: the model's pace says it would not be done in time, so nothing of it was computed)
+    is sent again after `REFUSED_PAUSE_S` rather than spending new texts: on a slow machine the
+    model refuses most of a burst of many-text requests, and the refusals, each answered at once,
+    would use up the texts prepared for the run (counted as errors all the same)."""
     tally = Tally(per_request)
 
     async def client(connection: EmbedConnection, deadline: float) -> None:
+        body = None
         while time.perf_counter() < deadline:
-            body = next_body(bodies)
+            body = body or next_body(bodies)
             started = time.perf_counter()
-            tally.record(*await connection.post(body), started)
+            status, answer = await connection.post(body)
+            tally.record(status, answer, started)
+            if status == 200:
+                body = None
+            else:
+                await asyncio.sleep(REFUSED_PAUSE_S)
 
     async with connections(server, clients) as pool:
         with harness.OtherCpu() as other_cpu:
