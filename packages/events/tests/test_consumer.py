@@ -10,6 +10,7 @@ from nats.errors import Error as NatsError
 from nats.js.api import AckPolicy, ConsumerConfig
 from waiting import eventually
 
+from sophia.engines.nats import EmbeddedNats
 from sophia.events import consumer
 from sophia.events.connection import Delivered, NatsConnection
 from sophia.events.consumer import ConsumerLoop, PullSubscription
@@ -261,3 +262,36 @@ async def test_a_message_twice_in_one_ack_call_is_refused_before_anything_is_wri
         await ack_all(nats.client, [message])  # nothing was written, nor marked: it acks now
     finally:
         await pull.unsubscribe()
+
+
+@pytest.mark.chaos  # stops and starts a NATS server of its own
+async def test_acks_written_while_nats_is_away_reach_it_once_it_is_back(tmp_path):
+    server = EmbeddedNats(tmp_path)
+    url = await server.start()
+    try:
+        async with NatsConnection(url) as nats:
+            spec = StreamSpec("chaos-acks", partitions=1)
+            js = await nats.jetstream()
+            await ensure_streams(js, [spec])
+            config = ConsumerConfig(durable_name="acks", ack_policy=AckPolicy.EXPLICIT, ack_wait=60.0)
+            await js.add_consumer(spec.name, config)
+            pull = await PullSubscription.bind(nats, spec.name, "acks")
+            await publish_n(nats, spec, 3)
+            taken = await pull.take(3, wait_s=2, fill_s=1)
+            assert len(taken) == 3
+            await server.stop()
+            await eventually(lambda: not nats.client.is_connected)
+            await ack_all(nats.client, taken)  # buffered, as nats-py buffers a publish meanwhile
+            await server.start()
+
+            async def settled() -> bool:
+                try:
+                    info = await js.consumer_info(spec.name, "acks")
+                except NatsError:  # still reconnecting
+                    return False
+                return (info.num_ack_pending, info.ack_floor.stream_seq) == (0, 3)
+
+            await eventually(settled, timeout_s=20)  # long before the 60 s ack wait
+            await pull.unsubscribe()
+    finally:
+        await server.stop()
