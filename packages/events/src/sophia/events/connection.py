@@ -11,6 +11,7 @@ from typing import Any
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
@@ -24,6 +25,8 @@ never nats-py's own types."""
 
 log = get_logger(__name__)
 
+STATUS_AT = len(b"NATS/1.0")
+"""Where a header block's version line has a space and a status, if it has one (`NATS/1.0 408`)."""
 HEADERS_AT = len(b"NATS/1.0\r\n")
 """Where a header block's `Name: value` lines start, after its version line (no status on it)."""
 
@@ -37,15 +40,15 @@ class Delivered(Msg):
     def __init__(
         self, client: Client, sid: int, subject: str, reply: str, data: bytes, raw: bytes | None
     ) -> None:
-        super().__init__(_client=client, subject=subject, reply=reply, data=data, _sid=sid)
-        self._raw: bytes | None = raw or None
+        self._parsed: dict[str, str] | None
+        super().__init__(_client=client, subject=subject, reply=reply, data=data, _sid=sid)  # headers=None
+        self._raw = raw or None
 
     @property  # the dataclass field, read lazily
     def headers(self) -> dict[str, str] | None:
-        raw, self._raw = getattr(self, "_raw", None), None
-        if raw is not None:  # what nats-py's _process_headers makes of a block without a status
-            self._parsed = Client._parse_header_lines(raw[HEADERS_AT:]) or None
-        return getattr(self, "_parsed", None)
+        if self._raw is not None:  # what nats-py's _process_headers makes of a block without a status
+            self._parsed, self._raw = Client._parse_header_lines(self._raw[HEADERS_AT:]) or None, None
+        return self._parsed
 
     @headers.setter
     def headers(self, value: dict[str, str] | None) -> None:
@@ -64,12 +67,16 @@ class DeliveringClient(Client):
         super().__init__()
         self._direct: dict[int, Callable[[Msg], None]] = {}
 
-    def deliver_to(self, sid: int, deliver: Callable[[Msg], None] | None) -> None:
-        """Hand subscription `sid`'s messages to `deliver` (None: back to its callback)."""
-        if deliver is None:
-            self._direct.pop(sid, None)
-        else:
-            self._direct[sid] = deliver
+    async def subscribe_direct(self, subject: str, deliver: Callable[[Msg], None]) -> Subscription:
+        """Subscribe to `subject`, every message handed to `deliver` in the read loop: it must be
+        quick and must not block. The route ends with the subscription."""
+        subscription = await self.subscribe(subject)  # no callback: nothing takes nats-py's path
+        self.deliver_to(subscription._id, deliver)
+        return subscription
+
+    def deliver_to(self, sid: int, deliver: Callable[[Msg], None]) -> None:
+        """Hand subscription `sid`'s messages to `deliver` from now on."""
+        self._direct[sid] = deliver
 
     def _remove_sub(self, sid: int, max_msgs: int = 0) -> None:
         self._direct.pop(sid, None)  # however nats-py drops a subscription, its route goes too
@@ -85,7 +92,7 @@ class DeliveringClient(Client):
         self.stats["in_msgs"] += 1
         self.stats["in_bytes"] += len(data)
         try:
-            if reply and not (headers and headers[HEADERS_AT - 2 : HEADERS_AT - 1] == b" "):
+            if reply and not (headers and headers[STATUS_AT : STATUS_AT + 1] == b" "):
                 message = Delivered(self, sid, subject.decode(), reply.decode(), data, headers)
             else:  # a status (its line after the version), or no ack subject: nats-py's parse
                 message = Delivered(self, sid, subject.decode(), reply.decode(), data, None)

@@ -143,26 +143,27 @@ class EventPublisher:
             (spec.subject(envelope.key, envelope.type), envelope.id, encode(envelope))
             for spec, envelope in targets
         ]
-        answer: dict[str, Any] = {}
-        for sequence in sorted({1, last}):  # the opening request, the middle at once, the commit
-            if sequence == last and last > 2:
-                middle = messages[1:-1]
-                await write_frames(
-                    client,
-                    [
-                        batch_frame(subject, batch_id, number, id_, payload, client.max_payload)
-                        for number, (subject, id_, payload) in enumerate(middle, 2)
-                    ],
-                )
+
+        async def request(sequence: int) -> dict[str, Any]:
             subject, message_id, payload = messages[sequence - 1]
             headers = {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(sequence)}
             headers["Nats-Msg-Id"] = message_id
             if sequence == last:
                 headers["Nats-Batch-Commit"] = "1"
             reply = await client.request(subject, payload, headers=headers, timeout=self.nats.timeout_s)
-            answer = orjson.loads(reply.data) if reply.data else {}
+            answer: dict[str, Any] = orjson.loads(reply.data) if reply.data else {}
             if "error" in answer:
                 raise APIError.from_error(answer["error"])
+            return answer
+
+        answer = await request(1)  # opens the batch
+        frames = [
+            batch_frame(subject, batch_id, sequence, message_id, payload, client.max_payload)
+            for sequence, (subject, message_id, payload) in enumerate(messages[1:-1], 2)
+        ]
+        await write_frames(client, frames)  # the middle, as one write (none for two or fewer)
+        if last > 1:
+            answer = await request(last)  # commits it
         if answer.get("count") != last:
             raise Unavailable(f"JetStream committed {answer.get('count')} of {last} events.", retry_after_s=1)
 
