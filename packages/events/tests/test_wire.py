@@ -7,9 +7,9 @@ import asyncio
 import nats
 import pytest
 from nats.errors import BadHeaderError, BadSubjectError, ConnectionClosedError, MaxPayloadError
-from nats.protocol.command import hpub_cmd, pub_cmd
+from nats.protocol.command import hpub_cmd
 
-from sophia.events.wire import ack_frame, batch_frame, write_frames
+from sophia.events.wire import batch_frame, write_frames
 
 BATCH_ID = "0f" * 16
 MESSAGE_ID = "01a24a62-e3fc-7000-8000-000000000001"
@@ -23,11 +23,6 @@ def test_a_frame_is_the_bytes_nats_py_writes_for_the_same_publish():
     )
     expected = hpub_cmd("events.3.user.event", "", headers.encode(), b'{"a":1}')
     assert batch_frame("events.3.user.event", BATCH_ID, 7, MESSAGE_ID, b'{"a":1}', LIMIT) == expected
-
-
-def test_an_ack_is_the_bytes_nats_py_writes_for_msg_ack():
-    reply = "$JS.ACK.events.consumer.1.5.5.1733480000000000000.0"
-    assert ack_frame(reply) == pub_cmd(reply, "", b"")
 
 
 @pytest.mark.parametrize(

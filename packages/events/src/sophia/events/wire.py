@@ -6,10 +6,10 @@ the `HPUB` line, appends to its write buffer and asks its flusher to run. For th
 between an atomic batch's opening and committing requests, that was about a third of the API's CPU
 under `bench/events` (docs/benchmarks.md). Here the batch's frames are formatted in one pass from
 headers that are ours (a hex batch id, a count, an event's UUID) and handed to the client's buffer
-at once, through the one private method nats-py writes with (`_send_command`): the bytes are those
-`publish` would write (a test holds them to nats-py's own `hpub_cmd`), and the client's checks that
-matter for a batch (closed, draining, disconnected without buffer, payload over the server's limit)
-are made here the same way, with nats-py's errors.
+at once, through the one private method nats-py writes with (`_send_command`). The frames are
+nats-py's own (`hpub_cmd`, `pub_cmd`) around a header block a test holds to what a server
+delivers, and the client's checks that matter for a batch (closed, draining, disconnected without
+buffer, payload over the server's limit) are made here the same way, with nats-py's errors.
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ from nats.errors import (
     NotJSMessageError,
     OutboundBufferLimitError,
 )
+from nats.protocol.command import hpub_cmd, pub_cmd
 
-__all__ = ["ack_all", "ack_frame", "batch_frame", "write_frames"]
+__all__ = ["ack_all", "batch_frame", "write_frames"]
 
 
 def _breaks_frame(text: str) -> bool:
@@ -58,15 +59,9 @@ def batch_frame(
         f"NATS/1.0\r\nNats-Batch-Id: {batch_id}\r\nNats-Batch-Sequence: {sequence}\r\n"
         f"Nats-Msg-Id: {message_id}\r\n\r\n"
     ).encode()
-    size = len(headers) + len(payload)
-    if size > max_payload:
+    if len(headers) + len(payload) > max_payload:
         raise MaxPayloadError
-    return b"".join((f"HPUB {subject}  {len(headers)} {size}\r\n".encode(), headers, payload, b"\r\n"))
-
-
-def ack_frame(reply: str) -> bytes:
-    """The frame `Msg.ack` writes: an empty publish to the message's ack subject."""
-    return f"PUB {reply}  0\r\n\r\n".encode()
+    return hpub_cmd(subject, "", headers, payload)  # nats-py's own framing
 
 
 async def ack_all(client: Client | None, messages: Sequence[Msg]) -> None:
@@ -84,7 +79,7 @@ async def ack_all(client: Client | None, messages: Sequence[Msg]) -> None:
         if message._ackd or id(message) in seen:  # nats-py's own mark, kept so its checks hold
             raise MsgAlreadyAckdError(message)
         seen.add(id(message))
-        frames.append(ack_frame(reply))
+        frames.append(pub_cmd(reply, "", b""))  # what Msg.ack writes
     await write_frames(client, frames)
     for message in messages:
         message._ackd = True
