@@ -52,12 +52,26 @@ class _Claim:
     held: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class _Stored:
-    """Where a load began: L1's generation, Redis's epoch, and the stamp of the entry's tags'
-    generations (None: Redis could not be asked). A value is kept only where none has moved."""
+@dataclass(slots=True)
+class _Watch:
+    """One key being filled in this process: whether an invalidation of the key or of one of its
+    tags, or a clear (L1's generation), arrived since the fill began. Only such a fill's value is
+    stale: counting every invalidation of any key threw away most loads while writes went on."""
 
     generation: int
+    tags: frozenset[str]
+    stale: bool = False
+
+    def current(self, generation: int) -> bool:
+        return not self.stale and generation == self.generation
+
+
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    """Where a load began: its watch, Redis's epoch, and the stamp of the entry's tags'
+    generations (None: Redis could not be asked). A value is kept only where none has moved."""
+
+    watch: _Watch
     epoch: int
     stamp: str | None
 
@@ -94,7 +108,10 @@ class TieredCache:
         self.l2 = RedisTier(redis_client, self.config)
         self._clock = clock
         self._flights: dict[str, asyncio.Task[CacheResult]] = {}
+        self._watches: dict[str, _Watch] = {}
+        """The keys being filled (one fill a key at a time: `_flight`)."""
         self._generation = 0
+        """Moved by a clear: every fill begun before it is stale."""
         self._l1_hits = CACHE_HITS.labels("l1")
         self._missed = False
         """An invalidation could not reach Redis: clear everything once it can."""
@@ -231,16 +248,17 @@ class TieredCache:
     async def _fill(
         self, key: str, loader: Loader, policy: TtlClass, tags: tuple[str, ...], fallback: Entry | None
     ) -> CacheResult:
-        generation, epoch = self._generation, self.l2.epoch
+        watch = self._watches[key] = _Watch(self._generation, frozenset(tags))
+        epoch = self.l2.epoch
         claim = _Claim(uuid.uuid4().hex if self.config.lock_s > 0 else "")
-        blob, state, stamp = await self.l2.get_or_claim(key, claim.token, self.config.lock_s, tags)
-        claim.held = state is Claim.CLAIMED
         try:
+            blob, state, stamp = await self.l2.get_or_claim(key, claim.token, self.config.lock_s, tags)
+            claim.held = state is Claim.CLAIMED
             now = self._clock()
             stored = decode(blob, now) if blob is not None else None
             if stored is not None and now < stored.fresh_until:
                 CACHE_HITS.labels("l2").inc()
-                self._keep(key, stored, generation)
+                self._keep(key, stored, watch)
                 return _result(stored)
             CACHE_MISSES.labels("l2").inc()
             if stored is not None and (fallback is None or stored.stale_until > fallback.stale_until):
@@ -248,11 +266,13 @@ class TieredCache:
             if state is Claim.HELD:  # another process is loading it: its value beats a second query
                 other = await self._await_other_loader(key, tags)
                 if other is not None:
-                    self._keep(key, other, generation)
+                    self._keep(key, other, watch)
                     return _result(other)
-            stored_as = _Stored(generation, epoch, stamp)
+            stored_as = _Stored(watch, epoch, stamp)
             return await self._load(key, loader, policy, tags, fallback, stored_as, claim)
         finally:
+            if self._watches.get(key) is watch:
+                del self._watches[key]
             if claim.held:  # not released by storing: the load failed or was overtaken
                 await self.l2.release(key, claim.token)
 
@@ -313,7 +333,7 @@ class TieredCache:
     async def _store(
         self, key: str, entry: Entry, stored_as: _Stored, loaded_since: float, claim: _Claim
     ) -> None:
-        if not self._keep(key, entry, stored_as.generation):
+        if not self._keep(key, entry, stored_as.watch):
             return
         if entry.tags and stored_as.stamp is None:
             return  # Redis could not say the tags' generations when the load began: L1 only
@@ -336,9 +356,9 @@ class TieredCache:
         if stored is False:  # refused: invalidated elsewhere after this load began
             self.l1.delete(key)
 
-    def _keep(self, key: str, entry: Entry, generation: int) -> bool:
-        """Put `entry` in L1 unless an invalidation arrived while it was loading."""
-        if generation != self._generation:
+    def _keep(self, key: str, entry: Entry, watch: _Watch) -> bool:
+        """Put `entry` in L1 unless an invalidation of it arrived while it was loading."""
+        if not watch.current(self._generation):
             return False
         evicted = self.l1.set(key, entry)
         if evicted:
@@ -347,11 +367,17 @@ class TieredCache:
         return True
 
     def _drop(self, invalidation: Invalidation) -> None:
-        self._generation += 1
         for key in invalidation.keys:
             self.l1.delete(key)
+            if (watch := self._watches.get(key)) is not None:
+                watch.stale = True
         for tag in invalidation.tags:
             self.l1.delete_by_tag(tag)
+        if invalidation.tags and self._watches:
+            tags = frozenset(invalidation.tags)
+            for watch in self._watches.values():
+                if not watch.stale and not tags.isdisjoint(watch.tags):
+                    watch.stale = True
         CACHE_L1_BYTES.labels(self.name).set(self.l1.bytes)
 
     def _apply(self, invalidation: Invalidation) -> None:
