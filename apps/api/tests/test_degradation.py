@@ -139,7 +139,12 @@ async def test_nats_down_is_reported_by_readyz_while_writes_keep_landing_in_the_
 async def test_with_postgres_down_a_cached_read_is_served_stale_and_marked(tmp_path, settings):
     postgres = EmbeddedPostgres(tmp_path, durable=False)
     url, secret = await start_migrated(postgres)
-    overrides = {"database_url": url, "cache_ttl_api_s": 0.2, "breaker_open_s": 0.2}
+    overrides = {
+        "database_url": url,
+        "cache_ttl_api_s": 0.2,
+        "cache_ttl_record_s": 0.2,
+        "breaker_open_s": 0.2,
+    }
     try:
         async with app_client(settings.model_copy(update=overrides), secret) as client:
             created = await client.put("/api/v1/records/chaos-stale/deal/1", json={"data": {"a": 1}})

@@ -28,11 +28,16 @@ def test_the_settings_give_each_class_its_freshness_and_the_shared_stale_windows
     from sophia.shared.settings import Settings
 
     settings = Settings(
-        cache_ttl_session_s=120, cache_ttl_api_s=30, cache_ttl_static_s=600, cache_stale_if_error_s=90
+        cache_ttl_session_s=120,
+        cache_ttl_api_s=30,
+        cache_ttl_record_s=240,
+        cache_ttl_static_s=600,
+        cache_stale_if_error_s=90,
     )
     config = CacheConfig.from_settings(settings)
     assert config.ttl_class("session") == TtlClass(120, 20, 90)
     assert config.ttl_class("api") == TtlClass(30, 5, 90)
+    assert config.ttl_class("record") == TtlClass(240, 40, 90)
     assert config.ttl_class("static") == TtlClass(600, 100, 90)
     assert config.lock_s == settings.cache_lock_s
     assert config.l1_max_bytes == settings.cache_l1_max_bytes

@@ -22,10 +22,11 @@ class TtlClass:
 
 
 def default_ttl_classes() -> dict[str, TtlClass]:
-    """The classes: session data 5 min, API responses 1 min, static data 1 h."""
+    """The classes: session data 5 min, API responses 1 min, records by id 5 min, static data 1 h."""
     return {
         "session": TtlClass(fresh_s=300.0, stale_while_revalidate_s=30.0, stale_if_error_s=300.0),
         "api": TtlClass(fresh_s=60.0, stale_while_revalidate_s=10.0, stale_if_error_s=300.0),
+        "record": TtlClass(fresh_s=300.0, stale_while_revalidate_s=50.0, stale_if_error_s=300.0),
         "static": TtlClass(fresh_s=3600.0, stale_while_revalidate_s=300.0, stale_if_error_s=3600.0),
     }
 
@@ -69,6 +70,7 @@ class CacheConfig:
             ttl_classes={
                 "session": ttl_class(settings.cache_ttl_session_s),
                 "api": ttl_class(settings.cache_ttl_api_s),
+                "record": ttl_class(settings.cache_ttl_record_s),
                 "static": ttl_class(settings.cache_ttl_static_s),
                 "ml": ttl_class(settings.cache_ttl_ml_s),
             },

@@ -170,7 +170,13 @@ class Settings(BaseSettings):
     )
     cache_ttl_session_s: float = Field(300.0, gt=0, description="Freshness of the `session` TTL class.")
     cache_ttl_api_s: float = Field(
-        60.0, gt=0, description="Freshness of the `api` class: records, pages, views (and HTTP max-age)."
+        60.0, gt=0, description="Freshness of the `api` class: pages, views (and HTTP max-age)."
+    )
+    cache_ttl_record_s: float = Field(
+        300.0,
+        gt=0,
+        description="Freshness of a record read by id (`record` class): every write invalidates it by id, "
+        "so this only bounds how long a change made around Sophia (plain SQL) goes unseen.",
     )
     cache_ttl_static_s: float = Field(3600.0, gt=0, description="Freshness of the `static` class.")
     cache_ttl_ml_s: float = Field(3600.0, gt=0, description="Freshness of cached model predictions.")
