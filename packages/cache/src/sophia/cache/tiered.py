@@ -13,7 +13,7 @@ import itertools
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
@@ -55,16 +55,20 @@ class _Claim:
 
 @dataclass(slots=True)
 class _Watch:
-    """One key being filled in this process: whether an invalidation of the key or of one of its
-    tags, or a clear (L1's generation), arrived since the fill began. Only such a fill's value is
-    stale: counting every invalidation of any key threw away most loads while writes went on."""
+    """One key being filled in this process: what was invalidated since the fill began that
+    concerns it (the key itself, the tags dropped meanwhile, a clear moving L1's generation). Only
+    a value such an invalidation covers is stale: counting every invalidation of any key threw
+    away most loads while writes went on."""
 
     generation: int
-    tags: frozenset[str]
     stale: bool = False
+    """The key itself was invalidated."""
+    dropped_tags: set[str] = field(default_factory=set)
 
-    def current(self, generation: int) -> bool:
-        return not self.stale and generation == self.generation
+    def current(self, generation: int, entry: Entry) -> bool:
+        if self.stale or generation != self.generation:
+            return False
+        return not self.dropped_tags or self.dropped_tags.isdisjoint(entry.tags)
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,7 +255,7 @@ class TieredCache:
     async def _fill(
         self, key: str, loader: Loader, policy: TtlClass, tags: tuple[str, ...], fallback: Entry | None
     ) -> CacheResult:
-        watch = self._watches[key] = _Watch(self._generation, frozenset(tags))
+        watch = self._watches[key] = _Watch(self._generation)
         epoch = self.l2.epoch
         claim = _Claim(f"{self.origin}{next(self._claims)}" if self.config.lock_s > 0 else "")
         try:
@@ -361,7 +365,7 @@ class TieredCache:
 
     def _keep(self, key: str, entry: Entry, watch: _Watch) -> bool:
         """Put `entry` in L1 unless an invalidation of it arrived while it was loading."""
-        if not watch.current(self._generation):
+        if not watch.current(self._generation, entry):
             return False
         evicted = self.l1.set(key, entry)
         if evicted:
@@ -376,11 +380,9 @@ class TieredCache:
                 watch.stale = True
         for tag in invalidation.tags:
             self.l1.delete_by_tag(tag)
-        if invalidation.tags and self._watches:
-            tags = frozenset(invalidation.tags)
+        if invalidation.tags:
             for watch in self._watches.values():
-                if not watch.stale and not tags.isdisjoint(watch.tags):
-                    watch.stale = True
+                watch.dropped_tags.update(invalidation.tags)
         CACHE_L1_BYTES.labels(self.name).set(self.l1.bytes)
 
     def _apply(self, invalidation: Invalidation) -> None:
