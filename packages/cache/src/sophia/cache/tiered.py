@@ -56,19 +56,16 @@ class _Claim:
 @dataclass(slots=True)
 class _Watch:
     """One key being filled in this process: what was invalidated since the fill began that
-    concerns it (the key itself, the tags dropped meanwhile, a clear moving L1's generation). Only
-    a value such an invalidation covers is stale: counting every invalidation of any key threw
-    away most loads while writes went on."""
+    concerns it (the key itself or a clear, the tags dropped meanwhile). Only a value such an
+    invalidation covers is stale: counting every invalidation of any key threw away most loads
+    while writes went on."""
 
-    generation: int
     stale: bool = False
-    """The key itself was invalidated."""
+    """The key itself was invalidated, or everything was."""
     dropped_tags: set[str] = field(default_factory=set)
 
-    def current(self, generation: int, entry: Entry) -> bool:
-        if self.stale or generation != self.generation:
-            return False
-        return not self.dropped_tags or self.dropped_tags.isdisjoint(entry.tags)
+    def current(self, entry: Entry) -> bool:
+        return not self.stale and self.dropped_tags.isdisjoint(entry.tags)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,8 +114,6 @@ class TieredCache:
         """Numbers this process's loading claims: unique with `origin` (uuid4 was 1 % of a busy API)."""
         self._watches: dict[str, _Watch] = {}
         """The keys being filled (one fill a key at a time: `_flight`)."""
-        self._generation = 0
-        """Moved by a clear: every fill begun before it is stale."""
         self._l1_hits = CACHE_HITS.labels("l1")
         self._missed = False
         """An invalidation could not reach Redis: clear everything once it can."""
@@ -255,7 +250,7 @@ class TieredCache:
     async def _fill(
         self, key: str, loader: Loader, policy: TtlClass, tags: tuple[str, ...], fallback: Entry | None
     ) -> CacheResult:
-        watch = self._watches[key] = _Watch(self._generation)
+        watch = self._watches[key] = _Watch()
         epoch = self.l2.epoch
         claim = _Claim(f"{self.origin}{next(self._claims)}" if self.config.lock_s > 0 else "")
         try:
@@ -365,7 +360,7 @@ class TieredCache:
 
     def _keep(self, key: str, entry: Entry, watch: _Watch) -> bool:
         """Put `entry` in L1 unless an invalidation of it arrived while it was loading."""
-        if not watch.current(self._generation, entry):
+        if not watch.current(entry):
             return False
         evicted = self.l1.set(key, entry)
         if evicted:
@@ -407,7 +402,8 @@ class TieredCache:
     def _forget_everything(self, reason: str) -> None:
         if len(self.l1):
             log.info("cache_l1_dropped", cache=self.name, entries=len(self.l1), reason=reason)
-        self._generation += 1
+        for watch in self._watches.values():  # every fill begun before a clear is stale
+            watch.stale = True
         self.l1.clear()
         CACHE_L1_BYTES.labels(self.name).set(0)
 
