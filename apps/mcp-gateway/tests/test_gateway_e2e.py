@@ -155,6 +155,28 @@ async def test_an_upstreams_progress_reaches_the_client_under_its_own_token(
         assert plain.structured_content == {"result": 2}
 
 
+async def test_a_change_our_first_call_causes_is_heard_though_the_upstream_acks_listen_late(
+    settings, api_keys, tmp_path
+):
+    """The gateway takes no request on a new session before the upstream acknowledged its listen
+    stream: else a change caused by the first call went out while nobody listened."""
+    server = upstream_servers.build_server(listen_delay_s=1.0)
+    with upstream_servers.serve_http(server) as upstream_url:
+        path = tmp_path / "upstreams.yaml"
+        path.write_text(yaml.safe_dump({"upstreams": [{"name": "late", "url": upstream_url}]}))
+        own = settings.model_copy(update={"mcp_upstreams_file": path})
+        async with (
+            serving(own) as url,
+            connected(url, api_keys["admin"], "2026-07-28") as listener,
+            connected(url, api_keys["admin"], "2026-07-28") as agent,
+            listener.listen(tools_list_changed=True) as changes,
+        ):
+            await agent.call_tool("late__grow", {"name": "sprout"})
+            with anyio.fail_after(5):
+                await anext(aiter(changes))
+            assert "late__sprout" in {tool.name for tool in (await agent.list_tools()).tools}
+
+
 async def test_clients_listening_hear_when_an_upstream_or_the_file_changes_the_tools(
     settings, api_keys, tmp_path
 ):

@@ -42,15 +42,27 @@ from mcp_types import ToolAnnotations
 SCRIPT = Path(__file__)
 
 
-def build_server(ttl_ms: int | None = None, *, list_echo_twice: bool = False) -> MCPServer:
+def build_server(
+    ttl_ms: int | None = None, *, list_echo_twice: bool = False, listen_delay_s: float = 0.0
+) -> MCPServer:
     """The test upstream; `ttl_ms` is the cache hint on its tools/list results (2026-07-28);
-    `list_echo_twice` makes it list `echo` twice (as a misbehaving server could)."""
+    `list_echo_twice` makes it list `echo` twice (as a misbehaving server could);
+    `listen_delay_s` holds back its acknowledgement of `subscriptions/listen` (a busy server)."""
     hints = {"tools/list": CacheHint(ttl_ms=ttl_ms)} if ttl_ms is not None else None
+    middleware = [_echo_listed_twice] if list_echo_twice else []
+    if listen_delay_s > 0:
+
+        async def slow_listen(ctx: Any, call_next: Any) -> Any:
+            if ctx.method == "subscriptions/listen":
+                await anyio.sleep(listen_delay_s)
+            return await call_next(ctx)
+
+        middleware.append(slow_listen)
     server = MCPServer(
         "test-upstream",
         cache_hints=hints,  # type: ignore[arg-type]
         log_level="ERROR",
-        middleware=[_echo_listed_twice] if list_echo_twice else None,
+        middleware=middleware or None,
     )
 
     @server.tool(annotations=ToolAnnotations(read_only_hint=True, title="Echo"))

@@ -32,6 +32,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import anyio
+import anyio.abc
 import httpx2
 import mcp_types as types
 from mcp import Client, MCPError
@@ -322,10 +323,10 @@ class Session:
                     self.process.graceful = True
                 SESSIONS_OPENED.labels(self.config.name).inc()
                 log.info("mcp_upstream_opened", upstream=self.config.name, protocol=client.protocol_version)
-                self._opened.set()
                 async with anyio.create_task_group() as group:
                     if client.protocol_version != "2025-11-25":
-                        group.start_soon(self._listen, client)
+                        await self._listening(group, client)
+                    self._opened.set()
                     await self._serve(client)
                     group.cancel_scope.cancel()
         except TimeoutError:
@@ -381,23 +382,39 @@ class Session:
         elif isinstance(message, Exception):
             log.warning("mcp_upstream_stream_error", upstream=self.config.name, error=_describe(message))
 
-    async def _listen(self, client: Client) -> None:
+    async def _listening(self, group: anyio.abc.TaskGroup, client: Client) -> None:
+        """Start listening, and take no request until the upstream acknowledged it (a change that
+        a call of ours causes is then heard), or refused, or `timeout_s` passed (then it is heard
+        once the acknowledgement comes)."""
+        heard = anyio.Event()
+        group.start_soon(self._listen, client, heard)
+        with anyio.move_on_after(self.config.timeout_s) as waiting:
+            await heard.wait()
+        if waiting.cancelled_caught:
+            log.warning("mcp_upstream_listen_slow", upstream=self.config.name, waited_s=self.config.timeout_s)
+
+    async def _listen(self, client: Client, listening: anyio.Event) -> None:
         """2026-07-28: tool-list changes arrive on a `subscriptions/listen` stream, listened to
-        again when it drops (events may have been missed: the listing is refetched)."""
-        while True:
-            try:
-                async with client.listen(tools_list_changed=True) as subscription:
-                    async for _event in subscription:
-                        self.on_tools_changed()
-                return
-            except ListenNotSupportedError:
-                return
-            except MCPError as error:
-                log.info("mcp_upstream_no_listen", upstream=self.config.name, error=error.message)
-                return
-            except SubscriptionLost:
-                self.on_tools_changed()
-                await anyio.sleep(RELISTEN_S)
+        again when it drops (events may have been missed: the listing is refetched). `listening`
+        is set once the stream is acknowledged, or refused."""
+        try:
+            while True:
+                try:
+                    async with client.listen(tools_list_changed=True) as subscription:
+                        listening.set()
+                        async for _event in subscription:
+                            self.on_tools_changed()
+                    return
+                except ListenNotSupportedError:
+                    return
+                except MCPError as error:
+                    log.info("mcp_upstream_no_listen", upstream=self.config.name, error=error.message)
+                    return
+                except SubscriptionLost:
+                    self.on_tools_changed()
+                    await anyio.sleep(RELISTEN_S)
+        finally:
+            listening.set()
 
 
 class ToolListing:
