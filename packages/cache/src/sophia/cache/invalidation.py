@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import orjson
 import redis.asyncio as redis
 
 from sophia.cache.l2 import REDIS_FAILURES
@@ -29,12 +29,12 @@ class Invalidation:
 
     def encode(self) -> bytes:
         body = {"origin": self.origin, "keys": self.keys, "tags": self.tags, "epoch": self.epoch}
-        return json.dumps(body).encode()
+        return orjson.dumps(body)
 
     @classmethod
     def decode(cls, data: bytes) -> Invalidation | None:
         try:
-            body = json.loads(data)
+            body = orjson.loads(data)
             epoch = body.get("epoch")
             return cls(
                 str(body["origin"]),

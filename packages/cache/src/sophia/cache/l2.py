@@ -81,10 +81,12 @@ return 1
 """
 )
 
-# Drop values by key (leaving tombstones) and move tags' generations forward, in one call.
-# KEYS: n value keys, their n tombstones, then generation keys; ARGV: n, now (epoch ms), the
-# tombstones' px, the generations' TTL (ms).
+# Drop values by key (leaving tombstones), move tags' generations forward and tell the other
+# processes, in one call (one round trip a write, not two). KEYS: n value keys, their n
+# tombstones, then generation keys; ARGV: n, now (epoch ms), the tombstones' px, the generations'
+# TTL (ms), the channel and the message ('': publish nothing).
 _INVALIDATE = """
+if ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[5], ARGV[6]) end
 local n = tonumber(ARGV[1])
 for i = 1, n do
   redis.call('SET', KEYS[n + i], ARGV[2], 'PX', ARGV[3])
@@ -342,21 +344,23 @@ class RedisTier:
         answer = await self.call("get", read)
         return answer if answer is not None else (None, False)
 
-    async def delete(self, keys: Iterable[str], tags: Iterable[str]) -> bool:
+    async def delete(self, keys: Iterable[str], tags: Iterable[str], message: bytes = b"") -> bool:
         """Delete `keys` (leaving tombstones) and move `tags`' generations forward: O(1) per key
-        and per tag, whatever is cached under them. False if Redis could not be asked."""
+        and per tag, whatever is cached under them; and publish `message` (if any) in the same
+        call. False if Redis could not be asked (then none of it was done)."""
         keys = tuple(keys)
         script_keys = [
             *(self.value_key(key) for key in keys),
             *(self.tombstone_key("value", key) for key in keys),
             *(self.generation_key(tag) for tag in tags),
         ]
-        if not script_keys:
+        if not script_keys and not message:
             return True
         tombstone_ms = int(self.config.tombstone_s * 1000)
 
         async def delete(client: redis.Redis) -> bool:
-            arguments = (len(keys), int(time.time() * 1000), tombstone_ms, GENERATION_TTL_MS)
+            now_ms = int(time.time() * 1000)
+            arguments = (len(keys), now_ms, tombstone_ms, GENERATION_TTL_MS, self.config.channel, message)
             await client.eval(_INVALIDATE, len(script_keys), *script_keys, *arguments)
             return True
 

@@ -211,8 +211,7 @@ class TieredCache:
         if self._missed:
             await self.clear()
             return
-        reached = await self.l2.delete(invalidation.keys, invalidation.tags)
-        reached = await self.l2.publish(invalidation.encode()) and reached
+        reached = await self.l2.delete(invalidation.keys, invalidation.tags, invalidation.encode())
         if not reached and self.l2.client is not None:
             self._missed = True
             log.warning("cache_invalidation_deferred", cache=self.name)
