@@ -5,7 +5,10 @@ The e2e tier: the upstreams are processes of their own."""
 from __future__ import annotations
 
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -155,6 +158,19 @@ async def test_an_upstreams_progress_reaches_the_client_under_its_own_token(
         assert plain.structured_content == {"result": 2}
 
 
+@asynccontextmanager
+async def agent_and_listener(settings, api_keys, upstreams: Path) -> AsyncIterator[tuple[Client, Any]]:
+    """A gateway on `upstreams`, an agent (2026-07-28) and another client's tool-list changes."""
+    own = settings.model_copy(update={"mcp_upstreams_file": upstreams})
+    async with (
+        serving(own) as url,
+        connected(url, api_keys["admin"], "2026-07-28") as listener,
+        connected(url, api_keys["admin"], "2026-07-28") as agent,
+        listener.listen(tools_list_changed=True) as changes,
+    ):
+        yield agent, changes
+
+
 async def test_a_change_our_first_call_causes_is_heard_though_the_upstream_acks_listen_late(
     settings, api_keys, tmp_path
 ):
@@ -164,13 +180,7 @@ async def test_a_change_our_first_call_causes_is_heard_though_the_upstream_acks_
     with upstream_servers.serve_http(server) as upstream_url:
         path = tmp_path / "upstreams.yaml"
         path.write_text(yaml.safe_dump({"upstreams": [{"name": "late", "url": upstream_url}]}))
-        own = settings.model_copy(update={"mcp_upstreams_file": path})
-        async with (
-            serving(own) as url,
-            connected(url, api_keys["admin"], "2026-07-28") as listener,
-            connected(url, api_keys["admin"], "2026-07-28") as agent,
-            listener.listen(tools_list_changed=True) as changes,
-        ):
+        async with agent_and_listener(settings, api_keys, path) as (agent, changes):
             await agent.call_tool("late__grow", {"name": "sprout"})
             with anyio.fail_after(5):
                 await anext(aiter(changes))
@@ -184,13 +194,7 @@ async def test_clients_listening_hear_when_an_upstream_or_the_file_changes_the_t
         path = tmp_path / "upstreams.yaml"
         entries = [{"name": "growing", "url": upstream_url, "timeout_s": 5}]
         path.write_text(yaml.safe_dump({"upstreams": entries}))
-        own = settings.model_copy(update={"mcp_upstreams_file": path})
-        async with (
-            serving(own) as url,
-            connected(url, api_keys["admin"], "2026-07-28") as listener,
-            connected(url, api_keys["admin"], "2026-07-28") as agent,
-            listener.listen(tools_list_changed=True) as changes,
-        ):
+        async with agent_and_listener(settings, api_keys, path) as (agent, changes):
             await agent.call_tool("growing__grow", {"name": "sprout"})  # the upstream says it changed
             with anyio.fail_after(10):
                 await anext(aiter(changes))
