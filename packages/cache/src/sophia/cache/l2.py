@@ -86,7 +86,6 @@ return 1
 # tombstones, then generation keys; ARGV: n, now (epoch ms), the tombstones' px, the generations'
 # TTL (ms), the channel and the message ('': publish nothing).
 _INVALIDATE = """
-if ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[5], ARGV[6]) end
 local n = tonumber(ARGV[1])
 for i = 1, n do
   redis.call('SET', KEYS[n + i], ARGV[2], 'PX', ARGV[3])
@@ -100,6 +99,7 @@ if #KEYS > 2 * n then
     redis.call('SET', KEYS[i], string.format('%.0f', math.max(held + 1, now_us)), 'PX', ARGV[4])
   end
 end
+if ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[5], ARGV[6]) end
 return 1
 """
 
