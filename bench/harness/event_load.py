@@ -15,10 +15,11 @@ import orjson
 
 from harness.workers import WorkersProcess
 
-ACKED = "sophia_stream_acked_total"
-"""Messages the stream processors acked, each after its sink committed: persisted events."""
+ACKED = "sophia_stream_events_acked_total"
+"""Events the stream processors acked, each after its sink committed: persisted events."""
 WORKER_SAMPLES = {
     ACKED,
+    "sophia_stream_acked_total",
     "sophia_stream_consumed_total",
     "sophia_stream_redelivered_total",
     "sophia_stream_failed_total",

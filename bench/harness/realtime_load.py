@@ -165,20 +165,29 @@ async def fixed_rate(client: httpx.AsyncClient, posted: Posted, per_s: float, st
 async def resume(
     client: httpx.AsyncClient, url: str, headers: dict[str, str], channel: str, events_back: int
 ) -> dict[str, Any]:
-    """Post `events_back` events, then subscribe with `since` that many back: replayed per second."""
-    posted = Posted()
-    for start in range(0, events_back, RESUME_BATCH):
-        await post(client, min(RESUME_BATCH, events_back - start), posted)
-    if posted.errors:
-        raise RuntimeError(f"posting the history failed: {posted.first_error}")
+    """Post `events_back` events, then subscribe with `since` that many back: replayed per second.
+
+    Positions are opaque (they count a message's events apart, and skip between messages), so the
+    position before the history is the one a subscription is answered with before it is posted,
+    and the history's end is the last of it that arrives live."""
     connection, answer = await subscribe(url, headers, channel)
-    position = answer["position"]  # where the channel stands: the last event posted
+    since = answer["position"]  # where the channel stands before the history
     result: dict[str, Any] = {"events_back": events_back, "received": 0, "recovered": None, "error": None}
     started = time.perf_counter()
     try:
+        posted = Posted()
+        for start in range(0, events_back, RESUME_BATCH):
+            await post(client, min(RESUME_BATCH, events_back - start), posted)
+        if posted.errors:
+            raise RuntimeError(f"posting the history failed: {posted.first_error}")
+        live = 0
+        async with asyncio.timeout(TIMEOUT_S + events_back / 1000):
+            while live < events_back:
+                frame = orjson.loads(await connection.recv())
+                if frame.get("type") == "publication":
+                    live, position = live + 1, frame["position"]  # the history's last, in the end
         await connection.send(json.dumps({"op": "unsubscribe", "id": 2, "channel": channel}))
         await asyncio.wait_for(connection.recv(), 10)
-        since = {"epoch": position["epoch"], "seq": max(0, position["seq"] - events_back)}
         started = time.perf_counter()
         await connection.send(json.dumps({"op": "subscribe", "id": 3, "channel": channel, "since": since}))
         async with asyncio.timeout(TIMEOUT_S + events_back / 1000):

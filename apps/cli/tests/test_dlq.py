@@ -114,6 +114,17 @@ def test_dlq_show_prints_the_originals_own_headers_and_bytes_that_are_no_json(ow
     assert "deliveries: 1" in shown.output
 
 
+def test_dlq_show_prints_each_event_of_a_message_that_carries_several(own, env):
+    events = [Envelope.new("user.event", "u-1", {"name": f"step-{n}"}, source="api") for n in range(3)]
+    subject = stream_specs(own)["user-events"].subject("u-1", "user.event")
+    run_into_dead_letters(own, [(subject, b"\n".join(encode(event) for event in events), None)])
+    shown = invoke(env, "show", "1")
+    assert shown.exit_code == 0, shown.output
+    assert "events:     3" in shown.output
+    positions = [shown.output.index(f'"id": "{event.id}"') for event in events]
+    assert positions == sorted(positions)  # each pretty-printed, in order
+
+
 def test_dlq_replay_puts_the_event_back_and_deletes_the_letter(own, env):
     file_dead_letters(own, 2)
     before = stream_messages(own)

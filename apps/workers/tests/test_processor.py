@@ -22,7 +22,7 @@ from waiting import eventually
 from sophia.core.errors import NotFound, Unavailable
 from sophia.core.events import Envelope
 from sophia.engines.nats import EmbeddedNats
-from sophia.events.codec import encode
+from sophia.events.codec import decode, encode
 from sophia.events.connection import NatsConnection
 from sophia.events.dead_letter import dead_letter_spec, list_dead_letters, replay, show_dead_letter
 from sophia.events.streams import StreamSpec, ensure_streams, stream_specs
@@ -134,6 +134,45 @@ async def test_a_batch_is_acked_only_after_its_sink_returns(nats, streams):
         await eventually(lambda: sink.stored == [e.id for e in events])
         await eventually(acks_are(nats, consumer_spec, (0, 3)))
     assert sample("sophia_stream_acked_total", consumer=consumer_spec.name) == 3
+
+
+@pytest.mark.parametrize("raw", [False, True], ids=["envelopes", "raw"])
+async def test_a_message_of_several_events_reaches_the_sink_as_its_events_in_order(nats, streams, raw):
+    spec, dead_letter = streams
+    got: list[str] = []
+
+    async def sink(batch: list) -> None:
+        got.extend(decode(item).id if raw else item.id for item in batch)
+
+    packed, alone = [event(n) for n in range(3)], event(3)
+    js = await nats.jetstream()
+    subject = spec.subject(alone.key, alone.type)
+    await js.publish(subject, b"\n".join(encode(e) for e in packed), stream=spec.name)
+    await publish(nats, spec, [alone])
+    consumer_spec = consumer(spec, raw=raw)
+    async with running(nats, consumer_spec, sink, dead_letter):
+        await eventually(acks_are(nats, consumer_spec, (0, 2)))
+    assert got == [e.id for e in [*packed, alone]]
+    assert sample("sophia_stream_acked_total", consumer=consumer_spec.name) == 2
+    assert sample("sophia_stream_events_acked_total", consumer=consumer_spec.name) == 4
+
+
+async def test_a_message_with_one_bad_event_of_several_is_dead_lettered_whole(nats, streams):
+    spec, dead_letter = streams
+    got: list[str] = []
+
+    async def sink(batch: list[Envelope]) -> None:
+        got.extend(envelope.id for envelope in batch)
+
+    good = event(1)
+    js = await nats.jetstream()
+    await js.publish(spec.subject(good.key, good.type), encode(good) + b"\n{broken", stream=spec.name)
+    consumer_spec = consumer(spec)
+    async with running(nats, consumer_spec, sink, dead_letter):
+        await eventually(acks_are(nats, consumer_spec, (0, 1)))
+    assert got == []  # nothing of it reached the sink: the message is one verdict
+    [letter] = await list_dead_letters(nats, dead_letter.name)
+    assert letter.data == encode(good) + b"\n{broken"
 
 
 async def test_a_sink_that_raises_leaves_its_batch_to_be_delivered_again(nats, streams):

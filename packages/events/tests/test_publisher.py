@@ -1,5 +1,6 @@
-"""EventPublisher against real JetStream: all-or-nothing batches in order, resends dropped one by
-one, and one ack per event where a stream takes no atomic batches."""
+"""EventPublisher against real JetStream: the events of a subject packed several to a message,
+all-or-nothing batches in order, resends dropped, and one ack per message where a stream takes no
+atomic batches."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import pytest
 from sophia.core.errors import Invalid, Unavailable
 from sophia.core.events import Envelope
 from sophia.engines.nats import EmbeddedNats
-from sophia.events.codec import decode, encode
+from sophia.events import publisher as publisher_module
+from sophia.events.codec import PACK_BYTES, PACK_EVENTS, decode_all, encode
 from sophia.events.connection import NatsConnection
 from sophia.events.publisher import FULL_RETRY_AFTER_S, PUBLISH_CHUNK, EventPublisher, PipelinedAcks
 from sophia.events.streams import stream_specs
@@ -28,18 +30,63 @@ def events(count: int, key: str = "user-1") -> list[Envelope]:
 
 
 async def stored(publisher: EventPublisher) -> list[tuple[Envelope, dict[str, str]]]:
-    """The user-events stream's messages in stream order, each with its headers."""
+    """The user-events stream's events in stream order, each with its message's headers."""
+    return [
+        (envelope, headers) for _, envelopes, headers in await messages(publisher) for envelope in envelopes
+    ]
+
+
+async def messages(publisher: EventPublisher) -> list[tuple[str, list[Envelope], dict[str, str]]]:
+    """The user-events stream's messages in stream order: subject, envelopes, headers."""
     js = await publisher.nats.jetstream()
     name = publisher.streams["user-events"].name
     info = await js.stream_info(name)
     found = []
     for sequence in range(info.state.first_seq, info.state.last_seq + 1):
         message = await js.get_msg(name, sequence)
-        found.append((decode(message.data), dict(message.headers or {})))
+        found.append((message.subject, decode_all(message.data), dict(message.headers or {})))
     return found
 
 
-async def test_a_batch_goes_in_all_or_nothing_chunks_that_keep_a_keys_order(publisher):
+@pytest.fixture
+def one_event_a_message(monkeypatch) -> None:
+    """Messages of one event each, as before packing: for what concerns messages, not events."""
+    monkeypatch.setattr(publisher_module, "PACK_EVENTS", 1)
+
+
+async def test_the_events_of_a_subject_travel_together_in_order_and_a_resend_adds_nothing(publisher):
+    sent = [*events(PACK_EVENTS + 10), *events(3, key="user-2")]
+    await publisher.publish(sent)
+    found = await messages(publisher)
+    spec = publisher.streams["user-events"]
+    for subject, envelopes, _ in found:
+        assert {spec.subject(envelope.key, envelope.type) for envelope in envelopes} == {subject}
+        assert len(envelopes) <= PACK_EVENTS
+    assert len(found) in (2, 3)  # user-1's events in two messages; user-2's with them or alone
+    kept = [envelope.id for _, envelopes, _ in found for envelope in envelopes]
+    for key in ("user-1", "user-2"):  # a key's order holds
+        assert [i for i in kept if i in {e.id for e in sent if e.key == key}] == [
+            e.id for e in sent if e.key == key
+        ]
+    assert sorted(kept) == sorted(envelope.id for envelope in sent)
+    await publisher.publish(sent)  # the client did not hear the answer and sends the same again
+    assert len(await messages(publisher)) == len(found)
+
+
+async def test_a_message_is_closed_before_its_bytes_pass_the_bound_and_a_larger_event_goes_alone(publisher):
+    big = Envelope.new("user.event", "user-1", {"text": "x" * PACK_BYTES}, source="test")
+    sent = [*events(3), big, *events(40, key="user-1")]
+    for envelope in sent[4:]:
+        envelope.payload["text"] = "y" * (PACK_BYTES // 20)
+    await publisher.publish(sent)
+    found = await messages(publisher)
+    assert [envelope.id for _, envelopes, _ in found for envelope in envelopes] == [e.id for e in sent]
+    assert [len(envelopes) for _, envelopes, _ in found][:2] == [3, 1]  # the big one alone
+    assert all(sum(len(encode(e)) + 1 for e in envelopes) <= PACK_BYTES for _, envelopes, _ in found[2:])
+    assert len(found) > 3
+
+
+async def test_a_batch_goes_in_all_or_nothing_chunks_that_keep_a_keys_order(publisher, one_event_a_message):
     sent = events(PUBLISH_CHUNK + 500)
     await publisher.publish(sent)
     kept = await stored(publisher)
@@ -69,7 +116,9 @@ async def test_a_stream_without_atomic_batches_gets_one_ack_per_event(publisher)
     assert not any("Nats-Batch-Id" in headers for _, headers in kept[1:])
 
 
-async def test_a_refusal_of_one_acked_event_fails_the_batch_at_once_saying_why(own_streams):
+async def test_a_refusal_of_one_acked_event_fails_the_batch_at_once_saying_why(
+    own_streams, one_event_a_message
+):
     async with NatsConnection(own_streams.nats_url, timeout_s=30) as nats:  # a hang would show as a timeout
         publisher = EventPublisher(nats, stream_specs(own_streams), info_ttl_s=0)
         await publisher.publish(events(1))  # creates the streams

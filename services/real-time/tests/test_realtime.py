@@ -24,7 +24,9 @@ from sophia.cache import CacheConfig, RedisConnection, TieredCache
 from sophia.core.events import Envelope
 from sophia.core.records import RecordKey
 from sophia.database import Database, catalog, keys
+from sophia.events.codec import PACK_SPAN
 from sophia.events.connection import NatsConnection
+from sophia.events.publisher import EventPublisher
 from sophia.events.streams import stream_specs
 from sophia.realtime.service import RealtimeService
 from sophia.workers.__main__ import processors
@@ -119,10 +121,11 @@ async def test_a_deal_written_to_the_catalog_reaches_the_analytics_channel_once_
                 info = await js.consumer_info(records, "analytics")
                 async with database.connection() as connection:
                     pending = await connection.fetchval("SELECT count(*) FROM sophia_core.outbox")
-                return info.ack_floor.stream_seq >= update["position"]["seq"] and pending == 0
+                return info.ack_floor.stream_seq >= update_seq and pending == 0
 
+            update_seq = update["position"]["seq"] // PACK_SPAN  # a position counts events (feed.py)
             await eventually(own_event_passed)
-            assert (await js.stream_info(records)).state.last_seq == update["position"]["seq"]
+            assert (await js.stream_info(records)).state.last_seq == update_seq
         finally:
             stop.set()
             await asyncio.wait_for(running, 15)
@@ -419,6 +422,34 @@ async def test_a_recent_resume_is_served_from_memory_and_an_older_one_from_the_s
             older = await publications(client, 4)
         assert resumes("from_stream") == stream + 1
     assert [item["event"]["payload"]["n"] for item in recent + older] == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.parametrize("history_events", [1_000, 2], ids=["from_memory", "from_stream"])
+async def test_the_events_packed_in_one_message_each_get_a_position_and_resume_mid_message(
+    own_streams, api_keys, history_events
+):
+    """The publisher packs a subject's events into one message; each event is its own publication
+    at its own position, and a client that saw part of a message resumes with the rest of it."""
+    settings = own_streams.model_copy(update={"realtime_port": 0, "realtime_history_events": history_events})
+    sent = [Envelope.new("user.event", "u-pack", {"name": "step", "n": n}, source="test") for n in range(8)]
+    async with RealtimeService(settings) as service, NatsConnection(settings.nats_url or "") as nats:
+        async with ws(service, api_keys["admin"]) as client:
+            await subscribe(client, "user-events:u-pack")
+            await EventPublisher(nats, stream_specs(settings)).publish(sent)
+            got = await publications(client, len(sent))
+        positions = [item["position"]["seq"] for item in got]
+        assert [item["event"]["payload"]["n"] for item in got] == list(range(8))
+        assert positions == list(range(positions[0], positions[0] + 8))  # one message, eight positions
+        outcome = "from_memory" if history_events > len(sent) else "from_stream"
+        before = resumes(outcome)
+        async with ws(service, api_keys["admin"]) as client:
+            resumed = await subscribe(client, "user-events:u-pack", since=got[2]["position"])
+            assert resumed["recovered"] is True
+            rest = await publications(client, 5)
+            with pytest.raises(TimeoutError):
+                await frame(client, timeout_s=0.3)  # nothing twice
+        assert [item["position"]["seq"] for item in rest] == positions[3:]
+        assert resumes(outcome) == before + 1
 
 
 async def test_a_client_flooding_frames_is_closed_1008_and_others_are_not(own_streams, api_keys):

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from sophia.cli.endpoints import resolve_settings
 from sophia.core.errors import NotFound, Unavailable
+from sophia.events.codec import unpack
 from sophia.events.connection import NatsConnection
 from sophia.events.dead_letter import (
     DeadLetter,
@@ -103,8 +104,12 @@ def _print_letter(letter: DeadLetter) -> None:
     console.print(f"  error:      {letter.error_type}: {letter.error}", markup=False)
     for name, value in letter.headers.items():
         console.print(f"  header:     {name}: {value}", markup=False)
-    try:
-        body = orjson.dumps(orjson.loads(letter.data), option=orjson.OPT_INDENT_2).decode()
-    except orjson.JSONDecodeError:
-        body = repr(letter.data)
-    console.print(body, markup=False, highlight=False)
+    lines = unpack(letter.data)  # a message may carry several events, one a line
+    if len(lines) > 1:
+        console.print(f"  events:     {len(lines)}")
+    for line in lines:
+        try:
+            body = orjson.dumps(orjson.loads(line), option=orjson.OPT_INDENT_2).decode()
+        except orjson.JSONDecodeError:
+            body = repr(line)
+        console.print(body, markup=False, highlight=False)

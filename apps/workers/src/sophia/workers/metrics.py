@@ -19,6 +19,11 @@ RELAY_BATCH_SECONDS = Histogram(
 
 CONSUMED = Counter("sophia_stream_consumed_total", "Messages a stream processor fetched", ["consumer"])
 ACKED = Counter("sophia_stream_acked_total", "Messages acked once their sink returned", ["consumer"])
+EVENTS_ACKED = Counter(
+    "sophia_stream_events_acked_total",
+    "Events carried by the messages acked once their sink returned",
+    ["consumer"],
+)
 FAILED = Counter(
     "sophia_stream_failed_total", "Messages their sink failed on alone (NAKed or dead-lettered)", ["consumer"]
 )

@@ -1,7 +1,8 @@
 """Stream processors: durable pull consumers that hand micro-batches of events to an idempotent sink.
 
 A processor fetches up to `batch_size` messages, waiting at most `batch_wait_s` after the first
-for the batch to fill, calls its sink with their envelopes and acks them only once the sink has
+for the batch to fill, calls its sink with their envelopes (a message carries one or several:
+`codec.unpack`) and acks them only once the sink has
 returned. A crash before that leaves them un-acked and JetStream delivers them again, which is
 why a sink must be idempotent (ON CONFLICT on the event id). With `concurrency` above
 `batch_size` several batches are in their sinks at once (and their order between them is not
@@ -23,11 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sophia.core.errors import Invalid, Unavailable
 from sophia.core.events import Envelope
-from sophia.events.codec import decode
+from sophia.events.codec import decode_all, unpack
 from sophia.events.connection import NATS_FAILURES, NatsConnection
 from sophia.events.consumer import (
     ConsumerConfig,
@@ -49,6 +51,9 @@ __all__ = ["ConsumerSpec", "RawSink", "Sink", "StreamProcessor"]
 log = get_logger(__name__)
 
 V1_ACK_TOKENS = 9
+
+Items = Sequence[Envelope | bytes]
+"""What one message holds for a sink: its envelopes, or their bytes (`ConsumerSpec.raw`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,13 +203,13 @@ class StreamProcessor:
 
     async def _process(self, messages: list[Message]) -> None:
         try:
-            decoded: list[tuple[Message, Envelope | bytes]] = []
+            decoded: list[tuple[Message, Items]] = []
             for message in messages:
                 if self.spec.raw:
-                    decoded.append((message, message.data))
+                    decoded.append((message, unpack(message.data)))
                     continue
                 try:
-                    decoded.append((message, decode(message.data)))
+                    decoded.append((message, decode_all(message.data)))
                 except Invalid as error:  # it can never succeed: no point retrying it
                     await self._dead_letter(message, error, "undecodable")
             if decoded:
@@ -215,10 +220,10 @@ class StreamProcessor:
         finally:
             self.unacked -= len(messages)
 
-    async def _deliver(self, decoded: list[tuple[Message, Envelope | bytes]]) -> None:
+    async def _deliver(self, decoded: list[tuple[Message, Items]]) -> None:
         messages = [message for message, _ in decoded]
         try:
-            await self._call_sink(messages, [item for _, item in decoded])
+            await self._call_sink(messages, [item for _, items in decoded for item in items])
         except Exception as error:
             log.warning("stream_batch_failed", consumer=self.spec.name, size=len(messages), error=repr(error))
             if len(decoded) == 1 or isinstance(error, Unavailable):
@@ -229,17 +234,18 @@ class StreamProcessor:
             return
         await self._ack(messages)
 
-    async def _isolate(self, decoded: list[tuple[Message, Envelope | bytes]]) -> None:
-        """The batch again, one message at a time: the good ones proceed, the bad one fails alone."""
-        for message, item in decoded:
+    async def _isolate(self, decoded: list[tuple[Message, Items]]) -> None:
+        """The batch again, one message at a time: the good ones proceed, the bad one fails alone
+        (with the events it carries: a message is acked, retried or dead-lettered whole)."""
+        for message, items in decoded:
             try:
-                await self._call_sink([message], [item])
+                await self._call_sink([message], items)
             except Exception as error:
                 await self._fail(message, error)
             else:
                 await self._ack([message])
 
-    async def _call_sink(self, messages: list[Message], items: list[Envelope | bytes]) -> None:
+    async def _call_sink(self, messages: list[Message], items: Items) -> None:
         keep_alive = asyncio.create_task(self._keep_alive(messages))
         started = time.perf_counter()
         try:
@@ -266,6 +272,8 @@ class StreamProcessor:
         async with asyncio.timeout(self.nats.timeout_s):
             await ack_all(self.nats.client, messages)
         metrics.ACKED.labels(self.spec.name).inc(len(messages))
+        events = len(messages) + sum(message.data.count(b"\n") for message in messages)  # a line each
+        metrics.EVENTS_ACKED.labels(self.spec.name).inc(events)
 
     async def _fail(self, message: Message, error: Exception) -> None:
         metrics.FAILED.labels(self.spec.name).inc()

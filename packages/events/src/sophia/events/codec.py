@@ -1,4 +1,9 @@
-"""Envelopes to bytes and back: the one wire format of the bus (UTF-8 JSON, see docs/events.md)."""
+"""Envelopes to bytes and back: the one wire format of the bus (see docs/events.md).
+
+A message is one or more envelopes, each a compact UTF-8 JSON document on a line of its own
+(NDJSON): the publisher packs the events of one subject together (`publisher.pack`), which costs
+NATS and every consumer one message where it cost one an event. A compact JSON document never holds
+a line break of its own, so a message's envelopes are its lines (`unpack`)."""
 
 from __future__ import annotations
 
@@ -6,6 +11,14 @@ import orjson
 
 from sophia.core.errors import FieldError, Invalid
 from sophia.core.events import Envelope
+
+PACK_EVENTS = 256
+"""The most envelopes one message carries."""
+PACK_SPAN = 1_024
+"""Room for one message's envelopes in a position that counts events (`sequence * PACK_SPAN +
+index`, the real-time service's): more than `PACK_EVENTS`."""
+PACK_BYTES = 128 * 1024
+"""A message is closed before its envelopes pass this many bytes (a larger envelope goes alone)."""
 
 
 def encode(envelope: Envelope) -> bytes:
@@ -33,3 +46,13 @@ def decode(data: bytes) -> Envelope:
     except orjson.JSONDecodeError as error:
         raise Invalid("The event is not valid JSON.", [FieldError(("body",), str(error))]) from None
     return Envelope.from_dict(parsed)
+
+
+def unpack(data: bytes) -> list[bytes]:
+    """The envelopes of a message, as bytes, in order (one for a message of one)."""
+    return data.split(b"\n")
+
+
+def decode_all(data: bytes) -> list[Envelope]:
+    """The envelopes of a message; `Invalid` if any line is not a valid envelope."""
+    return [decode(line) for line in unpack(data)]

@@ -3,8 +3,11 @@
 A stream refuses messages once full (`discard: new`), so a batch could be half taken. To make that
 rare, the publisher looks at each stream's fill (cached for a second) and refuses the whole batch
 up front at `refuse_at` of its limit: `Unavailable` with Retry-After, which the API answers as 503.
-Each event goes out with `Nats-Msg-Id` = its id, so a client that resends a batch with the same
-ids after a failure adds nothing twice (JetStream's duplicate window, then the sink's primary key).
+The events of one subject travel several to a message (`pack`: NATS's cost and every consumer's
+is per message, not per byte). A message carries a `Nats-Msg-Id` made of its events' ids, so a
+client that resends a batch with the same ids after a failure adds nothing twice: the same batch
+packs into the same messages, which JetStream's duplicate window drops; whatever else overlaps
+(the same events in another batch) is dropped by the sink's primary key.
 
 How: JetStream atomic batches where the stream allows them (nats-server 2.12+, `allow_atomic`).
 Up to 1,000 messages of one stream go out as plain publishes carrying `Nats-Batch-Id` and
@@ -21,6 +24,7 @@ dropped one by one and the rest stored. The acks are our own (`PipelinedAcks`): 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import math
 import time
@@ -38,14 +42,15 @@ from nats.js.errors import APIError, NoStreamResponseError
 from sophia.core.errors import Invalid, Unavailable
 from sophia.core.event_types import EVENT_TYPES
 from sophia.core.events import Envelope
-from sophia.events.codec import encode
+from sophia.events.codec import PACK_BYTES, PACK_EVENTS, encode
 from sophia.events.connection import NatsConnection
 from sophia.events.streams import StreamSpec, ensure_streams
 from sophia.events.wire import batch_frame, write_frames
 
 PUBLISH_CHUNK = 1_000
-"""Each started thousand events of a batch adds the connection's timeout to the batch's deadline.
+"""Each started thousand messages of a batch adds the connection's timeout to the batch's deadline.
 Also JetStream's largest atomic batch."""
+
 ATOMIC_IN_FLIGHT = 8
 """Atomic batches one process has open at once (JetStream allows 50 per stream)."""
 RESEND_ONE_BY_ONE = frozenset({10201, 10210})
@@ -122,8 +127,9 @@ class EventPublisher:
         self._ready = False
 
     async def _publish_stream(self, stream: str, targets: list[tuple[StreamSpec, Envelope]]) -> None:
-        for start in range(0, len(targets), PUBLISH_CHUNK):
-            chunk = targets[start : start + PUBLISH_CHUNK]
+        messages = pack(targets)
+        for start in range(0, len(messages), PUBLISH_CHUNK):
+            chunk = messages[start : start + PUBLISH_CHUNK]
             if self._atomic.get(stream):
                 try:
                     async with self._atomic_slots, asyncio.timeout(self.nats.timeout_s):
@@ -134,15 +140,11 @@ class EventPublisher:
                         raise
             await self._publish_all(chunk)
 
-    async def _publish_atomic(self, targets: list[tuple[StreamSpec, Envelope]]) -> None:
+    async def _publish_atomic(self, messages: list[Packed]) -> None:
         """One all-or-nothing batch: a request opens it, plain publishes fill it, a request commits."""
         client = self.nats.client
         assert client is not None, "jetstream() connected first"
-        batch_id, last = uuid.uuid4().hex, len(targets)
-        messages = [
-            (spec.subject(envelope.key, envelope.type), envelope.id, encode(envelope))
-            for spec, envelope in targets
-        ]
+        batch_id, last = uuid.uuid4().hex, len(messages)
 
         async def request(sequence: int) -> dict[str, Any]:
             subject, message_id, payload = messages[sequence - 1]
@@ -165,20 +167,19 @@ class EventPublisher:
         if last > 1:
             answer = await request(last)  # commits it
         if answer.get("count") != last:
-            raise Unavailable(f"JetStream committed {answer.get('count')} of {last} events.", retry_after_s=1)
+            committed = answer.get("count")
+            raise Unavailable(f"JetStream committed {committed} of {last} messages.", retry_after_s=1)
 
-    async def _publish_all(self, targets: list[tuple[StreamSpec, Envelope]]) -> None:
+    async def _publish_all(self, messages: list[Packed]) -> None:
         """Write every message, then await every ack; the first refusal (or the deadline) raises.
 
         Acks still out at the deadline are cancelled, which forgets them."""
         pipeline = await self._pipelined()
         acks: list[asyncio.Future[None]] = []
         try:
-            async with asyncio.timeout(self.nats.timeout_s * math.ceil(len(targets) / PUBLISH_CHUNK)):
-                for spec, envelope in targets:
-                    subject = spec.subject(envelope.key, envelope.type)
-                    headers = {"Nats-Msg-Id": envelope.id}
-                    acks.append(await pipeline.publish(subject, encode(envelope), headers))
+            async with asyncio.timeout(self.nats.timeout_s * math.ceil(len(messages) / PUBLISH_CHUNK)):
+                for subject, message_id, payload in messages:
+                    acks.append(await pipeline.publish(subject, payload, {"Nats-Msg-Id": message_id}))
                 await asyncio.wait(acks)
         finally:
             for ack in acks:
@@ -209,6 +210,48 @@ class EventPublisher:
                 f"The {stream} stream is {checked[1]:.0%} full; events are refused until consumers catch up.",
                 retry_after_s=FULL_RETRY_AFTER_S,
             )
+
+
+Packed = tuple[str, str, bytes]
+"""A message to publish: its subject, its `Nats-Msg-Id` and its body."""
+
+
+def pack(targets: Sequence[tuple[StreamSpec, Envelope]]) -> list[Packed]:
+    """The envelopes as messages: those of one subject (one partition, one type) in order, several
+    to a message, one JSON envelope a line (at most `PACK_EVENTS` and about `PACK_BYTES`).
+
+    A message of one envelope is that envelope alone, with its id as `Nats-Msg-Id`; a message of
+    several takes an id made of theirs (`pack_id`), so the same batch sent again packs into the
+    same messages and JetStream drops them as duplicates. The subjects come out in the order of
+    their first event, and the messages of one subject in the order of its events."""
+    by_subject: dict[str, list[bytes]] = {}
+    ids: dict[str, list[str]] = {}
+    for spec, envelope in targets:
+        subject = spec.subject(envelope.key, envelope.type)
+        by_subject.setdefault(subject, []).append(encode(envelope))
+        ids.setdefault(subject, []).append(envelope.id)
+    messages: list[Packed] = []
+    for subject, bodies in by_subject.items():
+        subject_ids = ids[subject]
+        start, size = 0, 0
+        for end, body in enumerate(bodies):
+            if end > start and (end - start == PACK_EVENTS or size + len(body) > PACK_BYTES):
+                messages.append(_packed(subject, subject_ids[start:end], bodies[start:end]))
+                start, size = end, 0
+            size += len(body) + 1
+        messages.append(_packed(subject, subject_ids[start:], bodies[start:]))
+    return messages
+
+
+def _packed(subject: str, ids: list[str], bodies: list[bytes]) -> Packed:
+    if len(bodies) == 1:
+        return subject, ids[0], bodies[0]
+    return subject, pack_id(ids), b"\n".join(bodies)
+
+
+def pack_id(ids: Sequence[str]) -> str:
+    """The `Nats-Msg-Id` of a message of several events: a hash of their ids, in order."""
+    return "pack-" + hashlib.blake2b("\n".join(ids).encode(), digest_size=16).hexdigest()
 
 
 class PipelinedAcks:

@@ -6,8 +6,12 @@ one publication frame per channel from the stored bytes, and hands it to the hub
 client listens. History for a resume is read by a short-lived ordered consumer from the client's
 position up to where the stream stands.
 
-A stream's epoch is its creation time: a client's position from before the stream was made again
-(or from another deployment) has another epoch, and gets a resync instead of a silent gap.
+A position counts events, not messages: a message may carry several events (the publisher packs
+those of one subject, `sophia.events.codec`), so the event at `index` of the message at JetStream
+sequence `seq` is at `seq * PACK_SPAN + index`. A stream's epoch is its creation time and that
+span: a client's position from before the stream was made again (or from another deployment, or
+from before positions counted events) has another epoch, and gets a resync instead of a silent
+gap.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from prometheus_client import Histogram
 
+from sophia.events.codec import PACK_SPAN, unpack
 from sophia.events.connection import NatsConnection
 from sophia.events.streams import StreamSpec
 from sophia.realtime.channels import channels_of
@@ -37,8 +42,8 @@ FANOUT_SECONDS = Histogram(
     "From an event stored in JetStream to its frames queued for every subscriber",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
-REPLAY_MAX_EVENTS = 100_000
-"""The most events of a stream one resume reads; further behind, the client gets a resync."""
+REPLAY_MAX_MESSAGES = 100_000
+"""The most messages of a stream one resume reads; further behind, the client gets a resync."""
 REPLAY_IDLE_S = 2.0
 
 
@@ -47,6 +52,28 @@ class StreamState:
     epoch: str
     first_seq: int
     last_seq: int
+    """JetStream's sequences of the first and the last message stored."""
+
+    @property
+    def last(self) -> int:
+        """A position after every event of the last message (and before any of the next)."""
+        return self.last_seq * PACK_SPAN + PACK_SPAN - 1
+
+    def not_resumable(self, epoch: str, after: int) -> str | None:
+        """Why a resume after position `after` of `epoch` cannot be served, or None."""
+        seq, index = divmod(after, PACK_SPAN)
+        if epoch != self.epoch:
+            return "the stream was made again since that position (another epoch)"
+        if after > self.last:
+            return "that position is ahead of the stream"
+        # What follows `after` is in its own message (gone once that message is) unless `after` is
+        # the end of one: a position that ends a message's span (a live subscriber's, at start).
+        next_seq = seq + 1 if index == PACK_SPAN - 1 else seq
+        if next_seq < self.first_seq:
+            return "that position is older than the stream's history"
+        if self.last_seq - seq > REPLAY_MAX_MESSAGES:
+            return f"more than {REPLAY_MAX_MESSAGES:,} messages behind"
+        return None
 
 
 class StreamFeed:
@@ -62,23 +89,27 @@ class StreamFeed:
         self.hub = hub
         self.epoch = ""
         self.live_seq = 0
-        """The last sequence handed to the hub."""
+        """The position of the last event handed to the hub."""
         self._recent: deque[tuple[int, bytes, tuple[str, ...]]] = deque(maxlen=history_events)
-        """The last `history_events` events the feed brought (sequence, stored bytes, channels):
+        """The last `history_events` events the feed brought (position, stored bytes, channels):
         most resumes are served from here without reading JetStream."""
+        self._recent_after = 0
+        """`_recent` holds every event after this position."""
         self._subscription: object | None = None
 
     async def state(self) -> StreamState:
         js = await self.nats.jetstream()
         info = await js.stream_info(self.spec.name)
         created = info.created
-        epoch = str(int(created.timestamp() * 1_000_000)) if created is not None else "0"
-        return StreamState(epoch, int(info.state.first_seq), int(info.state.last_seq))
+        created_us = int(created.timestamp() * 1_000_000) if created is not None else 0
+        return StreamState(f"{created_us}-{PACK_SPAN}", int(info.state.first_seq), int(info.state.last_seq))
 
     async def start(self) -> None:
         js = await self.nats.jetstream()
         state = await self.state()
-        self.epoch, self.live_seq = state.epoch, state.last_seq
+        self.epoch, self.live_seq = state.epoch, state.last
+        self._recent.clear()
+        self._recent_after = state.last
         config = ConsumerConfig(
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=state.last_seq + 1
         )
@@ -97,47 +128,55 @@ class StreamFeed:
 
     async def _on_message(self, message: Msg) -> None:
         seq = message.metadata.sequence.stream
-        if seq <= self.live_seq:
+        start = seq * PACK_SPAN
+        if start <= self.live_seq:  # seen (an ordered consumer starts over after a gap)
             return
-        self.live_seq = seq
-        try:
-            event = orjson.loads(message.data)
-        except orjson.JSONDecodeError:
-            log.warning("realtime_event_unreadable", stream=self.spec.name, seq=seq)
-            return
-        if not isinstance(event, dict):
-            return
-        channels = tuple(channels_of(self.family_stream, event))
-        self._recent.append((seq, message.data, channels))
-        for channel in channels:
-            if self.hub.listened(channel):
-                self.hub.publish(channel, seq, publication(channel, self.epoch, seq, message.data))
+        for index, data in enumerate(unpack(message.data)):
+            self._on_event(start + index, data)
         stored = message.metadata.timestamp
         if stored is not None:
             FANOUT_SECONDS.observe(max(0.0, time.time() - stored.timestamp()))
 
+    def _on_event(self, position: int, data: bytes) -> None:
+        self.live_seq = position
+        try:
+            event = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            log.warning("realtime_event_unreadable", stream=self.spec.name, position=position)
+            return
+        if not isinstance(event, dict):
+            return
+        channels = tuple(channels_of(self.family_stream, event))
+        if len(self._recent) == self._recent.maxlen:
+            self._recent_after = self._recent[0][0]  # the oldest is dropped for this one
+        self._recent.append((position, data, channels))
+        for channel in channels:
+            if self.hub.listened(channel):
+                self.hub.publish(channel, position, publication(channel, self.epoch, position, data))
+
     def recent(self, channel: str, after_seq: int) -> list[tuple[int, bytes]] | None:
-        """The publications of `channel` after `after_seq` up to `live_seq`, from memory; None if
-        memory does not reach back that far (read the stream: `replay`)."""
+        """The publications of `channel` after position `after_seq` up to `live_seq`, from memory;
+        None if memory does not reach back that far (read the stream: `replay`)."""
         if after_seq > self.live_seq:  # ahead of this feed: the stream says whether it is real
             return None
         if after_seq == self.live_seq:
             return []
-        if not self._recent or self._recent[0][0] > after_seq + 1:
+        if after_seq < self._recent_after:
             return None
         return [
-            (seq, publication(channel, self.epoch, seq, data))
-            for seq, data, channels in self._recent
-            if seq > after_seq and channel in channels
+            (position, publication(channel, self.epoch, position, data))
+            for position, data, channels in self._recent
+            if position > after_seq and channel in channels
         ]
 
     async def replay(self, channel: str, after_seq: int, until_seq: int) -> list[tuple[int, bytes]]:
-        """The publications of `channel` with sequences in (`after_seq`, `until_seq`], in order."""
+        """The publications of `channel` with positions in (`after_seq`, `until_seq`], in order."""
         frames: list[tuple[int, bytes]] = []
         if until_seq <= after_seq:
             return frames
         js = await self.nats.jetstream()
-        config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after_seq + 1)
+        first = max(after_seq // PACK_SPAN, 1)  # the message of `after_seq` may hold more events
+        config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=first)
         subscription = await js.subscribe(f"{self.spec.name}.>", ordered_consumer=True, config=config)
         try:
             while True:
@@ -145,19 +184,26 @@ class StreamFeed:
                     message = await subscription.next_msg(timeout=REPLAY_IDLE_S)
                 except TimeoutError:  # nothing more stored (the rest was deleted): done
                     break
-                seq = message.metadata.sequence.stream
-                if seq > until_seq:
+                start = message.metadata.sequence.stream * PACK_SPAN
+                if start > until_seq:
                     break
-                with contextlib.suppress(orjson.JSONDecodeError):
-                    event = orjson.loads(message.data)
-                    if isinstance(event, dict) and channel in channels_of(self.family_stream, event):
-                        frames.append((seq, publication(channel, self.epoch, seq, message.data)))
-                if seq >= until_seq:
+                for index, data in enumerate(unpack(message.data)):
+                    position = start + index
+                    if after_seq < position <= until_seq and self._carries(channel, data):
+                        frames.append((position, publication(channel, self.epoch, position, data)))
+                if start + PACK_SPAN > until_seq:
                     break
         finally:
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
         return frames
+
+    def _carries(self, channel: str, data: bytes) -> bool:
+        try:
+            event = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return False
+        return isinstance(event, dict) and channel in channels_of(self.family_stream, event)
 
 
 async def wait_started(feeds: list[StreamFeed], timeout_s: float) -> None:

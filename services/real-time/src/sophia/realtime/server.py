@@ -33,7 +33,7 @@ from sophia.core.errors import Forbidden, Invalid, SophiaError, TooManyRequests,
 from sophia.database import tokens
 from sophia.database.verifier import KeyVerifier, bearer_secret
 from sophia.realtime.channels import Channel, parse_channel
-from sophia.realtime.feed import REPLAY_MAX_EVENTS, StreamFeed
+from sophia.realtime.feed import StreamFeed
 from sophia.realtime.hub import Client, Hub, Subscription
 from sophia.realtime.ops import OpsTicker
 from sophia.realtime.protocol import FrameError, Position, error, parse_request, reply
@@ -383,15 +383,7 @@ class RealtimeServer:
             raise FrameError(
                 "unavailable", f"History cannot be read now ({type(failed).__name__}); retry.", request.id
             ) from None
-        reason = None
-        if since.epoch != feed.epoch:
-            reason = "the stream was made again since that position (another epoch)"
-        elif since.seq > state.last_seq:
-            reason = "that position is ahead of the stream"
-        elif since.seq + 1 < state.first_seq:
-            reason = "that position is older than the stream's history"
-        elif state.last_seq - since.seq > REPLAY_MAX_EVENTS:
-            reason = f"more than {REPLAY_MAX_EVENTS:,} events behind"
+        reason = state.not_resumable(since.epoch, since.seq)
         if reason is not None:
             RESUMES.labels("resync").inc()
             subscription.last_seq = feed.live_seq
@@ -408,14 +400,14 @@ class RealtimeServer:
             subscription.go_live()
             return
         try:
-            history = await feed.replay(channel, since.seq, state.last_seq)
+            history = await feed.replay(channel, since.seq, state.last)
         except (SophiaError, OSError, TimeoutError) as failed:
             self.hub.remove(subscription)
             raise FrameError(
                 "unavailable", f"History cannot be read now ({type(failed).__name__}); retry.", request.id
             ) from None
         RESUMES.labels("from_stream").inc()
-        await self._replay(client, request, since, subscription, history, until_seq=state.last_seq)
+        await self._replay(client, request, since, subscription, history, until_seq=state.last)
 
     async def _replay(
         self,
