@@ -217,6 +217,7 @@ def test_events_persists_every_accepted_event_and_reports_lag_and_the_anchor(cap
     assert 0 < result["request_p50_ms"] <= result["request_p99_ms"]
     assert result["workers"]["events_acked_total"] >= result["accepted"]
     assert 0 < result["workers"]["acked_total"] <= result["workers"]["events_acked_total"]  # messages
+    assert result["cpu_us_per_event"] > 0  # the four components' CPU over the events persisted
     assert result["cpu_s_sending"]["api"] > 0
     assert result["goal_per_min"] == 1_000_000
     assert_printed(capsys, result)
