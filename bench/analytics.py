@@ -421,7 +421,7 @@ async def whole_path(
     flow = deal_changes.Flow()
     stop = asyncio.Event()
     watcher = asyncio.create_task(deal_changes.watch(env.database_url, flow, stop))
-    before = await workers.metric_sums({"sophia_stream_acked_total"})
+    before = await workers.metric_sums({"sophia_stream_events_acked_total"})
 
     async def report() -> None:
         started = time.monotonic()
@@ -451,7 +451,7 @@ async def whole_path(
     complete = await deal_changes.all_applied(env.database_url, flow, options.drain_timeout, options.progress)
     stop.set()
     await asyncio.wait_for(watcher, options.drain_timeout)
-    after = await workers.metric_sums({"sophia_stream_acked_total"})
+    after = await workers.metric_sums({"sophia_stream_events_acked_total"})
     if not complete:
         raise RuntimeError(f"the summaries did not hold every change within {options.drain_timeout:g} s")
     applied_s = flow.last_seen - flow.first_write
@@ -474,8 +474,8 @@ async def whole_path(
         "lag_p50_ms": round(harness.percentile(lags, 0.5), 1),
         "lag_p99_ms": round(harness.percentile(lags, 0.99), 1),
         "lag_max_ms": round(lags[-1], 1),
-        "stream_messages_acked": int(
-            after["sophia_stream_acked_total"] - before["sophia_stream_acked_total"]
+        "stream_events_acked": int(
+            after["sophia_stream_events_acked_total"] - before["sophia_stream_events_acked_total"]
         ),
         "other_cpu": other_cpu.share,
     }

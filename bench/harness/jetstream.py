@@ -1,8 +1,9 @@
 """Raw nats-py JetStream publishing, the anchor of the events benchmark, and removing a run's streams.
 
 No Sophia code between the client and NATS: one nats-py connection, a stream configured like
-Sophia's (`StreamSpec`: file storage, partitioned subjects, duplicate window), messages of a given
-size each with its own `Nats-Msg-Id`, as the API publishes them.
+Sophia's (`StreamSpec`: file storage, partitioned subjects, duplicate window), one event a message,
+each with its own `Nats-Msg-Id`: what a client publishing each event with nats-py does, and what
+the API did before it packed a subject's events several to a message (docs/decisions/0006).
 """
 
 from __future__ import annotations

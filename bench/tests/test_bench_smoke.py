@@ -491,7 +491,7 @@ def test_analytics_checks_raw_sql_against_the_summaries_and_measures_ingest(caps
         assert ingest["applied_per_s"] > 0
         assert ingest["lag_samples"] > 0
         assert 0 < ingest["lag_p50_ms"] <= ingest["lag_p99_ms"] <= ingest["lag_max_ms"]
-        assert ingest["stream_messages_acked"] >= ingest["written"]
+        assert ingest["stream_events_acked"] >= ingest["written"]
     assert {"uncached_p99_ms", "cached_p99_ms", "heaviest_ratio", "lag_p99_ms"} <= set(result["goals_met"])
     assert_printed(capsys, result)
 

@@ -457,6 +457,29 @@ async def test_a_sink_working_past_the_ack_wait_keeps_its_batch_from_being_deliv
     assert sample("sophia_stream_redelivered_total", consumer=consumer_spec.name) == 0
 
 
+async def test_a_batch_of_packed_messages_goes_to_the_sink_in_runs_and_none_waiting_is_delivered_again(
+    nats, streams
+):
+    """Two messages of three events each, a sink sized for four: two calls, one message each; the
+    second waits out more than an ack wait behind the first and is kept alive meanwhile."""
+    spec, dead_letter = streams
+    calls: list[list[int]] = []
+
+    async def slow(batch: list[Envelope]) -> None:
+        calls.append([int(envelope.payload["n"]) for envelope in batch])
+        await asyncio.sleep(0.8)  # past the ack wait: the other message waits as long
+
+    js = await nats.jetstream()
+    for first in (0, 3):
+        packed = [event(n) for n in range(first, first + 3)]
+        await js.publish(spec.subject("u-0", "user.event"), b"\n".join(map(encode, packed)), stream=spec.name)
+    consumer_spec = consumer(spec, ack_wait_s=0.5, batch_size=4, batch_wait_s=0.2)
+    async with running(nats, consumer_spec, slow, dead_letter):
+        await eventually(acks_are(nats, consumer_spec, (0, 2)))
+    assert calls == [[0, 1, 2], [3, 4, 5]]
+    assert sample("sophia_stream_redelivered_total", consumer=consumer_spec.name) == 0
+
+
 async def test_a_batch_whose_nats_client_closed_under_its_sink_is_delivered_again(
     settings, nats, streams, logs_of
 ):

@@ -14,6 +14,7 @@ from nats.js.errors import NotFoundError
 from waiting import eventually
 
 from sophia.database import Database, jobs, keys
+from sophia.events.codec import unpack
 from sophia.events.connection import NatsConnection
 from sophia.events.streams import stream_specs
 from sophia.shared.settings import Settings
@@ -96,12 +97,20 @@ async def test_events_reach_postgres_and_catalog_writes_reach_the_audit_trail(ow
 
 
 async def predictions_announced(nats: NatsConnection, settings: Settings, count: int) -> bool:
-    """Whether the settings' ml-predictions stream holds `count` messages (it is made by the relay)."""
+    """Whether the settings' ml-predictions stream holds `count` events (it is made by the relay,
+    which packs a subject's events several to a message)."""
+    js = await nats.jetstream()
+    name = stream_specs(settings)["ml-predictions"].name
     try:
-        info = await (await nats.jetstream()).stream_info(stream_specs(settings)["ml-predictions"].name)
+        info = await js.stream_info(name)
     except NotFoundError:
         return False
-    return int(info.state.messages) >= count
+    if int(info.state.messages) == 0:
+        return False
+    events = 0
+    for sequence in range(info.state.first_seq, info.state.last_seq + 1):
+        events += len(unpack((await js.get_msg(name, sequence)).data))
+    return events >= count
 
 
 @pytest.mark.e2e  # the workers process end to end, models included: the e2e tier

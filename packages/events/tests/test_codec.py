@@ -6,7 +6,7 @@ import pytest
 from sophia.core.errors import Invalid
 from sophia.core.event_types import EVENT_TYPES, example_envelope
 from sophia.core.events import Envelope, uuid7
-from sophia.events.codec import decode, encode
+from sophia.events.codec import decode, decode_all, encode, unpack
 
 
 @pytest.mark.parametrize("name", sorted(EVENT_TYPES))
@@ -95,3 +95,19 @@ def test_a_json_object_that_is_not_an_envelope_names_the_fields():
     with pytest.raises(Invalid) as caught:
         decode(orjson.dumps(envelope))
     assert {error.location for error in caught.value.errors} == {("body", "key"), ("body", "schema_version")}
+
+
+def test_a_message_unpacks_into_its_lines_and_a_final_line_break_adds_no_event():
+    first, second = (encode(Envelope.new("user.event", "u-1", {"n": n}, source="test")) for n in range(2))
+    assert unpack(first) == [first]
+    assert unpack(first + b"\n" + second) == [first, second]
+    assert unpack(first + b"\n" + second + b"\n") == [first, second]  # NDJSON's last line break
+    assert [envelope.payload["n"] for envelope in decode_all(first + b"\n" + second)] == [0, 1]
+
+
+def test_an_empty_message_or_an_empty_line_is_an_invalid_envelope_not_none():
+    assert unpack(b"") == [b""]
+    with pytest.raises(Invalid):
+        decode_all(b"")
+    with pytest.raises(Invalid):
+        decode_all(encode(Envelope.new("user.event", "u-1", {}, source="test")) + b"\n\n{}")

@@ -424,7 +424,7 @@ async def test_a_recent_resume_is_served_from_memory_and_an_older_one_from_the_s
     assert [item["event"]["payload"]["n"] for item in recent + older] == [1, 2, 3, 4, 5, 6]
 
 
-@pytest.mark.parametrize("history_events", [1_000, 2], ids=["from_memory", "from_stream"])
+@pytest.mark.parametrize("history_events", [1_000, 2, 0], ids=["from_memory", "from_stream", "no_memory"])
 async def test_the_events_packed_in_one_message_each_get_a_position_and_resume_mid_message(
     own_streams, api_keys, history_events
 ):

@@ -65,6 +65,9 @@ class ConsumerSpec:
     """The stream's NATS name (`StreamSpec.name`)."""
     filter_subject: str | None = None
     batch_size: int = 100
+    """The most messages fetched for one batch, and the most events one call of the sink gets (a
+    message carries one or several: a batch of messages goes to the sink in runs of whole
+    messages of at most this many events, or one message of more)."""
     batch_wait_s: float = 0.05
     """How long a batch waits to fill once its first message is in."""
     concurrency: int = 100
@@ -212,13 +215,37 @@ class StreamProcessor:
                     decoded.append((message, decode_all(message.data)))
                 except Invalid as error:  # it can never succeed: no point retrying it
                     await self._dead_letter(message, error, "undecodable")
-            if decoded:
-                await self._deliver(decoded)
+            await self._deliver_all(decoded)
         except NATS_FAILURES as error:
             metrics.CONSUMER_ERRORS.labels(self.spec.name, type(error).__name__).inc()
             log.warning("stream_verdict_failed", consumer=self.spec.name, error=type(error).__name__)
         finally:
             self.unacked -= len(messages)
+
+    async def _deliver_all(self, decoded: list[tuple[Message, Items]]) -> None:
+        """Every run of the batch, one after the other, the whole batch kept alive meanwhile."""
+        messages = [message for message, _ in decoded]
+        keep_alive = asyncio.create_task(self._keep_alive(messages))
+        try:
+            for part in self._parts(decoded):
+                await self._deliver(part)
+        finally:
+            keep_alive.cancel()
+            await asyncio.gather(keep_alive, return_exceptions=True)
+
+    def _parts(self, decoded: list[tuple[Message, Items]]) -> list[list[tuple[Message, Items]]]:
+        """`decoded` in runs of whole messages of at most `batch_size` events (a message of more is
+        a run of its own): a sink is handed about the events its spec sizes it for, however many
+        each message carries."""
+        parts: list[list[tuple[Message, Items]]] = []
+        size = 0
+        for message, items in decoded:
+            if not parts or size + len(items) > self.spec.batch_size:
+                parts.append([])
+                size = 0
+            parts[-1].append((message, items))
+            size += len(items)
+        return parts
 
     async def _deliver(self, decoded: list[tuple[Message, Items]]) -> None:
         messages = [message for message, _ in decoded]
@@ -246,23 +273,22 @@ class StreamProcessor:
                 await self._ack([message])
 
     async def _call_sink(self, messages: list[Message], items: Items) -> None:
-        keep_alive = asyncio.create_task(self._keep_alive(messages))
         started = time.perf_counter()
         try:
             await self.sink(items)  # type: ignore[arg-type]  # envelopes, or bytes when spec.raw
         finally:
             metrics.PROCESSING_SECONDS.labels(self.spec.name).observe(time.perf_counter() - started)
-            keep_alive.cancel()
-            await asyncio.gather(keep_alive, return_exceptions=True)
 
     async def _keep_alive(self, messages: list[Message]) -> None:
-        """Tell JetStream a slow sink is still at it, so it does not deliver the batch again."""
+        """Tell JetStream the batch is still being worked on (a slow sink, or runs of it waiting their
+        turn), so it does not deliver any of it again; what has its verdict is left alone."""
         while True:
             await asyncio.sleep(self.spec.ack_wait_s / 2)
             try:
                 async with asyncio.timeout(self.nats.timeout_s):
                     for message in messages:
-                        await message.in_progress()
+                        if not message._ackd:  # nats-py's mark of an ack, NAK or term sent
+                            await message.in_progress()
             except NATS_FAILURES as error:
                 log.info("stream_keep_alive_failed", consumer=self.spec.name, error=type(error).__name__)
                 return
@@ -272,7 +298,7 @@ class StreamProcessor:
         async with asyncio.timeout(self.nats.timeout_s):
             await ack_all(self.nats.client, messages)
         metrics.ACKED.labels(self.spec.name).inc(len(messages))
-        events = len(messages) + sum(message.data.count(b"\n") for message in messages)  # a line each
+        events = sum(len(unpack(message.data)) for message in messages)
         metrics.EVENTS_ACKED.labels(self.spec.name).inc(events)
 
     async def _fail(self, message: Message, error: Exception) -> None:

@@ -1,10 +1,17 @@
-"""The outbox relay: catalog events from `sophia_core.outbox` to JetStream, each exactly once.
+"""The outbox relay: catalog events from `sophia_core.outbox` to JetStream, each once.
 
 A batch is claimed `FOR UPDATE SKIP LOCKED`, so several relays share the backlog without sending
-an event twice. Every event goes out with `Nats-Msg-Id` = its outbox id, and JetStream drops a
-second copy within its duplicate window: a relay that dies between JetStream's ack and its own
-delete re-sends nothing new. Rows are deleted only once JetStream has acknowledged them, in the
-transaction that claimed them; the ones that failed stay for the next round.
+an event twice. The batch goes out through the events API's publisher (`EventPublisher.publish_to`):
+the events of one subject packed several to a message, one atomic batch a stream, each message
+with a `Nats-Msg-Id` made of its events' ids (which the outbox ids make): a relay that dies between
+JetStream's ack and its own delete sends the same rows again, packed alike, and JetStream drops the
+copy. So that a retry packs alike, a relay whose publish of a stream's rows is not known to be
+settled (it failed, and may still reach JetStream from nats-py's reconnect buffer; or the delete or
+the commit after it failed) sends that stream's rows up to the last one it held, none newer, first.
+A stream's rows are deleted only once JetStream has acknowledged all of them, in the transaction
+that claimed them; a stream that failed keeps its rows for the next round. What can still store an
+event twice: a relay that dies and one that takes its rows with newer ones, or a row committed late
+with an older id; the consumers' sinks are idempotent.
 
 The relay sleeps until a trigger's NOTIFY wakes it (a dedicated connection LISTENs), and polls
 every `SOPHIA_OUTBOX_POLL_S` in case a notification was missed. NATS down: publishing fails, rows
@@ -28,9 +35,9 @@ from sophia.core.events import Envelope, uuid7
 from sophia.database import Database, outbox
 from sophia.database.listener import Listener
 from sophia.database.outbox import OutboxEvent
-from sophia.events.codec import encode
 from sophia.events.connection import NATS_FAILURES, NatsConnection
-from sophia.events.streams import StreamSpec, ensure_streams
+from sophia.events.publisher import EventPublisher
+from sophia.events.streams import StreamSpec
 from sophia.shared.logging import get_logger
 from sophia.shared.resilience import backoff_delays, honour_cancellation
 from sophia.workers.metrics import OUTBOX_DEPTH, RELAY_BATCH_SECONDS, RELAY_FAILURES, RELAYED
@@ -85,7 +92,14 @@ class OutboxRelay:
             timeout_s=database.settings.engine_timeout_s,
         )
         self._depth_observed_at = -DEPTH_OBSERVE_INTERVAL_S
-        self._streams_ready = False
+        # Never refused up front for a stream's fill: the rows wait in the outbox, and a full
+        # stream refuses the batch itself (the relay then backs off).
+        self.publisher = EventPublisher(nats, streams, refuse_at=float("inf"))
+        self._unsettled: dict[str, int] = {}
+        """Per topic, the last outbox id of a publish not known to be settled (acknowledged and its
+        rows deleted): the next batch of that topic stops there."""
+        self.more_waiting = False
+        """Whether the last batch left rows for the next one at once."""
 
     async def __aenter__(self) -> OutboxRelay:
         await self._listen()
@@ -121,7 +135,6 @@ class OutboxRelay:
                 relayed = await self.relay_once()
             except PUBLISH_FAILURES as error:
                 RELAY_FAILURES.labels(type(error).__name__).inc()
-                self._streams_ready = False
                 with contextlib.suppress(Unavailable):
                     await self._observe_depth()
                 delay = delays[min(failures, len(delays) - 1)]
@@ -130,8 +143,8 @@ class OutboxRelay:
                 await _first(stop.wait(), asyncio.sleep(delay))
                 continue
             failures = 0
-            if relayed >= self.batch:
-                continue  # a full batch: more is likely waiting
+            if relayed and self.more_waiting:
+                continue  # a full batch, or rows held back: more is waiting
             await self._listen()  # back after a Postgres outage
             await _first(stop.wait(), self.wake.wait(), asyncio.sleep(self.poll_s))
 
@@ -141,32 +154,53 @@ class OutboxRelay:
         Raises when something could not be published (after deleting what could)."""
         started = time.perf_counter()
         async with self.database.connection() as connection, connection.transaction():
-            events = await outbox.claim(connection, self.batch)
-            if not events:
+            claimed = await outbox.claim(connection, self.batch)
+            self.more_waiting = len(claimed) >= self.batch
+            if not claimed:
                 OUTBOX_DEPTH.set(0)
                 return 0
-            js = await self.nats.jetstream()
-            if not self._streams_ready:
-                await ensure_streams(js, self.streams.values())
-                self._streams_ready = True
-            results = await asyncio.gather(
-                *(self._publish(js, event) for event in events), return_exceptions=True
-            )
-            published = [event for event, result in zip(events, results, strict=True) if result is None]
+            by_topic: dict[str, list[OutboxEvent]] = {}
+            for event in claimed:
+                by_topic.setdefault(event.topic, []).append(event)
+            published: list[OutboxEvent] = []
+            failed: list[BaseException] = []
+            for topic, rows in by_topic.items():
+                rows = self._as_before(topic, rows)
+                # Until this transaction commits, a copy of these messages may be in JetStream.
+                self._unsettled[topic] = rows[-1].id
+                try:
+                    await self.publisher.publish_to(topic, [envelope_of(event) for event in rows])
+                except PUBLISH_FAILURES as error:
+                    failed.append(error)
+                else:
+                    published += rows
             await outbox.delete(connection, [event.id for event in published])
+        for topic in {event.topic for event in published}:
+            self._unsettled.pop(topic, None)
         for event in published:
             RELAYED.labels(event.topic).inc()
         RELAY_BATCH_SECONDS.observe(time.perf_counter() - started)
-        failed = [result for result in results if isinstance(result, BaseException)]
         if failed:
-            self._streams_ready = False  # NATS may have come back without its streams
             await self._observe_depth()
             raise failed[0]
-        if len(events) < self.batch:
-            OUTBOX_DEPTH.set(0)
-        else:
+        if self.more_waiting:
             await self._observe_depth()
+        else:
+            OUTBOX_DEPTH.set(0)
         return len(published)
+
+    def _as_before(self, topic: str, rows: list[OutboxEvent]) -> list[OutboxEvent]:
+        """`rows` of `topic`, or, when its last publish is not known to have failed cleanly (it
+        raised, or the transaction did not commit), only those up to that publish's last row: they
+        pack into the same messages, and whatever copy of them reached JetStream is a duplicate.
+        Newer rows wait for the next batch (`more_waiting`)."""
+        through = self._unsettled.get(topic)
+        if through is None:
+            return rows
+        again = [event for event in rows if event.id <= through]
+        if len(again) < len(rows):
+            self.more_waiting = True
+        return again or rows  # none left (another relay took them): nothing to match
 
     async def _observe_depth(self) -> None:
         """The backlog gauge, at most once a second: its cost stays the same whatever the backlog."""
@@ -176,15 +210,6 @@ class OutboxRelay:
         self._depth_observed_at = now
         async with self.database.connection() as connection:
             OUTBOX_DEPTH.set((await outbox.depth(connection)).events)
-
-    async def _publish(self, js: object, event: OutboxEvent) -> None:
-        spec = self.streams[event.topic]
-        await js.publish(  # type: ignore[attr-defined]
-            spec.subject(event.key, event.event_type),
-            encode(envelope_of(event)),
-            stream=spec.name,
-            headers={"Nats-Msg-Id": str(event.id)},
-        )
 
 
 async def _first(*waits: Coroutine[object, object, object]) -> None:

@@ -313,8 +313,9 @@ envelope or several, one compact JSON document a line (NDJSON): the events API p
 of one subject together, up to 256 a message and about 128 KiB, since NATS and every consumer pay
 per message, not per byte. A consumer reads a message's lines as its events, in order. The
 catalog's events are written to the outbox in the transaction that changes the record, and the
-relay publishes them, one a message; the envelope's `id` is derived from the outbox row, so a
-re-published event keeps its id and the broker drops the duplicate.
+relay publishes them the same way; the envelope's `id` is derived from the outbox row, so a
+re-published event keeps its id, its message the same message id, and the broker drops the
+duplicate.
 
 Subjects are `<stream>.<partition>.<type>`, e.g. `records.3.record.upserted` (stream names take
 `SOPHIA_EVENTS_STREAM_PREFIX` in front when it is set). The partition is a stable hash of the

@@ -49,8 +49,9 @@ def decode(data: bytes) -> Envelope:
 
 
 def unpack(data: bytes) -> list[bytes]:
-    """The envelopes of a message, as bytes, in order (one for a message of one)."""
-    return data.split(b"\n")
+    """The envelopes of a message, as bytes, in order (one for a message of one). A line break at
+    the end ends the last line, as in NDJSON; an empty message is one empty (invalid) envelope."""
+    return data.splitlines() or [data]
 
 
 def decode_all(data: bytes) -> list[Envelope]:

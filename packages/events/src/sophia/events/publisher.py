@@ -44,7 +44,7 @@ from sophia.core.event_types import EVENT_TYPES
 from sophia.core.events import Envelope
 from sophia.events.codec import PACK_BYTES, PACK_EVENTS, encode
 from sophia.events.connection import NatsConnection
-from sophia.events.streams import StreamSpec, ensure_streams
+from sophia.events.streams import StreamSpec, ensure_streams, partition_of
 from sophia.events.wire import batch_frame, write_frames
 
 PUBLISH_CHUNK = 1_000
@@ -90,15 +90,24 @@ class EventPublisher:
         return self.streams[event_type.stream]
 
     async def publish(self, envelopes: Sequence[Envelope]) -> None:
+        by_stream: dict[str, list[tuple[StreamSpec, Envelope]]] = {}
+        for envelope in envelopes:
+            spec = self.spec_of(envelope)
+            by_stream.setdefault(spec.name, []).append((spec, envelope))
+        await self._publish_streams(by_stream)
+
+    async def publish_to(self, stream: str, envelopes: Sequence[Envelope]) -> None:
+        """`envelopes` to the stream `stream` names (a key of `streams`), whatever their types say:
+        for the outbox relay, whose rows name their stream."""
+        spec = self.streams[stream]
+        await self._publish_streams({spec.name: [(spec, envelope) for envelope in envelopes]})
+
+    async def _publish_streams(self, by_stream: dict[str, list[tuple[StreamSpec, Envelope]]]) -> None:
         js = await self.nats.jetstream()
         try:
             if not self._ready:
                 await ensure_streams(js, self.streams.values())
                 self._ready = True
-            by_stream: dict[str, list[tuple[StreamSpec, Envelope]]] = {}
-            for envelope in envelopes:
-                spec = self.spec_of(envelope)
-                by_stream.setdefault(spec.name, []).append((spec, envelope))
             for name in by_stream:
                 await self._check_room(js, name)
             await asyncio.gather(
@@ -217,30 +226,55 @@ Packed = tuple[str, str, bytes]
 
 
 def pack(targets: Sequence[tuple[StreamSpec, Envelope]]) -> list[Packed]:
-    """The envelopes as messages: those of one subject (one partition, one type) in order, several
-    to a message, one JSON envelope a line (at most `PACK_EVENTS` and about `PACK_BYTES`).
+    """The envelopes as messages: consecutive events of one subject (one partition, one type)
+    several to a message, in order, one JSON envelope a line (at most `PACK_EVENTS` and about
+    `PACK_BYTES`).
 
-    A message of one envelope is that envelope alone, with its id as `Nats-Msg-Id`; a message of
-    several takes an id made of theirs (`pack_id`), so the same batch sent again packs into the
-    same messages and JetStream drops them as duplicates. The subjects come out in the order of
-    their first event, and the messages of one subject in the order of its events."""
-    by_subject: dict[str, list[bytes]] = {}
-    ids: dict[str, list[str]] = {}
+    Each partition of a stream is a lane: an event closes its lane's open message when that one is
+    of another subject (another type), full, or would grow past `PACK_BYTES`, so the messages of a
+    lane keep its events' order, and a key (whose events all share its partition) keeps its order
+    across types (an upsert, a delete, an upsert). A message of one envelope is that envelope
+    alone, with its id as `Nats-Msg-Id`; a message of several takes an id made of theirs
+    (`pack_id`), so the same batch sent again packs into the same messages and JetStream drops
+    them as duplicates."""
+    messages: list[Packed] = []
+    lanes: dict[tuple[str, int], _Open] = {}
     for spec, envelope in targets:
         subject = spec.subject(envelope.key, envelope.type)
-        by_subject.setdefault(subject, []).append(encode(envelope))
-        ids.setdefault(subject, []).append(envelope.id)
-    messages: list[Packed] = []
-    for subject, bodies in by_subject.items():
-        subject_ids = ids[subject]
-        start, size = 0, 0
-        for end, body in enumerate(bodies):
-            if end > start and (end - start == PACK_EVENTS or size + len(body) > PACK_BYTES):
-                messages.append(_packed(subject, subject_ids[start:end], bodies[start:end]))
-                start, size = end, 0
-            size += len(body) + 1
-        messages.append(_packed(subject, subject_ids[start:], bodies[start:]))
+        body = encode(envelope)
+        lane = (spec.name, partition_of(envelope.key, spec.partitions))
+        current = lanes.get(lane)
+        if current is not None and not current.takes(subject, len(body)):
+            messages.append(current.close())
+            current = None
+        if current is None:
+            current = lanes[lane] = _Open(subject)
+        current.add(envelope.id, body)
+    messages += [current.close() for current in lanes.values()]
     return messages
+
+
+class _Open:
+    """A message being filled: its subject, its events' ids and bodies, their bytes."""
+
+    __slots__ = ("bodies", "ids", "size", "subject")
+
+    def __init__(self, subject: str) -> None:
+        self.subject = subject
+        self.ids: list[str] = []
+        self.bodies: list[bytes] = []
+        self.size = 0
+
+    def takes(self, subject: str, size: int) -> bool:
+        return subject == self.subject and len(self.bodies) < PACK_EVENTS and self.size + size <= PACK_BYTES
+
+    def add(self, event_id: str, body: bytes) -> None:
+        self.ids.append(event_id)
+        self.bodies.append(body)
+        self.size += len(body) + 1
+
+    def close(self) -> Packed:
+        return _packed(self.subject, self.ids, self.bodies)
 
 
 def _packed(subject: str, ids: list[str], bodies: list[bytes]) -> Packed:

@@ -241,12 +241,17 @@ class Settings(BaseSettings):
         description="How long a processor holds a message before JetStream redelivers it (renewed).",
     )
     events_sink_batch: int = Field(
-        1_000, ge=1, description="Most events the processors store in Postgres per micro-batch (COPY)."
+        1_000,
+        ge=1,
+        description="Most events the processors store in Postgres per COPY (and messages fetched at once).",
     )
     events_sink_in_flight: int = Field(
         2_000,
         ge=1,
-        description="Most events a store processor holds un-acked (2 batches: one fetched while one stores).",
+        description=(
+            "Most messages (of up to 256 events) a store processor holds un-acked: "
+            "one fetched while one stores."
+        ),
     )
     jobs_debounce_s: float = Field(
         5.0,

@@ -13,8 +13,9 @@ channels an event belongs to.
 | `user-events:<user_id>` | what one user did (clients' events) | admin |
 | `ops` | `ops.tick`: this process's own figures, every `SOPHIA_REALTIME_OPS_INTERVAL_S` | admin |
 
-A position in a channel is its stream's: the JetStream sequence of the event and the stream's
-epoch (its creation time), so every channel fed by one stream shares one order. `ops` is fed by no
+A position in a channel is its stream's: the event's place in it (its message's JetStream sequence
+times 1,024, plus its index in the message: feed.py) and the stream's epoch (its creation time),
+so every channel fed by one stream shares one order. `ops` is fed by no
 stream but by the process itself (ops.py): its epoch names the process's ticker, and it keeps no
 history to resume from.
 """

@@ -131,7 +131,11 @@ class StreamFeed:
         start = seq * PACK_SPAN
         if start <= self.live_seq:  # seen (an ordered consumer starts over after a gap)
             return
-        for index, data in enumerate(unpack(message.data)):
+        events = unpack(message.data)
+        if len(events) > PACK_SPAN:  # not packed by Sophia: more than a position can count
+            log.warning("realtime_message_too_long", stream=self.spec.name, seq=seq, events=len(events))
+            events = events[:PACK_SPAN]
+        for index, data in enumerate(events):
             self._on_event(start + index, data)
         stored = message.metadata.timestamp
         if stored is not None:
@@ -147,8 +151,8 @@ class StreamFeed:
         if not isinstance(event, dict):
             return
         channels = tuple(channels_of(self.family_stream, event))
-        if len(self._recent) == self._recent.maxlen:
-            self._recent_after = self._recent[0][0]  # the oldest is dropped for this one
+        if len(self._recent) == self._recent.maxlen:  # the oldest is dropped for this one
+            self._recent_after = self._recent[0][0] if self._recent else position
         self._recent.append((position, data, channels))
         for channel in channels:
             if self.hub.listened(channel):
@@ -187,7 +191,7 @@ class StreamFeed:
                 start = message.metadata.sequence.stream * PACK_SPAN
                 if start > until_seq:
                     break
-                for index, data in enumerate(unpack(message.data)):
+                for index, data in enumerate(unpack(message.data)[:PACK_SPAN]):
                     position = start + index
                     if after_seq < position <= until_seq and self._carries(channel, data):
                         frames.append((position, publication(channel, self.epoch, position, data)))
