@@ -243,7 +243,7 @@ class Settings(BaseSettings):
     events_sink_batch: int = Field(
         1_000,
         ge=1,
-        description="Most events the processors store in Postgres per COPY (and messages fetched at once).",
+        description="Most messages the event-storing processors fetch at once, stored in one COPY.",
     )
     events_sink_in_flight: int = Field(
         2_000,
