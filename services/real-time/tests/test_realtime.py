@@ -28,6 +28,8 @@ from sophia.events.codec import PACK_SPAN
 from sophia.events.connection import NatsConnection
 from sophia.events.publisher import EventPublisher
 from sophia.events.streams import stream_specs
+from sophia.realtime import feed as feed_module
+from sophia.realtime import server as server_module
 from sophia.realtime.service import RealtimeService
 from sophia.workers.__main__ import processors
 from sophia.workers.processor import StreamProcessor
@@ -450,6 +452,31 @@ async def test_the_events_packed_in_one_message_each_get_a_position_and_resume_m
                 await frame(client, timeout_s=0.3)  # nothing twice
         assert [item["position"]["seq"] for item in rest] == positions[3:]
         assert resumes(outcome) == before + 1
+
+
+async def test_a_resume_that_would_read_more_events_than_the_bound_gets_a_resync(
+    own_streams, api_keys, monkeypatch
+):
+    """Messages carry up to 256 events: a resume is bounded by the events it reads, not only by the
+    messages, so that no client makes the service hold more than that in memory."""
+    monkeypatch.setattr(feed_module, "REPLAY_MAX_EVENTS", 10)
+    monkeypatch.setattr(server_module, "REPLAY_MAX_EVENTS", 10)
+    settings = own_streams.model_copy(update={"realtime_port": 0, "realtime_history_events": 0})
+    sent = [Envelope.new("user.event", "u-far", {"name": "step", "n": n}, source="test") for n in range(12)]
+    async with RealtimeService(settings) as service, NatsConnection(settings.nats_url or "") as nats:
+        async with ws(service, api_keys["admin"]) as client:
+            before = await subscribe(client, "user-events:u-far")
+            await EventPublisher(nats, stream_specs(settings)).publish(sent)
+            got = await publications(client, len(sent))
+        async with ws(service, api_keys["admin"]) as client:
+            far = await subscribe(client, "user-events:u-far", since=before["position"])
+        async with ws(service, api_keys["admin"]) as client:
+            near = await subscribe(client, "user-events:u-far", since=got[5]["position"])
+            rest = await publications(client, 6)
+    assert far["recovered"] is False
+    assert "more than 10 events behind" in far["reason"]
+    assert near["recovered"] is True  # 6 events back: within the bound
+    assert [item["event"]["payload"]["n"] for item in rest] == list(range(6, 12))
 
 
 async def test_a_client_flooding_frames_is_closed_1008_and_others_are_not(own_streams, api_keys):

@@ -44,6 +44,9 @@ FANOUT_SECONDS = Histogram(
 )
 REPLAY_MAX_MESSAGES = 100_000
 """The most messages of a stream one resume reads; further behind, the client gets a resync."""
+REPLAY_MAX_EVENTS = 100_000
+"""The most events one resume reads (a message carries up to 256): past them, a resync, so that no
+resume holds more than this many in memory."""
 REPLAY_IDLE_S = 2.0
 
 
@@ -173,11 +176,13 @@ class StreamFeed:
             if position > after_seq and channel in channels
         ]
 
-    async def replay(self, channel: str, after_seq: int, until_seq: int) -> list[tuple[int, bytes]]:
-        """The publications of `channel` with positions in (`after_seq`, `until_seq`], in order."""
+    async def replay(self, channel: str, after_seq: int, until_seq: int) -> list[tuple[int, bytes]] | None:
+        """The publications of `channel` with positions in (`after_seq`, `until_seq`], in order;
+        None when that is more than `REPLAY_MAX_EVENTS` events of the stream."""
         frames: list[tuple[int, bytes]] = []
         if until_seq <= after_seq:
             return frames
+        read = 0
         js = await self.nats.jetstream()
         first = max(after_seq // PACK_SPAN, 1)  # the message of `after_seq` may hold more events
         config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=first)
@@ -191,7 +196,11 @@ class StreamFeed:
                 start = message.metadata.sequence.stream * PACK_SPAN
                 if start > until_seq:
                     break
-                for index, data in enumerate(unpack(message.data)[:PACK_SPAN]):
+                events = unpack(message.data)[:PACK_SPAN]
+                read += len(events) - max(0, min(after_seq - start + 1, len(events)))  # after `after_seq`
+                if read > REPLAY_MAX_EVENTS:
+                    return None
+                for index, data in enumerate(events):
                     position = start + index
                     if after_seq < position <= until_seq and self._carries(channel, data):
                         frames.append((position, publication(channel, self.epoch, position, data)))

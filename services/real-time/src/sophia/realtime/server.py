@@ -33,7 +33,7 @@ from sophia.core.errors import Forbidden, Invalid, SophiaError, TooManyRequests,
 from sophia.database import tokens
 from sophia.database.verifier import KeyVerifier, bearer_secret
 from sophia.realtime.channels import Channel, parse_channel
-from sophia.realtime.feed import StreamFeed
+from sophia.realtime.feed import REPLAY_MAX_EVENTS, StreamFeed
 from sophia.realtime.hub import Client, Hub, Subscription
 from sophia.realtime.ops import OpsTicker
 from sophia.realtime.protocol import FrameError, Position, error, parse_request, reply
@@ -384,7 +384,18 @@ class RealtimeServer:
                 "unavailable", f"History cannot be read now ({type(failed).__name__}); retry.", request.id
             ) from None
         reason = state.not_resumable(since.epoch, since.seq)
-        if reason is not None:
+        history = None
+        if reason is None:
+            try:
+                history = await feed.replay(channel, since.seq, state.last)
+            except (SophiaError, OSError, TimeoutError) as failed:
+                self.hub.remove(subscription)
+                raise FrameError(
+                    "unavailable", f"History cannot be read now ({type(failed).__name__}); retry.", request.id
+                ) from None
+            if history is None:
+                reason = f"more than {REPLAY_MAX_EVENTS:,} events behind"
+        if history is None:
             RESUMES.labels("resync").inc()
             subscription.last_seq = feed.live_seq
             client.send(
@@ -399,13 +410,6 @@ class RealtimeServer:
             )
             subscription.go_live()
             return
-        try:
-            history = await feed.replay(channel, since.seq, state.last)
-        except (SophiaError, OSError, TimeoutError) as failed:
-            self.hub.remove(subscription)
-            raise FrameError(
-                "unavailable", f"History cannot be read now ({type(failed).__name__}); retry.", request.id
-            ) from None
         RESUMES.labels("from_stream").inc()
         await self._replay(client, request, since, subscription, history, until_seq=state.last)
 
