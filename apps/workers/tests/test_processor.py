@@ -157,6 +157,35 @@ async def test_a_message_of_several_events_reaches_the_sink_as_its_events_in_ord
     assert sample("sophia_stream_events_acked_total", consumer=consumer_spec.name) == 4
 
 
+async def test_concurrency_counts_events_so_packed_messages_are_not_fetched_past_it(nats, streams):
+    spec, dead_letter = streams
+    gate, calls = asyncio.Event(), []
+
+    async def gated(batch: list[bytes]) -> None:
+        calls.append(len(batch))
+        await gate.wait()
+
+    js = await nats.jetstream()
+    subject = spec.subject("u-0", "user.event")
+
+    async def publish_pack(first: int) -> None:
+        body = b"\n".join(encode(event(n)) for n in range(first, first + 8))
+        await js.publish(subject, body, stream=spec.name)
+
+    for first in (0, 8, 16):
+        await publish_pack(first)
+    consumer_spec = consumer(spec, raw=True, batch_size=10, concurrency=10, batch_wait_s=0.2)
+    async with running(nats, consumer_spec, gated, dead_letter) as processor:
+        await eventually(lambda: calls == [24])  # 3 messages fit the room of 10 messages...
+        assert processor.unacked == 24  # ...and bring 24 events: past 10, so nothing more is asked
+        await publish_pack(24)
+        await asyncio.sleep(0.3)
+        assert await acks(nats, consumer_spec) == (3, 0)  # the 4th waits in the stream
+        gate.set()
+        await eventually(acks_are(nats, consumer_spec, (0, 4)))
+    assert calls == [24, 8]
+
+
 async def test_a_message_with_one_bad_event_of_several_is_dead_lettered_whole(nats, streams):
     spec, dead_letter = streams
     got: list[str] = []

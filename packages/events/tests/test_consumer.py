@@ -107,6 +107,33 @@ async def test_a_pull_takes_at_most_its_room_and_never_asks_past_it(nats, own_st
         await pull.unsubscribe()
 
 
+async def test_a_pull_with_max_bytes_brings_no_more_than_that_and_the_rest_comes_next(nats, own_streams):
+    """Messages carry up to 256 events: bytes, not a count of messages, bound what a batch holds.
+    The bound is at least twice the largest message NATS takes, or such a message never comes."""
+    spec, pull = await pull_of(nats, own_streams, "bytes")
+    try:
+        js = await nats.jetstream()
+        body = b"x" * (100 * 1024)
+        for _ in range(50):  # 5 MB: more than twice a 1 MiB max_payload
+            await js.publish(spec.subject("k", "t"), body)
+        bound = 2 * pull._client.max_payload
+        first = await pull.take(50, wait_s=2, fill_s=0.5, max_bytes=1)  # raised to the bound
+        assert 0 < len(first) < 50
+        assert sum(len(m.data) for m in first) <= bound
+        for message in first:
+            await message.ack()
+        rest: list = []
+        while len(first) + len(rest) < 50:
+            more = await pull.take(50, wait_s=2, fill_s=0.5, max_bytes=1)
+            assert more, "the rest never came"
+            rest += more
+            for message in more:
+                await message.ack()
+        assert len(first) + len(rest) == 50
+    finally:
+        await pull.unsubscribe()
+
+
 async def test_a_request_that_expired_empty_stops_counting(nats, own_streams):
     spec, pull = await pull_of(nats, own_streams, "expired")
     try:

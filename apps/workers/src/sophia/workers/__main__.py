@@ -46,6 +46,9 @@ from sophia.workers.streams import check_streams
 
 log = get_logger("sophia.workers")
 
+STORE_PULL_BYTES = 4 * 1024 * 1024
+"""The most bytes one pull of an event-storing consumer brings (about 13,000 events of 300 bytes)."""
+
 
 def processors(
     settings: Settings,
@@ -59,13 +62,15 @@ def processors(
     streams = stream_specs(settings)
     dead_letter = dead_letter_spec(settings)
 
-    # Storing pays per batch (a transaction, a COPY): big batches, one fetched while one stores.
+    # Storing pays per batch (a transaction, a COPY): big batches, one fetched while one stores,
+    # each at most STORE_PULL_BYTES (a message carries up to 256 events).
     def storing(name: str, stream: str) -> ConsumerSpec:
         return ConsumerSpec(
             name,
             streams[stream].name,
             batch_size=settings.events_sink_batch,
             concurrency=settings.events_sink_in_flight,
+            max_bytes=STORE_PULL_BYTES,
             raw=True,
         )
 

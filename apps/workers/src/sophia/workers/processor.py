@@ -6,7 +6,8 @@ for the batch to fill, calls its sink with their envelopes (a message carries on
 returned. A crash before that leaves them un-acked and JetStream delivers them again, which is
 why a sink must be idempotent (ON CONFLICT on the event id). With `concurrency` above
 `batch_size` several batches are in their sinks at once (and their order between them is not
-kept); never more than `concurrency` messages are fetched and not yet acked.
+kept); never more than about `concurrency` events are fetched and not yet acked (a message
+carries one or several; a pull brings at most `batch_size` messages and `max_bytes`).
 
 Failures: a batch whose sink raised is retried message by message, so one poison message does
 not hold back the rest. A message that fails alone is NAKed with the backoff for its delivery
@@ -71,7 +72,8 @@ class ConsumerSpec:
     batch_wait_s: float = 0.05
     """How long a batch waits to fill once its first message is in."""
     concurrency: int = 100
-    """The most messages fetched and not yet acked at once."""
+    """The most events fetched and not yet acked at once (a batch may pass it by what one pull
+    brings: at most `batch_size` messages and `max_bytes`)."""
     max_deliver: int = 5
     ack_wait_s: float = 30.0
     """How long JetStream waits for a verdict; a sink still working renews it every half of it."""
@@ -79,6 +81,9 @@ class ConsumerSpec:
     """NAK delays by delivery count (the last one repeats)."""
     idle_wait_s: float = 1.0
     """How long one fetch waits for a first message (and so the longest `stop` waits on an idle one)."""
+    max_bytes: int | None = None
+    """The most bytes one pull brings (at least twice NATS's largest message): with messages of up
+    to 256 events, what bounds a batch in memory."""
     raw: bool = False
     """Hand the sink the messages' bytes (a `RawSink`) instead of decoded envelopes: for a sink
     that lets PostgreSQL parse them. A bad message then fails its batch instead of being
@@ -99,6 +104,12 @@ class ConsumerSpec:
 
     def backoff_after(self, deliveries: int) -> float:
         return self.backoff_s[min(max(deliveries, 1), len(self.backoff_s)) - 1]
+
+
+def _events_in(messages: list[Message]) -> int:
+    """The events `messages` carry, one a line (a trailing line break counts one too many: flow
+    control only)."""
+    return len(messages) + sum(message.data.count(b"\n") for message in messages)
 
 
 def deliveries(message: Message) -> int:
@@ -178,7 +189,10 @@ class StreamProcessor:
                 await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
                 continue
             messages = await subscription.take(
-                room, wait_s=self.spec.idle_wait_s, fill_s=self.spec.batch_wait_s
+                room,
+                wait_s=self.spec.idle_wait_s,
+                fill_s=self.spec.batch_wait_s,
+                max_bytes=self.spec.max_bytes,
             )
             honour_cancellation()  # before its sink starts: fetched and un-acked, it comes again
             self._consumer_loop.progressed()
@@ -195,7 +209,7 @@ class StreamProcessor:
 
     def _start(self, messages: list[Message]) -> None:
         name = self.spec.name
-        self.unacked += len(messages)
+        self.unacked += _events_in(messages)
         metrics.CONSUMED.labels(name).inc(len(messages))
         metrics.BATCH_SIZE.labels(name).observe(len(messages))
         if redelivered := sum(deliveries(message) > 1 for message in messages):
@@ -220,7 +234,7 @@ class StreamProcessor:
             metrics.CONSUMER_ERRORS.labels(self.spec.name, type(error).__name__).inc()
             log.warning("stream_verdict_failed", consumer=self.spec.name, error=type(error).__name__)
         finally:
-            self.unacked -= len(messages)
+            self.unacked -= _events_in(messages)
 
     async def _deliver_all(self, decoded: list[tuple[Message, Items]]) -> None:
         """Every run of the batch, one after the other, the whole batch kept alive meanwhile."""

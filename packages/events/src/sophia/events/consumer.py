@@ -134,17 +134,24 @@ class PullSubscription:
         if len(self._ready) >= self._want or not self._open or self._error is not None:
             self._arrived.set()
 
-    async def take(self, room: int, *, wait_s: float, fill_s: float = 0.0) -> list[Msg]:
+    async def take(
+        self, room: int, *, wait_s: float, fill_s: float = 0.0, max_bytes: int | None = None
+    ) -> list[Msg]:
         """At most `room` messages: what has arrived, else the first to arrive within `wait_s`, and
         then what else arrives within `fill_s`, until `room` have or nothing more is asked for.
-        An empty list: nothing came in `wait_s`."""
+        An empty list: nothing came in `wait_s`. `max_bytes` bounds what a pull request brings
+        (JetStream ends it there, with a 409); it must exceed the largest message, which would
+        otherwise never come."""
         self._raise_error()
         loop = asyncio.get_running_loop()
         now = loop.time()
         while self._open and self._open[0].deadline < now:  # lost in a reconnect, or its status was
             self._open.popleft()
         if (ask := room - len(self._ready) - sum(request.left for request in self._open)) > 0:
-            payload = orjson.dumps({"batch": ask, "expires": int(wait_s * 1e9)})
+            request = {"batch": ask, "expires": int(wait_s * 1e9)}
+            if max_bytes is not None:
+                request["max_bytes"] = max(max_bytes, 2 * self._client.max_payload)
+            payload = orjson.dumps(request)
             await self._client.publish(self._next, payload, reply=self._inbox)
             self._open.append(_Request(ask, now + wait_s + self.timeout_s))
         if not self._ready:

@@ -246,11 +246,10 @@ class Settings(BaseSettings):
         description="Most messages the event-storing processors fetch at once, stored in one COPY.",
     )
     events_sink_in_flight: int = Field(
-        2_000,
+        20_000,
         ge=1,
         description=(
-            "Most messages (of up to 256 events) a store processor holds un-acked: "
-            "one fetched while one stores."
+            "Most events a store processor holds un-acked (a few batches: one fetched while one stores)."
         ),
     )
     jobs_debounce_s: float = Field(
