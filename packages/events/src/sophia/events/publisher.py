@@ -139,7 +139,9 @@ class EventPublisher:
         messages = pack(targets)
         for start in range(0, len(messages), PUBLISH_CHUNK):
             chunk = messages[start : start + PUBLISH_CHUNK]
-            if self._atomic.get(stream):
+            # One message is all or nothing by itself; an atomic batch of one would cost JetStream
+            # a batch's commit (and its flush) for nothing: the relay's usual batch under light load.
+            if self._atomic.get(stream) and len(chunk) > 1:
                 try:
                     async with self._atomic_slots, asyncio.timeout(self.nats.timeout_s):
                         await self._publish_atomic(chunk)
