@@ -6,7 +6,7 @@ import pytest
 from sophia.core.errors import Invalid
 from sophia.core.event_types import EVENT_TYPES, example_envelope
 from sophia.core.events import Envelope, uuid7
-from sophia.events.codec import decode, decode_all, encode, unpack
+from sophia.events.codec import count_events, decode, decode_all, encode, unpack
 
 
 @pytest.mark.parametrize("name", sorted(EVENT_TYPES))
@@ -111,3 +111,8 @@ def test_an_empty_message_or_an_empty_line_is_an_invalid_envelope_not_none():
         decode_all(b"")
     with pytest.raises(Invalid):
         decode_all(encode(Envelope.new("user.event", "u-1", {}, source="test")) + b"\n\n{}")
+
+
+@pytest.mark.parametrize("data", [b"", b"{}", b"{}\n", b"{}\n{}", b"{}\n{}\n", b"{}\n\n{}", b"\n", b"\n\n"])
+def test_counting_a_messages_events_agrees_with_unpacking_it(data):
+    assert count_events(data) == len(unpack(data))

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from sophia.core.errors import Invalid, Unavailable
 from sophia.core.events import Envelope
-from sophia.events.codec import decode_all, unpack
+from sophia.events.codec import count_events, decode_all, unpack
 from sophia.events.connection import NATS_FAILURES, NatsConnection
 from sophia.events.consumer import (
     ConsumerConfig,
@@ -104,12 +104,6 @@ class ConsumerSpec:
 
     def backoff_after(self, deliveries: int) -> float:
         return self.backoff_s[min(max(deliveries, 1), len(self.backoff_s)) - 1]
-
-
-def _events_in(messages: list[Message]) -> int:
-    """The events `messages` carry, one a line (a trailing line break counts one too many: flow
-    control only)."""
-    return len(messages) + sum(message.data.count(b"\n") for message in messages)
 
 
 def deliveries(message: Message) -> int:
@@ -209,16 +203,17 @@ class StreamProcessor:
 
     def _start(self, messages: list[Message]) -> None:
         name = self.spec.name
-        self.unacked += _events_in(messages)
+        events = sum(count_events(message.data) for message in messages)
+        self.unacked += events
         metrics.CONSUMED.labels(name).inc(len(messages))
         metrics.BATCH_SIZE.labels(name).observe(len(messages))
         if redelivered := sum(deliveries(message) > 1 for message in messages):
             metrics.REDELIVERED.labels(name).inc(redelivered)
-        task = asyncio.create_task(self._process(messages))
+        task = asyncio.create_task(self._process(messages, events))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _process(self, messages: list[Message]) -> None:
+    async def _process(self, messages: list[Message], events: int) -> None:
         try:
             decoded: list[tuple[Message, Items]] = []
             for message in messages:
@@ -234,7 +229,7 @@ class StreamProcessor:
             metrics.CONSUMER_ERRORS.labels(self.spec.name, type(error).__name__).inc()
             log.warning("stream_verdict_failed", consumer=self.spec.name, error=type(error).__name__)
         finally:
-            self.unacked -= _events_in(messages)
+            self.unacked -= events
 
     async def _deliver_all(self, decoded: list[tuple[Message, Items]]) -> None:
         """Every run of the batch, one after the other, the whole batch kept alive meanwhile."""
@@ -316,7 +311,7 @@ class StreamProcessor:
         async with asyncio.timeout(self.nats.timeout_s):
             await ack_all(self.nats.client, messages)
         metrics.ACKED.labels(self.spec.name).inc(len(messages))
-        events = sum(len(unpack(message.data)) for message in messages)
+        events = sum(count_events(message.data) for message in messages)
         metrics.EVENTS_ACKED.labels(self.spec.name).inc(events)
 
     async def _fail(self, message: Message, error: Exception) -> None:

@@ -165,7 +165,9 @@ class OutboxRelay:
             published: list[OutboxEvent] = []
             failed: list[BaseException] = []
             for topic, rows in by_topic.items():
-                rows = self._as_before(topic, rows)
+                held = self._as_before(topic, rows)
+                self.more_waiting |= len(held) < len(rows)
+                rows = held
                 # Until this transaction commits, a copy of these messages may be in JetStream.
                 self._unsettled[topic] = rows[-1].id
                 try:
@@ -193,13 +195,11 @@ class OutboxRelay:
         """`rows` of `topic`, or, when its last publish is not known to have failed cleanly (it
         raised, or the transaction did not commit), only those up to that publish's last row: they
         pack into the same messages, and whatever copy of them reached JetStream is a duplicate.
-        Newer rows wait for the next batch (`more_waiting`)."""
+        Newer rows wait for the next batch."""
         through = self._unsettled.get(topic)
         if through is None:
             return rows
         again = [event for event in rows if event.id <= through]
-        if len(again) < len(rows):
-            self.more_waiting = True
         return again or rows  # none left (another relay took them): nothing to match
 
     async def _observe_depth(self) -> None:

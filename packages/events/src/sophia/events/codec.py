@@ -51,7 +51,16 @@ def decode(data: bytes) -> Envelope:
 def unpack(data: bytes) -> list[bytes]:
     """The envelopes of a message, as bytes, in order (one for a message of one). A line break at
     the end ends the last line, as in NDJSON; an empty message is one empty (invalid) envelope."""
-    return data.splitlines() or [data]
+    lines = data.split(b"\n")
+    if len(lines) > 1 and not lines[-1]:
+        del lines[-1]
+    return lines
+
+
+def count_events(data: bytes) -> int:
+    """`len(unpack(data))`, without making the lines: for flow control and metrics."""
+    count = data.count(b"\n") + 1
+    return count - 1 if count > 1 and data.endswith(b"\n") else count
 
 
 def decode_all(data: bytes) -> list[Envelope]:
