@@ -139,13 +139,16 @@ async def _echo_listed_twice(ctx: Any, call_next: Any) -> Any:
 
 
 @contextmanager
-def serve_http(server: MCPServer, port: int | None = None) -> Iterator[str]:
+def serve_http(server: MCPServer, port: int | None = None, wrap: Any = None) -> Iterator[str]:
     """`server` over Streamable HTTP in a thread (on `port`, or a free one); yields its URL, stops
-    on exit (cutting the streams still open after 0.2 s, as a server going down would)."""
+    on exit (cutting the streams still open after 0.2 s, as a server going down would). `wrap`, if
+    given, takes the server's ASGI app and gives the one served (to watch the requests)."""
     from sophia.engines.process import free_port  # here: the stdio server starts 0.25 s sooner without it
 
     port = port or free_port()
     app = server.streamable_http_app()
+    if wrap is not None:
+        app = wrap(app)
     stop_s: Any = 0.2  # typed int, used as a float (asyncio.wait_for): streams still open are cut then
     http = uvicorn.Server(
         uvicorn.Config(

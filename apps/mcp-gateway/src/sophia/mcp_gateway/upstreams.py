@@ -47,6 +47,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from pydantic import ValidationError
 
 from sophia.mcp_gateway.config import SEPARATOR, GatewayConfig, UpstreamConfig
+from sophia.mcp_gateway.direct import ERA, DirectCalls, DirectFailure, Refused, schema_needs_headers
 from sophia.mcp_gateway.providers import PROGRESS, Caller, ToolUnavailable, tool_error
 from sophia.shared.logging import get_logger
 from sophia.shared.process import die_with_parent
@@ -423,6 +424,8 @@ class ToolListing:
     def __init__(self) -> None:
         self.tools: dict[str, types.Tool] = {}
         self.duplicates: set[str] = set()
+        self.with_headers: set[str] = set()
+        """Tools whose arguments go in `Mcp-Param-*` headers too (the SDK's client sends those)."""
         self.fetched = False
         self.fresh_until: float | None = None
         """None: until the upstream says the list changed (2025-11-25 has no TTL)."""
@@ -442,11 +445,14 @@ class ToolListing:
     def store(self, tools: list[types.Tool], ttl_ms: int | None, generation: int) -> None:
         self.tools = {}
         self.duplicates = set()
+        self.with_headers = set()
         for tool in tools:
             if tool.name in self.tools:
                 self.duplicates.add(tool.name)
                 continue
             self.tools[tool.name] = tool
+            if schema_needs_headers(tool.input_schema):
+                self.with_headers.add(tool.name)
         self.fetched = True
         if generation != self.generation:  # it changed while we listed: this answer may be old
             self.fresh_until = time.monotonic() - 1
@@ -470,6 +476,8 @@ class Upstream:
             failure_types=(Outage,),
         )
         self.listing = ToolListing()
+        self.direct = DirectCalls(config.url, config.headers) if config.url is not None else None
+        """Plain calls to a 2026-07-28 HTTP upstream go this way (`sophia.mcp_gateway.direct`)."""
         self.successor: Upstream | None = None
         """Set when a new configuration replaced this one: calls still routed here go there."""
         self.session: Session | None = None
@@ -598,12 +606,17 @@ class Upstream:
         return tools, ttl_ms
 
     async def _call_once(self, tool_name: str, arguments: dict[str, Any]) -> types.CallToolResult:
+        progress = PROGRESS.get()
+        direct = self.direct if progress is None and tool_name not in self.listing.with_headers else None
+
+        def send(client: Client) -> Awaitable[types.CallToolResult]:
+            if direct is not None and client.protocol_version == ERA:
+                return direct.call(tool_name, arguments)
+            return client.call_tool(tool_name, arguments, progress_callback=progress)
+
         try:
-            progress = PROGRESS.get()
-            return await self._request(
-                tool_name, lambda client: client.call_tool(tool_name, arguments, progress_callback=progress)
-            )
-        except MCPError as error:  # the upstream refused this call (bad arguments...): the tool's error
+            return await self._request(tool_name, send)
+        except (MCPError, Refused) as error:  # the upstream refused the call (bad arguments...): a tool error
             return tool_error(f"{self.namespaced(tool_name)}: {error.message}")
         except ValidationError as error:
             return tool_error(
@@ -625,6 +638,11 @@ class Upstream:
                 except TimeoutError:
                     outcome = "timeout"
                     raise Outage(f"no answer within {self.config.timeout_s:g} s") from None
+                except DirectFailure as failure:
+                    raise Outage(str(failure)) from None
+                except Refused:
+                    outcome = "refused"
+                    raise
                 except MCPError as error:
                     if error.code == CONNECTION_CLOSED:
                         session.lose(error.message)  # unless the stdio reader said why first
@@ -678,6 +696,8 @@ class Upstream:
         self.session = None
         self._ended.clear()
         await asyncio.gather(*(session.close() for session in sessions))
+        if self.direct is not None:
+            await self.direct.close()
 
     def status(self) -> dict[str, Any]:
         """What an operator wants to see of it."""
