@@ -205,3 +205,80 @@ async def test_clients_listening_hear_when_an_upstream_or_the_file_changes_the_t
             with anyio.fail_after(10):
                 await anext(aiter(changes))
             assert "second__echo" in {tool.name for tool in (await agent.list_tools()).tools}
+
+
+META = {
+    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+    "io.modelcontextprotocol/clientInfo": {"name": "parity", "version": "1"},
+    "io.modelcontextprotocol/clientCapabilities": {},
+}
+
+
+def posted(tool: str, arguments: Any, *, request_id: Any = 7, meta: Any = META, **headers: str) -> tuple:
+    """A 2026-07-28 `tools/call` POST: (headers, body), the headers as the SDK's client sends them
+    unless `headers` overrides them (an empty value drops one)."""
+    sent = {
+        "Content-Type": "application/json",
+        "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": "2026-07-28",
+        "MCP-Method": "tools/call",
+        "MCP-Name": tool,
+    }
+    sent.update({name.replace("_", "-"): value for name, value in headers.items()})
+    params = {"name": tool, "arguments": arguments, "_meta": meta}
+    body = {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
+    return {name: value for name, value in sent.items() if value}, body
+
+
+async def test_lean_calls_answer_exactly_what_the_sdks_server_answers(settings, api_keys, upstreams_file):
+    from metrics import sample
+
+    lean_cases = [
+        posted("far__echo", {"text": "héllo \u2028"}),
+        posted("far__add", {"a": 2, "b": 3}, request_id="an id"),
+        posted("far__add", {"a": "two", "b": 3}),  # the upstream's validation: a tool error
+        posted("far__fail", {}),
+        posted("local__echo", {"text": "stdio"}),
+        posted("get_record", {"id": "00000000-0000-0000-0000-000000000000"}),  # Sophia's: not there
+        posted("get_record", {"id": "not a uuid"}),
+    ]
+    sdk_cases = [
+        posted("nobody__has_this", {}),  # unknown: invalid params
+        posted("far__echo", {"text": "x"}, MCP_Name="far__add"),  # headers disagree with the body
+        posted("far__echo", {"text": "x"}, meta={"io.modelcontextprotocol/protocolVersion": "2026-07-28"}),
+        posted("far__echo", {"text": "x"}, meta={**META, "progressToken": "p1"}),  # streamed
+        posted("far__echo", {"text": "x"}, Accept="text/event-stream"),  # JSON not accepted
+        posted("far__echo", "not an object"),
+        posted("far__echo", {"text": "x"}, request_id=True),
+        posted("far__echo", {"text": "x"}, MCP_Protocol_Version="2099-01-01"),
+    ]
+    lean = settings.model_copy(update={"mcp_upstreams_file": upstreams_file})
+    plain = lean.model_copy(update={"mcp_lean_calls": False})
+    auth = {"Authorization": f"Bearer {api_keys['read']}"}
+    answers: dict[bool, list[tuple[int, Any]]] = {}
+    taken: dict[bool, float] = {}
+    for gateway in (lean, plain):
+        before = sample("sophia_mcp_lean_calls_total")
+        async with serving(gateway) as url, httpx.AsyncClient(timeout=30) as http:
+            got = []
+            for headers, body in [*lean_cases, *sdk_cases]:
+                answer = await http.post(url, json=body, headers={**headers, **auth})
+                got.append((answer.status_code, answer.text))
+        answers[gateway.mcp_lean_calls] = got
+        taken[gateway.mcp_lean_calls] = sample("sophia_mcp_lean_calls_total") - before
+
+    assert taken == {True: len(lean_cases), False: 0}
+    for (_headers, body), fast, slow in zip(
+        [*lean_cases, *sdk_cases], answers[True], answers[False], strict=True
+    ):
+        assert fast[0] == slow[0], body
+        assert _comparable(fast[1]) == _comparable(slow[1]), body
+
+
+def _comparable(text: str) -> Any:
+    """An answer as JSON (an SSE answer as its events' data), the upstream's own timing left out."""
+    import orjson
+
+    if text.startswith(("event:", ":")):
+        return [orjson.loads(line[5:]) for line in text.splitlines() if line.startswith("data:")]
+    return orjson.loads(text) if text else text

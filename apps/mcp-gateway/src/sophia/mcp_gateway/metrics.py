@@ -20,3 +20,7 @@ LISTS = Counter("sophia_mcp_tool_lists_total", "tools/list answered by the gatew
 PROVIDER_UNAVAILABLE = Counter(
     "sophia_mcp_provider_unavailable_total", "Lists or calls a provider could not serve", ["provider"]
 )
+LEAN_CALLS = Counter(
+    "sophia_mcp_lean_calls_total",
+    "Plain 2026-07-28 tools/call answered by the gateway itself, not the SDK's server (fast.PlainCalls)",
+)

@@ -35,6 +35,7 @@ from sophia.mcp_gateway import admin, find_tools
 from sophia.mcp_gateway.audit import AuditTrail
 from sophia.mcp_gateway.auth import CALLER_KEY, GatewayAuth, JwtVerifier
 from sophia.mcp_gateway.config import ConfigWatcher, GatewayConfig, load
+from sophia.mcp_gateway.fast import PlainCalls
 from sophia.mcp_gateway.notices import ListChanges, ProgressAware
 from sophia.mcp_gateway.providers import PROGRESS, Caller, Progress, Provider
 from sophia.mcp_gateway.router import Router, UnknownTool
@@ -254,9 +255,12 @@ def create_app(settings: Settings | None = None, extra: Sequence[Provider] = ())
         body, content_type = render_latest()
         return Response(body, media_type=content_type)
 
+    endpoint: Any = ProgressAware(*map(StreamableHTTPASGIApp, managers))
+    if settings.mcp_lean_calls:  # plain 2026-07-28 calls answered here, the rest by the SDK
+        endpoint = PlainCalls(endpoint, router, server, security)
     app = Starlette(
         routes=[
-            Route("/mcp", ProgressAware(*map(StreamableHTTPASGIApp, managers)), methods=MCP_METHODS),
+            Route("/mcp", endpoint, methods=MCP_METHODS),
             Route("/healthz", healthz),
             Route("/metrics", metrics),
             *admin.routes(settings.mcp_upstreams_file, lambda: federated[0] if federated else None, changed),

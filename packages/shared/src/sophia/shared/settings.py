@@ -85,6 +85,10 @@ class Settings(BaseSettings):
     mcp_rate_per_s: float = Field(
         200.0, gt=0, description="Requests a second one key may send to the gateway (bursts: twice that)."
     )
+    mcp_lean_calls: bool = Field(
+        True,
+        description="Answer plain 2026-07-28 tools/call at the gateway without the SDK's server (alike).",
+    )
     mcp_allowed_hosts: str = Field(
         "127.0.0.1:*,localhost:*,[::1]:*",
         description="Host headers the gateway answers (DNS-rebinding protection), comma-separated.",
