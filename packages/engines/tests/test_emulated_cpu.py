@@ -39,7 +39,8 @@ EMBED = textwrap.dedent(
 )
 GATEWAY_NATIVE = textwrap.dedent(
     """
-    import jsonschema, jwt, markupsafe, rpds
+    import asyncio, jsonschema, jwt, markupsafe, rpds
+    import aiohttp, aiohttp.web
     from cryptography.hazmat.primitives.asymmetric import ec, rsa
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
     from sophia.mcp_gateway.server import create_app
@@ -50,11 +51,26 @@ GATEWAY_NATIVE = textwrap.dedent(
                 jwt.decode(signed[1], ec_key.public_key(), ["ES256"])["sub"]]
     sealed = AESGCM(bytes(32)).encrypt(bytes(12), b"x" * 65536, None)
     jsonschema.Draft202012Validator({"type": "object", "required": ["a"]}).validate({"a": 1})
-    print(subjects, len(sealed), rpds.HashTrieMap({"a": 1}).insert("b", 2)["b"], markupsafe.escape("<b>"))
+
+    async def round_trip():  # aiohttp's C parser and writer, multidict, yarl: one request each way
+        app = aiohttp.web.Application()
+        app.router.add_get("/", lambda request: aiohttp.web.json_response({"q": request.query["q"]}))
+        runner = aiohttp.web.AppRunner(app)
+        await runner.setup()
+        await aiohttp.web.TCPSite(runner, "127.0.0.1", 0).start()
+        port = runner.addresses[0][1]
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/?q=yes") as got:
+            answer = (await got.json())["q"]
+        await runner.cleanup()
+        return answer
+
+    print(subjects, len(sealed), rpds.HashTrieMap({"a": 1}).insert("b", 2)["b"], markupsafe.escape("<b>"),
+          asyncio.run(round_trip()))
     """
 )
 """What the MCP gateway and the dashboard added that is native code: OpenSSL in `cryptography` (JWT
-signatures; it carries AVX-512 paths chosen at run time), `rpds` (jsonschema's), `markupsafe`."""
+signatures; it carries AVX-512 paths chosen at run time), `rpds` (jsonschema's), `markupsafe`, and
+aiohttp's HTTP parser and writer with `multidict` and `yarl` (the gateway's client to upstreams)."""
 
 
 class EmulatedPostgres(EmbeddedPostgres):
@@ -122,4 +138,4 @@ def test_the_embedding_model_gives_the_same_vector_without_avx512(emulator, tmp_
 
 def test_the_gateways_native_dependencies_run_without_avx512(emulator):
     printed = run_python(emulator, GATEWAY_NATIVE).decode().strip()
-    assert printed == "['a', 'b'] 65552 2 &lt;b&gt;"
+    assert printed == "['a', 'b'] 65552 2 &lt;b&gt; yes"
