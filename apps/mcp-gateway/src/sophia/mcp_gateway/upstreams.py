@@ -683,6 +683,11 @@ class Upstream:
             self.listing.expire()  # a new process may be a new version: its tools are listed anew
         return session
 
+    def retire(self, reason: str, successor: Upstream | None) -> None:
+        """Take no new calls: they go to `successor`, or are refused saying `reason`."""
+        self.successor = successor
+        self._retired = reason
+
     async def close(
         self, *, drain_s: float = 0.0, reason: str = "was removed from the configuration"
     ) -> None:
@@ -766,9 +771,10 @@ class Upstreams:
         log.info("mcp_upstreams_applied", upstreams=list(kept), source=config.source)
 
     def _retire(self, upstream: Upstream, successor: Upstream | None) -> None:
-        """Close `upstream` in the background once its calls in flight are done (or timed out)."""
-        upstream.successor = successor
+        """From now on `upstream` takes no new call (they go to `successor`, or are refused); it is
+        closed in the background once its calls in flight are done (or timed out)."""
         reason = "was replaced" if successor else "was removed from the configuration"
+        upstream.retire(reason, successor)
         drain_s = upstream.config.timeout_s * upstream.config.attempts + 1
         task = asyncio.create_task(
             upstream.close(drain_s=drain_s, reason=reason), name=f"retire-{upstream.name}"
