@@ -35,7 +35,7 @@ from mcp.shared.inbound import (
     find_duplicated_routing_header,
     validate_mcp_param_headers,
 )
-from mcp_types import INTERNAL_ERROR, SERVER_INFO_META_KEY
+from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, SERVER_INFO_META_KEY
 from mcp_types import methods as surfaces
 from pydantic import ValidationError
 from starlette.requests import Request
@@ -126,6 +126,8 @@ class PlainCalls:
         """`{"result": ...}` or `{"error": ...}`, shaped as the SDK's server shapes them."""
         try:
             called = await self.router.call_tool(name, arguments, caller)
+        except UnknownTool as unknown:  # gone since `owner` found it: as the SDK's handler says it
+            return _error(MCPError(INVALID_PARAMS, str(unknown)))
         except Exception as error:  # what the SDK's server does with a handler's exception
             return _error(error)
         dumped = called.model_dump(by_alias=True, mode="json", exclude_none=True)
