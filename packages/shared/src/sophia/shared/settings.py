@@ -87,7 +87,8 @@ class Settings(BaseSettings):
     )
     mcp_lean_calls: bool = Field(
         True,
-        description="Answer plain 2026-07-28 tools/call at the gateway without the SDK's server (alike).",
+        description="Answer plain 2026-07-28 tools/call in the gateway itself, not through the SDK's "
+        "server (the same answers, less CPU).",
     )
     mcp_allowed_hosts: str = Field(
         "127.0.0.1:*,localhost:*,[::1]:*",
