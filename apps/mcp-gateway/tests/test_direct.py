@@ -167,6 +167,8 @@ async def test_what_a_broken_upstream_answers_is_an_error_or_an_outage_never_a_c
         not_mcp=json_body('{"jsonrpc":"2.0","id":5,"result":{"content":"not a list"}}'),
         other_id=json_body('{"jsonrpc":"2.0","id":999,"result":' + RESULT + "}"),
         stream_cut=sse('{"jsonrpc":"2.0","method":"notifications/message","params":{}}'),
+        garbled=json_body("{not json"),
+        failed_result=json_body('{"jsonrpc":"2.0","id":9,"result":' + RESULT + "}", 500),  # the 9th call
     )
     try:
         assert text_of(await direct.call("plain", {})) == "done"
@@ -181,6 +183,10 @@ async def test_what_a_broken_upstream_answers_is_an_error_or_an_outage_never_a_c
             await direct.call("other_id", {})
         with pytest.raises(DirectFailure, match="ended without the answer"):
             await direct.call("stream_cut", {})
+        with pytest.raises(DirectFailure, match="not JSON"):
+            await direct.call("garbled", {})
+        with pytest.raises(DirectFailure, match="HTTP 500"):
+            await direct.call("failed_result", {})
     finally:
         await direct.close()
 

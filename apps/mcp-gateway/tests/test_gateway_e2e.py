@@ -231,6 +231,7 @@ def posted(tool: str, arguments: Any, *, request_id: Any = 7, meta: Any = META, 
 
 
 async def test_lean_calls_answer_exactly_what_the_sdks_server_answers(settings, api_keys, upstreams_file):
+    import orjson
     from metrics import sample
 
     lean_cases = [
@@ -241,6 +242,7 @@ async def test_lean_calls_answer_exactly_what_the_sdks_server_answers(settings, 
         posted("local__echo", {"text": "stdio"}),
         posted("get_record", {"id": "00000000-0000-0000-0000-000000000000"}),  # Sophia's: not there
         posted("get_record", {"id": "not a uuid"}),
+        posted("far__echo", {"text": "x"}, MCP_Param_Text="other"),  # a header no schema declares
     ]
     sdk_cases = [
         posted("nobody__has_this", {}),  # unknown: invalid params
@@ -251,6 +253,11 @@ async def test_lean_calls_answer_exactly_what_the_sdks_server_answers(settings, 
         posted("far__echo", "not an object"),
         posted("far__echo", {"text": "x"}, request_id=True),
         posted("far__echo", {"text": "x"}, MCP_Protocol_Version="2099-01-01"),
+        posted("far__echo", {"text": "x"}, Host="evil.example"),  # DNS rebinding: refused
+        posted("far__echo", {"text": "x"}, meta={**META, "io.modelcontextprotocol/clientInfo": 5}),
+        posted("far__echo", {"text": "x" * (1 << 20)}),  # over what the lean path reads: the SDK's
+        ({**posted("far__echo", {})[0]}, b'{"jsonrpc": "2.0", "id": 1, not json'),
+        ({**posted("far__echo", {})[0]}, b"[" + orjson.dumps(posted("far__echo", {"text": "x"})[1]) + b"]"),
     ]
     lean = settings.model_copy(update={"mcp_upstreams_file": upstreams_file})
     plain = lean.model_copy(update={"mcp_lean_calls": False})
@@ -262,7 +269,8 @@ async def test_lean_calls_answer_exactly_what_the_sdks_server_answers(settings, 
         async with serving(gateway) as url, httpx.AsyncClient(timeout=30) as http:
             got = []
             for headers, body in [*lean_cases, *sdk_cases]:
-                answer = await http.post(url, json=body, headers={**headers, **auth})
+                sent = body if isinstance(body, bytes) else orjson.dumps(body)
+                answer = await http.post(url, content=sent, headers={**headers, **auth})
                 got.append((answer.status_code, answer.text))
         answers[gateway.mcp_lean_calls] = got
         taken[gateway.mcp_lean_calls] = sample("sophia_mcp_lean_calls_total") - before
@@ -276,9 +284,12 @@ async def test_lean_calls_answer_exactly_what_the_sdks_server_answers(settings, 
 
 
 def _comparable(text: str) -> Any:
-    """An answer as JSON (an SSE answer as its events' data), the upstream's own timing left out."""
+    """An answer as JSON (an SSE answer as its events' data; text that is not JSON as it is)."""
     import orjson
 
     if text.startswith(("event:", ":")):
         return [orjson.loads(line[5:]) for line in text.splitlines() if line.startswith("data:")]
-    return orjson.loads(text) if text else text
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text  # an HTTP-level refusal (a bad Host): its words
