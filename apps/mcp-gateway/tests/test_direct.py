@@ -61,7 +61,9 @@ async def test_plain_calls_go_direct_and_answer_what_the_sdk_client_answers(
     closing += [modern, legacy]
     cases: list[tuple[str, dict[str, Any]]] = [
         ("echo", {"text": "héllo \u2028 wörld"}),
+        ("echo", {"text": "long " * 100_000}),  # an answer of half a megabyte, read whole
         ("add", {"a": 2, "b": 3}),
+        ("add", {"a": 2**70, "b": 1}),  # past 64 bits: exact on both paths
         ("add", {"a": "two", "b": 3}),  # refused by the tool's own validation: a tool error
         ("fail", {}),
     ]
@@ -167,26 +169,35 @@ async def test_what_a_broken_upstream_answers_is_an_error_or_an_outage_never_a_c
         not_mcp=json_body('{"jsonrpc":"2.0","id":5,"result":{"content":"not a list"}}'),
         other_id=json_body('{"jsonrpc":"2.0","id":999,"result":' + RESULT + "}"),
         stream_cut=sse('{"jsonrpc":"2.0","method":"notifications/message","params":{}}'),
+        long_line=sse(
+            '{"jsonrpc":"2.0","id":8,"result":{"content":[{"type":"text","text":"'
+            + "y" * 700_000
+            + '"}],"isError":false}}'
+        ),
         garbled=json_body("{not json"),
-        failed_result=json_body('{"jsonrpc":"2.0","id":9,"result":' + RESULT + "}", 500),  # the 9th call
+        failed_result=json_body('{"jsonrpc":"2.0","id":10,"result":' + RESULT + "}", 500),
+        moved=aiohttp.web.Response(status=307, headers={"Location": "http://127.0.0.1:1/elsewhere"}),
     )
-    try:
+    try:  # the calls in order: the answers above that carry an id carry the call's
         assert text_of(await direct.call("plain", {})) == "done"
         assert text_of(await direct.call("streamed", {})) == "done"
         with pytest.raises(Refused, match="no such tool"):
             await direct.call("refused", {})
-        with pytest.raises(DirectFailure, match="HTTP 502"):
+        with pytest.raises(Refused, match="HTTP 502 with text/html"):  # answered: a tool error
             await direct.call("proxy_page", {})
         with pytest.raises(ValueError, match="content"):  # pydantic's ValidationError
             await direct.call("not_mcp", {})
-        with pytest.raises(DirectFailure, match="no answer"):
+        with pytest.raises(Refused, match="no answer"):
             await direct.call("other_id", {})
-        with pytest.raises(DirectFailure, match="ended without the answer"):
+        with pytest.raises(DirectFailure, match="ended without the answer"):  # cut off: an outage
             await direct.call("stream_cut", {})
-        with pytest.raises(DirectFailure, match="not JSON"):
+        assert text_of(await direct.call("long_line", {})) == "y" * 700_000  # one SSE line of 700 kB
+        with pytest.raises(Refused, match="not JSON"):
             await direct.call("garbled", {})
-        with pytest.raises(DirectFailure, match="HTTP 500"):
+        with pytest.raises(Refused, match="HTTP 500"):
             await direct.call("failed_result", {})
+        with pytest.raises(Refused, match="HTTP 307"):  # a redirect is not followed
+            await direct.call("moved", {})
     finally:
         await direct.close()
 
@@ -194,6 +205,8 @@ async def test_what_a_broken_upstream_answers_is_an_error_or_an_outage_never_a_c
     with pytest.raises(DirectFailure):
         await nowhere.call("echo", {})
     await nowhere.close()
+    with pytest.raises(DirectFailure, match="closed"):  # no pool opened again once closed
+        await nowhere.call("echo", {})
 
 
 def text_of(result: Any) -> str:

@@ -231,12 +231,13 @@ def posted(tool: str, arguments: Any, *, request_id: Any = 7, meta: Any = META, 
 
 
 async def test_lean_calls_answer_exactly_what_the_sdks_server_answers(settings, api_keys, upstreams_file):
-    import orjson
     from metrics import sample
 
     lean_cases = [
         posted("far__echo", {"text": "héllo \u2028"}),
+        posted("far__echo", {"text": "long " * 100_000}),  # half a megabyte each way
         posted("far__add", {"a": 2, "b": 3}, request_id="an id"),
+        posted("far__add", {"a": 2**70, "b": 1}),  # past 64 bits: exact both ways
         posted("far__add", {"a": "two", "b": 3}),  # the upstream's validation: a tool error
         posted("far__fail", {}),
         posted("local__echo", {"text": "stdio"}),
@@ -249,6 +250,7 @@ async def test_lean_calls_answer_exactly_what_the_sdks_server_answers(settings, 
         posted("far__echo", {"text": "x"}, MCP_Name="far__add"),  # headers disagree with the body
         posted("far__echo", {"text": "x"}, meta={"io.modelcontextprotocol/protocolVersion": "2026-07-28"}),
         posted("far__echo", {"text": "x"}, meta={**META, "progressToken": "p1"}),  # streamed
+        posted("far__echo", {"text": "x", "progressToken": 1}),  # picked for streaming all the same
         posted("far__echo", {"text": "x"}, Accept="text/event-stream"),  # JSON not accepted
         posted("far__echo", "not an object"),
         posted("far__echo", {"text": "x"}, request_id=True),
@@ -256,26 +258,27 @@ async def test_lean_calls_answer_exactly_what_the_sdks_server_answers(settings, 
         posted("far__echo", {"text": "x"}, Host="evil.example"),  # DNS rebinding: refused
         posted("far__echo", {"text": "x"}, meta={**META, "io.modelcontextprotocol/clientInfo": 5}),
         posted("far__echo", {"text": "x" * (1 << 20)}),  # over what the lean path reads: the SDK's
-        ({**posted("far__echo", {})[0]}, b'{"jsonrpc": "2.0", "id": 1, not json'),
-        ({**posted("far__echo", {})[0]}, b"[" + orjson.dumps(posted("far__echo", {"text": "x"})[1]) + b"]"),
+        (posted("far__echo", {})[0], b'{"jsonrpc": "2.0", "id": 1, not json'),
+        (posted("far__echo", {})[0], b"[" + json_bytes(posted("far__echo", {"text": "x"})[1]) + b"]"),
     ]
     lean = settings.model_copy(update={"mcp_upstreams_file": upstreams_file})
     plain = lean.model_copy(update={"mcp_lean_calls": False})
     auth = {"Authorization": f"Bearer {api_keys['read']}"}
-    answers: dict[bool, list[tuple[int, Any]]] = {}
-    taken: dict[bool, float] = {}
+    answers: dict[bool, list[tuple[int, str]]] = {}
+    taken: dict[bool, list[float]] = {}
     for gateway in (lean, plain):
-        before = sample("sophia_mcp_lean_calls_total")
+        got, counted = [], []
         async with serving(gateway) as url, httpx.AsyncClient(timeout=30) as http:
-            got = []
             for headers, body in [*lean_cases, *sdk_cases]:
-                sent = body if isinstance(body, bytes) else orjson.dumps(body)
+                before = sample("sophia_mcp_lean_calls_total")
+                sent = body if isinstance(body, bytes) else json_bytes(body)
                 answer = await http.post(url, content=sent, headers={**headers, **auth})
                 got.append((answer.status_code, answer.text))
-        answers[gateway.mcp_lean_calls] = got
-        taken[gateway.mcp_lean_calls] = sample("sophia_mcp_lean_calls_total") - before
+                counted.append(sample("sophia_mcp_lean_calls_total") - before)
+        answers[gateway.mcp_lean_calls], taken[gateway.mcp_lean_calls] = got, counted
 
-    assert taken == {True: len(lean_cases), False: 0}
+    assert taken[True] == [1] * len(lean_cases) + [0] * len(sdk_cases)  # each took the path it should
+    assert taken[False] == [0] * (len(lean_cases) + len(sdk_cases))
     for (_headers, body), fast, slow in zip(
         [*lean_cases, *sdk_cases], answers[True], answers[False], strict=True
     ):
@@ -283,13 +286,20 @@ async def test_lean_calls_answer_exactly_what_the_sdks_server_answers(settings, 
         assert _comparable(fast[1]) == _comparable(slow[1]), body
 
 
+def json_bytes(value: Any) -> bytes:
+    """JSON as the SDK's client writes it (the standard library: integers of any size)."""
+    import json
+
+    return json.dumps(value).encode()
+
+
 def _comparable(text: str) -> Any:
     """An answer as JSON (an SSE answer as its events' data; text that is not JSON as it is)."""
-    import orjson
+    import json
 
     if text.startswith(("event:", ":")):
-        return [orjson.loads(line[5:]) for line in text.splitlines() if line.startswith("data:")]
+        return [json.loads(line[5:]) for line in text.splitlines() if line.startswith("data:")]
     try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
+        return json.loads(text)
+    except ValueError:
         return text  # an HTTP-level refusal (a bad Host): its words

@@ -10,9 +10,11 @@ one for listings, health checks, `subscriptions/listen`, 2025-11-25 upstreams, s
 calls that carry progress or `Mcp-Param-*` headers: `Upstream` picks (`DirectCalls.serves`).
 
 Outcomes, as the SDK's client path has them: an answer is a `CallToolResult` (a result that is not
-one raises pydantic's `ValidationError`); a JSON-RPC error (at any HTTP status) is `Refused`, a
-tool error for the model; no connection, a dropped one, or an answer that is no JSON-RPC answer to
-the call (an HTTP 5xx page, say) is `DirectFailure`, which `Upstream` counts as an outage.
+one raises pydantic's `ValidationError`); whatever else the upstream answered (a JSON-RPC error at
+any HTTP status, an HTTP error page, a redirect, a body that is not JSON or answers another id) is
+`Refused`, a tool error for the model; no connection, a dropped one, or an event stream that ends
+before the answer is `DirectFailure`, which `Upstream` counts as an outage. Numbers are parsed as
+the SDK parses them (pydantic's parser: an integer past 64 bits stays exact).
 """
 
 from __future__ import annotations
@@ -23,7 +25,10 @@ from typing import Any
 
 import aiohttp
 import mcp_types as types
-import orjson
+from aiohttp.http_exceptions import HttpProcessingError
+from mcp.shared.inbound import encode_header_value
+
+from sophia.mcp_gateway import wire
 
 ERA = "2026-07-28"
 CLIENT_META = {
@@ -44,7 +49,8 @@ class DirectFailure(Exception):
 
 
 class Refused(Exception):
-    """The upstream answered the call with a JSON-RPC error; `message` is its own."""
+    """The upstream answered, but not with a result: its JSON-RPC error's message, or what was
+    wrong with the answer."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -53,7 +59,7 @@ class Refused(Exception):
 
 def schema_needs_headers(schema: Mapping[str, Any] | None) -> bool:
     """Whether a tool's input schema maps any argument to an `Mcp-Param-*` header."""
-    return schema is not None and HEADER_PARAMETER.encode() in orjson.dumps(schema)
+    return schema is not None and HEADER_PARAMETER.encode() in wire.dumps(schema)
 
 
 class DirectCalls:
@@ -70,23 +76,28 @@ class DirectCalls:
         }
         self._ids = itertools.count(1)
         self._http: aiohttp.ClientSession | None = None
+        self._closed = False
 
     async def call(self, tool_name: str, arguments: Mapping[str, Any]) -> types.CallToolResult:
         """The upstream's answer; `Refused` or `DirectFailure` (the caller bounds the time)."""
+        if self._closed:
+            raise DirectFailure("the upstream is closed")
         request_id = next(self._ids)
         params = {"name": tool_name, "arguments": arguments, "_meta": CLIENT_META}
-        body = orjson.dumps({"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params})
-        headers = {**self.headers, "MCP-Name": tool_name}
+        body = wire.dumps({"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params})
+        headers = {**self.headers, "MCP-Name": encode_header_value(tool_name)}
         try:
-            async with self._session().post(self.url, data=body, headers=headers) as response:
+            async with self._session().post(
+                self.url, data=body, headers=headers, allow_redirects=False
+            ) as response:
                 status, kind = response.status, response.content_type
                 if kind == "text/event-stream":
                     message = await _from_stream(response.content, request_id)
                 elif kind == "application/json":
-                    message = _parse(await response.content.read(MAX_ANSWER_BYTES + 1))
+                    message = _parse(await _body(response))
                 else:
-                    raise DirectFailure(f"HTTP {status} with {kind or 'no content type'}, not an MCP answer")
-        except (aiohttp.ClientError, OSError) as error:
+                    raise Refused(f"HTTP {status} with {kind or 'no content type'}, not an MCP answer")
+        except (aiohttp.ClientError, HttpProcessingError, OSError) as error:
             raise DirectFailure(str(error) or type(error).__name__) from None
         return _result(message, status, request_id)
 
@@ -94,52 +105,69 @@ class DirectCalls:
         if self._http is None or self._http.closed:
             connector = aiohttp.TCPConnector(limit=POOL_SIZE, enable_cleanup_closed=True)
             self._http = aiohttp.ClientSession(
-                connector=connector, timeout=aiohttp.ClientTimeout(total=None), auto_decompress=True
+                connector=connector, timeout=aiohttp.ClientTimeout(total=None), trust_env=True
             )
         return self._http
 
     async def close(self) -> None:
+        """Close the pool; a call after this fails (a call still under way ends with it)."""
+        self._closed = True
         if self._http is not None:
             await self._http.close()
             self._http = None
 
 
-def _parse(data: bytes) -> Any:
-    if len(data) > MAX_ANSWER_BYTES:
-        raise DirectFailure(f"the answer is over {MAX_ANSWER_BYTES} bytes")
+async def _body(response: aiohttp.ClientResponse) -> bytes:
+    """The whole body, refused past `MAX_ANSWER_BYTES`."""
+    if (response.content_length or 0) > MAX_ANSWER_BYTES:
+        raise Refused(f"the answer is over {MAX_ANSWER_BYTES} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_any():
+        size += len(chunk)
+        if size > MAX_ANSWER_BYTES:
+            raise Refused(f"the answer is over {MAX_ANSWER_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parse(data: bytes | bytearray) -> Any:
     try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        raise DirectFailure("the answer is not JSON") from None
+        return wire.loads(data)
+    except ValueError:
+        raise Refused("the answer is not JSON") from None
 
 
 async def _from_stream(stream: aiohttp.StreamReader, request_id: int) -> Any:
-    """The JSON-RPC message for `request_id` from an SSE stream (its notifications are passed over:
-    a direct call asks for no progress)."""
+    """The JSON-RPC message for `request_id` from an SSE stream, its lines of any length (its
+    notifications are passed over: a direct call asks for no progress)."""
+    pending = bytearray()
     data: list[bytes] = []
     size = 0
-    async for raw in stream:
-        line = raw.rstrip(b"\r\n")
-        if line.startswith(b"data:"):
-            chunk = line[5:].removeprefix(b" ")
-            size += len(chunk)
-            if size > MAX_ANSWER_BYTES:
-                raise DirectFailure(f"the answer is over {MAX_ANSWER_BYTES} bytes")
-            data.append(chunk)
-        elif not line and data:  # an event ends
-            message = _parse(b"\n".join(data))
-            data = []
-            if isinstance(message, dict) and message.get("id") == request_id:
-                return message
+    async for chunk in stream.iter_any():
+        size += len(chunk)
+        if size > MAX_ANSWER_BYTES:
+            raise Refused(f"the answer is over {MAX_ANSWER_BYTES} bytes")
+        pending += chunk
+        while (end := pending.find(b"\n")) >= 0:
+            line = bytes(pending[:end]).rstrip(b"\r")
+            del pending[: end + 1]
+            if line.startswith(b"data:"):
+                data.append(line[5:].removeprefix(b" "))
+            elif not line and data:  # an event ends
+                message = _parse(b"\n".join(data))
+                data = []
+                if isinstance(message, dict) and message.get("id") == request_id:
+                    return message
     raise DirectFailure("the event stream ended without the answer")
 
 
 def _result(message: Any, status: int, request_id: int) -> types.CallToolResult:
     if not isinstance(message, dict) or message.get("id") not in (request_id, None):
-        raise DirectFailure(f"HTTP {status} with no answer to the call")
+        raise Refused(f"HTTP {status} with no answer to the call")
     error = message.get("error")
     if isinstance(error, dict) and isinstance(error.get("message"), str):
         raise Refused(error["message"])
     if status >= 300 or "result" not in message:
-        raise DirectFailure(f"HTTP {status} with no answer to the call")
+        raise Refused(f"HTTP {status} with no answer to the call")
     return types.CallToolResult.model_validate(message["result"])  # pydantic's ValidationError if not

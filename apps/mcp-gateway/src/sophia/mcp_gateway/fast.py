@@ -21,7 +21,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
 from mcp.server.lowlevel.server import Server
 from mcp.server.runner import modern_error_data
 from mcp.server.streamable_http import check_accept_headers
@@ -41,8 +40,10 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sophia.mcp_gateway import wire
 from sophia.mcp_gateway.auth import CALLER_KEY
 from sophia.mcp_gateway.metrics import LEAN_CALLS
+from sophia.mcp_gateway.notices import PROGRESS_TOKEN
 from sophia.mcp_gateway.providers import Caller
 from sophia.mcp_gateway.router import Router, UnknownTool
 from sophia.shared.logging import get_logger
@@ -53,7 +54,6 @@ ERA = "2026-07-28"
 METHOD = "tools/call"
 PEEK_BYTES = 1 << 20
 """The most of a body read here; a longer one goes to the SDK, which limits bodies itself."""
-PROGRESS_FIELD = "progressToken"
 JSON_HEADERS = [(b"content-type", b"application/json")]
 _PARAM_PREFIX = MCP_PARAM_HEADER_PREFIX.lower().encode()
 
@@ -108,8 +108,8 @@ class PlainCalls:
             return False
         try:
             await self.router.owner(name, caller)
-        except UnknownTool:
-            return False  # the SDK answers it (invalid params), as for any call it routes
+        except Exception:  # UnknownTool (invalid params), or the listing failed: nothing ran yet
+            return False  # the SDK answers it, as for any call it routes
         LEAN_CALLS.inc()
         await send_answer(send, request_id, await self._result(name, arguments, caller))
         return True
@@ -177,11 +177,13 @@ async def _read(receive: Receive) -> tuple[list[Message], bytes | None]:
 
 
 def _plain_call(body: bytes) -> tuple[dict[str, Any], int | str, dict[str, Any]] | None:
-    """The request, its id and its params if the body is one JSON-RPC `tools/call` without a
-    progress token; else None."""
+    """The request, its id and its params if the body is one JSON-RPC `tools/call` that does
+    not name a progress token anywhere; else None."""
+    if PROGRESS_TOKEN in body:  # as `ProgressAware` picks the streaming transport
+        return None
     try:
-        decoded = orjson.loads(body)
-    except orjson.JSONDecodeError:
+        decoded = wire.loads(body)  # integers past 64 bits exact, as the SDK's json.loads
+    except ValueError:
         return None
     if not isinstance(decoded, dict) or decoded.get("jsonrpc") != "2.0" or decoded.get("method") != METHOD:
         return None
@@ -189,7 +191,7 @@ def _plain_call(body: bytes) -> tuple[dict[str, Any], int | str, dict[str, Any]]
     if isinstance(request_id, bool) or not isinstance(request_id, int | str) or not isinstance(params, dict):
         return None
     meta = params.get("_meta")
-    if not isinstance(meta, dict) or PROGRESS_FIELD in meta or not isinstance(params.get("name"), str):
+    if not isinstance(meta, dict) or not isinstance(params.get("name"), str):
         return None
     return decoded, request_id, params
 
@@ -198,7 +200,7 @@ async def send_answer(send: Send, request_id: int | str, outcome: dict[str, Any]
     status = 200
     if "error" in outcome:
         status = ERROR_CODE_HTTP_STATUS.get(outcome["error"]["code"], 200)
-    body = orjson.dumps({"jsonrpc": "2.0", "id": request_id, **outcome})
+    body = wire.dumps({"jsonrpc": "2.0", "id": request_id, **outcome})
     headers = [*JSON_HEADERS, (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
