@@ -13,7 +13,7 @@ import upstream_servers
 from upstream_helpers import ADMIN, configured, text
 
 from sophia.engines.process import free_port
-from sophia.mcp_gateway.direct import DirectCalls, DirectFailure, Refused
+from sophia.mcp_gateway.direct import DirectCalls, DirectFailure, Refused, env_proxy
 from sophia.mcp_gateway.providers import PROGRESS, ToolUnavailable
 from sophia.mcp_gateway.upstreams import Upstream
 
@@ -211,3 +211,17 @@ async def test_what_a_broken_upstream_answers_is_an_error_or_an_outage_never_a_c
 
 def text_of(result: Any) -> str:
     return result.content[0].text
+
+
+def test_the_environments_proxy_is_honoured_unless_no_proxy_exempts_the_host(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    assert env_proxy("http://upstream.example/mcp") is None
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    assert env_proxy("https://upstream.example/mcp") == "http://proxy.example:3128"
+    assert env_proxy("http://upstream.example/mcp") is None  # no proxy named for plain http
+    monkeypatch.setenv("NO_PROXY", "upstream.example")
+    assert env_proxy("https://upstream.example/mcp") is None
+    assert DirectCalls("https://other.example/mcp", {}).proxy == "http://proxy.example:3128"
