@@ -13,7 +13,7 @@ import upstream_servers
 from upstream_helpers import ADMIN, configured, text
 
 from sophia.engines.process import free_port
-from sophia.mcp_gateway.direct import DirectCalls, DirectFailure, Refused, env_proxy
+from sophia.mcp_gateway.direct import DirectCalls, DirectFailure, Refused, env_proxy, schema_needs_headers
 from sophia.mcp_gateway.providers import PROGRESS, ToolUnavailable
 from sophia.mcp_gateway.upstreams import Upstream
 
@@ -225,3 +225,11 @@ def test_the_environments_proxy_is_honoured_unless_no_proxy_exempts_the_host(
     monkeypatch.setenv("NO_PROXY", "upstream.example")
     assert env_proxy("https://upstream.example/mcp") is None
     assert DirectCalls("https://other.example/mcp", {}).proxy == "http://proxy.example:3128"
+
+
+def test_a_tool_whose_arguments_go_in_headers_is_left_to_the_sdks_client() -> None:
+    annotated = {"type": "object", "properties": {"region": {"type": "string", "x-mcp-header": "Region"}}}
+    plain = {"type": "object", "properties": {"region": {"type": "string"}}}
+    assert schema_needs_headers(annotated)
+    assert not schema_needs_headers(plain)
+    assert not schema_needs_headers(None)

@@ -28,26 +28,29 @@ from typing import Any
 import aiohttp
 import mcp_types as types
 from aiohttp.http_exceptions import HttpProcessingError
-from mcp.shared.inbound import encode_header_value
+from mcp.shared.inbound import encode_header_value, x_mcp_header_map
+from mcp_types import CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY, PROTOCOL_VERSION_META_KEY
 
 from sophia.mcp_gateway import wire
 
 ERA = "2026-07-28"
+"""The protocol era whose requests stand alone: the one the lean paths serve."""
+CLIENT_INFO = types.Implementation(name="sophia-mcp-gateway", version="0.1.0")
+"""Who the gateway says it is to upstreams, on either path."""
 CLIENT_META = {
-    "io.modelcontextprotocol/protocolVersion": ERA,
-    "io.modelcontextprotocol/clientInfo": {"name": "sophia-mcp-gateway", "version": "0.1.0"},
-    "io.modelcontextprotocol/clientCapabilities": {},
+    PROTOCOL_VERSION_META_KEY: ERA,
+    CLIENT_INFO_META_KEY: CLIENT_INFO.model_dump(mode="json", exclude_none=True),
+    CLIENT_CAPABILITIES_META_KEY: {},
 }
 """The per-request envelope of 2026-07-28, as the gateway's SDK client sends it."""
-HEADER_PARAMETER = "x-mcp-header"
-"""An input schema naming this maps arguments to `Mcp-Param-*` headers: the SDK's client sends them."""
 MAX_ANSWER_BYTES = 64 * 1024 * 1024
 POOL_SIZE = 64
 """Connections kept to one upstream; more calls at once wait for one."""
 
 
 class DirectFailure(Exception):
-    """The upstream could not be reached, dropped the connection, or answered something not MCP."""
+    """The upstream could not be reached, dropped the connection, or cut its event stream short:
+    an outage."""
 
 
 class Refused(Exception):
@@ -68,8 +71,9 @@ def env_proxy(url: str) -> str | None:
 
 
 def schema_needs_headers(schema: Mapping[str, Any] | None) -> bool:
-    """Whether a tool's input schema maps any argument to an `Mcp-Param-*` header."""
-    return schema is not None and HEADER_PARAMETER.encode() in wire.dumps(schema)
+    """Whether a tool's input schema maps any argument to an `Mcp-Param-*` header (the SDK's
+    client sends those; the direct path does not)."""
+    return schema is not None and bool(x_mcp_header_map(schema))
 
 
 class DirectCalls:

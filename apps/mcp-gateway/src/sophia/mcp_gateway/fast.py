@@ -11,9 +11,10 @@ against the tool's input schema; then the router's call, the result shaped by th
 `resultType`, the `serverInfo` stamp, and an exception mapped as the SDK maps it.
 
 Whatever it does not take whole goes to the SDK unchanged, before anything has run: another
-method or era, a body over `PEEK_BYTES` or not JSON, any check that fails (the SDK then answers its
-error), a tool this caller may not call (the SDK answers invalid params), and a call asking for
-progress (`ProgressAware` streams it). `SOPHIA_MCP_LEAN_CALLS=false` sends everything to the SDK.
+method or era, a body over 1 MiB (`notices.PEEK_BYTES`) or not JSON, any check that fails (the
+SDK then answers its error), a tool this caller may not call (the SDK answers invalid params), and
+a call asking for progress (`ProgressAware` streams it). `SOPHIA_MCP_LEAN_CALLS=false` sends
+everything to the SDK.
 """
 
 from __future__ import annotations
@@ -38,22 +39,20 @@ from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, SERVER_INFO_META_KEY
 from mcp_types import methods as surfaces
 from pydantic import ValidationError
 from starlette.requests import Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sophia.mcp_gateway import wire
 from sophia.mcp_gateway.auth import CALLER_KEY
+from sophia.mcp_gateway.direct import ERA
 from sophia.mcp_gateway.metrics import LEAN_CALLS
-from sophia.mcp_gateway.notices import PROGRESS_TOKEN
+from sophia.mcp_gateway.notices import PROGRESS_TOKEN, read_body, replaying
 from sophia.mcp_gateway.providers import Caller
 from sophia.mcp_gateway.router import Router, UnknownTool
 from sophia.shared.logging import get_logger
 
 log = get_logger(__name__)
 
-ERA = "2026-07-28"
 METHOD = "tools/call"
-PEEK_BYTES = 1 << 20
-"""The most of a body read here; a longer one goes to the SDK, which limits bodies itself."""
 JSON_HEADERS = [(b"content-type", b"application/json")]
 _PARAM_PREFIX = MCP_PARAM_HEADER_PREFIX.lower().encode()
 
@@ -74,13 +73,9 @@ class PlainCalls:
         if scope["type"] != "http" or scope["method"] != "POST" or not _routed_here(scope["headers"]):
             await self.sdk(scope, receive, send)
             return
-        read, body = await _read(receive)
+        read, body = await read_body(receive)
         if body is None or not await self._answered(scope, body, send):
-
-            async def replay() -> Message:
-                return read.pop(0) if read else await receive()
-
-            await self.sdk(scope, replay, send)
+            await self.sdk(scope, replaying(read, receive), send)
 
     async def _answered(self, scope: Scope, body: bytes, send: Send) -> bool:
         """Whether the call was taken here (and answered); False before anything ran."""
@@ -158,22 +153,6 @@ def _routed_here(headers: list[tuple[bytes, bytes]]) -> bool:
         elif name == b"mcp-method":
             method = value == METHOD.encode()
     return era and method
-
-
-async def _read(receive: Receive) -> tuple[list[Message], bytes | None]:
-    """The messages read, and the body (None when over `PEEK_BYTES` or the client left)."""
-    read: list[Message] = []
-    size, more = 0, True
-    while more:
-        message = await receive()
-        read.append(message)
-        if message["type"] != "http.request":
-            return read, None
-        size += len(message.get("body", b""))
-        if size > PEEK_BYTES:
-            return read, None
-        more = message.get("more_body", False)
-    return read, b"".join(message.get("body", b"") for message in read)
 
 
 def _plain_call(body: bytes) -> tuple[dict[str, Any], int | str, dict[str, Any]] | None:

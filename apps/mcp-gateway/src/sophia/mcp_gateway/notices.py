@@ -24,8 +24,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 PROGRESS_TOKEN = b'"progressToken"'
 PEEK_BYTES = 1 << 20
-"""Most of a body read to look for a progress token; a longer one is answered in JSON (the SDK
-limits bodies itself)."""
+"""Most of a body read to look for a progress token (or a plain call, `fast.PlainCalls`); a longer
+one is answered in JSON by the SDK, which limits bodies itself."""
 
 
 class ListChanges:
@@ -65,19 +65,32 @@ class ProgressAware:
         if scope["type"] != "http" or scope["method"] != "POST":
             await self.plain(scope, receive, send)
             return
-        read: list[Message] = []
-        size, more = 0, True
-        while more and size <= PEEK_BYTES:
-            message = await receive()
-            read.append(message)
-            if message["type"] != "http.request":
-                break  # the client left: whoever answers hears it
-            size += len(message.get("body", b""))
-            more = message.get("more_body", False)
-        body = b"".join(message.get("body", b"") for message in read)
-        app = self.streaming if PROGRESS_TOKEN in body else self.plain
+        read, body = await read_body(receive)
+        app = self.streaming if body is not None and PROGRESS_TOKEN in body else self.plain
+        await app(scope, replaying(read, receive), send)
 
-        async def replay() -> Message:
-            return read.pop(0) if read else await receive()
 
-        await app(scope, replay, send)
+async def read_body(receive: Receive) -> tuple[list[Message], bytes | None]:
+    """The messages read, and the body they make: None when it passes `PEEK_BYTES` (the rest is
+    left unread) or the client left. Hand `replaying(read, receive)` to whoever answers."""
+    read: list[Message] = []
+    size, more = 0, True
+    while more:
+        message = await receive()
+        read.append(message)
+        if message["type"] != "http.request":
+            return read, None  # the client left: whoever answers hears it
+        size += len(message.get("body", b""))
+        if size > PEEK_BYTES:
+            return read, None
+        more = message.get("more_body", False)
+    return read, b"".join(message.get("body", b"") for message in read)
+
+
+def replaying(read: list[Message], receive: Receive) -> Receive:
+    """`receive` as if nothing had been read: the messages `read` first."""
+
+    async def replay() -> Message:
+        return read.pop(0) if read else await receive()
+
+    return replay

@@ -47,7 +47,14 @@ from prometheus_client import Counter, Gauge, Histogram
 from pydantic import ValidationError
 
 from sophia.mcp_gateway.config import SEPARATOR, GatewayConfig, UpstreamConfig
-from sophia.mcp_gateway.direct import ERA, DirectCalls, DirectFailure, Refused, schema_needs_headers
+from sophia.mcp_gateway.direct import (
+    CLIENT_INFO,
+    ERA,
+    DirectCalls,
+    DirectFailure,
+    Refused,
+    schema_needs_headers,
+)
 from sophia.mcp_gateway.providers import PROGRESS, Caller, ToolUnavailable, tool_error
 from sophia.shared.logging import get_logger
 from sophia.shared.process import die_with_parent
@@ -82,7 +89,6 @@ STOP_GRACE_S = 2.0
 """How long a stopping command has after its stdin closes, and again after SIGTERM."""
 MAX_LIST_PAGES = 100
 RELISTEN_S = 1.0
-CLIENT_INFO = types.Implementation(name="sophia-mcp-gateway", version="0.1.0")
 MODES = {"auto": "auto", "2025-11-25": "legacy", "2026-07-28": "2026-07-28"}
 """Config `protocol` -> the SDK client's `mode`."""
 
