@@ -537,7 +537,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 try:
                     with harness.WorkersProcess(env, extra_env=extra_env) as workers:
                         harness.run_async(
-                            harness.consumer_exists(env.nats_url, f"{prefix}records", "analytics", 60)
+                            harness.consumer_exists(env.nats_url, f"{prefix}records", "catalog-followers", 60)
                         )
                         quiet(options, f"ingest {variant}")
                         say(f"whole path, {variant}")

@@ -656,3 +656,45 @@ async def test_a_processor_stopped_while_its_nats_server_hangs_returns_and_dead_
         assert len(sink.stored) == 1
     finally:
         await server.stop()
+
+
+async def test_a_consumer_replacing_others_starts_at_the_oldest_message_any_of_them_still_owed(nats, streams):
+    """Two consumers, one acked up to event 4, the other up to event 2: their successor begins at
+    event 3 (what the slower one owed, the faster one's too: sinks are idempotent), not at the
+    stream's start, and the two are gone. Started again, it keeps its place and its settings."""
+    spec, dead_letter = streams
+    events = [event(n) for n in range(6)]
+    await publish(nats, spec, events)
+    ahead, behind = consumer(spec), consumer(spec)
+    js = await nats.jetstream()
+    for old, acked in ((ahead, 4), (behind, 2)):
+        await js.add_consumer(spec.name, old.config())
+        pulled = await js.pull_subscribe_bind(old.name, spec.name)
+        for message in await pulled.fetch(acked, timeout=5):
+            await message.ack_sync()
+        await pulled.unsubscribe()
+        assert await acks(nats, old) == (0, acked)
+    successor = consumer(spec, replaces=(ahead.name, behind.name, "never-there"))
+    sink = Recorder()
+    async with running(nats, successor, sink, dead_letter):
+        await eventually(lambda: len(sink.stored) == 4)
+        await asyncio.sleep(0.1)  # nothing more comes
+    assert sink.stored == [e.id for e in events[2:]]
+    for old in (ahead, behind):
+        with pytest.raises(NotFoundError):
+            await js.consumer_info(spec.name, old.name)
+    again = Recorder()
+    async with running(nats, successor, again, dead_letter):
+        later = event(7)
+        await publish(nats, spec, [later])
+        await eventually(lambda: again.stored == [later.id])
+    assert (await js.consumer_info(spec.name, successor.name)).config.opt_start_seq == 3
+
+
+async def test_a_consumer_replacing_none_that_exist_starts_at_the_beginning(nats, streams):
+    spec, dead_letter = streams
+    events = [event(n) for n in range(3)]
+    await publish(nats, spec, events)
+    sink = Recorder()
+    async with running(nats, consumer(spec, replaces=("gone-before",)), sink, dead_letter):
+        await eventually(lambda: sink.stored == [e.id for e in events])

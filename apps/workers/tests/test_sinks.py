@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
 
@@ -19,7 +20,7 @@ from sophia.cache.catalog import (
     list_tags,
     record_key,
 )
-from sophia.core.errors import Invalid
+from sophia.core.errors import Invalid, Unavailable
 from sophia.core.events import Envelope, uuid7
 from sophia.core.records import RecordFilter, RecordKey
 from sophia.database import Database, audit, catalog, events, outbox
@@ -27,7 +28,14 @@ from sophia.events.codec import encode
 from sophia.events.connection import NatsConnection
 from sophia.workers.jobs import JobQueue, announce_deal_changes, jobs_stream
 from sophia.workers.relay import envelope_of
-from sophia.workers.sinks import append_audit, invalidate_caches, store_events, update_analytics
+from sophia.workers.sinks import (
+    Sink,
+    append_audit,
+    fan_out,
+    invalidate_caches,
+    store_events,
+    update_analytics,
+)
 
 
 def user_event(key: str) -> Envelope:
@@ -296,3 +304,49 @@ async def test_an_analytics_update_passes_the_other_consumers_of_records(setting
     await append_audit(database)([update])
     async with database.connection() as connection:
         assert await connection.fetchval("SELECT count(*) FROM sophia_core.audit_log") == before
+
+
+async def audited(database: Database, envelopes: list[Envelope]) -> int:
+    async with database.connection() as connection:
+        return await connection.fetchval(
+            "SELECT count(*) FROM sophia_core.audit_log WHERE event_id = ANY($1::uuid[])",
+            [uuid.UUID(envelope.id) for envelope in envelopes],
+        )
+
+
+@pytest.mark.parametrize(
+    ("errors", "raised"),
+    [
+        ((ValueError("bad payload"), Unavailable("Redis is unreachable")), Unavailable),
+        ((ValueError("bad payload"), None), ValueError),
+    ],
+    ids=["an-outage-first", "the-first-error"],
+)
+async def test_sinks_behind_one_consumer_each_get_the_batch_whatever_the_others_do(database, errors, raised):
+    """Every sink runs to its end; the batch fails with an outage before any other error (retried
+    later, never dead-lettered), and a retry runs every sink again without changing what was done."""
+    batch = [record_event("fanout", "d-1"), record_event("fanout", "d-2")]
+    calls: list[str] = []
+
+    def failing(name: str, error: Exception | None) -> Sink:
+        async def sink(got: list[Envelope]) -> None:
+            calls.append(name)
+            assert got == batch
+            await asyncio.sleep(0)
+            if error is not None:
+                raise error
+
+        return sink
+
+    sinks = {"first": failing("first", errors[0]), "audit": append_audit(database)}
+    sinks["last"] = failing("last", errors[1])
+    followers = fan_out(sinks)
+    with pytest.raises(raised):
+        await followers(batch)
+    assert sorted(calls) == ["first", "last"]
+    assert await audited(database, batch) == 2
+    with pytest.raises(raised):
+        await followers(batch)  # delivered again: the audit is not written twice
+    assert await audited(database, batch) == 2
+    await fan_out({"audit": append_audit(database)})(batch)
+    assert await audited(database, batch) == 2

@@ -31,7 +31,7 @@ from sophia.events.streams import stream_specs
 from sophia.realtime import feed as feed_module
 from sophia.realtime import server as server_module
 from sophia.realtime.service import RealtimeService
-from sophia.workers.__main__ import processors
+from sophia.workers.__main__ import CATALOG_FOLLOWERS, processors
 from sophia.workers.processor import StreamProcessor
 from sophia.workers.relay import OutboxRelay
 
@@ -98,7 +98,9 @@ async def test_a_deal_written_to_the_catalog_reaches_the_analytics_channel_once_
             OutboxRelay(database, nats, stream_specs(settings), poll_s=0.05)
         )
         [configured] = [
-            each for each in processors(settings, database, nats, cache) if each.spec.name == "analytics"
+            each
+            for each in processors(settings, database, nats, cache)
+            if each.spec.name == CATALOG_FOLLOWERS
         ]
         quick = replace(configured.spec, idle_wait_s=0.1)  # a stop waits for the fetch under way
         analyzing = StreamProcessor(
@@ -120,7 +122,7 @@ async def test_a_deal_written_to_the_catalog_reaches_the_analytics_channel_once_
                 """Acked by the consumer, and the relay done with the outbox: it deletes a row after its
                 publish, which the consumer may ack first; anything the consumer wrote for its own
                 event was in the outbox before that ack, so it is on the stream by now."""
-                info = await js.consumer_info(records, "analytics")
+                info = await js.consumer_info(records, CATALOG_FOLLOWERS)
                 async with database.connection() as connection:
                     pending = await connection.fetchval("SELECT count(*) FROM sophia_core.outbox")
                 return info.ack_floor.stream_seq >= update_seq and pending == 0

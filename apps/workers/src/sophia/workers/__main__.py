@@ -38,6 +38,7 @@ from sophia.workers.sinks import (
     Sink,
     append_audit,
     enrich_records,
+    fan_out,
     invalidate_caches,
     store_events,
     update_analytics,
@@ -45,6 +46,12 @@ from sophia.workers.sinks import (
 from sophia.workers.streams import check_streams
 
 log = get_logger("sophia.workers")
+
+CATALOG_FOLLOWERS = "catalog-followers"
+"""The consumer of `records` whose sinks follow every catalog change: caches, audit, analytics, and
+the active deals' announcements."""
+RETIRED_RECORDS_CONSUMERS = ("cache-invalidation", "audit-records", "analytics", "deal-refresh-debounce")
+"""What `CATALOG_FOLLOWERS` took over from: one consumer each before."""
 
 STORE_PULL_BYTES = 4 * 1024 * 1024
 """The most bytes one pull of an event-storing consumer brings (about 13,000 events of 300 bytes)."""
@@ -80,20 +87,31 @@ def processors(
     consumers: list[tuple[ConsumerSpec, Sink | RawSink]] = [
         (storing("events-to-postgres", "user-events"), store_events(database)),
         (storing("system-events-to-postgres", "system-events"), store_events(database)),
+        # Everything that follows catalog changes but the models, in one delivery: fetched,
+        # decoded and acked once, not once a sink (each was a consumer of its own until
+        # 2026-12-06: docs/streams.md). A batch pays a few statements whatever its size: 100 deals
+        # a batch apply 2,500 changes a second, 1,000 a batch 12,700 (docs/analytics.md).
         (
-            ConsumerSpec("cache-invalidation", streams["records"].name),
-            invalidate_caches(cache, settings.cache_invalidate_max_keys),
+            ConsumerSpec(
+                CATALOG_FOLLOWERS,
+                streams["records"].name,
+                batch_size=1000,
+                concurrency=2000,
+                replaces=RETIRED_RECORDS_CONSUMERS,
+            ),
+            fan_out(
+                {
+                    "cache-invalidation": invalidate_caches(cache, settings.cache_invalidate_max_keys),
+                    "audit": append_audit(database),
+                    "analytics": update_analytics(database, cache),
+                    "deal-announcements": announce_deal_changes(
+                        JobQueue(database, nats, jobs_stream(settings)), settings.jobs_debounce_s
+                    ),
+                }
+            ),
         ),
-        (ConsumerSpec("audit-records", streams["records"].name), append_audit(database)),
-        # A batch pays a few statements whatever its size: 100 deals a batch apply 2,500 changes a
-        # second, 1,000 a batch 12,700 (docs/analytics.md).
-        (analyzing("analytics", "records"), update_analytics(database, cache)),
         (analyzing("analytics-ml", "ml-predictions"), update_analytics(database, cache)),
         (ConsumerSpec("audit-admin", streams["audit-logs"].name), append_audit(database)),
-        (
-            ConsumerSpec("deal-refresh-debounce", streams["records"].name),
-            announce_deal_changes(JobQueue(database, nats, jobs_stream(settings)), settings.jobs_debounce_s),
-        ),
     ]
     if enrichment is not None:  # calls, messages and deals get embeddings, labels and sentiment
         enriching = ConsumerSpec("ml-enrichment", streams["records"].name, batch_size=64, concurrency=64)

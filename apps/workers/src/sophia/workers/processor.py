@@ -37,6 +37,7 @@ from sophia.events.consumer import (
     ConsumerLoop,
     Message,
     PullSubscription,
+    ensure_consumer,
     explicit_ack_consumer,
 )
 from sophia.events.dead_letter import ensure_dead_letter, publish_dead_letter
@@ -88,6 +89,9 @@ class ConsumerSpec:
     """Hand the sink the messages' bytes (a `RawSink`) instead of decoded envelopes: for a sink
     that lets PostgreSQL parse them. A bad message then fails its batch instead of being
     dead-lettered at once, and is found by the one-at-a-time retry."""
+    replaces: tuple[str, ...] = ()
+    """Consumers of the same stream this one took over from: created, it starts where the
+    furthest behind of them was, and they are deleted (`ensure_consumer`)."""
 
     def __post_init__(self) -> None:
         if min(self.batch_size, self.concurrency, self.max_deliver) < 1 or not self.backoff_s:
@@ -170,7 +174,7 @@ class StreamProcessor:
     async def _subscribe(self) -> PullSubscription:
         js = await self.nats.jetstream()
         self._dead_letter_name = await ensure_dead_letter(js, self.dead_letter_stream)
-        await js.add_consumer(self.spec.stream, self.spec.config())  # creates, or updates the config
+        await ensure_consumer(js, self.spec.stream, self.spec.config(), replaces=self.spec.replaces)
         self._lag_due = 0.0
         return await PullSubscription.bind(self.nats, self.spec.stream, self.spec.name)
 

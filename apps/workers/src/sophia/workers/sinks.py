@@ -4,17 +4,21 @@ changes nothing (event ids are primary keys; invalidating twice is invalidating 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from uuid import UUID
 
 from sophia.cache import TieredCache
 from sophia.cache.catalog import ACTIVE_DEALS_TAG, ANALYTICS_TAG, catalog_changed
+from sophia.core.errors import Unavailable
 from sophia.core.events import Envelope
 from sophia.database import Database, analytics, audit, enrichment, events, outbox
 from sophia.database.reprocess import REENRICH
 from sophia.ml.embeddings import MODEL_ID
 from sophia.ml.enrichment import Enricher
+from sophia.shared.logging import get_logger
+
+log = get_logger(__name__)
 
 Sink = Callable[[list[Envelope]], Awaitable[None]]
 RawSink = Callable[[list[bytes]], Awaitable[None]]
@@ -25,6 +29,29 @@ RECORD_CHANGES = frozenset({"record.upserted", "record.deleted"})
 VIEW_REFRESHED = "view.refreshed"
 AUDITED = frozenset({*RECORD_CHANGES, "audit.entry"})
 CONVERSATIONS = frozenset({"call", "message"})
+
+
+def fan_out(sinks: Mapping[str, Sink]) -> Sink:
+    """Several idempotent sinks of one stream behind one consumer: each delivery is fetched,
+    decoded and acked once instead of once a sink, and every sink gets every batch, at once.
+
+    Every sink runs to its end even when another fails; the batch then fails with the first error,
+    an `Unavailable` first (a dependency down: the processor retries the batch later, dead-letters
+    nothing). Retried, it runs every sink again, the ones that had succeeded too: they are
+    idempotent. A message dead-lettered after its last delivery is missed only by the sinks that
+    failed on it (the others applied it in an earlier attempt)."""
+
+    async def sink(batch: list[Envelope]) -> None:
+        results = await asyncio.gather(*(each(batch) for each in sinks.values()), return_exceptions=True)
+        failures = {name: result for name, result in zip(sinks, results, strict=True) if result is not None}
+        if not failures:
+            return
+        for name, error in failures.items():
+            log.warning("sink_failed", sink=name, error=repr(error))
+        errors = list(failures.values())
+        raise next((error for error in errors if isinstance(error, Unavailable)), errors[0])
+
+    return sink
 
 
 def store_events(database: Database) -> RawSink:

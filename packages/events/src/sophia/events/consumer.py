@@ -25,8 +25,8 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as InboxSubscription
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo
-from nats.js.errors import APIError
+from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
+from nats.js.errors import APIError, NotFoundError
 
 from sophia.events.connection import NATS_FAILURES, NatsConnection
 from sophia.shared.logging import get_logger
@@ -38,6 +38,7 @@ __all__ = [
     "ConsumerLoop",
     "Message",
     "PullSubscription",
+    "ensure_consumer",
     "explicit_ack_consumer",
 ]
 
@@ -65,6 +66,43 @@ def explicit_ack_consumer(
         max_deliver=-1,
         max_ack_pending=max_ack_pending,
     )
+
+
+async def ensure_consumer(
+    js: JetStreamContext, stream: str, config: ConsumerConfig, *, replaces: tuple[str, ...] = ()
+) -> None:
+    """Create the durable consumer `config` names on `stream`, or update its settings.
+
+    `replaces`: consumers of the same stream it takes over from (their sinks now run in its). Created
+    while any of them is there, it starts at the oldest message one of them has not acked, so
+    nothing any of them still owed is skipped (what the others had done comes again, to idempotent
+    sinks) and the stream's past is not delivered anew; then they are deleted. An existing
+    consumer keeps where it started: JetStream refuses to change a consumer's deliver policy."""
+    try:
+        current: ConsumerInfo | None = await js.consumer_info(stream, str(config.durable_name))
+    except NotFoundError:
+        current = None
+    if current is not None:
+        config.deliver_policy = current.config.deliver_policy
+        config.opt_start_seq = current.config.opt_start_seq
+    elif replaces and (start := await _oldest_unacked(js, stream, replaces)) is not None:
+        config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
+        config.opt_start_seq = start
+    await js.add_consumer(stream, config)
+    for name in replaces:
+        with contextlib.suppress(NotFoundError):
+            await js.delete_consumer(stream, name)
+            log.info("consumer_retired", stream=stream, consumer=name, by=config.durable_name)
+
+
+async def _oldest_unacked(js: JetStreamContext, stream: str, names: tuple[str, ...]) -> int | None:
+    """The first stream sequence past the lowest ack floor of the consumers `names` that exist."""
+    floors = []
+    for name in names:
+        with contextlib.suppress(NotFoundError):
+            info = await js.consumer_info(stream, name)
+            floors.append(info.ack_floor.stream_seq if info.ack_floor is not None else 0)
+    return min(floors) + 1 if floors else None
 
 
 @dataclass(slots=True)
