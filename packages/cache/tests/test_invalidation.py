@@ -45,7 +45,7 @@ async def listening(
     redis_client: redis.Redis, channel: str
 ) -> AsyncIterator[tuple[InvalidationListener, Recorder]]:
     recorder = Recorder(failing_origin="poison")
-    listener = InvalidationListener(redis_client, channel, recorder, nothing_missed)
+    listener = InvalidationListener(redis_client, (channel,), recorder, nothing_missed)
     task = asyncio.create_task(listener.run())
     await asyncio.wait_for(listener.subscribed.wait(), 2)
     yield listener, recorder

@@ -431,6 +431,33 @@ async def test_clear_drops_every_tier_in_every_process_without_touching_each_key
     assert loader.calls == 3  # loaded again once, then from Redis's new epoch
 
 
+async def test_a_cache_that_hears_no_writes_still_follows_every_clear(
+    cache: TieredCache, settings: object, config: CacheConfig, redis_client: redis.Redis
+) -> None:
+    """A process whose L1 holds only what writes never make stale (the models' predictions) is
+    not woken by each write's keys and tags, but a clear still reaches it: its L1 is dropped and it
+    reads and writes Redis in the new epoch. Its own writes reach the others as anyone's do."""
+    client = redis.Redis.from_url(settings.redis_url)  # type: ignore[attr-defined]
+    received = sample("sophia_cache_invalidations_total", origin="remote")
+    async with TieredCache(client, config, name="models-only", hears_writes=False) as predictions:
+        loader = CountingLoader(b"vector")
+        await predictions.get_or_load("embedding:abc", loader)
+        await cache.get_or_load("record:1", CountingLoader())
+        await cache.invalidate(keys=["embedding:abc"], tags=["records"])
+        await predictions.invalidate(keys=["record:1"])
+        await eventually(lambda: "record:1" not in cache.l1)  # it told the other process
+        await asyncio.sleep(0.1)  # time for the first invalidation to arrive, were it heard
+        assert "embedding:abc" in predictions.l1
+        assert sample("sophia_cache_invalidations_total", origin="remote") == received + 1
+        await cache.clear()
+        await eventually(lambda: len(predictions.l1) == 0)
+        assert predictions.l2.epoch == cache.l2.epoch == 1
+        assert (await predictions.get_or_load("embedding:abc", loader)).value == b"vector"
+        assert loader.calls == 2  # loaded again, in the new epoch
+        assert await redis_client.exists(cache.l2.value_key("embedding:abc")) == 1
+    await client.aclose()
+
+
 async def test_a_load_begun_before_a_clear_is_not_stored_in_the_new_epoch(
     cache: TieredCache, redis_client: redis.Redis
 ) -> None:

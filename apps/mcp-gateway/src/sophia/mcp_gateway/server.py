@@ -168,7 +168,7 @@ async def _embedder(settings: Settings, stack: AsyncExitStack) -> Embed | None:
         return None
     redis = await stack.enter_async_context(RedisConnection.from_settings(settings))
     cache = await stack.enter_async_context(
-        TieredCache(redis.client, CacheConfig.from_settings(settings), name="mcp")
+        TieredCache(redis.client, CacheConfig.from_settings(settings), name="mcp", hears_writes=False)
     )
     models = await stack.enter_async_context(Models.load(settings, cache))
 

@@ -140,7 +140,10 @@ async def _run(settings: Settings, nats: NatsConnection, redis_url: str, stop: a
     async with (
         Database(settings) as database,
         RedisConnection.from_settings(settings, redis_url) as redis,
-        TieredCache(redis.client, CacheConfig.from_settings(settings), name="workers") as cache,
+        # its L1 holds the models' predictions alone: it tells others of writes, hears only clears
+        TieredCache(
+            redis.client, CacheConfig.from_settings(settings), name="workers", hears_writes=False
+        ) as cache,
         OutboxRelay(
             database,
             nats,

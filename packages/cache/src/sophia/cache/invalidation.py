@@ -47,7 +47,7 @@ class Invalidation:
 
 
 class InvalidationListener:
-    """Subscribes to `channel` and hands each message to `apply`, reconnecting with backoff.
+    """Subscribes to `channels` and hands each message to `apply`, reconnecting with backoff.
 
     `tried` is set once the first subscription has succeeded or failed; `subscribed` while it holds.
 
@@ -59,14 +59,14 @@ class InvalidationListener:
     def __init__(
         self,
         client: redis.Redis,
-        channel: str,
+        channels: tuple[str, ...],
         apply: Callable[[Invalidation], None],
         on_subscribed: Callable[[bool], Awaitable[None]],
         *,
         reconnect_max_s: float = 1.0,
     ) -> None:
         self.client = client
-        self.channel = channel
+        self.channels = channels
         self.apply = apply
         self.on_subscribed = on_subscribed
         self.reconnect_max_s = reconnect_max_s
@@ -94,7 +94,7 @@ class InvalidationListener:
     async def _listen(self) -> None:
         pubsub = self.client.pubsub(ignore_subscribe_messages=True)
         try:
-            await pubsub.subscribe(self.channel)
+            await pubsub.subscribe(*self.channels)
             after_gap = self._failures > 0
             if after_gap:
                 self._failures = 0
@@ -114,7 +114,7 @@ class InvalidationListener:
                     try:
                         self.apply(invalidation)
                     except Exception:  # one bad message must not end the subscription
-                        log.exception("cache_invalidation_failed", channel=self.channel)
+                        log.exception("cache_invalidation_failed", channel=message.get("channel"))
         finally:
             with contextlib.suppress(*REDIS_FAILURES):
                 await asyncio.shield(pubsub.aclose())  # type: ignore[no-untyped-call]

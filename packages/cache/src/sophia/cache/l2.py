@@ -366,11 +366,11 @@ class RedisTier:
 
         return bool(await self.call("delete", delete, invalidates=True))
 
-    async def publish(self, message: bytes) -> bool:
+    async def publish(self, channel: str, message: bytes) -> bool:
         """False if Redis could not be asked."""
 
         async def publish(client: redis.Redis) -> bool:
-            await client.publish(self.config.channel, message)
+            await client.publish(channel, message)
             return True
 
         return bool(await self.call("publish", publish, invalidates=True))

@@ -84,8 +84,14 @@ class CacheConfig:
 
     @property
     def channel(self) -> str:
-        """The pub/sub channel invalidations travel on (namespaced like the keys)."""
+        """The pub/sub channel invalidations of keys and tags travel on (namespaced like the keys)."""
         return f"{self.key_prefix}invalidate"
+
+    @property
+    def clear_channel(self) -> str:
+        """The pub/sub channel clears travel on (a new epoch): every cache hears these, only a cache
+        that holds what writes make stale hears `channel` too (`TieredCache(hears_writes=...)`)."""
+        return f"{self.key_prefix}clear"
 
     def ttl_class(self, name: str, ttl_s: float | None = None) -> TtlClass:
         """The class called `name`, with its freshness replaced by `ttl_s` when given (per-key override)."""
