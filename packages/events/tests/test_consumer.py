@@ -100,7 +100,7 @@ async def test_a_pull_takes_at_most_its_room_and_never_asks_past_it(nats, own_st
         js = await nats.jetstream()
         info = await js.consumer_info(spec.name, "room")
         assert (info.num_ack_pending, info.num_pending) == (4, 6)
-        rest = await pull.take(10, wait_s=2, fill_s=0.2)
+        rest = await pull.take(10, wait_s=0.5, fill_s=0.2)  # its 4 unfilled end at 0.5 s
         assert [m.data for m in rest] == [str(n).encode() for n in range(4, 10)]
         assert await pull.take(10, wait_s=0.2) == []  # nothing more, held or in the stream
     finally:
