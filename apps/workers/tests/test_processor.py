@@ -677,8 +677,7 @@ async def test_a_consumer_replacing_others_starts_at_the_oldest_message_any_of_t
     successor = consumer(spec, replaces=(ahead.name, behind.name, "never-there"))
     sink = Recorder()
     async with running(nats, successor, sink, dead_letter):
-        await eventually(lambda: len(sink.stored) == 4)
-        await asyncio.sleep(0.1)  # nothing more comes
+        await eventually(acks_are(nats, successor, (0, 6)))  # the stream's last, acked
     assert sink.stored == [e.id for e in events[2:]]
     for old in (ahead, behind):
         with pytest.raises(NotFoundError):

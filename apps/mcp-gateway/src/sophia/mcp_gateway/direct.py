@@ -22,7 +22,7 @@ from __future__ import annotations
 import itertools
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -137,14 +137,17 @@ async def _body(response: aiohttp.ClientResponse) -> bytes:
     """The whole body, refused past `MAX_ANSWER_BYTES`."""
     if (response.content_length or 0) > MAX_ANSWER_BYTES:
         raise Refused(f"the answer is over {MAX_ANSWER_BYTES} bytes")
-    chunks: list[bytes] = []
+    return b"".join([chunk async for chunk in _chunks(response.content)])
+
+
+async def _chunks(stream: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+    """The body as it arrives, refused once it passes `MAX_ANSWER_BYTES`."""
     size = 0
-    async for chunk in response.content.iter_any():
+    async for chunk in stream.iter_any():
         size += len(chunk)
         if size > MAX_ANSWER_BYTES:
             raise Refused(f"the answer is over {MAX_ANSWER_BYTES} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+        yield chunk
 
 
 def _parse(data: bytes | bytearray) -> Any:
@@ -159,11 +162,7 @@ async def _from_stream(stream: aiohttp.StreamReader, request_id: int) -> Any:
     notifications are passed over: a direct call asks for no progress)."""
     pending = bytearray()
     data: list[bytes] = []
-    size = 0
-    async for chunk in stream.iter_any():
-        size += len(chunk)
-        if size > MAX_ANSWER_BYTES:
-            raise Refused(f"the answer is over {MAX_ANSWER_BYTES} bytes")
+    async for chunk in _chunks(stream):
         pending += chunk
         while (end := pending.find(b"\n")) >= 0:
             line = bytes(pending[:end]).rstrip(b"\r")

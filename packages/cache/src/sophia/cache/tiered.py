@@ -126,10 +126,10 @@ class TieredCache:
         self._listener: InvalidationListener | None = None
         self._listener_task: asyncio.Task[None] | None = None
         if redis_client is not None:
-            channels = (self.config.channel,) if hears_writes else ()
+            clears = self.config.clear_channel
             self._listener = InvalidationListener(
                 redis_client,
-                (*channels, self.config.clear_channel),
+                (self.config.channel, clears) if hears_writes else (clears,),
                 self._apply,
                 self._on_subscribed,
                 reconnect_max_s=self.config.reconnect_max_s,

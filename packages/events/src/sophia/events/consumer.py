@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import orjson
 from nats.aio.client import Client
@@ -77,17 +77,19 @@ async def ensure_consumer(
     while any of them is there, it starts at the oldest message one of them has not acked, so
     nothing any of them still owed is skipped (what the others had done comes again, to idempotent
     sinks) and the stream's past is not delivered anew; then they are deleted. An existing
-    consumer keeps where it started: JetStream refuses to change a consumer's deliver policy."""
-    try:
-        current: ConsumerInfo | None = await js.consumer_info(stream, str(config.durable_name))
-    except NotFoundError:
-        current = None
-    if current is not None:
-        config.deliver_policy = current.config.deliver_policy
-        config.opt_start_seq = current.config.opt_start_seq
-    elif replaces and (start := await _oldest_unacked(js, stream, replaces)) is not None:
-        config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
-        config.opt_start_seq = start
+    consumer keeps where it started: JetStream refuses to change a consumer's deliver policy.
+    Without `replaces` this is one `add_consumer`."""
+    if replaces:
+        try:
+            current = await js.consumer_info(stream, str(config.durable_name))
+            config = replace(
+                config,
+                deliver_policy=current.config.deliver_policy,
+                opt_start_seq=current.config.opt_start_seq,
+            )
+        except NotFoundError:
+            if (start := await _oldest_unacked(js, stream, replaces)) is not None:
+                config = replace(config, deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start)
     await js.add_consumer(stream, config)
     for name in replaces:
         with contextlib.suppress(NotFoundError):
