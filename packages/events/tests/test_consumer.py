@@ -107,6 +107,31 @@ async def test_a_pull_takes_at_most_its_room_and_never_asks_past_it(nats, own_st
         await pull.unsubscribe()
 
 
+async def test_small_batches_ride_one_pull_request_until_half_the_room_is_free(nats, own_streams):
+    """Each pull request is a message to JetStream and, unfilled, a 408 at its expiry: one taken
+    a message at a time is not topped up after every take, only once half of the room is free."""
+    spec, pull = await pull_of(nats, own_streams, "trickle")
+    js = await nats.jetstream()
+
+    async def waiting_requests() -> int:
+        return (await js.consumer_info(spec.name, "trickle")).num_waiting
+
+    try:
+        for n in range(5):
+            await publish_n(nats, spec, 1, start=n)
+            taken = await pull.take(10, wait_s=5, fill_s=0.01)
+            assert [m.data for m in taken] == [str(n).encode()]
+            for message in taken:
+                await message.ack()
+            assert await waiting_requests() == 1  # the first request, 10 - n - 1 still asked for
+        await publish_n(nats, spec, 1, start=5)
+        # 5 still asked for, at most half the room: this take tops it up with a second request
+        assert [m.data for m in await pull.take(10, wait_s=5, fill_s=0.01)] == [b"5"]
+        assert await waiting_requests() == 2
+    finally:
+        await pull.unsubscribe()
+
+
 async def test_a_pull_with_max_bytes_brings_no_more_than_that_and_the_rest_comes_next(nats, own_streams):
     """Messages carry up to 256 events: bytes, not a count of messages, bound what a batch holds.
     The bound is at least twice the largest message NATS takes, or such a message never comes."""

@@ -187,7 +187,11 @@ class PullSubscription:
         now = loop.time()
         while self._open and self._open[0].deadline < now:  # lost in a reconnect, or its status was
             self._open.popleft()
-        if (ask := room - len(self._ready) - sum(request.left for request in self._open)) > 0:
+        outstanding = len(self._ready) + sum(request.left for request in self._open)
+        # Topped up only once half the room is free (or nothing is asked): each pull request is a
+        # message to JetStream and, unfilled, a 408 back at its expiry, and topping up after every
+        # batch kept 15 or so open per consumer at 100 writes a second (docs/streams.md).
+        if (ask := room - outstanding) > 0 and (not self._open or outstanding <= room // 2):
             request = {"batch": ask, "expires": int(wait_s * 1e9)}
             if max_bytes is not None:
                 request["max_bytes"] = max(max_bytes, 2 * self._client.max_payload)
