@@ -280,6 +280,42 @@ def test_a_k6_run_past_its_deadline_is_killed_and_reported(tmp_path, monkeypatch
         os.killpg(k6.pid, 0)  # its whole process group is gone
 
 
+@pytest.mark.parametrize(("callers", "expected"), [(None, "1"), ("2", "2")])
+def test_k6_runs_on_one_go_processor_unless_the_caller_sets_gomaxprocs(
+    tmp_path, monkeypatch, callers, expected
+):
+    """k6 shares the cores with what it measures: one Go processor, unless GOMAXPROCS says."""
+    environments: list[dict[str, str]] = []
+
+    class Recorded(subprocess.Popen):
+        def __init__(self, *arguments, **options) -> None:
+            super().__init__(*arguments, **options)  # returns once k6 is exec'd
+            with open(f"/proc/{self.pid}/environ", "rb") as file:
+                pairs = (entry.decode().partition("=") for entry in file.read().split(b"\0") if entry)
+                environments.append({name: value for name, _, value in pairs})
+
+    if callers is None:
+        monkeypatch.delenv("GOMAXPROCS", raising=False)
+    else:
+        monkeypatch.setenv("GOMAXPROCS", callers)
+    monkeypatch.setattr(subprocess, "Popen", Recorded)
+    monkeypatch.setattr(loadtest, "SETUP_AND_STOP_ALLOWANCE_S", -1)  # killed at once: only its start matters
+    with (
+        socket.create_server(("127.0.0.1", 0)) as silent,
+        pytest.raises(LoadTestError, match="k6 still running"),
+    ):
+        run_loadtest(
+            Scenario.cached_read,
+            f"http://127.0.0.1:{silent.getsockname()[1]}",
+            "key",
+            vus=1,
+            duration="1s",
+            reports_dir=tmp_path,
+        )
+    [environment] = environments
+    assert environment["GOMAXPROCS"] == expected
+
+
 def test_a_run_whose_only_requests_were_setups_has_no_per_second_figures(tmp_path):
     points = tmp_path / "points"
     setup_point = {

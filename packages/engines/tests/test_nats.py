@@ -1,4 +1,4 @@
-"""Finding the nats-server binary, and stopping a server that never started."""
+"""Finding the nats-server binary, stopping a server that never started, the Go processors it runs on."""
 
 import shutil
 import sys
@@ -23,3 +23,24 @@ async def test_stopping_a_server_that_never_started_does_nothing(tmp_path):
     await server.stop()
     assert server.process is None
     assert not (tmp_path / "nats").exists()
+
+
+def _environment_of(pid: int) -> dict[str, str]:
+    with open(f"/proc/{pid}/environ", "rb") as file:
+        pairs = (entry.decode().partition("=") for entry in file.read().split(b"\0") if entry)
+        return {name: value for name, _, value in pairs}
+
+
+@pytest.mark.parametrize(("max_procs", "expected"), [(1, "1"), (3, "3"), (0, "2")])
+async def test_the_server_runs_on_as_many_go_processors_as_set_or_as_the_caller_says(
+    tmp_path, monkeypatch, max_procs, expected
+):
+    monkeypatch.setenv("GOMAXPROCS", "2")  # the caller's own: what 0 leaves in place
+    server = EmbeddedNats(tmp_path, max_procs=max_procs)
+    try:
+        await server.start()
+        assert server.process is not None
+        assert server.process.pid is not None
+        assert _environment_of(server.process.pid)["GOMAXPROCS"] == expected
+    finally:
+        await server.stop()

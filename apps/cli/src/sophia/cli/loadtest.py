@@ -36,6 +36,7 @@ MAX_RATE = 100_000
 MAX_DURATION_S = 3_600
 # setup() pages ids (k6 gives it 60 s), then VUs get 30 s to finish their iterations.
 SETUP_AND_STOP_ALLOWANCE_S = 120
+K6_GO_PROCESSORS = "1"
 THRESHOLDS_CROSSED = 99  # k6's exit status when a threshold failed; anything else non-zero is an error
 LOCAL_URL = re.compile(r"http://127\.0\.0\.1(:\d{1,5})?")
 DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
@@ -145,6 +146,9 @@ def run_loadtest(
         environment = {
             "PATH": os.environ.get("PATH", ""),
             "HOME": os.environ.get("HOME", work),
+            # k6 shares the cores with what it measures: on one Go processor it spent a fifth less
+            # CPU a request at 2,000 a second on 2 cores (docs/loadtest.md); GOMAXPROCS overrides.
+            "GOMAXPROCS": os.environ.get("GOMAXPROCS", K6_GO_PROCESSORS),
             "BASE_URL": base_url,
             "API_KEY": api_key,
             "VUS": str(vus),

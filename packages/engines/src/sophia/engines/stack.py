@@ -43,7 +43,11 @@ class Engines:
         self.postgres = None if settings.database_url else EmbeddedPostgres(data_dir, durable=durable)
         self.valkey = None if settings.redis_url else EmbeddedValkey(data_dir)
         self.nats = (
-            None if settings.nats_url else EmbeddedNats(data_dir, sync_interval=settings.nats_sync_interval)
+            None
+            if settings.nats_url
+            else EmbeddedNats(
+                data_dir, sync_interval=settings.nats_sync_interval, max_procs=settings.nats_max_procs
+            )
         )
         self.started: list[_Engine] = []
 

@@ -227,6 +227,12 @@ class Settings(BaseSettings):
         pattern=r"^(always|[0-9]+(ms|s|m|h))$",
         description="How often embedded JetStream flushes to disk ('always': before every ack).",
     )
+    nats_max_procs: int = Field(
+        1,
+        ge=0,
+        description="Cores embedded NATS's Go runtime runs on (GOMAXPROCS; 0: every core). One "
+        "spent a fifth to a third less CPU a message on 2 cores.",
+    )
     workers_metrics_port: int = Field(
         0, ge=0, le=65535, description="Port of the workers' /metrics (0: not served)."
     )
