@@ -92,6 +92,27 @@ async def test_every_write_reaches_jetstream_once_and_leaves_the_outbox(database
     assert left == 0
 
 
+async def test_a_batch_goes_out_as_plain_publishes_not_as_an_atomic_batch(database, nats, streams):
+    """The relay settles by message id (what was not acknowledged goes again, and JetStream drops
+    a copy): an atomic batch's commit would cost JetStream more for nothing."""
+    source = f"relay{uuid.uuid4().hex[:8]}"
+    keys = await write(database, source, 6)  # six keys: several subjects, several messages
+    async with OutboxRelay(database, nats, streams) as relay:
+        await drain(relay)
+    js = await nats.jetstream()
+    spec = streams["records"]
+    subjects = {spec.subject(key, "record.upserted") for key in keys}
+    assert len(subjects) > 1
+    info = await js.stream_info(spec.name)
+    headers = []
+    for sequence in range(info.state.first_seq, info.state.last_seq + 1):
+        message = await js.get_msg(spec.name, sequence)
+        if message.subject in subjects:
+            headers.append(message.headers or {})
+    assert len(headers) == len(subjects)
+    assert all("Nats-Msg-Id" in each and "Nats-Batch-Id" not in each for each in headers)
+
+
 async def test_events_of_one_key_share_a_subject(database, nats, streams):
     source = f"relay{uuid.uuid4().hex[:8]}"
     async with database.connection() as connection:
@@ -189,6 +210,37 @@ async def test_a_notify_wakes_the_relay_long_before_its_poll(database, nats, str
                 await asyncio.sleep(0.01)
         stop.set()
         await asyncio.wait_for(running, 5)
+
+
+async def test_writes_closer_together_than_the_gathering_time_leave_in_one_batch(database, nats, streams):
+    """Woken by each of three writes of one key soon after a batch began, the relay waits out the
+    gathering time since: one batch, so one message carries the three (each at once: three)."""
+    source = f"relay{uuid.uuid4().hex[:8]}"
+    spec = streams["records"]
+    subject = spec.subject(f"{source}/deal/close", "record.upserted")
+    js = await nats.jetstream()
+
+    async def relayed() -> bool:  # what the relay publishes it deletes in the same transaction
+        async with database.connection() as connection:
+            left = "SELECT count(*) FROM sophia_core.outbox WHERE key LIKE $1"
+            return await connection.fetchval(left, f"{source}/%") == 0
+
+    async with OutboxRelay(database, nats, streams, poll_s=3600, gather_s=0.8) as relay:
+        await drain(relay)
+        await write(database, source, 1)  # the batch the gathering time counts from
+        stop = asyncio.Event()
+        running = asyncio.create_task(relay.run(stop))
+        await eventually(relayed)
+        async with database.connection() as connection:
+            for number in range(3):  # each commits and notifies on its own, 50 ms apart
+                key = RecordKey(source, "deal", "close")
+                await catalog.upsert(connection, key, {"n": number}, None, if_match=None, create_only=False)
+                await asyncio.sleep(0.05 if number < 2 else 0)  # a relay woken at once takes each alone
+        await eventually(relayed)
+        stop.set()
+        await asyncio.wait_for(running, 5)
+    info = await js.stream_info(spec.name, subjects_filter=subject)
+    assert info.state.subjects == {subject: 1}
 
 
 @contextlib.asynccontextmanager

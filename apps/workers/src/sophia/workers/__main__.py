@@ -150,6 +150,7 @@ async def _run(settings: Settings, nats: NatsConnection, redis_url: str, stop: a
             stream_specs(settings),
             batch=settings.outbox_batch,
             poll_s=settings.outbox_poll_s,
+            gather_s=settings.outbox_gather_s,
         ) as relay,
         AsyncExitStack() as stack,
     ):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Coroutine, Mapping
 from types import TracebackType
@@ -76,6 +77,7 @@ class OutboxRelay:
         *,
         batch: int = 500,
         poll_s: float = 1.0,
+        gather_s: float = 0.0,
         backoff_max_s: float = 5.0,
     ) -> None:
         self.database = database
@@ -83,6 +85,10 @@ class OutboxRelay:
         self.streams = streams
         self.batch = batch
         self.poll_s = poll_s
+        self.gather_s = gather_s
+        """Woken, the next batch begins no sooner than this after the last one began: at 100 writes
+        a second each woke the relay, a transaction and a publish (and every consumer after them)
+        for one event (docs/streams.md)."""
         self.backoff_max_s = backoff_max_s
         self.wake = asyncio.Event()
         self._listener = Listener(
@@ -94,7 +100,7 @@ class OutboxRelay:
         self._depth_observed_at = -DEPTH_OBSERVE_INTERVAL_S
         # Never refused up front for a stream's fill: the rows wait in the outbox, and a full
         # stream refuses the batch itself (the relay then backs off).
-        self.publisher = EventPublisher(nats, streams, refuse_at=float("inf"))
+        self.publisher = EventPublisher(nats, streams, refuse_at=float("inf"), atomic=False)
         self._unsettled: dict[str, int] = {}
         """Per topic, the last outbox id of a publish not known to be settled (acknowledged and its
         rows deleted): the next batch of that topic stops there."""
@@ -128,10 +134,13 @@ class OutboxRelay:
         stop = stop or asyncio.Event()
         failures = 0
         delays = backoff_delays(12, 0.1, self.backoff_max_s)
+        loop = asyncio.get_running_loop()
+        began = -math.inf
         while not stop.is_set():
             honour_cancellation()
             self.wake.clear()
             try:
+                began = loop.time()
                 relayed = await self.relay_once()
             except PUBLISH_FAILURES as error:
                 RELAY_FAILURES.labels(type(error).__name__).inc()
@@ -147,6 +156,8 @@ class OutboxRelay:
                 continue  # a full batch, or rows held back: more is waiting
             await self._listen()  # back after a Postgres outage
             await _first(stop.wait(), self.wake.wait(), asyncio.sleep(self.poll_s))
+            if (gather := began + self.gather_s - loop.time()) > 0:  # writes close together: one batch
+                await _first(stop.wait(), asyncio.sleep(gather))
 
     async def relay_once(self) -> int:
         """Publish one batch and delete what JetStream acknowledged; the number published.

@@ -71,10 +71,16 @@ class EventPublisher:
         *,
         refuse_at: float = 0.9,
         info_ttl_s: float = FILL_TTL_S,
+        atomic: bool = True,
     ) -> None:
         self.nats = nats
         self.streams = streams
         self.refuse_at = refuse_at
+        self.atomic = atomic
+        """Several messages to one stream go as one atomic batch where the stream allows it (the
+        events API's all or nothing). The outbox relay needs no batch: it deletes only what was
+        acknowledged and sends the rest again under the same message ids, which JetStream drops
+        as copies; and a batch's commit cost JetStream more than the publishes (docs/streams.md)."""
         self.info_ttl_s = info_ttl_s
         """How long a stream's fill (and whether it takes atomic batches) is trusted."""
         self._fill: dict[str, tuple[float, float]] = {}
@@ -141,7 +147,7 @@ class EventPublisher:
             chunk = messages[start : start + PUBLISH_CHUNK]
             # One message is all or nothing by itself; an atomic batch of one would cost JetStream
             # a batch's commit (and its flush) for nothing: the relay's usual batch under light load.
-            if self._atomic.get(stream) and len(chunk) > 1:
+            if self.atomic and self._atomic.get(stream) and len(chunk) > 1:
                 try:
                     async with self._atomic_slots, asyncio.timeout(self.nats.timeout_s):
                         await self._publish_atomic(chunk)

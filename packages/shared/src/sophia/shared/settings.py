@@ -278,6 +278,13 @@ class Settings(BaseSettings):
     outbox_poll_s: float = Field(
         1.0, gt=0, description="How often the relay looks at the outbox when no NOTIFY wakes it."
     )
+    outbox_gather_s: float = Field(
+        0.02,
+        ge=0,
+        le=1,
+        description="Woken by a write, the relay starts a batch no sooner than this after its last "
+        "one began: writes closer together leave in one batch (0: each at once).",
+    )
 
     ml_enabled: bool = Field(
         True, description="Load the models and serve /api/v1/ml/* and /v1/embeddings in this API."
