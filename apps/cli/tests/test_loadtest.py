@@ -13,6 +13,7 @@ import orjson
 import pytest
 import typer
 from live_server import live_server
+from processes import environment_of
 from typer.testing import CliRunner
 
 from sophia.cli import endpoints, loadtest
@@ -249,19 +250,12 @@ def test_the_command_against_the_stack_with_no_api_listening_exits_1_with_k6s_re
     assert not (tmp_path / "reports").exists()
 
 
-@requires_k6
-def test_a_k6_run_past_its_deadline_is_killed_and_reported(tmp_path, monkeypatch):
-    started: list[subprocess.Popen] = []
-
-    class Recorded(subprocess.Popen):
-        def __init__(self, *arguments, **options) -> None:
-            super().__init__(*arguments, **options)
-            started.append(self)
-
-    monkeypatch.setattr(subprocess, "Popen", Recorded)
+def run_past_its_deadline(tmp_path, monkeypatch, popen: type[subprocess.Popen]) -> None:
+    """`run_loadtest` with k6 started through `popen`, against a server that takes connections and
+    never answers (k6 cannot be done before it is looked at; with no server at all, a quick k6 has
+    exited already), and a deadline at its start: k6 is killed at once and the run refused."""
+    monkeypatch.setattr(subprocess, "Popen", popen)
     monkeypatch.setattr(loadtest, "SETUP_AND_STOP_ALLOWANCE_S", -1)  # the deadline is the start
-    # A server that takes connections and never answers: k6 cannot be done before it is looked at
-    # (with no server at all, a quick k6 has exited already).
     with (
         socket.create_server(("127.0.0.1", 0)) as silent,
         pytest.raises(LoadTestError, match="k6 still running"),
@@ -274,12 +268,25 @@ def test_a_k6_run_past_its_deadline_is_killed_and_reported(tmp_path, monkeypatch
             duration="1s",
             reports_dir=tmp_path,
         )
+
+
+@requires_k6
+def test_a_k6_run_past_its_deadline_is_killed_and_reported(tmp_path, monkeypatch):
+    started: list[subprocess.Popen] = []
+
+    class Recorded(subprocess.Popen):
+        def __init__(self, *arguments, **options) -> None:
+            super().__init__(*arguments, **options)
+            started.append(self)
+
+    run_past_its_deadline(tmp_path, monkeypatch, Recorded)
     [k6] = started
     assert k6.returncode == -signal.SIGKILL
     with pytest.raises(ProcessLookupError):
         os.killpg(k6.pid, 0)  # its whole process group is gone
 
 
+@requires_k6
 @pytest.mark.parametrize(("callers", "expected"), [(None, "1"), ("2", "2")])
 def test_k6_runs_on_one_go_processor_unless_the_caller_sets_gomaxprocs(
     tmp_path, monkeypatch, callers, expected
@@ -290,28 +297,13 @@ def test_k6_runs_on_one_go_processor_unless_the_caller_sets_gomaxprocs(
     class Recorded(subprocess.Popen):
         def __init__(self, *arguments, **options) -> None:
             super().__init__(*arguments, **options)  # returns once k6 is exec'd
-            with open(f"/proc/{self.pid}/environ", "rb") as file:
-                pairs = (entry.decode().partition("=") for entry in file.read().split(b"\0") if entry)
-                environments.append({name: value for name, _, value in pairs})
+            environments.append(environment_of(self.pid))
 
     if callers is None:
         monkeypatch.delenv("GOMAXPROCS", raising=False)
     else:
         monkeypatch.setenv("GOMAXPROCS", callers)
-    monkeypatch.setattr(subprocess, "Popen", Recorded)
-    monkeypatch.setattr(loadtest, "SETUP_AND_STOP_ALLOWANCE_S", -1)  # killed at once: only its start matters
-    with (
-        socket.create_server(("127.0.0.1", 0)) as silent,
-        pytest.raises(LoadTestError, match="k6 still running"),
-    ):
-        run_loadtest(
-            Scenario.cached_read,
-            f"http://127.0.0.1:{silent.getsockname()[1]}",
-            "key",
-            vus=1,
-            duration="1s",
-            reports_dir=tmp_path,
-        )
+    run_past_its_deadline(tmp_path, monkeypatch, Recorded)  # killed at once: only its start matters
     [environment] = environments
     assert environment["GOMAXPROCS"] == expected
 

@@ -4,6 +4,7 @@ import shutil
 import sys
 
 import pytest
+from processes import environment_of
 
 from sophia.engines import nats
 from sophia.engines.nats import EmbeddedNats
@@ -25,12 +26,6 @@ async def test_stopping_a_server_that_never_started_does_nothing(tmp_path):
     assert not (tmp_path / "nats").exists()
 
 
-def _environment_of(pid: int) -> dict[str, str]:
-    with open(f"/proc/{pid}/environ", "rb") as file:
-        pairs = (entry.decode().partition("=") for entry in file.read().split(b"\0") if entry)
-        return {name: value for name, _, value in pairs}
-
-
 @pytest.mark.parametrize(("max_procs", "expected"), [(1, "1"), (3, "3"), (0, "2")])
 async def test_the_server_runs_on_as_many_go_processors_as_set_or_as_the_caller_says(
     tmp_path, monkeypatch, max_procs, expected
@@ -41,6 +36,6 @@ async def test_the_server_runs_on_as_many_go_processors_as_set_or_as_the_caller_
         await server.start()
         assert server.process is not None
         assert server.process.pid is not None
-        assert _environment_of(server.process.pid)["GOMAXPROCS"] == expected
+        assert environment_of(server.process.pid)["GOMAXPROCS"] == expected
     finally:
         await server.stop()
