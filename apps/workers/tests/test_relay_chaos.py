@@ -10,13 +10,14 @@ import itertools
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import nats
 import pytest
 from metrics import sample
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
+from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from sophia.core.events import Envelope
 from sophia.core.records import RecordKey
@@ -29,6 +30,8 @@ from sophia.events.streams import StreamSpec, ensure_streams, stream_specs
 from sophia.shared.resilience import retry
 from sophia.workers.metrics import RELAY_FAILURES
 from sophia.workers.relay import OutboxRelay
+
+T = TypeVar("T")
 
 pytestmark = pytest.mark.chaos
 
@@ -67,16 +70,23 @@ def relay_failures() -> float:
 
 
 async def stream_messages(js: JetStreamContext, name: str) -> list[tuple[str, Envelope]]:
-    """Every event in the stream, in stream order, with the Nats-Msg-Id of the message carrying it."""
+    """Every event in the stream, in stream order, with the Nats-Msg-Id of the message carrying it.
+
+    Read right after a cluster lost a server, a read can meet JetStream still settling (503,
+    "temporarily unavailable"): each read is tried again for a few seconds."""
+
+    def settled(read: Callable[[], Awaitable[T]]) -> Awaitable[T]:
+        return retry(read, attempts=12, base_s=0.1, max_s=2.0, retry_on=(ServiceUnavailableError,))
+
     try:
-        info = await js.stream_info(name)
+        info = await settled(lambda: js.stream_info(name))
     except NotFoundError:
         return []
     if info.state.messages == 0:
         return []
     found = []
     for sequence in range(info.state.first_seq, info.state.last_seq + 1):
-        message = await js.get_msg(name, sequence)
+        message = await settled(functools.partial(js.get_msg, name, sequence))
         found += [(message.headers["Nats-Msg-Id"], envelope) for envelope in decode_all(message.data)]
     return found
 
