@@ -212,9 +212,10 @@ async def test_a_notify_wakes_the_relay_long_before_its_poll(database, nats, str
         await asyncio.wait_for(running, 5)
 
 
-async def test_writes_closer_together_than_the_gathering_time_leave_in_one_batch(database, nats, streams):
-    """Woken by each of three writes of one key soon after a batch began, the relay waits out the
-    gathering time since: one batch, so one message carries the three (each at once: three)."""
+async def test_writes_closer_together_than_the_gathering_time_leave_together(database, nats, streams):
+    """Three writes of one key 50 ms apart, each waking the relay: relayed at once, each would go in
+    a message of its own. Woken, the relay waits out the gathering time since its last batch began,
+    so they go in one batch or, if this test was slow to write the first, two: at most two messages."""
     source = f"relay{uuid.uuid4().hex[:8]}"
     spec = streams["records"]
     subject = spec.subject(f"{source}/deal/close", "record.upserted")
@@ -227,10 +228,8 @@ async def test_writes_closer_together_than_the_gathering_time_leave_in_one_batch
 
     async with OutboxRelay(database, nats, streams, poll_s=3600, gather_s=0.8) as relay:
         await drain(relay)
-        await write(database, source, 1)  # the batch the gathering time counts from
         stop = asyncio.Event()
         running = asyncio.create_task(relay.run(stop))
-        await eventually(relayed)
         async with database.connection() as connection:
             for number in range(3):  # each commits and notifies on its own, 50 ms apart
                 key = RecordKey(source, "deal", "close")
@@ -240,7 +239,7 @@ async def test_writes_closer_together_than_the_gathering_time_leave_in_one_batch
         stop.set()
         await asyncio.wait_for(running, 5)
     info = await js.stream_info(spec.name, subjects_filter=subject)
-    assert info.state.subjects == {subject: 1}
+    assert 1 <= info.state.subjects[subject] <= 2
 
 
 @contextlib.asynccontextmanager
