@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import time
 from collections.abc import Coroutine, Mapping
 from types import TracebackType
@@ -135,7 +134,6 @@ class OutboxRelay:
         failures = 0
         delays = backoff_delays(12, 0.1, self.backoff_max_s)
         loop = asyncio.get_running_loop()
-        began = -math.inf
         while not stop.is_set():
             honour_cancellation()
             self.wake.clear()

@@ -146,7 +146,7 @@ class EventPublisher:
         for start in range(0, len(messages), PUBLISH_CHUNK):
             chunk = messages[start : start + PUBLISH_CHUNK]
             # One message is all or nothing by itself; an atomic batch of one would cost JetStream
-            # a batch's commit (and its flush) for nothing: the relay's usual batch under light load.
+            # a batch's commit (and its flush) for nothing.
             if self.atomic and self._atomic.get(stream) and len(chunk) > 1:
                 try:
                     async with self._atomic_slots, asyncio.timeout(self.nats.timeout_s):
