@@ -161,3 +161,20 @@ async def test_with_postgres_unreachable_a_key_verified_lately_still_opens_stale
     verifier.stale_if_error_s = 0.0
     with pytest.raises(Unavailable):  # verified too long ago
         await verifier.verify(api_keys["read"])
+
+
+async def test_the_schema_documents_bearer_auth_on_every_gated_operation_and_no_other(anonymous):
+    """Routes take their key through one dependency that documents nothing itself: the schema says
+    Bearer for every operation under `GATED_PREFIXES`, and for none of the open ones."""
+    schema = (await anonymous.get("/openapi.json")).json()
+    scheme = schema["components"]["securitySchemes"]["HTTPBearer"]
+    assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
+    gated: list[object] = []
+    ungated: list[object] = []
+    for path, item in schema["paths"].items():
+        securities = [operation.get("security") for operation in item.values()]
+        (gated if path.startswith(("/api/v1/", "/v1/")) else ungated).extend(securities)
+    assert gated
+    assert all(security == [{"HTTPBearer": []}] for security in gated)
+    assert ungated
+    assert all(security is None for security in ungated)

@@ -15,6 +15,7 @@ from sophia.api import docs, problems
 from sophia.api.analytics.endpoints import router as analytics_router
 from sophia.api.auth import KeyGate, KeyVerifier
 from sophia.api.deals.endpoints import router as deals_router
+from sophia.api.dependencies import document_bearer_auth
 from sophia.api.events.endpoints import router as events_router
 from sophia.api.health.endpoints import router as health_router
 from sophia.api.health.service import Readiness
@@ -149,6 +150,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(realtime_router)
     if settings.ml_enabled:
         app.include_router(ml_router)
+    document_bearer_auth(app)
     docs.install(app)  # after the API's routes, which routing tries first
     pages.install(app, dashboard_search)  # the dashboard, at /
     app.add_middleware(HotReads)  # innermost: behind the request id, metrics, limits and the key

@@ -1,10 +1,9 @@
-"""What one API process holds for its lifetime, built in the lifespan and reached by dependencies."""
+"""What one API process holds for its lifetime, built in the lifespan and reached by dependencies
+(`sophia.api.dependencies`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from fastapi import Request
+from dataclasses import dataclass, field
 
 from sophia.api.auth import KeyVerifier
 from sophia.api.health.service import Readiness
@@ -35,10 +34,5 @@ class AppState:
     """What bulk bodies waiting for COPY may hold."""
     models: Models | None = None
     """The ML models, when `SOPHIA_ML_ENABLED`."""
-    token_secret: bytes | None = None
+    token_secret: bytes | None = field(default=None, repr=False)
     """The real-time tokens' signing secret, read from PostgreSQL at the first token asked for."""
-
-
-async def app_state(request: Request) -> AppState:
-    """Async on purpose: FastAPI runs a plain `def` dependency in a thread pool (a hop per request)."""
-    return request.app.state.sophia  # type: ignore[no-any-return]

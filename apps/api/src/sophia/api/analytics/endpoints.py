@@ -12,16 +12,15 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from sophia.api.auth import require
+from sophia.api.dependencies import Reader
 from sophia.api.http_cache import cached_response
-from sophia.api.state import AppState, app_state
+from sophia.api.state import AppState
 from sophia.cache.catalog import ANALYTICS_TAG
 from sophia.core.records import IDENTIFIER_PATTERN
 from sophia.database import analytics
 from sophia.database.pool import Connection
 
 router = APIRouter(prefix="/api/v1/analytics", tags=["analytics"])
-State = Annotated[AppState, Depends(app_state)]
 Query_ = Callable[[Connection, Any], Awaitable[Any]]
 
 
@@ -63,7 +62,7 @@ def _number(value: object) -> float:
     raise TypeError(f"{type(value).__name__} is not JSON")
 
 
-async def answer(request: Request, state: State, name: str, where: Any, query: Query_) -> Response:
+async def answer(request: Request, state: AppState, name: str, where: Any, query: Query_) -> Response:
     """`{"as_of": ..., "<name>": ...}` for these filters, from the cache or the summaries."""
 
     async def load() -> bytes:
@@ -77,49 +76,45 @@ async def answer(request: Request, state: State, name: str, where: Any, query: Q
     return cached_response(request, cached, state.cache_control)
 
 
-Read = Annotated[object, Depends(require("read"))]
-
-
 @router.get("/pipeline", summary="Open deals by stage: count, amount and probability-weighted amount")
-async def pipeline(request: Request, state: State, _key: Read, where: Filters) -> Response:
-    return await answer(request, state, "stages", where, analytics.pipeline)
+async def pipeline(request: Request, caller: Reader, where: Filters) -> Response:
+    return await answer(request, caller.state, "stages", where, analytics.pipeline)
 
 
 @router.get("/win-rate", summary="Won / (won + lost) by closing month, in all, by owner and by month")
-async def win_rate(request: Request, state: State, _key: Read, where: Filters) -> Response:
-    return await answer(request, state, "win_rate", where, analytics.win_rate)
+async def win_rate(request: Request, caller: Reader, where: Filters) -> Response:
+    return await answer(request, caller.state, "win_rate", where, analytics.win_rate)
 
 
 @router.get("/velocity", summary="Sales velocity: open deals x average size x win rate / cycle days")
-async def velocity(request: Request, state: State, _key: Read, where: Filters) -> Response:
-    return await answer(request, state, "velocity", where, analytics.velocity)
+async def velocity(request: Request, caller: Reader, where: Filters) -> Response:
+    return await answer(request, caller.state, "velocity", where, analytics.velocity)
 
 
 @router.get("/cohorts", summary="Deals by created month: how many are won, lost and still open")
-async def cohorts(request: Request, state: State, _key: Read, where: Filters) -> Response:
-    return await answer(request, state, "cohorts", where, analytics.cohorts)
+async def cohorts(request: Request, caller: Reader, where: Filters) -> Response:
+    return await answer(request, caller.state, "cohorts", where, analytics.cohorts)
 
 
 @router.get("/funnel", summary="Deals reaching each stage, conversion from the previous, days in stage")
-async def funnel(request: Request, state: State, _key: Read, where: Filters) -> Response:
-    return await answer(request, state, "stages", where, analytics.funnel)
+async def funnel(request: Request, caller: Reader, where: Filters) -> Response:
+    return await answer(request, caller.state, "stages", where, analytics.funnel)
 
 
 @router.get("/sentiment", summary="Calls and messages per week by the sentiment the model gave them")
-async def sentiment(request: Request, state: State, _key: Read, where: TrendFilters) -> Response:
-    return await answer(request, state, "weeks", where, analytics.sentiment)
+async def sentiment(request: Request, caller: Reader, where: TrendFilters) -> Response:
+    return await answer(request, caller.state, "weeks", where, analytics.sentiment)
 
 
 @router.get("/topics", summary="Calls and messages per week by topic label")
-async def topics(request: Request, state: State, _key: Read, where: TrendFilters) -> Response:
-    return await answer(request, state, "weeks", where, analytics.topics)
+async def topics(request: Request, caller: Reader, where: TrendFilters) -> Response:
+    return await answer(request, caller.state, "weeks", where, analytics.topics)
 
 
 @router.get("/companies", summary="Activity per company: calls, messages, open deals and the last touch")
 async def companies(
     request: Request,
-    state: State,
-    _key: Read,
+    caller: Reader,
     source_system: Annotated[str | None, Query(pattern=IDENTIFIER_PATTERN, max_length=64)] = None,
     company: Annotated[
         str | None, Query(min_length=1, max_length=200, description="One company's id.")
@@ -130,4 +125,4 @@ async def companies(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> Response:
     where = analytics.CompanyFilters(source_system, company, order, limit)
-    return await answer(request, state, "companies", where, analytics.companies)
+    return await answer(request, caller.state, "companies", where, analytics.companies)

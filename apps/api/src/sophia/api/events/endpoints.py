@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import orjson
 import structlog
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 
-from sophia.api.auth import require
+from sophia.api.dependencies import Writer
 from sophia.api.events import service
 from sophia.api.events.schemas import Accepted
 from sophia.api.problems import UnsupportedMediaType
 from sophia.api.records.endpoints import NDJSON_TYPES
-from sophia.api.state import AppState, app_state
 from sophia.core.errors import FieldError, Unavailable
 
 router = APIRouter(prefix="/api/v1", tags=["events"])
-State = Annotated[AppState, Depends(app_state)]
 
 EXAMPLE = [
     {
@@ -45,11 +41,9 @@ EXAMPLE = [
         }
     },
 )
-async def post_events(
-    request: Request, state: State, _key: Annotated[object, Depends(require("write"))]
-) -> Response:
+async def post_events(request: Request, caller: Writer) -> Response:
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    max_events = state.settings.events_max_batch
+    max_events = caller.state.settings.events_max_batch
     if media_type == "application/json":
         events = service.parse_json_array(await request.body(), max_events)
     elif media_type in NDJSON_TYPES:
@@ -62,7 +56,7 @@ async def post_events(
     request_id = structlog.contextvars.get_contextvars().get("request_id")
     batch = service.envelopes(events, request_id)
     try:
-        await service.ingest(state.events, batch)
+        await service.ingest(caller.state.events, batch)
     except Unavailable as error:
         # Some of the batch may be stored already: the ids let a resend add nothing twice.
         error.context["ids"] = [envelope.id for envelope in batch]

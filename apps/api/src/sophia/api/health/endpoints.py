@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 
 from sophia.api.auth import bearer_secret
+from sophia.api.dependencies import State
 from sophia.api.health.service import Verdict
-from sophia.api.state import AppState, app_state
+from sophia.api.state import AppState
 from sophia.core.errors import Unauthorized, Unavailable
 from sophia.database import outbox
 from sophia.shared.metrics import render_latest
 
 router = APIRouter(tags=["health"])
 PROBE_BACKSTOP_S = 0.5
-State = Annotated[AppState, Depends(app_state)]
 
 
 @router.get("/healthz", summary="Liveness: the process answers")

@@ -5,19 +5,17 @@ by the workers (the debounced view refresh) or `sophia jobs submit`; finished on
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from sophia.api.auth import require
-from sophia.api.state import AppState, app_state
+from sophia.api.dependencies import Admin
 from sophia.core.errors import NotFound
 from sophia.database import jobs
 
 router = APIRouter(prefix="/api/v1", tags=["jobs"])
-State = Annotated[AppState, Depends(app_state)]
 
 
 class JobOut(BaseModel):
@@ -43,10 +41,8 @@ class JobOut(BaseModel):
     responses={404: {"description": "No such job (or it finished longer ago than the retention)"}},
     summary="A background job's status, attempts, result or error",
 )
-async def job_status(
-    job_id: UUID, state: State, _key: Annotated[object, Depends(require("admin"))]
-) -> dict[str, Any]:
-    async with state.database.connection() as connection:
+async def job_status(job_id: UUID, caller: Admin) -> dict[str, Any]:
+    async with caller.state.database.connection() as connection:
         job = await jobs.get(connection, job_id)
     if job is None:
         raise NotFound(f"No job {job_id}.")

@@ -4,12 +4,12 @@ the official `openai` client (or anything speaking that API) works unchanged wit
 from __future__ import annotations
 
 import base64
-from typing import Annotated, Any
+from typing import Any
 
 import orjson
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Response
 
-from sophia.api.auth import require
+from sophia.api.dependencies import Reader
 from sophia.api.ml.schemas import (
     ClassifyOut,
     EmbedIn,
@@ -18,14 +18,13 @@ from sophia.api.ml.schemas import (
     OpenAIEmbeddingsOut,
     SentimentOut,
 )
-from sophia.api.state import AppState, app_state
+from sophia.api.state import AppState
 from sophia.core.errors import FieldError, Invalid
 from sophia.ml.embeddings import MODEL_ID
 from sophia.ml.models import Models
 from sophia.shared.settings import Settings
 
 router = APIRouter(tags=["ml"])
-State = Annotated[AppState, Depends(app_state)]
 BUSY: dict[int | str, dict[str, Any]] = {
     503: {"description": "The model's queue is full, or the deadline passed: retry after Retry-After"}
 }
@@ -56,10 +55,10 @@ def _check_inputs(texts: list[str], settings: Settings, where: str) -> None:
     responses=BUSY,
     summary="Embed texts (all-MiniLM-L6-v2, 384 dims, unit length), batched and cached",
 )
-async def embed(body: EmbedIn, state: State, _key: Annotated[object, Depends(require("read"))]) -> Response:
-    _check_inputs(body.inputs, state.settings, "inputs")
-    model = _models(state).embeddings
-    vectors = await model.embed(body.inputs, timeout_s=state.settings.ml_timeout_s)
+async def embed(body: EmbedIn, caller: Reader) -> Response:
+    _check_inputs(body.inputs, caller.state.settings, "inputs")
+    model = _models(caller.state).embeddings
+    vectors = await model.embed(body.inputs, timeout_s=caller.state.settings.ml_timeout_s)
     answer = {
         "model": MODEL_ID,
         "version": model.version,
@@ -75,12 +74,10 @@ async def embed(body: EmbedIn, state: State, _key: Annotated[object, Depends(req
     responses=BUSY,
     summary="Sentiment of texts: negative, neutral or positive, with each label's score",
 )
-async def sentiment(
-    body: EmbedIn, state: State, _key: Annotated[object, Depends(require("read"))]
-) -> Response:
-    _check_inputs(body.inputs, state.settings, "inputs")
-    models = _models(state)
-    found = await models.sentiment(body.inputs, state.settings.ml_timeout_s)
+async def sentiment(body: EmbedIn, caller: Reader) -> Response:
+    _check_inputs(body.inputs, caller.state.settings, "inputs")
+    models = _models(caller.state)
+    found = await models.sentiment(body.inputs, caller.state.settings.ml_timeout_s)
     results = [{"label": prediction.label, "scores": prediction.scores} for prediction in found]
     answer = {"model": models.sentiment_model, "version": models.sentiment_version, "results": results}
     return Response(orjson.dumps(answer), media_type="application/json")
@@ -92,12 +89,10 @@ async def sentiment(
     responses=BUSY,
     summary="Label texts (pricing, competitor mention, churn risk, ...): zero-shot or a trained head",
 )
-async def classify(
-    body: EmbedIn, state: State, _key: Annotated[object, Depends(require("read"))]
-) -> Response:
-    _check_inputs(body.inputs, state.settings, "inputs")
-    models = _models(state)
-    vectors = await models.embeddings.embed(body.inputs, timeout_s=state.settings.ml_timeout_s)
+async def classify(body: EmbedIn, caller: Reader) -> Response:
+    _check_inputs(body.inputs, caller.state.settings, "inputs")
+    models = _models(caller.state)
+    vectors = await models.embeddings.embed(body.inputs, timeout_s=caller.state.settings.ml_timeout_s)
     labels = models.labels
     results = [{"labels": found, "scores": scores} for found, scores in labels.classify(vectors)]
     answer = {
@@ -115,13 +110,11 @@ async def classify(
     responses=BUSY,
     summary="OpenAI-compatible embeddings (use a Sophia API key as the OpenAI key)",
 )
-async def openai_embeddings(
-    body: OpenAIEmbeddingsIn, state: State, _key: Annotated[object, Depends(require("read"))]
-) -> Response:
+async def openai_embeddings(body: OpenAIEmbeddingsIn, caller: Reader) -> Response:
     texts = [body.input] if isinstance(body.input, str) else body.input
     if not texts:
         raise Invalid("Send at least one input.", [FieldError(("body", "input"), "empty")])
-    model = _models(state).embeddings
+    model = _models(caller.state).embeddings
     if body.model != MODEL_ID:
         raise Invalid(
             f"Unknown model {body.model!r}; this server has {MODEL_ID!r}.",
@@ -132,9 +125,9 @@ async def openai_embeddings(
             f"{MODEL_ID} gives {model.dimension} dimensions; it cannot shorten them.",
             [FieldError(("body", "dimensions"), f"not {model.dimension}")],
         )
-    _check_inputs(texts, state.settings, "input")
-    vectors = await model.embed(texts, timeout_s=state.settings.ml_timeout_s)
-    tokens = await model.count_tokens(texts, timeout_s=state.settings.ml_timeout_s)
+    _check_inputs(texts, caller.state.settings, "input")
+    vectors = await model.embed(texts, timeout_s=caller.state.settings.ml_timeout_s)
+    tokens = await model.count_tokens(texts, timeout_s=caller.state.settings.ml_timeout_s)
     data = [
         {
             "object": "embedding",

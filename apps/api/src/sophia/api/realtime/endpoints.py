@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter
 
-from fastapi import APIRouter, Depends
-
-from sophia.api.auth import require
+from sophia.api.dependencies import Reader
 from sophia.api.realtime import service
 from sophia.api.realtime.schemas import RealtimeToken
-from sophia.api.state import AppState, app_state
 from sophia.database import tokens
-from sophia.database.keys import ApiKey
 
 router = APIRouter(prefix="/api/v1", tags=["realtime"])
-State = Annotated[AppState, Depends(app_state)]
 
 
 @router.post(
@@ -27,6 +22,6 @@ State = Annotated[AppState, Depends(app_state)]
         "scope; a key revoked afterwards still connects until the token expires."
     ),
 )
-async def realtime_token(state: State, key: Annotated[ApiKey, Depends(require("read"))]) -> RealtimeToken:
-    token = await service.issue_token(state, key)
-    return RealtimeToken(token=token, expires_in=tokens.TOKEN_TTL_S, scope=key.scope)
+async def realtime_token(caller: Reader) -> RealtimeToken:
+    token = await service.issue_token(caller.state, caller.key)
+    return RealtimeToken(token=token, expires_in=tokens.TOKEN_TTL_S, scope=caller.key.scope)

@@ -8,15 +8,16 @@ from typing import Annotated
 from uuid import UUID
 
 import orjson
-from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 
-from sophia.api.auth import authorize, require
+from sophia.api.auth import authorize
+from sophia.api.dependencies import Reader, Writer
 from sophia.api.http_cache import JSON, cached_response
 from sophia.api.pages import page_size
 from sophia.api.problems import BadRequest, UnsupportedMediaType
 from sophia.api.records import service
 from sophia.api.records.schemas import BulkResult, RecordOut, RecordPage, RecordWrite
-from sophia.api.state import AppState, app_state
+from sophia.api.state import AppState
 from sophia.core.errors import FieldError
 from sophia.core.records import (
     EXTERNAL_ID_MAX_LENGTH,
@@ -25,7 +26,6 @@ from sophia.core.records import (
     RecordFilter,
     RecordKey,
 )
-from sophia.database.keys import ApiKey
 
 router = APIRouter(prefix="/api/v1", tags=["records"])
 
@@ -37,7 +37,6 @@ ExternalId = Annotated[
         min_length=1, max_length=EXTERNAL_ID_MAX_LENGTH, pattern=EXTERNAL_ID_PATTERN, examples=["deal-1001"]
     ),
 ]
-State = Annotated[AppState, Depends(app_state)]
 
 LIST_PARAMETERS = {"source_system", "kind", "updated_since", "limit", "cursor"}
 NDJSON_TYPES = {
@@ -91,8 +90,7 @@ async def put_record(
     kind: Kind,
     external_id: ExternalId,
     body: RecordWrite,
-    state: State,
-    key: Annotated[ApiKey, Depends(require("write"))],
+    caller: Writer,
     if_match: Annotated[str | None, Header(description='Replace only at this version, e.g. "3".')] = None,
     if_none_match: Annotated[str | None, Header(description="`*`: create only, never replace.")] = None,
 ) -> Response:
@@ -102,14 +100,14 @@ async def put_record(
             [FieldError(("header", "If-None-Match"), "conflicts with If-Match")],
         )
     stored = await service.put_record(
-        state.database,
-        state.cache,
+        caller.state.database,
+        caller.state.cache,
         RecordKey(source_system, kind, external_id),
         body.data,
         body.created_at,
         if_match=_parse_if_match(if_match),
         create_only=_parse_if_none_match(if_none_match),
-        actor=key.actor,
+        actor=caller.key.actor,
     )
     headers = {"ETag": _etag(stored.version)}
     if stored.created:
@@ -130,13 +128,12 @@ async def delete_record(
     source_system: SourceSystem,
     kind: Kind,
     external_id: ExternalId,
-    state: State,
-    key: Annotated[ApiKey, Depends(require("write"))],
+    caller: Writer,
     if_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     record = RecordKey(source_system, kind, external_id)
     version = await service.delete_record(
-        state.database, state.cache, record, _parse_if_match(if_match), actor=key.actor
+        caller.state.database, caller.state.cache, record, _parse_if_match(if_match), actor=caller.key.actor
     )
     return Response(status_code=204, headers={"ETag": _etag(version)})
 
@@ -160,24 +157,22 @@ async def delete_record(
         }
     },
 )
-async def bulk_ingest(
-    request: Request, state: State, key: Annotated[ApiKey, Depends(require("write"))]
-) -> Response:
+async def bulk_ingest(request: Request, caller: Writer) -> Response:
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type not in NDJSON_TYPES:
         raise UnsupportedMediaType(
             "Send NDJSON (one record per line) with Content-Type: application/x-ndjson.",
             [FieldError(("header", "Content-Type"), f"got {media_type or 'nothing'}")],
         )
-    settings = state.settings
+    settings = caller.state.settings
     result = await service.bulk_ingest(
-        state.database,
-        state.cache,
+        caller.state.database,
+        caller.state.cache,
         request.stream(),
         settings.max_line_bytes,
         settings.cache_invalidate_max_keys,
-        spools=state.spools,
-        actor=key.actor,
+        spools=caller.state.spools,
+        actor=caller.key.actor,
     )
     body = {"received": result.received, "created": result.created, "updated": result.updated}
     return Response(orjson.dumps(body), media_type=JSON)
@@ -187,7 +182,6 @@ async def bulk_ingest(
     "/records/{record_id}",
     response_model=RecordOut,
     summary="One record by id",
-    openapi_extra={"security": [{"HTTPBearer": []}]},  # authorize() below, not a dependency
 )
 async def get_record(record_id: UUID, request: Request) -> Response:
     state: AppState = request.app.state.sophia
@@ -209,8 +203,7 @@ async def get_record(record_id: UUID, request: Request) -> Response:
 )
 async def list_records(
     request: Request,
-    state: State,
-    _key: Annotated[object, Depends(require("read"))],
+    caller: Reader,
     source_system: Annotated[str | None, Query(pattern=IDENTIFIER_PATTERN)] = None,
     kind: Annotated[str | None, Query(pattern=IDENTIFIER_PATTERN)] = None,
     updated_since: datetime | None = None,
@@ -218,11 +211,16 @@ async def list_records(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response:
     where = RecordFilter(source_system, kind, updated_since, _data_filters(request))
-    size = page_size(state.settings, limit)
+    size = page_size(caller.state.settings, limit)
     cached = await service.list_records(
-        state.database, state.cache, where, cursor, size, timeout_s=state.settings.db_list_timeout_s
+        caller.state.database,
+        caller.state.cache,
+        where,
+        cursor,
+        size,
+        timeout_s=caller.state.settings.db_list_timeout_s,
     )
-    return cached_response(request, cached, state.cache_control)
+    return cached_response(request, cached, caller.state.cache_control)
 
 
 def _data_filters(request: Request) -> tuple[tuple[str, str], ...]:

@@ -4,20 +4,19 @@ says so in `mode`."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 import orjson
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from sophia.api.auth import require
-from sophia.api.state import AppState, app_state
+from sophia.api.dependencies import Reader
+from sophia.api.state import AppState
 from sophia.core.records import IDENTIFIER_PATTERN, RecordFilter
 from sophia.database import search
 from sophia.web.pages import SearchHit as PageHit
 
 router = APIRouter(prefix="/api/v1", tags=["search"])
-State = Annotated[AppState, Depends(app_state)]
 CANDIDATES_PER_RESULT = 4
 """Each side of the fusion ranks this many candidates per result asked for (at least 40)."""
 
@@ -52,16 +51,14 @@ class SearchOut(BaseModel):
 
 
 @router.post("/search", response_model=SearchOut, summary="Search enriched records by meaning and words")
-async def search_records(
-    body: SearchIn, state: State, _key: Annotated[object, Depends(require("read"))]
-) -> Response:
+async def search_records(body: SearchIn, caller: Reader) -> Response:
     where = RecordFilter(
         body.filters.source_system,
         body.filters.kind,
         body.filters.updated_since,
         tuple(sorted(body.filters.data.items())),
     )
-    mode, hits = await find(state, body.q, body.k, where)
+    mode, hits = await find(caller.state, body.q, body.k, where)
     items = b",".join(  # each record's JSON as PostgreSQL built it, not parsed and dumped again
         b'{"record":%s,"score":%s,"semantic_rank":%s,"lexical_rank":%s}'
         % (hit.json.encode(), *(orjson.dumps(v) for v in (hit.score, hit.semantic_rank, hit.lexical_rank)))
