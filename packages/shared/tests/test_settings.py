@@ -49,3 +49,17 @@ def test_the_cpus_available_are_the_affinity_capped_by_the_containers_quota(
     if cpu_max is not None:
         quota.write_text(cpu_max)
     assert available_cpus(quota) == cpus
+
+
+def test_repr_shows_every_url_without_its_password():
+    settings = Settings(
+        database_url="postgresql://sophia:pg-secret-1@127.0.0.1:5432/sophia",
+        redis_url="redis://:valkey-secret-2@127.0.0.1:6379/0",
+        nats_url="nats://sophia:nats-secret-3@127.0.0.1:4222,nats://sophia:nats-secret-3@127.0.0.1:4223",
+    )
+    shown = repr(settings) + str(settings)
+    for secret in ("pg-secret-1", "valkey-secret-2", "nats-secret-3"):
+        assert secret not in shown
+    assert "postgresql://sophia:***@127.0.0.1:5432/sophia" in shown
+    assert "redis://:***@127.0.0.1:6379/0" in shown
+    assert settings.database_url == "postgresql://sophia:pg-secret-1@127.0.0.1:5432/sophia"  # only shown so

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sophia.shared.urls import without_password
 
 
 class Settings(BaseSettings):
@@ -345,6 +348,12 @@ class Settings(BaseSettings):
     seed_records: int = Field(
         5_000, ge=0, description="Demo records `sophia up` loads into an empty catalog."
     )
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        """What `repr` shows (a traceback, an error naming a model that holds these): every URL
+        without its password, as logs show URLs."""
+        for name, value in super().__repr_args__():
+            yield name, without_password(value) if name and name.endswith("_url") and value else value
 
     @property
     def model_threads(self) -> int:
