@@ -138,6 +138,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,  # FastAPI's pages load from a CDN: ours (sophia.api.docs) from the API itself
         redoc_url=None,
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     problems.install(app)
     app.include_router(health_router)
