@@ -92,6 +92,7 @@ bench: install tools
 	$(call bench_run,reenrich)
 	$(call bench_run,search_recall)
 	$(call bench_run,filters)
+	$(call bench_run,asgi_calls)
 	$(call bench_run,hostile)
 	$(call bench_run,ws_servers)
 	$(call bench_run,realtime)

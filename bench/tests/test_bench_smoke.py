@@ -522,3 +522,21 @@ def test_mcp_calls_the_upstream_directly_and_through_the_gateway_and_search_besi
         assert pair["ratio_p50"] > 0
     assert set(result["goals_met"]) == {"added_p99_ms", "calls_per_gateway_core"}
     assert_printed(capsys, result)
+
+
+def test_asgi_calls_counts_and_times_every_kind_against_the_floor(capsys):
+    result = load("asgi_calls").main(["--requests", "20", "--records", "10", "--json"])
+
+    assert result["requests"] == 20
+    assert set(result["kinds"]) == {"read_by_id", "cached_page", "junk_cursor", "analytics", "put"}
+    for figures in (result["floor"], *result["kinds"].values()):
+        assert figures["calls"] > 0
+        assert figures["cpu_ms"] > 0
+    # the front door answers a read by id before FastAPI: fewer calls than the floor of a request
+    assert (
+        result["kinds"]["read_by_id"]["calls"]
+        < result["floor"]["calls"]
+        < result["kinds"]["cached_page"]["calls"]
+    )
+    assert result["ratio"] > 1
+    assert_printed(capsys, result)
