@@ -2,7 +2,7 @@
 machine and at any load) and CPU, with requests driven straight into the ASGI app in this process:
 no server, no client, no socket to the caller; the engines are real.
 
-    uv run python bench/asgi_calls.py [--requests 2000] [--json]
+    uv run python bench/asgi_calls.py [--requests 2000] [--profile put [--top 40]] [--json]
 
 Side A is `GET /healthz` (every middleware, no key, no engine): the floor each request pays. Side B
 is each kind of request in turn: a record read by id (answered before FastAPI, from L1), a cached
@@ -11,7 +11,8 @@ page of `GET /api/v1/records`, a junk cursor (422), a cached `GET /api/v1/analyt
 `cProfile` over `--requests` requests after a warm-up; CPU (`time.process_time`, this process's
 threads) over as many again without the profiler. The headline is a cached page's calls against
 `/healthz`'s. On a machine whose speed moves between runs (docs/benchmarks.md, machine `d1c0`),
-the counts are the figure to compare; the CPU shows what they cost here.
+the counts are the figure to compare; the CPU shows what they cost here. `--profile KIND` also
+prints that kind's functions by cumulative time under the profiler (to stderr), to find where.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import asyncio
 import cProfile
 import os
 import pstats
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -47,6 +49,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--requests", type=int, default=2000, help="requests of each kind, counted and timed")
     parser.add_argument("--records", type=int, default=100, help="records seeded")
+    parser.add_argument(
+        "--profile",
+        metavar="KIND",
+        help="also print KIND's functions by calls, inclusive (healthz, put, ...)",
+    )
+    parser.add_argument("--top", type=int, default=40, help="functions --profile prints")
     harness.add_common_arguments(parser, timed=False)
     return parser.parse_args(argv)
 
@@ -118,8 +126,9 @@ def kinds(driver: Driver, record_id: str) -> dict[str, tuple[Call, int]]:
     }
 
 
-async def measure(call: Call, status: int, requests: int) -> dict[str, float]:
-    """Calls a request (profiled), then CPU a request (not profiled); every answer checked."""
+async def measure(call: Call, status: int, requests: int, top: int = 0) -> dict[str, float]:
+    """Calls a request (profiled), then CPU a request (not profiled); every answer checked. With
+    `top`, the `top` functions by cumulative time under the profiler are printed to stderr."""
     for i in range(50):  # warm: caches filled, records created, pools open
         got = await call(i)
         if got not in (status, 201):
@@ -129,7 +138,10 @@ async def measure(call: Call, status: int, requests: int) -> dict[str, float]:
     for i in range(requests):
         await call(i)
     profile.disable()
-    calls = pstats.Stats(profile).total_calls  # type: ignore[attr-defined]
+    stats = pstats.Stats(profile, stream=sys.stderr)
+    calls = stats.total_calls  # type: ignore[attr-defined]
+    if top:
+        stats.sort_stats("cumulative").print_stats(top)
     started = time.process_time()
     for i in range(requests):
         got = await call(i)
@@ -162,9 +174,15 @@ async def run(env: harness.Environment, options: argparse.Namespace) -> dict[str
     try:
         driver = Driver(app, env.admin_key)
         ids = await harness.seed(env.database_url, options.records)
-        floor = await measure(lambda i: driver.request("GET", "/healthz", key=False), 200, options.requests)
+
+        def top(kind: str) -> int:
+            return options.top if options.profile == kind else 0
+
+        floor = await measure(
+            lambda i: driver.request("GET", "/healthz", key=False), 200, options.requests, top("healthz")
+        )
         measured = {
-            name: await measure(call, status, options.requests)
+            name: await measure(call, status, options.requests, top(name))
             for name, (call, status) in kinds(driver, ids[0]).items()
         }
     finally:
