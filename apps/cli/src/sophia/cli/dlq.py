@@ -1,10 +1,13 @@
-"""`sophia dlq`: list, show and replay the events stream processors gave up on."""
+"""`sophia dlq`: list, show and replay the events stream processors gave up on.
+
+NATS and the dead-letter stream's code are imported by the commands that use them, not with the
+CLI: every `sophia` command would otherwise wait for them to load."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import orjson
 import typer
@@ -14,15 +17,11 @@ from rich.table import Table
 from sophia.cli.endpoints import resolve_settings
 from sophia.core.errors import NotFound, Unavailable
 from sophia.events.codec import unpack
-from sophia.events.connection import NatsConnection
-from sophia.events.dead_letter import (
-    DeadLetter,
-    dead_letter_spec,
-    list_dead_letters,
-    replay,
-    show_dead_letter,
-)
 from sophia.shared.urls import without_password
+
+if TYPE_CHECKING:
+    from sophia.events.connection import NatsConnection
+    from sophia.events.dead_letter import DeadLetter
 
 app = typer.Typer(help="Dead letters: events a stream processor could not process.", no_args_is_help=True)
 console = Console()
@@ -32,6 +31,9 @@ T = TypeVar("T")
 
 def _with_nats(call: Callable[[NatsConnection, str], Awaitable[T]]) -> T:
     """`call(nats, dead-letter stream)`; a missing letter or an unreachable NATS exits 1 with a line."""
+    from sophia.events.connection import NatsConnection
+    from sophia.events.dead_letter import dead_letter_spec
+
     settings = resolve_settings()
     if not settings.nats_url:
         console.print("[red]No NATS: set SOPHIA_NATS_URL or start the stack with `make up`.[/red]")
@@ -56,6 +58,8 @@ def list_command(
     limit: int = typer.Option(50, "--limit", min=1, help="How many, oldest first."),
 ) -> None:
     """The oldest dead letters: where each came from and why it failed."""
+    from sophia.events.dead_letter import list_dead_letters
+
     letters = _with_nats(lambda nats, stream: list_dead_letters(nats, stream, limit))
     if not letters:
         console.print("No dead letters.")
@@ -78,6 +82,8 @@ def show_command(
     sequence: int = typer.Argument(..., min=1, help="Its sequence (from `sophia dlq list`)."),
 ) -> None:
     """One dead letter in full: origin, error, headers and the event itself."""
+    from sophia.events.dead_letter import show_dead_letter
+
     letter = _with_nats(lambda nats, stream: show_dead_letter(nats, stream, sequence))
     _print_letter(letter)
 
@@ -87,6 +93,8 @@ def replay_command(
     sequence: int = typer.Argument(..., min=1, help="Its sequence (from `sophia dlq list`)."),
 ) -> None:
     """Put a dead letter back on its original subject (its stream's consumers see it again); delete it."""
+    from sophia.events.dead_letter import replay
+
     with console.status(f"Replaying dead letter {sequence} ..."):
         letter = _with_nats(lambda nats, stream: replay(nats, stream, sequence))
     console.print(

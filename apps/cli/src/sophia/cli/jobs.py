@@ -1,10 +1,13 @@
-"""`sophia jobs`: submit background jobs and ask how they stand."""
+"""`sophia jobs`: submit background jobs and ask how they stand.
+
+PostgreSQL, NATS and the job queue are imported when a command runs, not with the CLI: every
+`sophia` command would otherwise wait for them to load."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
 import orjson
@@ -13,10 +16,10 @@ from rich.console import Console
 
 from sophia.cli.endpoints import resolve_settings
 from sophia.core.errors import NotFound, Unavailable
-from sophia.database import Database
-from sophia.database.jobs import Job
-from sophia.events.connection import NatsConnection
-from sophia.workers.jobs import JobQueue, jobs_stream
+
+if TYPE_CHECKING:
+    from sophia.database.jobs import Job
+    from sophia.workers.jobs import JobQueue
 
 app = typer.Typer(help="Background jobs: view refreshes, bulk re-processing.", no_args_is_help=True)
 console = Console()
@@ -26,6 +29,10 @@ T = TypeVar("T")
 
 def _with_queue(call: Callable[[JobQueue], Awaitable[T]], *, needs_nats: bool = False) -> T:
     """`call(queue)`; an unknown job or an unreachable engine exits 1 with one line."""
+    from sophia.database import Database
+    from sophia.events.connection import NatsConnection
+    from sophia.workers.jobs import JobQueue, jobs_stream
+
     settings = resolve_settings()
     if needs_nats and not settings.nats_url:
         console.print("[red]No NATS: set SOPHIA_NATS_URL or start the stack with `make up`.[/red]")

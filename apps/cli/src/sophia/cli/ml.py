@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from sophia.ml.embeddings import model_version
-from sophia.ml.encoder import SentenceEncoder
-from sophia.ml.labels import ZeroShotClassifier
-from sophia.ml.train_classifier import Scores, Training, read_labeled, train
 from sophia.shared.settings import Settings, available_cpus
+
+if TYPE_CHECKING:
+    from sophia.ml.train_classifier import Scores, Training
 
 app = typer.Typer(help="Train models on your own labeled data.", no_args_is_help=True)
 console = Console()
@@ -41,6 +41,12 @@ def train_classifier_command(
 ) -> None:
     """Train a few-shot label head (a logistic regression per label over the embeddings), score it
     against zero-shot on the held-out rows, and write it for SOPHIA_ML_CLASSIFIER_FILE."""
+    # the models' code (numpy, onnxruntime) loads here, not with every `sophia` command
+    from sophia.ml.embeddings import model_version
+    from sophia.ml.encoder import SentenceEncoder
+    from sophia.ml.labels import ZeroShotClassifier
+    from sophia.ml.train_classifier import read_labeled, train
+
     settings = Settings()
     output = output or settings.data_dir / "models" / "classifier_head.npz"
     try:
