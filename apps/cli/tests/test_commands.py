@@ -231,13 +231,13 @@ def test_analytics_rebuild_summarizes_every_deal_and_says_how_many(env, settings
     assert asyncio.run(summarized(deal_id)) == ("contractsent", "open")
 
 
-def test_starting_the_cli_loads_no_nats_client_and_no_model_code():
-    """Every `sophia` command (its --help too) starts by importing the CLI: NATS, the job queue and
-    the models' code load only in the commands that use them."""
+def test_starting_the_cli_loads_no_engine_client_and_no_model_code():
+    """Every `sophia` command (its --help too) starts by importing the CLI: the engines' clients,
+    the job queue and the models' code load only in the commands that use them."""
     probe = (
         "import sys, sophia.cli.main; "
-        "print(sorted(m for m in ('nats', 'aiohttp', 'sophia.workers.jobs', 'sophia.events.dead_letter', "
-        "'numpy', 'onnxruntime', 'sophia.ml.encoder') if m in sys.modules))"
+        "print(sorted(m for m in ('nats', 'aiohttp', 'asyncpg', 'redis', 'sophia.workers.jobs', "
+        "'sophia.events.dead_letter', 'numpy', 'onnxruntime', 'sophia.ml.encoder') if m in sys.modules))"
     )
     loaded = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60

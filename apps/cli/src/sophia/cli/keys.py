@@ -1,16 +1,19 @@
-"""`sophia keys`: create, list and revoke API keys."""
+"""`sophia keys`: create, list and revoke API keys. PostgreSQL's client loads in the commands, not
+with the CLI."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from sophia.cli.endpoints import resolve_settings
-from sophia.database import Database
-from sophia.database import keys as key_store
+
+if TYPE_CHECKING:
+    from sophia.database.keys import ApiKey
 
 app = typer.Typer(help="API keys (stored hashed; the secret is shown once).", no_args_is_help=True)
 console = Console()
@@ -22,6 +25,9 @@ def create(
     name: str = typer.Option("cli", help="A label to recognise the key by."),
 ) -> None:
     """Create a key and print its secret (once)."""
+    from sophia.database import Database
+    from sophia.database import keys as key_store
+
     if scope not in key_store.SCOPES:
         raise typer.BadParameter(f"must be one of {', '.join(key_store.SCOPES)}", param_hint="--scope")
 
@@ -36,8 +42,10 @@ def create(
 @app.command("list")
 def list_keys() -> None:
     """List keys (prefix, name, scope, state); secrets are never shown again."""
+    from sophia.database import Database
+    from sophia.database import keys as key_store
 
-    async def run() -> list[key_store.ApiKey]:
+    async def run() -> list[ApiKey]:
         async with Database(resolve_settings()) as database, database.connection() as connection:
             return await key_store.list_all(connection)
 
@@ -58,6 +66,8 @@ def revoke(
     prefix: str = typer.Argument(..., help="The key's prefix (from `sophia keys list`)."),
 ) -> None:
     """Revoke a key; API processes stop accepting it within a second."""
+    from sophia.database import Database
+    from sophia.database import keys as key_store
 
     async def run() -> bool:
         async with Database(resolve_settings()) as database, database.connection() as connection:
