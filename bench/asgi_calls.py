@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
-import os
 import pstats
 import sys
 import time
@@ -30,6 +29,7 @@ from typing import Any
 import harness
 import orjson
 
+from sophia.api.app import create_app
 from sophia.shared.settings import Settings
 
 Call = Callable[[int], Awaitable[int]]
@@ -152,26 +152,16 @@ async def measure(call: Call, status: int, requests: int, top: int = 0) -> dict[
 
 
 async def run(env: harness.Environment, options: argparse.Namespace) -> dict[str, Any]:
-    os.environ.update(env.server_env())
-    from sophia.api.app import create_app  # after the engines' URLs are in the environment
-
-    settings = Settings(data_dir=env.work_dir / "asgi-calls", log_level="warning", ml_enabled=False)
-    app = create_app(settings)
-    startup: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    started = asyncio.Event()
-
-    async def lifespan_send(message: dict[str, Any]) -> None:
-        if message["type"] == "lifespan.startup.complete":
-            started.set()
-        elif message["type"] == "lifespan.startup.failed":
-            raise RuntimeError(message.get("message"))
-
-    await startup.put({"type": "lifespan.startup"})
-    lifespan = asyncio.create_task(
-        app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, startup.get, lifespan_send)
+    settings = Settings(
+        database_url=env.database_url,
+        redis_url=env.redis_url,
+        nats_url=env.nats_url,
+        data_dir=env.work_dir / "asgi-calls",
+        log_level="warning",
+        ml_enabled=False,
     )
-    await asyncio.wait_for(started.wait(), 60)
-    try:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
         driver = Driver(app, env.admin_key)
         ids = await harness.seed(env.database_url, options.records)
 
@@ -185,9 +175,6 @@ async def run(env: harness.Environment, options: argparse.Namespace) -> dict[str
             name: await measure(call, status, options.requests, top(name))
             for name, (call, status) in kinds(driver, ids[0]).items()
         }
-    finally:
-        await startup.put({"type": "lifespan.shutdown"})
-        await asyncio.wait_for(lifespan, 30)
     return {"floor": floor, "kinds": measured}
 
 
