@@ -4,7 +4,8 @@ with the CLI."""
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
 
 import typer
 from rich.console import Console
@@ -13,10 +14,23 @@ from rich.table import Table
 from sophia.cli.endpoints import resolve_settings
 
 if TYPE_CHECKING:
-    from sophia.database.keys import ApiKey
+    from sophia.database.pool import Connection
 
 app = typer.Typer(help="API keys (stored hashed; the secret is shown once).", no_args_is_help=True)
 console = Console()
+
+T = TypeVar("T")
+
+
+def _with_connection(call: Callable[[Connection], Awaitable[T]]) -> T:
+    """`call(connection)` on the catalog's database, opened for it."""
+    from sophia.database import Database
+
+    async def run() -> T:
+        async with Database(resolve_settings()) as database, database.connection() as connection:
+            return await call(connection)
+
+    return asyncio.run(run())
 
 
 @app.command()
@@ -25,32 +39,21 @@ def create(
     name: str = typer.Option("cli", help="A label to recognise the key by."),
 ) -> None:
     """Create a key and print its secret (once)."""
-    from sophia.database import Database
     from sophia.database import keys as key_store
 
     if scope not in key_store.SCOPES:
         raise typer.BadParameter(f"must be one of {', '.join(key_store.SCOPES)}", param_hint="--scope")
-
-    async def run() -> str:
-        async with Database(resolve_settings()) as database, database.connection() as connection:
-            _, secret = await key_store.create(connection, name, scope)
-        return secret
-
-    print(asyncio.run(run()))
+    _, secret = _with_connection(lambda connection: key_store.create(connection, name, scope))
+    print(secret)
 
 
 @app.command("list")
 def list_keys() -> None:
     """List keys (prefix, name, scope, state); secrets are never shown again."""
-    from sophia.database import Database
     from sophia.database import keys as key_store
 
-    async def run() -> list[ApiKey]:
-        async with Database(resolve_settings()) as database, database.connection() as connection:
-            return await key_store.list_all(connection)
-
     table = Table("prefix", "name", "scope", "created", "revoked")
-    for key in asyncio.run(run()):
+    for key in _with_connection(key_store.list_all):
         table.add_row(
             key.prefix,
             key.name,
@@ -66,14 +69,9 @@ def revoke(
     prefix: str = typer.Argument(..., help="The key's prefix (from `sophia keys list`)."),
 ) -> None:
     """Revoke a key; API processes stop accepting it within a second."""
-    from sophia.database import Database
     from sophia.database import keys as key_store
 
-    async def run() -> bool:
-        async with Database(resolve_settings()) as database, database.connection() as connection:
-            return await key_store.revoke(connection, prefix)
-
-    if not asyncio.run(run()):
+    if not _with_connection(lambda connection: key_store.revoke(connection, prefix)):
         console.print(f"[red]No active key with prefix {prefix}[/red]")
         raise typer.Exit(1)
     console.print(f"Revoked {prefix}")
