@@ -6,15 +6,11 @@ import nats
 import pytest
 import redis.asyncio as redis
 from nats.errors import Error as NatsError
+from processes import command_line
 from redis.exceptions import AuthenticationError
 
 from sophia.engines.nats import EmbeddedNats
 from sophia.engines.valkey import EmbeddedValkey
-
-
-def command_line(pid: int) -> str:
-    with open(f"/proc/{pid}/cmdline", "rb") as file:
-        return file.read().replace(b"\0", b" ").decode()
 
 
 async def test_valkey_refuses_a_client_without_the_password_and_hides_it_from_ps(tmp_path):
