@@ -72,3 +72,35 @@ async def test_an_invalidation_that_fails_to_apply_does_not_end_the_subscription
     await eventually(lambda: recorder.applied == [Invalidation("other", tags=("t",))])
     assert listener.subscribed.is_set()
     assert listener.reconnects == 0
+
+
+async def test_a_server_that_accepts_but_never_answers_is_no_subscription() -> None:
+    """redis-py's subscribe only sends the command: a Redis shutting down can still accept the
+    connection. Until every channel is confirmed the listener is not subscribed, and says so."""
+    connections: list[asyncio.StreamWriter] = []
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(writer)
+        while await reader.read(4096):
+            pass
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = redis.Redis.from_url(f"redis://127.0.0.1:{port}/0", socket_connect_timeout=0.5)
+    gaps: list[bool] = []
+
+    async def record_gap(after_gap: bool) -> None:
+        gaps.append(after_gap)
+
+    listener = InvalidationListener(client, ("a", "b"), Recorder(), record_gap, confirm_timeout_s=0.3)
+    task = asyncio.create_task(listener.run())
+    try:
+        await asyncio.wait_for(listener.tried.wait(), 2)
+        await eventually(lambda: len(connections) >= 2)  # it tried again
+        assert not listener.subscribed.is_set()
+        assert gaps == []
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        server.close()
+        await client.aclose()

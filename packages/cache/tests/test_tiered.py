@@ -605,3 +605,46 @@ async def test_a_missed_invalidation_is_sent_as_a_clear_when_the_subscription_co
     finally:
         await writer_client.aclose()
         await reader_client.aclose()
+
+
+async def test_a_subscription_without_the_epoch_keeps_the_gap_open_and_l1_serving(
+    config: CacheConfig, redis_client: redis.Redis
+) -> None:
+    """A Redis user that may subscribe but not run scripts: the epoch cannot be read, so the cache
+    does not claim to listen (whatever it missed is unknown) and keeps serving from L1; once the
+    epoch can be read it listens again and drops L1, the gap being over."""
+    user, password = f"test-{uuid.uuid4().hex}", uuid.uuid4().hex
+    await redis_client.acl_setuser(
+        user,
+        enabled=True,
+        passwords=[f"+{password}"],
+        keys=["*"],
+        channels=["*"],
+        commands=["+@all", "-@scripting"],
+    )
+    pool_kwargs = redis_client.connection_pool.connection_kwargs
+    limited = redis.Redis(
+        host=pool_kwargs["host"],
+        port=pool_kwargs["port"],
+        username=user,
+        password=password,
+        socket_timeout=0.5,
+        socket_connect_timeout=0.5,
+    )
+    loader = CountingLoader()
+    try:
+        async with TieredCache(limited, config) as cache:
+            assert not cache.listening
+            for _ in range(5):
+                assert (await cache.get_or_load("kept", loader)).value == b"value"
+                await asyncio.sleep(0.1)
+            assert not cache.listening
+            assert loader.calls == 1
+
+            await redis_client.acl_setuser(user, enabled=True, commands=["+@scripting"])
+            await eventually(lambda: cache.listening, timeout_s=5)
+            await cache.get_or_load("kept", loader)
+            assert loader.calls == 2
+    finally:
+        await limited.aclose()
+        await redis_client.acl_deluser(user)

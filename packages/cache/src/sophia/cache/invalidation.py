@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import orjson
 import redis.asyncio as redis
+from redis.asyncio.client import PubSub
 
 from sophia.cache.l2 import REDIS_FAILURES
 from sophia.shared.logging import get_logger
@@ -51,9 +52,12 @@ class InvalidationListener:
 
     `tried` is set once the first subscription has succeeded or failed; `subscribed` while it holds.
 
+    A subscription counts once Redis has confirmed every channel (redis-py only sends the
+    command: a server that is shutting down can still accept the connection and never answer).
     `on_subscribed(after_gap)` runs after each successful subscription, before any message is
     handled; `after_gap` is true after a failure: messages sent meanwhile are lost, so the owner
-    should drop what they might have invalidated.
+    should drop what they might have invalidated. If it raises one of `REDIS_FAILURES` the gap
+    stays open: the listener reconnects and calls it again with `after_gap` true.
     """
 
     def __init__(
@@ -64,12 +68,14 @@ class InvalidationListener:
         on_subscribed: Callable[[bool], Awaitable[None]],
         *,
         reconnect_max_s: float = 1.0,
+        confirm_timeout_s: float = 2.0,
     ) -> None:
         self.client = client
         self.channels = channels
         self.apply = apply
         self.on_subscribed = on_subscribed
         self.reconnect_max_s = reconnect_max_s
+        self.confirm_timeout_s = confirm_timeout_s
         self.subscribed = asyncio.Event()
         self.tried = asyncio.Event()
         self.reconnects = 0
@@ -92,14 +98,16 @@ class InvalidationListener:
                 await asyncio.sleep(delay)
 
     async def _listen(self) -> None:
-        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        pubsub = self.client.pubsub()
         try:
-            await pubsub.subscribe(*self.channels)
+            async with asyncio.timeout(self.confirm_timeout_s):
+                await pubsub.subscribe(*self.channels)
+                await _confirmed(pubsub, len(self.channels))
             after_gap = self._failures > 0
+            await self.on_subscribed(after_gap)
             if after_gap:
                 self._failures = 0
                 self.reconnects += 1
-            await self.on_subscribed(after_gap)
             self.subscribed.set()
             self.tried.set()
             while True:
@@ -118,3 +126,12 @@ class InvalidationListener:
         finally:
             with contextlib.suppress(*REDIS_FAILURES):
                 await asyncio.shield(pubsub.aclose())  # type: ignore[no-untyped-call]
+
+
+async def _confirmed(pubsub: PubSub, channels: int) -> None:
+    """Wait for Redis to confirm `channels` subscriptions (no message can come before them)."""
+    confirmed = 0
+    while confirmed < channels:
+        message = await pubsub.get_message(timeout=1.0)
+        if message is not None and message.get("type") == "subscribe":
+            confirmed += 1

@@ -133,6 +133,7 @@ class TieredCache:
                 self._apply,
                 self._on_subscribed,
                 reconnect_max_s=self.config.reconnect_max_s,
+                confirm_timeout_s=self.config.redis_timeout_s * 2,
             )
 
     async def __aenter__(self) -> TieredCache:
@@ -397,9 +398,12 @@ class TieredCache:
             self._drop(invalidation)
 
     async def _on_subscribed(self, after_gap: bool) -> None:
-        """Catch up with the epoch; after a gap, drop L1 too (invalidations may have been missed)."""
+        """Catch up with the epoch; after a gap, drop L1 too (invalidations may have been missed).
+
+        Redis not answering for the epoch keeps the gap open (L1 kept until Redis is back)."""
         before = self.l2.epoch
-        await self.l2.load_epoch()
+        if await self.l2.load_epoch() is None:
+            raise ConnectionError("the cache epoch could not be read after subscribing")
         if self._missed:
             await self.clear()
         elif after_gap or self.l2.epoch != before:
