@@ -635,7 +635,7 @@ async def test_a_subscription_without_the_epoch_keeps_the_gap_open_and_l1_servin
     try:
         async with TieredCache(limited, config) as cache:
             assert not cache.listening
-            for _ in range(5):
+            for _ in range(3):  # past several reconnects (their backoff starts at 0.05 s)
                 assert (await cache.get_or_load("kept", loader)).value == b"value"
                 await asyncio.sleep(0.1)
             assert not cache.listening
