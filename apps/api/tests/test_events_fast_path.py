@@ -140,22 +140,52 @@ def schema_event(item: object) -> service.Event | None:
     )
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(event_strategy(wrong=True))
-def test_what_the_fast_check_accepts_the_schema_accepts_the_same(item):
+def examples(count: int) -> settings:
+    """A few examples in the fast tier; the load tier runs each property ten times as many."""
+    return settings(max_examples=count, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+FAST, THOROUGH = examples(30), examples(300)
+
+
+def check_the_fast_check_accepts_what_the_schema_accepts(item: object) -> None:
     fast = service.plain_event(item)
     if fast is not None:
         assert_same(fast, schema_event(item))
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(event_strategy(wrong=False))
-def test_a_valid_event_in_a_plain_shape_takes_the_fast_path_to_the_same_fields(item):
+def check_a_valid_plain_event_takes_the_fast_path(item: object) -> None:
     schema = schema_event(item)
     assert schema is not None, item  # the strategy makes valid events only
     fast = service.plain_event(item)
     assert fast is not None, item
     assert_same(fast, schema)
+
+
+@FAST
+@given(event_strategy(wrong=True))
+def test_what_the_fast_check_accepts_the_schema_accepts_the_same(item):
+    check_the_fast_check_accepts_what_the_schema_accepts(item)
+
+
+@pytest.mark.load
+@THOROUGH
+@given(event_strategy(wrong=True))
+def test_what_the_fast_check_accepts_the_schema_accepts_the_same_thoroughly(item):
+    check_the_fast_check_accepts_what_the_schema_accepts(item)
+
+
+@FAST
+@given(event_strategy(wrong=False))
+def test_a_valid_event_in_a_plain_shape_takes_the_fast_path_to_the_same_fields(item):
+    check_a_valid_plain_event_takes_the_fast_path(item)
+
+
+@pytest.mark.load
+@THOROUGH
+@given(event_strategy(wrong=False))
+def test_a_valid_event_in_a_plain_shape_takes_the_fast_path_to_the_same_fields_thoroughly(item):
+    check_a_valid_plain_event_takes_the_fast_path(item)
 
 
 def assert_same(fast: service.Event, schema: service.Event | None) -> None:

@@ -2,6 +2,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 import redis.asyncio as redis
@@ -633,7 +634,8 @@ async def test_a_subscription_without_the_epoch_keeps_the_gap_open_and_l1_servin
     )
     loader = CountingLoader()
     try:
-        async with TieredCache(limited, config) as cache:
+        quick = replace(config, breaker_open_s=0.2, reconnect_max_s=0.2)
+        async with TieredCache(limited, quick) as cache:
             assert not cache.listening
             for _ in range(3):  # past several reconnects (their backoff starts at 0.05 s)
                 assert (await cache.get_or_load("kept", loader)).value == b"value"
