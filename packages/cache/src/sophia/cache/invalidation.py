@@ -100,9 +100,10 @@ class InvalidationListener:
     async def _listen(self) -> None:
         pubsub = self.client.pubsub()
         try:
-            async with asyncio.timeout(self.confirm_timeout_s):
+            deadline = asyncio.get_running_loop().time() + self.confirm_timeout_s
+            async with asyncio.timeout_at(deadline):
                 await pubsub.subscribe(*self.channels)
-                await _confirmed(pubsub, len(self.channels))
+            await _confirmed(pubsub, len(self.channels), deadline)
             after_gap = self._failures > 0
             await self.on_subscribed(after_gap)
             if after_gap:
@@ -128,10 +129,16 @@ class InvalidationListener:
                 await asyncio.shield(pubsub.aclose())  # type: ignore[no-untyped-call]
 
 
-async def _confirmed(pubsub: PubSub, channels: int) -> None:
-    """Wait for Redis to confirm `channels` subscriptions (no message can come before them)."""
+async def _confirmed(pubsub: PubSub, channels: int, deadline: float) -> None:
+    """Wait until `deadline` (the loop's clock) for Redis to confirm `channels` subscriptions (no
+    message can come before them). Each read is bounded by the time left, not cancelled: redis-py's
+    own timeout can swallow a cancellation that arrives as it expires."""
+    loop = asyncio.get_running_loop()
     confirmed = 0
     while confirmed < channels:
-        message = await pubsub.get_message(timeout=1.0)
+        left = deadline - loop.time()
+        if left <= 0:
+            raise TimeoutError(f"Redis confirmed {confirmed} of {channels} subscriptions before the deadline")
+        message = await pubsub.get_message(timeout=left)
         if message is not None and message.get("type") == "subscribe":
             confirmed += 1
