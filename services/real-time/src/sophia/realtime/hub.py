@@ -166,6 +166,8 @@ class Subscription:
 
     def offer(self, seq: int, frame: bytes) -> None:
         if self.replaying:
+            if self.client.behind is not None or self.client.closed:
+                return  # dropped: nothing will be released, its connection is closing
             held = self._held
             if held is None:
                 self._held = held = []

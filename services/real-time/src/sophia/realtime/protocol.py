@@ -64,6 +64,8 @@ class Request:
 
 def parse_request(data: str | bytes) -> Request:
     """One client frame; `FrameError` naming what is wrong (never anything else)."""
+    if not isinstance(data, str):
+        raise FrameError("bad_frame", "A frame is a text frame (UTF-8 JSON); this one is binary.")
     try:
         frame = orjson.loads(data)
     except orjson.JSONDecodeError:

@@ -15,7 +15,6 @@ need be, and resume).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import weakref
 from http import HTTPStatus
@@ -26,12 +25,15 @@ from prometheus_client import Counter, Gauge
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame as WireFrame
+from websockets.frames import Opcode
 from websockets.http11 import Request, Response
-from websockets.protocol import OPEN
+from websockets.protocol import OPEN, Event
 
 from sophia.core.errors import Forbidden, Invalid, SophiaError, TooManyRequests, Unauthorized, Unavailable
 from sophia.database import tokens
 from sophia.database.verifier import KeyVerifier, bearer_secret
+from sophia.events.connection import NATS_FAILURES
 from sophia.realtime.channels import Channel, parse_channel
 from sophia.realtime.feed import REPLAY_MAX_EVENTS, StreamFeed
 from sophia.realtime.hub import Client, Hub, Subscription
@@ -57,6 +59,11 @@ RESTART_CLOSE = 1012
 REPLAY_STEP_S = 30.0
 RESYNC_REASON = "Not resumed: {}. Read the current state again; live events follow."
 DRAIN_S = 5.0
+HISTORY_FAILURES: tuple[type[BaseException], ...] = (SophiaError, *NATS_FAILURES)
+"""What reading a stream's state or history raises when NATS refuses or is away (nats-py's own
+errors included: the stream gone, JetStream not answering): the client is told `unavailable`."""
+CLOSE_TIMEOUT_S = 5.0
+"""How long a close waits for the client's answer before the connection is cut."""
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -98,6 +105,10 @@ class Connection(ServerConnection):
     send_buffer_bytes: ClassVar[int] = 0
     """The kernel send buffer each connection gets (0: the kernel's autotuning)."""
 
+    frames: TokenBucket | None = None
+    """The client's frame budget (set by the handler): its pings and pongs spend it too."""
+    _flood_close: asyncio.Task[None] | None = None
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A bounded kernel buffer: what a client that stops reading can pin in the kernel, and how
         # soon its transport pushes back so that its backlog (and the 4008 bound) takes over.
@@ -122,6 +133,33 @@ class Connection(ServerConnection):
             log.debug("realtime_write_failed", error=type(failed).__name__)
             return False
         return True
+
+    def process_event(self, event: Event) -> None:
+        # websockets answers every ping by itself, whether or not the client reads the pongs: a
+        # client's control frames are counted with its messages, or a flood of pings would grow
+        # the transport's buffer without bound (and never reach the handler's budget).
+        if (
+            isinstance(event, WireFrame)
+            and event.opcode in (Opcode.PING, Opcode.PONG)
+            and self.frames is not None
+            and not self.frames.take()
+        ):
+            self.flooded()
+            return
+        super().process_event(event)
+
+    def flooded(self) -> None:
+        """Close with `FLOOD_CLOSE` for control frames past the budget, and answer no more pings."""
+        if self._flood_close is not None:
+            return
+        FLOODS.inc()
+        assert self.frames is not None
+        self.protocol.fail(FLOOD_CLOSE, f"more than {self.frames.per_s:g} frames a second; slow down")
+        try:
+            self.send_data()
+        except Exception as failed:  # the transport failed: connection_lost follows
+            log.debug("realtime_write_failed", error=type(failed).__name__)
+        self._flood_close = asyncio.ensure_future(self.close())  # cut if the client does not answer
 
     def resume_writing(self) -> None:
         super().resume_writing()
@@ -187,7 +225,7 @@ class RealtimeServer:
             max_queue=16,
             ping_interval=20,
             ping_timeout=20,
-            close_timeout=5,
+            close_timeout=CLOSE_TIMEOUT_S,
         )
         self.port = next(iter(self._server.sockets)).getsockname()[1]
         self.ops.start()
@@ -215,9 +253,23 @@ class RealtimeServer:
             await asyncio.wait(flushed, timeout=DRAIN_S)
             for waiting in flushed:
                 waiting.cancel()
-        for connection in list(self._clients):
-            with contextlib.suppress(Exception):
-                await connection.close(RESTART_CLOSE, "service restart: reconnect and resume")
+        # All at once, each for at most `CLOSE_TIMEOUT_S`: a client that does not answer its close
+        # (or does not read, its transport full) must hold back neither the others' nor the drain.
+        closes = {
+            asyncio.ensure_future(
+                connection.close(RESTART_CLOSE, "service restart: reconnect and resume")
+            ): connection
+            for connection in list(self._clients)
+        }
+        if closes:
+            _, late = await asyncio.wait(closes, timeout=CLOSE_TIMEOUT_S)
+            for closing in late:
+                closes[closing].transport.abort()  # its close ends with connection_lost
+            if late:
+                await asyncio.wait(late, timeout=CLOSE_TIMEOUT_S)
+            for closing in closes:
+                closing.cancel()  # none should be left by now
+            await asyncio.gather(*closes, return_exceptions=True)
         await server.wait_closed()
         if self._closing:
             await asyncio.wait(set(self._closing))
@@ -253,7 +305,10 @@ class RealtimeServer:
     async def _scope_of(self, connection: ServerConnection, request: Request) -> str:
         """The scope of the key in the `Authorization` header, or of the token in `?token=`
         (what a browser sends: it cannot set headers on a WebSocket)."""
-        header = request.headers.get("Authorization", "")
+        headers = request.headers.get_all("Authorization")
+        if len(headers) > 1:
+            raise Unauthorized("Send one Authorization header (`Bearer <key>`), not several.")
+        header = headers[0] if headers else ""
         token = parse_qs(urlsplit(request.path).query).get("token")
         if not header and token:
             return tokens.verify(self.token_secret, token[0]).scope
@@ -267,6 +322,7 @@ class RealtimeServer:
         self._clients[connection] = client
         CONNECTIONS.inc()
         frames = TokenBucket(self.settings.realtime_max_frames_per_s)  # a burst, not a flood
+        connection.frames = frames
         closing: asyncio.Task[None] | None = None
         try:
             async for data in connection:
@@ -378,7 +434,7 @@ class RealtimeServer:
                 return
         try:
             state = await feed.state()
-        except (SophiaError, OSError, TimeoutError) as failed:
+        except HISTORY_FAILURES as failed:
             self.hub.remove(subscription)
             raise FrameError(
                 "unavailable", f"History cannot be read now ({type(failed).__name__}); retry.", request.id
@@ -388,7 +444,7 @@ class RealtimeServer:
         if reason is None:
             try:
                 history = await feed.replay(channel, since.seq, state.last)
-            except (SophiaError, OSError, TimeoutError) as failed:
+            except HISTORY_FAILURES as failed:
                 self.hub.remove(subscription)
                 raise FrameError(
                     "unavailable", f"History cannot be read now ({type(failed).__name__}); retry.", request.id
@@ -458,7 +514,11 @@ class RealtimeServer:
         return client.behind is None and not client.closed
 
     def _unsubscribe(self, client: Client, request: Frame) -> None:
-        subscription = client.subscriptions.get(request.channel) if isinstance(request.channel, str) else None
+        if not isinstance(request.channel, str):  # not echoed: repr() of one deeply nested raises
+            raise FrameError(
+                "bad_channel", "A channel is a name such as `records` or `records:hubspot:deal`.", request.id
+            )
+        subscription = client.subscriptions.get(request.channel)
         if subscription is None:
             raise FrameError("not_subscribed", f"Not subscribed to {request.channel!r}.", request.id)
         self.hub.remove(subscription)
