@@ -74,9 +74,20 @@ def routes(
         return None
 
     def document() -> dict[str, Any]:
+        """The file as it is now; `Unusable` if it cannot be edited (unreadable, not YAML, or not
+        an object whose `upstreams` is a list: a hand edit the watcher did not apply)."""
         assert path is not None
-        loaded = yaml.safe_load(path.read_text()) or {}
-        return loaded if isinstance(loaded, dict) else {}
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except (OSError, UnicodeDecodeError) as error:
+            raise Unusable(f"{path} cannot be read ({getattr(error, 'strerror', None) or error}).") from None
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)  # where, not the line's text: it may hold a secret
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+            raise Unusable(f"{path} is not valid YAML{where}.") from None
+        if not isinstance(loaded, dict) or not isinstance(loaded.setdefault("upstreams", []), list):
+            raise Unusable(f"{path} is not an object with an `upstreams` list.")
+        return loaded
 
     async def write(changed: dict[str, Any]) -> Response | None:
         """Check, write and apply the changed file; a refusal, or None when done."""
@@ -157,8 +168,24 @@ def routes(
             return await write(changed) or _json({"removed": name})
 
     return [
-        Route(PREFIX, listed, methods=["GET"]),
-        Route(PREFIX, added, methods=["POST"]),
-        Route(PREFIX + "/{target}", switched, methods=["POST"]),
-        Route(PREFIX + "/{target}", removed, methods=["DELETE"]),
+        Route(PREFIX, _usable(listed), methods=["GET"]),
+        Route(PREFIX, _usable(added), methods=["POST"]),
+        Route(PREFIX + "/{target}", _usable(switched), methods=["POST"]),
+        Route(PREFIX + "/{target}", _usable(removed), methods=["DELETE"]),
     ]
+
+
+class Unusable(Exception):
+    """The upstreams file cannot be read or edited as it is now; the message says why."""
+
+
+def _usable(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    """`handler`, answering 409 naming the file when the file is not usable now."""
+
+    async def handle(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except Unusable as unusable:
+            return _refused(409, f"{unusable} Fix or restore it, then try again.")
+
+    return handle

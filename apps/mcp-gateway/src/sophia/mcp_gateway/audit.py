@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 
 from prometheus_client import Counter
 
-from sophia.core.errors import Unavailable
+from sophia.core.documents import printable
+from sophia.core.errors import Invalid, Unavailable
 from sophia.database import Database, outbox
 from sophia.mcp_gateway.providers import Caller
 from sophia.shared.logging import get_logger
@@ -25,8 +26,13 @@ log = get_logger(__name__)
 FLUSH_S = 0.2
 BATCH = 500
 MAX_WAITING = 100_000
+MAX_NAMES = 50
+MAX_NAME = 100
+"""An entry names at most this many arguments, each cut past this many characters, NUL and lone
+surrogates escaped: the names are the client's text, and PostgreSQL's jsonb refuses a NUL."""
 AUDIT_DROPPED = Counter(
-    "sophia_mcp_audit_dropped_total", "Tool-call audit entries dropped while PostgreSQL was away"
+    "sophia_mcp_audit_dropped_total",
+    "Tool-call audit entries dropped: PostgreSQL away past the queue's room, or refusing an entry",
 )
 ACTION = "mcp.tool_called"
 
@@ -54,30 +60,41 @@ class AuditTrail:
     def record(
         self, caller: Caller, tool: str, arguments: list[str], outcome: str, duration_s: float
     ) -> None:
+        named = [printable(name)[:MAX_NAME] for name in arguments[:MAX_NAMES]]  # the client's text
+        if len(arguments) > MAX_NAMES:
+            named.append(f"… [{len(arguments) - MAX_NAMES} more]")
         details: dict[str, object] = {
             "tool": tool,
             "outcome": outcome,
             "duration_ms": round(duration_s * 1000, 3),
-            "arguments": arguments,
+            "arguments": named,
             "scope": caller.scope,
         }
         if len(self._waiting) >= MAX_WAITING:
             self._waiting.popleft()
             AUDIT_DROPPED.inc()
-        self._waiting.append((caller.actor, ACTION, f"mcp/tool/{tool}", details, datetime.now(UTC)))
+        self._waiting.append(
+            (printable(caller.actor), ACTION, f"mcp/tool/{tool}", details, datetime.now(UTC))
+        )
         if len(self._waiting) >= BATCH:
             self._wake.set()
 
     async def flush(self) -> int:
-        """Write what waits (in batches of `BATCH`); how many were written."""
+        """Write what waits (in batches of `BATCH`); how many were written (or, refused by
+        PostgreSQL, dropped and counted)."""
         written = 0
         while self._waiting:
             batch = [self._waiting[index] for index in range(min(BATCH, len(self._waiting)))]
-            async with self.database.connection() as connection:
-                await outbox.audit_many(connection, batch)
+            try:
+                async with self.database.connection() as connection:
+                    await outbox.audit_many(connection, batch)
+            except Invalid as refused:  # a value PostgreSQL will never take: dropped, not retried forever
+                log.error("mcp_audit_refused", entries=len(batch), reason=refused.detail)
+                AUDIT_DROPPED.inc(len(batch))
+            else:
+                written += len(batch)
             for _ in batch:
                 self._waiting.popleft()
-            written += len(batch)
         return written
 
     async def _run(self) -> None:

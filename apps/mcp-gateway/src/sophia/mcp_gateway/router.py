@@ -12,6 +12,7 @@ upstream).
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -58,9 +59,12 @@ class Router:
         self._index: dict[str, tuple[float, dict[str, Provider]]] = {}
         """Per viewer (a scope, or a scope and a key named by a view): when it was built, and the
         provider of each name."""
+        self._generation = 0
+        """Bumped by `forget`: a listing begun before is not kept as an index."""
 
     async def list_tools(self, caller: Caller) -> list[types.Tool]:
         LISTS.inc()
+        generation = self._generation
         providers = list(self.providers())
         answers = await asyncio.gather(*(self._list(provider, caller) for provider in providers))
         tools: list[types.Tool] = []
@@ -77,11 +81,18 @@ class Router:
                 owners[tool.name] = provider
                 tools.append(tool)
                 self.schemas[tool.name] = tool.input_schema
-        self._index[self._viewer(caller)] = (time.monotonic(), owners)
+        built_at = time.monotonic() if generation == self._generation else -math.inf  # stale at once
+        self._index[self._viewer(caller)] = (built_at, owners)
         if len(self.schemas) > MAX_SCHEMAS:  # names come and go with the upstreams: start again
             self.schemas.clear()  # in place: the SDK holds this dict's `get`
             self.schemas.update((tool.name, tool.input_schema) for tool in tools)
         return tools
+
+    def forget(self) -> None:
+        """The views or providers changed: each caller's index is built again at its next call,
+        so a tool a new view takes away is not callable a moment longer."""
+        self._index.clear()
+        self._generation += 1
 
     def _viewer(self, caller: Caller) -> str:
         """What decides which tools a caller sees: its scope, and its key where a view names it."""
@@ -94,6 +105,10 @@ class Router:
         except (ToolUnavailable, TimeoutError) as unavailable:
             PROVIDER_UNAVAILABLE.labels(provider.name).inc()
             log.warning("mcp_provider_unlisted", provider=provider.name, reason=str(unavailable) or "timeout")
+            return []
+        except Exception:  # a provider's failure never takes the others' tools with it
+            PROVIDER_UNAVAILABLE.labels(provider.name).inc()
+            log.exception("mcp_provider_unlisted", provider=provider.name)
             return []
 
     def _collided(self, name: str, kept: Provider, dropped: Provider) -> None:

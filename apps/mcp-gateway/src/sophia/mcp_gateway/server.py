@@ -207,6 +207,7 @@ def create_app(settings: Settings | None = None, extra: Sequence[Provider] = ())
         clients listening hear that the list changed."""
         await federated[0].apply(config)
         configured[0] = config
+        router.forget()
         changes.changed()
 
     server = mcp_server(router, settings.mcp_list_max_tools, changes)

@@ -33,6 +33,7 @@ from sophia.core.documents import describe, document_problem, printable
 from sophia.core.errors import FieldError, Invalid, NotFound, Unavailable
 from sophia.core.records import EXTERNAL_ID_MAX_LENGTH, IDENTIFIER_PATTERN, RecordFilter
 from sophia.database import Database, analytics, catalog, enrichment, search, views
+from sophia.mcp_gateway import wire
 from sophia.mcp_gateway.providers import Caller, ToolUnavailable, tool_error
 from sophia.shared.settings import Settings
 
@@ -485,7 +486,7 @@ def _record_filter(arguments: dict[str, Any]) -> RecordFilter:
         arguments.get("source_system"),
         arguments.get("kind"),
         _moment(arguments.get("updated_since")),
-        tuple(sorted((key, v if isinstance(v, str) else _dumps(v).decode()) for key, v in data.items())),
+        tuple(sorted((key, v if isinstance(v, str) else wire.dumps(v).decode()) for key, v in data.items())),
     )
 
 

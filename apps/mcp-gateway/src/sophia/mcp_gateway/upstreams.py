@@ -590,7 +590,14 @@ class Upstream:
             if self._listed != seen and self.breaker.state is BreakerState.CLOSED:
                 return listing  # listed while we waited: as new as what we came for
             generation = listing.generation
-            tools, ttl_ms = await self._unavailable_as_error(self._request(LIST_TOOLS, self._list_all))
+            try:
+                tools, ttl_ms = await self._unavailable_as_error(self._request(LIST_TOOLS, self._list_all))
+            except MCPError as error:  # e.g. a server with no tools (no `tools` capability)
+                raise ToolUnavailable(f"{self.name} refused to list its tools: {error.message}") from None
+            except ValidationError as error:
+                raise ToolUnavailable(
+                    f"{self.name} answered tools/list with something not MCP: {error.error_count()} errors"
+                ) from None
             listing.store(tools, ttl_ms, generation)
             self._listed += 1
         if listing.duplicates:
@@ -628,6 +635,8 @@ class Upstream:
             return tool_error(
                 f"{self.namespaced(tool_name)} answered something not MCP: {error.error_count()} errors"
             )
+        except RuntimeError as error:  # the SDK's client refused the result: not its output schema's
+            return tool_error(f"{self.namespaced(tool_name)}: {str(error).splitlines()[0]}")
 
     async def _request(self, tool: str, send: Callable[[Client], Awaitable[T]]) -> T:
         """One request under the breaker and `timeout_s`; `Outage` when the upstream failed."""
@@ -659,7 +668,8 @@ class Upstream:
                     outcome = "refused"
                     raise
                 except RuntimeError:
-                    if session.ended_because is None:
+                    if session.ended_because is None:  # e.g. a result its output schema refuses
+                        outcome = "refused"
                         raise
                     raise Outage(f"connection lost ({session.ended_because})") from None
                 finally:

@@ -1,0 +1,203 @@
+"""Defects a review of the gateway found, each held by a test against the real thing: the gateway
+served over HTTP, PostgreSQL, and real MCP servers (the SDK's low-level `Server` where a test needs
+an upstream that misbehaves in one precise way). The tests starting MCP servers of their own are
+in the e2e tier, as the project's other upstream tests."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import mcp_types as types
+import pytest
+import upstream_servers
+from gateway_clients import ERAS, connected, serving
+from mcp.server.lowlevel.server import Server
+from mcp.shared.exceptions import MCPError
+from upstream_helpers import ADMIN, READER, configured, text
+from waiting import eventually
+
+from sophia.mcp_gateway import router as router_module
+from sophia.mcp_gateway.router import Router, UnknownTool
+from sophia.mcp_gateway.upstreams import Upstream
+
+
+class Served:
+    """A low-level `Server`, in the shape `upstream_servers.serve_http` serves."""
+
+    def __init__(self, server: Server[Any]) -> None:
+        self.server = server
+
+    def streamable_http_app(self) -> Any:
+        return self.server.streamable_http_app()
+
+
+def resources_only() -> Server[Any]:
+    """An MCP server with resources and no tools (legitimate: it has no `tools` capability), so
+    it answers `tools/list` with "Method not found"."""
+
+    async def list_resources(ctx: Any, params: Any) -> types.ListResourcesResult:
+        return types.ListResourcesResult(resources=[])
+
+    return Server("resources-only", on_list_resources=list_resources)
+
+
+def breaking_its_output_schema() -> Server[Any]:
+    """One tool, `count`, whose structured result does not match the output schema it lists."""
+    tool = types.Tool(
+        name="count",
+        input_schema={"type": "object"},
+        output_schema={"type": "object", "required": ["n"], "properties": {"n": {"type": "integer"}}},
+    )
+
+    async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
+        return types.ListToolsResult(tools=[tool])
+
+    async def call_tool(ctx: Any, params: Any) -> types.CallToolResult:
+        return types.CallToolResult(
+            content=[types.TextContent(type="text", text='{"n": "many"}')], structured_content={"n": "many"}
+        )
+
+    return Server("liar", on_list_tools=list_tools, on_call_tool=call_tool)
+
+
+@asynccontextmanager
+async def closing(*upstreams: Upstream) -> AsyncIterator[None]:
+    """The upstreams closed on the way out, while their servers still run."""
+    try:
+        yield
+    finally:
+        for upstream in upstreams:
+            await upstream.close()
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("protocol", ["2025-11-25", "2026-07-28"])
+async def test_an_upstream_without_tools_leaves_the_other_tools_listed_and_callable(
+    protocol: str,
+) -> None:
+    with (
+        upstream_servers.serve_http(upstream_servers.build_server()) as good_url,
+        upstream_servers.serve_http(Served(resources_only())) as toolless_url,
+    ):
+        good = Upstream(configured("good", url=good_url))
+        toolless = Upstream(configured("toolless", url=toolless_url, protocol=protocol))
+        async with closing(good, toolless):
+            router = Router(lambda: [good, toolless], None, 10)
+            names = [tool.name for tool in await router.list_tools(READER)]
+            echoed = await router.call_tool("good__echo", {"text": "still here"}, READER)
+            with pytest.raises(UnknownTool):
+                await router.call_tool("toolless__anything", {}, READER)
+    assert "good__echo" in names
+    assert not any(name.startswith("toolless__") for name in names)
+    assert not echoed.is_error
+    assert text(echoed) == "still here"
+
+
+@pytest.mark.e2e
+async def test_an_upstream_result_breaking_its_output_schema_is_a_tool_error_naming_it() -> None:
+    with upstream_servers.serve_http(Served(breaking_its_output_schema())) as url:
+        # 2025-11-25: the call goes through the SDK's client, which checks the output schema
+        upstream = Upstream(configured("liar", url=url, protocol="2025-11-25"))
+        async with closing(upstream):
+            result = await Router(lambda: [upstream], None, 10).call_tool("liar__count", {}, ADMIN)
+    assert result.is_error
+    assert "liar__count" in text(result)
+    assert "output schema" in text(result) or "structured content" in text(result)
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_a_data_filter_with_an_integer_past_64_bits_is_answered_not_an_internal_error(
+    settings, api_keys, mode
+):
+    huge = 2**70
+    async with serving(settings) as url, connected(url, api_keys["read"], mode) as agent:
+        listed = await agent.call_tool("search_records", {"data": {"amount": huge}, "limit": 1})
+        searched = await agent.call_tool(
+            "semantic_search", {"query": "renewal", "filters": {"data": {"amount": huge}}}
+        )
+    assert not listed.is_error, listed.content
+    assert listed.structured_content["items"] == []
+    assert not searched.is_error, searched.content
+
+
+async def audited_arguments(database, probe: str) -> list[list[str]]:
+    async with database.connection() as connection:
+        rows = await connection.fetch(
+            """SELECT payload FROM sophia_core.outbox
+               WHERE event_type = 'audit.entry' AND payload->'details'->'arguments' ? $1""",
+            probe,
+        )
+    return [row["payload"]["details"]["arguments"] for row in rows]
+
+
+async def test_an_argument_named_with_a_nul_does_not_stop_the_audit_trail(settings, api_keys, database):
+    probe = f"probe_{uuid.uuid4().hex}"
+    async with serving(settings) as url, connected(url, api_keys["read"], "2026-07-28") as agent:
+        refused = await agent.call_tool("search_records", {"a\x00b": 1})
+        later = await agent.call_tool("search_records", {probe: 1})
+        entries: list[list[str]] = []
+
+        async def flushed() -> bool:
+            entries[:] = await audited_arguments(database, probe)
+            return bool(entries)
+
+        await eventually(flushed, timeout_s=5)
+    assert refused.is_error
+    assert later.is_error  # an unknown argument: a tool error, audited all the same
+    assert entries == [[probe]]
+
+
+async def test_the_admin_api_answers_an_unusable_upstreams_file_with_a_4xx_naming_it(
+    settings, api_keys, tmp_path
+):
+    upstreams = tmp_path / "upstreams.yaml"
+    upstreams.write_text("upstreams: []\n")
+    own = settings.model_copy(update={"mcp_upstreams_file": upstreams})
+    entry = {"name": "extra", "url": "http://127.0.0.1:9/mcp"}
+    headers = {"Authorization": f"Bearer {api_keys['admin']}"}
+    async with serving(own) as url, httpx.AsyncClient(timeout=10, headers=headers) as http:
+        admin = url.removesuffix("/mcp") + "/admin/upstreams"
+        answers = []
+        for broken in ("upstreams: [\n  - {name: a\n", "upstreams:\n", "upstreams: 5\n"):
+            upstreams.write_text(broken)  # edited by hand, badly: the watcher keeps the last good one
+            answers += [await http.get(admin), await http.post(admin, json=entry)]
+            answers.append(await http.post(admin + "/extra:disable"))
+        upstreams.unlink()
+        answers.append(await http.get(admin))
+    for answer in answers:
+        assert 400 <= answer.status_code < 500, (answer.status_code, answer.text)
+        assert str(upstreams) in answer.json()["detail"]
+
+
+async def test_a_tool_a_new_view_takes_away_is_not_callable_once_the_view_applies(
+    settings, api_keys, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(router_module, "INDEX_TTL_S", 60.0)  # however slow the machine: within it
+    views = tmp_path / "upstreams.yaml"
+    views.write_text(
+        "upstreams: []\nviews:\n  - scopes: [read]\n    tools: [pipeline, get_record]\n"
+        "  - scopes: [admin]\n    tools: [pipeline, get_record]\n"
+    )
+    own = settings.model_copy(update={"mcp_upstreams_file": views})
+    async with (
+        serving(own) as url,
+        connected(url, api_keys["read"], "2026-07-28") as reader,
+        connected(url, api_keys["admin"], "2026-07-28") as admin,
+    ):
+        allowed = await reader.call_tool("pipeline", {})
+        views.write_text(
+            "upstreams: []\nviews:\n  - scopes: [read]\n    tools: [get_record]\n"
+            "  - scopes: [admin]\n    tools: [get_record]\n"
+        )
+
+        async def applied() -> bool:
+            return "pipeline" not in {tool.name for tool in (await admin.list_tools()).tools}
+
+        await eventually(applied, timeout_s=10, poll_s=0.05)
+        with pytest.raises(MCPError, match="pipeline"):
+            await reader.call_tool("pipeline", {})
+    assert not allowed.is_error, allowed.content
