@@ -7,6 +7,7 @@ merge. A client that sends slowly, or stops, holds no connection and no transact
 
 from __future__ import annotations
 
+import io
 import struct
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -46,6 +47,21 @@ def copy_row(row: StagedRow) -> bytes:
         micros = (created_at - _POSTGRES_EPOCH) // _MICROSECOND
         parts.append(struct.pack("!iq", 8, micros))
     return b"".join(parts)
+
+
+def line_of_row(rows: BinaryIO, row: int) -> int:
+    """The NDJSON line number held by the `row`th row (from 1) of a spool of `copy_row`s (each a
+    field count, then each field's length and bytes, the line number first): where PostgreSQL's
+    "COPY bulk_staging, line N" points."""
+    rows.seek(len(COPY_HEADER))
+    for _ in range(row - 1):
+        (fields,) = struct.unpack("!h", rows.read(2))
+        for _ in range(fields):
+            (size,) = struct.unpack("!i", rows.read(4))
+            if size > 0:
+                rows.seek(size, io.SEEK_CUR)
+    _, _, number = struct.unpack("!hiq", rows.read(14))
+    return int(number)
 
 
 _MICROSECOND = datetime.resolution

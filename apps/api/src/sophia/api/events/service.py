@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -21,6 +22,12 @@ from sophia.events.publisher import EventPublisher
 
 NUL = b"\\u0000"
 """How JSON spells the NUL character, which no PostgreSQL text or jsonb value may hold."""
+
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_DIGITS = b"0" * 19
+"""The fewest digits in a row that spell an integer past 64 bits (-9223372036854775809)."""
+INT_MIN, UINT_MAX = -(2**63), 2**64 - 1
+"""What orjson reads as an integer: anything past it becomes a double, another number."""
 
 
 class Event(NamedTuple):
@@ -47,12 +54,16 @@ def parse_json_array(body: bytes, max_events: int) -> list[Event]:
     if NUL in body or nesting_possible(body):
         for index, item in enumerate(items):
             _check_storable(item, ("body", index))
+    if _long_digits(body):
+        for index, item in enumerate(json.loads(body, parse_int=_exact_int)):
+            _check_integers(item, ("body", index))
     return events
 
 
 def parse_ndjson(body: bytes, max_events: int) -> list[Event]:
     lines = [(number, line) for number, line in enumerate(body.split(b"\n"), 1) if line.strip()]
     _check_count(len(lines), max_events)
+    long_digits = _long_digits(body)
     events = []
     for number, line in lines:
         try:  # strict JSON, as above
@@ -65,6 +76,8 @@ def parse_ndjson(body: bytes, max_events: int) -> list[Event]:
         events.append(validated(item, ("line", number)))
         if NUL in line or nesting_possible(line):
             _check_storable(item, ("line", number))
+        if long_digits and _long_digits(line):
+            _check_integers(json.loads(line, parse_int=_exact_int), ("line", number))
     return events
 
 
@@ -175,6 +188,44 @@ def _check_storable(item: dict[str, Any], where: tuple[str | int, ...]) -> None:
             raise Invalid(
                 f"{place}: {error}. Nothing was accepted.", [FieldError((*where, name), str(error))]
             ) from None
+
+
+def _long_digits(raw: bytes) -> bool:
+    """Whether `raw` (valid JSON) holds 19 digits in a row outside its strings: the cheap screen
+    for an integer orjson would round (long numbers in text, such as ids, need no parse again)."""
+    if _LONG_DIGITS not in raw.translate(_DIGITS_AS_ZERO):
+        return False
+    if b"\\" in raw:  # escaped quotes would end strings early: as `bracket_depth` drops them
+        raw = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
+    outside = b"".join(raw.split(b'"')[::2])
+    return _LONG_DIGITS in outside.translate(_DIGITS_AS_ZERO)
+
+
+class _Inexact(int):
+    """An integer past 64 bits, as `json.loads(parse_int=_exact_int)` leaves it, to be found."""
+
+
+def _exact_int(text: str) -> int:
+    value = int(text) if len(text) <= 21 else None  # more digits are past 64 bits anyway
+    return value if value is not None and INT_MIN <= value <= UINT_MAX else _Inexact(0)
+
+
+def _check_integers(item: Any, where: tuple[str | int, ...]) -> None:
+    """`Invalid` naming the first integer past 64 bits in `item` (parsed with `_exact_int`): events
+    carry numbers as orjson reads and writes them, so such an integer would become another number."""
+    pending: list[tuple[Any, tuple[str | int, ...]]] = [(item, where)]
+    while pending:
+        value, place = pending.pop()
+        if isinstance(value, _Inexact):
+            message = "an integer past 64 bits, which an event cannot carry exactly; send it as a string"
+            raise Invalid(
+                f"{'.'.join(str(part) for part in place)}: {message}. Nothing was accepted.",
+                [FieldError(place, message)],
+            )
+        if isinstance(value, dict):
+            pending.extend((child, (*place, key)) for key, child in value.items())
+        elif isinstance(value, list):
+            pending.extend((child, (*place, index)) for index, child in enumerate(value))
 
 
 def _check_count(count: int, max_events: int) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterable, AsyncIterator
 from datetime import datetime
+from typing import BinaryIO
 from uuid import UUID
 
 import orjson
@@ -211,6 +213,24 @@ async def spool_rows(
     return received
 
 
+_COPY_ROW = re.compile(r"^COPY \w+, line (\d+)", re.MULTILINE)
+"""Where PostgreSQL says a COPY failed: the row, counted from 1."""
+
+
+async def _naming_the_line(error: Invalid, rows: BinaryIO) -> Invalid:
+    """`error` naming the line and PostgreSQL's reason when PostgreSQL refused a value of a row as
+    COPY read it: what the checks of `parse_line` let through (a NUL escaped in a value that a
+    duplicate key replaced, a number past numeric's scale, ...). Else `error` as it is."""
+    cause = error.__cause__
+    found = _COPY_ROW.search(str(getattr(cause, "context", None) or ""))
+    if found is None:
+        return error
+    number = await asyncio.to_thread(ingest.line_of_row, rows, int(found[1]))
+    reasons = (getattr(cause, name, None) for name in ("message", "detail"))
+    problem = f"PostgreSQL cannot store it ({' '.join(str(reason) for reason in reasons if reason)})"
+    return Invalid(f"Line {number}: {problem}. Nothing was written.", [FieldError(("line", number), problem)])
+
+
 async def bulk_ingest(
     database: Database,
     cache: TieredCache | None,
@@ -230,15 +250,21 @@ async def bulk_ingest(
         body = arriving(chunks, settings.body_idle_timeout_s)
         received = await spool_rows(body, spool, max_line_bytes, scopes)
         rows = await spool.finish()
-        async with database.connection() as connection:
-            result = await ingest.bulk_upsert(
-                connection,
-                rows,
-                received,
-                max_invalidate_keys,
-                settings.db_maintenance_timeout_s,
-                actor=actor,
-            )
+        try:
+            async with database.connection() as connection:
+                result = await ingest.bulk_upsert(
+                    connection,
+                    rows,
+                    received,
+                    max_invalidate_keys,
+                    settings.db_maintenance_timeout_s,
+                    actor=actor,
+                )
+        except Invalid as error:
+            named = await _naming_the_line(error, rows)
+            if named is error:
+                raise
+            raise named from error
     INGESTED_RECORDS.labels("bulk").inc(result.received)
     if cache is None:  # no stack running (`sophia up` seeding before the API starts)
         return result
