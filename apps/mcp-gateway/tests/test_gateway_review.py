@@ -5,15 +5,19 @@ in the e2e tier, as the project's other upstream tests."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
+import anyio
 import httpx
 import mcp_types as types
 import pytest
 import upstream_servers
+import yaml
 from gateway_clients import ERAS, connected, serving
 from mcp.server.lowlevel.server import Server
 from mcp.shared.exceptions import MCPError
@@ -201,3 +205,133 @@ async def test_a_tool_a_new_view_takes_away_is_not_callable_once_the_view_applie
         with pytest.raises(MCPError, match="pipeline"):
             await reader.call_tool("pipeline", {})
     assert not allowed.is_error, allowed.content
+
+
+def hanging_on_delete(app: Any) -> Any:
+    """`app`, except that a DELETE (a 2025-11-25 client ending its session) is taken and never
+    answered, as a wedged server would."""
+
+    async def asgi(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "DELETE":
+            await anyio.sleep_forever()
+        await app(scope, receive, send)
+
+    return asgi
+
+
+@pytest.mark.e2e
+async def test_an_upstream_that_never_answers_the_session_delete_does_not_hold_the_close() -> None:
+    with upstream_servers.serve_http(upstream_servers.build_server(), wrap=hanging_on_delete) as url:
+        upstream = Upstream(configured("mute", url=url, protocol="2025-11-25", timeout_s=1))
+        listed = await upstream.list_tools(READER)  # the session is open (it has an id to end)
+        started = time.monotonic()
+        async with asyncio.timeout(15):  # unbounded, it waited for the HTTP client's 300 s read
+            await upstream.close()
+        took = time.monotonic() - started
+    assert "mute__echo" in {tool.name for tool in listed}
+    assert took < 5, took
+
+
+async def test_the_admin_api_shows_no_credential_of_an_upstream_url_or_command_line(
+    settings, api_keys, tmp_path
+):
+    upstreams = tmp_path / "upstreams.yaml"
+    upstreams.write_text(
+        yaml.safe_dump(
+            {
+                "upstreams": [
+                    {
+                        "name": "remote",
+                        "url": "https://robot:pw-in-url@mcp.invalid:8443/mcp?token=qs-secret&v=2",
+                    },
+                    {"name": "bare", "url": "https://user-token-secret@mcp.invalid/mcp"},
+                    {
+                        "name": "local",
+                        "command": "npx",
+                        "args": [
+                            "-y",
+                            "some-mcp-server",
+                            "--api-key",
+                            "flag-secret-1",
+                            "--access-token=flag-secret-2",
+                            "GITHUB_TOKEN=assign-secret",
+                            "--header",
+                            "Authorization: Bearer header-secret",
+                            "https://u:url-arg-secret@host.invalid/",
+                            "--env-var",
+                            "${SOME_TOKEN}",
+                            "--verbose",
+                            "/srv/shared",
+                        ],
+                    },
+                ]
+            }
+        )
+    )
+    own = settings.model_copy(update={"mcp_upstreams_file": upstreams})
+    headers = {"Authorization": f"Bearer {api_keys['admin']}"}
+    async with serving(own) as url, httpx.AsyncClient(timeout=10, headers=headers) as http:
+        listed = await http.get(url.removesuffix("/mcp") + "/admin/upstreams")
+    assert listed.status_code == 200, listed.text
+    assert "secret" not in listed.text
+    assert "pw-in-url" not in listed.text
+    remote, bare, local = listed.json()["upstreams"]
+    assert remote["url"] == "https://robot:***@mcp.invalid:8443/mcp?token=***&v=***"
+    assert bare["url"] == "https://***@mcp.invalid/mcp"
+    assert local["args"] == [
+        "-y",
+        "some-mcp-server",
+        "--api-key",
+        "***",
+        "--access-token=***",
+        "GITHUB_TOKEN=***",
+        "--header",
+        "Authorization: ***",
+        "https://u:***@host.invalid/",
+        "--env-var",
+        "${SOME_TOKEN}",
+        "--verbose",
+        "/srv/shared",
+    ]
+    assert "secret" in upstreams.read_text()  # the file itself is untouched
+
+
+async def test_one_key_cannot_take_every_listen_slot_of_a_process(settings, api_keys):
+    own = settings.model_copy(update={"mcp_listen_per_key": 2})
+    async with (
+        serving(own) as url,
+        connected(url, api_keys["read"], "2026-07-28") as greedy,
+        connected(url, api_keys["admin"], "2026-07-28") as other,
+    ):
+        async with AsyncExitStack() as held:
+            for _ in range(2):
+                await held.enter_async_context(greedy.listen(tools_list_changed=True))
+            with pytest.raises(MCPError, match="SOPHIA_MCP_LISTEN_PER_KEY") as refused:
+                async with greedy.listen(tools_list_changed=True):
+                    pass
+            async with other.listen(tools_list_changed=True):
+                pass  # another key still listens
+        listens_again: list[bool] = []
+
+        async def freed() -> bool:  # the streams it closed are given back as the server sees them end
+            try:
+                async with greedy.listen(tools_list_changed=True), greedy.listen(tools_list_changed=True):
+                    listens_again.append(True)
+            except MCPError:
+                return False
+            return True
+
+        await eventually(freed, timeout_s=10, poll_s=0.1)
+    assert "2" in refused.value.error.message
+    assert listens_again
+
+
+async def test_an_unknown_tool_of_any_length_is_named_in_an_error_of_bounded_size(settings, api_keys):
+    name = "no_such_tool_" + "x" * 100_000
+    async with serving(settings) as url, connected(url, api_keys["read"], "legacy") as agent:
+        with pytest.raises(MCPError) as unknown:
+            await agent.call_tool(name, {})
+    message = unknown.value.error.message
+    assert len(message) < 1_000, len(message)
+    assert name[:100] in message  # still says which
+    assert "…" in message

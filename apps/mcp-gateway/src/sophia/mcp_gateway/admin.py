@@ -5,7 +5,7 @@ and applied at once, as the watcher would apply it a second later.
 
 | route | does |
 | --- | --- |
-| `GET /admin/upstreams` | each upstream's configuration (not its headers or env: secrets) and state |
+| `GET /admin/upstreams` | each upstream's configuration (no headers or env; url, args masked) and state |
 | `POST /admin/upstreams` | add one (the body: one entry, as in the file) |
 | `POST /admin/upstreams/{name}:disable`, `:enable` | switch one off or on |
 | `DELETE /admin/upstreams/{name}` | remove one |
@@ -14,9 +14,11 @@ and applied at once, as the watcher would apply it a second later.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import orjson
 import yaml
@@ -29,9 +31,20 @@ from sophia.mcp_gateway.config import ConfigError, GatewayConfig, parse
 from sophia.mcp_gateway.providers import Caller
 from sophia.mcp_gateway.upstreams import Upstreams
 from sophia.shared.files import write_private
+from sophia.shared.urls import without_password
 
 MAX_BODY = 65_536
 PREFIX = "/admin/upstreams"
+MASK = "***"
+SECRET_NAME = re.compile(
+    r"(?:^|[-_.])(?:token|secret|password|passwd|pwd|pass|key|apikey|auth|authorization|credentials?|"
+    r"bearer|cookie|session|signature|sig|pat)(?:$|[-_.])",
+    re.IGNORECASE,
+)
+"""A flag or variable name (its words split at `-`, `_` or `.`) whose value is a secret: `--token`,
+`--api-key`, `--client-secret`, `GITHUB_PERSONAL_ACCESS_TOKEN`, `DB_PASSWORD`..."""
+HEADER_FLAGS = {"--header", "--headers", "-H"}
+"""Flags whose value is an HTTP header (`Name: value`, as `mcp-remote` takes them): the value is masked."""
 
 
 def _json(body: object, status: int = 200) -> Response:
@@ -50,6 +63,66 @@ TITLES = {
 
 def _refused(status: int, detail: str, **more: object) -> Response:
     return _json({"error": TITLES.get(status, "Error"), "detail": detail, **more}, status)
+
+
+def shown_url(url: str) -> str:
+    """`url` as the admin API shows it: its password masked (`without_password`), a user with no
+    password (often a token) masked, and every query value and fragment masked (`?token=***`)."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if parts.username is not None and parts.password is None:
+            netloc = f"{MASK}@{netloc.rpartition('@')[2]}"
+        query = urlencode(
+            [(name, MASK) for name, _ in parse_qsl(parts.query, keep_blank_values=True)], safe="*"
+        )
+        fragment = MASK if parts.fragment else ""
+        return without_password(urlunsplit((parts.scheme, netloc, parts.path, query, fragment)))
+    except ValueError:  # not a URL that can be taken apart (a port out of range...): not shown
+        return MASK
+
+
+def _secret_name(name: str) -> bool:
+    return bool(SECRET_NAME.search(name.lstrip("-")))
+
+
+def shown_args(args: list[Any]) -> list[Any]:
+    """A command's `args` as the admin API shows them: the value after a secret-named flag
+    (`--token X`, `--api-key=X`), a secret-named assignment (`API_TOKEN=X`), a header's value
+    (`--header "Authorization: X"`) and a URL's credentials masked (see docs/mcp.md)."""
+    shown: list[Any] = []
+    previous = ""
+    for arg in args:
+        if not isinstance(arg, str):
+            shown.append(arg)
+            continue
+        name, equals, value = arg.partition("=")
+        if previous in HEADER_FLAGS:
+            header, colon, _ = arg.partition(":")
+            shown.append(f"{header}: {MASK}" if colon else MASK)
+        elif previous.startswith("-") and _secret_name(previous):
+            shown.append(MASK)
+        elif equals and _secret_name(name):
+            shown.append(f"{name}={MASK}")
+        elif equals and "://" in value:  # --url=..., DATABASE_URL=...
+            shown.append(f"{name}={shown_url(value)}")
+        elif "://" in arg:
+            shown.append(shown_url(arg))
+        else:
+            shown.append(arg)
+        previous = arg if arg.startswith("-") and not equals else ""
+    return shown
+
+
+def shown(entry: dict[str, Any]) -> dict[str, Any]:
+    """An upstream's entry as the admin API shows it: no headers or env (secrets), and the
+    credentials in its url and args masked."""
+    visible = {key: value for key, value in entry.items() if key not in ("headers", "env")}
+    if isinstance(visible.get("url"), str):
+        visible["url"] = shown_url(visible["url"])
+    if isinstance(visible.get("args"), list):
+        visible["args"] = shown_args(visible["args"])
+    return visible
 
 
 def _entries(document: dict[str, Any]) -> list[dict[str, Any]]:
@@ -109,10 +182,9 @@ def routes(
             return refused
         running = upstreams()
         states = {upstream.name: upstream.status() for upstream in (running.providers() if running else [])}
-        secret = ("headers", "env")
         entries = [
             {
-                **{key: value for key, value in entry.items() if key not in secret},
+                **shown(entry),
                 "state": states.get(entry.get("name", ""), {"session": "off"}),
             }
             for entry in _entries(document())

@@ -18,8 +18,13 @@ tool call has got.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
+import mcp_types as types
+from mcp.server.context import ServerRequestContext
 from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ToolsListChanged
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_REQUEST
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 PROGRESS_TOKEN = b'"progressToken"'
@@ -32,11 +37,34 @@ class ListChanges:
     """The listen streams' source of `tools/list_changed`: `changed()` from anywhere in the event
     loop (synchronous, so the upstreams' callbacks can call it); a burst is published once."""
 
-    def __init__(self, max_listeners: int = 1024) -> None:
+    def __init__(self, max_listeners: int = 1024, per_caller: int = 16) -> None:
         self.bus = InMemorySubscriptionBus()
         self.handler = ListenHandler(self.bus, max_subscriptions=max_listeners)
-        """The server's `subscriptions/listen` handler."""
+        """The SDK's `subscriptions/listen` handler, behind `listen`."""
+        self.per_caller = per_caller
+        self.held: dict[str, int] = {}
+        """Open streams by caller (only callers holding one)."""
         self._pending: asyncio.Task[None] | None = None
+
+    async def listen(
+        self, caller: str, ctx: ServerRequestContext[Any, Any], params: types.SubscriptionsListenRequestParams
+    ) -> types.SubscriptionsListenResult:
+        """One listen stream for `caller` (what rate limits count by: a key's id, a token's
+        subject), refused before its acknowledgement when the caller holds `per_caller` already."""
+        held = self.held.get(caller, 0)
+        if held >= self.per_caller:
+            raise MCPError(
+                INVALID_REQUEST,
+                f"This caller holds {held} subscriptions/listen streams at this gateway process, the most "
+                "one caller may (SOPHIA_MCP_LISTEN_PER_KEY); end one before listening again.",
+            )
+        self.held[caller] = held + 1
+        try:
+            return await self.handler(ctx, params)
+        finally:
+            left = self.held.pop(caller) - 1
+            if left:
+                self.held[caller] = left
 
     def changed(self) -> None:
         if self._pending is None or self._pending.done():

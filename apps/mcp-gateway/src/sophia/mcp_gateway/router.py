@@ -32,10 +32,17 @@ INDEX_TTL_S = 5.0
 
 
 MAX_SCHEMAS = 20_000
+MAX_ECHOED_NAME = 200
+"""Most characters of a requested tool name an error repeats (the name is the client's, of any length)."""
 
 
 class UnknownTool(Exception):
     """No provider offers this name to this caller (a protocol error: invalid params)."""
+
+
+def echoed(name: str) -> str:
+    """`name` as an error may repeat it: quoted, cut at `MAX_ECHOED_NAME` characters (marked `…`)."""
+    return repr(name) if len(name) <= MAX_ECHOED_NAME else f"{name[:MAX_ECHOED_NAME]!r}…"
 
 
 class Router:
@@ -125,7 +132,7 @@ class Router:
             built = self._index[viewer]
         provider = built[1].get(name)
         if provider is None:
-            raise UnknownTool(f"Unknown tool {name!r}: tools/list names the tools this key may call.")
+            raise UnknownTool(f"Unknown tool {echoed(name)}: tools/list names the tools this key may call.")
         return provider
 
     async def call_tool(self, name: str, arguments: dict[str, Any], caller: Caller) -> types.CallToolResult:

@@ -147,6 +147,11 @@ def mcp_server(router: Router, list_max_tools: int, changes: ListChanges) -> Ser
         contents = types.TextResourceContents(uri=uri, mime_type="application/json", text=text)
         return types.ReadResourceResult(contents=[contents])
 
+    async def listen(
+        ctx: ServerRequestContext[Any, Any], params: types.SubscriptionsListenRequestParams
+    ) -> types.SubscriptionsListenResult:
+        return await changes.listen(_caller(ctx).key_id, ctx, params)
+
     return Server(
         NAME,
         version=VERSION,
@@ -156,7 +161,7 @@ def mcp_server(router: Router, list_max_tools: int, changes: ListChanges) -> Ser
         on_list_resources=list_resources,
         on_list_resource_templates=list_resource_templates,
         on_read_resource=read_resource,
-        on_subscriptions_listen=changes.handler,
+        on_subscriptions_listen=listen,
         get_tool_input_schema=router.schemas.get,
     )
 
@@ -200,7 +205,7 @@ def create_app(settings: Settings | None = None, extra: Sequence[Provider] = ())
 
     router = Router(everyone, None, settings.mcp_call_timeout_s, lambda: configured[0].views)
 
-    changes = ListChanges()
+    changes = ListChanges(per_caller=settings.mcp_listen_per_key)
 
     async def changed(config: GatewayConfig) -> None:
         """A new upstreams file (from the watcher or the admin API): applied, then its views; the

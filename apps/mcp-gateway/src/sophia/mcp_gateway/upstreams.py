@@ -309,33 +309,51 @@ class Session:
             return self.process.streams()
         assert self.config.url is not None
         http = httpx2.AsyncClient(headers=dict(self.config.headers), timeout=httpx2.Timeout(30, read=300))
-        stack.push_async_callback(http.aclose)
+
+        async def release() -> None:  # its sockets, even when the session's close ran out of time
+            with anyio.move_on_after(STOP_GRACE_S, shield=True):
+                await http.aclose()
+
+        stack.push_async_callback(release)
         return streamable_http_client(self.config.url, http_client=http)
 
     async def _run(self) -> None:
+        closing = anyio.CancelScope()
         try:
-            async with AsyncExitStack() as stack:
-                client = Client(
-                    self._transport(stack),
-                    mode=MODES[self.config.protocol],
-                    cache=None,  # the upstream's listing is cached by `Upstream`, by its own rules
-                    message_handler=self._on_message,
-                    client_info=CLIENT_INFO,
+            with closing:
+                async with AsyncExitStack() as stack:
+                    try:
+                        client = Client(
+                            self._transport(stack),
+                            mode=MODES[self.config.protocol],
+                            cache=None,  # the upstream's listing is cached by `Upstream`, by its own rules
+                            message_handler=self._on_message,
+                            client_info=CLIENT_INFO,
+                        )
+                        async with asyncio.timeout(self.config.timeout_s):
+                            await stack.enter_async_context(client)
+                        self.client = client
+                        # idle from now, not from when it started opening
+                        self.last_used_at = time.monotonic()
+                        if self.process is not None:
+                            self.process.graceful = True
+                        SESSIONS_OPENED.labels(self.config.name).inc()
+                        log.info(
+                            "mcp_upstream_opened", upstream=self.config.name, protocol=client.protocol_version
+                        )
+                        async with anyio.create_task_group() as group:
+                            if client.protocol_version != "2025-11-25":
+                                await self._listening(group, client)
+                            self._opened.set()
+                            await self._serve(client)
+                            group.cancel_scope.cancel()
+                    finally:  # ending it (a 2025-11-25 server's DELETE, a command's stop) is bounded too
+                        closing.deadline = anyio.current_time() + self.config.timeout_s
+            # past the deadline: a command's stop goes on (`close` waits for it), a DELETE is dropped
+            if closing.cancelled_caught:
+                log.warning(
+                    "mcp_upstream_close_slow", upstream=self.config.name, waited_s=self.config.timeout_s
                 )
-                async with asyncio.timeout(self.config.timeout_s):
-                    await stack.enter_async_context(client)
-                self.client = client
-                self.last_used_at = time.monotonic()  # idle from now, not from when it started opening
-                if self.process is not None:
-                    self.process.graceful = True
-                SESSIONS_OPENED.labels(self.config.name).inc()
-                log.info("mcp_upstream_opened", upstream=self.config.name, protocol=client.protocol_version)
-                async with anyio.create_task_group() as group:
-                    if client.protocol_version != "2025-11-25":
-                        await self._listening(group, client)
-                    self._opened.set()
-                    await self._serve(client)
-                    group.cancel_scope.cancel()
         except TimeoutError:
             self.lose(f"no answer to the handshake within {self.config.timeout_s:g} s", responsive=False)
         except Exception as error:  # the transport failed (refused, dropped): said to every waiter

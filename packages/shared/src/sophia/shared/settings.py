@@ -88,6 +88,13 @@ class Settings(BaseSettings):
     mcp_rate_per_s: float = Field(
         200.0, gt=0, description="Requests a second one key may send to the gateway (bursts: twice that)."
     )
+    mcp_listen_per_key: int = Field(
+        16,
+        ge=1,
+        le=1024,
+        description="Most subscriptions/listen streams one key may hold open at a gateway process "
+        "(of 1,024).",
+    )
     mcp_lean_calls: bool = Field(
         True,
         description="Answer plain 2026-07-28 tools/call in the gateway itself, not through the SDK's "
