@@ -11,7 +11,7 @@ from prometheus_client.metrics import Histogram
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sophia.api.problems import BodyTooLarge, problem, too_large
+from sophia.api.problems import BodyEncoded, BodyTooLarge, problem, too_large
 from sophia.shared.logging import get_logger
 from sophia.shared.metrics import HTTP_LATENCY
 from sophia.shared.settings import Settings
@@ -23,6 +23,8 @@ EVENTS_PATH = "/api/v1/events"
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 """A client's X-Request-ID becomes the trace id of every event the request writes: bounded, and
 written with characters that need no escaping anywhere it goes (logs, headers, JSON)."""
+IDENTITY = frozenset({"identity", ""})
+"""The only Content-Encoding a request body may have: the API does not decompress request bodies."""
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 """Anything else is labelled OTHER, so clients cannot grow the metrics' label sets."""
 
@@ -77,7 +79,10 @@ class RequestContext:
             nonlocal seen
             message = await receive()
             if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
+                size = len(message.get("body", b""))
+                if size and not seen:  # the body's first bytes: only requests that send one pay this
+                    _refuse_encoded(scope)
+                seen += size
                 if seen > limit:
                     raise BodyTooLarge(limit)
             return message
@@ -124,6 +129,13 @@ def _bad_request_id(instance: str, given: str) -> Response:
         f"(got {len(given)} characters)."
     )
     return problem(400, "Bad request", detail, instance)
+
+
+def _refuse_encoded(scope: Scope) -> None:
+    """A body sent compressed (any Content-Encoding but identity) is refused, not read as it is."""
+    encoding = _header(scope, b"content-encoding")
+    if encoding is not None and any(part.strip().lower() not in IDENTITY for part in encoding.split(",")):
+        raise BodyEncoded(encoding.strip())
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

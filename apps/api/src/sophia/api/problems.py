@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
+import sys
 from typing import Any
 
 import orjson
@@ -13,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
-from sophia.core.documents import describe, document_problem
+from sophia.core.documents import MAX_DEPTH, Location, describe, document_problem
 from sophia.core.errors import (
     Conflict,
     FieldError,
@@ -63,6 +65,23 @@ class BodyTooLarge(StarletteHTTPException):
     def __init__(self, max_bytes: int) -> None:
         super().__init__(413, f"The request body is over {max_bytes} bytes.")
         self.max_bytes = max_bytes
+
+
+class BodyEncoded(StarletteHTTPException):
+    """A body sent with a `Content-Encoding` (gzip, br...): the API does not decompress request
+    bodies. Raised where the body is first read (`sophia.api.middleware`), an HTTPException for the
+    same reason as `BodyTooLarge`."""
+
+    def __init__(self, encoding: str) -> None:
+        super().__init__(415, f"Content-Encoding {encoding} is not supported.")
+        self.encoding = encoding
+
+
+def unsupported_media_type(send: str, media_type: str) -> UnsupportedMediaType:
+    """The 415 for a body of a type the route does not read: `send` says what it reads."""
+    return UnsupportedMediaType(
+        send, [FieldError(("header", "Content-Type"), f"got {media_type or 'nothing'}")]
+    )
 
 
 class BodyTimedOut(SophiaError):
@@ -130,6 +149,11 @@ def _location(loc: tuple[Any, ...]) -> tuple[str | int, ...]:
 async def validation_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, RequestValidationError)
     raw = error.errors()
+    if any(item["loc"] == ("body",) and isinstance(item.get("input"), bytes) for item in raw):
+        # FastAPI hands a JSON body's field the raw bytes when the Content-Type is not JSON.
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        send = "Send the body as JSON with Content-Type: application/json."
+        return await sophia_error(request, unsupported_media_type(send, media_type))
     errors = [FieldError(_location(item["loc"]), item["msg"]) for item in raw]
     if any(item.get("type") == "json_invalid" for item in raw):
         return problem(400, "Malformed JSON", "The request body is not valid JSON.", request.url.path, errors)
@@ -140,6 +164,18 @@ async def http_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, StarletteHTTPException)
     if isinstance(error, BodyTooLarge):
         return too_large(request.url.path, error.max_bytes)
+    if isinstance(error, BodyEncoded):
+        detail = (
+            "The API does not decompress request bodies: send the body uncompressed, "
+            "without Content-Encoding (or with Content-Encoding: identity)."
+        )
+        errors = [FieldError(("header", "Content-Encoding"), f"got {error.encoding}")]
+        return problem(415, UnsupportedMediaType.title, detail, request.url.path, errors)
+    if error.status_code == 400 and isinstance(error.__cause__, ValueError | RecursionError):
+        # FastAPI's "There was an error parsing the body": its JSON parser refused the body it read
+        unreadable = await unreadable_body(request, error.__cause__)
+        if unreadable is not None:
+            return unreadable
     return problem(
         error.status_code,
         str(error.detail) if error.status_code != 404 else "Not found",
@@ -147,6 +183,77 @@ async def http_error(request: Request, error: Exception) -> Response:
         request.url.path,
         headers=dict(error.headers or {}),
     )
+
+
+class _LongInteger:
+    """An integer too long for Python to read, found where `json` met it (`_integer`)."""
+
+    def __init__(self, digits: int) -> None:
+        self.digits = digits
+
+
+def _integer(text: str) -> int | _LongInteger:
+    digits = len(text.removeprefix("-"))
+    limit = sys.get_int_max_str_digits()
+    return _LongInteger(digits) if limit and digits > limit else int(text)
+
+
+def _long_integer(raw: bytes) -> tuple[Location, _LongInteger] | None:
+    """Where the first integer too long to read is in `raw`, which `json` refused for one."""
+    try:
+        pending: list[tuple[Any, Location]] = [(json.loads(raw, parse_int=_integer), ())]
+    except (ValueError, RecursionError):
+        return None
+    while pending:
+        item, where = pending.pop()
+        if isinstance(item, _LongInteger):
+            return where, item
+        if isinstance(item, dict | list):
+            children = list(item.items() if isinstance(item, dict) else enumerate(item))
+            pending.extend((child, (*where, key)) for key, child in reversed(children))
+    return None
+
+
+_STRING_OR_BRACKET = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+
+
+def _too_deep_at(text: str) -> int | None:
+    """The character of `text` (JSON) where objects and arrays first nest deeper than `MAX_DEPTH`."""
+    depth = 0
+    for match in _STRING_OR_BRACKET.finditer(text):
+        mark = match.group()
+        if mark in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return match.start()
+        elif mark in "]}":
+            depth -= 1
+    return None
+
+
+async def unreadable_body(request: Request, cause: BaseException) -> Response | None:
+    """What FastAPI's generic 400 ("There was an error parsing the body") was about, said with
+    where: text that is not UTF-8, an integer longer than Python reads, nesting deeper than its
+    parser goes (the body, read by FastAPI, is searched for it). None for a cause not known here."""
+    instance = request.url.path
+    if isinstance(cause, UnicodeDecodeError):
+        byte, at = cause.object[cause.start], cause.start
+        message = f"not valid {cause.encoding.upper()}: byte 0x{byte:02x} at byte {at}"
+        detail = f"The request body is {message}; JSON must be UTF-8 text."
+        return problem(400, "Malformed JSON", detail, instance, [FieldError(("body", at), message)])
+    if isinstance(cause, ValueError) and (found := _long_integer(await request.body())) is not None:
+        where, number = ("body", *found[0]), found[1]
+        message = f"an integer of {number.digits} digits: at most {sys.get_int_max_str_digits()} are read"
+        detail = f"{describe(where)}: {message}."
+        return problem(422, "Invalid input", detail, instance, [FieldError(where, message)])
+    if isinstance(cause, RecursionError):
+        deep = _too_deep_at((await request.body()).decode("utf-8", "replace"))
+        where = ("body",) if deep is None else ("body", deep)
+        message = f"nested deeper than {MAX_DEPTH} levels"
+        after = "" if deep is None else f" (from character {deep})"
+        detail = f"The request body's objects and arrays are {message}{after}."
+        return problem(422, "Invalid input", detail, instance, [FieldError(where, message)])
+    return None
 
 
 def too_large(instance: str, max_bytes: int) -> Response:

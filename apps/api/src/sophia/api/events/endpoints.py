@@ -9,9 +9,9 @@ from fastapi import APIRouter, Request, Response
 from sophia.api.dependencies import Writer
 from sophia.api.events import service
 from sophia.api.events.schemas import Accepted
-from sophia.api.problems import UnsupportedMediaType
+from sophia.api.problems import unsupported_media_type
 from sophia.api.records.endpoints import NDJSON_TYPES
-from sophia.core.errors import FieldError, Unavailable
+from sophia.core.errors import Unavailable
 
 router = APIRouter(prefix="/api/v1", tags=["events"])
 
@@ -49,9 +49,8 @@ async def post_events(request: Request, caller: Writer) -> Response:
     elif media_type in NDJSON_TYPES:
         events = service.parse_ndjson(await request.body(), max_events)
     else:
-        raise UnsupportedMediaType(
-            "Send a JSON array (application/json) or NDJSON (application/x-ndjson) of events.",
-            [FieldError(("header", "Content-Type"), f"got {media_type or 'nothing'}")],
+        raise unsupported_media_type(
+            "Send a JSON array (application/json) or NDJSON (application/x-ndjson) of events.", media_type
         )
     request_id = structlog.contextvars.get_contextvars().get("request_id")
     batch = service.envelopes(events, request_id)

@@ -14,7 +14,7 @@ from sophia.api.auth import authorize
 from sophia.api.dependencies import Reader, Writer
 from sophia.api.http_cache import JSON, cached_response
 from sophia.api.pages import page_size
-from sophia.api.problems import BadRequest, UnsupportedMediaType
+from sophia.api.problems import BadRequest, unsupported_media_type
 from sophia.api.records import service
 from sophia.api.records.schemas import BulkResult, RecordOut, RecordPage, RecordWrite
 from sophia.api.state import AppState
@@ -160,9 +160,8 @@ async def delete_record(
 async def bulk_ingest(request: Request, caller: Writer) -> Response:
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type not in NDJSON_TYPES:
-        raise UnsupportedMediaType(
-            "Send NDJSON (one record per line) with Content-Type: application/x-ndjson.",
-            [FieldError(("header", "Content-Type"), f"got {media_type or 'nothing'}")],
+        raise unsupported_media_type(
+            "Send NDJSON (one record per line) with Content-Type: application/x-ndjson.", media_type
         )
     settings = caller.state.settings
     result = await service.bulk_ingest(
