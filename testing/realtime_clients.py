@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any
 
 import orjson
@@ -15,6 +16,15 @@ def ws(service: RealtimeService, secret: str | None) -> Any:
     """A connection to `service`'s /ws with `secret` as its key (`async with`)."""
     headers = {"Authorization": f"Bearer {secret}"} if secret else {}
     return connect(f"ws://127.0.0.1:{service.port}/ws", additional_headers=headers, open_timeout=5)
+
+
+def narrow_client(service: RealtimeService, secret: str) -> Any:
+    """A client whose socket takes at most 4 KiB in flight: a slow reader fills up at once."""
+    small = socket.socket()
+    small.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: the window
+    small.connect(("127.0.0.1", service.port))
+    headers = {"Authorization": f"Bearer {secret}"}
+    return connect(f"ws://127.0.0.1:{service.port}/ws", additional_headers=headers, sock=small)
 
 
 async def frame(client: ClientConnection, timeout_s: float = 5.0) -> dict[str, Any]:

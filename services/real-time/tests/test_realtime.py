@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -14,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 from metrics import sample
-from realtime_clients import frame, publications, subscribe, ws
+from realtime_clients import frame, narrow_client, publications, subscribe, ws
 from record_events import publish, record_event
 from waiting import eventually
 from websockets.asyncio.client import ClientConnection, connect
@@ -29,7 +28,6 @@ from sophia.events.connection import NatsConnection
 from sophia.events.publisher import EventPublisher
 from sophia.events.streams import stream_specs
 from sophia.realtime import feed as feed_module
-from sophia.realtime import server as server_module
 from sophia.realtime.service import RealtimeService
 from sophia.workers.__main__ import CATALOG_FOLLOWERS, processors
 from sophia.workers.processor import StreamProcessor
@@ -226,15 +224,6 @@ async def test_a_slow_consumer_is_disconnected_and_the_others_keep_receiving(own
     assert slow_consumers() == dropped + 1  # the slow one only
     assert metric("sophia_realtime_bytes_total") >= sent + 400 * 2000  # the quick one's, at least
     assert metric("sophia_realtime_backlog_frames") == waiting  # the dropped one's backlog forgotten
-
-
-def narrow_client(service: RealtimeService, secret: str) -> Any:
-    """A client whose socket takes at most 4 KiB in flight: a slow reader fills up at once."""
-    small = socket.socket()
-    small.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: the window
-    small.connect(("127.0.0.1", service.port))
-    headers = {"Authorization": f"Bearer {secret}"}
-    return connect(f"ws://127.0.0.1:{service.port}/ws", additional_headers=headers, sock=small)
 
 
 @pytest.mark.load  # 101 clients, 80 MB through loopback: seconds of both cores
@@ -462,7 +451,6 @@ async def test_a_resume_that_would_read_more_events_than_the_bound_gets_a_resync
     """Messages carry up to 256 events: a resume is bounded by the events it reads, not only by the
     messages, so that no client makes the service hold more than that in memory."""
     monkeypatch.setattr(feed_module, "REPLAY_MAX_EVENTS", 10)
-    monkeypatch.setattr(server_module, "REPLAY_MAX_EVENTS", 10)
     settings = own_streams.model_copy(update={"realtime_port": 0, "realtime_history_events": 0})
     sent = [Envelope.new("user.event", "u-far", {"name": "step", "n": n}, source="test") for n in range(12)]
     async with RealtimeService(settings) as service, NatsConnection(settings.nats_url or "") as nats:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,7 +13,7 @@ import httpx
 import orjson
 import pytest
 from metrics import sample
-from realtime_clients import frame, subscribe, ws
+from realtime_clients import frame, narrow_client, publications, subscribe, ws
 from record_events import publish, record_event
 from waiting import eventually
 from websockets.asyncio.client import connect
@@ -22,6 +21,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from sophia.events.connection import NatsConnection
 from sophia.events.streams import stream_specs
+from sophia.realtime import feed as feed_module
 from sophia.realtime import server as server_module
 from sophia.realtime.hub import Client, Hub, Subscription
 from sophia.realtime.service import RealtimeService
@@ -150,15 +150,6 @@ async def read_until_closed(client: Any) -> None:
         await asyncio.wait_for(client.recv(), 5)
 
 
-def narrow_client(service: RealtimeService, secret: str) -> Any:
-    """A client whose socket takes at most 4 KiB in flight."""
-    small = socket.socket()
-    small.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: the window
-    small.connect(("127.0.0.1", service.port))
-    headers = {"Authorization": f"Bearer {secret}"}
-    return connect(f"ws://127.0.0.1:{service.port}/ws", additional_headers=headers, sock=small)
-
-
 async def test_a_flood_of_pings_is_closed_1008_like_a_flood_of_messages(own_streams, api_keys):
     """websockets answers each ping itself, before the handler sees anything: pings were not
     counted, so a client sending them without reading the pongs grew the server's transport
@@ -201,3 +192,100 @@ def test_a_subscription_dropped_while_it_replays_holds_no_more_live_frames():
         hub.publish("records", seq, b"frame")
     assert client.behind is not None
     assert len(subscription._held or ()) <= client.max_queue + 1
+
+
+async def test_a_client_dropped_for_falling_behind_that_reads_nothing_is_cut_within_the_close_timeout(
+    own_streams, api_keys, monkeypatch
+):
+    """Its 4008 close waited for websockets' write buffer to drain, with no time limit: a client
+    that reads nothing held its connection (its buffers, its handler) until the keepalive gave up
+    on it, up to 20 s later. Now it is cut once its close has not completed within the close
+    timeout."""
+    monkeypatch.setattr(server_module, "CLOSE_TIMEOUT_S", 1.0)
+    settings = own_streams.model_copy(update={"realtime_port": 0, "realtime_max_queue": 20})
+    dropped = sample("sophia_realtime_slow_consumers_total")
+    async with contextlib.AsyncExitStack() as stack:
+        service = await stack.enter_async_context(RealtimeService(settings))
+        stuck = await narrow_client(service, api_keys["read"])
+        stack.callback(stuck.transport.abort)
+        await subscribe(stuck, "records")
+        stuck.transport.pause_reading()  # reads nothing more: its window and the server's buffers fill
+        calm = await stack.enter_async_context(ws(service, api_keys["read"]))
+        await publish(settings, [record_event("crm", "note", n, padding=2000) for n in range(300)])
+        await eventually(lambda: sample("sophia_realtime_slow_consumers_total") == dropped + 1)
+        started = time.monotonic()
+        [held] = [client for client in service.server.clients if client.behind is not None]
+        while held in service.server.clients and time.monotonic() - started < 8:  # 20 s before
+            await asyncio.sleep(0.01)
+        gone_s = time.monotonic() - started
+        await still_there(calm)
+    assert gone_s < server_module.CLOSE_TIMEOUT_S + 1.5, f"the dropped client was held {gone_s:.1f} s"
+
+
+async def test_a_frame_whose_handling_fails_gets_an_internal_error_frame_and_the_connection_goes_on(
+    own_streams, api_keys, logs_of
+):
+    """No frame a client can send is known to make the handler raise anything but a FrameError
+    any more: this one stands for a bug (reading history raising what it should not), made through
+    a real server. It closed the connection 1011; now the frame gets an `internal` error frame
+    naming its id, the exception is logged, the half-made subscription (live frames held while it
+    replays) is gone, and the client may subscribe again."""
+    logs = logs_of(server_module)
+    settings = own_streams.model_copy(update={"realtime_port": 0, "realtime_history_events": 0})
+    async with RealtimeService(settings) as service, ws(service, api_keys["read"]) as client:
+        before = await subscribe(client, "records:broken")
+        await client.send('{"op": "unsubscribe", "id": 0, "channel": "records:broken"}')
+        assert (await frame(client))["type"] == "unsubscribed"
+        await publish(settings, [record_event("broken", "deal", n) for n in range(3)])
+        feed = service.server.feeds["records"]
+        await eventually(lambda: feed.live_seq > before["position"]["seq"])
+
+        async def broken(*_: object) -> None:
+            raise RuntimeError("a bug")
+
+        feed.replay = broken  # type: ignore[method-assign]
+        request = {"op": "subscribe", "id": 7, "channel": "records:broken", "since": before["position"]}
+        await client.send(orjson.dumps(request).decode())
+        answer = await frame(client)
+        assert (answer["type"], answer["id"], answer["code"]) == ("error", 7, "internal")
+        await still_there(client)
+        [served] = service.server.clients
+        assert served.subscriptions == {}
+        assert not service.hub.listened("records:broken")
+        del feed.replay  # the class's again
+        again = await subscribe(client, "records:broken", since=before["position"], frame_id=8)
+        got = await publications(client, 3)
+    assert again["recovered"] is True
+    assert [item["event"]["payload"]["n"] for item in got] == [0, 1, 2]
+    [failed] = logs.events("realtime_frame_failed")
+    assert (failed["frame_id"], failed["op"], failed["error"]) == (7, "subscribe", "RuntimeError")
+    assert isinstance(failed["exc_info"], RuntimeError)
+
+
+@pytest.mark.parametrize("history_events", [0, 10_000], ids=["from_stream", "from_memory"])
+async def test_a_resume_whose_history_is_more_bytes_than_the_bound_gets_a_resync(
+    own_streams, api_keys, monkeypatch, history_events
+):
+    """A resume's history is put together in memory before it goes out, bounded by its events
+    (100,000) only: with events up to NATS's max_payload (1 MiB) one resume could hold GBs,
+    whatever the client's backlog bound (frames, and only of what waits to be written)."""
+    monkeypatch.setattr(feed_module, "REPLAY_MAX_BYTES", 100_000)
+    settings = own_streams.model_copy(update={"realtime_port": 0, "realtime_history_events": history_events})
+    async with RealtimeService(settings) as service:
+        async with ws(service, api_keys["read"]) as client:
+            before = await subscribe(client, "records:big")
+            await publish(settings, [record_event("big", "note", n, padding=4000) for n in range(40)])
+            got = await publications(client, 40)  # 160 KB and more
+        resyncs = sample("sophia_realtime_resumes_total", outcome="resync")
+        async with ws(service, api_keys["read"]) as client:
+            far = await subscribe(client, "records:big", since=before["position"])
+            await still_there(client)
+        async with ws(service, api_keys["read"]) as client:
+            near = await subscribe(client, "records:big", since=got[29]["position"])  # 40 KB and more
+            rest = await publications(client, 10)
+    assert far["recovered"] is False
+    assert "more than 100,000 bytes of history behind" in far["reason"]
+    assert far["position"]["seq"] >= got[-1]["position"]["seq"]  # live from now on
+    assert sample("sophia_realtime_resumes_total", outcome="resync") == resyncs + 1
+    assert near["recovered"] is True
+    assert [item["event"]["payload"]["n"] for item in rest] == list(range(30, 40))

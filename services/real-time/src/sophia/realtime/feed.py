@@ -47,7 +47,24 @@ REPLAY_MAX_MESSAGES = 100_000
 REPLAY_MAX_EVENTS = 100_000
 """The most events one resume reads (a message carries up to 256): past them, a resync, so that no
 resume holds more than this many in memory."""
+REPLAY_MAX_BYTES = 64 * 1024 * 1024
+"""The most bytes of frames one resume holds: its history is put together in memory before it is
+sent (events may be up to NATS's max_payload each, 1 MiB, so `REPLAY_MAX_EVENTS` alone let one
+resume hold GBs, as much as the stream keeps); past them, a resync."""
 REPLAY_IDLE_S = 2.0
+
+
+class TooFarBehind(Exception):
+    """A resume whose history is past `REPLAY_MAX_EVENTS` or `REPLAY_MAX_BYTES`: `reason` says
+    which, in the resync the client gets."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def too_many_bytes() -> TooFarBehind:
+    return TooFarBehind(f"more than {REPLAY_MAX_BYTES:,} bytes of history behind")
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,26 +180,33 @@ class StreamFeed:
 
     def recent(self, channel: str, after_seq: int) -> list[tuple[int, bytes]] | None:
         """The publications of `channel` after position `after_seq` up to `live_seq`, from memory;
-        None if memory does not reach back that far (read the stream: `replay`)."""
+        None if memory does not reach back that far (read the stream: `replay`); `TooFarBehind`
+        past `REPLAY_MAX_BYTES` of them."""
         if after_seq > self.live_seq:  # ahead of this feed: the stream says whether it is real
             return None
         if after_seq == self.live_seq:
             return []
         if after_seq < self._recent_after:
             return None
-        return [
-            (position, publication(channel, self.epoch, position, data))
-            for position, data, channels in self._recent
-            if position > after_seq and channel in channels
-        ]
+        frames: list[tuple[int, bytes]] = []
+        held = 0
+        for position, data, channels in self._recent:
+            if position > after_seq and channel in channels:
+                frame = publication(channel, self.epoch, position, data)
+                held += len(frame)
+                if held > REPLAY_MAX_BYTES:
+                    raise too_many_bytes()
+                frames.append((position, frame))
+        return frames
 
-    async def replay(self, channel: str, after_seq: int, until_seq: int) -> list[tuple[int, bytes]] | None:
+    async def replay(self, channel: str, after_seq: int, until_seq: int) -> list[tuple[int, bytes]]:
         """The publications of `channel` with positions in (`after_seq`, `until_seq`], in order;
-        None when that is more than `REPLAY_MAX_EVENTS` events of the stream."""
+        `TooFarBehind` when that is more than `REPLAY_MAX_EVENTS` events of the stream or more
+        than `REPLAY_MAX_BYTES` of publications."""
         frames: list[tuple[int, bytes]] = []
         if until_seq <= after_seq:
             return frames
-        read = 0
+        read = held = 0
         js = await self.nats.jetstream()
         first = max(after_seq // PACK_SPAN, 1)  # the message of `after_seq` may hold more events
         config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=first)
@@ -199,11 +223,15 @@ class StreamFeed:
                 events = unpack(message.data)[:PACK_SPAN]
                 read += len(events) - max(0, min(after_seq - start + 1, len(events)))  # after `after_seq`
                 if read > REPLAY_MAX_EVENTS:
-                    return None
+                    raise TooFarBehind(f"more than {REPLAY_MAX_EVENTS:,} events behind")
                 for index, data in enumerate(events):
                     position = start + index
                     if after_seq < position <= until_seq and self._carries(channel, data):
-                        frames.append((position, publication(channel, self.epoch, position, data)))
+                        frame = publication(channel, self.epoch, position, data)
+                        held += len(frame)
+                        if held > REPLAY_MAX_BYTES:
+                            raise too_many_bytes()
+                        frames.append((position, frame))
                 if start + PACK_SPAN > until_seq:
                     break
         finally:

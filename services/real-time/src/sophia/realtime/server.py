@@ -35,7 +35,7 @@ from sophia.database import tokens
 from sophia.database.verifier import KeyVerifier, bearer_secret
 from sophia.events.connection import NATS_FAILURES
 from sophia.realtime.channels import Channel, parse_channel
-from sophia.realtime.feed import REPLAY_MAX_EVENTS, StreamFeed
+from sophia.realtime.feed import StreamFeed, TooFarBehind
 from sophia.realtime.hub import Client, Hub, Subscription
 from sophia.realtime.ops import OpsTicker
 from sophia.realtime.protocol import FrameError, Position, error, parse_request, reply
@@ -64,6 +64,29 @@ HISTORY_FAILURES: tuple[type[BaseException], ...] = (SophiaError, *NATS_FAILURES
 errors included: the stream gone, JetStream not answering): the client is told `unavailable`."""
 CLOSE_TIMEOUT_S = 5.0
 """How long a close waits for the client's answer before the connection is cut."""
+
+
+async def close_within(connection: ServerConnection, code: int, reason: str) -> None:
+    """Close `connection` with `code`, cut (aborted) if the close has not completed within
+    `CLOSE_TIMEOUT_S`. websockets' own close bounds the wait for the client's answer, not the wait
+    for its write buffer to drain: a client that reads nothing (its transport full) held its close,
+    and all the connection pins (its transport's buffer, its handler), until the keepalive gave
+    up on it, 20 s and more later."""
+    closing = asyncio.ensure_future(connection.close(code, reason))
+    try:
+        done, _ = await asyncio.wait({closing}, timeout=CLOSE_TIMEOUT_S)
+        if not done:
+            connection.transport.abort()  # the close ends with connection_lost
+            await asyncio.wait({closing}, timeout=CLOSE_TIMEOUT_S)
+    finally:
+        closing.cancel()  # none should be left by now (a done one is left as it is)
+        closing.add_done_callback(_seen)
+
+
+def _seen(closing: asyncio.Future[None]) -> None:
+    """Its outcome read: a close ends the connection whatever it raised (ConnectionClosed, mostly)."""
+    if not closing.cancelled():
+        closing.exception()
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -255,21 +278,10 @@ class RealtimeServer:
                 waiting.cancel()
         # All at once, each for at most `CLOSE_TIMEOUT_S`: a client that does not answer its close
         # (or does not read, its transport full) must hold back neither the others' nor the drain.
-        closes = {
-            asyncio.ensure_future(
-                connection.close(RESTART_CLOSE, "service restart: reconnect and resume")
-            ): connection
-            for connection in list(self._clients)
-        }
-        if closes:
-            _, late = await asyncio.wait(closes, timeout=CLOSE_TIMEOUT_S)
-            for closing in late:
-                closes[closing].transport.abort()  # its close ends with connection_lost
-            if late:
-                await asyncio.wait(late, timeout=CLOSE_TIMEOUT_S)
-            for closing in closes:
-                closing.cancel()  # none should be left by now
-            await asyncio.gather(*closes, return_exceptions=True)
+        restart = "service restart: reconnect and resume"
+        await asyncio.gather(
+            *(close_within(connection, RESTART_CLOSE, restart) for connection in list(self._clients))
+        )
         await server.wait_closed()
         if self._closing:
             await asyncio.wait(set(self._closing))
@@ -334,7 +346,7 @@ class RealtimeServer:
                     FLOODS.inc()
                     limit = self.settings.realtime_max_frames_per_s
                     reason = f"more than {limit} frames a second; slow down"
-                    closing = asyncio.create_task(connection.close(FLOOD_CLOSE, reason))
+                    closing = asyncio.create_task(close_within(connection, FLOOD_CLOSE, reason))
                     continue
                 await self._answer(client, scope, data)
         except ConnectionClosed:
@@ -348,24 +360,56 @@ class RealtimeServer:
 
     def _close_behind(self, client: Client) -> None:
         """Close a client dropped for falling behind with `SLOW_CLOSE` at once (a task only for
-        such a client): its backlog is dropped, the close frame follows what the transport holds."""
+        such a client): its backlog is dropped, the close frame follows what the transport holds,
+        and the connection is cut if that is not through within `CLOSE_TIMEOUT_S` (it reads
+        nothing): what it pins is freed within seconds, not when the keepalive gives up."""
         reason = f"{client.behind}; reconnect and resume from your last position"
         assert isinstance(client.link, Connection)
-        closing = asyncio.create_task(client.link.close(SLOW_CLOSE, reason[:120]))
+        closing = asyncio.create_task(close_within(client.link, SLOW_CLOSE, reason[:120]))
         self._closing.add(closing)
         closing.add_done_callback(self._closing.discard)
 
     async def _answer(self, client: Client, scope: str, data: str | bytes) -> None:
+        request: Frame | None = None
+        before: Subscription | None = None
         try:
             request = parse_request(data)
             if request.op == "ping":
                 client.send(reply("pong", request.id))
             elif request.op == "subscribe":
+                if isinstance(request.channel, str):
+                    before = client.subscriptions.get(request.channel)
                 await self._subscribe(client, scope, request)
             else:
                 self._unsubscribe(client, request)
         except FrameError as refused:
             client.send(error(refused.code, refused.detail, refused.frame_id))
+        except ConnectionClosed:
+            raise
+        except Exception as failed:  # a bug: this frame fails, not the connection (nor the others)
+            self._failed(client, request, before, failed)
+
+    def _failed(
+        self, client: Client, request: Frame | None, before: Subscription | None, failed: Exception
+    ) -> None:
+        """Answer a frame whose handling raised what no client input should: logged with its
+        traceback, and an `internal` error frame naming the frame's id; the connection goes on.
+        A subscription the frame was making is removed, even if `subscribed` and part of its
+        history went out (it may be replaying, holding live frames): the client is not subscribed,
+        as for any error frame, and may subscribe again (from its last position)."""
+        frame_id = None if request is None else request.id
+        op = None if request is None else request.op
+        log.error(
+            "realtime_frame_failed", op=op, frame_id=frame_id, error=type(failed).__name__, exc_info=failed
+        )
+        if request is not None and request.op == "subscribe" and isinstance(request.channel, str):
+            made = client.subscriptions.get(request.channel)
+            if made is not None and made is not before:
+                self.hub.remove(made)
+        detail = (
+            "The server failed on this frame (logged); a subscribe so answered left no subscription. Retry."
+        )
+        client.send(error("internal", detail, frame_id))
 
     async def _subscribe(self, client: Client, scope: str, request: Frame) -> None:
         try:
@@ -425,32 +469,31 @@ class RealtimeServer:
     ) -> None:
         subscription = Subscription(client, channel, family, since.seq, replaying=True)
         self.hub.add(subscription)  # live events are held from now on: none falls between
+        reason: str | None = None
+        history: list[tuple[int, bytes]] | None = None
         if since.epoch == feed.epoch:
             # Read with no await since the hold began: whatever the feed brings next is held.
-            recent = feed.recent(channel, since.seq)
+            try:
+                recent = feed.recent(channel, since.seq)
+            except TooFarBehind as far:  # the stream holds the same: no need to read it
+                recent, reason = None, far.reason
             if recent is not None:
                 RESUMES.labels("from_memory").inc()
                 await self._replay(client, request, since, subscription, recent, until_seq=feed.live_seq)
                 return
-        try:
-            state = await feed.state()
-        except HISTORY_FAILURES as failed:
-            self.hub.remove(subscription)
-            raise FrameError(
-                "unavailable", f"History cannot be read now ({type(failed).__name__}); retry.", request.id
-            ) from None
-        reason = state.not_resumable(since.epoch, since.seq)
-        history = None
         if reason is None:
             try:
-                history = await feed.replay(channel, since.seq, state.last)
+                state = await feed.state()
+                reason = state.not_resumable(since.epoch, since.seq)
+                if reason is None:
+                    history = await feed.replay(channel, since.seq, state.last)
+            except TooFarBehind as far:
+                reason = far.reason
             except HISTORY_FAILURES as failed:
                 self.hub.remove(subscription)
                 raise FrameError(
                     "unavailable", f"History cannot be read now ({type(failed).__name__}); retry.", request.id
                 ) from None
-            if history is None:
-                reason = f"more than {REPLAY_MAX_EVENTS:,} events behind"
         if history is None:
             RESUMES.labels("resync").inc()
             subscription.last_seq = feed.live_seq
