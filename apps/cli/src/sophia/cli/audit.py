@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import typer
 from rich.console import Console
 
 from sophia.cli.endpoints import resolve_settings
+from sophia.cli.failures import run_on_database
 
 app = typer.Typer(help="The append-only audit trail.", no_args_is_help=True)
 console = Console()
@@ -32,7 +31,7 @@ def verify_command() -> None:
                     status.update(f"Verifying the audit trail: {verdict[0]:,} rows hold ...")
         return verdict
 
-    checked, broken = asyncio.run(run())
+    checked, broken = run_on_database(run(), settings.database_url)
     if broken is not None:
         console.print(
             f"[red]The audit trail is broken at row {broken.seq}: {broken.reason}.[/red] "

@@ -13,6 +13,7 @@ import orjson
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from sophia.cli.endpoints import resolve_settings
 from sophia.core.errors import NotFound, Unavailable
@@ -27,6 +28,7 @@ app = typer.Typer(help="Dead letters: events a stream processor could not proces
 console = Console()
 
 T = TypeVar("T")
+MAX_SEQUENCE = 2**64 - 1  # a JetStream sequence is an unsigned 64-bit number
 
 
 def _with_nats(call: Callable[[NatsConnection, str], Awaitable[T]]) -> T:
@@ -66,20 +68,22 @@ def list_command(
         return
     table = Table("seq", "dead at", "consumer", "subject", "deliveries", "error")
     for letter in letters:
-        table.add_row(
+        table.add_row(  # text, not markup: an error message may quote the event's data
             str(letter.sequence),
             f"{letter.dead_at:%Y-%m-%d %H:%M:%S}" if letter.dead_at else "",
-            letter.consumer,
-            letter.subject,
+            Text(letter.consumer),
+            Text(letter.subject),
             str(letter.deliveries),
-            f"{letter.error_type}: {letter.error}",
+            Text(f"{letter.error_type}: {letter.error}"),
         )
     console.print(table)
 
 
 @app.command("show")
 def show_command(
-    sequence: int = typer.Argument(..., min=1, help="Its sequence (from `sophia dlq list`)."),
+    sequence: int = typer.Argument(
+        ..., min=1, max=MAX_SEQUENCE, help="Its sequence (from `sophia dlq list`)."
+    ),
 ) -> None:
     """One dead letter in full: origin, error, headers and the event itself."""
     from sophia.events.dead_letter import show_dead_letter
@@ -90,7 +94,9 @@ def show_command(
 
 @app.command("replay")
 def replay_command(
-    sequence: int = typer.Argument(..., min=1, help="Its sequence (from `sophia dlq list`)."),
+    sequence: int = typer.Argument(
+        ..., min=1, max=MAX_SEQUENCE, help="Its sequence (from `sophia dlq list`)."
+    ),
 ) -> None:
     """Put a dead letter back on its original subject (its stream's consumers see it again); delete it."""
     from sophia.events.dead_letter import replay
@@ -99,15 +105,18 @@ def replay_command(
         letter = _with_nats(lambda nats, stream: replay(nats, stream, sequence))
     console.print(
         f"Replayed dead letter {sequence} to {letter.subject} (stream {letter.stream}); "
-        f"its consumers will process it again (it failed in {letter.consumer})."
+        f"its consumers will process it again (it failed in {letter.consumer}).",
+        markup=False,
     )
 
 
 def _print_letter(letter: DeadLetter) -> None:
     dead_at = f"{letter.dead_at:%Y-%m-%d %H:%M:%S} UTC" if letter.dead_at else "unknown"
     console.print(f"[bold]Dead letter {letter.sequence}[/bold] (filed {dead_at})")
-    console.print(f"  consumer:   {letter.consumer}")
-    console.print(f"  from:       {letter.stream} #{letter.original_sequence}, subject {letter.subject}")
+    console.print(f"  consumer:   {letter.consumer}", markup=False)
+    console.print(
+        f"  from:       {letter.stream} #{letter.original_sequence}, subject {letter.subject}", markup=False
+    )
     console.print(f"  deliveries: {letter.deliveries}")
     console.print(f"  error:      {letter.error_type}: {letter.error}", markup=False)
     for name, value in letter.headers.items():

@@ -11,6 +11,7 @@ from sophia.shared.files import write_private
 from sophia.shared.settings import Settings
 
 FILE_NAME = "endpoints.json"
+RESTART = "not one `sophia up` wrote; stop the stack and start it again (make up), or remove the file."
 
 
 def path(settings: Settings) -> Path:
@@ -24,11 +25,24 @@ def write(settings: Settings, endpoints: dict[str, Any]) -> Path:
     return target
 
 
-def read(settings: Settings) -> dict[str, Any] | None:
+def read(settings: Settings, *required: str) -> dict[str, Any] | None:
+    """The running stack's endpoints; None where there is no file (no stack runs). A file that is
+    not an object of texts holding each `required` name (not one `sophia up` wrote) exits 1 naming it."""
+    target = path(settings)
     try:
-        return orjson.loads(path(settings).read_bytes())  # type: ignore[no-any-return]
-    except (FileNotFoundError, orjson.JSONDecodeError):
+        found = orjson.loads(target.read_bytes())
+    except (FileNotFoundError, NotADirectoryError):
         return None
+    except (OSError, orjson.JSONDecodeError) as error:
+        raise SystemExit(f"{target} cannot be read ({error}): {RESTART}") from None
+    if not isinstance(found, dict) or not all(
+        value is None or isinstance(value, str) for value in found.values()
+    ):
+        raise SystemExit(f"{target} is not an object of texts: {RESTART}")
+    missing = [name for name in required if not found.get(name)]
+    if missing:
+        raise SystemExit(f"{target} has no {', '.join(missing)}: {RESTART}")
+    return found
 
 
 def resolve_settings() -> Settings:
@@ -36,7 +50,7 @@ def resolve_settings() -> Settings:
     settings = Settings()
     if settings.database_url:
         return settings
-    running = read(settings)
+    running = read(settings, "database_url")
     if not running:
         raise SystemExit(
             "No database: set SOPHIA_DATABASE_URL or start the stack with `make up` (sophia up)."

@@ -6,6 +6,8 @@ PostgreSQL, NATS and the job queue are imported when a command runs, not with th
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
@@ -15,7 +17,7 @@ import typer
 from rich.console import Console
 
 from sophia.cli.endpoints import resolve_settings
-from sophia.core.errors import NotFound, Unavailable
+from sophia.core.errors import SophiaError
 
 if TYPE_CHECKING:
     from sophia.database.jobs import Job
@@ -25,11 +27,26 @@ app = typer.Typer(help="Background jobs: view refreshes, bulk re-processing.", n
 console = Console()
 
 T = TypeVar("T")
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+"""What PostgreSQL cannot hold in text or JSON: NUL, and lone surrogates (undecodable bytes)."""
+
+
+def job_kinds() -> tuple[str, ...]:
+    """The kinds the workers run (any other would fail there, after being queued)."""
+    from sophia.workers.jobs import (
+        ANNOUNCE_ACTIVE_DEALS,
+        REEMBED_RECORDS,
+        REFRESH_ACTIVE_DEALS,
+        REPROCESS_RECORDS,
+    )
+
+    return (REFRESH_ACTIVE_DEALS, ANNOUNCE_ACTIVE_DEALS, REPROCESS_RECORDS, REEMBED_RECORDS)
 
 
 def _with_queue(call: Callable[[JobQueue], Awaitable[T]], *, needs_nats: bool = False) -> T:
-    """`call(queue)`; an unknown job or an unreachable engine exits 1 with one line."""
+    """`call(queue)`; an unknown job, an unreachable engine or one that refuses exits 1 with one line."""
     from sophia.database import Database
+    from sophia.database.pool import POSTGRES_ERRORS
     from sophia.events.connection import NatsConnection
     from sophia.workers.jobs import JobQueue, jobs_stream
 
@@ -47,20 +64,61 @@ def _with_queue(call: Callable[[JobQueue], Awaitable[T]], *, needs_nats: bool = 
 
     try:
         return asyncio.run(run())
-    except (NotFound, Unavailable) as error:
+    except SophiaError as error:
         console.print(error.detail, style="red", markup=False, highlight=False)
+    except POSTGRES_ERRORS as error:
+        console.print(f"PostgreSQL refused: {error}", style="red", markup=False, highlight=False)
     raise typer.Exit(1)
 
 
+class _OutOfRange(Exception):
+    """A JSON number a job's params cannot hold: past 64 bits, or past a float (1e999)."""
+
+
+def _int64(text: str) -> int:
+    number = int(text)
+    if not -(2**63) <= number < 2**64:
+        raise _OutOfRange(text)
+    return number
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if number in (float("inf"), float("-inf")):
+        raise _OutOfRange(text)
+    return number
+
+
+def _not_a_number(text: str) -> float:
+    raise ValueError(text)  # NaN, Infinity: not JSON, so text
+
+
 def _param(text: str) -> tuple[str, Any]:
-    """`k=v`: v as JSON where it is JSON (`5`, `true`, `"x"`), else as text."""
+    """`k=v`: v as JSON where it is JSON (`5`, `true`, `"x"`; integers exactly), else as text."""
     name, separator, value = text.partition("=")
     if not separator or not name:
         raise typer.BadParameter(f"{text!r} is not NAME=VALUE", param_hint="--param")
+    parsed: Any
     try:
-        return name, orjson.loads(value)
-    except orjson.JSONDecodeError:
-        return name, value
+        parsed = json.loads(value, parse_int=_int64, parse_float=_finite, parse_constant=_not_a_number)
+    except _OutOfRange:
+        raise typer.BadParameter(f"{name}: a number past 64 bits", param_hint="--param") from None
+    except ValueError:
+        parsed = value
+    if _unstorable(name) or _unstorable(parsed):
+        raise typer.BadParameter(f"{name}: NUL or undecodable bytes cannot be stored", param_hint="--param")
+    return name, parsed
+
+
+def _unstorable(value: Any) -> bool:
+    """Whether any text in `value` (keys too) holds what PostgreSQL refuses."""
+    if isinstance(value, str):
+        return UNSTORABLE.search(value) is not None
+    if isinstance(value, dict):
+        return any(_unstorable(key) or _unstorable(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_unstorable(item) for item in value)
+    return False
 
 
 @app.command("submit")
@@ -70,12 +128,16 @@ def submit_command(
     key: str | None = typer.Option(None, "--key", help="Idempotency key: the same key, the same job."),
 ) -> None:
     """Queue a job for the workers; with --key, submitting again finds the first job."""
+    if kind not in job_kinds():
+        raise typer.BadParameter(f"must be one of {', '.join(job_kinds())}", param_hint="KIND")
+    if key is not None and (not key or UNSTORABLE.search(key)):
+        raise typer.BadParameter("must be text without NUL or undecodable bytes", param_hint="--key")
     params = dict(_param(text) for text in param)
     job, created = _with_queue(lambda queue: queue.submit(kind, params, idempotency_key=key), needs_nats=True)
     if created:
-        console.print(f"Submitted job {job.id} ({job.kind}).", highlight=False)
+        console.print(f"Submitted job {job.id} ({job.kind}).", markup=False, highlight=False)
     else:
-        console.print(f"Job {job.id} already has key {key!r}: {job.status}.", highlight=False)
+        console.print(f"Job {job.id} already has key {key!r}: {job.status}.", markup=False, highlight=False)
 
 
 @app.command("status")
@@ -86,7 +148,7 @@ def status_command(
     try:
         parsed = UUID(job_id)
     except ValueError:
-        console.print(f"[red]Not a job id: {job_id!r}.[/red]", highlight=False)
+        console.print(f"Not a job id: {job_id!r}.", style="red", markup=False, highlight=False)
         raise typer.Exit(1) from None
     _print_job(_with_queue(lambda queue: queue.status(parsed)))
 

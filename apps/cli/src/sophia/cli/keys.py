@@ -3,15 +3,18 @@ with the CLI."""
 
 from __future__ import annotations
 
-import asyncio
+import re
+import unicodedata
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from sophia.cli.endpoints import resolve_settings
+from sophia.cli.failures import run_on_database
 
 if TYPE_CHECKING:
     from sophia.database.pool import Connection
@@ -20,23 +23,40 @@ app = typer.Typer(help="API keys (stored hashed; the secret is shown once).", no
 console = Console()
 
 T = TypeVar("T")
+MAX_NAME_CHARS = 200
+PREFIX = re.compile(r"[0-9a-f]{8}")
 
 
 def _with_connection(call: Callable[[Connection], Awaitable[T]]) -> T:
     """`call(connection)` on the catalog's database, opened for it."""
     from sophia.database import Database
 
+    settings = resolve_settings()
+
     async def run() -> T:
-        async with Database(resolve_settings()) as database, database.connection() as connection:
+        async with Database(settings) as database, database.connection() as connection:
             return await call(connection)
 
-    return asyncio.run(run())
+    return run_on_database(run(), settings.database_url)
+
+
+def _check_name(name: str) -> str:
+    """A label to show in `keys list`: printable text, not too long."""
+    if not name.strip() or len(name) > MAX_NAME_CHARS:
+        raise typer.BadParameter(f"must be 1 to {MAX_NAME_CHARS} characters")
+    if any(unicodedata.category(char) in ("Cc", "Cs") for char in name):
+        raise typer.BadParameter("must be printable text (no control characters, NUL or undecodable bytes)")
+    return name
 
 
 @app.command()
 def create(
     scope: str = typer.Option(..., help="read, write or admin (each includes the ones before)."),
-    name: str = typer.Option("cli", help="A label to recognise the key by."),
+    name: str = typer.Option(
+        "cli",
+        callback=_check_name,
+        help=f"A label to recognise the key by (at most {MAX_NAME_CHARS} characters).",
+    ),
 ) -> None:
     """Create a key and print its secret (once)."""
     from sophia.database import keys as key_store
@@ -56,7 +76,7 @@ def list_keys() -> None:
     for key in _with_connection(key_store.list_all):
         table.add_row(
             key.prefix,
-            key.name,
+            Text(key.name),  # text, not markup: a name is whatever its creator typed
             key.scope,
             f"{key.created_at:%Y-%m-%d %H:%M}",
             f"{key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "",
@@ -71,6 +91,10 @@ def revoke(
     """Revoke a key; API processes stop accepting it within a second."""
     from sophia.database import keys as key_store
 
+    if not PREFIX.fullmatch(prefix):
+        raise typer.BadParameter(
+            "must be a key's prefix: 8 hex digits, as `sophia keys list` shows it", param_hint="PREFIX"
+        )
     if not _with_connection(lambda connection: key_store.revoke(connection, prefix)):
         console.print(f"[red]No active key with prefix {prefix}[/red]")
         raise typer.Exit(1)

@@ -61,6 +61,10 @@ class LoadTestError(RuntimeError):
     """k6 could not be found, or could not run the scenario to its end."""
 
 
+class LoadTestUsageError(LoadTestError):
+    """An argument out of bounds or malformed: refused before k6 starts (the command exits 2)."""
+
+
 @dataclass(frozen=True)
 class LoadReport:
     """What one run produced: the summary written to `json_path`, and its chart."""
@@ -90,11 +94,11 @@ def duration_seconds(text: str, *, name: str = "duration", least: int = 1) -> in
     """Seconds in a k6 duration such as `20s`, `2m` or `1m30s`; bounded to an hour."""
     match = DURATION.fullmatch(text.strip())
     if not text.strip() or match is None:
-        raise LoadTestError(f"{name} {text!r} is not like 20s, 2m or 1m30s")
+        raise LoadTestUsageError(f"{name} {text!r} is not like 20s, 2m or 1m30s")
     hours, minutes, seconds = (int(part or 0) for part in match.groups())
     total = hours * 3600 + minutes * 60 + seconds
     if not least <= total <= MAX_DURATION_S:
-        raise LoadTestError(f"{name} must be between {least}s and {MAX_DURATION_S}s, got {text}")
+        raise LoadTestUsageError(f"{name} must be between {least}s and {MAX_DURATION_S}s, got {text}")
     return total
 
 
@@ -117,15 +121,18 @@ def run_loadtest(
     `DEFAULT_WARMUP`) at the same rate that the figures and the latency and on-time thresholds
     leave out."""
     base_url = base_url.rstrip("/")
-    if not LOCAL_URL.fullmatch(base_url):
-        raise LoadTestError(f"load tests run against http://127.0.0.1 only, not {base_url}")
+    local = LOCAL_URL.fullmatch(base_url)
+    if not local or (local[1] is not None and not 1 <= int(local[1][1:]) <= 65_535):
+        raise LoadTestUsageError(
+            f"load tests run against http://127.0.0.1 only (port 1 to 65535), not {base_url}"
+        )
     if not 1 <= vus <= MAX_VUS:
-        raise LoadTestError(f"--vus must be between 1 and {MAX_VUS}")
+        raise LoadTestUsageError(f"--vus must be between 1 and {MAX_VUS}")
     if rate is not None and not 1 <= rate <= MAX_RATE:
-        raise LoadTestError(f"--rate must be between 1 and {MAX_RATE} requests a second")
+        raise LoadTestUsageError(f"--rate must be between 1 and {MAX_RATE} requests a second")
     duration_s = duration_seconds(duration)
     if warmup is not None and rate is None:
-        raise LoadTestError("--warmup goes with --rate: a closed loop has no schedule to warm up")
+        raise LoadTestUsageError("--warmup goes with --rate: a closed loop has no schedule to warm up")
     warmup_s = duration_seconds(warmup or DEFAULT_WARMUP, name="warmup", least=0) if rate is not None else 0
     started = datetime.now(UTC)
     with tempfile.TemporaryDirectory(prefix="sophia-k6-") as work:
@@ -355,7 +362,8 @@ def command(
     console = Console()
     settings = Settings()
     if url is None or key is None:
-        running = endpoints.read(settings)
+        needed = [name for name, given in (("api", url), ("api_key", key)) if given is None]
+        running = endpoints.read(settings, *needed)
         if not running:
             raise SystemExit("The stack is not running: start it with `make up`, or pass --url and --key.")
         url, key = url or running["api"], key or running["api_key"]
@@ -364,6 +372,8 @@ def command(
             scenario, url, key, vus=vus, duration=duration, reports_dir=Path(settings.data_dir) / "reports",
             rate=rate, warmup=warmup, console=console,
         )  # fmt: skip
+    except LoadTestUsageError as error:  # before k6 started: a usage error, as typer's own
+        raise typer.BadParameter(str(error)) from None
     except LoadTestError as error:
         raise SystemExit(str(error)) from None
     summary, latency = report.summary, report.summary["latency_ms"]

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 
 from sophia.cli import audit, dlq, jobs, keys, loadtest, ml, tail
 from sophia.cli.endpoints import resolve_settings
+from sophia.cli.failures import run_on_database, settings_error
 from sophia.shared.logging import configure_logging
 from sophia.shared.settings import Settings
 
@@ -25,16 +27,24 @@ app.add_typer(analytics_app, name="analytics")
 app.command("loadtest")(loadtest.command)
 app.command("tail")(tail.command)
 console = Console()
+MAX_SEED_RECORDS = 10_000_000
+"""The most demo records one `seed` (or `up`) loads: about half an hour at the bulk path's pace."""
 
 
 @app.callback()
 def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug detail.")) -> None:
     configure_logging("DEBUG" if verbose else "WARNING", json=False)
+    try:  # a SOPHIA_* variable that does not parse: one line naming it, before any command runs
+        Settings()
+    except ValidationError as error:
+        raise SystemExit(settings_error(error)) from None
 
 
 @app.command()
 def up(
-    seed_records: int = typer.Option(None, "--seed-records", help="Demo records for an empty catalog."),
+    seed_records: int = typer.Option(
+        None, "--seed-records", min=0, max=MAX_SEED_RECORDS, help="Demo records for an empty catalog."
+    ),
 ) -> None:
     """Start engines (unless SOPHIA_*_URL name them), migrate, seed, and serve the API until Ctrl-C."""
     from sophia.cli.up import run_up
@@ -53,7 +63,7 @@ def env_command() -> None:
     """Print `export SOPHIA_API=... SOPHIA_KEY=...` for the running stack: eval "$(sophia env)"."""
     from sophia.cli import endpoints
 
-    running = endpoints.read(Settings())
+    running = endpoints.read(Settings(), "api", "api_key")
     if not running:
         raise SystemExit("The stack is not running: start it with `make up`.")
     realtime = f" SOPHIA_REALTIME={running['realtime']}" if running.get("realtime") else ""
@@ -66,17 +76,19 @@ def migrate_command() -> None:
     from sophia.database import Database
     from sophia.database.migrations import migrate
 
+    settings = resolve_settings()
+
     async def run() -> list[str]:
-        async with Database(resolve_settings()) as database, database.connection() as connection:
+        async with Database(settings) as database, database.connection() as connection:
             return [f"{m.version:04d}_{m.name}" for m in await migrate(connection)]
 
-    applied = asyncio.run(run())
+    applied = run_on_database(run(), settings.database_url)
     console.print(f"Applied: {', '.join(applied)}" if applied else "Up to date.")
 
 
 @app.command("seed")
 def seed_command(
-    records: int = typer.Option(5_000, "--records", min=1, help="How many records."),
+    records: int = typer.Option(5_000, "--records", min=1, max=MAX_SEED_RECORDS, help="How many records."),
     seed: int = typer.Option(42, "--seed", help="Same seed, same data."),
 ) -> None:
     """Load deterministic demo data (HubSpot, Gong, Slack shapes) through the bulk path."""
@@ -92,7 +104,7 @@ def seed_command(
             result = await load(database, records, seed, settings.max_line_bytes, cache, limit)
         console.print(f"{result.received} records: {result.created} created, {result.updated} updated.")
 
-    asyncio.run(run())
+    run_on_database(run(), settings.database_url)
 
 
 @views.command("refresh")
@@ -116,7 +128,7 @@ def refresh_views() -> None:
                 await cache.invalidate(tags=[ACTIVE_DEALS_TAG])
         return mended
 
-    mended = asyncio.run(run())
+    mended = run_on_database(run(), settings.database_url)
     console.print(f"Refreshed active_deals_mv: {mended} rows mended.")
 
 
@@ -141,7 +153,7 @@ def rebuild_analytics() -> None:
                 await cache.invalidate(tags=[ANALYTICS_TAG])
         return counted
 
-    deals, changes, talks = asyncio.run(run())
+    deals, changes, talks = run_on_database(run(), settings.database_url)
     console.print(
         f"Rebuilt the analytics: {deals:,} deals, {changes:,} stage changes, {talks:,} calls and messages."
     )

@@ -20,7 +20,8 @@ import typer
 from rich.console import Console
 from rich.text import Text
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
+from websockets.uri import parse_uri
 
 from sophia.cli import endpoints
 from sophia.shared.resilience import backoff_delays
@@ -132,6 +133,15 @@ def command(
     key = key or running.get("api_key")
     if not url or not key:
         raise SystemExit("No real-time service: start the stack with `make up`, or give --url and --key.")
+    try:
+        parse_uri(url)
+    except (InvalidURI, ValueError):  # ValueError: a port past 65535, a broken IPv6 address
+        raise typer.BadParameter(
+            "must be a ws:// or wss:// URL (the real-time service's)", param_hint="--url"
+        ) from None
+    if not (key.isascii() and key.isprintable() and " " not in key):
+        raise typer.BadParameter("must be an API key: printable ASCII, no spaces", param_hint="--key")
+    position = parse_since(since)
     show = (lambda frame: print(orjson.dumps(frame).decode(), flush=True)) if json_lines else _line
 
     async def run() -> dict[str, Any] | None:
@@ -139,7 +149,7 @@ def command(
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        return await tail(url, key, channel, parse_since(since), show, stop=stop, max_events=max_events)
+        return await tail(url, key, channel, position, show, stop=stop, max_events=max_events)
 
     try:
         last = asyncio.run(run())

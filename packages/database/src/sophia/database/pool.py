@@ -23,6 +23,16 @@ Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 log = get_logger(__name__)
 
+POSTGRES_ERRORS: tuple[type[BaseException], ...] = (asyncpg.PostgresError, asyncpg.InterfaceError)
+"""Whatever asyncpg raises for PostgreSQL's answer or for the connection to it: what a command-line
+tool reports in one line instead of a traceback."""
+
+
+def not_migrated(error: BaseException) -> bool:
+    """Whether `error` says the schema is missing: a database `sophia migrate` has not run on."""
+    return isinstance(error, asyncpg.UndefinedTableError | asyncpg.InvalidSchemaNameError)
+
+
 ENGINE_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,

@@ -1,0 +1,50 @@
+"""What a command says when its input or an engine fails it: one line and a non-zero exit, never a
+traceback. PostgreSQL's client loads in the commands that use it, not with the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from sophia.core.errors import SophiaError
+from sophia.shared.urls import without_password
+
+T = TypeVar("T")
+errors = Console(stderr=True, highlight=False)
+
+
+def say(line: str) -> None:
+    """`line` in red on stderr, as is: brackets in it are text, not markup."""
+    errors.print(line, style="red", markup=False, highlight=False, soft_wrap=True)
+
+
+def run_on_database(main: Coroutine[Any, Any, T], database_url: str | None) -> T:
+    """`asyncio.run(main)`; PostgreSQL unreachable, refusing the login or a value, or not migrated
+    exits 1 with one line saying so and naming the database (without its password)."""
+    from sophia.database.pool import POSTGRES_ERRORS, not_migrated
+
+    try:
+        return asyncio.run(main)
+    except SophiaError as error:
+        reason = error.detail
+    except POSTGRES_ERRORS as error:
+        reason = f"PostgreSQL refused: {error}"
+        if not_migrated(error):
+            reason += "; is the database migrated? Run `sophia migrate`"
+    say(f"{reason.rstrip('.')} (database {without_password(database_url or '')}).")
+    raise typer.Exit(1)
+
+
+def settings_error(error: ValidationError) -> str:
+    """A settings variable that does not parse, as one line: the variables and what is wrong with
+    each (not their values: one may be a secret)."""
+    problems = [
+        f"SOPHIA_{'_'.join(str(part) for part in problem['loc']).upper()}: {problem['msg']}"
+        for problem in error.errors()
+    ]
+    return "Invalid settings: " + "; ".join(problems) + "."
