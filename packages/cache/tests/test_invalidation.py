@@ -104,3 +104,35 @@ async def test_a_server_that_accepts_but_never_answers_is_no_subscription() -> N
         await asyncio.gather(task, return_exceptions=True)
         server.close()
         await client.aclose()
+
+
+async def test_a_subscription_redis_py_renews_by_itself_is_reported_as_a_gap(
+    redis_client: redis.Redis, channel: str
+) -> None:
+    """redis-py reconnects a dropped pub/sub connection and subscribes again on its own: messages
+    published in between are lost, so the listener must count it as a gap (and its owner drop what
+    they might have invalidated), not carry on as if nothing happened."""
+    gaps: list[bool] = []
+
+    async def record_gap(after_gap: bool) -> None:
+        gaps.append(after_gap)
+
+    name = f"listener-{uuid.uuid4().hex[:12]}"  # the session's Valkey is shared: kill only this one
+    where = redis_client.connection_pool.connection_kwargs
+    client = redis.Redis(
+        host=where["host"], port=where["port"], password=where.get("password"), client_name=name
+    )
+    listener = InvalidationListener(client, (channel,), Recorder(), record_gap)
+    task = asyncio.create_task(listener.run())
+    try:
+        await asyncio.wait_for(listener.subscribed.wait(), 2)
+        ids = [entry["id"] for entry in await redis_client.client_list() if entry.get("name") == name]
+        assert ids
+        for client_id in ids:
+            await redis_client.client_kill_filter(_id=client_id)
+        await eventually(lambda: gaps == [False, True] and listener.subscribed.is_set(), timeout_s=5)
+        assert listener.reconnects == 1
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await client.aclose()

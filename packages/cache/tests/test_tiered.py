@@ -1,4 +1,5 @@
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -608,32 +609,38 @@ async def test_a_missed_invalidation_is_sent_as_a_clear_when_the_subscription_co
         await reader_client.aclose()
 
 
+@contextlib.asynccontextmanager
+async def redis_user(admin: redis.Redis, denied: str) -> AsyncIterator[tuple[redis.Redis, str]]:
+    """A client of a Redis user of its own that may do everything but `denied` (an ACL rule such
+    as `-@scripting`), and the user's name, removed after."""
+    user, password = f"test-{uuid.uuid4().hex}", uuid.uuid4().hex
+    await admin.acl_setuser(
+        user, enabled=True, passwords=[f"+{password}"], keys=["*"], channels=["*"], commands=["+@all", denied]
+    )
+    where = admin.connection_pool.connection_kwargs
+    client = redis.Redis(
+        host=where["host"],
+        port=where["port"],
+        username=user,
+        password=password,
+        socket_timeout=0.5,
+        socket_connect_timeout=0.5,
+    )
+    try:
+        yield client, user
+    finally:
+        await client.aclose()
+        await admin.acl_deluser(user)
+
+
 async def test_a_subscription_without_the_epoch_keeps_the_gap_open_and_l1_serving(
     config: CacheConfig, redis_client: redis.Redis
 ) -> None:
     """A Redis user that may subscribe but not run scripts: the epoch cannot be read, so the cache
     does not claim to listen (whatever it missed is unknown) and keeps serving from L1; once the
     epoch can be read it listens again and drops L1, the gap being over."""
-    user, password = f"test-{uuid.uuid4().hex}", uuid.uuid4().hex
-    await redis_client.acl_setuser(
-        user,
-        enabled=True,
-        passwords=[f"+{password}"],
-        keys=["*"],
-        channels=["*"],
-        commands=["+@all", "-@scripting"],
-    )
-    pool_kwargs = redis_client.connection_pool.connection_kwargs
-    limited = redis.Redis(
-        host=pool_kwargs["host"],
-        port=pool_kwargs["port"],
-        username=user,
-        password=password,
-        socket_timeout=0.5,
-        socket_connect_timeout=0.5,
-    )
     loader = CountingLoader()
-    try:
+    async with redis_user(redis_client, "-@scripting") as (limited, user):
         quick = replace(config, breaker_open_s=0.2, reconnect_max_s=0.2)
         async with TieredCache(limited, quick) as cache:
             assert not cache.listening
@@ -647,6 +654,23 @@ async def test_a_subscription_without_the_epoch_keeps_the_gap_open_and_l1_servin
             await eventually(lambda: cache.listening, timeout_s=5)
             await cache.get_or_load("kept", loader)
             assert loader.calls == 2
-    finally:
-        await limited.aclose()
-        await redis_client.acl_deluser(user)
+
+
+async def test_a_resubscription_whose_owed_clear_cannot_be_sent_keeps_the_gap_open(
+    config: CacheConfig, redis_client: redis.Redis
+) -> None:
+    """An invalidation that missed Redis is owed to the other processes as a clear when the
+    subscription comes back; while that clear cannot be sent (a user that may not publish), the
+    cache does not claim to listen, and it does once the clear went out."""
+    async with redis_user(redis_client, "-publish") as (limited, user):
+        quick = replace(config, breaker_open_s=0.2, reconnect_max_s=0.2)
+        async with TieredCache(limited, quick) as cache:
+            assert cache.listening
+            await cache.invalidate(keys=["k"])  # its script publishes: refused, so owed as a clear
+            await redis_client.client_kill_filter(_type="pubsub", user=user)  # a gap
+            await eventually(lambda: not cache.listening, timeout_s=5)
+            await asyncio.sleep(0.3)  # past several reconnects: each still owes the clear
+            assert not cache.listening
+
+            await redis_client.acl_setuser(user, enabled=True, commands=["+publish"])
+            await eventually(lambda: cache.listening, timeout_s=5)

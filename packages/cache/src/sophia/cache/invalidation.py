@@ -52,7 +52,9 @@ class InvalidationListener:
 
     `tried` is set once the first subscription has succeeded or failed; `subscribed` while it holds.
 
-    A subscription counts once Redis has confirmed every channel (redis-py only sends the
+    redis-py renews a dropped subscription by itself on a new connection; the confirmation that
+    arrives then is taken for the gap it is. A subscription counts once Redis has confirmed every
+    channel (redis-py only sends the
     command: a server that is shutting down can still accept the connection and never answer).
     `on_subscribed(after_gap)` runs after each successful subscription, before any message is
     handled; `after_gap` is true after a failure: messages sent meanwhile are lost, so the owner
@@ -116,7 +118,12 @@ class InvalidationListener:
                 # arriving as it expires (Python 3.11): the cache's exit then waited for ever
                 honour_cancellation()
                 message = await pubsub.get_message(timeout=1.0)
-                if message is None or message.get("type") != "message":
+                if message is None:
+                    continue
+                if message.get("type") == "subscribe":  # redis-py reconnected and subscribed again
+                    # by itself: what was published meanwhile is lost, a gap like any other
+                    raise ConnectionError("the subscription was renewed on a new connection")
+                if message.get("type") != "message":
                     continue
                 invalidation = Invalidation.decode(message["data"])
                 if invalidation is not None:

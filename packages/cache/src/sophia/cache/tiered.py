@@ -400,12 +400,15 @@ class TieredCache:
     async def _on_subscribed(self, after_gap: bool) -> None:
         """Catch up with the epoch; after a gap, drop L1 too (invalidations may have been missed).
 
-        Redis not answering for the epoch keeps the gap open (L1 kept until Redis is back)."""
+        Redis not answering for the epoch, or for the clear owed since an invalidation missed it,
+        keeps the gap open (L1 kept until Redis is back; the clear tried again then)."""
         before = self.l2.epoch
         if await self.l2.load_epoch() is None:
             raise ConnectionError("the cache epoch could not be read after subscribing")
         if self._missed:
             await self.clear()
+            if self._missed:
+                raise ConnectionError("the clear owed since an invalidation missed Redis did not reach it")
         elif after_gap or self.l2.epoch != before:
             self._forget_everything("resubscribed" if after_gap else "cleared")
 
