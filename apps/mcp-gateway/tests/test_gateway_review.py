@@ -21,10 +21,14 @@ import yaml
 from gateway_clients import ERAS, connected, serving
 from mcp.server.lowlevel.server import Server
 from mcp.shared.exceptions import MCPError
+from metrics import sample
 from upstream_helpers import ADMIN, READER, configured, text
 from waiting import eventually
 
 from sophia.mcp_gateway import router as router_module
+from sophia.mcp_gateway.admin import shown_args
+from sophia.mcp_gateway.audit import AuditTrail
+from sophia.mcp_gateway.providers import Caller
 from sophia.mcp_gateway.router import Router, UnknownTool
 from sophia.mcp_gateway.upstreams import Upstream
 
@@ -153,6 +157,20 @@ async def test_an_argument_named_with_a_nul_does_not_stop_the_audit_trail(settin
     assert refused.is_error
     assert later.is_error  # an unknown argument: a tool error, audited all the same
     assert entries == [[probe]]
+
+
+async def test_one_audit_entry_postgres_refuses_costs_no_other_entry_of_its_batch(database):
+    """A tool's name is the upstream's text: one with a NUL (which jsonb refuses) in a batch of
+    others is dropped alone, and counted; the others of its batch are written."""
+    probe = f"probe_{uuid.uuid4().hex}"
+    trail = AuditTrail(database)
+    caller = Caller("key-id", "sk_probe", "read")
+    for tool in ("first", "bad\x00tool", "last"):
+        trail.record(caller, tool, [probe], "ok", 0.001)
+    dropped = sample("sophia_mcp_audit_dropped_total") or 0.0
+    assert await trail.flush() == 2
+    assert await audited_arguments(database, probe) == [[probe], [probe]]
+    assert sample("sophia_mcp_audit_dropped_total") == dropped + 1
 
 
 async def test_the_admin_api_answers_an_unusable_upstreams_file_with_a_4xx_naming_it(
@@ -335,3 +353,18 @@ async def test_an_unknown_tool_of_any_length_is_named_in_an_error_of_bounded_siz
     assert len(message) < 1_000, len(message)
     assert name[:100] in message  # still says which
     assert "…" in message
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--header=Authorization: Bearer sk-live-1"], ["--header=Authorization: ***"]),
+        (["https://TOKEN:@host/x"], ["https://***@host/x"]),
+        (["--accessToken", "ghp_1"], ["--accessToken", "***"]),
+        (["--clientSecret", "c"], ["--clientSecret", "***"]),
+        (["--authToken=t"], ["--authToken=***"]),
+        (["--port", "8080", "server.js"], ["--port", "8080", "server.js"]),
+    ],
+)
+def test_credentials_in_the_other_common_shapes_of_a_command_line_are_masked(args, expected):
+    assert shown_args(args) == expected

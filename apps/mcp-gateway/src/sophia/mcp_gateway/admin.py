@@ -71,7 +71,7 @@ def shown_url(url: str) -> str:
     try:
         parts = urlsplit(url)
         netloc = parts.netloc
-        if parts.username is not None and parts.password is None:
+        if parts.username is not None and not parts.password:  # `TOKEN@host`, `TOKEN:@host`
             netloc = f"{MASK}@{netloc.rpartition('@')[2]}"
         query = urlencode(
             [(name, MASK) for name, _ in parse_qsl(parts.query, keep_blank_values=True)], safe="*"
@@ -82,8 +82,13 @@ def shown_url(url: str) -> str:
         return MASK
 
 
+CAMEL_WORD = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
 def _secret_name(name: str) -> bool:
-    return bool(SECRET_NAME.search(name.lstrip("-")))
+    """Whether a flag or variable name says its value is a secret; camelCase words count as words
+    (`--accessToken`, `--clientSecret`: Node servers' flags)."""
+    return bool(SECRET_NAME.search(CAMEL_WORD.sub("_", name.lstrip("-"))))
 
 
 def shown_args(args: list[Any]) -> list[Any]:
@@ -100,6 +105,9 @@ def shown_args(args: list[Any]) -> list[Any]:
         if previous in HEADER_FLAGS:
             header, colon, _ = arg.partition(":")
             shown.append(f"{header}: {MASK}" if colon else MASK)
+        elif equals and name in HEADER_FLAGS:  # --header=Authorization: Bearer X
+            header, colon, _ = value.partition(":")
+            shown.append(f"{name}={header}: {MASK}" if colon else f"{name}={MASK}")
         elif previous.startswith("-") and _secret_name(previous):
             shown.append(MASK)
         elif equals and _secret_name(name):

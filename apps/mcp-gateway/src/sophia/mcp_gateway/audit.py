@@ -80,22 +80,29 @@ class AuditTrail:
             self._wake.set()
 
     async def flush(self) -> int:
-        """Write what waits (in batches of `BATCH`); how many were written (or, refused by
-        PostgreSQL, dropped and counted)."""
+        """Write what waits (in batches of `BATCH`); how many were written. A batch PostgreSQL
+        refuses as invalid is written again entry by entry, and only the entries it refuses are
+        dropped (logged and counted): one bad entry costs no other caller's."""
         written = 0
         while self._waiting:
             batch = [self._waiting[index] for index in range(min(BATCH, len(self._waiting)))]
             try:
-                async with self.database.connection() as connection:
-                    await outbox.audit_many(connection, batch)
-            except Invalid as refused:  # a value PostgreSQL will never take: dropped, not retried forever
-                log.error("mcp_audit_refused", entries=len(batch), reason=refused.detail)
-                AUDIT_DROPPED.inc(len(batch))
-            else:
-                written += len(batch)
+                written += await self._write(batch)
+            except Invalid:
+                for entry in batch:
+                    try:
+                        written += await self._write([entry])
+                    except Invalid as refused:  # a value PostgreSQL will never take: not retried
+                        log.error("mcp_audit_refused", tool=printable(entry[2]), reason=refused.detail)
+                        AUDIT_DROPPED.inc()
             for _ in batch:
                 self._waiting.popleft()
         return written
+
+    async def _write(self, entries: list[outbox.AuditEntry]) -> int:
+        async with self.database.connection() as connection:
+            await outbox.audit_many(connection, entries)
+        return len(entries)
 
     async def _run(self) -> None:
         while True:

@@ -319,6 +319,9 @@ class Session:
 
     async def _run(self) -> None:
         closing = anyio.CancelScope()
+        failed: BaseException | None = None
+        """What ended the session, kept: a close running past its deadline is cancelled, and the
+        cancel scope would swallow it with that cancellation."""
         try:
             with closing:
                 async with AsyncExitStack() as stack:
@@ -347,6 +350,9 @@ class Session:
                             self._opened.set()
                             await self._serve(client)
                             group.cancel_scope.cancel()
+                    except Exception as error:
+                        failed = error
+                        raise
                     finally:  # ending it (a 2025-11-25 server's DELETE, a command's stop) is bounded too
                         closing.deadline = anyio.current_time() + self.config.timeout_s
             # past the deadline: a command's stop goes on (`close` waits for it), a DELETE is dropped
@@ -354,6 +360,8 @@ class Session:
                 log.warning(
                     "mcp_upstream_close_slow", upstream=self.config.name, waited_s=self.config.timeout_s
                 )
+                if failed is not None:
+                    raise failed
         except TimeoutError:
             self.lose(f"no answer to the handshake within {self.config.timeout_s:g} s", responsive=False)
         except Exception as error:  # the transport failed (refused, dropped): said to every waiter
@@ -654,7 +662,9 @@ class Upstream:
                 f"{self.namespaced(tool_name)} answered something not MCP: {error.error_count()} errors"
             )
         except RuntimeError as error:  # the SDK's client refused the result: not its output schema's
-            return tool_error(f"{self.namespaced(tool_name)}: {str(error).splitlines()[0]}")
+            return tool_error(
+                f"{self.namespaced(tool_name)}: {(str(error).splitlines() or [type(error).__name__])[0]}"
+            )
 
     async def _request(self, tool: str, send: Callable[[Client], Awaitable[T]]) -> T:
         """One request under the breaker and `timeout_s`; `Outage` when the upstream failed."""
