@@ -135,6 +135,8 @@ def test_jobs_submit_refuses_a_kind_no_worker_runs_and_queues_nothing(own, env, 
         (("--param", "lone\udcff=1"), "NUL or undecodable bytes"),
         (("--param", "batch_size=99999999999999999999"), "batch_size: a number past 64 bits"),
         (("--param", "a=1e999"), "a: a number past 64 bits"),
+        (("--param", "n=" + "1" * 5000), "n: a number past 64 bits"),  # past int()'s own limit
+        (("--param", "deep=" + "[" * 100_000), "deep: nested too deeply"),
         (("--key", "lone\udcff"), "--key"),
         (("--key", "nul\x00"), "--key"),
     ],

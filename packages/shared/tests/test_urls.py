@@ -16,6 +16,10 @@ from sophia.shared.urls import without_password
             "postgresql://u:p@[::1]:5432/db?sslmode=require",
             "postgresql://u:***@[::1]:5432/db?sslmode=require",
         ),
+        (  # libpq takes the password as a parameter too
+            "postgresql://h/db?user=u&password=p&sslpassword=q&sslmode=require",
+            "postgresql://h/db?user=u&password=***&sslpassword=***&sslmode=require",
+        ),
     ],
 )
 def test_a_password_is_never_shown_and_the_rest_is(url, shown):

@@ -76,6 +76,8 @@ class _OutOfRange(Exception):
 
 
 def _int64(text: str) -> int:
+    if len(text.lstrip("-")) > 20:  # past 64 bits whatever its digits (and past int()'s 4,300)
+        raise _OutOfRange(text)
     number = int(text)
     if not -(2**63) <= number < 2**64:
         raise _OutOfRange(text)
@@ -103,6 +105,8 @@ def _param(text: str) -> tuple[str, Any]:
         parsed = json.loads(value, parse_int=_int64, parse_float=_finite, parse_constant=_not_a_number)
     except _OutOfRange:
         raise typer.BadParameter(f"{name}: a number past 64 bits", param_hint="--param") from None
+    except RecursionError:
+        raise typer.BadParameter(f"{name}: nested too deeply", param_hint="--param") from None
     except ValueError:
         parsed = value
     if _unstorable(name) or _unstorable(parsed):

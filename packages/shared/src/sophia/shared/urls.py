@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit, urlunsplit
+
+QUERY_PASSWORD = re.compile(r"(^|&)((?:ssl)?password)=[^&]*", re.IGNORECASE)
+"""A password given as a query parameter, as libpq takes it (`?password=...`, `sslpassword`)."""
 
 
 def without_password(url: str) -> str:
@@ -12,10 +16,13 @@ def without_password(url: str) -> str:
 
 def _one_without_password(url: str) -> str:
     parts = urlsplit(url.strip())
-    if parts.password is None:
+    query = QUERY_PASSWORD.sub(r"\1\2=***", parts.query)
+    if parts.password is None and query == parts.query:
         return url.strip()
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    netloc = parts.netloc
+    if parts.password is not None:
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
