@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from sophia.cli import endpoints
 from sophia.cli.main import app
+from sophia.engines.process import free_port
 from sophia.shared.settings import Settings
 
 runner = CliRunner()
@@ -243,3 +244,11 @@ def test_starting_the_cli_loads_no_engine_client_and_no_model_code():
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
     ).stdout.strip()
     assert loaded == "[]"
+
+
+def test_views_refresh_with_redis_unreachable_refreshes_and_says_the_cache_was_not_told(env):
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    result = invoke(env | {"SOPHIA_REDIS_URL": dead}, "views", "refresh")
+    assert result.exit_code == 0, result.output
+    assert "Refreshed active_deals_mv" in result.output
+    assert "did not take the cache invalidation" in " ".join(result.output.split())

@@ -161,6 +161,12 @@ class TieredCache:
         self._flights.clear()
 
     @property
+    def owes_clear(self) -> bool:
+        """Whether an invalidation of this process missed Redis: the other processes are owed a
+        clear, sent once Redis answers (a process about to exit should say it could not)."""
+        return self._missed
+
+    @property
     def listening(self) -> bool:
         """Whether invalidations from other processes are arriving now."""
         return self._listener is not None and self._listener.subscribed.is_set()
