@@ -4,8 +4,8 @@ traceback. PostgreSQL's client loads in the commands that use it, not with the C
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -13,6 +13,9 @@ from rich.console import Console
 
 from sophia.core.errors import SophiaError
 from sophia.shared.urls import without_password
+
+if TYPE_CHECKING:
+    from sophia.database.pool import Connection
 
 T = TypeVar("T")
 errors = Console(stderr=True, highlight=False)
@@ -38,6 +41,20 @@ def run_on_database(main: Coroutine[Any, Any, T], database_url: str | None) -> T
             reason += "; is the database migrated? Run `sophia migrate`"
     say(f"{reason.rstrip('.')} (database {without_password(database_url or '')}).")
     raise typer.Exit(1)
+
+
+def with_connection(call: Callable[[Connection], Awaitable[T]]) -> T:
+    """`call(connection)` on the catalog's database, opened for it; failures as `run_on_database`."""
+    from sophia.cli.endpoints import resolve_settings
+    from sophia.database import Database
+
+    settings = resolve_settings()
+
+    async def run() -> T:
+        async with Database(settings) as database, database.connection() as connection:
+            return await call(connection)
+
+    return run_on_database(run(), settings.database_url)
 
 
 def settings_error(error: ValidationError) -> str:

@@ -5,39 +5,19 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from sophia.cli.endpoints import resolve_settings
-from sophia.cli.failures import run_on_database
-
-if TYPE_CHECKING:
-    from sophia.database.pool import Connection
+from sophia.cli.failures import with_connection
 
 app = typer.Typer(help="API keys (stored hashed; the secret is shown once).", no_args_is_help=True)
 console = Console()
 
-T = TypeVar("T")
 MAX_NAME_CHARS = 200
 PREFIX = re.compile(r"[0-9a-f]{8}")
-
-
-def _with_connection(call: Callable[[Connection], Awaitable[T]]) -> T:
-    """`call(connection)` on the catalog's database, opened for it."""
-    from sophia.database import Database
-
-    settings = resolve_settings()
-
-    async def run() -> T:
-        async with Database(settings) as database, database.connection() as connection:
-            return await call(connection)
-
-    return run_on_database(run(), settings.database_url)
 
 
 def _check_name(name: str) -> str:
@@ -63,7 +43,7 @@ def create(
 
     if scope not in key_store.SCOPES:
         raise typer.BadParameter(f"must be one of {', '.join(key_store.SCOPES)}", param_hint="--scope")
-    _, secret = _with_connection(lambda connection: key_store.create(connection, name, scope))
+    _, secret = with_connection(lambda connection: key_store.create(connection, name, scope))
     print(secret)
 
 
@@ -73,7 +53,7 @@ def list_keys() -> None:
     from sophia.database import keys as key_store
 
     table = Table("prefix", "name", "scope", "created", "revoked")
-    for key in _with_connection(key_store.list_all):
+    for key in with_connection(key_store.list_all):
         table.add_row(
             key.prefix,
             Text(key.name),  # text, not markup: a name is whatever its creator typed
@@ -95,7 +75,7 @@ def revoke(
         raise typer.BadParameter(
             "must be a key's prefix: 8 hex digits, as `sophia keys list` shows it", param_hint="PREFIX"
         )
-    if not _with_connection(lambda connection: key_store.revoke(connection, prefix)):
+    if not with_connection(lambda connection: key_store.revoke(connection, prefix)):
         console.print(f"[red]No active key with prefix {prefix}[/red]")
         raise typer.Exit(1)
     console.print(f"Revoked {prefix}")

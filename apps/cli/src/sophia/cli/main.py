@@ -10,7 +10,7 @@ from rich.console import Console
 
 from sophia.cli import audit, dlq, jobs, keys, loadtest, ml, tail
 from sophia.cli.endpoints import resolve_settings
-from sophia.cli.failures import run_on_database, settings_error
+from sophia.cli.failures import run_on_database, settings_error, with_connection
 from sophia.shared.logging import configure_logging
 from sophia.shared.settings import Settings
 
@@ -73,16 +73,9 @@ def env_command() -> None:
 @app.command("migrate")
 def migrate_command() -> None:
     """Apply pending migrations (idempotent; safe from several processes at once)."""
-    from sophia.database import Database
     from sophia.database.migrations import migrate
 
-    settings = resolve_settings()
-
-    async def run() -> list[str]:
-        async with Database(settings) as database, database.connection() as connection:
-            return [f"{m.version:04d}_{m.name}" for m in await migrate(connection)]
-
-    applied = run_on_database(run(), settings.database_url)
+    applied = [f"{m.version:04d}_{m.name}" for m in with_connection(migrate)]
     console.print(f"Applied: {', '.join(applied)}" if applied else "Up to date.")
 
 
