@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
+import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 
 from sophia.cli.endpoints import resolve_settings
+from sophia.core.documents import document_problem, text_problem
 from sophia.core.errors import SophiaError
 
 if TYPE_CHECKING:
@@ -27,8 +28,6 @@ app = typer.Typer(help="Background jobs: view refreshes, bulk re-processing.", n
 console = Console()
 
 T = TypeVar("T")
-UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-"""What PostgreSQL cannot hold in text or JSON: NUL, and lone surrogates (undecodable bytes)."""
 
 
 def job_kinds() -> tuple[str, ...]:
@@ -109,20 +108,11 @@ def _param(text: str) -> tuple[str, Any]:
         raise typer.BadParameter(f"{name}: nested too deeply", param_hint="--param") from None
     except ValueError:
         parsed = value
-    if _unstorable(name) or _unstorable(parsed):
+    # what PostgreSQL cannot hold in text or JSON: NUL and lone surrogates (undecodable bytes); no
+    # depth bound here (json's own recursion limit answers above) and no NaN (read as text)
+    if text_problem(name) or document_problem(parsed, max_depth=sys.maxsize):
         raise typer.BadParameter(f"{name}: NUL or undecodable bytes cannot be stored", param_hint="--param")
     return name, parsed
-
-
-def _unstorable(value: Any) -> bool:
-    """Whether any text in `value` (keys too) holds what PostgreSQL refuses."""
-    if isinstance(value, str):
-        return UNSTORABLE.search(value) is not None
-    if isinstance(value, dict):
-        return any(_unstorable(key) or _unstorable(item) for key, item in value.items())
-    if isinstance(value, list):
-        return any(_unstorable(item) for item in value)
-    return False
 
 
 @app.command("submit")
@@ -134,7 +124,7 @@ def submit_command(
     """Queue a job for the workers; with --key, submitting again finds the first job."""
     if kind not in job_kinds():
         raise typer.BadParameter(f"must be one of {', '.join(job_kinds())}", param_hint="KIND")
-    if key is not None and (not key or UNSTORABLE.search(key)):
+    if key is not None and (not key or text_problem(key)):
         raise typer.BadParameter("must be text without NUL or undecodable bytes", param_hint="--key")
     params = dict(_param(text) for text in param)
     job, created = _with_queue(lambda queue: queue.submit(kind, params, idempotency_key=key), needs_nats=True)
