@@ -11,6 +11,7 @@ from metrics import sample
 from waiting import eventually
 
 from sophia.cache import CacheConfig, Loaded, TieredCache, TtlClass
+from sophia.cache import invalidation as invalidation_module
 from sophia.cache.invalidation import Invalidation
 from sophia.cache.l2 import Claim
 from sophia.core.errors import Invalid, NotFound
@@ -634,7 +635,7 @@ async def redis_user(admin: redis.Redis, denied: str) -> AsyncIterator[tuple[red
 
 
 async def test_a_subscription_without_the_epoch_keeps_the_gap_open_and_l1_serving(
-    config: CacheConfig, redis_client: redis.Redis
+    config: CacheConfig, redis_client: redis.Redis, logs_of
 ) -> None:
     """A Redis user that may subscribe but not run scripts: the epoch cannot be read, so the cache
     does not claim to listen (whatever it missed is unknown) and keeps serving from L1; once the
@@ -642,11 +643,12 @@ async def test_a_subscription_without_the_epoch_keeps_the_gap_open_and_l1_servin
     loader = CountingLoader()
     async with redis_user(redis_client, "-@scripting") as (limited, user):
         quick = replace(config, breaker_open_s=0.2, reconnect_max_s=0.2)
+        listener_log = logs_of(invalidation_module)
         async with TieredCache(limited, quick) as cache:
             assert not cache.listening
-            for _ in range(3):  # past several reconnects (their backoff starts at 0.05 s)
+            for attempts in (1, 2, 3):  # each read after one more failed resubscription
+                await eventually(lambda: listener_log.count("cache_listener_disconnected") >= attempts)  # noqa: B023
                 assert (await cache.get_or_load("kept", loader)).value == b"value"
-                await asyncio.sleep(0.1)
             assert not cache.listening
             assert loader.calls == 1
 
@@ -657,7 +659,7 @@ async def test_a_subscription_without_the_epoch_keeps_the_gap_open_and_l1_servin
 
 
 async def test_a_resubscription_whose_owed_clear_cannot_be_sent_keeps_the_gap_open(
-    config: CacheConfig, redis_client: redis.Redis
+    config: CacheConfig, redis_client: redis.Redis, logs_of
 ) -> None:
     """An invalidation that missed Redis is owed to the other processes as a clear when the
     subscription comes back; while that clear cannot be sent (a user that may not publish), the
@@ -669,7 +671,9 @@ async def test_a_resubscription_whose_owed_clear_cannot_be_sent_keeps_the_gap_op
             await cache.invalidate(keys=["k"])  # its script publishes: refused, so owed as a clear
             await redis_client.client_kill_filter(_type="pubsub", user=user)  # a gap
             await eventually(lambda: not cache.listening, timeout_s=5)
-            await asyncio.sleep(0.3)  # past several reconnects: each still owes the clear
+            listener_log = logs_of(invalidation_module)
+            # past several resubscriptions: each still owes the clear
+            await eventually(lambda: listener_log.count("cache_listener_disconnected") >= 3, timeout_s=5)
             assert not cache.listening
 
             await redis_client.acl_setuser(user, enabled=True, commands=["+publish"])
