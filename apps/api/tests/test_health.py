@@ -102,11 +102,15 @@ async def test_metrics_are_prometheus_text(client):
     assert "# TYPE sophia_http_request_duration_seconds histogram" in response.text
 
 
-async def test_readyz_names_a_probe_that_outlasts_its_own_timeout_and_leaves_the_backlog_unknown(settings):
+async def test_readyz_names_a_probe_that_outlasts_its_own_timeout_and_leaves_the_backlog_unknown(
+    settings, monkeypatch
+):
     """Every pooled connection busy: the PostgreSQL probe waits on the pool (up to its acquire
     timeout, longer than the probe's), so the readiness backstop answers for it."""
     from sophia.api.app import create_app
+    from sophia.api.health import endpoints
 
+    monkeypatch.setattr(endpoints, "PROBE_BACKSTOP_S", 0.1)  # still far short of the 30 s acquire timeout
     busy = settings.model_copy(
         update={
             "db_pool_min_size": 1,

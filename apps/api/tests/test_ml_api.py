@@ -129,7 +129,10 @@ async def test_bad_input_is_a_422_naming_where(ml, path, body, where):
 
 
 async def test_a_full_queue_answers_503_with_retry_after_and_the_model_recovers(settings, api_keys):
-    tiny = settings.model_copy(update={"ml_enabled": True, "ml_max_queue": 2, "ml_max_wait_s": 0.2})
+    """The first batch waits `ml_max_wait_s` to fill, which holds the queue full while the burst
+    arrives: the six requests reach the queue within a few ms of each other (the test passed with
+    0.01 s on two busy cores, under coverage), and each batch here costs that wait."""
+    tiny = settings.model_copy(update={"ml_enabled": True, "ml_max_queue": 2, "ml_max_wait_s": 0.05})
     async with app_client(tiny, api_keys["read"]) as client:
         texts = [f"queue test {n} {TEXTS[n % 3]}" for n in range(6)]  # uncached, so they queue
         answers = await asyncio.gather(

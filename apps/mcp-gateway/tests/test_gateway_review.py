@@ -25,7 +25,9 @@ from metrics import sample
 from upstream_helpers import ADMIN, READER, configured, text
 from waiting import eventually
 
+from sophia.mcp_gateway import audit as audit_module
 from sophia.mcp_gateway import router as router_module
+from sophia.mcp_gateway import server as server_module
 from sophia.mcp_gateway.admin import shown_args
 from sophia.mcp_gateway.audit import AuditTrail
 from sophia.mcp_gateway.providers import Caller
@@ -142,7 +144,10 @@ async def audited_arguments(database, probe: str) -> list[list[str]]:
     return [row["payload"]["details"]["arguments"] for row in rows]
 
 
-async def test_an_argument_named_with_a_nul_does_not_stop_the_audit_trail(settings, api_keys, database):
+async def test_an_argument_named_with_a_nul_does_not_stop_the_audit_trail(
+    settings, api_keys, database, monkeypatch
+):
+    monkeypatch.setattr(audit_module, "FLUSH_S", 0.02)  # the entries written at once, not in 0.2 s
     probe = f"probe_{uuid.uuid4().hex}"
     async with serving(settings) as url, connected(url, api_keys["read"], "2026-07-28") as agent:
         refused = await agent.call_tool("search_records", {"a\x00b": 1})
@@ -199,6 +204,7 @@ async def test_a_tool_a_new_view_takes_away_is_not_callable_once_the_view_applie
     settings, api_keys, tmp_path, monkeypatch
 ):
     monkeypatch.setattr(router_module, "INDEX_TTL_S", 60.0)  # however slow the machine: within it
+    monkeypatch.setattr(server_module, "UPSTREAMS_POLL_S", 0.02)  # the new file is read at once, not in 1 s
     views = tmp_path / "upstreams.yaml"
     views.write_text(
         "upstreams: []\nviews:\n  - scopes: [read]\n    tools: [pipeline, get_record]\n"
@@ -219,7 +225,7 @@ async def test_a_tool_a_new_view_takes_away_is_not_callable_once_the_view_applie
         async def applied() -> bool:
             return "pipeline" not in {tool.name for tool in (await admin.list_tools()).tools}
 
-        await eventually(applied, timeout_s=10, poll_s=0.05)
+        await eventually(applied, timeout_s=10, poll_s=0.02)
         with pytest.raises(MCPError, match="pipeline"):
             await reader.call_tool("pipeline", {})
     assert not allowed.is_error, allowed.content
@@ -339,7 +345,7 @@ async def test_one_key_cannot_take_every_listen_slot_of_a_process(settings, api_
                 return False
             return True
 
-        await eventually(freed, timeout_s=10, poll_s=0.1)
+        await eventually(freed, timeout_s=10, poll_s=0.02)
     assert "2" in refused.value.error.message
     assert listens_again
 

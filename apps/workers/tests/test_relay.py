@@ -220,7 +220,8 @@ async def test_writes_closer_together_than_the_gathering_time_leave_together(dat
             left = "SELECT count(*) FROM sophia_core.outbox WHERE key LIKE $1"
             return await connection.fetchval(left, f"{source}/%") == 0
 
-    async with OutboxRelay(database, nats, streams, poll_s=3600, gather_s=0.8) as relay:
+    # The writes take 0.1 s and a few ms: gathering 0.4 s leaves room for a loaded machine.
+    async with OutboxRelay(database, nats, streams, poll_s=3600, gather_s=0.4) as relay:
         await drain(relay)
         stop = asyncio.Event()
         running = asyncio.create_task(relay.run(stop))

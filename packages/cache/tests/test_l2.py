@@ -61,7 +61,8 @@ def busy(operation: str) -> float:
 async def test_a_wait_for_the_pool_that_runs_out_says_max_connections_not_redis_down(settings, config):
     """redis-py's waiting pool says `ConnectionError("No connection available.")`: ours says what
     it is, so the breaker and the cache do not take this process's own limit for an outage."""
-    async with RedisConnection(settings.redis_url or "", timeout_s=0.05, max_connections=1) as connection:
+    url = settings.redis_url or ""
+    async with RedisConnection(url, timeout_s=2, max_connections=1, pool_wait_s=0.02) as connection:
         pool = connection.client.connection_pool
         taken = await pool.get_connection()  # the only connection
         try:
@@ -82,10 +83,13 @@ async def test_a_wait_for_the_pool_that_runs_out_says_max_connections_not_redis_
 async def test_reads_queued_past_the_timeout_are_skipped_and_invalidations_wait_their_turn(
     redis_client: redis.Redis, config: CacheConfig
 ) -> None:
-    tier = RedisTier(redis_client, replace(config, redis_in_flight=1, redis_timeout_s=0.225))
+    # The second read must get its place (at 0.09 s) within the timeout (0.16 s): that margin
+    # is what a busy event loop may lag by. The last two reads' timeouts (0.16 s) fall before the
+    # second read ends (0.18 s) whatever the loop's lag: due timers fire in order.
+    tier = RedisTier(redis_client, replace(config, redis_in_flight=1, redis_timeout_s=0.16))
 
     async def slow(client: redis.Redis) -> str:
-        await asyncio.sleep(0.15)
+        await asyncio.sleep(0.09)
         return "done"
 
     before = busy("queued")
@@ -93,7 +97,7 @@ async def test_reads_queued_past_the_timeout_are_skipped_and_invalidations_wait_
         *(tier.call("queued", slow) for _ in range(4)),
         tier.call("queued-invalidation", slow, invalidates=True),
     )
-    # one place, 0.15 s a call, 0.225 s of patience: the first two reads run, the last two are
+    # one place, 0.09 s a call, 0.16 s of patience: the first two reads run, the last two are
     # skipped as busy; the invalidation behind them waits and runs
     assert answers == ["done", "done", None, None, "done"]
     assert busy("queued") - before == 2

@@ -75,7 +75,7 @@ async def test_a_thousand_concurrent_misses_call_the_loader_once(cache: TieredCa
 async def test_an_entry_expires_from_redis_after_its_ttl(
     redis_client: redis.Redis, config: CacheConfig
 ) -> None:
-    short = CacheConfig(ttl_classes={"tiny": TtlClass(fresh_s=0.2)}, key_prefix=config.key_prefix)
+    short = CacheConfig(ttl_classes={"tiny": TtlClass(fresh_s=0.1)}, key_prefix=config.key_prefix)
     loader = CountingLoader()
     async with TieredCache(redis_client, short) as cache:
         await cache.get_or_load("brief", loader, "tiny")
@@ -515,16 +515,19 @@ async def miss_an_invalidation(writer: TieredCache, reader: TieredCache, loader:
 async def test_an_invalidation_that_missed_redis_becomes_a_clear_once_redis_answers(
     redis_client: redis.Redis, settings: object, config: CacheConfig
 ) -> None:
-    from dataclasses import replace
-
-    quick = replace(config, breaker_open_s=0.2)
     other_client = redis.Redis.from_url(settings.redis_url)  # type: ignore[attr-defined]
     loader = CountingLoader(b"old")
     async with (
-        TieredCache(redis_client, quick, name="writer") as writer,
-        TieredCache(other_client, quick, name="reader") as reader,
+        TieredCache(redis_client, config, name="writer") as writer,
+        TieredCache(other_client, config, name="reader") as reader,
     ):
         await miss_an_invalidation(writer, reader, loader)
+        await writer.invalidate(keys=["unrelated"])  # still cut off (open for 1 s): still owed
+        assert writer._missed
+        assert "k" in reader.l1
+        writer.l2.breaker.open_s = (
+            0  # Redis is back: the next call may go through (no waiting out the second)
+        )
 
         async def retried() -> bool:
             await writer.invalidate(keys=["unrelated"])
@@ -642,7 +645,7 @@ async def test_a_subscription_without_the_epoch_keeps_the_gap_open_and_l1_servin
     epoch can be read it listens again and drops L1, the gap being over."""
     loader = CountingLoader()
     async with redis_user(redis_client, "-@scripting") as (limited, user):
-        quick = replace(config, breaker_open_s=0.2, reconnect_max_s=0.2)
+        quick = replace(config, breaker_open_s=0.05, reconnect_max_s=0.05)
         listener_log = logs_of(invalidation_module)
         async with TieredCache(limited, quick) as cache:
             assert not cache.listening
@@ -665,7 +668,7 @@ async def test_a_resubscription_whose_owed_clear_cannot_be_sent_keeps_the_gap_op
     subscription comes back; while that clear cannot be sent (a user that may not publish), the
     cache does not claim to listen, and it does once the clear went out."""
     async with redis_user(redis_client, "-publish") as (limited, user):
-        quick = replace(config, breaker_open_s=0.2, reconnect_max_s=0.2)
+        quick = replace(config, breaker_open_s=0.05, reconnect_max_s=0.05)
         async with TieredCache(limited, quick) as cache:
             assert cache.listening
             await cache.invalidate(keys=["k"])  # its script publishes: refused, so owed as a clear

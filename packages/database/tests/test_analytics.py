@@ -3,8 +3,8 @@ events included), they hold exactly what a rebuild from the catalog and the stag
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -27,6 +27,15 @@ CREATED = [datetime(2026, month, 3, 9, tzinfo=UTC) for month in (1, 2, 5)]
 async def analytics_database(migrated_database) -> str:
     """A migrated database of this module's own: each example empties its catalog."""
     return await migrated_database()
+
+
+@pytest.fixture(scope="module")
+async def scenario_connection(analytics_database) -> AsyncIterator[asyncpg.Connection]:
+    """One connection for every example: a new one each time cost its connect and, with it,
+    asyncpg's statement cache (every statement of the consumers prepared again)."""
+    connection = await asyncpg.connect(analytics_database)
+    yield connection
+    await connection.close()
 
 
 async def snapshot(connection: asyncpg.Connection) -> dict[str, list[tuple[Any, ...]]]:
@@ -137,52 +146,46 @@ async def consume(connection: asyncpg.Connection, record_id: Any) -> None:
     await apply_activity(connection, [record_id])
 
 
-async def run_scenario(url: str, operations: list[tuple[Any, ...]]) -> None:
+async def run_scenario(connection: asyncpg.Connection, operations: list[tuple[Any, ...]]) -> None:
     """The operations, each write and prediction an event (the record it is of); the consumers
     see the last ones when told (again, or in the wrong order), then at last each event they have
     not seen, once, in order: never a record without an event of its own."""
-    connection = await asyncpg.connect(url)
     events: list[Any] = []
     consumed: set[int] = set()
-    try:
-        await empty(connection)
-        for operation in operations:
-            if operation[0] == "put":
-                _, number, data, created_at = operation
-                events.append((await catalog.upsert(connection, deal(number), json(data), created_at)).id)
-            elif operation[0] == "delete":
-                with contextlib.suppress(catalog.NotFound):
-                    events.append((await catalog.soft_delete(connection, deal(operation[1])))[0])
-            elif operation[0] == "talk":
-                _, number, kind, created_at, link = operation
-                written = await catalog.upsert(
-                    connection, talk(kind, number), json({"text": "hello", **link}), created_at
-                )
-                events.append(written.id)
-            elif operation[0] == "silence":
-                with contextlib.suppress(catalog.NotFound):
-                    events.append(
-                        (await catalog.soft_delete(connection, talk(operation[2], operation[1])))[0]
-                    )
-            elif operation[0] == "predict":  # what the enrichment writes, and its ml.prediction event
-                _, number, kind, label, labels = operation
-                predicted = await predict(connection, talk(kind, number), label, labels)
-                if predicted is not None:
-                    events.append(predicted)
-            else:
-                _, count, backwards = operation
-                last = range(max(len(events) - count, 0), len(events))
-                for index in reversed(last) if backwards else last:
-                    await consume(connection, events[index])
-                    consumed.add(index)
-        for index, record_id in enumerate(events):  # the events not seen yet, once, in order
-            if index not in consumed:
-                await consume(connection, record_id)
-        incremental = await snapshot(connection)
-        await analytics.rebuild(connection)
-        rebuilt = await snapshot(connection)
-    finally:
-        await connection.close()
+    await empty(connection)
+    for operation in operations:
+        if operation[0] == "put":
+            _, number, data, created_at = operation
+            events.append((await catalog.upsert(connection, deal(number), json(data), created_at)).id)
+        elif operation[0] == "delete":
+            with contextlib.suppress(catalog.NotFound):
+                events.append((await catalog.soft_delete(connection, deal(operation[1])))[0])
+        elif operation[0] == "talk":
+            _, number, kind, created_at, link = operation
+            written = await catalog.upsert(
+                connection, talk(kind, number), json({"text": "hello", **link}), created_at
+            )
+            events.append(written.id)
+        elif operation[0] == "silence":
+            with contextlib.suppress(catalog.NotFound):
+                events.append((await catalog.soft_delete(connection, talk(operation[2], operation[1])))[0])
+        elif operation[0] == "predict":  # what the enrichment writes, and its ml.prediction event
+            _, number, kind, label, labels = operation
+            predicted = await predict(connection, talk(kind, number), label, labels)
+            if predicted is not None:
+                events.append(predicted)
+        else:
+            _, count, backwards = operation
+            last = range(max(len(events) - count, 0), len(events))
+            for index in reversed(last) if backwards else last:
+                await consume(connection, events[index])
+                consumed.add(index)
+    for index, record_id in enumerate(events):  # the events not seen yet, once, in order
+        if index not in consumed:
+            await consume(connection, record_id)
+    incremental = await snapshot(connection)
+    await analytics.rebuild(connection)
+    rebuilt = await snapshot(connection)
     assert incremental == rebuilt
 
 
@@ -237,17 +240,19 @@ OPERATIONS = st.lists(
 )
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(operations=OPERATIONS)
-def test_incremental_summaries_equal_a_rebuild_after_any_writes_replays_and_late_events(
-    analytics_database, operations
+async def test_incremental_summaries_equal_a_rebuild_after_any_writes_replays_and_late_events(
+    scenario_connection, operations
 ):
-    asyncio.run(run_scenario(analytics_database, operations))
+    await run_scenario(scenario_connection, operations)
 
 
-@pytest.mark.load  # the same, 200 sequences: 14 s
+@pytest.mark.load  # the same, 200 sequences: 7 s
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(operations=OPERATIONS)
-def test_incremental_summaries_equal_a_rebuild_over_many_more_sequences(analytics_database, operations):
-    asyncio.run(run_scenario(analytics_database, operations))
+async def test_incremental_summaries_equal_a_rebuild_over_many_more_sequences(
+    scenario_connection, operations
+):
+    await run_scenario(scenario_connection, operations)
 
 
 async def test_a_deal_moving_through_stages_is_counted_in_each_summary(analytics_database):

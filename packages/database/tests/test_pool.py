@@ -76,7 +76,7 @@ async def test_every_error_of_a_connection_or_server_gone_away_is_unavailable(se
 
 async def sleep_past_the_statement_timeout(database: Database) -> None:
     async with database.connection() as connection, connection.transaction():
-        await connection.execute("SET LOCAL statement_timeout = 50")
+        await connection.execute("SET LOCAL statement_timeout = 20")
         await connection.fetchval("SELECT pg_sleep(1)")
 
 
@@ -85,21 +85,23 @@ async def test_an_exhausted_pool_and_slow_statements_answer_unavailable_and_neve
         update={
             "db_pool_min_size": 1,
             "db_pool_max_size": 1,
-            "db_acquire_timeout_s": 0.05,
+            "db_acquire_timeout_s": 0.02,
             "breaker_min_calls": 2,
         }
     )
+    # Each kind of saturation once more than the breaker's minimum of calls: counted as failures,
+    # the calls would open it, and the last would be refused as "postgres is unavailable".
     async with Database(busy) as database:
         async with database.connection():  # the pool's only connection, held
-            for _ in range(6):
+            for _ in range(3):
                 with pytest.raises(Unavailable, match="PostgreSQL is busy") as raised:
                     async with database.connection():
                         pass
                 assert raised.value.retry_after_s == 1
-        for _ in range(6):
+        for _ in range(3):
             with pytest.raises(Unavailable, match=r"PostgreSQL is busy.*TimeoutError"):
                 async with database.connection() as connection:
-                    await connection.fetchval("SELECT pg_sleep(1)", timeout=0.05)
+                    await connection.fetchval("SELECT pg_sleep(1)", timeout=0.02)
         with pytest.raises(Unavailable, match=r"PostgreSQL is busy.*QueryCanceledError"):
             await sleep_past_the_statement_timeout(database)
         assert database.breaker.state.name == "CLOSED"
@@ -119,8 +121,9 @@ async def test_a_server_that_accepts_and_never_answers_opens_the_breaker(setting
 
     server = await asyncio.start_server(silent, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
+    # the acquisition's timer runs out before the connection's own: ConnectTimedOut, not a busy pool
     quiet = settings.model_copy(
-        update={"db_acquire_timeout_s": 0.1, "db_connect_timeout_s": 0.15, "breaker_min_calls": 2}
+        update={"db_acquire_timeout_s": 0.05, "db_connect_timeout_s": 0.1, "breaker_min_calls": 2}
     )
     database = Database(quiet, dsn=f"postgresql://sophia:x@127.0.0.1:{port}/sophia")
     await database.open(require_database=False)

@@ -41,7 +41,7 @@ async def test_a_child_that_ignores_the_stop_signal_is_killed_after_the_timeout(
     process = SupervisedProcess("stubborn", IGNORES_SIGTERM, ignoring_sigterm, log)
     await process.start()
     pid = process.pid
-    await process.stop(timeout_s=0.2)
+    await process.stop(timeout_s=0.05)  # it never ends by itself: any timeout shows the kill
     assert not alive(pid)
 
 
@@ -59,7 +59,7 @@ async def test_a_child_never_ready_fails_start_after_the_start_timeout(tmp_path)
     async def never_ready() -> bool:
         return False
 
-    process = SupervisedProcess("slow", IGNORES_SIGTERM, never_ready, tmp_path / "log", start_timeout_s=0.3)
+    process = SupervisedProcess("slow", IGNORES_SIGTERM, never_ready, tmp_path / "log", start_timeout_s=0.1)
     try:
         with pytest.raises(TimeoutError, match="not ready after"):
             await process.start()

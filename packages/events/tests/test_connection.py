@@ -62,7 +62,7 @@ async def test_reconnects_after_nats_returns_on_the_same_port(tmp_path):
 async def test_a_ping_with_nothing_listening_is_unavailable_and_keeps_no_client():
     from sophia.engines.process import free_port
 
-    async with NatsConnection(f"nats://127.0.0.1:{free_port()}", timeout_s=0.1) as connection:
+    async with NatsConnection(f"nats://127.0.0.1:{free_port()}", timeout_s=0.05) as connection:
         with pytest.raises(Unavailable, match="NATS is unreachable") as raised:
             await connection.ping()
         assert raised.value.retry_after_s == 2

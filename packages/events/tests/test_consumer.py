@@ -34,7 +34,7 @@ async def test_failures_back_off_and_resubscribe_and_progress_starts_the_backoff
     await js.add_consumer(spec.name, ConsumerConfig(durable_name="loop", ack_policy=AckPolicy.EXPLICIT))
     failures_seen: list[str] = []
     loop = ConsumerLoop(
-        nats, name="loop", reconnect_max_s=0.05, on_failure=lambda e: failures_seen.append(str(e))
+        nats, name="loop", reconnect_max_s=0.01, on_failure=lambda e: failures_seen.append(str(e))
     )
     stop = asyncio.Event()
     rounds = 0
@@ -100,9 +100,10 @@ async def test_a_pull_takes_at_most_its_room_and_never_asks_past_it(nats, own_st
         js = await nats.jetstream()
         info = await js.consumer_info(spec.name, "room")
         assert (info.num_ack_pending, info.num_pending) == (4, 6)
-        rest = await pull.take(10, wait_s=0.5, fill_s=0.2)  # its 4 unfilled end at 0.5 s
+        # its 4 unfilled end at its expiry, with a 408 that ends the fill too (not the 1 s)
+        rest = await pull.take(10, wait_s=0.1, fill_s=1)
         assert [m.data for m in rest] == [str(n).encode() for n in range(4, 10)]
-        assert await pull.take(10, wait_s=0.2) == []  # nothing more, held or in the stream
+        assert await pull.take(10, wait_s=0.05) == []  # nothing more, held or in the stream
     finally:
         await pull.unsubscribe()
 
@@ -149,7 +150,8 @@ async def test_a_pull_with_max_bytes_brings_no_more_than_that_and_the_rest_comes
             await message.ack()
         rest: list = []
         while len(first) + len(rest) < 50:
-            more = await pull.take(50, wait_s=2, fill_s=0.5, max_bytes=1)
+            # a short fill: the last request, past the stream's end, is never filled nor ended
+            more = await pull.take(50, wait_s=2, fill_s=0.05, max_bytes=1)
             assert more, "the rest never came"
             rest += more
             for message in more:
@@ -162,7 +164,7 @@ async def test_a_pull_with_max_bytes_brings_no_more_than_that_and_the_rest_comes
 async def test_a_request_that_expired_empty_stops_counting(nats, own_streams):
     spec, pull = await pull_of(nats, own_streams, "expired")
     try:
-        assert await pull.take(3, wait_s=0.2) == []  # JetStream ends it with a 408
+        assert await pull.take(3, wait_s=0.05) == []  # JetStream ends it with a 408
         await publish_n(nats, spec, 3)
         # were the expired request still counted, no new one would ask for these
         taken = await pull.take(3, wait_s=2, fill_s=0.5)
@@ -262,7 +264,7 @@ async def test_statuses_come_the_direct_way_in_order_with_the_messages(nats, own
         client.deliver_to(sid, record)
         await publish_n(nats, spec, 1)
         next_ = f"$JS.API.CONSUMER.MSG.NEXT.{spec.name}.ordered"
-        await client.publish(next_, b'{"batch": 2, "expires": 200000000}', reply=pull._inbox)
+        await client.publish(next_, b'{"batch": 2, "expires": 50000000}', reply=pull._inbox)
         await eventually(lambda: len(arrived) == 2)  # the message, then the request's end
         await publish_n(nats, spec, 1, start=1)
         await client.publish(next_, b'{"batch": 1, "expires": 2000000000}', reply=pull._inbox)
@@ -288,7 +290,7 @@ async def test_a_delivery_that_raises_is_reported_and_the_connection_goes_on(nat
 
         client.deliver_to(sid, fail_once)
         await publish_n(nats, spec, 2)
-        taken = await pull.take(2, wait_s=2, fill_s=0.5)
+        taken = await pull.take(2, wait_s=2, fill_s=0.05)  # the first never comes: no long fill
         assert calls >= 2
         assert [m.data for m in taken] == [b"1"]  # the first was lost to the bug, not the connection
         assert client.is_connected

@@ -38,9 +38,10 @@ ACTION = "mcp.tool_called"
 
 
 class AuditTrail:
-    def __init__(self, database: Database, flush_s: float = FLUSH_S) -> None:
+    def __init__(self, database: Database, flush_s: float | None = None) -> None:
+        """`flush_s` None: `FLUSH_S`, read now (the gateway makes its trail with the default)."""
         self.database = database
-        self.flush_s = flush_s
+        self.flush_s = FLUSH_S if flush_s is None else flush_s
         self._waiting: deque[outbox.AuditEntry] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None

@@ -69,6 +69,8 @@ RECORD_TEMPLATE = types.ResourceTemplate(
 MCP_METHODS = ["GET", "POST", "DELETE"]
 RESOURCE_NOT_FOUND = -32002
 """The spec's code for a resource that does not exist."""
+UPSTREAMS_POLL_S = 1.0
+"""How often the upstreams file is read again for a change (read when the gateway starts)."""
 
 
 def _caller(ctx: ServerRequestContext[Any, Any]) -> Caller:
@@ -244,7 +246,9 @@ def create_app(settings: Settings | None = None, extra: Sequence[Provider] = ())
                 upstreams = await stack.enter_async_context(Upstreams(configured[0], changes.changed))
                 federated.append(upstreams)
 
-                watcher = ConfigWatcher(settings.mcp_upstreams_file, changed, configured[0])
+                watcher = ConfigWatcher(
+                    settings.mcp_upstreams_file, changed, configured[0], poll_s=UPSTREAMS_POLL_S
+                )
                 await stack.enter_async_context(watcher)
             for manager in managers:
                 await stack.enter_async_context(manager.run())

@@ -36,13 +36,16 @@ class RedisConnection:
 
     Past `max_connections` a caller waits for a connection (up to `timeout_s`) rather than fails:
     redis-py's default pool raises `MaxConnectionsError`, a `ConnectionError`, which reads as Redis
-    being down when it is only this process being busy."""
+    being down when it is only this process being busy. `pool_wait_s` bounds that wait apart from
+    the calls' own timeout (default: `timeout_s`)."""
 
-    def __init__(self, url: str, timeout_s: float = 2.0, max_connections: int = 64) -> None:
+    def __init__(
+        self, url: str, timeout_s: float = 2.0, max_connections: int = 64, *, pool_wait_s: float | None = None
+    ) -> None:
         pool = _WaitingPool.from_url(
             url,
             max_connections=max_connections,
-            timeout=timeout_s,
+            timeout=timeout_s if pool_wait_s is None else pool_wait_s,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             health_check_interval=30,
