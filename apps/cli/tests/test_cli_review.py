@@ -177,7 +177,7 @@ def file_dead_letter_failing_with(settings, error: str) -> int:
             await ensure_streams(js, [spec])
             await js.publish(spec.subject(event.key, event.type), encode(event), stream=spec.name)
             consumer = ConsumerSpec(
-                "reviewtest", spec.name, max_deliver=1, batch_wait_s=0.01, idle_wait_s=0.1
+                "reviewtest", spec.name, max_deliver=1, batch_wait_s=0.01, idle_wait_s=0.02
             )
             stop = asyncio.Event()
             running = asyncio.create_task(

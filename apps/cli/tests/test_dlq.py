@@ -53,7 +53,7 @@ def run_into_dead_letters(settings, messages: list[tuple[str, bytes, dict[str, s
             await ensure_streams(js, [spec])
             for subject, data, headers in messages:
                 await js.publish(subject, data, stream=spec.name, headers=headers)
-            consumer = ConsumerSpec("dlqtest", spec.name, max_deliver=1, batch_wait_s=0.01, idle_wait_s=0.1)
+            consumer = ConsumerSpec("dlqtest", spec.name, max_deliver=1, batch_wait_s=0.01, idle_wait_s=0.02)
             stop = asyncio.Event()
             running = asyncio.create_task(
                 StreamProcessor(nats, consumer, broken, dead_letter_stream=dead_letter).run(stop)

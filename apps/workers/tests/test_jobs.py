@@ -90,7 +90,7 @@ def drained(queue: JobQueue, nats: NatsConnection):
 @contextlib.asynccontextmanager
 async def running(queue: JobQueue, handlers: dict[str, Handler], **spec: Any) -> AsyncIterator[JobRunner]:
     """A runner with small timings until the block ends (then stopped, drained)."""
-    options: dict[str, Any] = {"idle_wait_s": 0.05, "ack_wait_s": 5.0, "backoff_s": (0.01,)}
+    options: dict[str, Any] = {"idle_wait_s": 0.02, "ack_wait_s": 5.0, "backoff_s": (0.01,)}
     runner = JobRunner(queue, handlers, RunnerSpec(f"r{uuid.uuid4().hex[:8]}", **(options | spec)))
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))

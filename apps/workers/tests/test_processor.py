@@ -49,7 +49,7 @@ async def streams(own_streams, nats) -> tuple[StreamSpec, StreamSpec]:
 
 def consumer(spec: StreamSpec, **overrides: object) -> ConsumerSpec:
     """Small timings so each test takes well under a second or two."""
-    options: dict = {"batch_wait_s": 0.02, "idle_wait_s": 0.05, "ack_wait_s": 2.0, "backoff_s": (0.01,)}
+    options: dict = {"batch_wait_s": 0.02, "idle_wait_s": 0.02, "ack_wait_s": 2.0, "backoff_s": (0.01,)}
     return ConsumerSpec(f"c{uuid.uuid4().hex[:8]}", spec.name, **(options | overrides))
 
 
