@@ -525,9 +525,8 @@ async def test_an_invalidation_that_missed_redis_becomes_a_clear_once_redis_answ
         await writer.invalidate(keys=["unrelated"])  # still cut off (open for 1 s): still owed
         assert writer._missed
         assert "k" in reader.l1
-        writer.l2.breaker.open_s = (
-            0  # Redis is back: the next call may go through (no waiting out the second)
-        )
+        # Redis is back: the next call may go through (no waiting out the second)
+        writer.l2.breaker.open_s = 0
 
         async def retried() -> bool:
             await writer.invalidate(keys=["unrelated"])
