@@ -66,6 +66,7 @@ DATABASE_COMMANDS = [
     ("seed", "--records", "1"),
     ("views", "refresh"),
     ("analytics", "rebuild"),
+    ("jobs", "status", "3fa85f64-5717-4562-b3fc-2c963f66afa6"),
 ]
 
 
@@ -84,7 +85,11 @@ def test_database_commands_with_postgres_unreachable_exit_1_naming_it_without_it
     assert "hunter2" not in result.output
 
 
-@pytest.mark.parametrize("command", [("keys", "list"), ("audit", "verify")], ids=" ".join)
+@pytest.mark.parametrize(
+    "command",
+    [("keys", "list"), ("audit", "verify"), ("jobs", "status", "3fa85f64-5717-4562-b3fc-2c963f66afa6")],
+    ids=" ".join,
+)
 def test_database_commands_on_a_database_not_migrated_say_so(command, blank_database, tmp_path):
     url = asyncio.run(blank_database())
     result = invoke({"SOPHIA_DATABASE_URL": url, "SOPHIA_DATA_DIR": str(tmp_path)}, *command)

@@ -83,7 +83,7 @@ def test_jobs_status_of_an_unknown_or_malformed_id_exits_1(env):
     unknown = uuid.uuid4()
     result = invoke(env, "status", str(unknown))
     assert result.exit_code == 1
-    assert f"No job {unknown}." in result.output
+    assert f"No job {unknown} (database " in result.output  # which database it looked in
     malformed = invoke(env, "status", "not-an-id")
     assert malformed.exit_code == 1
     assert "Not a job id: 'not-an-id'." in malformed.output
@@ -100,6 +100,7 @@ def test_jobs_submit_with_nats_unreachable_exits_1_with_a_line_not_a_traceback(e
     result = invoke(unreachable, "submit", "refresh_active_deals")
     assert result.exit_code == 1
     assert "NATS is unreachable" in result.output
+    assert ", NATS nats://127.0.0.1:1)." in result.output  # which NATS
     assert "Traceback" not in result.output
 
 

@@ -26,9 +26,12 @@ def say(line: str) -> None:
     errors.print(line, style="red", markup=False, highlight=False, soft_wrap=True)
 
 
-def run_on_database(main: Coroutine[Any, Any, T], database_url: str | None) -> T:
+def run_on_database(
+    main: Coroutine[Any, Any, T], database_url: str | None, *, nats_url: str | None = None
+) -> T:
     """`asyncio.run(main)`; PostgreSQL unreachable, refusing the login or a value, or not migrated
-    exits 1 with one line saying so and naming the database (without its password)."""
+    (or, for a command that also uses NATS, NATS failing) exits 1 with one line saying so and
+    naming the database, and NATS where given (without their passwords)."""
     from sophia.database.pool import POSTGRES_ERRORS, not_migrated
 
     try:
@@ -39,7 +42,10 @@ def run_on_database(main: Coroutine[Any, Any, T], database_url: str | None) -> T
         reason = f"PostgreSQL refused: {error}"
         if not_migrated(error):
             reason += "; is the database migrated? Run `sophia migrate`"
-    say(f"{reason.rstrip('.')} (database {without_password(database_url or '')}).")
+    where = f"database {without_password(database_url or '')}"
+    if nats_url is not None:
+        where += f", NATS {without_password(nats_url) or 'not set'}"
+    say(f"{reason.rstrip('.')} ({where}).")
     raise typer.Exit(1)
 
 

@@ -5,7 +5,6 @@ PostgreSQL, NATS and the job queue are imported when a command runs, not with th
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
@@ -17,8 +16,8 @@ import typer
 from rich.console import Console
 
 from sophia.cli.endpoints import resolve_settings
+from sophia.cli.failures import run_on_database
 from sophia.core.documents import document_problem, text_problem
-from sophia.core.errors import SophiaError
 
 if TYPE_CHECKING:
     from sophia.database.jobs import Job
@@ -43,9 +42,9 @@ def job_kinds() -> tuple[str, ...]:
 
 
 def _with_queue(call: Callable[[JobQueue], Awaitable[T]], *, needs_nats: bool = False) -> T:
-    """`call(queue)`; an unknown job, an unreachable engine or one that refuses exits 1 with one line."""
+    """`call(queue)`; an unknown job, an unreachable engine or one that refuses exits 1 with one line
+    naming the database and NATS (`failures.run_on_database`)."""
     from sophia.database import Database
-    from sophia.database.pool import POSTGRES_ERRORS
     from sophia.events.connection import NatsConnection
     from sophia.workers.jobs import JobQueue, jobs_stream
 
@@ -61,13 +60,7 @@ def _with_queue(call: Callable[[JobQueue], Awaitable[T]], *, needs_nats: bool = 
         ):
             return await call(JobQueue(database, nats, jobs_stream(settings)))
 
-    try:
-        return asyncio.run(run())
-    except SophiaError as error:
-        console.print(error.detail, style="red", markup=False, highlight=False)
-    except POSTGRES_ERRORS as error:
-        console.print(f"PostgreSQL refused: {error}", style="red", markup=False, highlight=False)
-    raise typer.Exit(1)
+    return run_on_database(run(), settings.database_url, nats_url=settings.nats_url)
 
 
 class _OutOfRange(Exception):
