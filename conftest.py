@@ -93,8 +93,8 @@ def _scratch_in_memory() -> None:
 def pytest_configure(config: pytest.Config) -> None:
     if hasattr(config, "workerinput"):
         return
-    if getattr(config.option, "numprocesses", None):  # xdist's controller collects nothing
-        gc.enable()
+    if getattr(config.option, "dist", "no") != "no" and getattr(config.option, "tx", None):
+        gc.enable()  # xdist's controller (`-n`, or `-d --tx`) collects nothing
     _scratch_in_memory()
     if all(os.environ.get(name) for name in URL_VARIABLES):
         return
@@ -111,6 +111,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     is moved out of the garbage collector's sight (`gc.freeze`: it lives until the process ends,
     and each full collection no longer walks a quarter of a million objects, 0.6 s of a worker's
     CPU), then the engines' URLs."""
+    gc.collect()  # what collection left unreachable is freed, not frozen with the rest
     gc.freeze()
     gc.enable()
     if all(os.environ.get(name) for name in URL_VARIABLES):

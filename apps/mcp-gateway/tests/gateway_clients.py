@@ -4,6 +4,7 @@ with a bearer credential, in either protocol era."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -37,7 +38,9 @@ class PromptServer(uvicorn.Server):
 
     async def main_loop(self) -> None:
         await self.on_tick(0)  # sets the default headers (Date), as uvicorn's first tick does
-        await self._stopping.wait()
+        while not self.should_exit:  # set by `stop()`, or by uvicorn's own SIGINT/SIGTERM handlers
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), 0.1)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for server in self.servers:

@@ -331,7 +331,7 @@ def announcements_at_most(db: Database, since: datetime, count: int):
         async with db.connection() as connection:
             found = await connection.fetchval(
                 "SELECT count(*) FROM sophia_core.jobs"
-                " WHERE kind = $1 AND created_at >= $2 AND not_before >= $2",
+                " WHERE kind = $1 AND created_at >= $2 AND (not_before >= $2 OR not_before IS NULL)",
                 ANNOUNCE_ACTIVE_DEALS,
                 since,
             )

@@ -75,7 +75,7 @@ async def test_a_thousand_concurrent_misses_call_the_loader_once(cache: TieredCa
 async def test_an_entry_expires_from_redis_after_its_ttl(
     redis_client: redis.Redis, config: CacheConfig
 ) -> None:
-    short = CacheConfig(ttl_classes={"tiny": TtlClass(fresh_s=0.1)}, key_prefix=config.key_prefix)
+    short = CacheConfig(ttl_classes={"tiny": TtlClass(fresh_s=0.2)}, key_prefix=config.key_prefix)
     loader = CountingLoader()
     async with TieredCache(redis_client, short) as cache:
         await cache.get_or_load("brief", loader, "tiny")

@@ -12,6 +12,9 @@ from sophia.shared.urls import without_password
         ("redis://:pw@127.0.0.1:6379/0", "redis://:***@127.0.0.1:6379/0"),
         ("nats://a:x@h1:1,nats://a:y@h2:2", "nats://a:***@h1:1,nats://a:***@h2:2"),
         ("nats://127.0.0.1:4222", "nats://127.0.0.1:4222"),
+        ("nats://s3cr3ttoken@127.0.0.1:4222", "nats://***@127.0.0.1:4222"),  # a token
+        ("tls://tok:@h1:1,nats://a:y@h2:2", "tls://***@h1:1,nats://a:***@h2:2"),
+        ("postgresql://sophia@127.0.0.1:5432/db", "postgresql://sophia@127.0.0.1:5432/db"),  # a user
         (
             "postgresql://u:p@[::1]:5432/db?sslmode=require",
             "postgresql://u:***@[::1]:5432/db?sslmode=require",
