@@ -43,8 +43,8 @@ def run_on_database(
         if not_migrated(error):
             reason += "; is the database migrated? Run `sophia migrate`"
     where = f"database {without_password(database_url or '')}"
-    if nats_url is not None:
-        where += f", NATS {without_password(nats_url) or 'not set'}"
+    if nats_url:
+        where += f", NATS {without_password(nats_url)}"
     say(f"{reason.rstrip('.')} ({where}).")
     raise typer.Exit(1)
 

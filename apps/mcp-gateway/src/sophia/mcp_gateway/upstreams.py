@@ -319,9 +319,9 @@ class Session:
 
     async def _run(self) -> None:
         closing = anyio.CancelScope()
+        # What ended the session, kept: a close running past its deadline is cancelled, and the
+        # cancel scope would swallow it with that cancellation.
         failed: BaseException | None = None
-        """What ended the session, kept: a close running past its deadline is cancelled, and the
-        cancel scope would swallow it with that cancellation."""
         try:
             with closing:
                 async with AsyncExitStack() as stack:

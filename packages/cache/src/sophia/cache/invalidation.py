@@ -54,8 +54,8 @@ class InvalidationListener:
 
     redis-py renews a dropped subscription by itself on a new connection; the confirmation that
     arrives then is taken for the gap it is. A subscription counts once Redis has confirmed every
-    channel (redis-py only sends the
-    command: a server that is shutting down can still accept the connection and never answer).
+    channel (redis-py only sends the command: a server that is shutting down can still accept the
+    connection and never answer).
     `on_subscribed(after_gap)` runs after each successful subscription, before any message is
     handled; `after_gap` is true after a failure: messages sent meanwhile are lost, so the owner
     should drop what they might have invalidated. If it raises one of `REDIS_FAILURES` the gap

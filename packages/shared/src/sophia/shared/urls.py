@@ -19,16 +19,13 @@ def without_password(url: str) -> str:
 
 def _one_without_password(url: str) -> str:
     parts = urlsplit(url.strip())
-    query = QUERY_PASSWORD.sub(r"\1\2=***", parts.query)
-    token = parts.scheme.lower() in TOKEN_SCHEMES and bool(parts.username) and not parts.password
-    if parts.password is None and query == parts.query and not token:
-        return url.strip()
-    netloc = parts.netloc
-    if token:
-        netloc = f"***@{netloc.rpartition('@')[2]}"
+    userinfo, at, host = parts.netloc.rpartition("@")  # the host as written (IPv6, port and all)
+    if parts.scheme.lower() in TOKEN_SCHEMES and parts.username and not parts.password:
+        userinfo = "***"
     elif parts.password is not None:
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+        userinfo = f"{userinfo.partition(':')[0]}:***"
+    netloc = f"{userinfo}{at}{host}"
+    query = QUERY_PASSWORD.sub(r"\1\2=***", parts.query)
+    if netloc == parts.netloc and query == parts.query:
+        return url.strip()
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
