@@ -287,11 +287,9 @@ def test_a_k6_run_past_its_deadline_is_killed_and_reported(tmp_path, monkeypatch
 
 
 @requires_k6
-@pytest.mark.parametrize(("callers", "expected"), [(None, "1"), ("2", "2")])
-def test_k6_runs_on_one_go_processor_unless_the_caller_sets_gomaxprocs(
-    tmp_path, monkeypatch, callers, expected
-):
-    """k6 shares the cores with what it measures: one Go processor, unless GOMAXPROCS says."""
+@pytest.mark.parametrize(("callers", "expected"), [(None, None), ("1", "1")])
+def test_k6_keeps_go_runtime_defaults_unless_the_caller_sets_them(tmp_path, monkeypatch, callers, expected):
+    """On one Go processor k6's collector stalled its requests; the caller may still choose."""
     environments: list[dict[str, str]] = []
 
     class Recorded(subprocess.Popen):
@@ -299,13 +297,15 @@ def test_k6_runs_on_one_go_processor_unless_the_caller_sets_gomaxprocs(
             super().__init__(*arguments, **options)  # returns once k6 is exec'd
             environments.append(environment_of(self.pid))
 
-    if callers is None:
-        monkeypatch.delenv("GOMAXPROCS", raising=False)
-    else:
-        monkeypatch.setenv("GOMAXPROCS", callers)
+    for name in loadtest.GO_RUNTIME_VARIABLES:
+        if callers is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, callers)
     run_past_its_deadline(tmp_path, monkeypatch, Recorded)  # killed at once: only its start matters
     [environment] = environments
-    assert environment["GOMAXPROCS"] == expected
+    for name in loadtest.GO_RUNTIME_VARIABLES:
+        assert environment.get(name) == expected
 
 
 def test_a_run_whose_only_requests_were_setups_has_no_per_second_figures(tmp_path):

@@ -36,7 +36,6 @@ MAX_RATE = 100_000
 MAX_DURATION_S = 3_600
 # setup() pages ids (k6 gives it 60 s), then VUs get 30 s to finish their iterations.
 SETUP_AND_STOP_ALLOWANCE_S = 120
-K6_GO_PROCESSORS = "1"
 THRESHOLDS_CROSSED = 99  # k6's exit status when a threshold failed; anything else non-zero is an error
 LOCAL_URL = re.compile(r"http://127\.0\.0\.1(:\d{1,5})?")
 DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
@@ -47,6 +46,10 @@ DEFAULT_WARMUP = "10s"
 fill up; a run's first seconds were 100-280 ms at p99 where the rest were 15-60 ms)."""
 # Scenario settings passed through from the environment when set (see docs/loadtest.md).
 SCENARIO_VARIABLES = ("HOT_SET", "MAX_IDS", "WRITE_PERCENT", "IDS_FILE")
+# k6's Go runtime keeps its defaults (every core, GOGC=100) unless the caller sets these: on one
+# Go processor its garbage collector held every request in flight for 50-90 ms about once a second,
+# which k6 counted as the API's latency (docs/loadtest.md).
+GO_RUNTIME_VARIABLES = ("GOMAXPROCS", "GOGC", "GOMEMLIMIT")
 
 
 class Scenario(StrEnum):
@@ -153,14 +156,13 @@ def run_loadtest(
         environment = {
             "PATH": os.environ.get("PATH", ""),
             "HOME": os.environ.get("HOME", work),
-            # k6 shares the cores with what it measures: on one Go processor it spent a fifth less
-            # CPU a request at 2,000 a second on 2 cores (docs/loadtest.md); GOMAXPROCS overrides.
-            "GOMAXPROCS": os.environ.get("GOMAXPROCS", K6_GO_PROCESSORS),
             "BASE_URL": base_url,
             "API_KEY": api_key,
             "VUS": str(vus),
             "DURATION": f"{duration_s}s",
-        } | {name: os.environ[name] for name in SCENARIO_VARIABLES if name in os.environ}
+        } | {
+            name: os.environ[name] for name in SCENARIO_VARIABLES + GO_RUNTIME_VARIABLES if name in os.environ
+        }
         if rate is not None:
             environment |= {"RATE": str(rate), "WARMUP_S": str(warmup_s)}
         load = f"{rate} req/s (at most {vus} in flight)" if rate is not None else f"{vus} VUs"
