@@ -14,11 +14,13 @@ and 200 req/s of `GET /readyz` without a key. The attackers with valid keys come
 (`--attackers-from`), the made-up keys from another (`--guessers-from`): the API limits failed keys
 per address, which would otherwise refuse everyone sharing it. `--attack-scale` multiplies every
 attacker's rate and the stalled uploads. The attack starts `--lead` s before the good client.
-The attackers' k6 runs `--attackers-nice` steps below normal CPU priority (default 10): attackers
-are other machines, but here their load generator shares the API's two cores, where it took
-0.6-0.7 of a core at normal priority (more than the API spent on them); it still sends at the
-stated rates, and an attack that fell behind them (over 1 % of its requests dropped) does not
-count as delivered, nor the goal as met. The good client (the measurement) is never lowered.
+Attackers are other machines, but here their load generator shares the API's two cores, where it
+took 0.6-0.7 of a core at normal priority (more than the API spent on them). So the attackers' k6
+runs at `--attackers-priority`: `idle` (the default: Linux's SCHED_IDLE class, CPU that no other
+process wants, yielded at once when one does) or a number of nice steps below normal (10 was the
+default until 2026-12-07). It still sends at the stated rates, and an attack that fell behind them
+(over 1 % of its requests dropped) does not count as delivered, nor the goal as met. The good
+client (the measurement) and the API are never lowered.
 
 Printed: the good client's errors (anything but 2xx, transport errors included), p50 and p99 on
 each side and the ratio of the p99s; each attacker's answers by status; from /metrics, Redis and
@@ -129,6 +131,17 @@ HEADLINE = harness.Headline(
 )
 
 
+def attackers_priority(text: str) -> str:
+    """`idle`, or a whole number of nice steps from 0 to 19 (argparse's type for the option)."""
+    if text == "idle" or (text.isdigit() and int(text) <= 19):
+        return text
+    raise argparse.ArgumentTypeError(f"expected idle or a nice step from 0 to 19, got {text!r}")
+
+
+def priority_words(priority: str) -> str:
+    return "SCHED_IDLE" if priority == "idle" else f"nice {priority}"
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--records", type=int, default=10_000, help="records seeded, read by id")
@@ -140,7 +153,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--attackers-from", default="127.0.0.2", help="address of most attackers")
     parser.add_argument("--guessers-from", default="127.0.0.3", help="address of the made-up keys")
     parser.add_argument(
-        "--attackers-nice", type=int, default=10, help="CPU priority steps below normal of the attackers' k6"
+        "--attackers-priority",
+        type=attackers_priority,
+        default="idle",
+        help="the attackers' k6: idle (SCHED_IDLE) or nice steps below normal (0-19)",
     )
     parser.add_argument("--body-idle-timeout", type=float, default=10.0, help="SOPHIA_BODY_IDLE_TIMEOUT_S")
     parser.add_argument(
@@ -173,7 +189,7 @@ class Load:
     options: argparse.Namespace
 
     async def run(
-        self, per_s: dict[str, float], duration_s: float, source: str, nice: int = 0
+        self, per_s: dict[str, float], duration_s: float, source: str, nice: int | None = 0
     ) -> dict[str, Traffic]:
         latency_s = 0.5 if "good" in per_s else 0.1
         return await k6_mix(
@@ -222,7 +238,7 @@ async def run_phase(load: Load, write_key: str, scale: float) -> tuple[Traffic, 
     others = {name: rate for name, rate in attack_per_s.items() if name != "made_up_keys"}
     span = options.lead + options.duration + 3  # outlasts the good client's start
     runs = [(guesses, options.guessers_from), (others, options.attackers_from)]
-    nice = options.attackers_nice
+    nice = None if options.attackers_priority == "idle" else int(options.attackers_priority)
     attacks = [asyncio.create_task(load.run(per_s, span, source, nice)) for per_s, source in runs if per_s]
     try:
         if held or attacks:
@@ -380,7 +396,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "duration_s": options.duration,
         "rate": options.rate,
         "attack_scale": options.attack_scale,
-        "attackers_nice": options.attackers_nice,
+        "attackers_priority": options.attackers_priority,
         "attackers_from": options.attackers_from,
         "guessers_from": options.guessers_from,
         "embed_request": {"inputs": options.embed_inputs, "chars": options.embed_chars},
@@ -454,7 +470,7 @@ def summary(result: dict[str, Any], options: argparse.Namespace) -> str:
         f"{stalled['opened']} opened, answers {tally(stalled['statuses'])}",
         f"    attack delivered: {'yes' if attack['delivered'] else 'no'} ({attack['dropped']:,} of "
         f"{attack['due']:,} requests due were dropped by k6; at most {DELIVERED_SHARE:.0%} may be), "
-        f"attackers' k6 at nice {options.attackers_nice}",
+        f"attackers' k6 at {priority_words(options.attackers_priority)}",
         f"  breakers {result['breakers_before']} -> {result['breakers_after']}, transitions under attack "
         f"{tally(transitions)}; cache epoch {result['cache_epoch_before']} -> "
         f"{result['cache_epoch_after']} (flushed: {result['cache_flushed']}); PostgreSQL key lookups "

@@ -113,6 +113,11 @@ def _traffic(metrics: dict[str, Any], name: str, per_s: float) -> Traffic:
     )
 
 
+def _idle_class() -> None:
+    """In the child before k6 starts: Linux's idle scheduling class, inherited by k6's threads."""
+    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+
+
 async def k6_mix(
     script: str,
     per_s: dict[str, float],
@@ -123,7 +128,7 @@ async def k6_mix(
     latency_s: float = 0.1,
     timeout_s: float = 10.0,
     max_vus: int = 300,
-    nice: int = 0,
+    nice: int | None = 0,
     seconds: bool = False,
 ) -> dict[str, Traffic]:
     """Run `script` (exporting a function per key of `per_s`) with each at its rate a second, from
@@ -131,9 +136,11 @@ async def k6_mix(
 
     Virtual users are started up front for answers within `latency_s` (k6 growing its pool mid-run
     costs CPU the server would miss on a small machine), and grow up to what `timeout_s`-long answers
-    need, at most `max_vus` a scenario: past that, what falls due is dropped, and counted. With
-    `nice`, k6 runs that many steps below normal CPU priority (all its threads: started through
-    `nice`), for load that would come from other machines than the server's. With `seconds`, k6
+    need, at most `max_vus` a scenario: past that, what falls due is dropped, and counted. For load
+    that would come from other machines than the server's, `nice` lowers k6's CPU priority (all its
+    threads, which inherit it): that many steps below normal, or with `None` to Linux's idle class
+    (`SCHED_IDLE`: it runs only on CPU no other process wants, and yields it at once when one does).
+    With `seconds`, k6
     also writes every answer's time (`--out json`) and each scenario gets `second_max_ms`."""
     plans = {
         name: {
@@ -161,8 +168,11 @@ async def k6_mix(
         argv += [f"--local-ips={source}", *(["--out", f"json={points}"] if seconds else []), str(script_file)]
         if nice:
             argv = [shutil.which("nice") or "nice", "-n", str(nice), *argv]
+        lowered = _idle_class if nice is None else None
         with output.open("wb") as log:  # k6 warns on every failed request: a file, not a pipe to fill
-            process = await asyncio.create_subprocess_exec(*argv, env=environment, stdout=log, stderr=log)
+            process = await asyncio.create_subprocess_exec(
+                *argv, env=environment, stdout=log, stderr=log, preexec_fn=lowered
+            )
             try:
                 await asyncio.wait_for(process.wait(), duration_s + timeout_s + 90)
             finally:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -345,8 +347,32 @@ def test_hostile_measures_the_good_client_quiet_then_under_every_attack(capsys):
     delivered = result["attack_delivered"]
     assert delivered["due"] >= sum(side["requests"] for side in result["attackers"].values())
     assert delivered["delivered"] == (delivered["dropped"] <= 0.01 * delivered["due"])
-    assert result["attackers_nice"] == 10
+    assert result["attackers_priority"] == "idle"
     assert_printed(capsys, result)
+
+
+@pytest.mark.parametrize(("given", "taken"), [("idle", "idle"), ("0", "0"), ("19", "19")])
+def test_hostile_takes_idle_or_a_nice_step_as_the_attackers_priority(given, taken):
+    assert load("hostile").parse(["--attackers-priority", given]).attackers_priority == taken
+
+
+@pytest.mark.parametrize("given", ["20", "-1", "low", ""])
+def test_hostile_refuses_any_other_attackers_priority(given, capsys):
+    with pytest.raises(SystemExit):
+        load("hostile").parse(["--attackers-priority", given])
+    assert "expected idle or a nice step from 0 to 19" in capsys.readouterr().err
+
+
+def test_a_load_generator_lowered_to_idle_runs_in_linux_idle_class():
+    load("hostile")  # puts bench/ on the path for harness
+    from harness import k6_mix
+
+    child = subprocess.Popen(["sleep", "5"], preexec_fn=k6_mix._idle_class)
+    try:
+        assert os.sched_getscheduler(child.pid) == os.SCHED_IDLE
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_filters_measures_the_old_and_the_indexed_form_and_explains_the_indexed_one(capsys):
