@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import os
-import shutil
 import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -113,9 +113,13 @@ def _traffic(metrics: dict[str, Any], name: str, per_s: float) -> Traffic:
     )
 
 
-def _idle_class() -> None:
-    """In the child before k6 starts: Linux's idle scheduling class, inherited by k6's threads."""
-    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+def _lower(nice: int | None) -> None:
+    """In the child before k6 starts (k6's threads inherit it): `nice` steps below normal CPU
+    priority, or with None Linux's idle scheduling class."""
+    if nice is None:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    else:
+        os.nice(nice)
 
 
 async def k6_mix(
@@ -140,8 +144,8 @@ async def k6_mix(
     that would come from other machines than the server's, `nice` lowers k6's CPU priority (all its
     threads, which inherit it): that many steps below normal, or with `None` to Linux's idle class
     (`SCHED_IDLE`: it runs only on CPU no other process wants, and yields it at once when one does).
-    With `seconds`, k6
-    also writes every answer's time (`--out json`) and each scenario gets `second_max_ms`."""
+    With `seconds`, k6 also writes every answer's time (`--out json`) and each scenario gets
+    `second_max_ms`."""
     plans = {
         name: {
             "per_min": max(1, round(rate * 60)),  # a minute as the unit: fractional rates a second
@@ -166,9 +170,7 @@ async def k6_mix(
         }
         argv = [str(find_k6()), "run", "--quiet", "--no-color", "--no-usage-report", "--address="]
         argv += [f"--local-ips={source}", *(["--out", f"json={points}"] if seconds else []), str(script_file)]
-        if nice:
-            argv = [shutil.which("nice") or "nice", "-n", str(nice), *argv]
-        lowered = _idle_class if nice is None else None
+        lowered = None if nice == 0 else functools.partial(_lower, nice)
         with output.open("wb") as log:  # k6 warns on every failed request: a file, not a pipe to fill
             process = await asyncio.create_subprocess_exec(
                 *argv, env=environment, stdout=log, stderr=log, preexec_fn=lowered

@@ -6,6 +6,7 @@ engines (SOPHIA_*_URL, set by the root conftest) and a database of their own.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -367,9 +368,23 @@ def test_a_load_generator_lowered_to_idle_runs_in_linux_idle_class():
     load("hostile")  # puts bench/ on the path for harness
     from harness import k6_mix
 
-    child = subprocess.Popen(["sleep", "5"], preexec_fn=k6_mix._idle_class)
+    child = subprocess.Popen(["sleep", "5"], preexec_fn=functools.partial(k6_mix._lower, None))
     try:
         assert os.sched_getscheduler(child.pid) == os.SCHED_IDLE
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_a_load_generator_lowered_by_nice_steps_runs_that_much_below_this_process():
+    load("hostile")  # puts bench/ on the path for harness
+    from harness import k6_mix
+
+    child = subprocess.Popen(["sleep", "5"], preexec_fn=functools.partial(k6_mix._lower, 5))
+    try:
+        ours = os.getpriority(os.PRIO_PROCESS, 0)
+        assert os.getpriority(os.PRIO_PROCESS, child.pid) == min(19, ours + 5)
+        assert os.sched_getscheduler(child.pid) == os.SCHED_OTHER
     finally:
         child.kill()
         child.wait()
