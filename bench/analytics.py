@@ -434,21 +434,25 @@ async def whole_path(
             )
 
     reporter = asyncio.create_task(report())
-    try:
-        with harness.OtherCpu() as other_cpu:
-            writing_s = await deal_changes.write(
-                env.database_url,
-                deals,
-                flow,
-                rate=options.ingest_rate,
-                duration_s=options.ingest_duration,
-                batch=options.ingest_batch,
-                writers=options.ingest_writers,
-                sample_every=options.lag_sample,
-            )
-    finally:
-        reporter.cancel()
-    complete = await deal_changes.all_applied(env.database_url, flow, options.drain_timeout, options.progress)
+    # CPU from the first write to the summaries holding the last, by process
+    with harness.CpuSplit({"workers": workers.pid or 0}) as split:
+        try:
+            with harness.OtherCpu() as other_cpu:
+                writing_s = await deal_changes.write(
+                    env.database_url,
+                    deals,
+                    flow,
+                    rate=options.ingest_rate,
+                    duration_s=options.ingest_duration,
+                    batch=options.ingest_batch,
+                    writers=options.ingest_writers,
+                    sample_every=options.lag_sample,
+                )
+        finally:
+            reporter.cancel()
+        complete = await deal_changes.all_applied(
+            env.database_url, flow, options.drain_timeout, options.progress
+        )
     stop.set()
     await asyncio.wait_for(watcher, options.drain_timeout)
     after = await workers.metric_sums({"sophia_stream_events_acked_total"})
@@ -478,6 +482,10 @@ async def whole_path(
             after["sophia_stream_events_acked_total"] - before["sophia_stream_events_acked_total"]
         ),
         "other_cpu": other_cpu.share,
+        "cpu_s": split.seconds,
+        "cpu_us_per_change": {
+            label: round(seconds * 1e6 / flow.written, 1) for label, seconds in split.seconds.items()
+        },
     }
 
 
@@ -600,6 +608,9 @@ def text(result: dict[str, Any]) -> str:
             f"  lag commit -> summaries ({ing['lag_samples']:,} samples): p50 {ing['lag_p50_ms']:,.0f} ms, "
             f"p99 {ing['lag_p99_ms']:,.0f} ms, max {ing['lag_max_ms']:,.0f} ms; bulk write p50 "
             f"{ing['write_p50_ms']} ms, p99 {ing['write_p99_ms']} ms",
+            "  CPU a change written, first write to last applied: "
+            + ", ".join(f"{label} {us:g} µs" for label, us in ing["cpu_us_per_change"].items())
+            + f" ({sum(ing['cpu_us_per_change'].values()):.0f} in all)",
         ]
     met = result["goals_met"]
     lines.append(

@@ -13,8 +13,9 @@ class CpuSplit:
 
     `roots` names child processes (the API, the workers): each process counts for the nearest of
     them among its ancestors, then engines by their name (`postgres`, `nats-server`), then this
-    process as `benchmark`, and whatever else as `other`. Processes that ended inside the block
-    are not counted, so keep it around a steady state (pools keep their connections)."""
+    process as `benchmark`, and whatever else as `other`. A process that ends inside the block
+    counts through its parent's reaped-children time, under the parent's label (a PostgreSQL
+    backend under `postgres`), so keep the roots themselves running through it."""
 
     def __init__(self, roots: dict[str, int]) -> None:
         self.roots = {pid: label for label, pid in roots.items()}
@@ -36,7 +37,8 @@ class CpuSplit:
             values = tail.split()
             pid = int(entry.name)
             parents[pid] = int(values[1])
-            facts[pid] = (head.split("(", 1)[1], int(values[11]) + int(values[12]))  # utime + stime
+            # utime + stime + cutime + cstime: a child's time moves to its parent's when it is reaped
+            facts[pid] = (head.split("(", 1)[1], sum(int(value) for value in values[11:15]))
         me = os.getpid()
         sample = {}
         for pid, (name, ticks) in facts.items():
@@ -61,7 +63,9 @@ class CpuSplit:
     def __exit__(self, *exc_info: object) -> None:
         ticks_per_s = os.sysconf("SC_CLK_TCK")
         totals: dict[str, float] = {}
-        for pid, (label, ticks) in self._sample().items():
+        end = self._sample()
+        for pid in end.keys() | self._start.keys():
+            label, after = end.get(pid) or (self._start[pid][0], 0)
             before = self._start.get(pid, (label, 0))[1]
-            totals[label] = totals.get(label, 0.0) + (ticks - before) / ticks_per_s
+            totals[label] = totals.get(label, 0.0) + (after - before) / ticks_per_s
         self.seconds = {label: round(seconds, 2) for label, seconds in sorted(totals.items())}

@@ -1,0 +1,40 @@
+"""`harness.CpuSplit`: CPU seconds by component of the benchmark's process tree, counting processes
+that end inside the measured block (a PostgreSQL backend of a connection closed there) through
+their parent. Real processes, no engines."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1]
+if str(BENCH) not in sys.path:
+    sys.path.insert(0, str(BENCH))
+
+from harness.cpu import CpuSplit  # noqa: E402
+
+BURN = "import time\nend = time.process_time() + {seconds}\nwhile time.process_time() < end: pass\n"
+
+
+def burn(seconds: float) -> list[str]:
+    return [sys.executable, "-c", BURN.format(seconds=seconds)]
+
+
+def test_a_child_that_ends_inside_the_block_counts_for_its_parent():
+    with CpuSplit({}) as split:
+        subprocess.run(burn(0.4), check=True)
+    assert split.seconds.get("benchmark", 0.0) >= 0.3, split.seconds
+
+
+def test_a_root_running_through_the_block_counts_under_its_label_only_for_the_block():
+    root = subprocess.Popen([*burn(30)], stdout=subprocess.DEVNULL)
+    try:
+        subprocess.run(burn(0.3), check=True)  # before the block: not counted
+        with CpuSplit({"root": root.pid}) as split:
+            subprocess.run([sys.executable, "-c", "import time; time.sleep(0.5)"], check=True)
+        assert 0.3 <= split.seconds.get("root", 0.0) <= 1.0, split.seconds
+        assert split.seconds.get("benchmark", 0.0) < 0.25, split.seconds
+    finally:
+        root.kill()
+        root.wait()
