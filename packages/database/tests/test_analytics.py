@@ -129,7 +129,7 @@ predictions = st.tuples(
     st.lists(st.sampled_from(["pricing", "renewal", "legal"]), max_size=3),
 )
 silences = st.tuples(st.just("silence"), st.integers(0, 3), st.sampled_from(["call", "message"]))
-applies = st.tuples(st.just("apply"), st.integers(1, 6), st.booleans())
+applies = st.tuples(st.just("apply"), st.integers(1, 6), st.booleans(), st.booleans())
 
 
 async def apply_activity(connection: asyncpg.Connection, ids: list[Any]) -> None:
@@ -139,17 +139,17 @@ async def apply_activity(connection: asyncpg.Connection, ids: list[Any]) -> None
         await analytics.apply_activity_changes(connection, following)
 
 
-async def consume(connection: asyncpg.Connection, record_id: Any) -> None:
-    """What the consumers do with one event of the record `record_id`."""
-    await analytics.apply_deal_changes(connection, [record_id])
-    await analytics.apply_conversation_changes(connection, [record_id])
-    await apply_activity(connection, [record_id])
+async def consume(connection: asyncpg.Connection, *record_ids: Any) -> None:
+    """What the consumers do with one batch of events, of the records `record_ids`."""
+    await analytics.apply_deal_changes(connection, record_ids)
+    await analytics.apply_conversation_changes(connection, record_ids)
+    await apply_activity(connection, list(record_ids))
 
 
 async def run_scenario(connection: asyncpg.Connection, operations: list[tuple[Any, ...]]) -> None:
     """The operations, each write and prediction an event (the record it is of); the consumers
-    see the last ones when told (again, or in the wrong order), then at last each event they have
-    not seen, once, in order: never a record without an event of its own."""
+    see the last ones when told (again, in the wrong order, or several in one batch), then at last
+    each event they have not seen, once, in order: never a record without an event of its own."""
     events: list[Any] = []
     consumed: set[int] = set()
     await empty(connection)
@@ -174,12 +174,15 @@ async def run_scenario(connection: asyncpg.Connection, operations: list[tuple[An
             predicted = await predict(connection, talk(kind, number), label, labels)
             if predicted is not None:
                 events.append(predicted)
-        else:
-            _, count, backwards = operation
+        else:  # the last `count` events, one by one (forwards or backwards) or in one batch
+            _, count, backwards, *together = operation
             last = range(max(len(events) - count, 0), len(events))
-            for index in reversed(last) if backwards else last:
-                await consume(connection, events[index])
-                consumed.add(index)
+            if together and together[0]:
+                await consume(connection, *(events[index] for index in last))
+            else:
+                for index in reversed(last) if backwards else last:
+                    await consume(connection, events[index])
+            consumed.update(last)
     for index, record_id in enumerate(events):  # the events not seen yet, once, in order
         if index not in consumed:
             await consume(connection, record_id)

@@ -26,17 +26,6 @@ from sophia.database.pool import Connection
 ADVISORY_NAMESPACE = 0x5A17
 """First key of the per-deal advisory locks: one batch at a time moves a deal's contributions."""
 
-_FACT_COLUMNS = (
-    "deal_id, version, deleted, source_system, owner, pipeline, stage, status, amount, created_on, "
-    "closed_on, date_trunc('month', created_on)::date AS created_month, "
-    "date_trunc('month', closed_on)::date AS closed_month, "
-    "greatest(closed_on - created_on, 0) AS cycle_days"
-)
-
-_DEAL_SUMMARY_KEY = ("source_system", "owner", "pipeline", "stage", "status", "created_month")
-_CLOSED_SUMMARY_KEY = ("source_system", "owner", "pipeline", "status", "closed_month")
-_STAGE_SUMMARY_KEY = ("source_system", "owner", "pipeline", "stage", "month")
-
 
 @dataclass(frozen=True, slots=True)
 class Applied:
@@ -65,114 +54,22 @@ class _Deltas:
         return keys + values
 
 
-def _contribute(facts: Any, sign: int, deals: _Deltas, closed: _Deltas) -> None:
-    if facts is None or facts["deleted"]:
-        return
-    deals.add(tuple(facts[name] for name in _DEAL_SUMMARY_KEY), sign, sign * facts["amount"])
-    if facts["status"] != "open":
-        closed.add(
-            tuple(facts[name] for name in _CLOSED_SUMMARY_KEY),
-            sign,
-            sign * facts["amount"],
-            sign * facts["cycle_days"],
-        )
-
-
 async def apply_deal_changes(
     connection: Connection, deal_ids: Iterable[UUID], as_of: datetime | None = None
 ) -> Applied:
     """Bring the summaries up to date with the deals `deal_ids` as they are now (idempotent);
-    `as_of`, the time of the newest change in hand, moves their freshness forward."""
+    `as_of`, the time of the newest change in hand, moves their freshness forward.
+
+    One call of the database function of the same name (migration 0019): it reads each deal's
+    facts now and what the summaries hold of it, with its stage history after the last row
+    counted, and moves every summary by the difference, in one statement."""
     ids = sorted(set(deal_ids))
     if not ids and as_of is None:
         return Applied(0, 0)
-    async with connection.transaction():
-        await _lock(connection, ids)
-        stored = await _by_id(
-            connection,
-            f"SELECT {_FACT_COLUMNS}, history_id FROM sophia_analytics.deal_facts "
-            "WHERE deal_id = ANY($1::uuid[])",
-            ids,
-        )
-        current = await _by_id(
-            connection,
-            f"SELECT {_FACT_COLUMNS} FROM sophia_analytics.current_deal_facts "
-            "WHERE deal_id = ANY($1::uuid[])",
-            ids,
-        )
-        # Each deal's history after the last row counted, from the high-water marks just read: a
-        # join with deal_facts instead was planned as a hash join over all of it (24 ms a batch of
-        # 1,000 at 200,000 deals, against a few ms for these index lookups).
-        history = await connection.fetch(
-            "SELECT h.id, h.deal_id, h.source_system, h.owner, h.pipeline, h.from_stage, h.to_stage, "
-            "date_trunc('month', h.at AT TIME ZONE 'UTC')::date AS month, "
-            "extract(epoch FROM h.at - h.entered_from_at) AS seconds "
-            "FROM unnest($1::uuid[], $2::bigint[]) AS w(deal_id, after) "
-            "JOIN sophia_analytics.stage_history AS h ON h.deal_id = w.deal_id AND h.id > w.after "
-            "ORDER BY h.id",
-            ids,
-            [stored[deal_id]["history_id"] if deal_id in stored else 0 for deal_id in ids],
-        )
-        deals, closed = _Deltas(2), _Deltas(3)
-        moved: list[tuple[UUID, Any, Any]] = []
-        for deal_id in ids:
-            before: Any = stored.get(deal_id)
-            now: Any = current.get(deal_id)
-            if now is None:  # not a deal (any more): what was counted of it is counted out
-                if before is None or before["deleted"]:
-                    continue
-                now = {**dict(before), "deleted": True}
-            elif before is not None and now["version"] <= before["version"]:
-                continue  # read at this version or a later one already: a replay
-            _contribute(before, -1, deals, closed)
-            _contribute(now, +1, deals, closed)
-            moved.append((deal_id, before, now))
-        stages = _Deltas(4)
-        last_history: dict[UUID, int] = {}
-        reached_now: list[tuple[UUID, str]] = []
-        if history:
-            already = {
-                (row["deal_id"], row["stage"])
-                for row in await connection.fetch(
-                    "SELECT deal_id, stage FROM sophia_analytics.stages_reached "
-                    "WHERE deal_id = ANY($1::uuid[])",
-                    sorted({row["deal_id"] for row in history}),
-                )
-            }
-            for row in history:
-                first = (row["deal_id"], row["to_stage"]) not in already
-                if first:
-                    already.add((row["deal_id"], row["to_stage"]))
-                    reached_now.append((row["deal_id"], row["to_stage"]))
-                where = (row["source_system"], row["owner"], row["pipeline"])
-                stages.add((*where, row["to_stage"], row["month"]), 1, int(first), 0, Decimal(0))
-                if row["from_stage"] is not None:
-                    stages.add((*where, row["from_stage"], row["month"]), 0, 0, 1, row["seconds"])
-                last_history[row["deal_id"]] = row["id"]
-        # The rows of these deals first, the summaries' rows (which every batch moves) last: another
-        # batch waits for those until this one commits, so they are held as briefly as can be.
-        if reached_now:
-            await connection.execute(
-                "INSERT INTO sophia_analytics.stages_reached (deal_id, stage) "
-                "SELECT * FROM unnest($1::uuid[], $2::text[])",
-                [deal for deal, _ in reached_now],
-                [stage for _, stage in reached_now],
-            )
-        await _store_facts(connection, moved, last_history, stored)
-        await _move_summary(connection, "deal_summary", _DEAL_SUMMARY_KEY, ("deals", "amount"), deals)
-        await _move_summary(
-            connection, "closed_summary", _CLOSED_SUMMARY_KEY, ("deals", "amount", "cycle_days"), closed
-        )
-        await _move_summary(
-            connection,
-            "stage_summary",
-            _STAGE_SUMMARY_KEY,
-            ("entered", "reached", "exited", "seconds_in_stage"),
-            stages,
-            empty="entered = 0 AND exited = 0",
-        )
-        await _move_freshness(connection, as_of)
-        return Applied(len(moved), len(history))
+    (row,) = await connection.fetch(
+        "SELECT deals, stage_changes FROM sophia_analytics.apply_deal_changes($1::uuid[], $2)", ids, as_of
+    )
+    return Applied(row["deals"], row["stage_changes"])
 
 
 _CONVERSATION_COLUMNS = ("record_id", "source_system", "kind", "week", "deleted", "sentiment", "labels")
@@ -406,54 +303,6 @@ async def _move_summary(
         f"AND {empty or sums[0] + ' = 0'}",
         *columns[:width],
     )
-
-
-async def _store_facts(
-    connection: Connection,
-    moved: list[tuple[UUID, Any, Any]],
-    last_history: dict[UUID, int],
-    stored: dict[UUID, Any],
-) -> None:
-    """The facts the summaries now hold and the stage-history high-water marks, per deal."""
-    rows: dict[UUID, tuple[Any, ...]] = {}
-    for deal_id, _, now in moved:
-        rows[deal_id] = (*(now[name] for name in _STORED), last_history.get(deal_id, 0))
-    for deal_id, history_id in last_history.items():
-        if deal_id in rows:
-            continue
-        before = stored.get(deal_id)
-        if before is None:  # the catalog keeps every deal (deletes are soft): not reached
-            continue
-        rows[deal_id] = (*(before[name] for name in _STORED), history_id)
-    if not rows:
-        return
-    ordered = [rows[deal_id] for deal_id in sorted(rows)]
-    columns = [list(column) for column in zip(*ordered, strict=True)]
-    await connection.execute(
-        "INSERT INTO sophia_analytics.deal_facts AS f "
-        f"({', '.join(_STORED)}, history_id) "
-        "SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::boolean[], $4::text[], $5::text[], $6::text[], "
-        "$7::text[], $8::text[], $9::numeric[], $10::date[], $11::date[], $12::bigint[]) "
-        "ON CONFLICT (deal_id) DO UPDATE SET "
-        + ", ".join(f"{name} = excluded.{name}" for name in _STORED[1:])
-        + ", history_id = greatest(f.history_id, excluded.history_id)",
-        *columns,
-    )
-
-
-_STORED = (
-    "deal_id",
-    "version",
-    "deleted",
-    "source_system",
-    "owner",
-    "pipeline",
-    "stage",
-    "status",
-    "amount",
-    "created_on",
-    "closed_on",
-)
 
 
 async def rebuild(
