@@ -14,8 +14,9 @@ class CpuSplit:
     `roots` names child processes (the API, the workers): each process counts for the nearest of
     them among its ancestors, then engines by their name (`postgres`, `nats-server`), then this
     process as `benchmark`, and whatever else as `other`. A process that ends inside the block
-    counts through its parent's reaped-children time, under the parent's label (a PostgreSQL
-    backend under `postgres`), so keep the roots themselves running through it."""
+    counts through its parent's reaped-children time, under the parent's label: a PostgreSQL
+    backend under `postgres`, a load generator this process ran to its end (k6, wrk) under
+    `benchmark`. So keep the roots themselves running through it."""
 
     def __init__(self, roots: dict[str, int]) -> None:
         self.roots = {pid: label for label, pid in roots.items()}
