@@ -3,9 +3,10 @@ events included), they hold exactly what a rebuild from the catalog and the stag
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -297,3 +298,53 @@ async def test_a_deal_moving_through_stages_is_counted_in_each_summary(analytics
         assert stages == {"qualifiedtobuy": (2, 2, 1), "closedwon": (1, 1, 0)}
     finally:
         await connection.close()
+
+
+@pytest.mark.parametrize(
+    ("written", "read"),
+    [
+        ("2026-03-31", date(2026, 3, 31)),
+        ("2026-04-15T10:00:00Z", date(2026, 4, 15)),
+        ("2026-02-30", None),
+        ("2026-13-01", None),
+        ("0000-01-01", None),
+        ("soon", None),
+        ("", None),
+        (None, None),
+    ],
+)
+async def test_a_date_a_client_wrote_is_read_as_a_date_or_as_none_never_an_error(
+    scenario_connection, written, read
+):
+    assert await scenario_connection.fetchval("SELECT sophia_analytics.safe_date($1)", written) == read
+
+
+async def test_two_connections_applying_overlapping_batches_at_once_agree_with_a_rebuild(analytics_database):
+    """The consumer's batches run two at a time: each takes its deals' locks and the summaries'
+    shared rows in one order, so overlapping batches wait for each other and never deadlock."""
+    first, second = await asyncpg.connect(analytics_database), await asyncpg.connect(analytics_database)
+    try:
+        await empty(first)
+        ids = []
+        for number in range(40):
+            data = {"dealstage": STAGES[number % 3], "amount": str(10 * number), "hubspot_owner_id": "ann"}
+            ids.append((await catalog.upsert(first, deal(number), json(data), CREATED[number % 3])).id)
+        for stage in STAGES[1:5]:  # every deal a stage on, then both connections apply them at once
+            for number in range(0, 40, 2):
+                data = {"dealstage": stage, "amount": str(10 * number), "hubspot_owner_id": "bo"}
+                await catalog.upsert(first, deal(number), json(data))
+            applied = await asyncio.gather(
+                analytics.apply_deal_changes(first, ids[:30]),
+                analytics.apply_deal_changes(second, list(reversed(ids[10:]))),
+            )
+            assert sum(result.deals for result in applied) >= 20  # each changed deal once, by either
+        deal_tables = ("deal_facts", "deal_summary", "closed_summary", "stage_summary", "stages_reached")
+        incremental = await snapshot(first)
+        await analytics.rebuild(first)
+        rebuilt = await snapshot(first)
+        assert {table: incremental[table] for table in deal_tables} == {
+            table: rebuilt[table] for table in deal_tables
+        }
+    finally:
+        await first.close()
+        await second.close()
