@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parents[1]
@@ -23,18 +24,18 @@ def burn(seconds: float) -> list[str]:
 
 def test_a_child_that_ends_inside_the_block_counts_for_its_parent():
     with CpuSplit({}) as split:
-        subprocess.run(burn(0.4), check=True)
-    assert split.seconds.get("benchmark", 0.0) >= 0.3, split.seconds
+        subprocess.run(burn(0.2), check=True)
+    assert split.seconds.get("benchmark", 0.0) >= 0.15, split.seconds
 
 
 def test_a_root_running_through_the_block_counts_under_its_label_only_for_the_block():
-    root = subprocess.Popen([*burn(30)], stdout=subprocess.DEVNULL)
+    root = subprocess.Popen(burn(5), stdout=subprocess.DEVNULL)
     try:
-        subprocess.run(burn(0.3), check=True)  # before the block: not counted
+        time.sleep(0.1)  # burning before the block: not counted
         with CpuSplit({"root": root.pid}) as split:
-            subprocess.run([sys.executable, "-c", "import time; time.sleep(0.5)"], check=True)
-        assert 0.3 <= split.seconds.get("root", 0.0) <= 1.0, split.seconds
-        assert split.seconds.get("benchmark", 0.0) < 0.25, split.seconds
+            time.sleep(0.25)
+        assert 0.08 <= split.seconds.get("root", 0.0) <= 0.4, split.seconds
+        assert split.seconds.get("benchmark", 0.0) < 0.1, split.seconds
     finally:
         root.kill()
         root.wait()
