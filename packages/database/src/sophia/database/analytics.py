@@ -110,7 +110,6 @@ SUMMARY_TABLES = (
     "deal_summary",
     "closed_summary",
     "stage_summary",
-    "stages_reached",
     "conversation_facts",
     "sentiment_summary",
     "topic_summary",
@@ -331,8 +330,8 @@ async def rebuild(
         companies = await connection.fetchval("SELECT sophia_analytics.rebuild_activity()", timeout=timeout_s)
         progress(f"activity: {companies:,} companies; analyzing the summaries")
     # Statistics for the tables just filled, before the consumers' next batch is planned: without
-    # them, `stages_reached`'s lookup of a batch's deals was planned as a scan of the whole table
-    # (44 ms a batch of 1,000 at 200,000 deals, against about 3 by its primary key).
+    # them, a lookup of a batch's deals in a table just filled was planned as a scan of the whole
+    # table (44 ms a batch of 1,000 at 200,000 deals, against about 3 by its primary key).
     await connection.execute(f"ANALYZE {_REBUILT}", timeout=timeout_s)
     return int(deals), int(changes), int(talks)
 

@@ -4,6 +4,65 @@
 -- (docs/analytics.md): what is counted of each deal against what it is now, the stage history after
 -- each deal's high-water mark, and the rebuild still agrees with it exactly.
 
+-- Whether a deal had reached a stage before is read from its stage history (a few rows, by the
+-- index on deal and id) instead of kept in a table of its own: one row fewer written a change, and
+-- at a million deals 3.5 million rows fewer to store and to rebuild.
+DROP TABLE sophia_analytics.stages_reached;
+
+CREATE OR REPLACE FUNCTION sophia_analytics.rebuild_facts() RETURNS bigint
+    LANGUAGE plpgsql AS $$
+DECLARE
+    facts bigint;
+BEGIN
+    TRUNCATE sophia_analytics.deal_facts, sophia_analytics.deal_summary, sophia_analytics.closed_summary,
+        sophia_analytics.stage_summary,
+        sophia_analytics.conversation_facts, sophia_analytics.sentiment_summary,
+        sophia_analytics.topic_summary;
+    INSERT INTO sophia_analytics.deal_facts
+    SELECT f.*, coalesce((SELECT max(h.id) FROM sophia_analytics.stage_history h WHERE h.deal_id = f.deal_id), 0)
+    FROM sophia_analytics.current_deal_facts f;
+    GET DIAGNOSTICS facts = ROW_COUNT;
+    INSERT INTO sophia_analytics.deal_summary
+    SELECT source_system, owner, pipeline, stage, status, date_trunc('month', created_on)::date,
+           count(*), sum(amount)
+    FROM sophia_analytics.deal_facts WHERE NOT deleted
+    GROUP BY 1, 2, 3, 4, 5, 6;
+    INSERT INTO sophia_analytics.closed_summary
+    SELECT source_system, owner, pipeline, status, date_trunc('month', closed_on)::date,
+           count(*), sum(amount), sum(greatest(closed_on - created_on, 0))
+    FROM sophia_analytics.deal_facts WHERE NOT deleted AND status <> 'open'
+    GROUP BY 1, 2, 3, 4, 5;
+    RETURN facts;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION sophia_analytics.rebuild_stages() RETURNS bigint
+    LANGUAGE plpgsql AS $$
+DECLARE
+    changes bigint;
+BEGIN
+    WITH moves AS (
+        SELECT source_system, owner, pipeline, to_stage AS stage,
+               date_trunc('month', at AT TIME ZONE 'UTC')::date AS month,
+               1 AS entered,
+               (row_number() OVER (PARTITION BY deal_id, to_stage ORDER BY id) = 1)::int AS reached,
+               0 AS exited, 0::numeric AS seconds
+        FROM sophia_analytics.stage_history
+        UNION ALL
+        SELECT source_system, owner, pipeline, from_stage,
+               date_trunc('month', at AT TIME ZONE 'UTC')::date, 0, 0, 1,
+               extract(epoch FROM at - entered_from_at)
+        FROM sophia_analytics.stage_history WHERE from_stage IS NOT NULL
+    )
+    INSERT INTO sophia_analytics.stage_summary
+    SELECT source_system, owner, pipeline, stage, month, sum(entered), sum(reached), sum(exited), sum(seconds)
+    FROM moves GROUP BY 1, 2, 3, 4, 5;
+    SELECT count(*) INTO changes FROM sophia_analytics.stage_history;
+    UPDATE sophia_analytics.freshness SET as_of = now();
+    RETURN changes;
+END;
+$$;
+
 -- A date written by a client, or NULL where it is none, without an exception block: the block made
 -- each call a subtransaction (2 µs, twice a deal read). Not an error for any text.
 CREATE OR REPLACE FUNCTION sophia_analytics.safe_date(value text) RETURNS date
@@ -34,7 +93,7 @@ BEGIN
 
     -- Every table once, all from one snapshot. The summaries' upserts run in the order the final
     -- SELECT reads them, each in its keys' order, so two batches take shared rows in one order; the
-    -- deals' own rows (facts, stages reached) are written after.
+    -- deals' own rows (their facts) are written after.
     WITH stored AS (
         SELECT f.deal_id, f.version, f.deleted, f.source_system, f.owner, f.pipeline, f.stage, f.status,
                f.amount, f.created_on, f.closed_on, f.history_id
@@ -70,9 +129,9 @@ BEGIN
         SELECT h.id, h.deal_id, h.source_system, h.owner, h.pipeline, h.from_stage, h.to_stage,
                date_trunc('month', h.at AT TIME ZONE 'UTC')::date AS month,
                extract(epoch FROM h.at - h.entered_from_at) AS seconds,
-               row_number() OVER (PARTITION BY h.deal_id, h.to_stage ORDER BY h.id) = 1
-                   AND NOT EXISTS (SELECT FROM sophia_analytics.stages_reached AS r
-                                   WHERE r.deal_id = h.deal_id AND r.stage = h.to_stage) AS is_first
+               NOT EXISTS (SELECT FROM sophia_analytics.stage_history AS e  -- reached before?
+                           WHERE e.deal_id = h.deal_id AND e.id < h.id AND e.to_stage = h.to_stage)
+                   AS is_first
         FROM unnest(ids) AS w(deal_id)
         LEFT JOIN stored AS s ON s.deal_id = w.deal_id
         JOIN sophia_analytics.stage_history AS h
@@ -122,9 +181,6 @@ BEGIN
                 exited = s.exited + excluded.exited,
                 seconds_in_stage = s.seconds_in_stage + excluded.seconds_in_stage
         RETURNING s.*
-    ), reached AS (
-        INSERT INTO sophia_analytics.stages_reached (deal_id, stage)
-        SELECT h.deal_id, h.to_stage FROM history AS h WHERE h.is_first ORDER BY 1, 2
     ), facts AS (  -- the facts now counted, and the stage-history high-water marks
         INSERT INTO sophia_analytics.deal_facts AS f (deal_id, version, deleted, source_system, owner,
             pipeline, stage, status, amount, created_on, closed_on, history_id)
