@@ -1,6 +1,6 @@
 """`harness.CpuSplit`: CPU seconds by component of the benchmark's process tree, counting processes
 that end inside the measured block (a PostgreSQL backend of a connection closed there) through
-their parent. Real processes, no engines."""
+their parent. Real processes, no engines; in the load tier, with the benchmarks it serves."""
 
 from __future__ import annotations
 
@@ -9,11 +9,15 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[1]
 if str(BENCH) not in sys.path:
     sys.path.insert(0, str(BENCH))
 
 from harness.cpu import CpuSplit  # noqa: E402
+
+pytestmark = pytest.mark.load
 
 BURN = "import time\nend = time.process_time() + {seconds}\nwhile time.process_time() < end: pass\n"
 
