@@ -483,9 +483,6 @@ async def whole_path(
         ),
         "other_cpu": other_cpu.share,
         "cpu_s": split.seconds,
-        "cpu_us_per_change": {
-            label: round(seconds * 1e6 / flow.written, 1) for label, seconds in split.seconds.items()
-        },
     }
 
 
@@ -609,8 +606,10 @@ def text(result: dict[str, Any]) -> str:
             f"p99 {ing['lag_p99_ms']:,.0f} ms, max {ing['lag_max_ms']:,.0f} ms; bulk write p50 "
             f"{ing['write_p50_ms']} ms, p99 {ing['write_p99_ms']} ms",
             "  CPU a change written, first write to last applied: "
-            + ", ".join(f"{label} {us:g} µs" for label, us in ing["cpu_us_per_change"].items())
-            + f" ({sum(ing['cpu_us_per_change'].values()):.0f} in all)",
+            + ", ".join(
+                f"{label} {seconds * 1e6 / ing['written']:.1f} µs" for label, seconds in ing["cpu_s"].items()
+            )
+            + f" ({sum(ing['cpu_s'].values()) * 1e6 / ing['written']:.0f} in all)",
         ]
     met = result["goals_met"]
     lines.append(

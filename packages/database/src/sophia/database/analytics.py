@@ -63,7 +63,7 @@ async def apply_deal_changes(
     One call of the database function of the same name (migration 0019): it reads each deal's
     facts now and what the summaries hold of it, with its stage history after the last row
     counted, and moves every summary by the difference, in one statement."""
-    ids = sorted(set(deal_ids))
+    ids = list(deal_ids)  # the function drops repeats and sorts them (its lock order)
     if not ids and as_of is None:
         return Applied(0, 0)
     (row,) = await connection.fetch(
