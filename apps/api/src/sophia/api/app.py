@@ -20,6 +20,7 @@ from sophia.api.events.endpoints import router as events_router
 from sophia.api.health.endpoints import router as health_router
 from sophia.api.health.service import Readiness
 from sophia.api.hot import HotReads, answer_hit
+from sophia.api.hot_writes import answer_put
 from sophia.api.jobs.endpoints import router as jobs_router
 from sophia.api.middleware import RequestContext
 from sophia.api.ml.admission import ModelAdmission
@@ -66,13 +67,22 @@ async def _observe_pool(database: Database) -> None:
 
 class SophiaApi(FastAPI):
     """FastAPI with a front door: a cached record for a key verified recently is answered before
-    any of FastAPI's or Sophia's middleware runs (`sophia.api.hot.answer_hit`); everything else
-    goes the whole way."""
+    any of FastAPI's or Sophia's middleware runs (`sophia.api.hot.answer_hit`), and so is a plainly
+    valid record PUT by such a key (`sophia.api.hot_writes.answer_put`); everything else goes the
+    whole way."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        front = scope["type"] == "http" and scope["method"] == "GET"
-        if front and await answer_hit(getattr(self.state, "sophia", None), scope, receive, send):
-            return
+        if scope["type"] == "http":
+            method = scope["method"]
+            if method == "GET" and await answer_hit(
+                getattr(self.state, "sophia", None), scope, receive, send
+            ):
+                return
+            if method == "PUT":
+                answered = await answer_put(getattr(self.state, "sophia", None), scope, receive, send)
+                if answered is None:
+                    return
+                receive = answered
         await super().__call__(scope, receive, send)
 
 

@@ -180,7 +180,7 @@ async def answer_hit(state: AppState | None, scope: Scope, receive: Receive, sen
     try:
         found = await _record(state, path, request_id)
     except SophiaError as error:  # answered here: the route would only load it a second time
-        status = await _problem(scope, receive, send, error, request_id)
+        status = await answer_problem(scope, receive, send, error, request_id)
     else:
         if found is None:
             return False
@@ -195,7 +195,9 @@ async def answer_hit(state: AppState | None, scope: Scope, receive: Receive, sen
     return True
 
 
-async def _problem(scope: Scope, receive: Receive, send: Send, error: SophiaError, request_id: str) -> int:
+async def answer_problem(
+    scope: Scope, receive: Receive, send: Send, error: SophiaError, request_id: str
+) -> int:
     """A failed load answered as the application answers it (its problem+json, `Retry-After`, the
     warning it logs), with the request id; its status."""
     structlog.contextvars.bind_contextvars(request_id=request_id)

@@ -26,6 +26,7 @@ from sophia.core.records import (
     RecordFilter,
     RecordKey,
 )
+from sophia.database.catalog import StoredRecord
 
 router = APIRouter(prefix="/api/v1", tags=["records"])
 
@@ -94,25 +95,42 @@ async def put_record(
     if_match: Annotated[str | None, Header(description='Replace only at this version, e.g. "3".')] = None,
     if_none_match: Annotated[str | None, Header(description="`*`: create only, never replace.")] = None,
 ) -> Response:
-    if if_match is not None and if_none_match is not None:
-        raise BadRequest(
-            "Send If-Match (replace a version) or If-None-Match: * (create only), not both.",
-            [FieldError(("header", "If-None-Match"), "conflicts with If-Match")],
-        )
+    if_match_version, create_only = parse_conditions(if_match, if_none_match)
     stored = await service.put_record(
         caller.state.database,
         caller.state.cache,
         RecordKey(source_system, kind, external_id),
         body.data,
         body.created_at,
-        if_match=_parse_if_match(if_match),
-        create_only=_parse_if_none_match(if_none_match),
+        if_match=if_match_version,
+        create_only=create_only,
         actor=caller.key.actor,
     )
+    return Response(
+        stored.json,
+        status_code=201 if stored.created else 200,
+        media_type=JSON,
+        headers=write_headers(stored),
+    )
+
+
+def parse_conditions(if_match: str | None, if_none_match: str | None) -> tuple[int | None, bool]:
+    """A PUT's preconditions: the version `If-Match` names, and whether `If-None-Match: *` asks to
+    create only. Shared with the front door (`sophia.api.hot_writes`)."""
+    if if_match is not None and if_none_match is not None:
+        raise BadRequest(
+            "Send If-Match (replace a version) or If-None-Match: * (create only), not both.",
+            [FieldError(("header", "If-None-Match"), "conflicts with If-Match")],
+        )
+    return _parse_if_match(if_match), _parse_if_none_match(if_none_match)
+
+
+def write_headers(stored: StoredRecord) -> dict[str, str]:
+    """A written record's `ETag`, and its `Location` when the write created it."""
     headers = {"ETag": _etag(stored.version)}
     if stored.created:
         headers["Location"] = f"/api/v1/records/{stored.id}"
-    return Response(stored.json, status_code=201 if stored.created else 200, media_type=JSON, headers=headers)
+    return headers
 
 
 @router.delete(

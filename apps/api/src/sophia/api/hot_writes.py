@@ -1,0 +1,218 @@
+"""The front door for writes: `PUT /api/v1/records/{source_system}/{kind}/{external_id}` answered
+before FastAPI when nothing about it needs FastAPI.
+
+A PUT costs the API's Python three times what the service call inside it costs: FastAPI's routing,
+its solving of the route's seven parameters and dependency, and the middleware stack around them
+(docs/loadtest.md, "A write before FastAPI"). `answer_put` takes the request the route would take
+when every part of it is plainly valid: a bearer key this process verified recently with the
+`write` scope, a canonical path, a JSON body of a declared length that arrived in one piece and
+that `RecordWrite` accepts, at most one of `If-Match` and `If-None-Match`, each well formed. Such a
+request is parsed as FastAPI parses it (`json.loads` of the body, then `RecordWrite`), written
+through the same service call, and answered with the bytes and headers the route gives, its
+request id and its latency metric included; an error of the write itself (a 412, an engine down)
+with the application's problem+json.
+
+Anything else goes on to the application with the body it sent, replayed, so that every refusal
+(a 401, a 403, a 415, a 422 naming the field, a 413) is the application's, in its words: this door
+never refuses a request, it only answers the ones the route would have answered with a write.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+
+import structlog
+from prometheus_client import Counter
+from pydantic import ValidationError
+from starlette.types import Message, Receive, Scope, Send
+
+from sophia.api.auth import bearer_secret
+from sophia.api.hot import answer_problem
+from sophia.api.http_cache import JSON
+from sophia.api.middleware import REQUEST_ID, latency, log_request, new_request_id
+from sophia.api.records import service
+from sophia.api.records.endpoints import parse_conditions, write_headers
+from sophia.api.records.schemas import RecordWrite
+from sophia.api.state import AppState
+from sophia.core.errors import SophiaError
+from sophia.core.records import EXTERNAL_ID_MAX_LENGTH, EXTERNAL_ID_PATTERN, IDENTIFIER_PATTERN, RecordKey
+from sophia.database.verifier import SCOPE_RANK
+
+RECORDS_PREFIX = "/api/v1/records/"
+PUT_TEMPLATE = RECORDS_PREFIX + "{source_system}/{kind}/{external_id}"
+_IDENTIFIER = re.compile(IDENTIFIER_PATTERN)
+_EXTERNAL_ID = re.compile(EXTERNAL_ID_PATTERN)
+WRITE_RANK = SCOPE_RANK["write"]
+DIRECT_WRITES = Counter(
+    "sophia_api_direct_writes_total", "Record PUTs answered before routing (the others took the long way)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """What the request-context middleware reads to label metrics with the route's template."""
+
+    path: str
+
+
+PUT_ROUTE = _Route(PUT_TEMPLATE)
+
+
+@dataclass(slots=True)
+class _Headers:
+    authorization: bytes | None = None
+    content_type: bytes | None = None
+    content_length: bytes | None = None
+    if_match: bytes | None = None
+    if_none_match: bytes | None = None
+    request_id: bytes | None = None
+    other_body_header: bool = False
+    """Content-Encoding or Transfer-Encoding: the application decides what they mean."""
+    repeated: bool = False
+
+
+_NAMES = {
+    b"authorization": "authorization",
+    b"content-type": "content_type",
+    b"content-length": "content_length",
+    b"if-match": "if_match",
+    b"if-none-match": "if_none_match",
+    b"x-request-id": "request_id",
+}
+
+
+def _read_headers(scope: Scope) -> _Headers:
+    found = _Headers()
+    for name, value in scope["headers"]:
+        field = _NAMES.get(name)
+        if field is not None:
+            if getattr(found, field) is not None:
+                found.repeated = True
+            setattr(found, field, value)
+        elif name in (b"content-encoding", b"transfer-encoding"):
+            found.other_body_header = True
+    return found
+
+
+def record_key_of(path: str) -> RecordKey | None:
+    """The record a PUT's path names when the route would take each part as it is; else None."""
+    if not path.startswith(RECORDS_PREFIX):
+        return None
+    parts = path[len(RECORDS_PREFIX) :].split("/")
+    if len(parts) != 3:
+        return None
+    source_system, kind, external_id = parts
+    if not (_IDENTIFIER.fullmatch(source_system) and _IDENTIFIER.fullmatch(kind)):
+        return None
+    if not (0 < len(external_id) <= EXTERNAL_ID_MAX_LENGTH and _EXTERNAL_ID.fullmatch(external_id)):
+        return None
+    return RecordKey(source_system, kind, external_id)
+
+
+async def answer_put(state: AppState | None, scope: Scope, receive: Receive, send: Send) -> Receive | None:
+    """None when the PUT was answered here; else the `receive` to hand the application (the
+    original, or one that replays the body this read first)."""
+    started = time.perf_counter()
+    if state is None or state.settings.access_log or scope.get("root_path"):
+        return receive
+    key = record_key_of(scope["path"])
+    if key is None:
+        return receive
+    headers = _read_headers(scope)
+    if headers.repeated or headers.other_body_header or headers.authorization is None:
+        return receive
+    if headers.content_type is None or headers.content_type.lower() != b"application/json":
+        return receive
+    length = headers.content_length
+    if length is None or not length.isdigit() or not 0 < int(length) <= state.settings.max_body_bytes:
+        return receive
+    request_id = headers.request_id.decode("latin-1") if headers.request_id is not None else new_request_id()
+    if headers.request_id is not None and not REQUEST_ID.fullmatch(request_id):
+        return receive
+    try:
+        secret = bearer_secret(headers.authorization.decode("latin-1"))
+        if_match, create_only = parse_conditions(_text(headers.if_match), _text(headers.if_none_match))
+    except SophiaError:
+        return receive
+    caller = state.keys.remembered(secret)
+    if caller is None or SCOPE_RANK[caller.scope] < WRITE_RANK:
+        return receive
+
+    received: list[Message] = []
+    replay = _replaying(received, receive)
+    body = b""
+    while True:  # a body already sent is read whole; one that stalls waits as the route's would
+        message = await receive()
+        received.append(message)
+        if message["type"] != "http.request":
+            return replay
+        body += message.get("body", b"")
+        if len(body) > int(length):
+            return replay
+        if not message.get("more_body"):
+            break
+    if len(body) != int(length):
+        return replay
+    try:
+        write = RecordWrite.model_validate(json.loads(body))  # as FastAPI reads a JSON body
+    except (ValueError, RecursionError, ValidationError):  # the route answers these, in its words
+        return replay
+
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    try:
+        stored = await service.put_record(
+            state.database,
+            state.cache,
+            key,
+            write.data,
+            write.created_at,
+            if_match=if_match,
+            create_only=create_only,
+            actor=caller.actor,
+        )
+    except SophiaError as error:
+        status = await answer_problem(scope, replay, send, error, request_id)
+    else:
+        status = 201 if stored.created else 200
+        content = stored.json.encode()
+        answer = [
+            (name.lower().encode("latin-1"), value.encode("latin-1"))
+            for name, value in write_headers(stored).items()
+        ]
+        answer += [  # in the order Starlette's `Response` and `RequestContext` add them
+            (b"content-length", str(len(content)).encode()),
+            (b"content-type", JSON.encode()),
+            (b"x-request-id", request_id.encode()),
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": answer})
+        await send({"type": "http.response.body", "body": content})
+    finally:
+        structlog.contextvars.clear_contextvars()
+    DIRECT_WRITES.inc()
+    elapsed = time.perf_counter() - started
+    latency("PUT", PUT_TEMPLATE, status).observe(elapsed)
+    if status >= 500 or elapsed >= state.settings.slow_request_s:
+        log_request("PUT", scope["path"], PUT_TEMPLATE, status, elapsed)
+    return None
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("latin-1")
+
+
+def _replaying(received: list[Message], receive: Receive) -> Receive:
+    """A `receive` that gives the messages in `received` (read before the application was called)
+    again, in order, then whatever `receive` gives."""
+    given = 0
+
+    async def receive_again() -> Message:
+        nonlocal given
+        if given < len(received):
+            given += 1
+            return received[given - 1]
+        return await receive()
+
+    return receive_again
