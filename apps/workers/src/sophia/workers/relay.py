@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Mapping
 from types import TracebackType
 
 from sophia.core.errors import Unavailable
@@ -134,28 +134,37 @@ class OutboxRelay:
         failures = 0
         delays = backoff_delays(12, 0.1, self.backoff_max_s)
         loop = asyncio.get_running_loop()
-        while not stop.is_set():
-            honour_cancellation()
-            self.wake.clear()
-            try:
-                began = loop.time()
-                relayed = await self.relay_once()
-            except PUBLISH_FAILURES as error:
-                RELAY_FAILURES.labels(type(error).__name__).inc()
-                with contextlib.suppress(Unavailable):
-                    await self._observe_depth()
-                delay = delays[min(failures, len(delays) - 1)]
-                failures += 1
-                log.warning("outbox_relay_failed", error=type(error).__name__, retry_s=round(delay, 3))
-                await _first(stop.wait(), asyncio.sleep(delay))
-                continue
-            failures = 0
-            if relayed and self.more_waiting:
-                continue  # a full batch, or rows held back: more is waiting
-            await self._listen()  # back after a Postgres outage
-            await _first(stop.wait(), self.wake.wait(), asyncio.sleep(self.poll_s))
-            if (gather := began + self.gather_s - loop.time()) > 0:  # writes close together: one batch
-                await _first(stop.wait(), asyncio.sleep(gather))
+        # `stop` wakes the relay too, through one task for the whole run: waiting on both with a
+        # task for each at every wake-up cost the workers more than the batch of one write it
+        # woke for (docs/streams.md).
+        waker = asyncio.create_task(_set_when(stop, self.wake))
+        try:
+            while not stop.is_set():
+                honour_cancellation()
+                self.wake.clear()
+                try:
+                    began = loop.time()
+                    relayed = await self.relay_once()
+                except PUBLISH_FAILURES as error:
+                    RELAY_FAILURES.labels(type(error).__name__).inc()
+                    with contextlib.suppress(Unavailable):
+                        await self._observe_depth()
+                    delay = delays[min(failures, len(delays) - 1)]
+                    failures += 1
+                    log.warning("outbox_relay_failed", error=type(error).__name__, retry_s=round(delay, 3))
+                    await _set_within(stop, delay)
+                    continue
+                failures = 0
+                if relayed and self.more_waiting:
+                    continue  # a full batch, or rows held back: more is waiting
+                await self._listen()  # back after a Postgres outage
+                await _set_within(self.wake, self.poll_s)
+                if (gather := began + self.gather_s - loop.time()) > 0:  # writes close together: one batch
+                    await _set_within(stop, gather)
+        finally:
+            waker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waker
 
     async def relay_once(self) -> int:
         """Publish one batch and delete what JetStream acknowledged; the number published.
@@ -221,12 +230,16 @@ class OutboxRelay:
             OUTBOX_DEPTH.set((await outbox.depth(connection)).events)
 
 
-async def _first(*waits: Coroutine[object, object, object]) -> None:
-    """Until the first of `waits` is done; the others are cancelled."""
-    tasks = [asyncio.ensure_future(wait) for wait in waits]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+async def _set_when(event: asyncio.Event, then: asyncio.Event) -> None:
+    await event.wait()
+    then.set()
+
+
+async def _set_within(event: asyncio.Event, seconds: float) -> None:
+    """Until `event` is set or `seconds` have passed. (Python 3.11's `asyncio.timeout` can swallow
+    a cancellation that arrives as it expires: the loop above honours one at each turn.)"""
+    if event.is_set():
+        return
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
