@@ -4,19 +4,30 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
+from fastapi import FastAPI
 
 from sophia.api.app import create_app
 from sophia.shared.settings import Settings
 
 
 @asynccontextmanager
+async def started_app(settings: Settings) -> AsyncIterator[FastAPI]:
+    """`create_app(settings)`, started through its lifespan; stopped after."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+def client_of(app: FastAPI, secret: str | None = None) -> httpx.AsyncClient:
+    """An in-process client on a started `app`, authenticated with `secret` if given."""
+    headers = {"Authorization": f"Bearer {secret}"} if secret else {}
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://sophia.test", headers=headers
+    )
+
+
+@asynccontextmanager
 async def app_client(settings: Settings, secret: str | None = None) -> AsyncIterator[httpx.AsyncClient]:
     """A client on `create_app(settings)`, authenticated with `secret` if given; the app stops after."""
-    app = create_app(settings)
-    headers = {"Authorization": f"Bearer {secret}"} if secret else {}
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://sophia.test", headers=headers
-        ) as client:
-            yield client
+    async with started_app(settings) as app, client_of(app, secret) as client:
+        yield client

@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 import schemathesis
 from schemathesis.config import SchemathesisConfig
+from schemathesis.python import asgi
 
 from sophia.api.app import create_app
 from sophia.database import keys
@@ -64,7 +65,16 @@ async def fuzzed_database(migrated_database) -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def fuzzed_app(settings, fuzzed_database):
-    return create_app(settings.model_copy(update={"database_url": fuzzed_database[0]}))
+    """The app under fuzz, started once for the module. schemathesis starts an app's lifespan at its
+    first call and ends it after each test, so each operation started it again (its pools opened,
+    PostgreSQL's backends forked): one start for the module instead of one per operation."""
+    app = create_app(settings.model_copy(update={"database_url": fuzzed_database[0]}))
+    shutdown, asgi.shutdown_lifespans = asgi.shutdown_lifespans, lambda: None
+    try:
+        yield app
+    finally:
+        asgi.shutdown_lifespans = shutdown
+        shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,11 @@ import shutil
 import httpx
 import numpy as np
 import pytest
-from app_clients import app_client
+from app_clients import app_client, client_of, started_app
 from metrics import sample
 from problem_assertions import assert_problem
 from waiting import eventually
 
-from sophia.api.app import create_app
 from sophia.ml.embeddings import model_version
 from sophia.ml.heads import IncompatibleHead
 from sophia.ml.labels import DEFAULT_HEAD, DEFAULT_LABELS, LabelHead
@@ -35,8 +34,15 @@ def ml_settings(settings):
 
 
 @pytest.fixture(scope="module")
-async def ml(ml_settings, api_keys):
-    async with app_client(ml_settings, api_keys["read"]) as client:
+async def ml_app(ml_settings):
+    """The module's app with its model loaded, shared by its tests (loading one costs 0.3 s)."""
+    async with started_app(ml_settings) as app:
+        yield app
+
+
+@pytest.fixture(scope="module")
+async def ml(ml_app, api_keys):
+    async with client_of(ml_app, api_keys["read"]) as client:
         yield client
 
 
@@ -66,12 +72,10 @@ async def test_a_text_embedded_again_comes_from_the_cache(ml):
     assert cache_hits() == hits + 1
 
 
-async def test_the_official_openai_client_works_unchanged(ml_settings, api_keys):
+async def test_the_official_openai_client_works_unchanged(ml_app, api_keys):
     import openai  # here, not at the top: half a second of every xdist worker's collection
 
-    app = create_app(ml_settings)
-    async with app.router.lifespan_context(app):
-        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=ml_app)) as http:
         client = openai.AsyncOpenAI(api_key=api_keys["read"], base_url=OPENAI_BASE, http_client=http)
         floats = await client.embeddings.create(model=MODEL, input=TEXTS, encoding_format="float")
         packed = await client.embeddings.create(model=MODEL, input=TEXTS[0])  # the client asks for base64
@@ -81,7 +85,6 @@ async def test_the_official_openai_client_works_unchanged(ml_settings, api_keys)
         stranger = openai.AsyncOpenAI(api_key="sk-wrong", base_url=OPENAI_BASE, http_client=http)
         with pytest.raises(openai.AuthenticationError):
             await stranger.embeddings.create(model=MODEL, input="x")
-        await http.aclose()
     assert [item.index for item in floats.data] == [0, 1, 2]
     assert len(floats.data[0].embedding) == 384
     assert floats.usage.prompt_tokens == floats.usage.total_tokens > len(TEXTS)

@@ -18,13 +18,13 @@ MAX_INSERTS = 30
 
 
 def examples(count: int) -> settings:
-    """A few examples in the fast tier; the load tier runs each property ten times as long."""
+    """A few examples in the fast tier; the load tier runs each property twenty times as long."""
     return settings(
         max_examples=count, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
     )
 
 
-FAST, THOROUGH = examples(10), examples(100)
+FAST, THOROUGH = examples(5), examples(100)
 
 
 def new_source_system() -> str:

@@ -23,13 +23,29 @@ async def split(body: bytes, cuts: list[int], max_line_bytes: int = 1_000) -> li
     return [line async for line in split_lines(chunked(body, cuts), max_line_bytes)]
 
 
-@settings(max_examples=200, deadline=None)
-@given(
-    lines=st.lists(st.binary(max_size=30).map(lambda b: b.replace(b"\n", b"")), max_size=12),
-    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=30),
-    final_newline=st.booleans(),
-)
+CUT_BODIES = {
+    "lines": st.lists(st.binary(max_size=30).map(lambda b: b.replace(b"\n", b"")), max_size=12),
+    "cuts": st.lists(st.integers(min_value=0, max_value=400), max_size=30),
+    "final_newline": st.booleans(),
+}
+
+
+@settings(max_examples=100, deadline=None)  # half the load tier's run
+@given(**CUT_BODIES)
 async def test_lines_come_out_whole_and_numbered_however_the_body_is_cut(lines, cuts, final_newline):
+    await lines_come_out_whole_and_numbered(lines, cuts, final_newline)
+
+
+@pytest.mark.load
+@settings(max_examples=200, deadline=None)
+@given(**CUT_BODIES)
+async def test_lines_come_out_whole_and_numbered_however_the_body_is_cut_thoroughly(
+    lines, cuts, final_newline
+):
+    await lines_come_out_whole_and_numbered(lines, cuts, final_newline)
+
+
+async def lines_come_out_whole_and_numbered(lines: list[bytes], cuts: list[int], final_newline: bool) -> None:
     body = b"\n".join(lines) + (b"\n" if final_newline and lines else b"")
     expected = list(enumerate(body.split(b"\n"), 1))
     if expected and not expected[-1][1].strip():

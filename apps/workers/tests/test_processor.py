@@ -499,7 +499,7 @@ async def test_a_batch_of_packed_messages_goes_to_the_sink_in_runs_and_none_wait
     async def slow(batch: list[Envelope]) -> None:
         calls.append([int(envelope.payload["n"]) for envelope in batch])
         if len(calls) == 1:  # the second run's own slowness is the test above's
-            await asyncio.sleep(0.8)  # past the ack wait: the other message waits as long
+            await asyncio.sleep(0.65)  # past the ack wait: the other message waits as long
 
     js = await nats.jetstream()
     for first in (0, 3):

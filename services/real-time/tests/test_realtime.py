@@ -500,18 +500,21 @@ async def test_a_client_flooding_frames_is_closed_1008_and_others_are_not(own_st
     assert "frames a second" in closed.value.rcvd.reason
 
 
-async def test_a_resume_from_further_back_than_the_clients_queue_gets_all_of_it(realtime, api_keys):
-    """The queue holds 500 frames here: 1,200 missed events go out in steps, the client is not
-    taken for a slow consumer."""
-    service, settings = realtime
-    async with ws(service, api_keys["read"]) as client:
-        subscribed = await subscribe(client, "records:far")
-    await publish(settings, [record_event("far", "deal", n) for n in range(1200)])
-    async with ws(service, api_keys["read"]) as client:
-        resumed = await subscribe(client, "records:far", since=subscribed["position"])
-        assert resumed["recovered"] is True
-        got = await publications(client, 1200)
-    assert [item["event"]["payload"]["n"] for item in got] == list(range(1200))
+async def test_a_resume_from_further_back_than_the_clients_queue_gets_all_of_it(own_streams, api_keys):
+    """The queue holds 20 frames here: 300 missed events of 2 KB go out in steps, the client is not
+    taken for a slow consumer. Sent at once, they would fill the socket's buffers (about 300 KB) and
+    the queue twice over; 1,200 small events through a queue of 500 overflowed it only just."""
+    settings = own_streams.model_copy(update={"realtime_port": 0, "realtime_max_queue": 20})
+    missed = [record_event("far", "deal", n, padding=2000) for n in range(300)]
+    async with RealtimeService(settings) as service:
+        async with ws(service, api_keys["read"]) as client:
+            subscribed = await subscribe(client, "records:far")
+        await publish(settings, missed)
+        async with ws(service, api_keys["read"]) as client:
+            resumed = await subscribe(client, "records:far", since=subscribed["position"])
+            assert resumed["recovered"] is True
+            got = await publications(client, len(missed))
+    assert [item["event"]["payload"]["n"] for item in got] == list(range(len(missed)))
 
 
 async def test_metrics_need_a_key_when_anonymous_detail_is_off(own_streams, api_keys):

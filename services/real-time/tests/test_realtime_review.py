@@ -107,17 +107,17 @@ async def test_a_drain_closes_every_client_at_once_not_one_after_another(own_str
     after another: the others got their 1012 only after all of those before them; and one whose
     transport was full (it reads nothing) held it until the keepalive gave up on it (20 s and more).
 
-    The close timeout is cut to 0.5 s here (set before the server starts: websockets' `serve`
-    takes it then): eight silent clients closed one after another would hold the drain 4 s and
+    The close timeout is cut to 0.3 s here (set before the server starts: websockets' `serve`
+    takes it then): ten silent clients closed one after another would hold the drain 3 s and
     more, past its bound (the timeout once, and 2 s for a loaded machine), and the calm client,
-    connected last, would be told after all of them."""
-    monkeypatch.setattr(server_module, "DRAIN_S", 0.2)
-    monkeypatch.setattr(server_module, "CLOSE_TIMEOUT_S", 0.5)
+    connected last, would be told after all of them, past its own bound of 2 s."""
+    monkeypatch.setattr(server_module, "DRAIN_S", 0.1)
+    monkeypatch.setattr(server_module, "CLOSE_TIMEOUT_S", 0.3)
     settings = own_streams.model_copy(update={"realtime_port": 0})
     async with contextlib.AsyncExitStack() as stack:
         service = await stack.enter_async_context(RealtimeService(settings))
         silent = []
-        for _ in range(8):  # connected first: the first the drain closes
+        for _ in range(10):  # connected first: the first the drain closes
             client = await connect(
                 f"ws://127.0.0.1:{service.port}/ws",
                 additional_headers={"Authorization": f"Bearer {api_keys['read']}"},
@@ -208,8 +208,8 @@ async def test_a_client_dropped_for_falling_behind_that_reads_nothing_is_cut_wit
     """Its 4008 close waited for websockets' write buffer to drain, with no time limit: a client
     that reads nothing held its connection (its buffers, its handler) until the keepalive gave up
     on it, up to 20 s later. Now it is cut once its close has not completed within the close
-    timeout (a quarter of a second here: its bound, 2.5 s over that, is still far below 20 s)."""
-    monkeypatch.setattr(server_module, "CLOSE_TIMEOUT_S", 0.25)
+    timeout (a tenth of a second here: its bound, 2.5 s over that, is still far below 20 s)."""
+    monkeypatch.setattr(server_module, "CLOSE_TIMEOUT_S", 0.1)
     settings = own_streams.model_copy(update={"realtime_port": 0, "realtime_max_queue": 20})
     dropped = sample("sophia_realtime_slow_consumers_total")
     async with contextlib.AsyncExitStack() as stack:
