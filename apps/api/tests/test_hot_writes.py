@@ -1,6 +1,7 @@
 """The front door for writes: a plainly valid record PUT by a remembered write key is answered before
 FastAPI, as the route answers it; anything else reaches the application with its body intact."""
 
+import asyncio
 import uuid
 
 import httpx
@@ -211,3 +212,49 @@ def test_a_canonical_path_names_its_record():
     assert record_key_of("/api/v1/records/hubspot/deal/Deal 7: ü") == RecordKey(
         "hubspot", "deal", "Deal 7: ü"
     )
+
+
+async def test_a_failure_that_is_no_sophia_error_is_the_applications_logged_500_from_the_front_door(
+    writer, monkeypatch
+):
+    async def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("sophia.api.records.service.put_record", broken)
+    url = f"/api/v1/records/{source()}/deal/d-1"
+    before, failed = direct_writes(), put_latency_count(500)
+    front = await writer.put(url, json={"data": {"v": 1}}, headers={"X-Request-ID": "trace-500"})
+    # the application re-raises after its 500 for the server to see: here, after the answer
+    transport = httpx.ASGITransport(app=writer._transport.app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(
+        transport=transport, base_url=writer.base_url, headers=writer.headers
+    ) as long:
+        routed = await long.put(url, json={"data": {"v": 1}}, headers={"Content-Type": LONG_WAY})
+    assert direct_writes() == before + 1
+    assert put_latency_count(500) == failed + 2
+    assert front.status_code == routed.status_code == 500
+    assert front.headers["content-type"] == "application/problem+json"
+    assert front.json() == routed.json()
+    assert "a bug" not in front.text
+    assert front.headers["x-request-id"] == "trace-500"
+
+
+async def test_a_write_handed_on_after_its_body_was_read_is_timed_from_its_first_byte(writer):
+    """The front door read the body (a field the route refuses) before the application saw it."""
+    body = b'{"data": {"v": 1}, "extra": 1}'
+
+    async def slowly():
+        yield body[:10]
+        await asyncio.sleep(0.3)
+        yield body[10:]
+
+    route = "/api/v1/records/{source_system}/{kind}/{external_id}"
+    before = sample("sophia_http_request_duration_seconds_sum", method="PUT", route=route, status="422")
+    response = await writer.put(
+        f"/api/v1/records/{source()}/deal/d-1",
+        content=slowly(),
+        headers={"Content-Type": "application/json", "Content-Length": str(len(body))},
+    )
+    assert response.status_code == 422
+    after = sample("sophia_http_request_duration_seconds_sum", method="PUT", route=route, status="422")
+    assert after - before >= 0.3

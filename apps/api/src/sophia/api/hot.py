@@ -191,18 +191,23 @@ async def answer_hit(state: AppState | None, scope: Scope, receive: Receive, sen
     elapsed = time.perf_counter() - started
     latency("GET", RECORD_ROUTE.path, status).observe(elapsed)
     if status >= 500 or elapsed >= state.settings.slow_request_s:
-        log_request("GET", path, RECORD_ROUTE.path, status, elapsed)
+        log_request("GET", path, RECORD_ROUTE.path, status, elapsed, request_id)
     return True
 
 
 async def answer_problem(
-    scope: Scope, receive: Receive, send: Send, error: SophiaError, request_id: str
+    scope: Scope, receive: Receive, send: Send, error: Exception, request_id: str
 ) -> int:
-    """A failed load answered as the application answers it (its problem+json, `Retry-After`, the
-    warning it logs), with the request id; its status."""
+    """A failure answered as the application answers it (a `SophiaError`'s problem+json,
+    `Retry-After` and the warning it logs; anything else a logged 500, called where it is being
+    handled), with the request id; its status."""
     structlog.contextvars.bind_contextvars(request_id=request_id)
     try:
-        response = await problems.sophia_error(StarletteRequest(scope), error)
+        request = StarletteRequest(scope)
+        if isinstance(error, SophiaError):
+            response = await problems.sophia_error(request, error)
+        else:
+            response = await problems.unexpected_error(request, error)
     finally:
         structlog.contextvars.clear_contextvars()
 

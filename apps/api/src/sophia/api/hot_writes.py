@@ -32,7 +32,7 @@ from starlette.types import Message, Receive, Scope, Send
 from sophia.api.auth import bearer_secret
 from sophia.api.hot import answer_problem
 from sophia.api.http_cache import JSON
-from sophia.api.middleware import REQUEST_ID, latency, log_request, new_request_id
+from sophia.api.middleware import REQUEST_ID, STARTED_KEY, latency, log_request, new_request_id
 from sophia.api.records import service
 from sophia.api.records.endpoints import parse_conditions, write_headers
 from sophia.api.records.schemas import RecordWrite
@@ -143,6 +143,7 @@ async def answer_put(state: AppState | None, scope: Scope, receive: Receive, sen
 
     received: list[Message] = []
     replay = _replaying(received, receive)
+    scope[STARTED_KEY] = started  # handed on from here, its latency counts the upload read here
     body = b""
     while True:  # a body already sent is read whole; one that stalls waits as the route's would
         message = await receive()
@@ -161,6 +162,33 @@ async def answer_put(state: AppState | None, scope: Scope, receive: Receive, sen
     except (ValueError, RecursionError, ValidationError):  # the route answers these, in its words
         return replay
 
+    status = 500  # unless an answer starts
+    try:
+        status = await _write(
+            state, scope, replay, send, key, write, caller.actor, request_id, if_match, create_only
+        )
+    finally:
+        DIRECT_WRITES.inc()
+        elapsed = time.perf_counter() - started
+        latency("PUT", PUT_TEMPLATE, status).observe(elapsed)
+        if status >= 500 or elapsed >= state.settings.slow_request_s:
+            log_request("PUT", scope["path"], PUT_TEMPLATE, status, elapsed, request_id)
+    return None
+
+
+async def _write(
+    state: AppState,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    key: RecordKey,
+    write: RecordWrite,
+    actor: str,
+    request_id: str,
+    if_match: int | None,
+    create_only: bool,
+) -> int:
+    """The write, answered as the route answers it; the answer's status."""
     structlog.contextvars.bind_contextvars(request_id=request_id)
     try:
         stored = await service.put_record(
@@ -171,32 +199,26 @@ async def answer_put(state: AppState | None, scope: Scope, receive: Receive, sen
             write.created_at,
             if_match=if_match,
             create_only=create_only,
-            actor=caller.actor,
+            actor=actor,
         )
-    except SophiaError as error:
-        status = await answer_problem(scope, replay, send, error, request_id)
-    else:
-        status = 201 if stored.created else 200
-        content = stored.json.encode()
-        answer = [
-            (name.lower().encode("latin-1"), value.encode("latin-1"))
-            for name, value in write_headers(stored).items()
-        ]
-        answer += [  # in the order Starlette's `Response` and `RequestContext` add them
-            (b"content-length", str(len(content)).encode()),
-            (b"content-type", JSON.encode()),
-            (b"x-request-id", request_id.encode()),
-        ]
-        await send({"type": "http.response.start", "status": status, "headers": answer})
-        await send({"type": "http.response.body", "body": content})
+    except Exception as error:  # a SophiaError's problem, or the application's logged 500
+        return await answer_problem(scope, receive, send, error, request_id)
     finally:
         structlog.contextvars.clear_contextvars()
-    DIRECT_WRITES.inc()
-    elapsed = time.perf_counter() - started
-    latency("PUT", PUT_TEMPLATE, status).observe(elapsed)
-    if status >= 500 or elapsed >= state.settings.slow_request_s:
-        log_request("PUT", scope["path"], PUT_TEMPLATE, status, elapsed)
-    return None
+    status = 201 if stored.created else 200
+    content = stored.json.encode()
+    answer = [
+        (name.lower().encode("latin-1"), value.encode("latin-1"))
+        for name, value in write_headers(stored).items()
+    ]
+    answer += [  # in the order Starlette's `Response` and `RequestContext` add them
+        (b"content-length", str(len(content)).encode()),
+        (b"content-type", JSON.encode()),
+        (b"x-request-id", request_id.encode()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": answer})
+    await send({"type": "http.response.body", "body": content})
+    return status
 
 
 def _text(value: bytes | None) -> str | None:

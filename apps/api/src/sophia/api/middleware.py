@@ -27,6 +27,9 @@ IDENTITY = frozenset({"identity", ""})
 """The only Content-Encoding a request body may have: the API does not decompress request bodies."""
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 """Anything else is labelled OTHER, so clients cannot grow the metrics' label sets."""
+STARTED_KEY = "sophia.started"
+"""When a front door that read the body before handing the request on began (`perf_counter`): the
+request's latency counts from there, its upload included."""
 
 
 _LATENCY_CHILDREN: dict[tuple[str, str, int], Histogram] = {}
@@ -67,7 +70,7 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = time.perf_counter()
+        started = scope.get(STARTED_KEY) or time.perf_counter()
         given = _header(scope, b"x-request-id")
         request_id = given if given is not None and REQUEST_ID.fullmatch(given) else new_request_id()
         structlog.contextvars.bind_contextvars(request_id=request_id)
@@ -115,11 +118,20 @@ class RequestContext:
             structlog.contextvars.clear_contextvars()
 
 
-def log_request(method: str, path: str, route: str, status: int, elapsed: float) -> None:
+def log_request(
+    method: str, path: str, route: str, status: int, elapsed: float, request_id: str | None = None
+) -> None:
     """The access log's line for one request (every one with the access log on; else the slow ones
-    and the 5xx)."""
+    and the 5xx). `request_id` where it is not bound to the log's context (the front doors)."""
+    fields = {} if request_id is None else {"request_id": request_id}
     log.info(
-        "request", method=method, path=path, route=route, status=status, duration_ms=round(elapsed * 1000, 2)
+        "request",
+        method=method,
+        path=path,
+        route=route,
+        status=status,
+        duration_ms=round(elapsed * 1000, 2),
+        **fields,
     )
 
 
