@@ -16,17 +16,20 @@ class CpuSplit:
     process as `benchmark`, and whatever else as `other`. A process that ends inside the block
     counts through its parent's reaped-children time, under the parent's label: a PostgreSQL
     backend under `postgres`, a load generator this process ran to its end (k6, wrk) under
-    `benchmark`. So keep the roots themselves running through it."""
+    `benchmark`. So keep the roots themselves running through it. `reaped_as` counts the ended
+    children of the processes of a label under a label of their own instead (`{"benchmark": "k6"}`:
+    the load generators this process ran, apart from its own work)."""
 
-    def __init__(self, roots: dict[str, int]) -> None:
+    def __init__(self, roots: dict[str, int], reaped_as: dict[str, str] | None = None) -> None:
         self.roots = {pid: label for label, pid in roots.items()}
+        self.reaped_as = reaped_as or {}
         self.seconds: dict[str, float] = {}
-        self._start: dict[int, tuple[str, int]] = {}
+        self._start: dict[tuple[int, str], int] = {}
 
-    def _sample(self) -> dict[int, tuple[str, int]]:
-        """Each process of the tree: (its label, its CPU ticks so far)."""
+    def _sample(self) -> dict[tuple[int, str], int]:
+        """Each process of the tree: its CPU ticks so far, by (pid, label)."""
         parents: dict[int, int] = {}
-        facts: dict[int, tuple[str, int]] = {}
+        facts: dict[int, tuple[str, int, int]] = {}
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
@@ -38,11 +41,15 @@ class CpuSplit:
             values = tail.split()
             pid = int(entry.name)
             parents[pid] = int(values[1])
-            # utime + stime + cutime + cstime: a child's time moves to its parent's when it is reaped
-            facts[pid] = (head.split("(", 1)[1], sum(int(value) for value in values[11:15]))
+            # utime + stime, and cutime + cstime: a child's time moves to its parent's when reaped
+            facts[pid] = (
+                head.split("(", 1)[1],
+                int(values[11]) + int(values[12]),
+                int(values[13]) + int(values[14]),
+            )
         me = os.getpid()
-        sample = {}
-        for pid, (name, ticks) in facts.items():
+        sample: dict[tuple[int, str], int] = {}
+        for pid, (name, own, reaped) in facts.items():
             label, ancestor = None, pid
             for _ in range(64):  # bounded walk up to init
                 if ancestor in self.roots:
@@ -54,7 +61,11 @@ class CpuSplit:
             if ancestor != me and label is None:
                 continue  # not ours
             label = label or ENGINE_NAMES.get(name) or ("benchmark" if pid == me else "other")
-            sample[pid] = (label, ticks)
+            if label in self.reaped_as:
+                sample[(pid, label)] = own
+                sample[(pid, self.reaped_as[label])] = reaped
+            else:
+                sample[(pid, label)] = own + reaped
         return sample
 
     def __enter__(self) -> CpuSplit:
@@ -65,8 +76,8 @@ class CpuSplit:
         ticks_per_s = os.sysconf("SC_CLK_TCK")
         totals: dict[str, float] = {}
         end = self._sample()
-        for pid in end.keys() | self._start.keys():
-            label, after = end.get(pid) or (self._start[pid][0], 0)
-            before = self._start.get(pid, (label, 0))[1]
-            totals[label] = totals.get(label, 0.0) + (after - before) / ticks_per_s
+        # a process gone by the end counts 0 there: its parent's reaped time holds all of it
+        for key in end.keys() | self._start.keys():
+            label = key[1]
+            totals[label] = totals.get(label, 0.0) + (end.get(key, 0) - self._start.get(key, 0)) / ticks_per_s
         self.seconds = {label: round(seconds, 2) for label, seconds in sorted(totals.items())}

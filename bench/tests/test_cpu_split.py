@@ -32,6 +32,13 @@ def test_a_child_that_ends_inside_the_block_counts_for_its_parent():
     assert split.seconds.get("benchmark", 0.0) >= 0.15, split.seconds
 
 
+def test_ended_children_can_count_under_a_label_of_their_own():
+    with CpuSplit({}, reaped_as={"benchmark": "generator"}) as split:
+        subprocess.run(burn(0.2), check=True)
+    assert split.seconds.get("generator", 0.0) >= 0.15, split.seconds
+    assert split.seconds.get("benchmark", 0.0) < 0.1, split.seconds
+
+
 def test_a_root_running_through_the_block_counts_under_its_label_only_for_the_block():
     root = subprocess.Popen(burn(5), stdout=subprocess.DEVNULL)
     try:
