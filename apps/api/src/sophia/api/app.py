@@ -73,13 +73,11 @@ class SophiaApi(FastAPI):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            method = scope["method"]
-            if method == "GET" and await answer_hit(
-                getattr(self.state, "sophia", None), scope, receive, send
-            ):
+            method, state = scope["method"], getattr(self.state, "sophia", None)
+            if method == "GET" and await answer_hit(state, scope, receive, send):
                 return
             if method == "PUT":
-                answered = await answer_put(getattr(self.state, "sophia", None), scope, receive, send)
+                answered = await answer_put(state, scope, receive, send)
                 if answered is None:
                     return
                 receive = answered

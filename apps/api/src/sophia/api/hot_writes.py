@@ -5,12 +5,12 @@ A PUT costs the API's Python three times what the service call inside it costs: 
 its solving of the route's seven parameters and dependency, and the middleware stack around them
 (docs/loadtest.md, "A write before FastAPI"). `answer_put` takes the request the route would take
 when every part of it is plainly valid: a bearer key this process verified recently with the
-`write` scope, a canonical path, a JSON body of a declared length that arrived in one piece and
-that `RecordWrite` accepts, at most one of `If-Match` and `If-None-Match`, each well formed. Such a
-request is parsed as FastAPI parses it (`json.loads` of the body, then `RecordWrite`), written
-through the same service call, and answered with the bytes and headers the route gives, its
-request id and its latency metric included; an error of the write itself (a 412, an engine down)
-with the application's problem+json.
+`write` scope, a canonical path, a JSON body of the length it declared (read whole, in as many
+pieces as it came) that `RecordWrite` accepts, at most one of `If-Match` and `If-None-Match`,
+each well formed. Such a request is parsed as FastAPI parses it (`json.loads` of the body, then
+`RecordWrite`), written through the same service call, and answered with the bytes and headers
+the route gives, its request id and its latency metric included; a failure of the write itself (a
+412, an engine down) as the application answers it.
 
 Anything else goes on to the application with the body it sent, replayed, so that every refusal
 (a 401, a 403, a 415, a 422 naming the field, a 413) is the application's, in its words: this door
@@ -49,16 +49,6 @@ WRITE_RANK = SCOPE_RANK["write"]
 DIRECT_WRITES = Counter(
     "sophia_api_direct_writes_total", "Record PUTs answered before routing (the others took the long way)"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class _Route:
-    """What the request-context middleware reads to label metrics with the route's template."""
-
-    path: str
-
-
-PUT_ROUTE = _Route(PUT_TEMPLATE)
 
 
 @dataclass(slots=True)
@@ -126,8 +116,10 @@ async def answer_put(state: AppState | None, scope: Scope, receive: Receive, sen
         return receive
     if headers.content_type is None or headers.content_type.lower() != b"application/json":
         return receive
-    length = headers.content_length
-    if length is None or not length.isdigit() or not 0 < int(length) <= state.settings.max_body_bytes:
+    if headers.content_length is None or not headers.content_length.isdigit():
+        return receive
+    length = int(headers.content_length)
+    if not 0 < length <= state.settings.max_body_bytes:
         return receive
     request_id = headers.request_id.decode("latin-1") if headers.request_id is not None else new_request_id()
     if headers.request_id is not None and not REQUEST_ID.fullmatch(request_id):
@@ -151,11 +143,11 @@ async def answer_put(state: AppState | None, scope: Scope, receive: Receive, sen
         if message["type"] != "http.request":
             return replay
         body += message.get("body", b"")
-        if len(body) > int(length):
+        if len(body) > length:
             return replay
         if not message.get("more_body"):
             break
-    if len(body) != int(length):
+    if len(body) != length:
         return replay
     try:
         write = RecordWrite.model_validate(json.loads(body))  # as FastAPI reads a JSON body

@@ -252,18 +252,8 @@ async def _move_freshness(connection: Connection, as_of: datetime | None) -> Non
 
 
 _SQL_TYPES = {
-    "created_month": "date",
-    "closed_month": "date",
-    "month": "date",
     "week": "date",
     "records": "bigint",
-    "deals": "bigint",
-    "entered": "bigint",
-    "reached": "bigint",
-    "exited": "bigint",
-    "cycle_days": "bigint",
-    "amount": "numeric",
-    "seconds_in_stage": "numeric",
     "calls": "bigint",
     "messages": "bigint",
     "open_deals": "bigint",
