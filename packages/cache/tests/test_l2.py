@@ -135,3 +135,24 @@ async def test_a_generation_lost_to_eviction_never_brings_an_old_value_back(
     third = await tier.get_or_claim("evictable", "", 0, tags)
     assert third.value is None  # neither value comes back: the generation restarts past both
     assert int(third.stamp or 0) > int(second.stamp or 0) > int(first.stamp or 0)
+
+
+async def test_a_new_connection_names_the_client_without_reading_package_metadata(settings, monkeypatch):
+    """Left to redis-py, every new connection looked its own version up in the installed packages'
+    metadata (directory scans, milliseconds on the event loop while a busy process grows its pool).
+    The version is known once, and the server is still told it."""
+    import redis as redis_package
+    import redis.utils
+
+    def no_lookup() -> str:
+        raise AssertionError("a connection looked the package metadata up")
+
+    monkeypatch.setattr(redis.utils, "get_lib_version", no_lookup)
+    async with RedisConnection(settings.redis_url or "", timeout_s=2, max_connections=4) as connection:
+        client = connection.client
+        held = [await client.connection_pool.get_connection() for _ in range(3)]  # three new connections
+        for one in held:
+            await client.connection_pool.release(one)
+        described = await client.client_info()
+        assert described["lib-name"] == "redis-py"
+        assert described["lib-ver"] == redis_package.__version__

@@ -7,10 +7,18 @@ from types import TracebackType
 from typing import Any
 
 import redis.asyncio as redis
+from redis import __version__ as REDIS_PY_VERSION
+from redis.driver_info import DriverInfo
 from redis.exceptions import ConnectionError, MaxConnectionsError, RedisError
 
 from sophia.core.errors import Unavailable
 from sophia.shared.settings import Settings
+
+DRIVER_INFO = DriverInfo(lib_version=REDIS_PY_VERSION)
+"""What each connection tells the server it is (CLIENT SETINFO), known once: left to redis-py, every
+new connection looks its version up in the installed packages' metadata (`importlib.metadata`, a
+few milliseconds of directory scans on the event loop, which the hostile benchmark caught as loop
+stalls while a busy process grew its pool)."""
 
 
 class _WaitingPool(redis.BlockingConnectionPool):
@@ -49,6 +57,7 @@ class RedisConnection:
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             health_check_interval=30,
+            driver_info=DRIVER_INFO,
         )
         self.client = redis.Redis(connection_pool=pool)
         self.timeout_s = timeout_s
