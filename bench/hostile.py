@@ -157,6 +157,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default="idle",
         help="the attackers' k6: idle (SCHED_IDLE) or nice steps below normal (0-19)",
     )
+    parser.add_argument(
+        "--server",
+        choices=("granian", "uvicorn"),
+        default=harness.DEFAULT_SERVER,
+        help="the API's ASGI server",
+    )
     parser.add_argument("--body-idle-timeout", type=float, default=10.0, help="SOPHIA_BODY_IDLE_TIMEOUT_S")
     parser.add_argument(
         "--attackers",
@@ -348,7 +354,7 @@ def measure(env: harness.Environment, options: argparse.Namespace) -> dict[str, 
         "EMBED_INPUTS": str(options.embed_inputs),
         "EMBED_CHARS": str(options.embed_chars),
     }
-    with harness.ApiServer(env, extra_env=extra_env, ready_timeout_s=180) as api:
+    with harness.ApiServer(env, server=options.server, extra_env=extra_env, ready_timeout_s=180) as api:
         load = Load(api, {**variables, "BASE_URL": api.base_url}, options)
         if options.warmup > 0:
             harness.run_async(load.run({"good": options.rate}, options.warmup, harness.HOST))
@@ -394,6 +400,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "rate": options.rate,
         "attack_scale": options.attack_scale,
         "attackers_priority": options.attackers_priority,
+        "server": options.server,
         "attackers_from": options.attackers_from,
         "guessers_from": options.guessers_from,
         "embed_request": {"inputs": options.embed_inputs, "chars": options.embed_chars},
@@ -452,7 +459,7 @@ def summary(result: dict[str, Any], options: argparse.Namespace) -> str:
     lines = [
         f"a good client at {options.rate:g} req/s (GET by id, PUT) for {options.duration:g} s, quiet "
         f"then under attack (x{options.attack_scale:g}; from {options.attackers_from}, made-up keys "
-        f"from {options.guessers_from})",
+        f"from {options.guessers_from}; the API on {options.server})",
         good("quiet", result["quiet"]),
         good("attacked", result["attacked"]),
         f"  ratio attacked p99 / quiet p99 {result['ratio']:.2f} (goal <= {GOAL_P99_RATIO:g})",
