@@ -229,3 +229,30 @@ async def test_a_service_error_of_no_known_kind_is_a_500_problem_with_its_title_
     async with httpx.AsyncClient(transport=transport, base_url="http://sophia.test") as http:
         body = assert_problem(await http.get("/unclassified"), 500)
     assert (body["title"], body["detail"]) == ("Error", "a rule no status describes")
+
+
+async def test_every_503_is_answered_but_a_flood_of_them_leaves_a_sample_of_warnings(capsys):
+    """A client that keeps a busy model busy gets 503 after 503; each says so, the log says so at
+    most `SOPHIA_LOG_CLIENT_LINES_PER_S` times a second (a burst of twice that) for each route."""
+    from starlette.requests import Request
+
+    from sophia.api.problems import sophia_error
+    from sophia.core.errors import Unavailable
+    from sophia.shared.logging import CLIENT_LINES
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/embeddings", "headers": [], "query_string": b""}
+    CLIENT_LINES.reset(1.0)
+    try:
+        capsys.readouterr()
+        answers = [await sophia_error(Request(scope), Unavailable("The model is busy.", 2)) for _ in range(5)]
+        written = capsys.readouterr().err
+    finally:
+        CLIENT_LINES.reset(settings_default_rate())
+    assert [(answer.status_code, answer.headers["retry-after"]) for answer in answers] == [(503, "2")] * 5
+    assert written.count("The model is busy.") == 2  # a warning line each, in whichever format
+
+
+def settings_default_rate() -> float:
+    from sophia.shared.settings import Settings
+
+    return Settings.model_fields["log_client_lines_per_s"].default

@@ -86,7 +86,7 @@ class SophiaApi(FastAPI):
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    configure_logging(settings.log_level, settings.log_json)
+    configure_logging(settings.log_level, settings.log_json, settings.log_client_lines_per_s)
     if not (settings.database_url and settings.redis_url and settings.nats_url):
         raise RuntimeError(
             "SOPHIA_DATABASE_URL, SOPHIA_REDIS_URL and SOPHIA_NATS_URL must be set (`sophia up` sets them)"

@@ -28,7 +28,7 @@ from sophia.core.errors import (
     Unauthorized,
     Unavailable,
 )
-from sophia.shared.logging import get_logger
+from sophia.shared.logging import CLIENT_LINES, get_logger
 
 log = get_logger(__name__)
 
@@ -131,7 +131,11 @@ async def sophia_error(request: Request, error: Exception) -> Response:
     extra: dict[str, Any] = {}
     if isinstance(error, Unavailable):
         headers["Retry-After"] = str(error.retry_after_s)
-        log.warning("unavailable", path=request.url.path, detail=error.detail)
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        suppressed = CLIENT_LINES.admit(("unavailable", route))
+        if suppressed is not None:
+            said = {"suppressed": suppressed} if suppressed else {}
+            log.warning("unavailable", path=request.url.path, detail=error.detail, **said)
     elif isinstance(error, TooManyRequests):
         headers["Retry-After"] = str(error.retry_after_s)
     elif isinstance(error, Unauthorized):

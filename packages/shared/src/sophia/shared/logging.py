@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections import OrderedDict
+from collections.abc import Hashable
+from typing import TYPE_CHECKING
 
 import orjson
 import structlog
+
+if TYPE_CHECKING:
+    from sophia.shared.resilience import TokenBucket
+
+CLIENT_LINES_PER_S = 10.0
+"""The default of `SOPHIA_LOG_CLIENT_LINES_PER_S`."""
 
 
 def _dumps(value: object, default: object = None) -> str:
@@ -23,8 +32,54 @@ class _Stderr:
         sys.stderr.flush()
 
 
-def configure_logging(level: str = "INFO", json: bool = True) -> None:
-    """Route structlog and the standard library to stderr in one format."""
+class LogThrottle:
+    """At most `per_s` lines a second of each kind (a burst of twice that), for the lines a client
+    can cause at will: a failed or slow request's access line, a 503's warning. Past it a line is
+    counted, not written, and the next one written of its kind says how many were left out
+    (`suppressed`): a flood of refused requests leaves a sample in the log, not the flood (the
+    metrics count every request). Kinds are few (a route and a status); the `max_kinds` last used
+    are remembered. `per_s` 0 writes every line. Not thread-safe: one event loop uses it."""
+
+    def __init__(self, per_s: float, max_kinds: int = 256) -> None:
+        self.per_s = per_s
+        self.max_kinds = max_kinds
+        self._kinds: OrderedDict[Hashable, tuple[TokenBucket, list[int]]] = OrderedDict()
+
+    def admit(self, kind: Hashable) -> int | None:
+        """None: leave this line out. Otherwise the lines of `kind` left out since the last one written."""
+        if self.per_s <= 0:
+            return 0
+        entry = self._kinds.get(kind)
+        if entry is None:
+            from sophia.shared.resilience import TokenBucket  # it logs through this module
+
+            if len(self._kinds) >= self.max_kinds:
+                self._kinds.popitem(last=False)
+            entry = self._kinds[kind] = (TokenBucket(self.per_s), [0])
+        else:
+            self._kinds.move_to_end(kind)
+        bucket, left_out = entry
+        if not bucket.take():
+            left_out[0] += 1
+            return None
+        suppressed, left_out[0] = left_out[0], 0
+        return suppressed
+
+    def reset(self, per_s: float) -> None:
+        self.per_s = per_s
+        self._kinds.clear()
+
+
+CLIENT_LINES = LogThrottle(CLIENT_LINES_PER_S)
+"""The process's throttle of the lines clients cause (`configure_logging` sets its rate)."""
+
+
+def configure_logging(
+    level: str = "INFO", json: bool = True, client_lines_per_s: float = CLIENT_LINES_PER_S
+) -> None:
+    """Route structlog and the standard library to stderr in one format; `client_lines_per_s` is
+    the rate of `CLIENT_LINES`."""
+    CLIENT_LINES.reset(client_lines_per_s)
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer(serializer=_dumps)
         if json

@@ -346,6 +346,15 @@ class Settings(BaseSettings):
     breaker_open_s: float = Field(5.0, gt=0, description="How long an open breaker rejects.")
 
     log_level: str = Field("INFO", description="Log level (DEBUG, INFO, WARNING, ERROR).")
+    log_client_lines_per_s: float = Field(
+        10.0,
+        ge=0,
+        description=(
+            "Access lines of failed or slow requests and warnings of 503s written at most this often a "
+            "second for each route and status (twice that in a burst); past it they are counted in the "
+            "next line's `suppressed`. 0: every one."
+        ),
+    )
     log_json: bool = Field(True, description="JSON logs (false: human-readable console).")
     access_log: bool = Field(
         False, description="Log every request (server errors and slow requests are always logged)."
