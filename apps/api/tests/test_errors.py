@@ -144,8 +144,10 @@ def test_forked_workers_do_not_repeat_each_others_request_ids():
     read, write = os.pipe()
     child = os.fork()
     if child == 0:  # pragma: no cover - the child's coverage is not collected
-        os.write(write, "".join(new_request_id() for _ in range(4)).encode())
-        os._exit(0)
+        try:
+            os.write(write, "".join(new_request_id() for _ in range(4)).encode())
+        finally:
+            os._exit(0)  # never back into the test session, whatever happened
     os.close(write)
     os.waitpid(child, 0)
     with os.fdopen(read, "rb") as pipe:
@@ -233,23 +235,37 @@ async def test_a_service_error_of_no_known_kind_is_a_500_problem_with_its_title_
 
 async def test_every_503_is_answered_but_a_flood_of_them_leaves_a_sample_of_warnings(capsys):
     """A client that keeps a busy model busy gets 503 after 503; each says so, the log says so at
-    most `SOPHIA_LOG_CLIENT_LINES_PER_S` times a second (a burst of twice that) for each route."""
+    most `SOPHIA_LOG_CLIENT_LINES_PER_S` times a second (a burst of twice that) of each kind, and
+    the flood does not use up the lines of another layer's 503s (an outage seen by the key gate)."""
     from starlette.requests import Request
 
-    from sophia.api.problems import sophia_error
+    from sophia.api.problems import LOG_KIND_KEY, sophia_error
     from sophia.core.errors import Unavailable
     from sophia.shared.logging import CLIENT_LINES
 
-    scope = {"type": "http", "method": "POST", "path": "/v1/embeddings", "headers": [], "query_string": b""}
+    def refused_at(layer: str) -> Request:
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/v1/embeddings",
+            "headers": [],
+            "query_string": b"",
+        }
+        return Request({**scope, LOG_KIND_KEY: layer})
+
     CLIENT_LINES.reset(1.0)
     try:
         capsys.readouterr()
-        answers = [await sophia_error(Request(scope), Unavailable("The model is busy.", 2)) for _ in range(5)]
+        busy = [
+            await sophia_error(refused_at("models"), Unavailable("The model is busy.", 2)) for _ in range(5)
+        ]
+        down = await sophia_error(refused_at("key gate"), Unavailable("PostgreSQL is unreachable.", 1))
         written = capsys.readouterr().err
     finally:
         CLIENT_LINES.reset(settings_default_rate())
-    assert [(answer.status_code, answer.headers["retry-after"]) for answer in answers] == [(503, "2")] * 5
+    assert [(answer.status_code, answer.headers["retry-after"]) for answer in busy] == [(503, "2")] * 5
     assert written.count("The model is busy.") == 2  # a warning line each, in whichever format
+    assert (down.status_code, written.count("PostgreSQL is unreachable.")) == (503, 1)
 
 
 def settings_default_rate() -> float:

@@ -60,3 +60,18 @@ def test_rate_zero_writes_every_line_and_only_the_last_kinds_used_are_remembered
     throttle.admit("c")  # "a" was used longest ago: forgotten, with its allowance spent
     assert throttle.admit("a") == 0
     assert len(throttle._kinds) == 2
+
+
+def test_what_is_left_out_is_counted_until_a_line_of_its_kind_reports_it(monkeypatch):
+    from sophia.shared import resilience
+    from sophia.shared.logging import LogThrottle
+
+    clock = Clock()
+    monkeypatch.setattr(resilience.time, "monotonic", clock)
+    throttle = LogThrottle(per_s=1)  # a burst of 2
+    for kind in ("a", "a", "a", "a", "b", "b", "b"):
+        throttle.admit(kind)
+    assert throttle.left_out() == 3
+    clock.now += 1
+    assert throttle.admit("a") == 2
+    assert throttle.left_out() == 1

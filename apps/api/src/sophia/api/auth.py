@@ -53,6 +53,7 @@ class KeyGate:
             verifier: KeyVerifier = scope["app"].state.sophia.keys
             key = await verifier.admit(secret, client[0] if client else "")
         except SophiaError as error:
+            scope[problems.LOG_KIND_KEY] = "key gate"
             response = await problems.sophia_error(StarletteRequest(scope), error)
             await response(scope, receive, send)
             return

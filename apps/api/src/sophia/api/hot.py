@@ -202,6 +202,7 @@ async def answer_problem(
     `Retry-After` and the warning it logs; anything else a logged 500, called where it is being
     handled), with the request id; its status."""
     structlog.contextvars.bind_contextvars(request_id=request_id)
+    scope[problems.LOG_KIND_KEY] = f"front door {scope['method']}"
     try:
         request = StarletteRequest(scope)
         if isinstance(error, SophiaError):

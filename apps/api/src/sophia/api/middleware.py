@@ -11,7 +11,7 @@ from prometheus_client.metrics import Histogram
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sophia.api.problems import BodyEncoded, BodyTooLarge, problem, too_large
+from sophia.api.problems import BodyEncoded, BodyTooLarge, log_kind, problem, too_large
 from sophia.shared.logging import CLIENT_LINES, get_logger
 from sophia.shared.metrics import HTTP_LATENCY
 from sophia.shared.settings import Settings
@@ -118,7 +118,15 @@ class RequestContext:
             method = scope["method"] if scope["method"] in METHODS else "OTHER"
             latency(method, template, status).observe(elapsed)
             if self.access_log or status >= 500 or elapsed >= self.slow_request_s:
-                log_request(method, scope["path"], template, status, elapsed, every=self.access_log)
+                log_request(
+                    method,
+                    scope["path"],
+                    template,
+                    status,
+                    elapsed,
+                    every=self.access_log,
+                    kind=log_kind(scope),
+                )
             structlog.contextvars.clear_contextvars()
 
 
@@ -131,13 +139,15 @@ def log_request(
     request_id: str | None = None,
     *,
     every: bool = False,
+    kind: str | None = None,
 ) -> None:
     """The access log's line for one request (every one with the access log on: `every`; else the
     slow ones and the 5xx, which a client can cause at will, so at most `CLIENT_LINES`' rate of each
-    route and status). `request_id` where it is not bound to the log's context (the front doors)."""
+    route, status and `kind`: `problems.log_kind`, what answered before routing). `request_id` where
+    it is not bound to the log's context (the front doors)."""
     fields: dict[str, object] = {} if request_id is None else {"request_id": request_id}
     if not every:
-        suppressed = CLIENT_LINES.admit((route, status))
+        suppressed = CLIENT_LINES.admit((route, status, kind or route))
         if suppressed is None:
             return
         if suppressed:

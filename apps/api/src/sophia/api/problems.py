@@ -6,6 +6,7 @@ import contextlib
 import json
 import re
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -31,6 +32,18 @@ from sophia.core.errors import (
 from sophia.shared.logging import CLIENT_LINES, get_logger
 
 log = get_logger(__name__)
+
+LOG_KIND_KEY = "sophia.log_kind"
+"""Scope key: what a request answered before routing counts as in `CLIENT_LINES` (the layers that
+answer there set it: the key gate, the models' admission, the front doors), so that a flood
+refused by one of them does not use up the lines another's failures are logged in."""
+
+
+def log_kind(scope: Mapping[str, Any]) -> str:
+    """The matched route's template, else what answered before routing, else `unmatched`."""
+    route = getattr(scope.get("route"), "path", None)
+    return route or scope.get(LOG_KIND_KEY) or "unmatched"
+
 
 PROBLEM_TYPE = "application/problem+json"
 CLIENT_CLOSED_REQUEST = 499
@@ -131,8 +144,7 @@ async def sophia_error(request: Request, error: Exception) -> Response:
     extra: dict[str, Any] = {}
     if isinstance(error, Unavailable):
         headers["Retry-After"] = str(error.retry_after_s)
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        suppressed = CLIENT_LINES.admit(("unavailable", route))
+        suppressed = CLIENT_LINES.admit(("unavailable", log_kind(request.scope)))
         if suppressed is not None:
             said = {"suppressed": suppressed} if suppressed else {}
             log.warning("unavailable", path=request.url.path, detail=error.detail, **said)

@@ -65,6 +65,10 @@ class LogThrottle:
         suppressed, left_out[0] = left_out[0], 0
         return suppressed
 
+    def left_out(self) -> int:
+        """Lines left out and not yet reported by a line written, over every kind remembered."""
+        return sum(left_out[0] for _, left_out in self._kinds.values())
+
     def reset(self, per_s: float) -> None:
         self.per_s = per_s
         self._kinds.clear()

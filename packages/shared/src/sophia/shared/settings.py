@@ -351,15 +351,21 @@ class Settings(BaseSettings):
         ge=0,
         description=(
             "Access lines of failed or slow requests and warnings of 503s written at most this often a "
-            "second for each route and status (twice that in a burst); past it they are counted in the "
-            "next line's `suppressed`. 0: every one."
+            "second of each kind (a route and status, or what answered before routing), twice that in a "
+            "burst; past it they are counted in the next line's `suppressed`. 0: every one."
         ),
     )
     log_json: bool = Field(True, description="JSON logs (false: human-readable console).")
     access_log: bool = Field(
-        False, description="Log every request (server errors and slow requests are always logged)."
+        False,
+        description=(
+            "Log every request (else server errors and slow requests only, at most "
+            "SOPHIA_LOG_CLIENT_LINES_PER_S a second of each kind)."
+        ),
     )
-    slow_request_s: float = Field(1.0, gt=0, description="Requests slower than this are logged.")
+    slow_request_s: float = Field(
+        1.0, gt=0, description="Requests slower than this are logged (at most SOPHIA_LOG_CLIENT_LINES_PER_S)."
+    )
 
     seed_records: int = Field(
         5_000, ge=0, description="Demo records `sophia up` loads into an empty catalog."

@@ -40,6 +40,7 @@ class ModelAdmission:
                     "was read; retry shortly.",
                     retry_after_s=1,
                 )
+                scope[problems.LOG_KIND_KEY] = "models' admission"
                 response = await problems.sophia_error(Request(scope), busy)
                 await response(scope, receive, send)
                 return
