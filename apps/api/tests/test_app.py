@@ -39,7 +39,7 @@ async def test_a_flood_of_slow_or_failed_requests_leaves_a_sample_in_the_log_unl
     settings,
 ):
     """A client can make requests fail or take long at will; their access lines are at most
-    `SOPHIA_LOG_CLIENT_LINES_PER_S` a second of each route and status (a burst of twice that). With
+    `SOPHIA_LOG_CLIENT_LINES_PER_S` a second of each kind and status (a burst of twice that). With
     the access log on, every request is written. (What is written is read through the throttle:
     a logger keeps the level and format it was first used with, whatever a test configures.)"""
     from app_clients import app_client

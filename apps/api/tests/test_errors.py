@@ -241,7 +241,7 @@ async def test_every_503_is_answered_but_a_flood_of_them_leaves_a_sample_of_warn
 
     from sophia.api.problems import LOG_KIND_KEY, sophia_error
     from sophia.core.errors import Unavailable
-    from sophia.shared.logging import CLIENT_LINES
+    from sophia.shared.logging import CLIENT_LINES, CLIENT_LINES_PER_S
 
     def refused_at(layer: str) -> Request:
         scope = {
@@ -262,13 +262,7 @@ async def test_every_503_is_answered_but_a_flood_of_them_leaves_a_sample_of_warn
         down = await sophia_error(refused_at("key gate"), Unavailable("PostgreSQL is unreachable.", 1))
         written = capsys.readouterr().err
     finally:
-        CLIENT_LINES.reset(settings_default_rate())
+        CLIENT_LINES.reset(CLIENT_LINES_PER_S)
     assert [(answer.status_code, answer.headers["retry-after"]) for answer in busy] == [(503, "2")] * 5
     assert written.count("The model is busy.") == 2  # a warning line each, in whichever format
     assert (down.status_code, written.count("PostgreSQL is unreachable.")) == (503, 1)
-
-
-def settings_default_rate() -> float:
-    from sophia.shared.settings import Settings
-
-    return Settings.model_fields["log_client_lines_per_s"].default

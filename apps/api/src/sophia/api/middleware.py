@@ -143,11 +143,11 @@ def log_request(
 ) -> None:
     """The access log's line for one request (every one with the access log on: `every`; else the
     slow ones and the 5xx, which a client can cause at will, so at most `CLIENT_LINES`' rate of each
-    route, status and `kind`: `problems.log_kind`, what answered before routing). `request_id` where
-    it is not bound to the log's context (the front doors)."""
+    status and `kind`: `problems.log_kind`, the route or what answered before routing; `route` when
+    not given). `request_id` where it is not bound to the log's context (the front doors)."""
     fields: dict[str, object] = {} if request_id is None else {"request_id": request_id}
     if not every:
-        suppressed = CLIENT_LINES.admit((route, status, kind or route))
+        suppressed = CLIENT_LINES.admit((kind or route, status))
         if suppressed is None:
             return
         if suppressed:

@@ -6,6 +6,7 @@ import logging
 import sys
 from collections import OrderedDict
 from collections.abc import Hashable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import orjson
@@ -32,6 +33,12 @@ class _Stderr:
         sys.stderr.flush()
 
 
+@dataclass(slots=True)
+class _Kind:
+    bucket: TokenBucket
+    left_out: int = 0
+
+
 class LogThrottle:
     """At most `per_s` lines a second of each kind (a burst of twice that), for the lines a client
     can cause at will: a failed or slow request's access line, a 503's warning. Past it a line is
@@ -43,7 +50,7 @@ class LogThrottle:
     def __init__(self, per_s: float, max_kinds: int = 256) -> None:
         self.per_s = per_s
         self.max_kinds = max_kinds
-        self._kinds: OrderedDict[Hashable, tuple[TokenBucket, list[int]]] = OrderedDict()
+        self._kinds: OrderedDict[Hashable, _Kind] = OrderedDict()
 
     def admit(self, kind: Hashable) -> int | None:
         """None: leave this line out. Otherwise the lines of `kind` left out since the last one written."""
@@ -55,19 +62,18 @@ class LogThrottle:
 
             if len(self._kinds) >= self.max_kinds:
                 self._kinds.popitem(last=False)
-            entry = self._kinds[kind] = (TokenBucket(self.per_s), [0])
+            entry = self._kinds[kind] = _Kind(TokenBucket(self.per_s))
         else:
             self._kinds.move_to_end(kind)
-        bucket, left_out = entry
-        if not bucket.take():
-            left_out[0] += 1
+        if not entry.bucket.take():
+            entry.left_out += 1
             return None
-        suppressed, left_out[0] = left_out[0], 0
+        suppressed, entry.left_out = entry.left_out, 0
         return suppressed
 
     def left_out(self) -> int:
         """Lines left out and not yet reported by a line written, over every kind remembered."""
-        return sum(left_out[0] for _, left_out in self._kinds.values())
+        return sum(entry.left_out for entry in self._kinds.values())
 
     def reset(self, per_s: float) -> None:
         self.per_s = per_s

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sophia.shared.logging import CLIENT_LINES_PER_S
 from sophia.shared.urls import without_password
 
 
@@ -347,7 +348,7 @@ class Settings(BaseSettings):
 
     log_level: str = Field("INFO", description="Log level (DEBUG, INFO, WARNING, ERROR).")
     log_client_lines_per_s: float = Field(
-        10.0,
+        CLIENT_LINES_PER_S,
         ge=0,
         description=(
             "Access lines of failed or slow requests and warnings of 503s written at most this often a "
