@@ -8,6 +8,16 @@ from pathlib import Path
 ENGINE_NAMES = {"postgres": "postgres", "nats-server": "nats", "valkey-server": "valkey"}
 
 
+def process_cpu_s(pid: int) -> float | None:
+    """The CPU seconds process `pid` of this machine has taken so far (None if it cannot be read:
+    gone, or another machine's, as a PostgreSQL backend of an external server is)."""
+    try:
+        values = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(values[11]) + int(values[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class CpuSplit:
     """Over a `with` block, the CPU seconds each component of this process tree took (`seconds`).
 

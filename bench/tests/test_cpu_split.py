@@ -15,7 +15,7 @@ BENCH = Path(__file__).resolve().parents[1]
 if str(BENCH) not in sys.path:
     sys.path.insert(0, str(BENCH))
 
-from harness.cpu import CpuSplit  # noqa: E402
+from harness.cpu import CpuSplit, process_cpu_s  # noqa: E402
 
 pytestmark = pytest.mark.load
 
@@ -50,3 +50,18 @@ def test_a_root_running_through_the_block_counts_under_its_label_only_for_the_bl
     finally:
         root.kill()
         root.wait()
+
+
+def test_a_processs_cpu_is_read_while_it_runs_and_none_once_it_is_gone():
+    child = subprocess.Popen(burn(5), stdout=subprocess.DEVNULL)
+    try:
+        first = process_cpu_s(child.pid)
+        time.sleep(0.3)
+        later = process_cpu_s(child.pid)
+        assert first is not None
+        assert later is not None
+        assert later - first >= 0.1, (first, later)
+    finally:
+        child.kill()
+        child.wait()
+    assert process_cpu_s(child.pid) is None  # reaped: no /proc entry left
