@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from sophia.core.errors import SophiaError, TooManyRequests, Unauthorized, Unavailable
 from sophia.database.verifier import KeyVerifier, bearer_secret
 from sophia.mcp_gateway.providers import Caller
-from sophia.shared.resilience import TokenBucket
+from sophia.shared.rates import TokenBucket
 from sophia.shared.settings import Settings
 
 CALLER_KEY = "sophia.caller"

@@ -7,13 +7,11 @@ import sys
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import orjson
 import structlog
 
-if TYPE_CHECKING:
-    from sophia.shared.resilience import TokenBucket
+from sophia.shared.rates import TokenBucket
 
 CLIENT_LINES_PER_S = 10.0
 """The default of `SOPHIA_LOG_CLIENT_LINES_PER_S`."""
@@ -58,8 +56,6 @@ class LogThrottle:
             return 0
         entry = self._kinds.get(kind)
         if entry is None:
-            from sophia.shared.resilience import TokenBucket  # it logs through this module
-
             if len(self._kinds) >= self.max_kinds:
                 self._kinds.popitem(last=False)
             entry = self._kinds[kind] = _Kind(TokenBucket(self.per_s))

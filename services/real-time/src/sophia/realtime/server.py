@@ -43,7 +43,7 @@ from sophia.realtime.protocol import Request as Frame
 from sophia.shared.logging import get_logger
 from sophia.shared.metrics import render_latest
 from sophia.shared.process import settle_heap
-from sophia.shared.resilience import TokenBucket
+from sophia.shared.rates import TokenBucket
 from sophia.shared.settings import Settings
 
 log = get_logger(__name__)
