@@ -61,6 +61,47 @@ DIRECT_READS = Counter(
 )
 
 
+@dataclass(slots=True)
+class FrontDoorHeaders:
+    """The headers a front door reads, each as sent (the first when repeated, as the application
+    reads them); `repeated` says one came twice, and a front door then leaves the request to the
+    application rather than guess which one it means."""
+
+    authorization: bytes | None = None
+    content_type: bytes | None = None
+    content_length: bytes | None = None
+    if_match: bytes | None = None
+    if_none_match: bytes | None = None
+    request_id: bytes | None = None
+    other_body_header: bool = False
+    """Content-Encoding or Transfer-Encoding: the application decides what they mean."""
+    repeated: bool = False
+
+
+_NAMES = {
+    b"authorization": "authorization",
+    b"content-type": "content_type",
+    b"content-length": "content_length",
+    b"if-match": "if_match",
+    b"if-none-match": "if_none_match",
+    b"x-request-id": "request_id",
+}
+
+
+def front_door_headers(scope: Scope) -> FrontDoorHeaders:
+    found = FrontDoorHeaders()
+    for name, value in scope["headers"]:
+        field = _NAMES.get(name)
+        if field is not None:
+            if getattr(found, field) is not None:
+                found.repeated = True
+            else:
+                setattr(found, field, value)
+        elif name in (b"content-encoding", b"transfer-encoding"):
+            found.other_body_header = True
+    return found
+
+
 class HotReads:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -72,8 +113,8 @@ class HotReads:
 
     async def _answer(self, scope: Scope, send: Send) -> bool:
         path: str = scope["path"]
-        if not path.startswith(RECORD_PREFIX) or len(path) != HOT_PATH_LENGTH:
-            return False
+        if not path.startswith(RECORD_PREFIX) or len(path) != HOT_PATH_LENGTH or scope.get("root_path"):
+            return False  # under a root path, the router matches the path without it
         if SCOPE_KEY not in scope:
             return False  # not behind KeyGate (every key it lets through may read)
         state: AppState = scope["app"].state.sophia  # set by the lifespan, which servers run first
@@ -153,20 +194,20 @@ async def answer_hit(state: AppState | None, scope: Scope, receive: Receive, sen
     the request id bound to what that logs, and a slow one logged); a load that failed (a 404, an
     engine down) answered with the application's problem, not loaded again by the route. False
     for anything else, which goes the whole way (no key, a key to check, a bad request id, an
-    access log to write, another spelling of the id)."""
+    access log to write, another spelling of the id, a header sent twice, a declared body, a
+    server's root path)."""
     started = time.perf_counter()
     path: str = scope["path"]
     if state is None or len(path) != HOT_PATH_LENGTH or not path.startswith(RECORD_PREFIX):
         return False
-    authorization = if_none_match = given = None
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            authorization = value
-        elif name == b"if-none-match":
-            if_none_match = value
-        elif name == b"x-request-id":
-            given = value
-    if authorization is None or state.settings.access_log:
+    if scope.get("root_path") or state.settings.access_log:
+        return False
+    sent = front_door_headers(scope)
+    # a body declared on a GET is the application's to refuse or ignore (413 past the limit)
+    if sent.repeated or sent.other_body_header or sent.content_length is not None:
+        return False
+    authorization, if_none_match, given = sent.authorization, sent.if_none_match, sent.request_id
+    if authorization is None:
         return False
     try:
         secret = bearer_secret(authorization.decode("latin-1"))

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import dataclass
 
 import structlog
 from prometheus_client import Counter
@@ -30,7 +29,7 @@ from pydantic import ValidationError
 from starlette.types import Message, Receive, Scope, Send
 
 from sophia.api.auth import bearer_secret
-from sophia.api.hot import answer_problem
+from sophia.api.hot import answer_problem, front_door_headers
 from sophia.api.http_cache import JSON
 from sophia.api.middleware import REQUEST_ID, STARTED_KEY, latency, log_request, new_request_id
 from sophia.api.records import service
@@ -49,42 +48,6 @@ WRITE_RANK = SCOPE_RANK["write"]
 DIRECT_WRITES = Counter(
     "sophia_api_direct_writes_total", "Record PUTs answered before routing (the others took the long way)"
 )
-
-
-@dataclass(slots=True)
-class _Headers:
-    authorization: bytes | None = None
-    content_type: bytes | None = None
-    content_length: bytes | None = None
-    if_match: bytes | None = None
-    if_none_match: bytes | None = None
-    request_id: bytes | None = None
-    other_body_header: bool = False
-    """Content-Encoding or Transfer-Encoding: the application decides what they mean."""
-    repeated: bool = False
-
-
-_NAMES = {
-    b"authorization": "authorization",
-    b"content-type": "content_type",
-    b"content-length": "content_length",
-    b"if-match": "if_match",
-    b"if-none-match": "if_none_match",
-    b"x-request-id": "request_id",
-}
-
-
-def _read_headers(scope: Scope) -> _Headers:
-    found = _Headers()
-    for name, value in scope["headers"]:
-        field = _NAMES.get(name)
-        if field is not None:
-            if getattr(found, field) is not None:
-                found.repeated = True
-            setattr(found, field, value)
-        elif name in (b"content-encoding", b"transfer-encoding"):
-            found.other_body_header = True
-    return found
 
 
 def record_key_of(path: str) -> RecordKey | None:
@@ -111,7 +74,7 @@ async def answer_put(state: AppState | None, scope: Scope, receive: Receive, sen
     key = record_key_of(scope["path"])
     if key is None:
         return receive
-    headers = _read_headers(scope)
+    headers = front_door_headers(scope)
     if headers.repeated or headers.other_body_header or headers.authorization is None:
         return receive
     if headers.content_type is None or headers.content_type.lower() != b"application/json":

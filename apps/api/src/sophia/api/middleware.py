@@ -107,7 +107,8 @@ class RequestContext:
                 await _bad_request_id(scope["path"], given)(scope, receive, send_with_id)  # reads no body
                 return
             declared = _header(scope, b"content-length")
-            if declared is not None and declared.isdigit() and int(declared) > limit:
+            # ASCII digits only: str.isdigit() also takes '²', which int() does not
+            if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
                 await too_large(scope["path"], limit)(scope, receive, send_with_id)  # reads no body
                 return
             await self.app(scope, limited_receive, send_with_id)
