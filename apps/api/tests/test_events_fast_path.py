@@ -10,6 +10,7 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from json_strategies import json_values as json_values_of
 from pydantic import ValidationError
 
 from sophia.api.events import service
@@ -18,13 +19,7 @@ from sophia.core.errors import Invalid
 from sophia.core.events import uuid7
 
 json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**53), 2**53), st.text(max_size=8))
-json_values = st.recursive(
-    json_scalars,
-    lambda inner: st.one_of(
-        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=5), inner, max_size=3)
-    ),
-    max_leaves=6,
-)
+json_values = json_values_of(json_scalars, key_size=5, max_leaves=6)
 odd = st.one_of(
     st.none(), st.integers(), st.booleans(), st.lists(st.integers(), max_size=2), st.text(max_size=6)
 )

@@ -41,6 +41,7 @@ import pytest
 from fastapi import FastAPI
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
+from json_strategies import json_values as json_values_of
 from metrics import sample
 
 from sophia.api.app import create_app
@@ -303,13 +304,7 @@ json_scalars = st.one_of(
     st.floats(allow_nan=False, allow_infinity=False),
     st.text(max_size=8),
 )
-json_values = st.recursive(
-    json_scalars,
-    lambda inner: st.one_of(
-        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=6), inner, max_size=3)
-    ),
-    max_leaves=8,
-)
+json_values = json_values_of(json_scalars, key_size=6, max_leaves=8)
 CREATED_AT = st.sampled_from(
     [
         "2026-03-01T09:30:00Z",
