@@ -77,6 +77,10 @@ async def test_ndjson_works_and_resending_the_same_ids_adds_nothing(events_clien
         ),
         ([{"type": "ml.prediction", "key": "k", "payload": {}}], ["body", 0]),
         ([user_event(extra=1)], ["body", 0, "user.event", "extra"]),
+        (  # longer than any channel names a user (`user-events:<user_id>`, docs/realtime.md)
+            [{"type": "user.event", "key": "u", "payload": {"name": "x", "user_id": "u" * 513}}],
+            ["body", 0, "user.event", "payload", "user_id"],
+        ),
         ([user_event(id="not-a-uuid")], ["body", 0, "user.event", "id"]),
         ([user_event(occurred_at="2026-01-01T00:00:00")], ["body", 0, "user.event", "occurred_at"]),
         (

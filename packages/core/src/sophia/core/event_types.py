@@ -14,6 +14,7 @@ from sophia.core.events import (
     ENVELOPE_REQUIRED,
     ENVELOPE_SCHEMA,
     JSON_SCHEMA_DIALECT,
+    KEY_MAX_LENGTH,
     Envelope,
     uuid7,
 )
@@ -136,7 +137,7 @@ _TYPES = (
         payload_schema=_payload_schema(
             "user.event",
             ["name"],
-            {"name": _NAME, "properties": _OBJECT, "user_id": _NAME},
+            {"name": _NAME, "properties": _OBJECT, "user_id": {**_NAME, "maxLength": KEY_MAX_LENGTH}},
             closed=False,
         ),
         example={"name": "deal.viewed", "user_id": "u-1842", "properties": {"deal": "D-1001"}},

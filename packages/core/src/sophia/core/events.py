@@ -53,6 +53,9 @@ UUID7_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-
 TYPE_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$"
 """Event type names: dotted lowercase words, `<domain>.<what happened>`."""
 TRACE_ID_MAX_LENGTH = 128
+KEY_MAX_LENGTH = 512
+"""An event's `key`, and a user event's `user_id`: the real-time service's `user-events:<user>`
+channel takes any of them, so every user's events can be followed."""
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 

@@ -27,8 +27,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from sophia.core.errors import FieldError, Forbidden, Invalid
+from sophia.core.events import KEY_MAX_LENGTH
 from sophia.core.records import IDENTIFIER_PATTERN
 from sophia.database.verifier import SCOPE_RANK
+from sophia.realtime.protocol import quoted
 
 OPS = "ops"
 """The channel of the process's own figures (ops.py), fed by no stream."""
@@ -55,8 +57,14 @@ RECORDS_STREAM_OTHERS: dict[str, tuple[str, ...]] = {
 """The channels of the events of the records stream that are no record change."""
 
 _SEGMENT = re.compile(IDENTIFIER_PATTERN)
-_USER = re.compile(r"^[A-Za-z0-9_.@:\-]{1,128}$")
-MAX_NAME_LENGTH = 200
+USER_EVENTS = "user-events"
+MAX_NAME_LENGTH = len(USER_EVENTS) + 1 + KEY_MAX_LENGTH
+"""`user-events:<user>` for any user id the events API takes; the other families' names are made
+of identifiers (a few dozen characters)."""
+
+
+class UnknownChannel(Invalid):
+    """A channel of no family this service serves (`Invalid` for a malformed one of a family)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +79,8 @@ class Channel:
         """`Forbidden` unless a key of `scope` may read this channel."""
         if SCOPE_RANK[scope] < SCOPE_RANK[self.scope]:
             raise Forbidden(
-                f"Channel {self.name!r} needs a key with the {self.scope!r} scope; this key has {scope!r}."
+                f"Channel {quoted(self.name)} needs a key with the {self.scope!r} scope; "
+                f"this key has {scope!r}."
             )
 
 
@@ -82,18 +91,22 @@ def parse_channel(name: object) -> Channel:
             "A channel is a name such as `records` or `records:hubspot:deal`.",
             [FieldError(("channel",), "not a channel name")],
         )
-    family, *segments = name.split(":")
+    family, colon, rest = name.partition(":")
     if family not in FAMILIES:
         known = ", ".join(sorted(FAMILIES))
-        raise Invalid(
-            f"Unknown channel {name!r}: its family is one of {known}.", [FieldError(("channel",), "unknown")]
+        raise UnknownChannel(
+            f"Unknown channel {quoted(name)}: its family is one of {known}.",
+            [FieldError(("channel",), "unknown")],
         )
     stream, scope = FAMILIES[family]
-    allowed = {"records": 2, "user-events": 1}.get(family, 0)
-    required = 1 if family == "user-events" else 0
-    pattern = _USER if family == "user-events" else _SEGMENT
-    if not required <= len(segments) <= allowed or not all(pattern.fullmatch(part) for part in segments):
-        raise Invalid(f"Malformed channel {name!r}.", [FieldError(("channel",), "malformed")])
+    if family == USER_EVENTS:  # the user id whole, `:` and all, as `channels_of` names it
+        well_formed = 0 < len(rest) <= KEY_MAX_LENGTH and "\x00" not in rest
+    else:
+        segments = rest.split(":") if colon else []
+        allowed = 2 if family == "records" else 0
+        well_formed = len(segments) <= allowed and all(_SEGMENT.fullmatch(part) for part in segments)
+    if not well_formed:
+        raise Invalid(f"Malformed channel {quoted(name)}.", [FieldError(("channel",), "malformed")])
     return Channel(name, family, stream, scope)
 
 

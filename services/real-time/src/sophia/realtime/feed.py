@@ -204,11 +204,11 @@ class StreamFeed:
         `TooFarBehind` when that is more than `REPLAY_MAX_EVENTS` events of the stream or more
         than `REPLAY_MAX_BYTES` of publications."""
         frames: list[tuple[int, bytes]] = []
-        if until_seq <= after_seq:
-            return frames
+        first = max(after_seq // PACK_SPAN, 1)  # the message of `after_seq` may hold more events
+        if until_seq <= after_seq or until_seq // PACK_SPAN < first:
+            return frames  # no message to read (a stream with none yet: JetStream numbers from 1)
         read = held = 0
         js = await self.nats.jetstream()
-        first = max(after_seq // PACK_SPAN, 1)  # the message of `after_seq` may hold more events
         config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=first)
         subscription = await js.subscribe(f"{self.spec.name}.>", ordered_consumer=True, config=config)
         try:

@@ -34,6 +34,19 @@ MAX_ID_LENGTH = 64
 MAX_EPOCH_LENGTH = 64
 
 
+QUOTE_MAX = 100
+"""The characters of a client's string an error frame quotes back."""
+
+
+def quoted(text: str) -> str:
+    """`text` quoted for an error frame, cut to its first `QUOTE_MAX` characters: an answer never
+    echoes an unbounded client string (each error frame is a copy of its own in the client's
+    backlog, not a shared frame)."""
+    if len(text) <= QUOTE_MAX:
+        return repr(text)
+    return f"{text[:QUOTE_MAX]!r} (the first {QUOTE_MAX} of {len(text):,} characters)"
+
+
 class FrameError(SophiaError):
     """A frame the server cannot act on: answered with an error frame carrying `code`."""
 
@@ -87,7 +100,9 @@ def parse_request(data: str | bytes) -> Request:
         raise FrameError("unknown_op", f"`op` is one of {', '.join(sorted(OPS))}.", frame_id)
     unknown = sorted(set(frame) - OPS[op])
     if unknown:
-        raise FrameError("bad_frame", f"Unknown field(s) for {op}: {', '.join(unknown)}.", frame_id)
+        named = ", ".join(quoted(name) for name in unknown[:5])
+        more = f" and {len(unknown) - 5:,} more" if len(unknown) > 5 else ""
+        raise FrameError("bad_frame", f"Unknown field(s) for {op}: {named}{more}.", frame_id)
     since = frame.get("since")
     return Request(op, frame_id, frame.get("channel"), None if since is None else _position(since, frame_id))
 

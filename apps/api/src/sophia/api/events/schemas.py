@@ -7,10 +7,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from sophia.api.records.schemas import CreatedAt
-from sophia.core.events import TRACE_ID_MAX_LENGTH, UUID7_PATTERN
+from sophia.core.events import KEY_MAX_LENGTH, TRACE_ID_MAX_LENGTH, UUID7_PATTERN
 from sophia.core.records import IDENTIFIER_PATTERN
 
-KEY_MAX_LENGTH = 512
 SOURCE_MAX_LENGTH = 64
 
 
@@ -19,7 +18,7 @@ class UserEventPayload(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     name: str = Field(min_length=1, examples=["deal.viewed"])
-    user_id: str | None = Field(None, min_length=1)
+    user_id: str | None = Field(None, min_length=1, max_length=KEY_MAX_LENGTH)
     properties: dict[str, Any] = Field(default_factory=dict)
 
 

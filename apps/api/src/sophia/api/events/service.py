@@ -11,12 +11,12 @@ from typing import Any, NamedTuple
 import orjson
 from pydantic import ValidationError
 
-from sophia.api.events.schemas import EVENT, KEY_MAX_LENGTH, SOURCE_MAX_LENGTH, SystemEventIn, UserEventIn
+from sophia.api.events.schemas import EVENT, SOURCE_MAX_LENGTH, SystemEventIn, UserEventIn
 from sophia.api.records.schemas import check_storable
 from sophia.core.documents import nesting_possible
 from sophia.core.errors import FieldError, Invalid
 from sophia.core.event_types import EVENT_TYPES
-from sophia.core.events import TRACE_ID_MAX_LENGTH, UUID7_PATTERN, Envelope, uuid7
+from sophia.core.events import KEY_MAX_LENGTH, TRACE_ID_MAX_LENGTH, UUID7_PATTERN, Envelope, uuid7
 from sophia.core.records import IDENTIFIER_PATTERN
 from sophia.events.publisher import EventPublisher
 
@@ -143,7 +143,11 @@ def plain_event(item: Any) -> Event | None:
 
 
 def _user_payload(payload: dict[str, Any]) -> dict[str, Any] | None:
-    return _plain_payload(payload, "user_id", bool, "properties", extras=True)
+    return _plain_payload(payload, "user_id", _user_id, "properties", extras=True)
+
+
+def _user_id(text: str) -> bool:
+    return 0 < len(text) <= KEY_MAX_LENGTH
 
 
 def _system_payload(payload: dict[str, Any]) -> dict[str, Any] | None:
