@@ -10,10 +10,11 @@ Fetch metadata and Origin headers are checked as well.
 
 from __future__ import annotations
 
-from http.cookies import CookieError, SimpleCookie
-
+from starlette.requests import cookie_parser
 from starlette.responses import Response
 from starlette.types import Scope
+
+from sophia.database.sessions import SESSION_SHAPE
 
 SESSION_COOKIE = "sophia_session"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -27,17 +28,17 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 def cookie_secret(scope: Scope) -> str | None:
-    """The session secret in the request's cookie, if it carries one."""
-    header = _header(scope, b"cookie")
-    if not header or SESSION_COOKIE not in header:
+    """The session secret in the request's cookies, if they carry one of a session's shape (an API
+    key in the cookie is no session). Cookies are read as browsers write them, every `Cookie`
+    header, by Starlette's lenient parser: `SimpleCookie` dropped the whole header, or all of it
+    after, at a cookie it does not take (a JSON value, a space, a nameless cookie), so any other
+    app of the same host could keep the dashboard signed out."""
+    sent = [value.decode("latin-1") for key, value in scope.get("headers", ()) if key == b"cookie"]
+    header = "; ".join(sent)
+    if SESSION_COOKIE not in header:
         return None
-    cookies: SimpleCookie = SimpleCookie()
-    try:
-        cookies.load(header)
-    except CookieError:  # a malformed Cookie header: as if it carried none
-        return None
-    morsel = cookies.get(SESSION_COOKIE)
-    return morsel.value if morsel is not None and morsel.value else None
+    secret = cookie_parser(header).get(SESSION_COOKIE)
+    return secret if secret and SESSION_SHAPE.fullmatch(secret) else None
 
 
 def cross_site(scope: Scope) -> bool:
