@@ -60,7 +60,13 @@ async def serving(settings: Settings) -> AsyncIterator[str]:
     """The gateway on a free loopback port, for the duration; its /mcp URL."""
     port = free_port("127.0.0.1")
     config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_level="warning", loop="asyncio", lifespan="on"
+        create_app(settings),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        loop="asyncio",
+        lifespan="on",
+        proxy_headers=False,  # as `python -m sophia.mcp_gateway` runs it
     )
     server = PromptServer(config)
     task = asyncio.create_task(server.serve())

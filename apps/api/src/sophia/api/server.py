@@ -70,6 +70,7 @@ def _run(settings: Settings) -> None:
             access_log=False,
             timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
             log_level="warning",
+            proxy_headers=False,  # no X-Forwarded-For believed: the key gate limits by address
         )
 
 

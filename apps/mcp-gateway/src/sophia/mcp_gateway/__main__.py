@@ -21,6 +21,9 @@ def main() -> None:
         http="httptools",
         access_log=False,
         log_level="warning",
+        # uvicorn believes X-Forwarded-For from 127.0.0.1 by default: any local caller could then
+        # name itself another address and never meet the failed-key limit (docs/mcp.md)
+        proxy_headers=False,
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
     )
 

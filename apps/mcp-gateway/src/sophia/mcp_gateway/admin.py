@@ -14,6 +14,7 @@ and applied at once, as the watcher would apply it a second later.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -27,7 +28,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sophia.mcp_gateway.auth import CALLER_KEY
-from sophia.mcp_gateway.config import ConfigError, GatewayConfig, parse
+from sophia.mcp_gateway.config import VARIABLE, ConfigError, GatewayConfig, parse
 from sophia.mcp_gateway.providers import Caller
 from sophia.mcp_gateway.upstreams import Upstreams
 from sophia.shared.files import write_private
@@ -206,11 +207,13 @@ def routes(
         if len(body) > MAX_BODY:
             return _refused(413, f"An upstream entry is at most {MAX_BODY} bytes.")
         try:
-            entry = orjson.loads(body)
-        except orjson.JSONDecodeError:
+            entry = _loads(body)
+        except ValueError:
             return _refused(400, "The body is one upstream entry as JSON; this is not valid JSON.")
         if not isinstance(entry, dict):
             return _refused(400, "The body is one upstream entry: a JSON object.")
+        if (refused := _operators_only(entry)) is not None:
+            return refused
         async with editing:
             changed = document()
             changed.setdefault("upstreams", [])
@@ -253,6 +256,49 @@ def routes(
         Route(PREFIX + "/{target}", _usable(switched), methods=["POST"]),
         Route(PREFIX + "/{target}", _usable(removed), methods=["DELETE"]),
     ]
+
+
+def _loads(body: bytes) -> Any:
+    """The JSON document `body`; `ValueError` if it is none. orjson refuses an integer past 64 bits
+    (valid JSON, which the entry's check then names as the field it is); `json` reads it."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return json.loads(body, parse_constant=_no_constant)  # a big integer, or not JSON at all
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _operators_only(entry: dict[str, Any]) -> Response | None:
+    """What an admin key may not add over HTTP, only whoever runs the gateway in its file: an
+    upstream that runs a command on the gateway's host, and a `${NAME}`, which the gateway fills
+    from its own environment (a key could send any of its variables to a server of its choosing)."""
+    if "command" in entry:
+        detail = (
+            "An upstream that runs a command on the gateway's host (stdio) is added to the upstreams "
+            "file by whoever runs the gateway, not over the API; over the API, give a `url`."
+        )
+        return _refused(422, detail, errors=[{"location": ["command"], "message": "not over the API"}])
+    for field, value in _headers_of(entry):
+        if isinstance(value, str) and VARIABLE.search(value):
+            detail = (
+                f"`{field}` names a variable of the gateway's environment (`${{NAME}}`): only the "
+                "upstreams file, written by whoever runs the gateway, may; over the API, give the value."
+            )
+            location = field.split(".", 1)
+            return _refused(
+                422, detail, errors=[{"location": location, "message": "no `${NAME}` over the API"}]
+            )
+    return None
+
+
+def _headers_of(entry: dict[str, Any]) -> list[tuple[str, object]]:
+    headers = entry.get("headers")
+    return (
+        [(f"headers.{name}", value) for name, value in headers.items()] if isinstance(headers, dict) else []
+    )
 
 
 class Unusable(Exception):

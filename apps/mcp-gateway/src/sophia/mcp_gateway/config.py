@@ -48,7 +48,8 @@ log = get_logger(__name__)
 SCHEMA_PATH = Path(__file__).with_name("upstreams.schema.json")
 SEPARATOR = "__"
 """Between an upstream's prefix and its tool's own name."""
-_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+"""`${NAME}` in an entry's `env`, `headers` (or `args`): the gateway's variable NAME."""
 
 
 class ConfigError(Invalid):
@@ -190,6 +191,16 @@ def _located(error: jsonschema.ValidationError, document: Any) -> FieldError:
     elif error.validator == "oneOf" and not fields:
         fields = ["command" if "command" in instance else "url"]
         message = "give one of `command` (stdio) or `url` (Streamable HTTP), not both, not neither"
+    elif error.validator in ("maximum", "minimum", "exclusiveMinimum"):
+        bound = {"maximum": "at most", "minimum": "at least", "exclusiveMinimum": "more than"}
+        message = f"must be {bound[str(error.validator)]} {error.validator_value}"
+    elif error.validator == "pattern" and fields[:1] == ["headers"]:
+        name = fields[1] if len(fields) > 1 else repr(error.instance)
+        message = (
+            f"the value of header {name} holds a line break or a NUL, which HTTP cannot carry"
+            if len(fields) > 1
+            else f"{name} is no header name (letters, digits and !#$%&'*+.^_`|~-)"
+        )
     where = ".".join(fields) or "(entry)"
     return FieldError(("upstreams", index, *fields), f"{_label(document, index)}, field `{where}`: {message}")
 
@@ -200,11 +211,11 @@ def _expand(
     """`entry[key]` (env or headers) with each `${NAME}` replaced by the gateway's variable."""
     expanded: dict[str, str] = {}
     for item, value in entry.get(key, {}).items():
-        for name in _VARIABLE.findall(value):
+        for name in VARIABLE.findall(value):
             if name not in environ:
                 message = f"upstream {entry['name']!r}, field `{key}.{item}`: ${{{name}}} is not set"
                 problems.append(FieldError(("upstreams", index, key, item), message))
-        expanded[item] = _VARIABLE.sub(lambda match: environ.get(match.group(1), ""), value)
+        expanded[item] = VARIABLE.sub(lambda match: environ.get(match.group(1), ""), value)
     return MappingProxyType(expanded)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import mcp_types as types
 import orjson
 
+from sophia.core.documents import printable
 from sophia.mcp_gateway.providers import Caller, tool_error
 
 NAME = "find_tools"
@@ -119,7 +120,8 @@ class ToolFinder:
         query, limit = arguments.get("query"), arguments.get("limit", 10)
         unknown = sorted(set(arguments) - {"query", "limit"})
         problem = (
-            f"unknown argument(s): {', '.join(unknown)}"
+            f"unknown argument(s): {', '.join(printable(name)[:64] for name in unknown[:5])}"
+            + (f" and {len(unknown) - 5:,} more" if len(unknown) > 5 else "")
             if unknown
             else "`query` is a string of 1 to 1000 characters"
             if not isinstance(query, str) or not 0 < len(query.strip()) <= MAX_QUERY or "\x00" in query

@@ -3,7 +3,9 @@ each call handed to the provider that owns the name, under the gateway's own tim
 timed and audited.
 
 A provider that cannot list now (its upstream is down) leaves its tools out of the list, and the
-others are listed; a call to one of its tools is answered with a tool error saying so. A name two
+others are listed; a call to one of its tools is answered with a tool error saying so. A call never
+waits for the listing of a provider after the one that owns its name: a hung upstream holds up the
+calls of its own tools, not Sophia's. A name two
 providers both claim is listed once, for the first provider, and the collision is logged and kept
 in `collisions` (the configuration refuses duplicate prefixes, so this takes a misbehaving
 upstream).
@@ -14,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import mcp_types as types
@@ -28,7 +30,8 @@ from sophia.shared.logging import get_logger
 log = get_logger(__name__)
 
 INDEX_TTL_S = 5.0
-"""How long a caller scope's name -> provider index is trusted before the providers are listed again."""
+"""How long a caller scope's name -> provider index is trusted before the providers are listed
+again (in the background: a call meanwhile goes by the index it has)."""
 
 
 MAX_SCHEMAS = 20_000
@@ -68,12 +71,26 @@ class Router:
         provider of each name."""
         self._generation = 0
         """Bumped by `forget`: a listing begun before is not kept as an index."""
+        self._background: set[asyncio.Future[Any]] = set()
+        """Listings no caller waits for (an index built on after a call knew its provider)."""
+        self._refreshing: set[str] = set()
+        """The viewers whose stale index is being built again."""
 
     async def list_tools(self, caller: Caller) -> list[types.Tool]:
-        LISTS.inc()
-        generation = self._generation
         providers = list(self.providers())
-        answers = await asyncio.gather(*(self._list(provider, caller) for provider in providers))
+        listings = [asyncio.ensure_future(self._list(provider, caller)) for provider in providers]
+        return await self._indexed(caller, providers, listings, self._generation)
+
+    async def _indexed(
+        self,
+        caller: Caller,
+        providers: list[Provider],
+        listings: Sequence[asyncio.Future[list[types.Tool]]],
+        generation: int,
+    ) -> list[types.Tool]:
+        """Every provider's tools the caller may see, once each has listed, kept as its index."""
+        LISTS.inc()
+        answers = await asyncio.gather(*listings)
         tools: list[types.Tool] = []
         owners: dict[str, Provider] = {}
         views = [view for view in self.views() if view.applies_to(caller.prefix, caller.scope)]
@@ -127,13 +144,45 @@ class Router:
     async def owner(self, name: str, caller: Caller) -> Provider:
         viewer = self._viewer(caller)
         built = self._index.get(viewer)
-        if built is None or time.monotonic() - built[0] > INDEX_TTL_S or name not in built[1]:
-            await self.list_tools(caller)
-            built = self._index[viewer]
-        provider = built[1].get(name)
+        if built is not None and name in built[1]:
+            if time.monotonic() - built[0] > INDEX_TTL_S and viewer not in self._refreshing:
+                self._refreshing.add(viewer)  # listed again behind this call, not before it
+                refresh = self._keep(self.list_tools(caller))
+                refresh.add_done_callback(lambda _: self._refreshing.discard(viewer))
+            return built[1][name]
+        provider = await self._first_lister(name, caller)
         if provider is None:
             raise UnknownTool(f"Unknown tool {echoed(name)}: tools/list names the tools this key may call.")
         return provider
+
+    async def _first_lister(self, name: str, caller: Caller) -> Provider | None:
+        """The provider of `name` for this caller: the first, in order, that lists it (as a collision
+        is decided), known once it and those before it have listed; the whole index is built on
+        meanwhile. None when no provider lists it or no view lets the caller see it."""
+        views = [view for view in self.views() if view.applies_to(caller.prefix, caller.scope)]
+        generation = self._generation
+        providers = list(self.providers())
+        listings = [asyncio.ensure_future(self._list(provider, caller)) for provider in providers]
+        self._keep(self._indexed(caller, providers, listings, generation))
+        if views and not any(view.allows(name) for view in views):
+            return None
+        for provider, listing in zip(providers, listings, strict=True):
+            # shielded: a caller that goes away does not cancel what the index is built from
+            if any(tool.name == name for tool in await asyncio.shield(listing)):
+                return provider
+        return None
+
+    def _keep(self, work: Awaitable[Any]) -> asyncio.Future[Any]:
+        """`work` run on with no caller waiting for it, until done or `stop`."""
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    def stop(self) -> None:
+        """The listings no caller waits for end (the gateway is stopping)."""
+        for task in self._background:
+            task.cancel()
 
     async def call_tool(self, name: str, arguments: dict[str, Any], caller: Caller) -> types.CallToolResult:
         provider = await self.owner(name, caller)

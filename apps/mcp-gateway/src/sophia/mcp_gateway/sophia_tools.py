@@ -46,6 +46,8 @@ RECORD_TEXT_CHARS = 8_000
 ENVELOPE_RESERVE = 600
 """Room kept beside a list's items for `next_cursor`, `truncated` and `note`."""
 MAX_SEARCH_DEPTH = 200
+MAX_OFFSET = 10_000
+"""The most deals `active_deals` skips, by `offset` or by a cursor."""
 """How far down its ranking `semantic_search` pages."""
 CANDIDATES_PER_RESULT = 4
 """As the search API: each side of the fusion ranks this many candidates per result asked for."""
@@ -271,7 +273,9 @@ TOOLS = (
                 "sort": {"type": "string", "enum": list(views.ACTIVE_DEALS_SORTS), "default": "amount"},
                 "order": {"type": "string", "enum": ["asc", "desc"], "default": "desc"},
                 "limit": LIMIT,
-                "offset": _described({"type": "integer", "minimum": 0, "maximum": 10_000}, "Deals to skip."),
+                "offset": _described(
+                    {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET}, "Deals to skip."
+                ),
                 "cursor": CURSOR,
                 **DEAL_FILTERS,
             }
@@ -458,10 +462,10 @@ def _decode_offset_cursor(cursor: str, fingerprint: str) -> int:
     except (ValueError, binascii.Error, UnicodeDecodeError):
         offset = -1
         version = issued_for = ""
-    if (
+    if (  # a cursor is not signed: one made by hand may hold any number, so it is bounded too
         version != "o1"
         or issued_for != fingerprint
-        or offset < 0
+        or not 0 <= offset <= MAX_OFFSET
         or _offset_cursor(offset, fingerprint) != cursor
     ):
         raise BadArgument(
@@ -530,8 +534,10 @@ def _problem(error: ValidationError) -> str:
     expected = error.validator_value
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
         known = error.schema.get("properties", {})
-        unknown = ", ".join(f"`{printable(str(key))[:64]}`" for key in error.instance if key not in known)
-        return f"Unknown argument {unknown} in {name}; allowed: {', '.join(known) or 'none'}."
+        names = [key for key in error.instance if key not in known]
+        unknown = ", ".join(f"`{printable(str(key))[:64]}`" for key in names[:5])
+        more = f" and {len(names) - 5:,} more" if len(names) > 5 else ""
+        return f"Unknown argument {unknown}{more} in {name}; allowed: {', '.join(known) or 'none'}."
     if error.validator == "required" and isinstance(error.instance, dict):
         missing = ", ".join(f"`{key}`" for key in expected if key not in error.instance)
         return f"Missing required argument {missing}."
