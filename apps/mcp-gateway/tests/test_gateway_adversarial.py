@@ -6,9 +6,10 @@ never a 5xx, a hang, a half-done action, or a cost to other callers.
 What this file found in the gateway's own code is fixed, each a test below saying what was wrong: a
 forged cursor's offset unbounded, unknown-argument errors of any size, `X-Forwarded-For` believed,
 header values HTTP cannot carry written to the upstreams file, a valid JSON body called invalid (and
-a timeout past a float a 500), a hung upstream's listing stalling Sophia's own tools. What it found
+a timeout past a float a 500), a hung upstream's listing stalling Sophia's own tools, a result
+breaking its tool's output schema passed on by the lean path. What it found
 in the `mcp` SDK's transport (the gateway serves through it) is marked `SDK`: strict expected
-failures, which turn red once the SDK answers well. Two more are marked with their reasons. The
+failures, which turn red once the SDK answers well; one more, a documented limit, with its reason. The
 tests starting MCP servers of their own are in the e2e tier, as the project's other upstream tests.
 """
 
@@ -920,18 +921,13 @@ class Served:
 
 
 @pytest.mark.e2e
-@pytest.mark.xfail(
-    strict=True,
-    reason="not yet: the 2026-07-28 direct path checks a result's shape, not the tool's outputSchema",
-)
 async def test_a_result_breaking_its_output_schema_is_a_tool_error_in_either_era(
     settings, api_keys, tmp_path
 ):
-    """DEFECT. Through a 2025-11-25 upstream (the SDK's client) the result is a tool error naming
-    the output schema; through a 2026-07-28 one (the direct path, direct.py `_result`, which
-    validates the result's shape but not the tool's output schema) it reaches the agent untouched,
-    `isError: false`, and the agent's SDK client raises RuntimeError on it. docs/mcp.md says the
-    direct path's outcomes are those of the SDK's client."""
+    """Found here, fixed. Through a 2025-11-25 upstream (the SDK's client) the result is a tool error
+    naming the output schema; through a 2026-07-28 one (the direct path, direct.py `_result`, which
+    validated the result's shape but not the tool's output schema) it reached the agent untouched,
+    `isError: false`, and the agent's SDK client raised RuntimeError on it."""
     with upstream_servers.serve_http(Served(breaking_its_output_schema())) as upstream_url:
         path = tmp_path / "upstreams.yaml"
         entries = [

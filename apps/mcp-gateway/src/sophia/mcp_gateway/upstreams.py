@@ -648,10 +648,13 @@ class Upstream:
         progress = PROGRESS.get()
         direct = self.direct if progress is None and tool_name not in self.listing.with_headers else None
 
-        def send(client: Client) -> Awaitable[types.CallToolResult]:
+        async def send(client: Client) -> types.CallToolResult:
             if direct is not None and client.protocol_version == ERA:
-                return direct.call(tool_name, arguments)
-            return client.call_tool(tool_name, arguments, progress_callback=progress)
+                result = await direct.call(tool_name, arguments)
+                if not result.is_error:  # against the tool's outputSchema, as the SDK's client checks
+                    await client.session.validate_tool_result(tool_name, result)
+                return result
+            return await client.call_tool(tool_name, arguments, progress_callback=progress)
 
         try:
             return await self._request(tool_name, send)
