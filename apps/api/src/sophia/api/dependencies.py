@@ -17,7 +17,10 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Request
 
 from sophia.api.auth import GATED_PREFIXES, authorize
+from sophia.api.problems import BadRequest
 from sophia.api.state import AppState
+from sophia.core.documents import printable
+from sophia.core.errors import FieldError
 from sophia.database.keys import ApiKey
 
 BEARER_SCHEME = "HTTPBearer"
@@ -38,8 +41,54 @@ class Caller:
     state: AppState
 
 
+OPEN_QUERY = {"/api/v1/records": "data."}
+"""Routes that take query parameters of a prefix beside their own, which they check themselves
+(the records list's `data.<key>` filters, which may repeat: each must hold)."""
+_QUERY_NAMES: dict[int, frozenset[str]] = {}
+
+
+def check_query(request: Request) -> None:
+    """`BadRequest` for a query parameter the route does not take, or one given twice: ignored, a
+    typo (`form=` for `from=`) answered the unfiltered aggregate, and of two values the last won,
+    so `?to=a&to=b` and `?to=b&to=a` meant different things."""
+    if not request.scope.get("query_string"):
+        return
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    open_prefix = OPEN_QUERY.get(getattr(route, "path", ""))
+    names = _QUERY_NAMES.get(id(dependant))
+    if names is None:
+        names = _QUERY_NAMES[id(dependant)] = frozenset(_query_names(dependant))
+    seen: set[str] = set()
+    for name, _ in request.query_params.multi_items():
+        if open_prefix is not None and name.startswith(open_prefix):
+            continue
+        if name not in names:
+            known = ", ".join(sorted(names)) or "none"
+            raise BadRequest(
+                f"Unknown query parameter {printable(name)[:64]!r}; this route takes: {known}.",
+                [FieldError(("query", printable(name)[:64]), "unknown parameter")],
+            )
+        if name in seen:
+            raise BadRequest(
+                f"Query parameter {name!r} is given twice; give it once.",
+                [FieldError(("query", name), "given twice")],
+            )
+        seen.add(name)
+
+
+def _query_names(dependant: Any) -> list[str]:
+    names = [field.alias for field in dependant.query_params]
+    for sub in dependant.dependencies:
+        names += _query_names(sub)
+    return names
+
+
 def _caller(scope: str) -> Callable[[Request], Awaitable[Caller]]:
     async def caller(request: Request) -> Caller:
+        check_query(request)
         return Caller(await authorize(request, scope), request.app.state.sophia)
 
     caller.__name__ = f"{scope}_caller"

@@ -115,6 +115,8 @@ class HotReads:
         path: str = scope["path"]
         if not path.startswith(RECORD_PREFIX) or len(path) != HOT_PATH_LENGTH or scope.get("root_path"):
             return False  # under a root path, the router matches the path without it
+        if scope.get("query_string"):
+            return False  # the route takes no parameter: it refuses one, naming it
         if SCOPE_KEY not in scope:
             return False  # not behind KeyGate (every key it lets through may read)
         state: AppState = scope["app"].state.sophia  # set by the lifespan, which servers run first
@@ -195,12 +197,12 @@ async def answer_hit(state: AppState | None, scope: Scope, receive: Receive, sen
     engine down) answered with the application's problem, not loaded again by the route. False
     for anything else, which goes the whole way (no key, a key to check, a bad request id, an
     access log to write, another spelling of the id, a header sent twice, a declared body, a
-    server's root path)."""
+    server's root path, a query string)."""
     started = time.perf_counter()
     path: str = scope["path"]
     if state is None or len(path) != HOT_PATH_LENGTH or not path.startswith(RECORD_PREFIX):
         return False
-    if scope.get("root_path") or state.settings.access_log:
+    if scope.get("root_path") or scope.get("query_string") or state.settings.access_log:
         return False
     sent = front_door_headers(scope)
     # a body declared on a GET is the application's to refuse or ignore (413 past the limit)

@@ -19,6 +19,7 @@ never refuses a request, it only answers the ones the route would have answered 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -32,6 +33,7 @@ from sophia.api.auth import bearer_secret
 from sophia.api.hot import answer_problem, front_door_headers
 from sophia.api.http_cache import JSON
 from sophia.api.middleware import REQUEST_ID, STARTED_KEY, latency, log_request, new_request_id
+from sophia.api.problems import BodyTimedOut, stalled_detail
 from sophia.api.records import service
 from sophia.api.records.endpoints import parse_conditions, write_headers
 from sophia.api.records.schemas import RecordWrite
@@ -69,7 +71,7 @@ async def answer_put(state: AppState | None, scope: Scope, receive: Receive, sen
     """None when the PUT was answered here; else the `receive` to hand the application (the
     original, or one that replays the body this read first)."""
     started = time.perf_counter()
-    if state is None or state.settings.access_log or scope.get("root_path"):
+    if state is None or state.settings.access_log or scope.get("root_path") or scope.get("query_string"):
         return receive
     key = record_key_of(scope["path"])
     if key is None:
@@ -100,8 +102,14 @@ async def answer_put(state: AppState | None, scope: Scope, receive: Receive, sen
     replay = _replaying(received, receive)
     scope[STARTED_KEY] = started  # handed on from here, its latency counts the upload read here
     body = b""
-    while True:  # a body already sent is read whole; one that stalls waits as the route's would
-        message = await receive()
+    idle_s = state.settings.body_idle_timeout_s
+    while True:  # a body already sent is read whole; one that stalls is a 408, as on the route
+        try:
+            async with asyncio.timeout(idle_s):
+                message = await receive()
+        except TimeoutError:
+            await answer_problem(scope, receive, send, BodyTimedOut(stalled_detail(idle_s)), request_id)
+            return None
         received.append(message)
         if message["type"] != "http.request":
             return replay

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import re
 import time
@@ -11,7 +12,7 @@ from prometheus_client.metrics import Histogram
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sophia.api.problems import BodyEncoded, BodyTooLarge, log_kind, problem, too_large
+from sophia.api.problems import BodyEncoded, BodyStalled, BodyTooLarge, log_kind, problem, too_large
 from sophia.shared.logging import CLIENT_LINES, get_logger
 from sophia.shared.metrics import HTTP_LATENCY
 from sophia.shared.settings import Settings
@@ -64,6 +65,7 @@ class RequestContext:
         self.max_events_bytes = settings.events_max_body_bytes
         self.access_log = settings.access_log
         self.slow_request_s = settings.slow_request_s
+        self.body_idle_s = settings.body_idle_timeout_s
 
     def _limit_for(self, path: str) -> int:
         if path in BULK_PATHS:
@@ -81,10 +83,18 @@ class RequestContext:
         limit = self._limit_for(scope["path"])
         status = 500
         seen = 0
+        body_read = False
 
         async def limited_receive() -> Message:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, body_read
+            if body_read:  # what comes after the body (a disconnect) may take as long as it takes
+                return await receive()
+            try:  # a body that stops arriving is a 408 on every route, not a coroutine held for good
+                async with asyncio.timeout(self.body_idle_s):
+                    message = await receive()
+            except TimeoutError:
+                raise BodyStalled(self.body_idle_s) from None
+            body_read = message["type"] != "http.request" or not message.get("more_body", False)
             if message["type"] == "http.request":
                 size = len(message.get("body", b""))
                 if size and not seen:  # the body's first bytes: only requests that send one pay this

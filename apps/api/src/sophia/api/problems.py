@@ -103,6 +103,19 @@ class BodyTimedOut(SophiaError):
     title = "Request timeout"
 
 
+def stalled_detail(idle_s: float) -> str:
+    return f"No part of the body arrived for {idle_s:g} s. Nothing was written."
+
+
+class BodyStalled(StarletteHTTPException):
+    """No part of the body arrived for `SOPHIA_BODY_IDLE_TIMEOUT_S`, on any route: raised where the
+    body is read (`sophia.api.middleware`), an HTTPException for the same reason as `BodyTooLarge`;
+    answered as `BodyTimedOut` (408)."""
+
+    def __init__(self, idle_s: float) -> None:
+        super().__init__(408, stalled_detail(idle_s))
+
+
 STATUS_BY_ERROR[BadRequest] = 400
 STATUS_BY_ERROR[BodyTimedOut] = 408
 STATUS_BY_ERROR[UnsupportedMediaType] = 415
@@ -180,6 +193,8 @@ async def http_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, StarletteHTTPException)
     if isinstance(error, BodyTooLarge):
         return too_large(request.url.path, error.max_bytes)
+    if isinstance(error, BodyStalled):
+        return problem(408, BodyTimedOut.title, str(error.detail), request.url.path)
     if isinstance(error, BodyEncoded):
         detail = (
             "The API does not decompress request bodies: send the body uncompressed, "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -164,21 +165,23 @@ def filter_clauses(where: RecordFilter, args: list[Any]) -> list[str]:
         candidates = [orjson.dumps({name: value}).decode()]
         scalar = _json_scalar(value)
         if scalar is not None:  # "12000" also matches the number 12000, "true" the boolean
-            candidates.append(orjson.dumps({name: scalar}).decode())
+            candidates.append("{" + orjson.dumps(name).decode() + ":" + scalar + "}")
         tests = [f"c.data @> {bind(candidate)}::jsonb" for candidate in candidates]
         clauses.append(tests[0] if len(tests) == 1 else f"({' OR '.join(tests)})")
     return clauses
 
 
-def _json_scalar(text: str) -> int | float | bool | None:
-    """The JSON number or boolean `text` spells (as a query string gives every value as text)."""
-    if text in ("true", "false"):
-        return text == "true"
-    try:
-        value = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return None
-    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+_JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]{0,999})(?:\.[0-9]{1,1000})?(?:[eE][+-]?[0-9]{1,3})?")
+"""A JSON number PostgreSQL's `numeric` holds exactly (jsonb keeps numbers so)."""
+
+
+def _json_scalar(text: str) -> str | None:
+    """The JSON number or boolean `text` spells, as JSON text (a query string gives every value as
+    text), or None. Kept as written, not parsed: a double would round 2**53 + 1, or an integer of
+    30 digits, to a neighbour, and match the records holding that neighbour."""
+    if text in ("true", "false") or _JSON_NUMBER.fullmatch(text):
+        return text
+    return None
 
 
 async def list_page(

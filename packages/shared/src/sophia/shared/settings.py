@@ -163,7 +163,7 @@ class Settings(BaseSettings):
         16, ge=1, description="Bulk bodies a process spools at once; one more is a 503 with Retry-After."
     )
     body_idle_timeout_s: float = Field(
-        30.0, gt=0, description="A bulk body that sends nothing for this long is refused (408)."
+        30.0, gt=0, description="A request body that sends nothing for this long is refused (408)."
     )
     page_size_default: int = Field(50, ge=1, description="Records per page when none is asked.")
     page_size_max: int = Field(500, ge=1, description="Most records per page.")

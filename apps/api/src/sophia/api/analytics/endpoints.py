@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from sophia.api.dependencies import Reader
 from sophia.api.http_cache import cached_response
+from sophia.api.records.schemas import PlainText
 from sophia.api.state import AppState
 from sophia.cache.catalog import ANALYTICS_TAG
 from sophia.core.records import IDENTIFIER_PATTERN
@@ -30,8 +31,8 @@ def filters(
     ] = None,
     until: Annotated[date | None, Query(alias="to", description="Last month counted (included).")] = None,
     source_system: Annotated[str | None, Query(pattern=IDENTIFIER_PATTERN, max_length=64)] = None,
-    owner: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
-    pipeline: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    owner: Annotated[PlainText | None, Query(min_length=1, max_length=200)] = None,
+    pipeline: Annotated[PlainText | None, Query(min_length=1, max_length=200)] = None,
 ) -> analytics.Filters:
     analytics.check_range(since, until)
     return analytics.Filters(since, until, source_system, owner, pipeline)
@@ -117,7 +118,7 @@ async def companies(
     caller: Reader,
     source_system: Annotated[str | None, Query(pattern=IDENTIFIER_PATTERN, max_length=64)] = None,
     company: Annotated[
-        str | None, Query(min_length=1, max_length=200, description="One company's id.")
+        PlainText | None, Query(min_length=1, max_length=200, description="One company's id.")
     ] = None,
     order: Annotated[
         Literal["last_touch", "calls", "messages", "open_deals"], Query(description="Most first.")

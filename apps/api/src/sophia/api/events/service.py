@@ -51,6 +51,7 @@ def parse_json_array(body: bytes, max_events: int) -> list[Event]:
         raise Invalid("Send a JSON array of events.", [FieldError(("body",), "not an array")])
     _check_count(len(items), max_events)
     events = [validated(item, ("body", index)) for index, item in enumerate(items)]
+    _check_ids_once(events, [("body", index) for index in range(len(events))])
     if NUL in body or nesting_possible(body):
         for index, item in enumerate(items):
             _check_storable(item, ("body", index))
@@ -78,7 +79,25 @@ def parse_ndjson(body: bytes, max_events: int) -> list[Event]:
             _check_storable(item, ("line", number))
         if long_digits and _long_digits(line):
             _check_integers(json.loads(line, parse_int=_exact_int), ("line", number))
+    _check_ids_once(events, [("line", number) for number, _ in lines])
     return events
+
+
+def _check_ids_once(events: list[Event], places: list[tuple[str, int]]) -> None:
+    """`Invalid` naming the second of two events of a batch with one `id`: an id is stored once, so
+    the batch would be accepted whole and one of them silently dropped."""
+    seen: dict[str, tuple[str, int]] = {}
+    for event, place in zip(events, places, strict=True):
+        if event.id is None:
+            continue
+        first = seen.setdefault(event.id, place)
+        if first != place:
+            where = ".".join(str(part) for part in first)
+            raise Invalid(
+                f"{'.'.join(str(part) for part in place)}.id: the id of {where} too; an id names one "
+                "event. Nothing was accepted.",
+                [FieldError((*place, "id"), f"repeats the id of {where}")],
+            )
 
 
 def validated(item: Any, where: tuple[str | int, ...]) -> Event:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
@@ -11,12 +10,12 @@ import orjson
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 
 from sophia.api.auth import authorize
-from sophia.api.dependencies import Reader, Writer
+from sophia.api.dependencies import Reader, Writer, check_query
 from sophia.api.http_cache import JSON, cached_response
 from sophia.api.pages import page_size
 from sophia.api.problems import BadRequest, unsupported_media_type
 from sophia.api.records import service
-from sophia.api.records.schemas import BulkResult, RecordOut, RecordPage, RecordWrite
+from sophia.api.records.schemas import BulkResult, Moment, RecordOut, RecordPage, RecordWrite
 from sophia.api.state import AppState
 from sophia.core.errors import FieldError
 from sophia.core.records import (
@@ -40,6 +39,9 @@ ExternalId = Annotated[
 ]
 
 LIST_PARAMETERS = {"source_system", "kind", "updated_since", "limit", "cursor"}
+MAX_DATA_FILTERS = 20
+"""As search takes: each is a containment test PostgreSQL binds (16,384 of them ran past asyncpg's
+32,767 arguments, an `InterfaceError` the breaker counted as PostgreSQL down)."""
 NDJSON_TYPES = {
     "application/x-ndjson",
     "application/ndjson",
@@ -202,6 +204,7 @@ async def bulk_ingest(request: Request, caller: Writer) -> Response:
 )
 async def get_record(record_id: UUID, request: Request) -> Response:
     state: AppState = request.app.state.sophia
+    check_query(request)  # it takes none: a parameter here is a 400 naming it, as on every route
     await authorize(request, "read")
     cached = await service.get_record(state.database, state.cache, record_id)
     return cached_response(request, cached, state.cache_control)
@@ -223,7 +226,7 @@ async def list_records(
     caller: Reader,
     source_system: Annotated[str | None, Query(pattern=IDENTIFIER_PATTERN)] = None,
     kind: Annotated[str | None, Query(pattern=IDENTIFIER_PATTERN)] = None,
-    updated_since: datetime | None = None,
+    updated_since: Moment = None,
     limit: Annotated[int | None, Query(ge=1)] = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response:
@@ -250,6 +253,11 @@ def _data_filters(request: Request) -> tuple[tuple[str, str], ...]:
             )
         if name.startswith("data.") and 0 < len(name) - 5 <= 64:
             filters.append((name[5:], value))
+            if len(filters) > MAX_DATA_FILTERS:
+                raise BadRequest(
+                    f"At most {MAX_DATA_FILTERS} data.<key>=<value> filters a list.",
+                    [FieldError(("query", name), f"more than {MAX_DATA_FILTERS} data filters")],
+                )
         elif name not in LIST_PARAMETERS:
             raise BadRequest(
                 f"Unknown query parameter {name!r}.",

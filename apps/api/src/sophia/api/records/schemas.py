@@ -21,7 +21,18 @@ def _representable(value: datetime | None) -> datetime | None:
     return value
 
 
-CreatedAt = Annotated[AwareDatetime | None, AfterValidator(_representable)]
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("contains a NUL character, which PostgreSQL cannot store")
+    return value
+
+
+PlainText = Annotated[str, AfterValidator(_no_nul)]
+"""Text a query compares in PostgreSQL: no NUL (it would be refused there, naming no field)."""
+Moment = Annotated[AwareDatetime | None, AfterValidator(_representable)]
+"""A timestamp with its UTC offset (RFC 3339), one that exists in UTC: what every route takes (a
+time without an offset would be read in the server's own time zone)."""
+CreatedAt = Moment
 
 
 def check_storable(value: Any) -> None:

@@ -13,7 +13,7 @@ import orjson
 from pydantic import ValidationError
 
 from sophia.api.pages import json_page
-from sophia.api.problems import BodyTimedOut
+from sophia.api.problems import BodyTimedOut, stalled_detail
 from sophia.api.records.schemas import RecordLine, check_storable
 from sophia.api.records.spool import Spool, Spools
 from sophia.cache import CacheResult, Loaded, TieredCache
@@ -190,9 +190,7 @@ async def arriving(chunks: AsyncIterable[bytes], idle_timeout_s: float) -> Async
         except StopAsyncIteration:
             return
         except TimeoutError:
-            raise BodyTimedOut(
-                f"No part of the body arrived for {idle_timeout_s:g} s. Nothing was written."
-            ) from None
+            raise BodyTimedOut(stalled_detail(idle_timeout_s)) from None
         yield chunk
 
 

@@ -8,9 +8,10 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Response
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from sophia.api.dependencies import Reader
+from sophia.api.records.schemas import Moment, PlainText
 from sophia.api.state import AppState
 from sophia.core.records import IDENTIFIER_PATTERN, RecordFilter
 from sophia.database import search
@@ -27,13 +28,13 @@ class SearchFilters(BaseModel):
     model_config = ConfigDict(extra="forbid")
     source_system: str | None = Field(None, pattern=IDENTIFIER_PATTERN)
     kind: str | None = Field(None, pattern=IDENTIFIER_PATTERN)
-    updated_since: AwareDatetime | None = None
-    data: dict[str, str] = Field(default_factory=dict, max_length=20)
+    updated_since: Moment = None
+    data: dict[PlainText, PlainText] = Field(default_factory=dict, max_length=20)
 
 
 class SearchIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    q: str = Field(min_length=1, max_length=1000, examples=["customer unhappy about the price"])
+    q: PlainText = Field(min_length=1, max_length=1000, examples=["customer unhappy about the price"])
     k: int = Field(10, ge=1, le=100, description="How many records to return.")
     filters: SearchFilters = Field(default_factory=SearchFilters)
 
