@@ -66,8 +66,9 @@ def with_connection(call: Callable[[Connection], Awaitable[T]]) -> T:
 def settings_error(error: ValidationError) -> str:
     """A settings variable that does not parse, as one line: the variables and what is wrong with
     each (not their values: one may be a secret)."""
-    problems = [
-        f"SOPHIA_{'_'.join(str(part) for part in problem['loc']).upper()}: {problem['msg']}"
-        for problem in error.errors()
-    ]
+    problems = []
+    for problem in error.errors():
+        message = str(problem["msg"]).removeprefix("Value error, ")
+        where = "_".join(str(part) for part in problem["loc"]).upper()
+        problems.append(f"SOPHIA_{where}: {message}" if where else message)
     return "Invalid settings: " + "; ".join(problems) + "."

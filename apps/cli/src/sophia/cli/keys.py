@@ -4,7 +4,6 @@ with the CLI."""
 from __future__ import annotations
 
 import re
-import unicodedata
 
 import typer
 from rich.console import Console
@@ -24,14 +23,16 @@ def _check_name(name: str) -> str:
     """A label to show in `keys list`: printable text, not too long."""
     if not name.strip() or len(name) > MAX_NAME_CHARS:
         raise typer.BadParameter(f"must be 1 to {MAX_NAME_CHARS} characters")
-    if any(unicodedata.category(char) in ("Cc", "Cs") for char in name):
-        raise typer.BadParameter("must be printable text (no control characters, NUL or undecodable bytes)")
+    if not name.isprintable():  # nor a zero-width, a line separator or a soft hyphen (Cf, Zl, Zp)
+        raise typer.BadParameter(
+            "must be printable text (no control or invisible characters, NUL or undecodable bytes)"
+        )
     return name
 
 
 @app.command()
 def create(
-    scope: str = typer.Option(..., help="read, write or admin (each includes the ones before)."),
+    scope: list[str] = typer.Option(..., help="read, write or admin (each includes the ones before)."),
     name: str = typer.Option(
         "cli",
         callback=_check_name,
@@ -41,9 +42,12 @@ def create(
     """Create a key and print its secret (once)."""
     from sophia.database import keys as key_store
 
-    if scope not in key_store.SCOPES:
+    if len(scope) != 1:  # of two, the last won: `--scope read --scope admin` made an admin key
+        raise typer.BadParameter("give it once", param_hint="--scope")
+    [chosen] = scope
+    if chosen not in key_store.SCOPES:
         raise typer.BadParameter(f"must be one of {', '.join(key_store.SCOPES)}", param_hint="--scope")
-    _, secret = with_connection(lambda connection: key_store.create(connection, name, scope))
+    _, secret = with_connection(lambda connection: key_store.create(connection, name, chosen))
     print(secret)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shlex
 
 import typer
 from pydantic import ValidationError
@@ -13,6 +14,7 @@ from sophia.cli.endpoints import resolve_settings
 from sophia.cli.failures import run_on_database, settings_error, with_connection
 from sophia.shared.logging import configure_logging
 from sophia.shared.settings import Settings
+from sophia.shared.urls import without_password
 
 app = typer.Typer(help="Sophia: run, migrate, seed and administer the platform.", no_args_is_help=True)
 app.add_typer(keys.app, name="keys")
@@ -48,14 +50,23 @@ def up(
 ) -> None:
     """Start engines (unless SOPHIA_*_URL name them), migrate, seed, and serve the API until Ctrl-C."""
     from sophia.cli.up import run_up
+    from sophia.core.errors import Unavailable
     from sophia.events.streams import StreamStorageRefused
 
     configure_logging("INFO", json=False)
     settings = Settings()
     try:
         asyncio.run(run_up(settings, settings.seed_records if seed_records is None else seed_records))
-    except StreamStorageRefused as error:  # the engines are stopped by now
-        raise SystemExit(f"sophia up cannot start: {error.detail}") from None
+    except (StreamStorageRefused, Unavailable) as error:  # the engines are stopped by now
+        named = [
+            without_password(url)
+            for url in (settings.database_url, settings.redis_url, settings.nats_url)
+            if url
+        ]
+        where = f" ({', '.join(named)})" if named else ""
+        raise SystemExit(f"sophia up cannot start: {error.detail.rstrip('.')}{where}.") from None
+    except (NotADirectoryError, FileExistsError, PermissionError) as error:  # the data directory
+        raise SystemExit(f"sophia up cannot start: {error.strerror}: {error.filename}") from None
 
 
 @app.command("env")
@@ -66,8 +77,10 @@ def env_command() -> None:
     running = endpoints.read(Settings(), "api", "api_key")
     if not running:
         raise SystemExit("The stack is not running: start it with `make up`.")
-    realtime = f" SOPHIA_REALTIME={running['realtime']}" if running.get("realtime") else ""
-    print(f"export SOPHIA_API={running['api']} SOPHIA_KEY={running['api_key']}{realtime}")
+    # quoted for the shell: `eval` runs what it is given, and the endpoints file is only a file
+    realtime = f" SOPHIA_REALTIME={shlex.quote(running['realtime'])}" if running.get("realtime") else ""
+    api, key = shlex.quote(running["api"]), shlex.quote(running["api_key"])
+    print(f"export SOPHIA_API={api} SOPHIA_KEY={key}{realtime}")
 
 
 @app.command("migrate")
@@ -167,9 +180,24 @@ def serve() -> None:
     }.items():
         if value:
             os.environ[name] = value
+    _check_port_free(settings.api_host, settings.api_port)
     # A fresh interpreter: this one has imported prometheus-client, which must first see the
     # multi-worker metrics directory that the server sets up.
     os.execv(sys.executable, [sys.executable, "-m", "sophia.api.server"])  # noqa: S606
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """One line, not the server's workers' tracebacks, when the API's port is taken."""
+    import socket
+
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise SystemExit(f"sophia serve cannot listen on {host}:{port}: {error.strerror}.") from None
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.uri import parse_uri
 
 from sophia.cli import endpoints
@@ -29,6 +29,11 @@ from sophia.shared.settings import Settings
 
 console = Console(highlight=False)
 errors = Console(stderr=True, highlight=False)
+
+
+NEVER_CONNECTED_TRIES = 6
+"""Tries (with backoff, a few seconds) before a tail that never connected gives up; once connected,
+it reconnects for as long as it runs."""
 
 
 class TailRefused(Exception):
@@ -51,6 +56,7 @@ async def tail(
     shown = 0
     delays = backoff_delays(30, 0.1, reconnect_max_s)
     failures = 0
+    connected = False
     while not stop.is_set():
         try:
             async with connect(
@@ -65,9 +71,12 @@ async def tail(
                     raise TailRefused(f"{answer.get('code')}: {answer.get('detail')}")
                 if answer.get("recovered") is False:
                     errors.print(f"[yellow]{answer.get('reason')}[/yellow]")
+                if not isinstance(answer.get("position"), dict):
+                    raise TailRefused(f"{url} answered as no real-time service does: {str(answer)[:100]}")
                 if position is None or answer.get("recovered") is False:
                     position = dict(answer["position"])
                 failures = 0
+                connected = True
                 async for data in ws:
                     frame = orjson.loads(data)
                     if frame.get("type") != "publication":
@@ -83,8 +92,14 @@ async def tail(
             status = refused.response.status_code
             if status in (401, 403):
                 raise TailRefused(f"the service refused the key ({status})") from None
+            if status == 404:
+                raise TailRefused(f"{url}: no real-time service at that path (404)") from None
             errors.print(f"[yellow]refused ({status}); retrying[/yellow]")
+        except InvalidHandshake as odd:  # not a WebSocket server: asking again will not make it one
+            raise TailRefused(f"{url} is no WebSocket server ({odd})") from None
         except (OSError, ConnectionClosed, TimeoutError) as lost:
+            if not connected and failures >= NEVER_CONNECTED_TRIES - 1:
+                raise TailRefused(f"could not connect to {url} ({type(lost).__name__})") from None
             errors.print(f"[yellow]connection lost ({type(lost).__name__}); reconnecting[/yellow]")
         delay = delays[min(failures, len(delays) - 1)]
         failures += 1
@@ -98,9 +113,19 @@ def parse_since(text: str | None) -> dict[str, Any] | None:
     if text is None:
         return None
     epoch, _, seq = text.partition(":")
-    if not epoch or not seq.isdigit():
+    # ASCII digits only (str.isdigit takes '²', which int() does not), and a position's size
+    if not epoch or not (seq.isascii() and seq.isdigit() and len(seq) <= 19) or not _text(epoch):
         raise typer.BadParameter("--since is EPOCH:SEQ, as `sophia tail` prints positions.")
     return {"epoch": epoch, "seq": int(seq)}
+
+
+def _text(value: str) -> bool:
+    """Whether `value` can be sent (a shell may hand over bytes that are no UTF-8)."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _line(frame: dict[str, Any]) -> None:
@@ -141,6 +166,8 @@ def command(
         ) from None
     if not (key.isascii() and key.isprintable() and " " not in key):
         raise typer.BadParameter("must be an API key: printable ASCII, no spaces", param_hint="--key")
+    if not _text(channel):
+        raise typer.BadParameter("is not text (bytes that are no UTF-8)", param_hint="CHANNEL")
     position = parse_since(since)
     show = (lambda frame: print(orjson.dumps(frame).decode(), flush=True)) if json_lines else _line
 

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 
+from sophia.core.errors import SophiaError
 from sophia.database.pool import Connection
 from sophia.shared.logging import get_logger
 
@@ -55,8 +56,11 @@ def available() -> list[Migration]:
     return sorted(found, key=lambda migration: migration.version)
 
 
-class MigrationMismatch(RuntimeError):
-    """An applied migration's file changed after it ran."""
+class MigrationMismatch(SophiaError):
+    """An applied migration's file changed after it ran (a `SophiaError`: commands say so in a
+    line, not a traceback)."""
+
+    title = "Migration changed"
 
 
 async def migrate(connection: Connection, timeout_s: float = 600.0) -> list[Migration]:

@@ -107,6 +107,11 @@ class DeadLetter:
     """The original's own headers (neither `Nats-*` nor `Sophia-Dead-Letter-*`)."""
 
 
+def _count(header: str | None) -> int:
+    """A count a header holds; 0 when it holds none (anyone may publish to the dead-letter stream)."""
+    return int(header) if header is not None and header.isascii() and header.isdigit() else 0
+
+
 def _dead_letter(raw: RawStreamMsg) -> DeadLetter:
     headers = raw.headers or {}
     return DeadLetter(
@@ -115,8 +120,8 @@ def _dead_letter(raw: RawStreamMsg) -> DeadLetter:
         consumer=headers.get(HEADER + "Consumer", ""),
         stream=headers.get(HEADER + "Stream", ""),
         subject=headers.get(HEADER + "Subject", ""),
-        original_sequence=int(headers.get(HEADER + "Sequence", 0)),
-        deliveries=int(headers.get(HEADER + "Deliveries", 0)),
+        original_sequence=_count(headers.get(HEADER + "Sequence")),
+        deliveries=_count(headers.get(HEADER + "Deliveries")),
         error_type=headers.get(HEADER + "Error-Type", ""),
         error=headers.get(HEADER + "Error", ""),
         data=raw.data or b"",

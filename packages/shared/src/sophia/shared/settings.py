@@ -6,18 +6,52 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sophia.shared.logging import CLIENT_LINES_PER_S
 from sophia.shared.urls import without_password
 
+MAX_TIMEOUT_S = 86_400.0
+"""No wait on another process may be set longer than a day (an infinite one hung commands)."""
+
 
 class Settings(BaseSettings):
     """Every knob Sophia has; the README's settings table is generated from these descriptions."""
 
-    model_config = SettingsConfigDict(env_prefix="SOPHIA_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="SOPHIA_", extra="ignore", frozen=True, allow_inf_nan=False)
+
+    @field_validator("database_url", "redis_url", "nats_url")
+    @classmethod
+    def _an_engine_url(cls, url: str | None) -> str | None:
+        """A URL a client can take apart (its scheme, a port in range), refused here naming its
+        variable rather than by the client, later, with a traceback. Not echoed: it may hold a
+        password."""
+        if not url:  # unset (empty is unset too: the engines are then embedded, or found running)
+            return url
+        for one in url.split(","):  # NATS takes a list of servers
+            try:
+                parts = urlsplit(one.strip())
+                parts.port  # noqa: B018 (reading it checks it: a port past 65535 or not a number raises)
+            except ValueError as error:
+                raise ValueError(f"not a URL a client can use ({error})") from None
+            if not parts.scheme or (not parts.netloc and not parts.path):
+                raise ValueError("not a URL a client can use (no scheme://host)")
+        return url
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.db_pool_min_size > self.db_pool_max_size:
+            raise ValueError(
+                f"SOPHIA_DB_POOL_MIN_SIZE ({self.db_pool_min_size}) is more than "
+                f"SOPHIA_DB_POOL_MAX_SIZE ({self.db_pool_max_size})"
+            )
+        for name in type(self).model_fields:
+            if name.endswith("_timeout_s") and getattr(self, name) > MAX_TIMEOUT_S:
+                raise ValueError(f"SOPHIA_{name.upper()} is at most {MAX_TIMEOUT_S:g} s (a day)")
+        return self
 
     database_url: str | None = Field(
         None, description="PostgreSQL DSN. Unset: `sophia up` starts embedded PostgreSQL."

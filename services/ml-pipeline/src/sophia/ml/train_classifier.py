@@ -103,6 +103,8 @@ def _row(path: Path, line: int, raw: dict[str, str | None], holdout: float) -> L
         split = "test" if digest / 2**64 < holdout else "train"
     if split not in SPLITS:
         raise ValueError(f"{path}, line {line}: split is {split!r}, not train or test")
+    if "\x00" in labels:  # a label is stored in PostgreSQL's jsonb with each prediction: never a NUL
+        raise ValueError(f"{path}, line {line}: a label holds a NUL character")
     return LabeledText(text, frozenset(name.strip() for name in labels.split(";") if name.strip()), split)
 
 
