@@ -35,51 +35,15 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlparse
 
-import asyncpg
 import orjson
 import pytest
-from typer.testing import CliRunner, Result
+from cli_results import assert_no_traceback, fetchval, invoke, said, train_classifier
+from typer.testing import CliRunner
 
-from sophia.cli import dlq, jobs, keys
-from sophia.cli.main import app
 from sophia.engines.process import free_port
 
 runner = CliRunner()
 PASSWORD = "hunter2"
-
-
-@pytest.fixture
-def own(own_streams, monkeypatch):
-    """Streams of this test's own, and consoles wide enough for whole lines."""
-    for console in (keys.console, jobs.console, dlq.console):
-        monkeypatch.setattr(console, "width", 200)
-    return own_streams
-
-
-def invoke(env: dict[str, str], *args: str) -> Result:
-    return runner.invoke(app, list(args), env=env)
-
-
-def said(result: Result) -> str:
-    """What the command printed, and the message a `SystemExit("...")` carries, on one line."""
-    text = result.output + (str(result.exception) if isinstance(result.exception, SystemExit) else "")
-    return " ".join(text.replace("│", " ").split())
-
-
-def assert_no_traceback(result: Result) -> None:
-    """A failure the command meant: its own exit, not an exception escaping it."""
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-
-
-def fetchval(database_url: str, query: str, *args: object) -> object:
-    async def run() -> object:
-        connection = await asyncpg.connect(database_url)
-        try:
-            return await connection.fetchval(query, *args)
-        finally:
-            await connection.close()
-
-    return asyncio.run(run())
 
 
 def sophia(
@@ -615,23 +579,6 @@ def test_a_second_up_on_a_running_stacks_data_dir_says_one_is_running():
 
 
 # -- ml train-classifier -------------------------------------------------------------------------
-
-
-@pytest.fixture
-def ml_data_dir(tmp_path: Path, models_dir: Path) -> Path:
-    """A data directory of the test's own, holding the run's built graph (linked, not rebuilt)."""
-    from sophia.ml.encoder import ModelFiles, ensure_onnx_model
-
-    directory = tmp_path / "data"
-    (directory / "models").mkdir(parents=True)
-    graph = ensure_onnx_model(ModelFiles.from_package(), models_dir, quantized=True)
-    (directory / "models" / graph.name).symlink_to(graph)
-    return directory
-
-
-def train_classifier(data_dir: Path, *arguments: str) -> Result:
-    environment = {"SOPHIA_DATA_DIR": str(data_dir), "SOPHIA_ML_THREADS": "1"}
-    return runner.invoke(app, ["ml", "train-classifier", *arguments], env=environment)
 
 
 def write_rows(path: Path, rows: list[tuple[str, str]]) -> Path:

@@ -4,13 +4,11 @@ traceback, and nothing half done. Against the session's real engines, in-process
 
 import asyncio
 
-import asyncpg
 import orjson
 import pytest
-from typer.testing import CliRunner, Result
+from cli_results import assert_no_traceback, fetchval, invoke, said
+from typer.testing import CliRunner
 
-from sophia.cli import dlq, jobs, keys
-from sophia.cli.main import app
 from sophia.core.events import Envelope
 from sophia.events.codec import encode
 from sophia.events.connection import NatsConnection
@@ -20,41 +18,6 @@ from sophia.workers.processor import ConsumerSpec, StreamProcessor
 
 runner = CliRunner()
 UNREACHABLE_DATABASE = "postgresql://someone:hunter2@127.0.0.1:1/nowhere"
-
-
-@pytest.fixture
-def own(own_streams, monkeypatch):
-    """Streams of this test's own, and consoles wide enough for whole lines."""
-    for console in (keys.console, jobs.console, dlq.console):
-        monkeypatch.setattr(console, "width", 200)
-    return own_streams
-
-
-def invoke(env: dict[str, str], *args: str) -> Result:
-    return runner.invoke(app, list(args), env=env)
-
-
-def said(result: Result) -> str:
-    """What the command printed, and the message a `SystemExit("...")` carries, on one line (as
-    typer's error box wraps it: borders and line breaks out)."""
-    text = result.output + (str(result.exception) if isinstance(result.exception, SystemExit) else "")
-    return " ".join(text.replace("│", " ").split())
-
-
-def assert_no_traceback(result: Result) -> None:
-    """A failure the command meant: its own exit, not an exception escaping it."""
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-
-
-def count(database_url: str, query: str, *args: object) -> int:
-    async def run() -> int:
-        connection = await asyncpg.connect(database_url)
-        try:
-            return await connection.fetchval(query, *args)
-        finally:
-            await connection.close()
-
-    return asyncio.run(run())
 
 
 DATABASE_COMMANDS = [
@@ -109,11 +72,11 @@ def test_keys_list_shows_a_name_with_brackets_as_it_was_typed(own, env):
 
 @pytest.mark.parametrize("name", ["nul\x00byte", "lone\udcffsurrogate", "bell\x07", "x" * 201, " "])
 def test_keys_create_refuses_a_name_it_could_not_store_or_show_and_creates_nothing(own, env, name):
-    before = count(env["SOPHIA_DATABASE_URL"], "SELECT count(*) FROM sophia_core.api_keys")
+    before = fetchval(env["SOPHIA_DATABASE_URL"], "SELECT count(*) FROM sophia_core.api_keys")
     result = invoke(env, "keys", "create", "--scope", "read", "--name", name)
     assert result.exit_code == 2, result.output
     assert "--name" in said(result)
-    assert count(env["SOPHIA_DATABASE_URL"], "SELECT count(*) FROM sophia_core.api_keys") == before
+    assert fetchval(env["SOPHIA_DATABASE_URL"], "SELECT count(*) FROM sophia_core.api_keys") == before
 
 
 @pytest.mark.parametrize("prefix", ["[/x]", "lone\udcff", "sk_0123abcd", "0123ABCG"])
@@ -125,11 +88,11 @@ def test_keys_revoke_refuses_what_is_not_a_prefix(own, env, prefix):
 
 @pytest.mark.parametrize("kind", ["no_such_kind", "", "a b", ">", "x.*", "lone\udcff"])
 def test_jobs_submit_refuses_a_kind_no_worker_runs_and_queues_nothing(own, env, kind):
-    before = count(own.database_url, "SELECT count(*) FROM sophia_core.jobs")
+    before = fetchval(own.database_url, "SELECT count(*) FROM sophia_core.jobs")
     result = invoke(env, "jobs", "submit", kind)
     assert result.exit_code == 2, result.output
     assert "refresh_active_deals, announce_active_deals, reprocess_records, reembed_records" in said(result)
-    assert count(own.database_url, "SELECT count(*) FROM sophia_core.jobs") == before
+    assert fetchval(own.database_url, "SELECT count(*) FROM sophia_core.jobs") == before
 
 
 @pytest.mark.parametrize(
@@ -149,11 +112,11 @@ def test_jobs_submit_refuses_a_kind_no_worker_runs_and_queues_nothing(own, env, 
 def test_jobs_submit_refuses_params_and_keys_it_cannot_store_exactly_and_queues_nothing(
     own, env, arguments, message
 ):
-    before = count(own.database_url, "SELECT count(*) FROM sophia_core.jobs")
+    before = fetchval(own.database_url, "SELECT count(*) FROM sophia_core.jobs")
     result = invoke(env, "jobs", "submit", "reprocess_records", *arguments)
     assert result.exit_code == 2, result.output
     assert message in said(result)
-    assert count(own.database_url, "SELECT count(*) FROM sophia_core.jobs") == before
+    assert fetchval(own.database_url, "SELECT count(*) FROM sophia_core.jobs") == before
 
 
 def test_jobs_with_brackets_in_a_key_or_an_id_print_them_as_text(own, env):
