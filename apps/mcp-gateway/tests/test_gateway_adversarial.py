@@ -26,7 +26,6 @@ from typing import Any
 
 import anyio
 import httpx
-import mcp_types as types
 import pytest
 import upstream_servers
 import yaml
@@ -891,25 +890,6 @@ async def test_a_hung_upstream_listing_does_not_stall_sophias_own_tools(
     assert took < 0.5, f"Sophia's get_record waited {took:.2f} s for another provider's listing"
 
 
-def breaking_its_output_schema() -> Server[Any]:
-    """One tool, `count`, whose structured result breaks the output schema it lists."""
-    tool = types.Tool(
-        name="count",
-        input_schema={"type": "object"},
-        output_schema={"type": "object", "required": ["n"], "properties": {"n": {"type": "integer"}}},
-    )
-
-    async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
-        return types.ListToolsResult(tools=[tool])
-
-    async def call_tool(ctx: Any, params: Any) -> types.CallToolResult:
-        return types.CallToolResult(
-            content=[types.TextContent(type="text", text='{"n": "many"}')], structured_content={"n": "many"}
-        )
-
-    return Server("liar", on_list_tools=list_tools, on_call_tool=call_tool)
-
-
 class Served:
     """A low-level `Server` in the shape `upstream_servers.serve_http` serves."""
 
@@ -928,7 +908,7 @@ async def test_a_result_breaking_its_output_schema_is_a_tool_error_in_either_era
     naming the output schema; through a 2026-07-28 one (the direct path, direct.py `_result`, which
     validated the result's shape but not the tool's output schema) it reached the agent untouched,
     `isError: false`, and the agent's SDK client raised RuntimeError on it."""
-    with upstream_servers.serve_http(Served(breaking_its_output_schema())) as upstream_url:
+    with upstream_servers.serve_http(Served(upstream_servers.breaking_its_output_schema())) as upstream_url:
         path = tmp_path / "upstreams.yaml"
         entries = [
             {"name": "old", "url": upstream_url, "protocol": LEGACY},

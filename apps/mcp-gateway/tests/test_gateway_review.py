@@ -55,25 +55,6 @@ def resources_only() -> Server[Any]:
     return Server("resources-only", on_list_resources=list_resources)
 
 
-def breaking_its_output_schema() -> Server[Any]:
-    """One tool, `count`, whose structured result does not match the output schema it lists."""
-    tool = types.Tool(
-        name="count",
-        input_schema={"type": "object"},
-        output_schema={"type": "object", "required": ["n"], "properties": {"n": {"type": "integer"}}},
-    )
-
-    async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
-        return types.ListToolsResult(tools=[tool])
-
-    async def call_tool(ctx: Any, params: Any) -> types.CallToolResult:
-        return types.CallToolResult(
-            content=[types.TextContent(type="text", text='{"n": "many"}')], structured_content={"n": "many"}
-        )
-
-    return Server("liar", on_list_tools=list_tools, on_call_tool=call_tool)
-
-
 @asynccontextmanager
 async def closing(*upstreams: Upstream) -> AsyncIterator[None]:
     """The upstreams closed on the way out, while their servers still run."""
@@ -109,7 +90,7 @@ async def test_an_upstream_without_tools_leaves_the_other_tools_listed_and_calla
 
 @pytest.mark.e2e
 async def test_an_upstream_result_breaking_its_output_schema_is_a_tool_error_naming_it() -> None:
-    with upstream_servers.serve_http(Served(breaking_its_output_schema())) as url:
+    with upstream_servers.serve_http(Served(upstream_servers.breaking_its_output_schema())) as url:
         # 2025-11-25: the call goes through the SDK's client, which checks the output schema
         upstream = Upstream(configured("liar", url=url, protocol="2025-11-25"))
         async with closing(upstream):

@@ -32,9 +32,11 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import mcp_types as types
 import uvicorn
 from mcp.server import MCPServer
 from mcp.server.caching import CacheHint
+from mcp.server.lowlevel.server import Server
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import ToolAnnotations
@@ -173,3 +175,22 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--ttl-ms", type=int, default=None)
     build_server(parser.parse_args().ttl_ms).run("stdio")
+
+
+def breaking_its_output_schema() -> Server[Any]:
+    """One tool, `count`, whose structured result does not match the output schema it lists."""
+    tool = types.Tool(
+        name="count",
+        input_schema={"type": "object"},
+        output_schema={"type": "object", "required": ["n"], "properties": {"n": {"type": "integer"}}},
+    )
+
+    async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
+        return types.ListToolsResult(tools=[tool])
+
+    async def call_tool(ctx: Any, params: Any) -> types.CallToolResult:
+        return types.CallToolResult(
+            content=[types.TextContent(type="text", text='{"n": "many"}')], structured_content={"n": "many"}
+        )
+
+    return Server("liar", on_list_tools=list_tools, on_call_tool=call_tool)
