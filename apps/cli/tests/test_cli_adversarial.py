@@ -540,7 +540,6 @@ def test_up_with_its_configured_postgres_unreachable_says_so_in_a_line(settings,
     assert PASSWORD not in done.stdout + done.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="not yet: `up` takes no lock on its data directory")
 @pytest.mark.load
 def test_a_second_up_on_a_running_stacks_data_dir_says_one_is_running():
     """`sophia up` twice on one data directory: the second starts a second Valkey and NATS on the
@@ -603,7 +602,6 @@ def test_train_classifier_refuses_a_label_name_postgresql_cannot_store(tmp_path,
     assert not head.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="not yet: -o's parent directories are made before training")
 @pytest.mark.load
 def test_train_classifier_that_fails_leaves_no_directory_it_made_for_the_head(tmp_path, ml_data_dir):
     """`ml._check_writable` makes `-o`'s parent directories before the training, which can still
@@ -616,7 +614,6 @@ def test_train_classifier_that_fails_leaves_no_directory_it_made_for_the_head(tm
     assert not made.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="not yet: -o is checked for a directory only")
 @pytest.mark.load
 def test_train_classifier_does_not_replace_an_output_that_is_not_a_regular_file(tmp_path, ml_data_dir):
     """`sophia ml train-classifier FILE -o /dev/null` (as root, as in a container): `_check_writable`

@@ -49,7 +49,7 @@ def up(
     ),
 ) -> None:
     """Start engines (unless SOPHIA_*_URL name them), migrate, seed, and serve the API until Ctrl-C."""
-    from sophia.cli.up import run_up
+    from sophia.cli.up import StackRunning, run_up
     from sophia.core.errors import Unavailable
     from sophia.events.streams import StreamStorageRefused
 
@@ -57,6 +57,8 @@ def up(
     settings = Settings()
     try:
         asyncio.run(run_up(settings, settings.seed_records if seed_records is None else seed_records))
+    except StackRunning as error:
+        raise SystemExit(f"sophia up cannot start: {error.detail}.") from None
     except (StreamStorageRefused, Unavailable) as error:  # the engines are stopped by now
         named = [
             without_password(url)

@@ -72,11 +72,17 @@ def train_classifier_command(
 
 
 def _check_writable(output: Path) -> None:
+    """Before training: `output` can be written as a file (its folders are made only once the head
+    is trained, so a run that fails leaves none behind)."""
     if output.is_dir():
         raise IsADirectoryError(f"{output} is a directory: name the file the head goes to")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    if not os.access(output.parent, os.W_OK):
-        raise PermissionError(f"{output.parent} is not writable: the head cannot go there")
+    if output.exists() and not output.is_file():  # a device or a FIFO: renaming over it would replace it
+        raise FileExistsError(f"{output} is not a regular file: name a file for the head")
+    existing = next((folder for folder in output.parents if folder.exists()), Path("."))
+    if not existing.is_dir():
+        raise NotADirectoryError(f"{existing} is not a directory: the head cannot go under it")
+    if not os.access(existing, os.W_OK):
+        raise PermissionError(f"{existing} is not writable: the head cannot go there")
 
 
 def _plain(line: str) -> None:

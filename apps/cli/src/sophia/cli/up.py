@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
+import os
 import signal
 import socket
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -14,7 +18,7 @@ from rich.panel import Panel
 
 from sophia.cli import endpoints
 from sophia.cli.seed import seed
-from sophia.core.errors import Unavailable
+from sophia.core.errors import SophiaError, Unavailable
 from sophia.database import Database, keys
 from sophia.database.migrations import migrate
 from sophia.engines import Engines, EngineUrls
@@ -26,6 +30,39 @@ from sophia.shared.settings import Settings
 from sophia.workers.streams import check_streams
 
 console = Console()
+LOCK_FILE = "stack.lock"
+
+
+class StackRunning(SophiaError):
+    """Another `sophia up` holds this data directory: two stacks on one set of engine files would
+    break both."""
+
+
+@contextlib.contextmanager
+def holding(data_dir: Path) -> Iterator[None]:
+    """This data directory's lock for as long as the stack runs (the kernel lets go of it when the
+    process ends, however it ends); `StackRunning` naming the holder if another stack has it."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    lock = open(data_dir / LOCK_FILE, "a+")  # noqa: SIM115 (held open for the stack's life)
+    try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            raise StackRunning(
+                f"a stack is already running on {data_dir} (pid {holder}); stop it, or give "
+                "SOPHIA_DATA_DIR another directory"
+            ) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(str(os.getpid()))
+        lock.flush()
+        yield
+    finally:
+        lock.close()
+
+
 DEV_KEY_FILE = "dev-api-key"
 
 
@@ -83,6 +120,11 @@ async def run_up(settings: Settings, seed_records: int) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     data_dir = Path(settings.data_dir).resolve()
+    with holding(data_dir):
+        await _run_up(settings, seed_records, stop, data_dir)
+
+
+async def _run_up(settings: Settings, seed_records: int, stop: asyncio.Event, data_dir: Path) -> None:
     console.print(f"Starting engines under {data_dir} ...")
     async with Engines(settings) as urls:
         settings = settings.model_copy(update=_url_update(urls))
