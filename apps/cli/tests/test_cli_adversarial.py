@@ -335,7 +335,6 @@ def test_jobs_submit_with_a_key_too_long_to_index_is_a_usage_error_naming_it(own
 # -- in processes of their own: stdout, hangs, servers -----------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="not yet: the key is created before its secret is printed")
 @pytest.mark.load
 @pytest.mark.parametrize("stdout", ["full", "closed"])
 def test_keys_create_whose_secret_cannot_be_printed_leaves_no_key(settings, tmp_path, stdout):

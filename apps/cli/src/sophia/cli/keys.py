@@ -4,6 +4,7 @@ with the CLI."""
 from __future__ import annotations
 
 import re
+import sys
 
 import typer
 from rich.console import Console
@@ -47,8 +48,19 @@ def create(
     [chosen] = scope
     if chosen not in key_store.SCOPES:
         raise typer.BadParameter(f"must be one of {', '.join(key_store.SCOPES)}", param_hint="--scope")
-    _, secret = with_connection(lambda connection: key_store.create(connection, name, chosen))
-    print(secret)
+    if sys.stdout is None:  # started with its output closed: the secret would go nowhere
+        raise SystemExit("sophia keys create: no output to print the secret to; no key was made.")
+
+    def show(secret: str) -> None:  # before the key is committed: unprinted, it is not made
+        sys.stdout.write(secret + "\n")
+        sys.stdout.flush()
+
+    try:
+        with_connection(lambda connection: key_store.create(connection, name, chosen, show=show))
+    except OSError as error:
+        raise SystemExit(
+            f"sophia keys create: could not print the secret ({error.strerror}); no key was made."
+        ) from None
 
 
 @app.command("list")

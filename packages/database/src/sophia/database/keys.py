@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
@@ -35,8 +36,17 @@ def digest(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
 
 
-async def create(connection: Connection, name: str, scope: str, actor: str = "cli") -> tuple[ApiKey, str]:
-    """A new key and its secret, which is shown once and never stored; audited as `actor`'s."""
+async def create(
+    connection: Connection,
+    name: str,
+    scope: str,
+    actor: str = "cli",
+    *,
+    show: Callable[[str], None] | None = None,
+) -> tuple[ApiKey, str]:
+    """A new key and its secret, which is shown once and never stored; audited as `actor`'s.
+    `show(secret)` runs before the key is committed: a secret that cannot be shown (it raises)
+    leaves no key behind."""
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {', '.join(SCOPES)}")
     prefix = secrets.token_hex(4)
@@ -51,6 +61,8 @@ async def create(connection: Connection, name: str, scope: str, actor: str = "cl
             scope,
         )
         await outbox.audit(connection, actor, "key.created", f"key/{prefix}", {"name": name, "scope": scope})
+        if show is not None:
+            show(secret)
     assert row is not None
     return ApiKey(**dict(row)), secret
 
