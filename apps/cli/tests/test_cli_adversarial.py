@@ -8,13 +8,15 @@ when it did what it says. Against the session's real engines; in-process through
 failure cannot hang the run, else in a process of its own with a deadline (those are in the load
 tier, with the ones that build the encoder or start a stack).
 
-Every test was written failing, on a defect this file found; those fixed pass (settings checked at
-start: engine URLs, pool sizes, finite timeouts of at most a day; a changed migration, a malformed
-dead letter, `tail`'s bad positions, undecodable channels, non-WebSocket servers and 404s, a tail
-that never connects; `keys create` given two scopes or an invisible name; `env` quoted for `eval`;
-`jobs submit` given a parameter twice or a key past its index; `serve` on a taken port; `up` with a
-bad data directory or an unreachable configured engine; a label holding a NUL), the others are
-strict expected failures, each with its reason."""
+Every test was written failing, on a defect this file found; all are fixed but one, a strict
+expected failure with its reason (each job's parameter checks live in the workers): settings checked
+at start (engine URLs, pool sizes, finite timeouts of at most a day), a changed migration, a
+malformed dead letter, dead letters that cannot go back named as such, `dlq` needing NATS alone,
+`tail`'s bad positions, undecodable channels, non-WebSocket servers, 404s and services never
+reached, `keys create` given two scopes, an invisible name or no output to print to, `env` quoted
+for `eval`, `jobs submit` given a parameter twice or a key past its index, `serve` on a taken port,
+`up` with a bad data directory, an unreachable configured engine or a stack already running there,
+a label holding a NUL, and the classifier's `-o` naming no regular file."""
 
 from __future__ import annotations
 
@@ -171,9 +173,6 @@ def test_dlq_a_dead_letter_with_a_malformed_header_is_named_not_a_traceback(own,
     assert str(sequence) in said(result)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="not yet: the replay names NATS for a letter with no origin or a gone stream"
-)
 @pytest.mark.parametrize(
     ("headers", "named"),
     [
@@ -198,7 +197,6 @@ def test_dlq_replay_of_a_letter_it_cannot_put_back_says_why_not_that_nats_failed
     assert invoke(env, "dlq", "show", str(sequence)).exit_code == 0  # still there to try again
 
 
-@pytest.mark.xfail(strict=True, reason="not yet: the dlq commands resolve every engine's settings")
 def test_dlq_needs_nats_only_not_a_database(own, tmp_path):
     """`dlq._with_nats` starts with `resolve_settings()`, which refuses without a database; the
     dead letters live in NATS alone."""

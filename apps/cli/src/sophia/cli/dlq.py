@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from sophia.cli.endpoints import resolve_settings
-from sophia.core.errors import NotFound, Unavailable
+from sophia.core.errors import Invalid, NotFound, Unavailable
 from sophia.events.codec import unpack
 from sophia.shared.urls import without_password
 
@@ -36,11 +36,8 @@ def _with_nats(call: Callable[[NatsConnection, str], Awaitable[T]]) -> T:
     from sophia.events.connection import NatsConnection
     from sophia.events.dead_letter import dead_letter_spec
 
-    settings = resolve_settings()
-    if not settings.nats_url:
-        console.print("[red]No NATS: set SOPHIA_NATS_URL or start the stack with `make up`.[/red]")
-        raise typer.Exit(1)
-    url, stream = settings.nats_url, dead_letter_spec(settings).name
+    settings = resolve_settings(needs="nats_url")  # dead letters live in NATS alone
+    url, stream = settings.nats_url or "", dead_letter_spec(settings).name
 
     async def run() -> T:
         async with NatsConnection(url, settings.engine_timeout_s) as nats:
@@ -48,8 +45,8 @@ def _with_nats(call: Callable[[NatsConnection, str], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(run())
-    except NotFound as error:
-        console.print(f"[red]{error.detail}[/red]")
+    except (NotFound, Invalid) as error:
+        console.print(error.detail, style="red", markup=False, highlight=False)
     except Unavailable as error:
         console.print(f"[red]{error.detail} ({without_password(url)}).[/red]")
     raise typer.Exit(1)

@@ -45,19 +45,21 @@ def read(settings: Settings, *required: str) -> dict[str, Any] | None:
     return found
 
 
-def resolve_settings() -> Settings:
-    """Settings from SOPHIA_* variables, with engine URLs filled from a running stack if unset."""
+def resolve_settings(needs: str = "database_url") -> Settings:
+    """Settings from SOPHIA_* variables, with engine URLs filled from a running stack if unset;
+    `needs` names the engine the command cannot do without (the dead-letter commands: NATS)."""
     settings = Settings()
-    if settings.database_url:
+    if getattr(settings, needs):
         return settings
-    running = read(settings, "database_url")
+    running = read(settings, needs)
     if not running:
+        engine = {"database_url": "database", "nats_url": "NATS", "redis_url": "Redis"}[needs]
         raise SystemExit(
-            "No database: set SOPHIA_DATABASE_URL or start the stack with `make up` (sophia up)."
+            f"No {engine}: set SOPHIA_{needs.upper()} or start the stack with `make up` (sophia up)."
         )
     return settings.model_copy(
         update={
-            "database_url": running["database_url"],
+            "database_url": settings.database_url or running.get("database_url"),
             "redis_url": settings.redis_url or running.get("redis_url"),
             "nats_url": settings.nats_url or running.get("nats_url"),
         }

@@ -170,9 +170,17 @@ async def replay(nats: NatsConnection, dead_letter_stream: str, sequence: int) -
     Its `Nats-Msg-Id` names this dead letter: replaying it twice within the original stream's
     duplicate window (a crash before the delete) publishes it once."""
     letter = await show_dead_letter(nats, dead_letter_stream, sequence)
+    if not letter.subject or not letter.stream:  # a letter someone else published, not a processor
+        raise Invalid(f"Dead letter {sequence} names no subject and stream it came from: it cannot go back.")
     headers = {**letter.headers, "Nats-Msg-Id": f"replay:{dead_letter_stream}:{sequence}"}
     with _nats_failures_unavailable():
         js = await nats.jetstream()
+        try:
+            await js.stream_info(letter.stream)
+        except NotFoundError:
+            raise NotFound(
+                f"Dead letter {sequence} came from stream {letter.stream}, which is gone: it cannot go back."
+            ) from None
         await js.publish(letter.subject, letter.data, stream=letter.stream, headers=headers)
         await js.delete_msg(dead_letter_stream, sequence)
     return letter
