@@ -39,6 +39,8 @@ from sophia.events.streams import stream_specs
 from sophia.realtime import server as server_module
 from sophia.realtime.service import RealtimeService
 
+pytestmark = pytest.mark.load  # hundreds of edge cases: the fast tier keeps the 30 s it has
+
 CODES = {
     "bad_frame",
     "unknown_op",
@@ -750,7 +752,6 @@ async def test_any_json_object_gets_a_documented_answer_and_the_connection_goes_
     await answers_from_the_documented_set(live[0], api_keys, body)
 
 
-@pytest.mark.load
 @hypothesis_settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck))
 @given(body=FRAMES)
 async def test_any_json_object_gets_a_documented_answer_thoroughly(live, api_keys, body):

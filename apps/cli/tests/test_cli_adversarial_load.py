@@ -44,6 +44,8 @@ from typer.testing import CliRunner
 
 from sophia.engines.process import free_port
 
+pytestmark = pytest.mark.load  # hundreds of edge cases: the fast tier keeps the 30 s it has
+
 runner = CliRunner()
 PASSWORD = "hunter2"
 
@@ -333,7 +335,6 @@ def test_jobs_submit_with_a_key_too_long_to_index_is_a_usage_error_naming_it(own
 # -- in processes of their own: stdout, hangs, servers -----------------------------------------
 
 
-@pytest.mark.load
 @pytest.mark.parametrize("stdout", ["full", "closed"])
 def test_keys_create_whose_secret_cannot_be_printed_leaves_no_key(settings, tmp_path, stdout):
     """`sophia keys create --scope admin >/dev/full`: the key is committed, then `print(secret)`
@@ -352,7 +353,6 @@ def test_keys_create_whose_secret_cannot_be_printed_leaves_no_key(settings, tmp_
     assert active_keys_named(settings.database_url, name) == 0
 
 
-@pytest.mark.load
 def test_tail_a_service_that_never_answers_gives_up_within_a_deadline(tmp_path):
     """`sophia tail records --url ws://127.0.0.1:<nothing listening>/ws --key k` prints
     "connection lost (ConnectionRefusedError); reconnecting" forever: with no connection ever
@@ -375,7 +375,6 @@ def test_tail_a_service_that_never_answers_gives_up_within_a_deadline(tmp_path):
     assert url in done.stderr or "127.0.0.1" in done.stderr
 
 
-@pytest.mark.load
 def test_tail_a_url_that_is_not_a_websocket_service_exits_naming_it(tmp_path):
     """`sophia tail records --url ws://127.0.0.1:<Redis port>/ws --key k`: websockets'
     InvalidMessage ("did not receive a valid HTTP response") is neither OSError, ConnectionClosed
@@ -401,7 +400,6 @@ def test_tail_a_url_that_is_not_a_websocket_service_exits_naming_it(tmp_path):
     assert f"127.0.0.1:{redis_port}" in done.stderr
 
 
-@pytest.mark.load
 async def test_tail_a_wrong_path_on_the_service_exits_naming_it(own_streams, tmp_path):
     """`sophia tail records --url ws://<realtime service>/nope --key <key>`: the service answers 404
     and the tail prints "refused (404); retrying" forever; a path that is not there will not be."""
@@ -421,7 +419,6 @@ async def test_tail_a_wrong_path_on_the_service_exits_naming_it(own_streams, tmp
     assert "404" in done.stderr
 
 
-@pytest.mark.load
 async def test_tail_a_channel_with_undecodable_bytes_is_a_usage_error(own_streams, api_keys, tmp_path):
     """`sophia tail $'records\\xff' --url ws://<realtime service>/ws --key <key>`: the channel (or
     `--since`'s epoch) holds a lone surrogate, `orjson.dumps` of the subscribe request raises
@@ -455,7 +452,6 @@ async def test_tail_a_channel_with_undecodable_bytes_is_a_usage_error(own_stream
         assert "surrogates" not in done.stderr
 
 
-@pytest.mark.load
 def test_an_infinite_engine_timeout_is_an_invalid_setting_not_a_hang(tmp_path):
     """`SOPHIA_ENGINE_TIMEOUT_S=inf SOPHIA_NATS_URL=nats://127.0.0.1:1 sophia dlq list` waits for
     ever: the timeouts are `gt=0` with no upper bound, so `inf` (and 1e308) pass validation."""
@@ -473,7 +469,6 @@ def test_an_infinite_engine_timeout_is_an_invalid_setting_not_a_hang(tmp_path):
     assert "SOPHIA_ENGINE_TIMEOUT_S" in done.stderr or "NATS" in done.stderr
 
 
-@pytest.mark.load
 def test_serve_on_a_port_in_use_says_so_in_a_line(settings, tmp_path):
     """`SOPHIA_API_PORT=<busy> sophia serve`: granian's RuntimeError "Address already in use" as a
     74-line Python and Rust traceback."""
@@ -503,7 +498,6 @@ def up_env(data_dir: Path) -> dict[str, str]:
     return env | {"SOPHIA_DATA_DIR": str(data_dir), "SOPHIA_API_PORT": "0", "SOPHIA_SEED_RECORDS": "0"}
 
 
-@pytest.mark.load
 def test_up_with_a_data_dir_that_is_a_file_says_so_in_a_line(tmp_path):
     """`SOPHIA_DATA_DIR=<a file> sophia up`: NotADirectoryError traceback from the embedded
     PostgreSQL's start (`main.up` catches StreamStorageRefused alone)."""
@@ -518,7 +512,6 @@ def test_up_with_a_data_dir_that_is_a_file_says_so_in_a_line(tmp_path):
     assert str(afile) in done.stderr
 
 
-@pytest.mark.load
 def test_up_with_its_configured_postgres_unreachable_says_so_in_a_line(settings, tmp_path):
     """`SOPHIA_DATABASE_URL=postgresql://u:p@127.0.0.1:1/x sophia up`: after its five tries, the
     `Unavailable` escapes `main.up` as a 300-line traceback."""
@@ -537,7 +530,6 @@ def test_up_with_its_configured_postgres_unreachable_says_so_in_a_line(settings,
     assert PASSWORD not in done.stdout + done.stderr
 
 
-@pytest.mark.load
 def test_a_second_up_on_a_running_stacks_data_dir_says_one_is_running():
     """`sophia up` twice on one data directory: the second starts a second Valkey and NATS on the
     first's files, then dies with `RuntimeError: postgres exited with 1; see .../postgres.log` (a
@@ -585,7 +577,6 @@ def write_rows(path: Path, rows: list[tuple[str, str]]) -> Path:
     return path
 
 
-@pytest.mark.load
 def test_train_classifier_refuses_a_label_name_postgresql_cannot_store(tmp_path, ml_data_dir):
     """A label "pri\\0cing" trains and is written (exit 0); served, every prediction naming it is
     JSON with \\u0000, which PostgreSQL's jsonb refuses ("unsupported Unicode escape sequence")."""
@@ -599,7 +590,6 @@ def test_train_classifier_refuses_a_label_name_postgresql_cannot_store(tmp_path,
     assert not head.exists()
 
 
-@pytest.mark.load
 def test_train_classifier_that_fails_leaves_no_directory_it_made_for_the_head(tmp_path, ml_data_dir):
     """`ml._check_writable` makes `-o`'s parent directories before the training, which can still
     refuse the data ("every label needs at least 4 train rows"): they stay behind, empty."""
@@ -611,7 +601,6 @@ def test_train_classifier_that_fails_leaves_no_directory_it_made_for_the_head(tm
     assert not made.exists()
 
 
-@pytest.mark.load
 def test_train_classifier_does_not_replace_an_output_that_is_not_a_regular_file(tmp_path, ml_data_dir):
     """`sophia ml train-classifier FILE -o /dev/null` (as root, as in a container): `_check_writable`
     refuses a directory only, and `heads.save` renames its zip over the path, so /dev/null itself

@@ -30,6 +30,8 @@ from sophia.events.connection import NatsConnection
 from sophia.events.streams import stream_specs
 from sophia.workers.sinks import store_events
 
+pytestmark = pytest.mark.load  # hundreds of edge cases: the fast tier keeps the 30 s it has
+
 JSON = {"content-type": "application/json"}
 NDJSON = {"content-type": "application/x-ndjson"}
 
@@ -255,7 +257,6 @@ async def test_a_batch_naming_one_id_twice_is_refused_or_keeps_both(events_clien
     assert kept == accepted, f"accepted {accepted}, stored {kept}"
 
 
-@pytest.mark.load
 async def test_an_events_body_that_stops_arriving_is_a_408_like_bulk(own_streams, api_keys):
     """Found here, fixed. `POST /api/v1/records:bulk` answers 408 once its body stops for
     `SOPHIA_BODY_IDLE_TIMEOUT_S`; `POST /api/v1/events` reads its body (up to 16 MB) with
