@@ -8,15 +8,15 @@ when it did what it says. Against the session's real engines; in-process through
 failure cannot hang the run, else in a process of its own with a deadline (those are in the load
 tier, with the ones that build the encoder or start a stack).
 
-Every test was written failing, on a defect this file found; all are fixed but one, a strict
-expected failure with its reason (each job's parameter checks live in the workers): settings checked
+Every test was written failing, on a defect this file found; all are fixed: settings checked
 at start (engine URLs, pool sizes, finite timeouts of at most a day), a changed migration, a
 malformed dead letter, dead letters that cannot go back named as such, `dlq` needing NATS alone,
 `tail`'s bad positions, undecodable channels, non-WebSocket servers, 404s and services never
 reached, `keys create` given two scopes, an invisible name or no output to print to, `env` quoted
 for `eval`, `jobs submit` given a parameter twice or a key past its index, `serve` on a taken port,
 `up` with a bad data directory, an unreachable configured engine or a stack already running there,
-a label holding a NUL, and the classifier's `-o` naming no regular file."""
+a label holding a NUL, the classifier's `-o` naming no regular file, and job parameters the job
+would refuse (one rule, `sophia.workers.jobs.params_problem`, where it runs and before it is queued)."""
 
 from __future__ import annotations
 
@@ -289,10 +289,6 @@ def queued_jobs(database_url: str) -> int:
     return fetchval(database_url, "SELECT count(*) FROM sophia_core.jobs")  # type: ignore[return-value]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not yet: each job's parameter checks live in the workers; the CLI would need them shared",
-)
 @pytest.mark.parametrize(
     "params",
     [("batch_size=0",), ("batch_size=-3",), ("batch_size=lots",), ("kind=5",)],

@@ -131,6 +131,10 @@ def submit_command(
         twice = next(name for name in names if names.count(name) > 1)
         raise typer.BadParameter(f"{twice} is given twice; give it once", param_hint="--param")
     params = dict(pairs)
+    from sophia.workers.jobs import params_problem
+
+    if (problem := params_problem(kind, params)) is not None:  # sure to fail: not queued
+        raise typer.BadParameter(problem.rstrip("."), param_hint="--param")
     job, created = _with_queue(lambda queue: queue.submit(kind, params, idempotency_key=key), needs_nats=True)
     if created:
         console.print(f"Submitted job {job.id} ({job.kind}).", markup=False, highlight=False)

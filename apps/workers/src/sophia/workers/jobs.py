@@ -112,6 +112,20 @@ class JobQueue:
         return job
 
 
+def params_problem(kind: str, params: Mapping[str, Any]) -> str | None:
+    """What the job `kind` refuses in `params`, or None: the one rule the handler applies and
+    `sophia jobs submit` checks before queueing (a job sure to fail is not queued)."""
+    if kind == REPROCESS_RECORDS:
+        if not all(
+            params.get(name) is None or isinstance(params[name], str) for name in ("source_system", "kind")
+        ):
+            return "source_system and kind must be strings (or absent: any)."
+        batch = params.get("batch_size")
+        if batch is not None and (not isinstance(batch, int) or isinstance(batch, bool) or batch < 1):
+            return "batch_size must be a positive integer."
+    return None
+
+
 def default_handlers(database: Database, timeout_s: float, reprocess_batch: int = 1000) -> dict[str, Handler]:
     """Sophia's job kinds: `refresh_active_deals` (check the view against the catalog and mend it),
     `announce_active_deals` (a `view.refreshed` after deal changes) and `reprocess_records`."""
@@ -129,12 +143,10 @@ def default_handlers(database: Database, timeout_s: float, reprocess_batch: int 
     async def reprocess_records(job: Job) -> dict[str, Any]:
         """`record.upserted` again for the live records matching {source_system, kind}, in batches;
         progress is saved with each batch, so a retry resumes after the last one."""
+        if (problem := params_problem(REPROCESS_RECORDS, job.params)) is not None:
+            raise Invalid(problem)
         source_system, kind = job.params.get("source_system"), job.params.get("kind")
         batch = job.params.get("batch_size", reprocess_batch)
-        if not all(value is None or isinstance(value, str) for value in (source_system, kind)):
-            raise Invalid("source_system and kind must be strings (or absent: any).")
-        if not isinstance(batch, int) or batch < 1:
-            raise Invalid("batch_size must be a positive integer.")
         progress = job.result or {}
         after = UUID(progress["after"]) if progress.get("after") else None
         emitted = int(progress.get("emitted", 0))
