@@ -8,6 +8,10 @@ from datetime import datetime
 
 IDENTIFIER_PATTERN = r"^[a-z][a-z0-9_\-]{0,62}$"
 """`source_system` and `kind`: lowercase, start with a letter, at most 63 characters."""
+MAX_DATA_FILTERS = 20
+"""The most `data.<key>=<value>` equality filters a list or a search takes: each is a containment
+test PostgreSQL binds (16,384 of them ran past asyncpg's 32,767 arguments, an `InterfaceError` the
+breaker counted as PostgreSQL down)."""
 
 EXTERNAL_ID_MAX_LENGTH = 256
 EXTERNAL_ID_PATTERN = r"^[^\x00]+$"

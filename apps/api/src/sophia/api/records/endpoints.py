@@ -22,6 +22,7 @@ from sophia.core.records import (
     EXTERNAL_ID_MAX_LENGTH,
     EXTERNAL_ID_PATTERN,
     IDENTIFIER_PATTERN,
+    MAX_DATA_FILTERS,
     RecordFilter,
     RecordKey,
 )
@@ -39,9 +40,6 @@ ExternalId = Annotated[
 ]
 
 LIST_PARAMETERS = {"source_system", "kind", "updated_since", "limit", "cursor"}
-MAX_DATA_FILTERS = 20
-"""As search takes: each is a containment test PostgreSQL binds (16,384 of them ran past asyncpg's
-32,767 arguments, an `InterfaceError` the breaker counted as PostgreSQL down)."""
 NDJSON_TYPES = {
     "application/x-ndjson",
     "application/ndjson",

@@ -13,7 +13,6 @@ import orjson
 from pydantic import ValidationError
 
 from sophia.api.pages import json_page
-from sophia.api.problems import BodyTimedOut, stalled_detail
 from sophia.api.records.schemas import RecordLine, check_storable
 from sophia.api.records.spool import Spool, Spools
 from sophia.cache import CacheResult, Loaded, TieredCache
@@ -180,20 +179,6 @@ def parse_line(number: int, line: bytes) -> StagedRow:
     )
 
 
-async def arriving(chunks: AsyncIterable[bytes], idle_timeout_s: float) -> AsyncIterator[bytes]:
-    """`chunks`, or `BodyTimedOut` once none has come for `idle_timeout_s`."""
-    iterator = aiter(chunks)
-    while True:
-        try:
-            async with asyncio.timeout(idle_timeout_s):
-                chunk = await anext(iterator)
-        except StopAsyncIteration:
-            return
-        except TimeoutError:
-            raise BodyTimedOut(stalled_detail(idle_timeout_s)) from None
-        yield chunk
-
-
 async def spool_rows(
     chunks: AsyncIterable[bytes], spool: Spool, max_line_bytes: int, scopes: set[tuple[str, str]]
 ) -> int:
@@ -245,8 +230,8 @@ async def bulk_ingest(
     settings = database.settings
     scopes: set[tuple[str, str]] = set()
     with spools.spool() as spool:
-        body = arriving(chunks, settings.body_idle_timeout_s)
-        received = await spool_rows(body, spool, max_line_bytes, scopes)
+        # a body that stops arriving is refused where every body is read (the middleware: 408)
+        received = await spool_rows(chunks, spool, max_line_bytes, scopes)
         rows = await spool.finish()
         try:
             async with database.connection() as connection:

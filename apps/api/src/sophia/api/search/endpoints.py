@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sophia.api.dependencies import Reader
 from sophia.api.records.schemas import Moment, PlainText
 from sophia.api.state import AppState
-from sophia.core.records import IDENTIFIER_PATTERN, RecordFilter
+from sophia.core.records import IDENTIFIER_PATTERN, MAX_DATA_FILTERS, RecordFilter
 from sophia.database import search
 from sophia.web.pages import SearchHit as PageHit
 
@@ -29,7 +29,7 @@ class SearchFilters(BaseModel):
     source_system: str | None = Field(None, pattern=IDENTIFIER_PATTERN)
     kind: str | None = Field(None, pattern=IDENTIFIER_PATTERN)
     updated_since: Moment = None
-    data: dict[PlainText, PlainText] = Field(default_factory=dict, max_length=20)
+    data: dict[PlainText, PlainText] = Field(default_factory=dict, max_length=MAX_DATA_FILTERS)
 
 
 class SearchIn(BaseModel):
