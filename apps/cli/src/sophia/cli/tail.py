@@ -24,6 +24,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.uri import parse_uri
 
 from sophia.cli import endpoints
+from sophia.core.documents import text_problem
 from sophia.shared.resilience import backoff_delays
 from sophia.shared.settings import Settings
 
@@ -121,11 +122,7 @@ def parse_since(text: str | None) -> dict[str, Any] | None:
 
 def _text(value: str) -> bool:
     """Whether `value` can be sent (a shell may hand over bytes that are no UTF-8)."""
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
+    return text_problem(value) is None
 
 
 def _line(frame: dict[str, Any]) -> None:

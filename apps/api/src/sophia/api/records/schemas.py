@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-from sophia.core.documents import describe, document_problem
+from sophia.core.documents import describe, document_problem, text_problem
 from sophia.core.records import EXTERNAL_ID_MAX_LENGTH, EXTERNAL_ID_PATTERN, IDENTIFIER_PATTERN
 
 
@@ -21,14 +21,14 @@ def _representable(value: datetime | None) -> datetime | None:
     return value
 
 
-def _no_nul(value: str) -> str:
-    if "\x00" in value:
-        raise ValueError("contains a NUL character, which PostgreSQL cannot store")
+def _storable_text(value: str) -> str:
+    if (problem := text_problem(value)) is not None:
+        raise ValueError(problem)
     return value
 
 
-PlainText = Annotated[str, AfterValidator(_no_nul)]
-"""Text a query compares in PostgreSQL: no NUL (it would be refused there, naming no field)."""
+PlainText = Annotated[str, AfterValidator(_storable_text)]
+"""Text a query compares in PostgreSQL: no NUL, no lone surrogate (refused there, naming no field)."""
 Moment = Annotated[AwareDatetime | None, AfterValidator(_representable)]
 """A timestamp with its UTC offset (RFC 3339), one that exists in UTC: what every route takes (a
 time without an offset would be read in the server's own time zone)."""
