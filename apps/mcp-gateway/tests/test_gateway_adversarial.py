@@ -747,6 +747,16 @@ def garbage_server() -> Any:
     return server
 
 
+async def body_messages(receive: Any) -> list[Any]:
+    """A request's body messages, up to the last (an upstream wrapper reads it, then replays it)."""
+    read = []
+    while True:
+        message = await receive()
+        read.append(message)
+        if not message.get("more_body"):
+            return read
+
+
 def answering_garbage(app: Any) -> Any:
     """`app`, except that a `tools/call` of one of `GARBAGE_TOOLS` (or `hang`) is answered with
     what its name says."""
@@ -755,12 +765,7 @@ def answering_garbage(app: Any) -> Any:
         if scope["type"] != "http" or scope["method"] != "POST":
             await app(scope, receive, send)
             return
-        read = []
-        while True:
-            message = await receive()
-            read.append(message)
-            if not message.get("more_body"):
-                break
+        read = await body_messages(receive)
         request = json.loads(b"".join(message.get("body", b"") for message in read) or b"null")
         params = request.get("params") if isinstance(request, dict) else None
         name = (
@@ -847,12 +852,7 @@ def hanging_on_tools_list(app: Any) -> Any:
         if scope["type"] != "http" or scope["method"] != "POST":
             await app(scope, receive, send)
             return
-        read = []
-        while True:
-            message = await receive()
-            read.append(message)
-            if not message.get("more_body"):
-                break
+        read = await body_messages(receive)
         if b'"tools/list"' in b"".join(message.get("body", b"") for message in read):
             await anyio.sleep_forever()
 
