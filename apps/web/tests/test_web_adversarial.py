@@ -12,6 +12,7 @@ key sent as the session cookie, which the pages refuse (`test_an_api_key_in_the_
 
 from __future__ import annotations
 
+import html
 import itertools
 import json
 import re
@@ -571,11 +572,11 @@ async def test_a_cookie_authenticated_write_with_a_lone_surrogate_is_a_4xx(brows
         assert 400 <= response.status_code < 500, (body, response.status_code, response.text)
 
 
-async def test_the_trend_charts_json_carries_hostile_labels_without_ending_its_script(
+async def test_the_trend_charts_json_carries_hostile_labels_without_ending_its_attribute(
     browser, api_keys, client, app
 ):
     """Sentiment and topic labels (the models' words, stored as they came) reach the charts as
-    JSON inside `<script type="application/json">`: no label can close that element early."""
+    JSON in the chart's `data-weeks` attribute: no label can close that attribute early."""
     source = f"evil{uuid.uuid4().hex[:8]}"
     written = await client.put(f"/api/v1/records/{source}/message/m-1", json={"data": {"text": EVIL}})
     assert written.status_code in {200, 201}, written.text
@@ -602,16 +603,13 @@ async def test_the_trend_charts_json_carries_hostile_labels_without_ending_its_s
     await sign_in(browser, api_keys["read"])
     fragment = await browser.get("/ui/analytics", params={"source_system": source})
     assert fragment.status_code == 200, fragment.text
-    scripts = re.findall(
-        r'<script type="application/json" data-chart-data="(\w+)">(.*?)</script>', fragment.text, re.S
-    )
-    charts = {name: json.loads(text) for name, text in scripts}
+    boxes = re.findall(r'<div class="chart" data-chart="(\w+)" data-weeks="([^"]*)"></div>', fragment.text)
+    charts = {name: json.loads(html.unescape(text)) for name, text in boxes}
     assert set(charts) == {"sentiment", "topics"}, fragment.text
     assert [list(week["counts"]) for week in charts["topics"]] == [[label]]
     assert [list(week["counts"]) for week in charts["sentiment"]] == [[label]]
-    for _, text in scripts:
-        assert "<" not in text
-        assert ">" not in text
+    for _, text in boxes:  # the label's quotes and brackets escaped: the attribute ends where it should
+        assert not set(text) & set("<>'")
     assert_no_raw_markup(fragment.text)
 
 

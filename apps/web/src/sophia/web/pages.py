@@ -154,10 +154,11 @@ def _when(value: object) -> str:
     return "—" if value is None else str(value)
 
 
-def _json_script(value: object) -> Markup:
-    """JSON safe inside `<script type="application/json">` (no `</script>` can end it early)."""
-    text = orjson.dumps(value, default=_plain).decode()
-    return Markup(text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))  # noqa: S704
+def _json_text(value: object) -> str:
+    """JSON for an attribute (`data-weeks`), escaped there by the templates' autoescape. Not a
+    `<script type="application/json">`: htmx drops every script of a fragment it swaps in while
+    `allowScriptTags` is off (the pages' setting), and the charts lost their data on each refresh."""
+    return orjson.dumps(value, default=_plain).decode()
 
 
 def _plain(value: object) -> object:
@@ -213,7 +214,7 @@ def environment() -> Environment:
         lstrip_blocks=True,
     )
     env.filters.update(
-        number=_number, percent=_percent, when=_when, json_script=_json_script, highlight=highlight
+        number=_number, percent=_percent, when=_when, json_text=_json_text, highlight=highlight
     )
     env.globals.update(
         htmx=vendored("htmx.org") + "/htmx.min.js",

@@ -45,9 +45,8 @@ function drawCharts(root = document) {
   if (typeof uPlot === "undefined") return;
   for (const box of root.querySelectorAll("[data-chart]")) {
     const name = box.dataset.chart;
-    const source = root.querySelector(`[data-chart-data="${name}"]`) ?? document.querySelector(`[data-chart-data="${name}"]`);
-    if (!source) continue;
-    const weeks = JSON.parse(source.textContent);
+    if (box.dataset.weeks === undefined) continue;
+    const weeks = JSON.parse(box.dataset.weeks);
     charts.get(name)?.destroy();
     box.replaceChildren();
     if (!weeks.length) {
