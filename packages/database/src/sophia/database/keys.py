@@ -67,6 +67,12 @@ async def create(
     return ApiKey(**dict(row)), secret
 
 
+async def active_prefixes(connection: Connection) -> list[str]:
+    """The public prefixes of the keys not revoked."""
+    rows = await connection.fetch("SELECT prefix FROM sophia_core.api_keys WHERE revoked_at IS NULL")
+    return [row["prefix"] for row in rows]
+
+
 async def find_active(connection: Connection, secret: str) -> ApiKey | None:
     row = await connection.fetchrow(
         """SELECT id, name, prefix, scope, created_at, revoked_at FROM sophia_core.api_keys

@@ -24,6 +24,9 @@ KEY_SHAPE = re.compile(r"sk_[0-9a-f]{8}_[A-Za-z0-9_\-]{43}")
 
 KEY_LOOKUPS = Counter("sophia_api_key_lookups_total", "API keys looked up in PostgreSQL")
 
+PREFIX_SLOT = "prefix:"
+"""The failure counts of guesses at one key prefix sit beside those of addresses, named so."""
+
 SCOPE_RANK = {"read": 0, "write": 1, "admin": 2}
 """admin may do what write may, write what read may."""
 
@@ -37,7 +40,13 @@ class KeyVerifier:
 
     Unknown keys cost PostgreSQL at most once each per `miss_ttl_s`, and an address whose keys
     failed `failure_limit` times within `failure_window_s` is answered 429 without a lookup: a
-    flood of made-up keys reaches the database a bounded number of times a second."""
+    flood of made-up keys reaches the database a bounded number of times a second.
+
+    Callers of one host share an address, so a blocked address still lets through a key whose
+    public prefix is one of an active key (the prefixes are read from PostgreSQL at most once per
+    `miss_ttl_s`, and only while some address is blocked): a made-up key hits a real prefix about
+    once in four billion guesses. Guesses at a known prefix are limited per prefix instead, the
+    same `failure_limit` per `failure_window_s`."""
 
     def __init__(
         self,
@@ -63,6 +72,9 @@ class KeyVerifier:
         """Per client address: when its window began, and its failures in it."""
         self._lookups: dict[str, asyncio.Future[ApiKey | None]] = {}
         """The lookup in flight of each key."""
+        self._prefixes: frozenset[str] = frozenset()
+        self._prefixes_read = -math.inf
+        self._prefixes_lookup: asyncio.Future[frozenset[str]] | None = None
 
     @classmethod
     def from_settings(
@@ -91,13 +103,21 @@ class KeyVerifier:
         if (key := self.remembered(secret)) is not None:
             return key
         now = time.monotonic()
-        began, failed = self._failures.get(address, (now, 0))
-        if now - began < self.failure_window_s and failed >= self.failure_limit:
-            retry_s = max(1, math.ceil(began + self.failure_window_s - now))
-            raise TooManyRequests(
-                f"Too many requests with keys that did not verify from this address; retry in {retry_s} s.",
-                retry_after_s=retry_s,
-            )
+        if (retry_s := self._blocked(address, now)) is not None:
+            prefix = await self._known_prefix(secret, now)
+            if prefix is None:
+                raise TooManyRequests(
+                    "Too many requests with keys that did not verify from this address; "
+                    f"retry in {retry_s} s.",
+                    retry_after_s=retry_s,
+                )
+            address = f"{PREFIX_SLOT}{prefix}"  # another caller's key, or a guess at it: limited by prefix
+            if (retry_s := self._blocked(address, now)) is not None:
+                raise TooManyRequests(
+                    f"Too many requests with keys of prefix {prefix} that did not verify; "
+                    f"retry in {retry_s} s.",
+                    retry_after_s=retry_s,
+                )
         if secret in self._verified or secret in self._lookups:
             # Verified before and due for a check, or already being looked up for another request
             # (counted once, by that one): not one more guess. Counted only if it fails.
@@ -119,6 +139,37 @@ class KeyVerifier:
             raise
         self._take_back(address, window)
         return key
+
+    def _blocked(self, address: str, now: float) -> int | None:
+        """Seconds until `address` may try again, None if it is under its limit."""
+        began, failed = self._failures.get(address, (now, 0))
+        if now - began < self.failure_window_s and failed >= self.failure_limit:
+            return max(1, math.ceil(began + self.failure_window_s - now))
+        return None
+
+    async def _known_prefix(self, secret: str, now: float) -> str | None:
+        """The prefix of `secret` if it is shaped as a key and an active key has that prefix."""
+        if not KEY_SHAPE.fullmatch(secret):
+            return None
+        prefix = secret[len(keys.KEY_PREFIX) + 1 : len(keys.KEY_PREFIX) + 9]
+        if prefix not in self._prefixes and now - self._prefixes_read >= self.miss_ttl_s:
+            if self._prefixes_lookup is None:  # one read at a time, however many requests wait
+                self._prefixes_lookup = asyncio.ensure_future(self._read_prefixes())
+            lookup = self._prefixes_lookup
+            try:
+                self._prefixes = await asyncio.shield(lookup)
+            except Unavailable:
+                pass  # the address's 429 stands: PostgreSQL is asked again after `miss_ttl_s`
+            finally:
+                if self._prefixes_lookup is lookup and lookup.done():
+                    self._prefixes_lookup = None
+                    self._prefixes_read = time.monotonic()
+        return prefix if prefix in self._prefixes else None
+
+    async def _read_prefixes(self) -> frozenset[str]:
+        async with self.database.connection() as connection:
+            KEY_LOOKUPS.inc()
+            return frozenset(await keys.active_prefixes(connection))
 
     def _count_failure(self, address: str, now: float) -> float:
         """One more failure for `address`; the start of the window it was counted in."""
