@@ -198,7 +198,6 @@ async def test_keys_that_may_not_write_or_are_not_remembered_go_the_long_way(set
     [
         "/api/v1/records/Hubspot/deal/d-1",  # the route's 422: not an identifier
         "/api/v1/records/hubspot/deal",  # another route (or none)
-        "/api/v1/records/hubspot/deal/a/b",
         "/api/v1/records/hubspot/deal/" + "x" * 257,
         "/api/v1/records/hubspot/deal/a\x00b",
         "/api/v1/records:bulk",
@@ -212,6 +211,9 @@ def test_a_canonical_path_names_its_record():
     assert record_key_of("/api/v1/records/hubspot/deal/Deal 7: ü") == RecordKey(
         "hubspot", "deal", "Deal 7: ü"
     )
+    assert record_key_of("/api/v1/records/drive/doc/team/q3/plan.md") == RecordKey(
+        "drive", "doc", "team/q3/plan.md"
+    )  # the rest of the path, as the route takes it
 
 
 async def test_a_failure_that_is_no_sophia_error_is_the_applications_logged_500_from_the_front_door(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -181,17 +182,11 @@ async def test_the_search_filters_take_the_same_timestamps_as_the_records_list(c
 # --- POST /api/v1/records:bulk ------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not yet decided: refuse `/` in an external id (bulk creates what no route reaches) or "
-    "route `{external_id:path}`; either changes a contract",
-)
 async def test_a_record_bulk_accepts_can_be_deleted_by_its_key(client):
-    """Found here, not yet fixed (xfail).
-    Bulk accepts any external_id but NUL (EXTERNAL_ID_PATTERN), "a/b" included, but no
-    single-record route can name it: the path's %2F is decoded before routing, so DELETE (and PUT)
-    of /api/v1/records/<s>/note/a%2Fb is a 404 "Not Found" of the router, and the record can never
-    be deleted or replaced on its own. Either bulk refuses the id, naming it, or the routes reach it."""
+    """Found here, fixed. Bulk accepts any external_id but NUL, "a/b" included, but no
+    single-record route could name it: the path's %2F is decoded before routing, so DELETE (and
+    PUT) of /api/v1/records/<s>/note/a%2Fb was a 404 of the router, and the record could never be
+    deleted or replaced on its own. The routes take the rest of the path as the external id now."""
     system = source()
     line = orjson.dumps({"source_system": system, "kind": "note", "external_id": "a/b", "data": {}})
     written = await client.post("/api/v1/records:bulk", content=line + b"\n", headers=NDJSON)
@@ -199,8 +194,17 @@ async def test_a_record_bulk_accepts_can_be_deleted_by_its_key(client):
         assert names(assert_problem(written, 422), ["line", 1, "external_id"])
         return
     assert written.json()["created"] == 1, written.text
+    replaced = await client.put(f"/api/v1/records/{system}/note/a/b", json={"data": {"n": 2}})
+    assert replaced.status_code == 200, replaced.text
+    assert replaced.json()["external_id"] == "a/b"
+    assert replaced.json()["data"] == {"n": 2}
     deleted = await client.delete(f"/api/v1/records/{system}/note/a%2Fb")
     assert deleted.status_code == 204, deleted.text
+    again = await client.delete(f"/api/v1/records/{system}/note/a/b")
+    assert again.status_code == 404, again.text
+    for odd in ("a\n", "a\nb", "a/", "/a"):  # newlines and edge slashes kept, as bulk keeps them
+        put = await client.put(f"/api/v1/records/{system}/note/{quote(odd, safe='')}", json={"data": {}})
+        assert (put.status_code, put.json()["external_id"]) == (201, odd), put.text
 
 
 async def test_a_bulk_body_starting_with_a_bom_is_refused_naming_line_1_and_writes_nothing(client):

@@ -56,7 +56,7 @@ def record_key_of(path: str) -> RecordKey | None:
     """The record a PUT's path names when the route would take each part as it is; else None."""
     if not path.startswith(RECORDS_PREFIX):
         return None
-    parts = path[len(RECORDS_PREFIX) :].split("/")
+    parts = path[len(RECORDS_PREFIX) :].split("/", 2)  # an external id may hold `/`, as on the route
     if len(parts) != 3:
         return None
     source_system, kind, external_id = parts

@@ -12,7 +12,15 @@ from prometheus_client.metrics import Histogram
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sophia.api.problems import BodyEncoded, BodyStalled, BodyTooLarge, log_kind, problem, too_large
+from sophia.api.problems import (
+    BodyEncoded,
+    BodyStalled,
+    BodyTooLarge,
+    log_kind,
+    problem,
+    route_template,
+    too_large,
+)
 from sophia.shared.logging import CLIENT_LINES, get_logger
 from sophia.shared.metrics import HTTP_LATENCY
 from sophia.shared.settings import Settings
@@ -124,8 +132,7 @@ class RequestContext:
             await self.app(scope, limited_receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
-            route = scope.get("route")
-            template = getattr(route, "path", "unmatched")
+            template = route_template(scope) or "unmatched"
             method = scope["method"] if scope["method"] in METHODS else "OTHER"
             latency(method, template, status).observe(elapsed)
             if self.access_log or status >= 500 or elapsed >= self.slow_request_s:

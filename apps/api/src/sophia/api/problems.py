@@ -39,10 +39,16 @@ answer there set it: the key gate, the models' admission, the front doors), so t
 refused by one of them does not use up the lines another's failures are logged in."""
 
 
+def route_template(scope: Mapping[str, Any]) -> str | None:
+    """The matched route's path as its docs write it: `{external_id}`, not `{external_id:path}`
+    (metrics and logs label requests by it)."""
+    route = scope.get("route")
+    return getattr(route, "path_format", None) or getattr(route, "path", None)
+
+
 def log_kind(scope: Mapping[str, Any]) -> str:
     """The matched route's template, else what answered before routing, else `unmatched`."""
-    route = getattr(scope.get("route"), "path", None)
-    return route or scope.get(LOG_KIND_KEY) or "unmatched"
+    return route_template(scope) or scope.get(LOG_KIND_KEY) or "unmatched"
 
 
 PROBLEM_TYPE = "application/problem+json"

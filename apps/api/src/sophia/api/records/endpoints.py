@@ -8,6 +8,7 @@ from uuid import UUID
 
 import orjson
 from fastapi import APIRouter, Header, Path, Query, Request, Response
+from starlette.convertors import StringConvertor, register_url_convertor
 
 from sophia.api.auth import authorize
 from sophia.api.dependencies import Reader, Writer, check_query
@@ -30,12 +31,26 @@ from sophia.database.catalog import StoredRecord
 
 router = APIRouter(prefix="/api/v1", tags=["records"])
 
+
+class RestOfPath(StringConvertor):
+    """The rest of the path, whatever it holds: an external id may have `/` in it, and the stock
+    `path` convertor (`.*`) would stop at a newline and let the route's `$` drop a final one."""
+
+    regex = r"[\s\S]+"
+
+
+register_url_convertor("rest", RestOfPath())
+
 SourceSystem = Annotated[str, Path(pattern=IDENTIFIER_PATTERN, examples=["hubspot"])]
 Kind = Annotated[str, Path(pattern=IDENTIFIER_PATTERN, examples=["deal"])]
 ExternalId = Annotated[
     str,
     Path(
-        min_length=1, max_length=EXTERNAL_ID_MAX_LENGTH, pattern=EXTERNAL_ID_PATTERN, examples=["deal-1001"]
+        min_length=1,
+        max_length=EXTERNAL_ID_MAX_LENGTH,
+        pattern=EXTERNAL_ID_PATTERN,
+        examples=["deal-1001"],
+        description="The record's id in its source system; any text but NUL, `/` included (as is or `%2F`).",
     ),
 ]
 
@@ -77,7 +92,7 @@ def _parse_if_none_match(value: str | None) -> bool:
 
 
 @router.put(
-    "/records/{source_system}/{kind}/{external_id}",
+    "/records/{source_system}/{kind}/{external_id:rest}",
     response_model=RecordOut,
     status_code=200,
     responses={
@@ -134,7 +149,7 @@ def write_headers(stored: StoredRecord) -> dict[str, str]:
 
 
 @router.delete(
-    "/records/{source_system}/{kind}/{external_id}",
+    "/records/{source_system}/{kind}/{external_id:rest}",
     status_code=204,
     responses={
         404: {"description": "No such record"},
