@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import math
 import secrets
 from collections import Counter, deque
@@ -109,7 +110,7 @@ export function embeddings() {  // every input new (a random start), so the pred
   const inputs = [];
   for (let i = 0; i < parseInt(env.EMBED_INPUTS, 10); i++) inputs.push(random(ALNUM, prefix) + filler);
   const body = `{"model":"all-MiniLM-L6-v2","input":["${inputs.join('","')}"]}`;
-  http.post(`${env.BASE_URL}/v1/embeddings`, body, reader);
+  http.post(`${env.EMBED_URL}/v1/embeddings`, body, reader);
 }
 export function readyz() { http.get(`${env.BASE_URL}/readyz`, { timeout }); }
 """
@@ -169,6 +170,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default=",".join(ATTACKERS),
         help=f"which attack (default: all of {','.join(ATTACKERS)})",
     )
+    parser.add_argument(
+        "--embeddings-apart",
+        action="store_true",
+        help="send the embeddings attack to a process of its own (one more API, one worker), as an ML "
+        "service apart from the API would take it",
+    )
     parser.add_argument("--embed-inputs", type=int, default=256, help="inputs of an embeddings request")
     parser.add_argument("--embed-chars", type=int, help="characters an input (default: the body limit's)")
     harness.add_common_arguments(parser, timed=False)
@@ -192,6 +199,8 @@ class Load:
     api: harness.ApiServer
     variables: dict[str, str]
     options: argparse.Namespace
+    embedder: harness.ApiServer | None = None
+    """The process the embeddings attack goes to when not the API (`--embeddings-apart`)."""
 
     async def run(
         self, per_s: dict[str, float], duration_s: float, source: str, nice: int | None = 0
@@ -262,8 +271,11 @@ async def run_phase(load: Load, write_key: str, scale: float) -> tuple[Traffic, 
 
 def phase(load: Load, write_key: str, scale: float) -> Phase:
     assert load.api.pid is not None
+    roots = {"api": load.api.pid}
+    if load.embedder is not None and load.embedder.pid is not None:
+        roots["embedder"] = load.embedder.pid
     # k6, run to its end by this process, apart from this process's own work
-    with harness.CpuSplit({"api": load.api.pid}, reaped_as={"benchmark": "k6"}) as split:
+    with harness.CpuSplit(roots, reaped_as={"benchmark": "k6"}) as split:
         good, attackers, stalls = harness.run_async(run_phase(load, write_key, scale))
     return Phase(good, attackers, stalls, split.seconds)
 
@@ -354,8 +366,19 @@ def measure(env: harness.Environment, options: argparse.Namespace) -> dict[str, 
         "EMBED_INPUTS": str(options.embed_inputs),
         "EMBED_CHARS": str(options.embed_chars),
     }
-    with harness.ApiServer(env, server=options.server, extra_env=extra_env, ready_timeout_s=180) as api:
-        load = Load(api, {**variables, "BASE_URL": api.base_url}, options)
+    with contextlib.ExitStack() as stack:
+        api = stack.enter_context(
+            harness.ApiServer(env, server=options.server, extra_env=extra_env, ready_timeout_s=180)
+        )
+        embedder = None
+        if options.embeddings_apart:
+            embedder = stack.enter_context(
+                harness.ApiServer(
+                    env, server=options.server, workers=1, extra_env=extra_env, ready_timeout_s=180
+                )
+            )
+        embed_url = api.base_url if embedder is None else embedder.base_url
+        load = Load(api, {**variables, "BASE_URL": api.base_url, "EMBED_URL": embed_url}, options, embedder)
         if options.warmup > 0:
             harness.run_async(load.run({"good": options.rate}, options.warmup, harness.HOST))
         start = server_state(load, f"{prefix}epoch")
@@ -404,6 +427,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "attackers_from": options.attackers_from,
         "guessers_from": options.guessers_from,
         "embed_request": {"inputs": options.embed_inputs, "chars": options.embed_chars},
+        "embeddings_apart": options.embeddings_apart,
         "quiet": quiet.good.as_dict(),
         "attacked": attacked.good.as_dict(),
         "ratio": round(ratio, 3),
@@ -459,7 +483,8 @@ def summary(result: dict[str, Any], options: argparse.Namespace) -> str:
     lines = [
         f"a good client at {options.rate:g} req/s (GET by id, PUT) for {options.duration:g} s, quiet "
         f"then under attack (x{options.attack_scale:g}; from {options.attackers_from}, made-up keys "
-        f"from {options.guessers_from}; the API on {options.server})",
+        f"from {options.guessers_from}; the API on {options.server}"
+        f"{'; the embeddings attack to a process of its own' if options.embeddings_apart else ''})",
         good("quiet", result["quiet"]),
         good("attacked", result["attacked"]),
         f"  ratio attacked p99 / quiet p99 {result['ratio']:.2f} (goal <= {GOAL_P99_RATIO:g})",
