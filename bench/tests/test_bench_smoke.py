@@ -352,6 +352,18 @@ def test_hostile_measures_the_good_client_quiet_then_under_every_attack(capsys):
     assert_printed(capsys, result)
 
 
+def test_hostile_sends_the_embeddings_attack_to_a_process_of_its_own_when_asked(capsys):
+    common = ["--records", "50", "--duration", "2", "--warmup", "0", "--lead", "1", "--attack-scale", "0.05"]
+    only = ["--attackers", "embeddings", "--embed-inputs", "2", "--embed-chars", "100", "--json"]
+    result = load("hostile").main([*common, *only, "--embeddings-apart"])
+    assert result["embeddings_apart"] is True
+    embeddings = result["attackers"]["embeddings"]
+    assert embeddings["requests"] > 0
+    assert sum(embeddings["statuses"].values()) == embeddings["requests"]
+    assert result["cpu_s"]["attacked"]["embedder"] > 0  # the process that answered them, counted apart
+    assert_printed(capsys, result)
+
+
 @pytest.mark.parametrize(("given", "taken"), [("idle", "idle"), ("0", "0"), ("19", "19")])
 def test_hostile_takes_idle_or_a_nice_step_as_the_attackers_priority(given, taken):
     assert load("hostile").parse(["--attackers-priority", given]).attackers_priority == taken
