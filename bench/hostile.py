@@ -470,11 +470,14 @@ def slow_seconds(label: str, side: dict[str, Any], quiet_p99_ms: float) -> str:
 
 def summary(result: dict[str, Any], options: argparse.Namespace) -> str:
     def good(label: str, side: dict[str, Any]) -> str:
+        by_method = ", ".join(
+            f"{method} {ms:.2f} ms" for method, ms in (side["p99_ms_by_method"] or {}).items()
+        )
         return (
             f"  {label:<9}{side['requests']:>7,} requests  errors {side['errors']:,}"
             f"  dropped {side['dropped']:,}"
             f"  p50 {side['p50_ms']:7.2f} ms  p99 {side['p99_ms']:8.2f} ms  max {side['max_ms']:8.2f} ms"
-            f"  ({tally(side['statuses'])})"
+            f"  ({tally(side['statuses'])}; p99 by method {by_method})"
         )
 
     stalled, log = result["stalled_uploads"], result["server_log"]["attacked"]

@@ -79,6 +79,8 @@ class Traffic:
     second_max_ms: list[float] | None = None
     """The longest answer of each second of the run, in order (`k6_mix(..., seconds=True)`): shows
     whether a tail is a few bad seconds or spread over all of them."""
+    p99_ms_by_method: dict[str, float] | None = None
+    """The p99 of each HTTP method's answers (`seconds=True`): whether a tail is reads or writes."""
 
     @property
     def errors(self) -> int:
@@ -185,24 +187,43 @@ async def k6_mix(
             tail = output.read_text(errors="replace")[-2000:]
             raise RuntimeError(f"k6 failed ({process.returncode}): {tail}")
         metrics = orjson.loads(summary.read_bytes())
-        longest = _second_max_ms(points) if seconds else {}
+        longest, by_method = _answer_times(points) if seconds else ({}, {})
     return {
-        name: replace(_traffic(metrics, name, rate), second_max_ms=longest.get(name))
+        name: replace(
+            _traffic(metrics, name, rate),
+            second_max_ms=longest.get(name),
+            p99_ms_by_method=by_method.get(name),
+        )
         for name, rate in per_s.items()
     }
 
 
-def _second_max_ms(points: Path) -> dict[str, list[float]]:
-    """Per scenario, the longest answer of each second, from k6's JSON output (one object a line;
-    an answer's time is written to the second first, so its first 19 characters name its second)."""
+def _answer_times(points: Path) -> tuple[dict[str, list[float]], dict[str, dict[str, float]]]:
+    """Per scenario, from k6's JSON output (one object a line): the longest answer of each second
+    (an answer's time is written to the second first, so its first 19 characters name its second),
+    and the p99 of each method's answers (nearest rank, as k6's own)."""
     longest: dict[str, dict[str, float]] = {}
+    times: dict[str, dict[str, list[float]]] = {}
     with points.open("rb") as lines:
         for line in lines:
             point = orjson.loads(line)
             if point.get("type") != "Point" or point.get("metric") != "http_req_duration":
                 continue
-            data = point["data"]
+            data, value = point["data"], float(point["data"]["value"])
+            scenario = data["tags"].get("scenario", "")
             second = data["time"][:19]
-            seconds = longest.setdefault(data["tags"].get("scenario", ""), {})
-            seconds[second] = max(seconds.get(second, 0.0), float(data["value"]))
-    return {name: [round(seconds[key], 2) for key in sorted(seconds)] for name, seconds in longest.items()}
+            seconds = longest.setdefault(scenario, {})
+            seconds[second] = max(seconds.get(second, 0.0), value)
+            times.setdefault(scenario, {}).setdefault(data["tags"].get("method", "?"), []).append(value)
+    return (
+        {name: [round(seconds[key], 2) for key in sorted(seconds)] for name, seconds in longest.items()},
+        {
+            name: {method: round(_p99(values), 2) for method, values in sorted(methods.items())}
+            for name, methods in times.items()
+        },
+    )
+
+
+def _p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(0.99 * len(ordered)) - 1)]
