@@ -201,7 +201,8 @@ async def k6_mix(
 def _answer_times(points: Path) -> tuple[dict[str, list[float]], dict[str, dict[str, float]]]:
     """Per scenario, from k6's JSON output (one object a line): the longest answer of each second
     (an answer's time is written to the second first, so its first 19 characters name its second),
-    and the p99 of each method's answers (nearest rank, as k6's own)."""
+    and the p99 of each method's answers (nearest rank: k6's own p(99) interpolates, so the two
+    may differ by a fraction of the gap between neighbouring answers)."""
     longest: dict[str, dict[str, float]] = {}
     times: dict[str, dict[str, list[float]]] = {}
     with points.open("rb") as lines:

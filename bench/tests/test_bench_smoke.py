@@ -332,7 +332,7 @@ def test_hostile_measures_the_good_client_quiet_then_under_every_attack(capsys):
         assert max(longest) == pytest.approx(good["max_ms"], abs=0.01)
         by_method = good["p99_ms_by_method"]  # reads and writes apart: which of them is the tail
         assert set(by_method) == {"GET", "PUT"}
-        assert max(by_method.values()) <= good["max_ms"]
+        assert max(by_method.values()) <= good["max_ms"] + 0.005  # rounded to 0.01 ms, the max to 0.001
     assert result["ratio"] > 0
     assert result["goal"] == 2.0
     attackers = {"made_up_keys", "filters", "cursors", "embeddings", "readyz"}

@@ -12,7 +12,7 @@ from problem_assertions import assert_problem
 from waiting import eventually
 
 from sophia.api.auth import KeyVerifier
-from sophia.core.errors import Unavailable
+from sophia.core.errors import TooManyRequests, Unauthorized, Unavailable
 from sophia.database import Database, keys
 
 REFRESH = "/api/v1/admin/views/active-deals:refresh"
@@ -163,6 +163,24 @@ async def test_with_postgres_unreachable_a_key_verified_lately_still_opens_stale
     verifier.stale_if_error_s = 0.0
     with pytest.raises(Unavailable):  # verified too long ago
         await verifier.verify(api_keys["read"])
+
+
+async def test_a_blocked_address_with_postgres_unreachable_keeps_its_429_and_reads_the_prefixes_once(
+    settings, database, api_keys
+):
+    """A blocked address asks PostgreSQL for the active keys' prefixes; when it cannot answer, the
+    429 stands (no 500, no 503), and it is not asked again within `miss_ttl_s`."""
+    verifier = KeyVerifier(database, ttl_s=60, failure_limit=1, miss_ttl_s=60)
+    with pytest.raises(Unauthorized):
+        await verifier.admit("sk_0123abcd_" + "A" * 43, "192.0.2.40")
+    verifier.database = Database(settings)  # never opened: every connection refused
+    for _ in range(3):
+        with pytest.raises(TooManyRequests):
+            await verifier.admit(api_keys["read"], "192.0.2.40")  # its prefix unknown: unread
+    verifier.database = database
+    with pytest.raises(TooManyRequests):  # read 60 s ago at the earliest: not asked again yet
+        await verifier.admit(api_keys["read"], "192.0.2.40")
+    assert (await verifier.admit(api_keys["read"], "192.0.2.41")).scope == "read"  # another address
 
 
 async def test_the_schema_documents_bearer_auth_on_every_gated_operation_and_no_other(anonymous):

@@ -216,6 +216,14 @@ def test_a_canonical_path_names_its_record():
     )  # the rest of the path, as the route takes it
 
 
+def test_the_route_builds_the_path_of_an_id_holding_a_slash():
+    from sophia.api.records.endpoints import router
+
+    path = router.url_path_for("put_record", source_system="drive", kind="doc", external_id="q3/plan.md")
+    assert path == "/api/v1/records/drive/doc/q3/plan.md"
+    assert record_key_of(path) == RecordKey("drive", "doc", "q3/plan.md")
+
+
 async def test_a_failure_that_is_no_sophia_error_is_the_applications_logged_500_from_the_front_door(
     writer, monkeypatch
 ):

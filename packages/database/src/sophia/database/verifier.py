@@ -17,15 +17,22 @@ from sophia.core.errors import TooManyRequests, Unauthorized, Unavailable
 from sophia.database import keys, sessions
 from sophia.database.keys import ApiKey
 from sophia.database.pool import Database
+from sophia.shared.logging import get_logger
 from sophia.shared.settings import Settings
 
 KEY_SHAPE = re.compile(r"sk_[0-9a-f]{8}_[A-Za-z0-9_\-]{43}")
 """What `keys.create` issues: `sk_<8 hex>_<43 url-safe base64>`."""
 
 KEY_LOOKUPS = Counter("sophia_api_key_lookups_total", "API keys looked up in PostgreSQL")
+PREFIX_READS = Counter(
+    "sophia_api_key_prefix_reads_total", "Reads of the active keys' prefixes (while an address is blocked)"
+)
 
-PREFIX_SLOT = "prefix:"
-"""The failure counts of guesses at one key prefix sit beside those of addresses, named so."""
+EXEMPT_SLOT = "exempt:"
+"""An address's second budget, for keys of active prefixes once its first is spent, counted beside
+the addresses' own under this name."""
+
+log = get_logger(__name__)
 
 SCOPE_RANK = {"read": 0, "write": 1, "admin": 2}
 """admin may do what write may, write what read may."""
@@ -42,11 +49,14 @@ class KeyVerifier:
     failed `failure_limit` times within `failure_window_s` is answered 429 without a lookup: a
     flood of made-up keys reaches the database a bounded number of times a second.
 
-    Callers of one host share an address, so a blocked address still lets through a key whose
-    public prefix is one of an active key (the prefixes are read from PostgreSQL at most once per
-    `miss_ttl_s`, and only while some address is blocked): a made-up key hits a real prefix about
-    once in four billion guesses. Guesses at a known prefix are limited per prefix instead, the
-    same `failure_limit` per `failure_window_s`."""
+    Callers of one host share an address, so one caller's flood must not lock the others out. A
+    blocked address still has checked: a secret this process verified before (its memory lapsed: a
+    real caller's, asked again at most once per `ttl_s` however many send it), and, on a second
+    budget of the same size, a key whose public prefix is an active key's (read from PostgreSQL at
+    most once per `miss_ttl_s`, only while some address is blocked; with K keys, a made-up key hits
+    one about K times in four billion). So an address costs PostgreSQL at most twice
+    `failure_limit` lookups a window; a caller that spends both budgets guessing at known prefixes
+    holds off only keys this process has never verified."""
 
     def __init__(
         self,
@@ -74,7 +84,8 @@ class KeyVerifier:
         """The lookup in flight of each key."""
         self._prefixes: frozenset[str] = frozenset()
         self._prefixes_read = -math.inf
-        self._prefixes_lookup: asyncio.Future[frozenset[str]] | None = None
+        """When the last read of the prefixes began (a key created since is in the next one)."""
+        self._prefixes_lookup: asyncio.Future[None] | None = None
 
     @classmethod
     def from_settings(
@@ -99,23 +110,23 @@ class KeyVerifier:
 
     async def admit(self, secret: str, address: str) -> ApiKey:
         """`verify` for a request from `address`, refused with 429 while that address is over its
-        limit of failed keys (a valid key remembered from before still passes)."""
+        limits of failed keys (a secret verified here before, and a key of an active prefix while
+        the second budget lasts, still pass)."""
         if (key := self.remembered(secret)) is not None:
             return key
         now = time.monotonic()
-        if (retry_s := self._blocked(address, now)) is not None:
-            prefix = await self._known_prefix(secret, now)
-            if prefix is None:
+        if secret not in self._verified and (retry_s := self._blocked(address, now)) is not None:
+            if not await self._of_known_prefix(secret):
                 raise TooManyRequests(
                     "Too many requests with keys that did not verify from this address; "
                     f"retry in {retry_s} s.",
                     retry_after_s=retry_s,
                 )
-            address = f"{PREFIX_SLOT}{prefix}"  # another caller's key, or a guess at it: limited by prefix
+            address = f"{EXEMPT_SLOT}{address}"
             if (retry_s := self._blocked(address, now)) is not None:
                 raise TooManyRequests(
-                    f"Too many requests with keys of prefix {prefix} that did not verify; "
-                    f"retry in {retry_s} s.",
+                    "Too many requests with keys that did not verify from this address, those of "
+                    f"active keys' prefixes too; retry in {retry_s} s.",
                     retry_after_s=retry_s,
                 )
         if secret in self._verified or secret in self._lookups:
@@ -147,29 +158,31 @@ class KeyVerifier:
             return max(1, math.ceil(began + self.failure_window_s - now))
         return None
 
-    async def _known_prefix(self, secret: str, now: float) -> str | None:
-        """The prefix of `secret` if it is shaped as a key and an active key has that prefix."""
+    async def _of_known_prefix(self, secret: str) -> bool:
+        """Whether `secret` is shaped as a key and an active key has its prefix."""
         if not KEY_SHAPE.fullmatch(secret):
-            return None
+            return False
         prefix = secret[len(keys.KEY_PREFIX) + 1 : len(keys.KEY_PREFIX) + 9]
-        if prefix not in self._prefixes and now - self._prefixes_read >= self.miss_ttl_s:
-            if self._prefixes_lookup is None:  # one read at a time, however many requests wait
+        if prefix not in self._prefixes:
+            stale = time.monotonic() - self._prefixes_read >= self.miss_ttl_s
+            if self._prefixes_lookup is None and stale:  # one read at a time, however many wait
                 self._prefixes_lookup = asyncio.ensure_future(self._read_prefixes())
-            lookup = self._prefixes_lookup
-            try:
-                self._prefixes = await asyncio.shield(lookup)
-            except Unavailable:
-                pass  # the address's 429 stands: PostgreSQL is asked again after `miss_ttl_s`
-            finally:
-                if self._prefixes_lookup is lookup and lookup.done():
-                    self._prefixes_lookup = None
-                    self._prefixes_read = time.monotonic()
-        return prefix if prefix in self._prefixes else None
+            if self._prefixes_lookup is not None:
+                await asyncio.shield(self._prefixes_lookup)  # done even if every waiter goes
+        return prefix in self._prefixes
 
-    async def _read_prefixes(self) -> frozenset[str]:
-        async with self.database.connection() as connection:
-            KEY_LOOKUPS.inc()
-            return frozenset(await keys.active_prefixes(connection))
+    async def _read_prefixes(self) -> None:
+        """The active keys' prefixes into memory; kept as they were when PostgreSQL cannot say (the
+        address's 429 stands, and it is asked again `miss_ttl_s` after this read began)."""
+        self._prefixes_read = time.monotonic()
+        try:
+            async with self.database.connection() as connection:
+                PREFIX_READS.inc()
+                self._prefixes = frozenset(await keys.active_prefixes(connection))
+        except Exception as error:  # whatever went wrong, the address's 429 is the answer
+            log.warning("key_prefixes_unread", error=repr(error))
+        finally:
+            self._prefixes_lookup = None
 
     def _count_failure(self, address: str, now: float) -> float:
         """One more failure for `address`; the start of the window it was counted in."""

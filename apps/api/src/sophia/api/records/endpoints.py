@@ -38,6 +38,9 @@ class RestOfPath(StringConvertor):
 
     regex = r"[\s\S]+"
 
+    def to_string(self, value: str) -> str:
+        return value  # `url_path_for` with an id holding `/` (the stock one refuses it)
+
 
 register_url_convertor("rest", RestOfPath())
 
@@ -50,7 +53,11 @@ ExternalId = Annotated[
         max_length=EXTERNAL_ID_MAX_LENGTH,
         pattern=EXTERNAL_ID_PATTERN,
         examples=["deal-1001"],
-        description="The record's id in its source system; any text but NUL, `/` included (as is or `%2F`).",
+        description=(
+            "The record's id in its source system: the rest of the path, any text but NUL, `/` "
+            "included. Percent-encode it whole (`a/b` as `a%2Fb`): proxies and clients may merge "
+            "`//` or resolve `..` in a path; a final `/` is part of the id."
+        ),
     ),
 ]
 
