@@ -207,6 +207,35 @@ async def test_a_record_bulk_accepts_can_be_deleted_by_its_key(client):
         assert (put.status_code, put.json()["external_id"]) == (201, odd), put.text
 
 
+@pytest.mark.parametrize("method", ["PUT", "DELETE"])
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        ("hub%2Fspot/deal/x", "source_system"),
+        ("hubspot/de%2fal/x", "kind"),
+        ("hub%2Fspot/de%2Fal", "source_system"),
+    ],
+)
+async def test_an_encoded_slash_in_the_source_system_or_kind_is_refused_not_moved_into_the_id(
+    client, method, path, field
+):
+    """With the external id the rest of the path, `hub%2Fspot/deal/x` decodes to source `hub`,
+    kind `spot`, id `deal/x`: a write under a key the client never named. It is a 422 naming the
+    segment, and nothing is written."""
+    body = {"json": {"data": {}}} if method == "PUT" else {}
+    answer = await client.request(method, f"/api/v1/records/{path}", **body)
+    assert names(assert_problem(answer, 422), ["path", field])
+    listed = await client.get("/api/v1/records", params={"source_system": "hub"})
+    assert listed.json()["items"] == []
+
+
+async def test_an_identifier_percent_encoded_without_a_slash_is_the_identifier(client):
+    system = source()
+    encoded = "".join(f"%{byte:02X}" for byte in system.encode())
+    put = await client.put(f"/api/v1/records/{encoded}/note/x", json={"data": {}})
+    assert (put.status_code, put.json()["source_system"]) == (201, system), put.text
+
+
 async def test_a_bulk_body_starting_with_a_bom_is_refused_naming_line_1_and_writes_nothing(client):
     system = source()
     line = orjson.dumps({"source_system": system, "kind": "note", "external_id": "b", "data": {}})

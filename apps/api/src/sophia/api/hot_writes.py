@@ -35,7 +35,7 @@ from sophia.api.http_cache import JSON
 from sophia.api.middleware import REQUEST_ID, STARTED_KEY, latency, log_request, new_request_id
 from sophia.api.problems import BodyTimedOut, stalled_detail
 from sophia.api.records import service
-from sophia.api.records.endpoints import parse_conditions, write_headers
+from sophia.api.records.endpoints import check_key_segments, parse_conditions, write_headers
 from sophia.api.records.schemas import RecordWrite
 from sophia.api.state import AppState
 from sophia.core.errors import SophiaError
@@ -76,6 +76,10 @@ async def answer_put(state: AppState | None, scope: Scope, receive: Receive, sen
     key = record_key_of(scope["path"])
     if key is None:
         return receive
+    try:
+        check_key_segments(scope.get("raw_path"), key.source_system, key.kind)
+    except SophiaError:
+        return receive  # the route says what is wrong
     headers = front_door_headers(scope)
     if headers.repeated or headers.other_body_header or headers.authorization is None:
         return receive

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from typing import Annotated
+from urllib.parse import unquote_to_bytes
 from uuid import UUID
 
 import orjson
@@ -18,7 +19,7 @@ from sophia.api.problems import BadRequest, unsupported_media_type
 from sophia.api.records import service
 from sophia.api.records.schemas import BulkResult, Moment, RecordOut, RecordPage, RecordWrite
 from sophia.api.state import AppState
-from sophia.core.errors import FieldError
+from sophia.core.errors import FieldError, Invalid
 from sophia.core.records import (
     EXTERNAL_ID_MAX_LENGTH,
     EXTERNAL_ID_PATTERN,
@@ -43,6 +44,35 @@ class RestOfPath(StringConvertor):
 
 
 register_url_convertor("rest", RestOfPath())
+RECORD_KEY_SEGMENTS = [b"api", b"v1", b"records"]
+
+
+def check_key_segments(raw_path: bytes | None, source_system: str, kind: str) -> None:
+    """`Invalid` when an encoded `/` (`%2F`) in the source system or the kind moved the decoded
+    path's boundaries: `hub%2Fspot/deal/x` would otherwise write source `hub`, kind `spot` and id
+    `deal/x`. Judged from the path as sent (`raw_path`; nothing to judge without it, or when its
+    segments do not spell `api/v1/records` as sent). Shared with the front door
+    (`sophia.api.hot_writes`)."""
+    if raw_path is None:
+        return
+    # a root path may come first; what lies past the kind is the id, decoded or not
+    segments = [unquote_to_bytes(segment) for segment in raw_path.split(b"?", 1)[0].split(b"/", 8)]
+    at = next(
+        (i for i in range(len(segments) - 2) if segments[i : i + 3] == RECORD_KEY_SEGMENTS),
+        None,
+    )
+    if at is None:
+        return
+    parts = segments[at + 3 : at + 5]
+    if parts == [source_system.encode(), kind.encode()]:
+        return
+    field = "source_system" if not parts or parts[0] != source_system.encode() else "kind"
+    raise Invalid(
+        "The source system and the kind are path segments of their own: neither may hold an "
+        "encoded `/` (only the external id, the rest of the path, may).",
+        [FieldError(("path", field), "holds an encoded `/` (%2F)")],
+    )
+
 
 SourceSystem = Annotated[str, Path(pattern=IDENTIFIER_PATTERN, examples=["hubspot"])]
 Kind = Annotated[str, Path(pattern=IDENTIFIER_PATTERN, examples=["deal"])]
@@ -109,6 +139,7 @@ def _parse_if_none_match(value: str | None) -> bool:
     summary="Create or replace one record",
 )
 async def put_record(
+    request: Request,
     source_system: SourceSystem,
     kind: Kind,
     external_id: ExternalId,
@@ -117,6 +148,7 @@ async def put_record(
     if_match: Annotated[str | None, Header(description='Replace only at this version, e.g. "3".')] = None,
     if_none_match: Annotated[str | None, Header(description="`*`: create only, never replace.")] = None,
 ) -> Response:
+    check_key_segments(request.scope.get("raw_path"), source_system, kind)
     if_match_version, create_only = parse_conditions(if_match, if_none_match)
     stored = await service.put_record(
         caller.state.database,
@@ -165,12 +197,14 @@ def write_headers(stored: StoredRecord) -> dict[str, str]:
     summary="Soft-delete one record",
 )
 async def delete_record(
+    request: Request,
     source_system: SourceSystem,
     kind: Kind,
     external_id: ExternalId,
     caller: Writer,
     if_match: Annotated[str | None, Header()] = None,
 ) -> Response:
+    check_key_segments(request.scope.get("raw_path"), source_system, kind)
     record = RecordKey(source_system, kind, external_id)
     version = await service.delete_record(
         caller.state.database, caller.state.cache, record, _parse_if_match(if_match), actor=caller.key.actor
