@@ -2,6 +2,7 @@
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
@@ -31,3 +32,24 @@ async def app_client(settings: Settings, secret: str | None = None) -> AsyncIter
     """A client on `create_app(settings)`, authenticated with `secret` if given; the app stops after."""
     async with started_app(settings) as app, client_of(app, secret) as client:
         yield client
+
+
+def http_scope(
+    method: str, path: str, headers: list[tuple[bytes, bytes]], query: bytes = b""
+) -> dict[str, Any]:
+    """An ASGI HTTP scope as a server hands it over, for a test that drives the app itself (what
+    httpx cannot send: a URL past 64 KiB, a client that goes away mid-body)."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query,
+        "root_path": "",
+        "headers": [(b"host", b"sophia.test"), *headers],
+        "client": ("127.0.0.1", 50000),
+        "server": ("sophia.test", 80),
+    }

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import httpx
 import orjson
 import pytest
+from app_clients import http_scope
 from problem_assertions import assert_problem
 
 from sophia.api.app import create_app
@@ -277,20 +278,7 @@ async def test_bulk_whose_client_hangs_up_midway_writes_nothing_and_is_no_server
         (b"content-type", b"application/x-ndjson"),
         (b"authorization", f"Bearer {api_keys['write']}".encode()),
     ]
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/api/v1/records:bulk",
-        "raw_path": b"/api/v1/records:bulk",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"sophia.test"), *headers],
-        "client": ("127.0.0.1", 50000),
-        "server": ("sophia.test", 80),
-    }
+    scope = http_scope("POST", "/api/v1/records:bulk", headers)
     await app(scope, receive, send)
     assert arriving == []
     assert sent[0]["status"] == 499  # in the access log and the metrics: the client closed the request

@@ -18,16 +18,6 @@ JSON = {"content-type": "application/json"}
 NDJSON = {"content-type": "application/x-ndjson"}
 
 
-@pytest.fixture
-async def events_client(own_streams, api_keys):
-    """An app publishing to streams of this test's own, and a NATS connection to read them."""
-    own = own_streams
-    async with app_client(own, api_keys["write"]) as client, NatsConnection(own.nats_url) as nats:
-        client.specs = stream_specs(own)  # type: ignore[attr-defined]
-        client.nats = nats  # type: ignore[attr-defined]
-        yield client
-
-
 def user_event(key: str = "u-1", **overrides) -> dict:
     return {"type": "user.event", "key": key, "payload": {"name": "deal.viewed", "user_id": key}, **overrides}
 

@@ -9,23 +9,8 @@ from app_clients import app_client
 from nats.js.errors import NotFoundError
 from problem_assertions import assert_problem
 
-from sophia.events.connection import NatsConnection
-from sophia.events.streams import stream_specs
-
 JSON = {"content-type": "application/json"}
 NDJSON = {"content-type": "application/x-ndjson"}
-
-
-@pytest.fixture
-async def events_client(own_streams, api_keys):
-    """An app publishing to streams of this test's own, and a NATS connection to read them."""
-    async with (
-        app_client(own_streams, api_keys["write"]) as client,
-        NatsConnection(own_streams.nats_url) as nats,
-    ):
-        client.specs = stream_specs(own_streams)  # type: ignore[attr-defined]
-        client.nats = nats  # type: ignore[attr-defined]
-        yield client
 
 
 async def nothing_published(client) -> None:

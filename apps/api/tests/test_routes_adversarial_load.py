@@ -21,14 +21,13 @@ from urllib.parse import quote
 import httpx
 import orjson
 import pytest
-from app_clients import app_client, started_app
+from app_clients import app_client, http_scope, started_app
 from problem_assertions import assert_problem
+from streams import stream_documents
 
 from sophia.core.events import uuid7
 from sophia.database import events as stored_events
 from sophia.events.codec import unpack
-from sophia.events.connection import NatsConnection
-from sophia.events.streams import stream_specs
 from sophia.workers.sinks import store_events
 
 pytestmark = pytest.mark.load  # hundreds of edge cases: the fast tier keeps the 30 s it has
@@ -250,17 +249,6 @@ async def test_a_bulk_body_starting_with_a_bom_is_refused_naming_line_1_and_writ
 # --- POST /api/v1/events ------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def events_client(own_streams, api_keys):
-    async with (
-        app_client(own_streams, api_keys["write"]) as http,
-        NatsConnection(own_streams.nats_url) as nats,
-    ):
-        http.specs = stream_specs(own_streams)  # type: ignore[attr-defined]
-        http.nats = nats  # type: ignore[attr-defined]
-        yield http
-
-
 async def test_a_batch_naming_one_id_twice_is_refused_or_keeps_both(events_client, database):
     """Found here, fixed. Two different events with the same `id` in one batch are accepted (202,
     "accepted": 2, the id listed twice) and both reach JetStream, but the events sink
@@ -277,13 +265,7 @@ async def test_a_batch_naming_one_id_twice_is_refused_or_keeps_both(events_clien
         return
     accepted = response.json()["accepted"]
     js = await events_client.nats.jetstream()
-    name = events_client.specs["user-events"].name
-    info = await js.stream_info(name)
-    documents = [
-        document
-        for sequence in range(info.state.first_seq, info.state.last_seq + 1)
-        for document in unpack((await js.get_msg(name, sequence)).data)
-    ]
+    documents = await stream_documents(js, events_client.specs["user-events"].name, unpack)
     await store_events(database)(documents)  # what the workers' events sink does with them
     async with database.connection() as connection:
         kept = await stored_events.count(connection, [event_id])
@@ -339,20 +321,7 @@ async def test_analytics_over_the_whole_calendar_answer_200(client, path):
 
 async def _asgi_get(app: Any, path: str, query: bytes, secret: str) -> tuple[int, bytes]:
     """A GET through the ASGI app itself: httpx refuses URLs over 64 KiB."""
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": query,
-        "root_path": "",
-        "headers": [(b"host", b"sophia.test"), (b"authorization", f"Bearer {secret}".encode())],
-        "client": ("127.0.0.1", 50000),
-        "server": ("sophia.test", 80),
-    }
+    scope = http_scope("GET", path, [(b"authorization", f"Bearer {secret}".encode())], query)
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
