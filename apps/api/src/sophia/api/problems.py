@@ -40,7 +40,7 @@ refused by one of them does not use up the lines another's failures are logged i
 
 
 def route_template(scope: Mapping[str, Any]) -> str | None:
-    """The matched route's path as its docs write it: `{external_id}`, not `{external_id:path}`
+    """The matched route's path as its docs write it: `{external_id}`, not `{external_id:rest}`
     (metrics and logs label requests by it)."""
     route = scope.get("route")
     return getattr(route, "path_format", None) or getattr(route, "path", None)

@@ -108,10 +108,6 @@ def _param(text: str) -> tuple[str, Any]:
     return name, parsed
 
 
-MAX_KEY_CHARS = 512
-"""An idempotency key's length: PostgreSQL indexes it (an index row holds at most 8,191 bytes)."""
-
-
 @app.command("submit")
 def submit_command(
     kind: str = typer.Argument(..., help="The job kind, e.g. refresh_active_deals, reprocess_records."),
@@ -123,8 +119,10 @@ def submit_command(
         raise typer.BadParameter(f"must be one of {', '.join(job_kinds())}", param_hint="KIND")
     if key is not None and (not key or text_problem(key)):
         raise typer.BadParameter("must be text without NUL or undecodable bytes", param_hint="--key")
-    if key is not None and len(key) > MAX_KEY_CHARS:
-        raise typer.BadParameter(f"at most {MAX_KEY_CHARS} characters", param_hint="--key")
+    from sophia.database.jobs import IDEMPOTENCY_KEY_MAX_CHARS
+
+    if key is not None and len(key) > IDEMPOTENCY_KEY_MAX_CHARS:
+        raise typer.BadParameter(f"at most {IDEMPOTENCY_KEY_MAX_CHARS} characters", param_hint="--key")
     pairs = [_param(text) for text in param]
     names = [name for name, _ in pairs]
     if len(set(names)) != len(names):

@@ -12,6 +12,11 @@ class FieldError:
     location: tuple[str | int, ...]
     message: str
 
+    @property
+    def dotted(self) -> str:
+        """`line.500.kind`: the location as the errors' details name it."""
+        return ".".join(str(part) for part in self.location)
+
 
 class SophiaError(Exception):
     """Base of every error a service raises on purpose. `context`: more the client needs to act on

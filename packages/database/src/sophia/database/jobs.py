@@ -21,6 +21,8 @@ from sophia.database.pool import Connection
 STATUSES = ("queued", "running", "succeeded", "failed")
 FINISHED = ("succeeded", "failed")
 ERROR_MAX_CHARS = 4000
+IDEMPOTENCY_KEY_MAX_CHARS = 512
+"""An idempotency key's length: PostgreSQL indexes it (an index row holds at most 8,191 bytes)."""
 
 _COLUMNS = (
     "id, kind, idempotency_key, status, attempts, params::text AS params, result::text AS result, "

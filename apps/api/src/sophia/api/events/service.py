@@ -92,11 +92,11 @@ def _check_ids_once(events: list[Event], places: list[tuple[str, int]]) -> None:
             continue
         first = seen.setdefault(event.id, place)
         if first != place:
-            where = ".".join(str(part) for part in first)
+            where = FieldError(first, "").dotted
+            error = FieldError((*place, "id"), f"repeats the id of {where}")
             raise Invalid(
-                f"{'.'.join(str(part) for part in place)}.id: the id of {where} too; an id names one "
-                "event. Nothing was accepted.",
-                [FieldError((*place, "id"), f"repeats the id of {where}")],
+                f"{error.dotted}: the id of {where} too; an id names one event. Nothing was accepted.",
+                [error],
             )
 
 
@@ -207,10 +207,8 @@ def _check_storable(item: dict[str, Any], where: tuple[str | int, ...]) -> None:
         try:
             check_storable(value)
         except ValueError as error:
-            place = ".".join(str(part) for part in (*where, name))
-            raise Invalid(
-                f"{place}: {error}. Nothing was accepted.", [FieldError((*where, name), str(error))]
-            ) from None
+            found = FieldError((*where, name), str(error))
+            raise Invalid(f"{found.dotted}: {error}. Nothing was accepted.", [found]) from None
 
 
 def _long_digits(raw: bytes) -> bool:
@@ -264,8 +262,7 @@ def _check_count(count: int, max_events: int) -> None:
 def _invalid(error: ValidationError, where: tuple[str | int, ...]) -> Invalid:
     errors = [FieldError((*where, *item["loc"]), item["msg"]) for item in error.errors()]
     first = errors[0]
-    place = ".".join(str(part) for part in first.location)
-    return Invalid(f"{place}: {first.message}. Nothing was accepted.", errors)
+    return Invalid(f"{first.dotted}: {first.message}. Nothing was accepted.", errors)
 
 
 def envelopes(events: list[Event], trace_id: str | None) -> list[Envelope]:

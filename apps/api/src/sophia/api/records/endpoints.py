@@ -53,8 +53,8 @@ def check_key_segments(raw_path: bytes | None, source_system: str, kind: str) ->
     `deal/x`. Judged from the path as sent (`raw_path`; nothing to judge without it, or when its
     segments do not spell `api/v1/records` as sent). Shared with the front door
     (`sophia.api.hot_writes`)."""
-    if raw_path is None:
-        return
+    if raw_path is None or b"%" not in raw_path:
+        return  # nothing percent-encoded: the decoded path is the path as sent
     # a root path may come first; what lies past the kind is the id, decoded or not
     segments = [unquote_to_bytes(segment) for segment in raw_path.split(b"?", 1)[0].split(b"/", 8)]
     at = next(
